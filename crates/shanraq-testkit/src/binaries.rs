@@ -1,0 +1,100 @@
+//! Where the real servers live on Debian, and which package to install when one is missing.
+//! A missing binary is an error that names the package: tests fail loudly, never skip.
+
+use std::path::{Path, PathBuf};
+
+use crate::TestkitError;
+
+/// Debian's PostgreSQL 15 binaries (`postgresql-15`).
+pub const PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+
+fn existing(
+    binary: &'static str,
+    path: PathBuf,
+    package: &'static str,
+) -> Result<PathBuf, TestkitError> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(TestkitError::MissingBinary {
+            binary,
+            path,
+            package,
+        })
+    }
+}
+
+fn on_path(
+    binary: &'static str,
+    dirs: &[&str],
+    package: &'static str,
+) -> Result<PathBuf, TestkitError> {
+    for dir in dirs {
+        let path = Path::new(dir).join(binary);
+        if path.is_file() {
+            return Ok(path);
+        }
+    }
+    Err(TestkitError::MissingBinary {
+        binary,
+        path: PathBuf::from(dirs.join(":")),
+        package,
+    })
+}
+
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// A PostgreSQL 15 program (`postgres`, `initdb`, `pg_ctl`, `pg_basebackup`, `pg_rewind`...).
+pub fn postgres_tool(binary: &'static str) -> Result<PathBuf, TestkitError> {
+    existing(binary, Path::new(PG_BIN_DIR).join(binary), "postgresql-15")
+}
+
+/// The directory of PostgreSQL 15's programs, checked to hold `postgres` and `initdb`.
+pub fn pg_bin_dir() -> Result<PathBuf, TestkitError> {
+    postgres_tool("postgres")?;
+    postgres_tool("initdb")?;
+    Ok(PathBuf::from(PG_BIN_DIR))
+}
+
+pub fn redis_server() -> Result<PathBuf, TestkitError> {
+    on_path("redis-server", SYSTEM_DIRS, "redis-server")
+}
+
+pub fn haproxy() -> Result<PathBuf, TestkitError> {
+    on_path("haproxy", SYSTEM_DIRS, "haproxy")
+}
+
+pub fn promtool() -> Result<PathBuf, TestkitError> {
+    on_path("promtool", SYSTEM_DIRS, "prometheus")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_server_this_machine_needs_is_installed() {
+        for tool in ["postgres", "initdb", "pg_ctl", "pg_basebackup", "pg_rewind"] {
+            postgres_tool(tool).expect("postgresql-15 tool");
+        }
+        redis_server().expect("redis-server");
+        haproxy().expect("haproxy");
+        promtool().expect("promtool");
+    }
+
+    #[test]
+    fn a_missing_binary_names_its_package() {
+        let error = on_path("no-such-server", &["/nonexistent"], "no-such-package")
+            .expect_err("missing binary");
+        let message = error.to_string();
+        assert!(message.contains("no-such-package"), "{message}");
+        assert!(message.contains("no-such-server"), "{message}");
+    }
+}
