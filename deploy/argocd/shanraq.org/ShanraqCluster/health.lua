@@ -28,16 +28,19 @@ local function text_of(condition, fallback)
   return fallback
 end
 
--- A PostgreSQL phase that means the primary is being replaced or could not be.
+-- PostgreSQL phases of an unplanned failover (shanraq-ha's postgres::Phase): writes are
+-- unavailable until Routing ends, and a failover refused for want of a promotable replica
+-- stays in Electing. Bootstrapping and the planned Switchover* phases are progress, not damage.
+local failover_phases = {
+  Detecting = true,
+  Fencing = true,
+  Electing = true,
+  Promoting = true,
+  Routing = true,
+}
+
 local function failover_phase(phase)
-  if phase == nil or phase == "Healthy" then
-    return false
-  end
-  return string.find(phase, "Fail", 1, true) ~= nil
-    or string.find(phase, "Switchover", 1, true) ~= nil
-    or phase == "Fencing"
-    or phase == "Electing"
-    or phase == "Promoting"
+  return phase ~= nil and failover_phases[phase] == true
 end
 
 local generation = nil
