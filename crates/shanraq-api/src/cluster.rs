@@ -1,0 +1,72 @@
+//! The `ShanraqCluster` custom resource: one object for the whole HA stack.
+//!
+//! Cross-field rules live here and on the component specs as CEL (`x-kubernetes-validations`),
+//! so the API server rejects an invalid spec at admission with a message naming the field. The
+//! operator evaluates the very same rules offline (see `admission`), so the CRD is the single
+//! source of truth.
+
+use kube::CustomResource;
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::failover::FailoverSpec;
+use crate::haproxy::HAProxySpec;
+use crate::kafka::KafkaSpec;
+use crate::monitoring::MonitoringSpec;
+use crate::objectives::Objectives;
+use crate::postgres::PostgresSpec;
+use crate::redis::RedisSpec;
+use crate::status::ShanraqClusterStatus;
+
+/// A complete high-availability stack: PostgreSQL, Redis, Kafka, HAProxy and monitoring, with
+/// recovery objectives that the operator measures and reports.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "shanraq.org",
+    version = "v1alpha1",
+    kind = "ShanraqCluster",
+    plural = "shanraqclusters",
+    shortname = "sqc",
+    namespaced,
+    status = "ShanraqClusterStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A high-availability fintech stack (PostgreSQL, Redis, Kafka, HAProxy, monitoring) with measured recovery objectives.",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Primary","type":"string","jsonPath":".status.postgres.currentPrimary"}"#,
+    printcolumn = r#"{"name":"RPO","type":"string","jsonPath":".status.objectives.rpo.measured"}"#,
+    printcolumn = r#"{"name":"RTO","type":"string","jsonPath":".status.objectives.rto.measured"}"#,
+    printcolumn = r#"{"name":"P99","type":"string","jsonPath":".status.objectives.latencyP99.measured"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 30").message("metadata.name must be at most 30 characters: child objects such as <name>-kafka-controller-0 must stay within Kubernetes name limits"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label (lower case letters, digits and '-', starting with a letter), because Services are named after it")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "duration(self.objectives.rpo) != duration('0s') || !self.postgres.enabled || (self.postgres.instances >= 2 && self.postgres.synchronous.number >= 1)"
+).field_path(".objectives.rpo").message(
+    "objectives.rpo 0s requires synchronous PostgreSQL replication: postgres.instances >= 2 and postgres.synchronous.number >= 1"
+))]
+#[x_kube(validation = Rule::new(
+    "duration(self.objectives.rpo) != duration('0s') || !self.kafka.enabled || self.kafka.minInsyncReplicas >= 2"
+).field_path(".objectives.rpo").message(
+    "objectives.rpo 0s requires kafka.minInsyncReplicas >= 2, so that an acknowledged write survives the loss of a broker"
+))]
+pub struct ShanraqClusterSpec {
+    /// Recovery and service objectives, measured and reported in the status.
+    #[serde(default)]
+    pub objectives: Objectives,
+    #[serde(default)]
+    pub postgres: PostgresSpec,
+    #[serde(default)]
+    pub redis: RedisSpec,
+    #[serde(default)]
+    pub kafka: KafkaSpec,
+    #[serde(default)]
+    pub haproxy: HAProxySpec,
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+    /// How fast failures are detected and acted on.
+    #[serde(default)]
+    pub failover: FailoverSpec,
+}

@@ -1,0 +1,163 @@
+//! Redis: a replicated master with operator-driven failover, or a sharded Redis Cluster.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::storage::StorageSpec;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode != 'cluster' || self.instances >= 6").field_path(".instances").message(
+    "redis.instances must be at least 6 in cluster mode (3 masters, each with a replica)"
+))]
+#[x_kube(validation = Rule::new("self.mode != 'cluster' || self.instances % (self.replicasPerShard + 1) == 0").field_path(".instances").message(
+    "redis.instances must be a multiple of redis.replicasPerShard + 1 in cluster mode"
+))]
+#[x_kube(validation = Rule::new("self.mode != 'replication' || self.minReplicasToWrite < self.instances").field_path(".minReplicasToWrite").message(
+    "redis.minReplicasToWrite must be lower than redis.instances, or the master would refuse every write"
+))]
+#[x_kube(validation = Rule::new("self.mode == oldSelf.mode").field_path(".mode").message(
+    "redis.mode is immutable: moving between replication and cluster mode needs a new cluster"
+))]
+pub struct RedisSpec {
+    #[serde(default = "crate::default_true")]
+    pub enabled: bool,
+    /// `replication`: one master and replicas. `cluster`: Redis Cluster shards. Immutable.
+    #[serde(default)]
+    pub mode: RedisMode,
+    /// Number of Redis nodes. Cluster mode needs at least 6 (3 masters, 3 replicas).
+    #[serde(default = "default_instances")]
+    #[schemars(range(min = 1, max = 60))]
+    pub instances: i32,
+    /// Cluster mode: replicas per master; `instances` must be a multiple of `replicasPerShard + 1`.
+    #[serde(default = "default_replicas_per_shard")]
+    #[schemars(range(min = 1, max = 5))]
+    pub replicas_per_shard: i32,
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// `maxmemory`, in Redis units (`2gb`, `512mb`).
+    #[serde(default = "default_maxmemory")]
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,8}(b|kb|mb|gb)?$"), length(max = 16))]
+    pub maxmemory: String,
+    #[serde(default)]
+    pub maxmemory_policy: MaxmemoryPolicy,
+    /// Append-only file persistence.
+    #[serde(default = "crate::default_true")]
+    pub appendonly: bool,
+    #[serde(default)]
+    pub appendfsync: Appendfsync,
+    /// Replication mode: the master refuses writes unless this many replicas are connected with
+    /// a lag of at most `minReplicasMaxLag` seconds. This bounds what a failover can lose.
+    #[serde(default = "default_min_replicas_to_write")]
+    #[schemars(range(min = 0, max = 59))]
+    pub min_replicas_to_write: i32,
+    #[serde(default = "default_min_replicas_max_lag")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub min_replicas_max_lag: i32,
+    #[serde(default = "default_storage")]
+    pub storage: StorageSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RedisMode {
+    #[default]
+    Replication,
+    Cluster,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaxmemoryPolicy {
+    Noeviction,
+    #[default]
+    AllkeysLru,
+    VolatileLru,
+    AllkeysLfu,
+    VolatileLfu,
+    AllkeysRandom,
+    VolatileRandom,
+    VolatileTtl,
+}
+
+impl MaxmemoryPolicy {
+    /// The spelling redis.conf uses.
+    pub fn as_redis(self) -> &'static str {
+        match self {
+            MaxmemoryPolicy::Noeviction => "noeviction",
+            MaxmemoryPolicy::AllkeysLru => "allkeys-lru",
+            MaxmemoryPolicy::VolatileLru => "volatile-lru",
+            MaxmemoryPolicy::AllkeysLfu => "allkeys-lfu",
+            MaxmemoryPolicy::VolatileLfu => "volatile-lfu",
+            MaxmemoryPolicy::AllkeysRandom => "allkeys-random",
+            MaxmemoryPolicy::VolatileRandom => "volatile-random",
+            MaxmemoryPolicy::VolatileTtl => "volatile-ttl",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Appendfsync {
+    Always,
+    #[default]
+    Everysec,
+    No,
+}
+
+impl Appendfsync {
+    pub fn as_redis(self) -> &'static str {
+        match self {
+            Appendfsync::Always => "always",
+            Appendfsync::Everysec => "everysec",
+            Appendfsync::No => "no",
+        }
+    }
+}
+
+fn default_instances() -> i32 {
+    3
+}
+fn default_replicas_per_shard() -> i32 {
+    1
+}
+fn default_image() -> String {
+    "docker.io/library/redis:7.2".to_owned()
+}
+fn default_maxmemory() -> String {
+    "2gb".to_owned()
+}
+fn default_min_replicas_to_write() -> i32 {
+    1
+}
+fn default_min_replicas_max_lag() -> i32 {
+    10
+}
+fn default_storage() -> StorageSpec {
+    StorageSpec::of_size("5Gi")
+}
+
+impl Default for RedisSpec {
+    fn default() -> Self {
+        RedisSpec {
+            enabled: true,
+            mode: RedisMode::default(),
+            instances: default_instances(),
+            replicas_per_shard: default_replicas_per_shard(),
+            image: default_image(),
+            maxmemory: default_maxmemory(),
+            maxmemory_policy: MaxmemoryPolicy::default(),
+            appendonly: true,
+            appendfsync: Appendfsync::default(),
+            min_replicas_to_write: default_min_replicas_to_write(),
+            min_replicas_max_lag: default_min_replicas_max_lag(),
+            storage: default_storage(),
+            resources: None,
+        }
+    }
+}

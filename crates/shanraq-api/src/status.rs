@@ -1,0 +1,138 @@
+//! The status the operator writes: kstatus conditions, per-component state, failover state that
+//! must survive an operator restart, and every objective measured beside its target.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShanraqClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling`, `Stalled`, one `<Component>Ready` per component and one
+    /// `<Objective>Met` per objective.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<WorkloadStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub haproxy: Option<WorkloadStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<ObjectivesStatus>,
+}
+
+/// PostgreSQL state, including what the failover engine persists (epoch, target, phase) so that
+/// a restarted operator resumes an interrupted failover instead of starting over.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresStatus {
+    /// The instance that holds the primary role for the current epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_primary: Option<String>,
+    /// The instance being promoted during a failover or switchover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_primary: Option<String>,
+    /// Fencing epoch: bumped by every failover and switchover.
+    #[serde(default)]
+    pub epoch: i64,
+    /// `Healthy`, or the failover/switchover phase in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default)]
+    pub ready_instances: i32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<PostgresInstanceStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<FailoverRecord>,
+    /// The engine's full persisted state (JSON), owned by the operator; do not edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_state: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresInstanceStatus {
+    pub name: String,
+    /// `primary`, `replica`, `fenced`, `starting`, `stopped` or `unreachable`.
+    pub role: String,
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<i64>,
+    /// WAL bytes behind the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// Whether the primary counts this instance as a synchronous (quorum) standby.
+    #[serde(default)]
+    pub synchronous: bool,
+}
+
+/// The measured timeline of the last failover or switchover.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverRecord {
+    /// `failover` or `switchover`.
+    pub kind: String,
+    pub from: String,
+    pub to: String,
+    /// RFC 3339 timestamps.
+    pub detected_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed_at: Option<String>,
+    /// From the primary's loss (or the switchover request) to routing to the new primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_ms: Option<i64>,
+    /// WAL bytes the old primary had that the new one did not (0 under synchronous replication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_bytes: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_master: Option<String>,
+    #[serde(default)]
+    pub ready_instances: i32,
+}
+
+/// Readiness of a workload the operator does not fail over itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    #[serde(default)]
+    pub ready_replicas: i32,
+    #[serde(default)]
+    pub replicas: i32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectivesStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<ObjectiveStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto: Option<ObjectiveStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99: Option<ObjectiveStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<ObjectiveStatus>,
+}
+
+/// One objective: its target, the measured value, and whether the target is met.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectiveStatus {
+    pub target: String,
+    pub measured: String,
+    pub met: bool,
+}

@@ -1,0 +1,186 @@
+//! The instance manager's HTTP contract, shared by the server (`shanraq-instance`) and its
+//! client (`adapters::instance`). Kept here, as plain data, so that both sides compile against
+//! one definition and the engine can reason about what an instance reports.
+//!
+//! Endpoints (all JSON):
+//! - `GET  /health`  200 when postgres runs and accepts connections, else 503.
+//! - `GET  /primary` 200 only when running, out of recovery, not fenced, and holding an epoch
+//!   that the operator granted with `promote`; else 503. HAProxy's `httpchk` uses it.
+//! - `GET  /replica` 200 when running and in recovery, else 503.
+//! - `GET  /status`  always 200 with [`InstanceStatus`] (also while postgres is down).
+//! - `POST /promote`, `/fence`, `/demote`, `/repoint`: bearer-token authenticated commands,
+//!   bodies below, answered with [`CommandReply`]. A command carrying an epoch lower than the
+//!   instance's own is refused with 409 so that a stale operator cannot act.
+
+use serde::{Deserialize, Serialize};
+
+/// A PostgreSQL write-ahead-log position, as a plain byte offset (`pg_lsn` `X/Y` is
+/// `(X << 32) | Y`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Lsn(pub u64);
+
+impl Lsn {
+    /// Parses PostgreSQL's textual form `16/B374D848`.
+    pub fn parse(text: &str) -> Option<Lsn> {
+        let (hi, lo) = text.trim().split_once('/')?;
+        let hi = u64::from_str_radix(hi, 16).ok()?;
+        let lo = u64::from_str_radix(lo, 16).ok()?;
+        if hi > u64::from(u32::MAX) || lo > u64::from(u32::MAX) {
+            return None;
+        }
+        Some(Lsn((hi << 32) | lo))
+    }
+
+    /// Bytes from `self` forward to `later`, zero when `later` is behind.
+    pub fn bytes_until(self, later: Lsn) -> u64 {
+        later.0.saturating_sub(self.0)
+    }
+}
+
+impl std::fmt::Display for Lsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+/// What an instance believes it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceRole {
+    /// Running and out of recovery.
+    Primary,
+    /// Running and in recovery (streaming or replaying archived WAL).
+    Replica,
+    /// Stopped on the operator's order; will not start until demoted.
+    Fenced,
+    /// Bootstrapping, restarting, or crashed and waiting for backoff.
+    Starting,
+    /// Not running, and not fenced.
+    Stopped,
+}
+
+/// One row of the primary's `pg_stat_replication`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationPeer {
+    /// `application_name`, which the instance manager sets to the instance's name.
+    pub application_name: String,
+    /// `state`: `streaming`, `catchup`, `startup`, `backup`, `stopping`.
+    pub state: String,
+    /// `sync_state`: `sync`, `quorum`, `potential` or `async`.
+    pub sync_state: String,
+    pub sent_lsn: Option<Lsn>,
+    pub write_lsn: Option<Lsn>,
+    pub flush_lsn: Option<Lsn>,
+    pub replay_lsn: Option<Lsn>,
+}
+
+/// `GET /status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    /// The instance's stable name (pod name in Kubernetes), also its `application_name`.
+    pub name: String,
+    pub role: InstanceRole,
+    /// The highest epoch this instance has been told about (promote, fence, demote, repoint).
+    pub epoch: u64,
+    /// True after `fence` until `demote`.
+    pub fenced: bool,
+    /// True when a postgres postmaster is running under this manager.
+    pub running: bool,
+    /// `pg_is_in_recovery()`, when postgres answers.
+    pub in_recovery: Option<bool>,
+    /// Current timeline id, when postgres answers.
+    pub timeline: Option<u32>,
+    /// Primary: `pg_current_wal_lsn()`. Replica: none.
+    pub current_lsn: Option<Lsn>,
+    /// Replica: `pg_last_wal_receive_lsn()` (flushed to the replica's disk).
+    pub received_lsn: Option<Lsn>,
+    /// Replica: `pg_last_wal_replay_lsn()`.
+    pub replayed_lsn: Option<Lsn>,
+    /// Replica: `pg_is_wal_replay_paused()`.
+    pub replay_paused: Option<bool>,
+    /// Replica: whether the WAL receiver is streaming (`pg_stat_wal_receiver.status`).
+    pub streaming: Option<bool>,
+    /// Replica: seconds since the last replayed transaction, when known.
+    pub replay_lag_seconds: Option<f64>,
+    /// Primary: `pg_stat_replication`.
+    pub replication: Vec<ReplicationPeer>,
+    /// Primary: the effective `synchronous_standby_names`.
+    pub synchronous_standby_names: Option<String>,
+    /// After a clean stop (fence or shutdown): `Latest checkpoint location` from pg_controldata,
+    /// the last LSN this instance wrote. Switchover waits for the target to replay it.
+    pub final_lsn: Option<Lsn>,
+    /// Human-readable reason when postgres is not running or not answering.
+    pub message: Option<String>,
+}
+
+/// `POST /promote`: end recovery (`pg_promote(wait => true)`) and take `epoch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromoteRequest {
+    pub epoch: u64,
+}
+
+/// `POST /fence`: stop answering `/primary` at once, stop postgres (fast shutdown; immediate if
+/// it does not stop within `timeout_ms`, then SIGKILL), and stay down until demoted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceRequest {
+    pub epoch: u64,
+    pub timeout_ms: u64,
+}
+
+/// Where a replica streams from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    /// The upstream instance's name (for logs and status; the connection uses host and port).
+    pub name: String,
+}
+
+/// `POST /demote`: become a replica of `upstream`. Stops postgres if it runs, runs `pg_rewind`
+/// when the timelines diverged (or a fresh `pg_basebackup` when rewind is impossible), writes
+/// `standby.signal` and `primary_conninfo`, and starts postgres. Clears the fence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemoteRequest {
+    pub epoch: u64,
+    pub upstream: Upstream,
+}
+
+/// `POST /repoint`: change `primary_conninfo` of a running replica and reload, no restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepointRequest {
+    pub epoch: u64,
+    pub upstream: Upstream,
+}
+
+/// The answer to every command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandReply {
+    pub ok: bool,
+    /// The instance's epoch after the command.
+    pub epoch: u64,
+    pub message: String,
+    /// The status right after the command.
+    pub status: Option<InstanceStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_round_trips_through_postgres_text() {
+        let lsn = Lsn::parse("16/B374D848").expect("valid lsn");
+        assert_eq!(lsn.0, (0x16 << 32) | 0xB374_D848);
+        assert_eq!(lsn.to_string(), "16/B374D848");
+        assert_eq!(Lsn::parse("0/0"), Some(Lsn(0)));
+        assert_eq!(Lsn::parse("nonsense"), None);
+        assert_eq!(Lsn::parse("1FFFFFFFF/0"), None);
+    }
+
+    #[test]
+    fn bytes_until_never_goes_negative() {
+        assert_eq!(Lsn(100).bytes_until(Lsn(150)), 50);
+        assert_eq!(Lsn(150).bytes_until(Lsn(100)), 0);
+    }
+}

@@ -1,0 +1,48 @@
+//! `shanraq`: one binary for the operator, its tools, the PostgreSQL instance manager and the
+//! local failover drill. Each subcommand lives in its own module or crate; this file only
+//! parses arguments and dispatches.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "shanraq", version, about = "High-availability fintech stack operator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Kubernetes operator.
+    Operator(shanraq_operator::run::OperatorArgs),
+    /// Print the ShanraqCluster CustomResourceDefinition as YAML.
+    Crdgen,
+    /// Print every object the operator would create for a ShanraqCluster manifest.
+    Render(shanraq_operator::render_cmd::RenderArgs),
+    /// Run inside a managed pod (the PostgreSQL instance manager).
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum InstanceCommand {
+    /// Bootstrap, supervise and serve the status of one PostgreSQL instance.
+    Postgres(shanraq_instance::InstanceArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Operator(args) => shanraq_operator::run::main(args),
+        Command::Crdgen => shanraq_operator::render_cmd::crdgen(),
+        Command::Render(args) => shanraq_operator::render_cmd::render(args),
+        Command::Instance(InstanceCommand::Postgres(args)) => shanraq_instance::main(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
