@@ -172,3 +172,59 @@ fn a_ready_status_for_an_older_generation_is_not_healthy() {
     assert_eq!(status, "Progressing");
     assert!(message.contains("generation 7"), "{message}");
 }
+
+#[test]
+fn every_test_object_is_a_valid_shanraq_cluster() {
+    // The cases must describe statuses the operator can really write: same field names and
+    // types as the CRD, nothing the API server would reject.
+    let crd = read_yaml("crds/shanraq.org_shanraqclusters.yaml");
+    let schema = shanraq_repo_tests::schema::crd_version_schema(&crd, "v1alpha1");
+    let dir = repo_root().join(HEALTH_DIR).join("testdata");
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("cannot list {}: {error}", dir.display()));
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for entry in entries.flatten() {
+        let relative = format!(
+            "{HEALTH_DIR}/testdata/{}",
+            entry.file_name().to_string_lossy()
+        );
+        let object = read_yaml(&relative);
+        for violation in shanraq_repo_tests::schema::object_violations(schema, &object) {
+            problems.push(format!("{relative}: {violation}"));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} test objects found");
+    assert!(
+        problems.is_empty(),
+        "test objects the CRD rejects:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_schema_checker_rejects_unknown_and_mistyped_fields() {
+    let crd = read_yaml("crds/shanraq.org_shanraqclusters.yaml");
+    let schema = shanraq_repo_tests::schema::crd_version_schema(&crd, "v1alpha1");
+    let object = serde_json::json!({
+        "apiVersion": "shanraq.org/v1alpha1",
+        "kind": "ShanraqCluster",
+        "metadata": {"name": "payments"},
+        "spec": {},
+        "status": {"observedGeneration": "two", "postgres": {"primary": "payments-pg-0"}}
+    });
+    let violations = shanraq_repo_tests::schema::object_violations(schema, &object);
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.starts_with(".status.observedGeneration: expected integer")),
+        "{violations:?}"
+    );
+    assert!(
+        violations
+            .iter()
+            .any(|v| v == ".status.postgres.primary: unknown field"),
+        "{violations:?}"
+    );
+}
