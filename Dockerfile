@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Two images from one build of the `shanraq` binary:
 #   docker build --target operator -t ghcr.io/shanraq-org/shanraq-operator:0.1.0 .
-#   docker build --target postgres -t ghcr.io/shanraq-org/shanraq-postgres:0.1.0 .
+#   docker build --target postgres -t ghcr.io/shanraq-org/shanraq-postgres:15-0.1.0 .
 # The operator image runs `shanraq operator`; the PostgreSQL image is the official PostgreSQL 15
 # image with `shanraq instance postgres` (the instance manager) as its entrypoint.
 
