@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 /// A PostgreSQL write-ahead-log position, as a plain byte offset (`pg_lsn` `X/Y` is
 /// `(X << 32) | Y`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Lsn(pub u64);
 

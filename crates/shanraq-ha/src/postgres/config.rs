@@ -1,0 +1,52 @@
+//! The engine's timings and durability rules, decided once by the caller (from the cluster's
+//! spec, or a local topology) and never read from the environment by the engine itself.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How commits are acknowledged, which decides who may be elected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "mode")]
+pub enum ReplicationMode {
+    /// `synchronous_standby_names = 'ANY number (...)'` with data durability "required": a
+    /// commit returns only once `number` standbys of the synchronous set flushed it.
+    Synchronous { number: u32 },
+    /// Asynchronous streaming: a failover may lose up to `maximum_lag_on_failover` bytes.
+    Asynchronous,
+}
+
+/// Engine settings. `Default` gives the fast profile the project aims at (about a second to
+/// detect and promote).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresHaConfig {
+    /// How often the caller probes every instance.
+    pub probe_period: Duration,
+    /// Consecutive failed probes of the primary before detection is confirmed.
+    pub failure_threshold: u32,
+    /// Extra wait after detection before the failover starts (cancelled by a good probe).
+    pub failover_delay: Duration,
+    /// Async mode: the most WAL bytes a failover may lose.
+    pub maximum_lag_on_failover: u64,
+    pub replication: ReplicationMode,
+    /// Switchover: the longest wait for the target to replay the old primary's final LSN.
+    pub switchover_timeout: Duration,
+    /// Fence: how long the old primary gets to stop (sent to the instance; the engine waits
+    /// this long for an answer before it proceeds without one).
+    pub fence_timeout: Duration,
+}
+
+impl Default for PostgresHaConfig {
+    fn default() -> Self {
+        PostgresHaConfig {
+            probe_period: Duration::from_millis(250),
+            failure_threshold: 3,
+            failover_delay: Duration::ZERO,
+            maximum_lag_on_failover: 1024 * 1024,
+            replication: ReplicationMode::Synchronous { number: 1 },
+            switchover_timeout: Duration::from_secs(30),
+            fence_timeout: Duration::from_secs(5),
+        }
+    }
+}

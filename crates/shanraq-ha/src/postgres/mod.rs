@@ -1,0 +1,23 @@
+//! PostgreSQL failover and switchover as a sans-IO state machine: probe observations and pod
+//! signals go in with the time, commands and events come out, and `HaState` is what the caller
+//! persists. No IO, no clock and no async here: the same engine runs under the local driver
+//! (`crate::adapters::driver`), under the Kubernetes controller, and in table-driven tests.
+
+mod command;
+mod config;
+mod election;
+mod engine;
+mod model;
+mod state;
+mod switchover;
+
+#[cfg(test)]
+mod tests;
+
+pub use command::{Command, CommandError, CommandTarget, Event, EventKind, StepOutput};
+pub use config::{PostgresHaConfig, ReplicationMode};
+pub use election::{Candidate, Elected, ElectionRules, elect};
+pub use engine::PostgresHa;
+pub use model::{Member, Millis, NodeId, Observation, PodSignal, ProbeOutcome, duration_ms};
+pub use state::{FailoverKind, FailoverRecord, HaState, Phase, Suspicion};
+pub use switchover::SwitchoverError;

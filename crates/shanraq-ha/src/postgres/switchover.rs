@@ -1,0 +1,271 @@
+//! Planned switchover without loss: fence the old primary (clean shutdown, it reports its final
+//! LSN), wait until the target replayed that LSN, then promote through the same Promoting and
+//! Routing phases as a failover. On timeout or a failed fence the old primary is promoted back
+//! with the new epoch, so the switchover never leaves the cluster without a primary.
+
+use std::cmp::Reverse;
+
+use super::command::{Command, EventKind};
+use super::engine::{PostgresHa, is_serving_primary};
+use super::model::{Millis, NodeId};
+use super::state::{FailoverKind, FailoverRecord, Phase};
+use crate::wire::{InstanceRole, InstanceStatus};
+
+/// Why a switchover request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SwitchoverError {
+    #[error("switchover refused: the cluster is in phase {phase}, not Healthy")]
+    NotHealthy { phase: Phase },
+    #[error("switchover refused: primary {primary} has not confirmed epoch {epoch} yet")]
+    PrimaryNotConfirmed { primary: NodeId, epoch: u64 },
+    #[error("switchover refused: no primary is designated")]
+    NoPrimary,
+    #[error("switchover refused: {target} is not a member of the cluster")]
+    UnknownMember { target: NodeId },
+    #[error("switchover refused: {target} is already the primary")]
+    TargetIsPrimary { target: NodeId },
+    #[error(
+        "switchover refused: target {target} is not a running, streaming replica seen recently"
+    )]
+    TargetNotReplica { target: NodeId },
+    #[error("switchover refused: no running, streaming replica was seen recently")]
+    NoReplica,
+}
+
+impl PostgresHa {
+    /// Starts a planned switchover to `target`, or to the most advanced replica (synchronous
+    /// standbys first). Returns the chosen target. Commands follow from the next `step`.
+    pub fn request_switchover(
+        &mut self,
+        target: Option<NodeId>,
+        now: Millis,
+    ) -> Result<NodeId, SwitchoverError> {
+        if self.state.phase != Phase::Healthy {
+            return Err(SwitchoverError::NotHealthy {
+                phase: self.state.phase,
+            });
+        }
+        let primary = self
+            .state
+            .current_primary
+            .clone()
+            .ok_or(SwitchoverError::NoPrimary)?;
+        let epoch = self.state.epoch;
+        let primary_ok = self.confirmed.as_ref() == Some(&(primary.clone(), epoch))
+            && self.is_alive_primary(&primary);
+        if !primary_ok {
+            return Err(SwitchoverError::PrimaryNotConfirmed { primary, epoch });
+        }
+        let recent = Millis(
+            now.0
+                .saturating_sub(3 * super::model::duration_ms(self.config.probe_period)),
+        );
+        let replicas: Vec<(&NodeId, &InstanceStatus)> = self
+            .members
+            .iter()
+            .map(|member| &member.name)
+            .filter(|node| **node != primary)
+            .filter_map(|node| Some((node, self.status_since(node, recent)?)))
+            .filter(|(_, status)| is_switchover_target(status))
+            .collect();
+        let chosen = match target {
+            Some(target) => {
+                if self.member(&target).is_none() {
+                    return Err(SwitchoverError::UnknownMember { target });
+                }
+                if target == primary {
+                    return Err(SwitchoverError::TargetIsPrimary { target });
+                }
+                if !replicas.iter().any(|(node, _)| **node == target) {
+                    return Err(SwitchoverError::TargetNotReplica { target });
+                }
+                target
+            }
+            None => replicas
+                .iter()
+                .max_by_key(|(node, status)| {
+                    (
+                        self.state.sync_set.contains(node),
+                        status
+                            .received_lsn
+                            .or(status.replayed_lsn)
+                            .unwrap_or_default(),
+                        status.replayed_lsn.unwrap_or_default(),
+                        Reverse(*node),
+                    )
+                })
+                .map(|(node, _)| (*node).clone())
+                .ok_or(SwitchoverError::NoReplica)?,
+        };
+        self.state.epoch += 1;
+        self.state.in_flight = Some(FailoverRecord {
+            kind: FailoverKind::Switchover,
+            epoch: self.state.epoch,
+            from: primary.clone(),
+            to: Some(chosen.clone()),
+            detected_at: now,
+            started_at: now,
+            fenced_at: None,
+            promoted_at: None,
+            routed_at: None,
+            rto_ms: None,
+            lost_bytes: None,
+            primary_lsn: self.primary_lsn,
+            final_lsn: None,
+            fence_error: None,
+            refusal: None,
+            aborted: None,
+        });
+        self.state.target_primary = Some(chosen.clone());
+        self.state.phase = Phase::SwitchoverFencing;
+        self.event(
+            now,
+            EventKind::SwitchoverStarted {
+                from: primary,
+                to: chosen.clone(),
+            },
+        );
+        Ok(chosen)
+    }
+
+    pub(super) fn step_switchover_fencing(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        let Some(record) = self.state.in_flight.clone() else {
+            self.state.phase = Phase::Healthy;
+            return;
+        };
+        if record.fenced_at.is_some() {
+            self.state.phase = Phase::SwitchoverDraining;
+            return;
+        }
+        if let Some(error) = &record.fence_error {
+            self.abort_switchover(format!("fencing {} failed: {error}", record.from), now);
+            return;
+        }
+        if self.switchover_timed_out(&record, now) {
+            return;
+        }
+        // A restarted engine may have lost the fence's answer: the instance's own report of the
+        // new epoch, fenced, is as good.
+        let fenced = self
+            .status_since(&record.from, record.started_at)
+            .is_some_and(|status| {
+                status.fenced && !status.running && status.epoch == self.state.epoch
+            });
+        if fenced {
+            if let Some(record) = self.state.in_flight.as_mut() {
+                record.fenced_at = Some(now);
+            }
+            self.event(
+                now,
+                EventKind::Fenced {
+                    node: record.from,
+                    error: None,
+                },
+            );
+            self.state.phase = Phase::SwitchoverDraining;
+            return;
+        }
+        self.emit(
+            Command::Fence {
+                node: record.from,
+                epoch: self.state.epoch,
+            },
+            commands,
+        );
+    }
+
+    pub(super) fn step_switchover_draining(&mut self, now: Millis) {
+        let Some(record) = self.state.in_flight.clone() else {
+            self.state.phase = Phase::Healthy;
+            return;
+        };
+        if self.switchover_timed_out(&record, now) {
+            return;
+        }
+        let (Some(target), Some(fenced_at)) = (record.to.clone(), record.fenced_at) else {
+            self.abort_switchover("switchover record lost its target".to_owned(), now);
+            return;
+        };
+        let final_lsn = match record.final_lsn {
+            Some(lsn) => lsn,
+            None => {
+                let reported = self
+                    .status_since(&record.from, fenced_at)
+                    .and_then(|status| {
+                        (!status.running && !is_serving_primary(status))
+                            .then_some(status.final_lsn)
+                            .flatten()
+                    });
+                let Some(lsn) = reported else {
+                    return;
+                };
+                if let Some(record) = self.state.in_flight.as_mut() {
+                    record.final_lsn = Some(lsn);
+                }
+                lsn
+            }
+        };
+        let caught_up = self.status_since(&target, fenced_at).is_some_and(|status| {
+            status.role == InstanceRole::Replica
+                && status
+                    .replayed_lsn
+                    .is_some_and(|replayed| replayed >= final_lsn)
+        });
+        if caught_up {
+            if let Some(record) = self.state.in_flight.as_mut() {
+                record.lost_bytes = Some(0);
+            }
+            self.state.target_primary = Some(target);
+            self.state.phase = Phase::Promoting;
+        }
+    }
+
+    /// Aborts when the switchover ran past its timeout; true when it did.
+    fn switchover_timed_out(&mut self, record: &FailoverRecord, now: Millis) -> bool {
+        if now < record.started_at.plus(self.config.switchover_timeout) {
+            return false;
+        }
+        let target = record
+            .to
+            .as_ref()
+            .map_or_else(|| "the target".to_owned(), ToString::to_string);
+        let reason = match (record.fenced_at, record.final_lsn) {
+            (None, _) => format!(
+                "{} did not stop within {:?}",
+                record.from, self.config.switchover_timeout
+            ),
+            (Some(_), None) => format!(
+                "{} did not report its final LSN within {:?}",
+                record.from, self.config.switchover_timeout
+            ),
+            (Some(_), Some(lsn)) => {
+                format!(
+                    "{target} did not replay {lsn} within {:?}",
+                    self.config.switchover_timeout
+                )
+            }
+        };
+        self.abort_switchover(reason, now);
+        true
+    }
+
+    /// Resumes the old primary with the new epoch; the switchover's target stays a replica.
+    fn abort_switchover(&mut self, reason: String, now: Millis) {
+        let Some(record) = self.state.in_flight.as_mut() else {
+            return;
+        };
+        record.aborted = Some(reason.clone());
+        record.to = Some(record.from.clone());
+        record.lost_bytes = Some(0);
+        self.state.target_primary = Some(record.from.clone());
+        self.state.phase = Phase::Promoting;
+        self.event(now, EventKind::SwitchoverAborted { reason });
+    }
+}
+
+fn is_switchover_target(status: &InstanceStatus) -> bool {
+    status.role == InstanceRole::Replica
+        && status.running
+        && !status.fenced
+        && status.streaming != Some(false)
+}

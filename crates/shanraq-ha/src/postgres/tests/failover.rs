@@ -1,0 +1,409 @@
+//! Unplanned failover: detection thresholds, fencing before promotion, election, routing only
+//! after promotion, the recorded timeline, and a second failure right after the first.
+
+use std::time::Duration;
+
+use super::fixtures::*;
+use crate::postgres::{Command, CommandError, EventKind, FailoverKind, Millis, Phase, PodSignal};
+
+fn failing_round() -> Vec<Probe> {
+    vec![
+        down("pg-0"),
+        up(replica("pg-1").epoch(1).at_lsn(1000, 990)),
+        up(replica("pg-2").epoch(1).at_lsn(995, 995)),
+    ]
+}
+
+#[test]
+fn dead_primary_is_fenced_then_most_advanced_sync_standby_promoted_then_routed() {
+    let mut sim = Sim::healthy(SYNC);
+    let first_failure = sim.now;
+    assert!(
+        sim.round(failing_round()).commands.is_empty(),
+        "one failed probe is not a failure"
+    );
+    assert!(
+        sim.round(failing_round()).commands.is_empty(),
+        "two failed probes are not a failure"
+    );
+    let out = sim.round(failing_round());
+    assert_eq!(
+        out.commands,
+        vec![fence("pg-0", 2), promote("pg-1", 2)],
+        "fence first, then promote the most advanced"
+    );
+    assert_eq!(
+        sim.ha.state().epoch,
+        2,
+        "the epoch is bumped before anyone acts"
+    );
+    assert_eq!(sim.ha.state().phase, Phase::Promoting);
+    assert_eq!(sim.ha.state().target_primary, Some(node("pg-1")));
+
+    sim.done(
+        &fence("pg-0", 2),
+        Err(CommandError::Failed("connection refused".into())),
+    );
+    assert!(
+        sim.step().commands.is_empty(),
+        "no route before the promotion is confirmed"
+    );
+    sim.done(&promote("pg-1", 2), Ok(()));
+    assert_eq!(sim.step().commands, vec![route("pg-1", 2)]);
+    sim.advance(20);
+    sim.done(&route("pg-1", 2), Ok(()));
+    let routed_at = sim.now;
+    // Completion immediately re-points the replica that still follows the old primary.
+    assert_eq!(sim.step().commands, vec![repoint("pg-2", "pg-1", 2)]);
+    assert_eq!(sim.ha.state().phase, Phase::Healthy);
+    assert_eq!(sim.ha.state().current_primary, Some(node("pg-1")));
+    assert_eq!(sim.ha.routed_primary(), Some(&node("pg-1")));
+
+    let record = sim
+        .ha
+        .state()
+        .last_failover
+        .clone()
+        .expect("the failover is recorded");
+    assert_eq!(record.kind, FailoverKind::Failover);
+    assert_eq!(
+        (record.from.as_str(), record.to.as_ref().map(|n| n.as_str())),
+        ("pg-0", Some("pg-1"))
+    );
+    assert_eq!(
+        record.detected_at, first_failure,
+        "RTO counts from the first failed probe"
+    );
+    assert!(
+        record.fenced_at.is_none() && record.fence_error.is_some(),
+        "an unreachable primary is not claimed fenced"
+    );
+    assert!(record.promoted_at.is_some());
+    assert_eq!(record.routed_at, Some(routed_at));
+    assert_eq!(record.rto_ms, Some(routed_at.since(first_failure)));
+    assert_eq!(
+        record.lost_bytes,
+        Some(0),
+        "pg-1 had received everything the primary reported"
+    );
+    assert!(sim.ha.state().in_flight.is_none());
+    let reasons = sim.reasons();
+    for expected in [
+        "PrimarySuspected",
+        "FailoverStarted",
+        "Fenced",
+        "Elected",
+        "Promoted",
+        "Routed",
+        "FailoverCompleted",
+    ] {
+        assert!(
+            reasons.contains(&expected),
+            "missing event {expected} in {reasons:?}"
+        );
+    }
+
+    // The old primary is demoted once it is back.
+    sim.done(&repoint("pg-2", "pg-1", 2), Ok(()));
+    let out = sim.round(vec![
+        up(fenced("pg-0").epoch(1)),
+        up(primary("pg-1").epoch(2).lsn(1200).quorum(&["pg-2"])),
+        up(replica("pg-2").epoch(2).at_lsn(1200, 1200)),
+    ]);
+    assert_eq!(
+        out.commands,
+        vec![demote("pg-0", "pg-1", 2)],
+        "the old primary rejoins through demote (pg_rewind)"
+    );
+}
+
+#[test]
+fn detection_honours_threshold_delay_and_recovery() {
+    struct Case {
+        name: &'static str,
+        threshold: u32,
+        delay_ms: u64,
+        /// Each round: whether the primary answers.
+        rounds: Vec<bool>,
+        failover: bool,
+    }
+    let cases = vec![
+        Case {
+            name: "below threshold",
+            threshold: 3,
+            delay_ms: 0,
+            rounds: vec![false, false],
+            failover: false,
+        },
+        Case {
+            name: "at threshold",
+            threshold: 3,
+            delay_ms: 0,
+            rounds: vec![false, false, false],
+            failover: true,
+        },
+        Case {
+            name: "streak broken",
+            threshold: 3,
+            delay_ms: 0,
+            rounds: vec![false, false, true, false, false],
+            failover: false,
+        },
+        Case {
+            name: "delay not over",
+            threshold: 2,
+            delay_ms: 500,
+            rounds: vec![false, false, false, false],
+            failover: false,
+        },
+        Case {
+            name: "delay over",
+            threshold: 2,
+            delay_ms: 500,
+            rounds: vec![false; 8],
+            failover: true,
+        },
+        Case {
+            name: "recovers during delay",
+            threshold: 2,
+            delay_ms: 500,
+            rounds: vec![false, false, false, true, false],
+            failover: false,
+        },
+    ];
+    for case in cases {
+        let mut sim = Sim::healthy(SYNC);
+        let mut config = sim.ha.config().clone();
+        config.failure_threshold = case.threshold;
+        config.failover_delay = Duration::from_millis(case.delay_ms);
+        sim.ha = crate::postgres::PostgresHa::new(config, members(), sim.ha.state().clone());
+        for answers in &case.rounds {
+            let mut probes = healthy_round(1, 1000);
+            if !answers {
+                probes[0] = down("pg-0");
+            }
+            sim.round(probes);
+        }
+        let started = sim.reasons().contains(&"FailoverStarted");
+        assert_eq!(
+            started,
+            case.failover,
+            "case {}: events {:?}",
+            case.name,
+            sim.reasons()
+        );
+        assert_eq!(
+            sim.ha.state().epoch == 2,
+            case.failover,
+            "case {}: epoch only moves with a failover",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn deleted_primary_pod_starts_detection_at_once_and_a_reachable_primary_is_fenced_before_promotion()
+{
+    let mut sim = Sim::healthy(SYNC);
+    sim.ha.observe_pod(PodSignal {
+        node: node("pg-0"),
+        at: sim.now,
+        ready: false,
+        deleted: true,
+    });
+    // The instance still answers while its pod terminates: it must stop before anyone is promoted.
+    let out = sim.round(healthy_round(1, 1000));
+    assert_eq!(
+        out.commands,
+        vec![fence("pg-0", 2)],
+        "fence only, promotion waits for it"
+    );
+    let out = sim.round(healthy_round(1, 1000));
+    assert!(out.commands.is_empty(), "still waiting for the fence");
+    sim.done(&fence("pg-0", 2), Ok(()));
+    let out = sim.round(vec![
+        up(fenced("pg-0").epoch(2)),
+        up(replica("pg-1").epoch(1).at_lsn(1000, 1000)),
+        up(replica("pg-2").epoch(1).at_lsn(1000, 1000)),
+    ]);
+    assert_eq!(out.commands, vec![promote("pg-1", 2)]);
+    let record = sim.ha.state().in_flight.clone().expect("in flight");
+    assert!(record.fenced_at.is_some(), "the fence is on the timeline");
+}
+
+#[test]
+fn not_ready_pod_alone_does_not_fail_over_a_primary_that_answers() {
+    let mut sim = Sim::healthy(SYNC);
+    for _ in 0..5 {
+        sim.ha.observe_pod(PodSignal {
+            node: node("pg-0"),
+            at: sim.now,
+            ready: false,
+            deleted: false,
+        });
+        sim.round(healthy_round(1, 1000));
+    }
+    assert!(
+        !sim.reasons().contains(&"FailoverStarted"),
+        "the database's answer wins over a pod flap"
+    );
+    assert_eq!(sim.ha.state().epoch, 1);
+}
+
+#[test]
+fn unanswered_fence_of_a_reachable_primary_times_out_then_election_goes_on() {
+    let mut sim = Sim::healthy(SYNC);
+    sim.ha.observe_pod(PodSignal {
+        node: node("pg-0"),
+        at: sim.now,
+        ready: false,
+        deleted: true,
+    });
+    sim.round(healthy_round(1, 1000));
+    for _ in 0..9 {
+        let out = sim.round(healthy_round(1, 1000));
+        assert!(
+            !out.commands
+                .iter()
+                .any(|c| matches!(c, Command::Promote { .. })),
+            "no promotion before fence_timeout"
+        );
+    }
+    sim.advance(200);
+    let out = sim.round(healthy_round(1, 1000));
+    assert_eq!(
+        out.commands,
+        vec![promote("pg-1", 2)],
+        "after fence_timeout the failover proceeds"
+    );
+}
+
+#[test]
+fn second_failure_right_after_the_first_fails_over_again_with_a_new_epoch() {
+    let mut sim = Sim::healthy(SYNC);
+    for _ in 0..3 {
+        sim.round(failing_round());
+    }
+    sim.done(
+        &fence("pg-0", 2),
+        Err(CommandError::Failed("refused".into())),
+    );
+    sim.done(&promote("pg-1", 2), Ok(()));
+    sim.step();
+    sim.done(&route("pg-1", 2), Ok(()));
+    assert_eq!(sim.ha.state().current_primary, Some(node("pg-1")));
+
+    // pg-1 dies before any standby streamed from it: nothing proves pg-2 has pg-1's commits.
+    let before_stream = vec![
+        down("pg-0"),
+        down("pg-1"),
+        up(replica("pg-2").epoch(1).at_lsn(995, 995)),
+    ];
+    for _ in 0..3 {
+        sim.round(before_stream.clone());
+    }
+    assert_eq!(
+        sim.ha.state().epoch,
+        3,
+        "the second failure starts a second failover"
+    );
+    assert_eq!(sim.ha.state().phase, Phase::Electing);
+    let refusals = sim.refusals();
+    assert_eq!(
+        refusals.len(),
+        1,
+        "refused once, not every step: {refusals:?}"
+    );
+    assert!(
+        refusals[0].contains("no synchronous standby"),
+        "{}",
+        refusals[0]
+    );
+    assert!(!sim.commands.contains(&promote("pg-2", 3)));
+
+    // Same story, but pg-2 was repointed and reported in quorum by pg-1 before it died.
+    let mut sim = Sim::healthy(SYNC);
+    for _ in 0..3 {
+        sim.round(failing_round());
+    }
+    sim.done(
+        &fence("pg-0", 2),
+        Err(CommandError::Failed("refused".into())),
+    );
+    sim.done(&promote("pg-1", 2), Ok(()));
+    sim.step();
+    sim.done(&route("pg-1", 2), Ok(()));
+    sim.round(vec![
+        down("pg-0"),
+        up(primary("pg-1").epoch(2).lsn(1200).quorum(&["pg-2"])),
+        up(replica("pg-2").epoch(2).at_lsn(1200, 1200)),
+    ]);
+    let second_down = vec![
+        down("pg-0"),
+        down("pg-1"),
+        up(replica("pg-2").epoch(2).at_lsn(1200, 1200)),
+    ];
+    sim.round(second_down.clone());
+    sim.round(second_down.clone());
+    let out = sim.round(second_down);
+    assert_eq!(out.commands, vec![fence("pg-1", 3), promote("pg-2", 3)]);
+    let completed = sim
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::FailoverCompleted { .. }))
+        .count();
+    assert_eq!(
+        completed, 1,
+        "the first failover completed, the second is under way"
+    );
+}
+
+#[test]
+fn routing_never_lags_promotion_and_a_failed_route_is_retried() {
+    let mut sim = Sim::healthy(SYNC);
+    for _ in 0..3 {
+        sim.round(failing_round());
+    }
+    sim.done(
+        &fence("pg-0", 2),
+        Err(CommandError::Failed("refused".into())),
+    );
+    sim.done(&promote("pg-1", 2), Ok(()));
+    assert_eq!(sim.step().commands, vec![route("pg-1", 2)]);
+    assert!(sim.step().commands.is_empty(), "one route at a time");
+    sim.done(
+        &route("pg-1", 2),
+        Err(CommandError::Failed("haproxy runtime api down".into())),
+    );
+    assert_eq!(
+        sim.ha.state().phase,
+        Phase::Routing,
+        "not complete until routing succeeded"
+    );
+    assert_eq!(
+        sim.step().commands,
+        vec![route("pg-1", 2)],
+        "routing is retried"
+    );
+    sim.done(&route("pg-1", 2), Ok(()));
+    assert_eq!(sim.ha.state().phase, Phase::Healthy);
+    let routed: Vec<_> = sim
+        .commands
+        .iter()
+        .filter(|c| matches!(c, Command::Route { .. }))
+        .cloned()
+        .collect();
+    assert!(
+        routed.iter().all(|c| c != &route("pg-0", 2)),
+        "the old primary is never routed with the new epoch"
+    );
+    assert_eq!(
+        sim.ha
+            .state()
+            .last_failover
+            .as_ref()
+            .and_then(|r| r.routed_at),
+        Some(sim.now)
+    );
+    let _ = Millis(0);
+}

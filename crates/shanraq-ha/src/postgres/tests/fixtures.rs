@@ -1,0 +1,304 @@
+//! Builders for what instances report, and a harness that drives the engine with an injected
+//! clock and records everything it decided.
+
+use std::time::Duration;
+
+use crate::postgres::{
+    Command, CommandError, Event, EventKind, HaState, Member, Millis, NodeId, Observation,
+    PostgresHa, PostgresHaConfig, ReplicationMode, StepOutput,
+};
+use crate::wire::{InstanceRole, InstanceStatus, Lsn, ReplicationPeer};
+
+/// An instance report under construction.
+#[derive(Clone, Debug)]
+pub struct Report(pub InstanceStatus);
+
+fn base(name: &str, role: InstanceRole) -> InstanceStatus {
+    InstanceStatus {
+        name: name.to_owned(),
+        role,
+        epoch: 0,
+        fenced: false,
+        running: true,
+        in_recovery: None,
+        timeline: Some(1),
+        current_lsn: None,
+        received_lsn: None,
+        replayed_lsn: None,
+        replay_paused: None,
+        streaming: None,
+        replay_lag_seconds: None,
+        replication: Vec::new(),
+        synchronous_standby_names: None,
+        final_lsn: None,
+        message: None,
+    }
+}
+
+pub fn primary(name: &str) -> Report {
+    let mut status = base(name, InstanceRole::Primary);
+    status.in_recovery = Some(false);
+    status.current_lsn = Some(Lsn(0));
+    status.synchronous_standby_names = Some("ANY 1 (*)".to_owned());
+    Report(status)
+}
+
+pub fn replica(name: &str) -> Report {
+    let mut status = base(name, InstanceRole::Replica);
+    status.in_recovery = Some(true);
+    status.streaming = Some(true);
+    status.received_lsn = Some(Lsn(0));
+    status.replayed_lsn = Some(Lsn(0));
+    Report(status)
+}
+
+/// Stopped on the operator's order (or restarted with a primary's data dir).
+pub fn fenced(name: &str) -> Report {
+    let mut status = base(name, InstanceRole::Fenced);
+    status.fenced = true;
+    status.running = false;
+    Report(status)
+}
+
+impl Report {
+    pub fn epoch(mut self, epoch: u64) -> Report {
+        self.0.epoch = epoch;
+        self
+    }
+
+    /// Primary: current LSN.
+    pub fn lsn(mut self, lsn: u64) -> Report {
+        self.0.current_lsn = Some(Lsn(lsn));
+        self
+    }
+
+    /// Replica: received and replayed LSN.
+    pub fn at_lsn(mut self, received: u64, replayed: u64) -> Report {
+        self.0.received_lsn = Some(Lsn(received));
+        self.0.replayed_lsn = Some(Lsn(replayed));
+        self
+    }
+
+    /// Primary: these standbys stream with `sync_state` quorum.
+    pub fn quorum(mut self, names: &[&str]) -> Report {
+        for name in names {
+            self.0.replication.push(peer(name, "streaming", "quorum"));
+        }
+        self
+    }
+
+    /// Primary: these standbys stream asynchronously.
+    pub fn async_peers(mut self, names: &[&str]) -> Report {
+        for name in names {
+            self.0.replication.push(peer(name, "streaming", "async"));
+        }
+        self
+    }
+
+    pub fn final_lsn(mut self, lsn: u64) -> Report {
+        self.0.final_lsn = Some(Lsn(lsn));
+        self
+    }
+}
+
+fn peer(name: &str, state: &str, sync_state: &str) -> ReplicationPeer {
+    ReplicationPeer {
+        application_name: name.to_owned(),
+        state: state.to_owned(),
+        sync_state: sync_state.to_owned(),
+        sent_lsn: None,
+        write_lsn: None,
+        flush_lsn: None,
+        replay_lsn: None,
+    }
+}
+
+/// One member's probe result in a round.
+#[derive(Clone, Debug)]
+pub enum Probe {
+    Up(Report),
+    Down(&'static str),
+}
+
+pub fn up(report: Report) -> Probe {
+    Probe::Up(report)
+}
+
+pub fn down(name: &'static str) -> Probe {
+    Probe::Down(name)
+}
+
+pub fn node(name: &str) -> NodeId {
+    NodeId::new(name)
+}
+
+pub fn members() -> Vec<Member> {
+    (0..3)
+        .map(|i| Member::new(format!("pg-{i}"), "127.0.0.1", 25432 + i))
+        .collect()
+}
+
+pub fn config(replication: ReplicationMode) -> PostgresHaConfig {
+    PostgresHaConfig {
+        probe_period: Duration::from_millis(100),
+        failure_threshold: 3,
+        failover_delay: Duration::ZERO,
+        maximum_lag_on_failover: 1000,
+        replication,
+        switchover_timeout: Duration::from_secs(5),
+        fence_timeout: Duration::from_secs(1),
+    }
+}
+
+pub const SYNC: ReplicationMode = ReplicationMode::Synchronous { number: 1 };
+pub const ASYNC: ReplicationMode = ReplicationMode::Asynchronous;
+
+/// The engine under a fake clock, with everything it emitted.
+#[derive(Debug)]
+pub struct Sim {
+    pub ha: PostgresHa,
+    pub now: Millis,
+    pub commands: Vec<Command>,
+    pub events: Vec<Event>,
+}
+
+impl Sim {
+    pub fn new(config: PostgresHaConfig, state: HaState) -> Sim {
+        Sim {
+            ha: PostgresHa::new(config, members(), state),
+            now: Millis(1_000_000),
+            commands: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// A cluster whose primary pg-0 holds epoch 1, with pg-1 and pg-2 streaming (quorum in
+    /// synchronous mode), already routed.
+    pub fn healthy(replication: ReplicationMode) -> Sim {
+        let mut sim = Sim::new(config(replication), HaState::with_primary(node("pg-0"), 1));
+        let out = sim.round(healthy_round(1, 1000));
+        let route = Command::Route {
+            primary: node("pg-0"),
+            epoch: 1,
+        };
+        assert_eq!(
+            out.commands,
+            vec![route.clone()],
+            "a healthy cluster is routed to its primary"
+        );
+        sim.done(&route, Ok(()));
+        assert!(sim.step().commands.is_empty());
+        sim
+    }
+
+    pub fn advance(&mut self, ms: u64) {
+        self.now = Millis(self.now.0 + ms);
+    }
+
+    /// Feeds one probe round taken now, then steps. The clock then moves one probe period.
+    pub fn round(&mut self, probes: Vec<Probe>) -> StepOutput {
+        for probe in probes {
+            self.observe(probe);
+        }
+        let out = self.step();
+        self.advance(100);
+        out
+    }
+
+    pub fn observe(&mut self, probe: Probe) {
+        let observation = match probe {
+            Probe::Up(report) => Observation::reachable(report.0, self.now),
+            Probe::Down(name) => Observation::unreachable(name, self.now, "connection refused"),
+        };
+        self.ha.observe(observation);
+    }
+
+    pub fn step(&mut self) -> StepOutput {
+        let out = self.ha.step(self.now);
+        self.commands.extend(out.commands.iter().cloned());
+        self.events.extend(out.events.iter().cloned());
+        out
+    }
+
+    pub fn done(&mut self, command: &Command, result: Result<(), CommandError>) {
+        self.ha.command_done(command, result, self.now);
+    }
+
+    pub fn reasons(&self) -> Vec<&'static str> {
+        self.events.iter().map(Event::reason).collect()
+    }
+
+    pub fn refusals(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|event| match &event.kind {
+                EventKind::FailoverRefused { reason } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Serialises the state as the caller would persist it and builds a fresh engine from it.
+    pub fn restart(&mut self) {
+        let json = serde_json::to_string(self.ha.state()).expect("state serialises");
+        let state: HaState = serde_json::from_str(&json).expect("state deserialises");
+        self.ha = PostgresHa::new(self.ha.config().clone(), members(), state);
+    }
+}
+
+/// pg-0 primary at `lsn`, pg-1 and pg-2 streaming in quorum and caught up.
+pub fn healthy_round(epoch: u64, lsn: u64) -> Vec<Probe> {
+    vec![
+        up(primary("pg-0")
+            .epoch(epoch)
+            .lsn(lsn)
+            .quorum(&["pg-1", "pg-2"])),
+        up(replica("pg-1").epoch(epoch).at_lsn(lsn, lsn)),
+        up(replica("pg-2").epoch(epoch).at_lsn(lsn, lsn)),
+    ]
+}
+
+pub fn promote(name: &str, epoch: u64) -> Command {
+    Command::Promote {
+        node: node(name),
+        epoch,
+    }
+}
+
+pub fn fence(name: &str, epoch: u64) -> Command {
+    Command::Fence {
+        node: node(name),
+        epoch,
+    }
+}
+
+pub fn route(name: &str, epoch: u64) -> Command {
+    Command::Route {
+        primary: node(name),
+        epoch,
+    }
+}
+
+pub fn upstream_of(name: &str) -> crate::wire::Upstream {
+    members()
+        .into_iter()
+        .find(|m| m.name.as_str() == name)
+        .map(|m| m.upstream())
+        .expect("known member")
+}
+
+pub fn demote(name: &str, to: &str, epoch: u64) -> Command {
+    Command::Demote {
+        node: node(name),
+        upstream: upstream_of(to),
+        epoch,
+    }
+}
+
+pub fn repoint(name: &str, to: &str, epoch: u64) -> Command {
+    Command::Repoint {
+        node: node(name),
+        upstream: upstream_of(to),
+        epoch,
+    }
+}
