@@ -1,4 +1,20 @@
-//! `shanraq operator`: process start-up (logging, metrics server, leader election, controllers).
+//! `shanraq operator`: process start-up (logging, metrics server, leader election, controllers)
+//! and a clean shutdown on SIGTERM/SIGINT: controllers stop after their in-flight reconciles,
+//! the Lease is released so a standby takes over at once, and the process exits 0.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use kube::Client;
+use kube::runtime::events::Reporter;
+use kube_lease_manager::LeaseManagerBuilder;
+use shanraq_api::names::MANAGED_BY;
+use tokio::sync::watch;
+
+use crate::controller::{self, Context, discovery::Discovery};
+use crate::http::{self, Health};
+use crate::metrics::Metrics;
 
 /// Command-line flags of `shanraq operator`; every flag also reads an environment variable so
 /// that the Helm chart can set them.
@@ -8,7 +24,12 @@ pub struct OperatorArgs {
     #[arg(long, env = "SHANRAQ_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: std::net::SocketAddr,
     /// Namespaces to watch, comma-separated; empty means all namespaces.
-    #[arg(long, env = "SHANRAQ_WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "SHANRAQ_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub namespaces: Vec<String>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "SHANRAQ_LOG_FORMAT", default_value = "text")]
@@ -27,6 +48,178 @@ pub struct OperatorArgs {
     pub lease_namespace: String,
 }
 
-pub fn main(_args: OperatorArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the operator is not wired yet")
+/// Seconds a Lease stays valid without renewal; a standby takes over after at most this long
+/// when the leader dies without releasing it.
+const LEASE_DURATION_SECONDS: u64 = 15;
+/// The leader renews this long before expiry.
+const LEASE_GRACE_SECONDS: u64 = 5;
+
+pub fn main(args: OperatorArgs) -> anyhow::Result<()> {
+    init_tracing(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the Tokio runtime")?;
+    runtime.block_on(operate(args))
+}
+
+fn init_tracing(args: &OperatorArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("invalid --log-level {:?}", args.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format.as_str() {
+        "json" => builder.json().try_init(),
+        "text" => builder.try_init(),
+        other => anyhow::bail!("invalid --log-format {other:?}: expected text or json"),
+    }
+    .map_err(|error| anyhow::anyhow!("cannot install the log subscriber: {error}"))
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// This replica's identity in the Lease: the pod name from the downward API when present.
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("{MANAGED_BY}-{}", controller::secrets::generate(8)))
+}
+
+async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let (metrics, registry) = Metrics::registered();
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health {
+        registry: Arc::new(registry),
+        ready: ready.clone(),
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
+    tracing::info!(addr = %args.metrics_addr, "serving /metrics, /healthz and /readyz");
+    let mut http_stop = stop_rx.clone();
+    let server = tokio::spawn(http::serve(listener, health, async move {
+        let _ = http_stop.wait_for(|stop| *stop).await;
+    }));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    let reporter = Reporter {
+        controller: MANAGED_BY.to_owned(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        reporter,
+        Discovery::default(),
+    ));
+
+    if args.leader_election {
+        lead(&args, client, ctx, ready, stop_rx).await?;
+    } else {
+        controller::run(ctx, &args.namespaces, ready, stop_rx).await;
+    }
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "HTTP server failed"),
+        Err(error) => tracing::error!(%error, "HTTP server task failed"),
+    }
+    tracing::info!("operator stopped");
+    Ok(())
+}
+
+/// Runs the controllers only while this replica holds the Lease; stops them when it is lost and
+/// waits to be elected again. On shutdown the Lease is released.
+async fn lead(
+    args: &OperatorArgs,
+    client: Client,
+    ctx: Arc<Context>,
+    ready: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let identity = identity();
+    let manager = LeaseManagerBuilder::new(client, &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(LEASE_DURATION_SECONDS)
+        .with_grace(LEASE_GRACE_SECONDS)
+        .build()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot set up the leader-election Lease {}/{}",
+                args.lease_namespace, args.lease_name
+            )
+        })?;
+    let (mut leader, lease_task) = manager.watch().await;
+    tracing::info!(%identity, lease = %args.lease_name, "waiting for leadership");
+    // A standby is healthy and ready: it only waits.
+    ready.store(true, Ordering::SeqCst);
+
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        if *leader.borrow_and_update() {
+            tracing::info!(%identity, "leader: starting controllers");
+            ready.store(false, Ordering::SeqCst);
+            let (lost_tx, lost_rx) = watch::channel(false);
+            let mut leader_watch = leader.clone();
+            let mut outer_stop = stop.clone();
+            let watchdog = tokio::spawn(async move {
+                tokio::select! {
+                    _ = leader_watch.wait_for(|leading| !*leading) => {
+                        tracing::warn!("leadership lost: stopping controllers");
+                    }
+                    _ = outer_stop.wait_for(|stop| *stop) => {}
+                }
+                let _ = lost_tx.send(true);
+            });
+            controller::run(ctx.clone(), &args.namespaces, ready.clone(), lost_rx).await;
+            watchdog.abort();
+            ready.store(true, Ordering::SeqCst);
+            continue;
+        }
+        tokio::select! {
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("the leader-election task ended unexpectedly");
+                }
+            }
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+    }
+
+    // Dropping the receiver makes the lease task release the Lease and end.
+    drop(leader);
+    match lease_task.await {
+        Ok(Ok(_)) => tracing::info!("Lease released"),
+        Ok(Err(error)) => tracing::warn!(%error, "cannot release the Lease"),
+        Err(error) => tracing::warn!(%error, "the leader-election task failed"),
+    }
+    Ok(())
 }

@@ -1,0 +1,208 @@
+//! Writes the rendered children with server-side apply (one field manager, forced), then deletes
+//! the orphans: objects carrying this cluster's instance labels, of a kind the operator owns,
+//! that were not applied this round (for example after a component was disabled). Secrets and
+//! PersistentVolumeClaims are never deleted. Kinds whose CRD is absent are skipped.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject};
+use serde_json::Value;
+use shanraq_api::ValidCluster;
+use shanraq_api::names::{API_VERSION, FIELD_MANAGER, KIND};
+use shanraq_render::Child;
+
+use super::error::ApplyError;
+
+/// What this round wrote: the objects as the API server returned them (with their status),
+/// and the orphans deleted.
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    pub objects: Vec<DynamicObject>,
+    pub deleted: Vec<Deleted>,
+}
+
+/// One deleted orphan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deleted {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+/// Kinds never deleted by the clean-up, whatever their labels say.
+const NEVER_DELETED: &[&str] = &["Secret", "PersistentVolumeClaim"];
+
+/// The owner reference every child carries, so that deleting the cluster deletes them.
+pub fn owner_reference(cluster: &ValidCluster) -> OwnerReference {
+    OwnerReference {
+        api_version: API_VERSION.to_owned(),
+        kind: KIND.to_owned(),
+        name: cluster.name.clone(),
+        uid: cluster.uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Sets the namespace and, unless the renderer already did, the controller owner reference.
+fn prepare(body: &mut Value, cluster: &ValidCluster) {
+    let Some(object) = body.as_object_mut() else {
+        return;
+    };
+    let metadata = object
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(metadata) = metadata.as_object_mut() else {
+        return;
+    };
+    metadata.insert("namespace".to_owned(), cluster.namespace.clone().into());
+    let owners = metadata
+        .entry("ownerReferences")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Some(owners) = owners.as_array_mut() {
+        let ours = owners
+            .iter()
+            .any(|o| o.get("uid").and_then(Value::as_str) == Some(cluster.uid.as_str()));
+        if !ours && let Ok(reference) = serde_json::to_value(owner_reference(cluster)) {
+            owners.push(reference);
+        }
+    }
+}
+
+fn is_prometheus_operator_kind(resource: &ApiResource) -> bool {
+    resource.group == "monitoring.coreos.com"
+}
+
+/// Applies every child, then deletes the orphans among `owned_kinds`.
+pub async fn run(
+    client: &kube::Client,
+    cluster: &ValidCluster,
+    children: &[Child],
+    owned_kinds: &[ApiResource],
+    monitoring_available: bool,
+) -> Result<Applied, ApplyError> {
+    let namespace = &cluster.namespace;
+    let mut applied = Applied::default();
+    let mut kept: BTreeSet<(String, String)> = BTreeSet::new();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for child in children {
+        let resource = child.api_resource();
+        let name = child.name().to_owned();
+        let mut body = child.to_json().map_err(|source| ApplyError::Serialise {
+            kind: resource.kind.clone(),
+            name: name.clone(),
+            source,
+        })?;
+        prepare(&mut body, cluster);
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        let object = api
+            .patch(&name, &params, &Patch::Apply(&body))
+            .await
+            .map_err(|source| ApplyError::Patch {
+                kind: resource.kind.clone(),
+                namespace: namespace.clone(),
+                name: name.clone(),
+                source,
+            })?;
+        kept.insert((resource.kind.clone(), name));
+        applied.objects.push(object);
+    }
+
+    let selector = cluster.names.instance_selector();
+    for resource in owned_kinds {
+        if NEVER_DELETED.contains(&resource.kind.as_str()) {
+            continue;
+        }
+        if is_prometheus_operator_kind(resource) && !monitoring_available {
+            continue;
+        }
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
+        let listed = match api.list(&ListParams::default().labels(&selector)).await {
+            Ok(listed) => listed,
+            // The kind's CRD is not installed: nothing of it can exist.
+            Err(kube::Error::Api(status)) if status.is_not_found() => continue,
+            Err(source) => {
+                return Err(ApplyError::List {
+                    kind: resource.kind.clone(),
+                    namespace: namespace.clone(),
+                    selector: selector.clone(),
+                    source,
+                });
+            }
+        };
+        for item in listed.items {
+            let Some(name) = item.metadata.name.clone() else {
+                continue;
+            };
+            if kept.contains(&(resource.kind.clone(), name.clone()))
+                || item.metadata.deletion_timestamp.is_some()
+            {
+                continue;
+            }
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(source) => {
+                    return Err(ApplyError::Delete {
+                        kind: resource.kind.clone(),
+                        namespace: namespace.clone(),
+                        name,
+                        source,
+                    });
+                }
+            }
+            tracing::info!(kind = %resource.kind, %name, "deleted orphaned child");
+            applied.deleted.push(Deleted {
+                api_version: resource.api_version.clone(),
+                kind: resource.kind.clone(),
+                name,
+            });
+        }
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shanraq_api::names::Names;
+
+    fn cluster() -> ValidCluster {
+        ValidCluster {
+            name: "payments".into(),
+            namespace: "fintech".into(),
+            uid: "uid-1".into(),
+            generation: Some(1),
+            spec: Default::default(),
+            names: Names::new("payments"),
+        }
+    }
+
+    #[test]
+    fn owner_reference_is_added_once() {
+        let mut body = serde_json::json!({"metadata": {"name": "payments-pg"}});
+        prepare(&mut body, &cluster());
+        prepare(&mut body, &cluster());
+        let owners = body["metadata"]["ownerReferences"]
+            .as_array()
+            .expect("owner references");
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0]["uid"], "uid-1");
+        assert_eq!(owners[0]["kind"], "ShanraqCluster");
+        assert_eq!(owners[0]["controller"], true);
+        assert_eq!(body["metadata"]["namespace"], "fintech");
+    }
+
+    #[test]
+    fn secrets_and_volume_claims_are_never_collected() {
+        for kind in shanraq_render::child::owned_kinds() {
+            assert!(
+                !NEVER_DELETED.contains(&kind.kind.as_str()),
+                "{} must not be an owned kind",
+                kind.kind
+            );
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The ShanraqCluster controller: watches clusters, the children they own and their pods, and
+//! runs [`reconcile::reconcile`] for each change. One controller per watched namespace (or one
+//! over all namespaces).
+
+pub mod apply;
+pub mod discovery;
+pub mod error;
+pub mod events;
+pub mod reconcile;
+pub mod secrets;
+pub mod status;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, PartialObjectMeta};
+use kube::core::ApiResource;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use shanraq_api::ShanraqCluster;
+use shanraq_api::names::{LABEL_CLUSTER, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
+
+use crate::metrics::Metrics;
+use discovery::Discovery;
+pub use error::Error;
+
+/// Retries of a failing reconcile back off exponentially from this...
+pub const RETRY_BASE: Duration = Duration::from_secs(2);
+/// ...up to this.
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub discovery: Discovery,
+    /// The kinds whose orphans are deleted (`shanraq_render::child::owned_kinds`).
+    pub owned_kinds: Vec<ApiResource>,
+    /// Consecutive failures per cluster (`namespace/name`), for the retry back-off.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("owned_kinds", &self.owned_kinds.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn key(cluster: &ShanraqCluster) -> String {
+    format!(
+        "{}/{}",
+        cluster.namespace().unwrap_or_default(),
+        cluster.name_any()
+    )
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics, reporter: Reporter, discovery: Discovery) -> Self {
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            discovery,
+            owned_kinds: shanraq_render::child::owned_kinds(),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn forget_failures(&self, cluster: &ShanraqCluster) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&key(cluster));
+        }
+    }
+
+    /// Counts one more failure and returns how many in a row.
+    fn count_failure(&self, cluster: &ShanraqCluster) -> u32 {
+        match self.failures.lock() {
+            Ok(mut failures) => {
+                let count = failures.entry(key(cluster)).or_insert(0);
+                *count = count.saturating_add(1);
+                *count
+            }
+            Err(_) => 1,
+        }
+    }
+}
+
+/// The retry delay after `failures` consecutive failures: 2 s, 4 s, 8 s, ... at most 5 min.
+pub fn retry_delay(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    RETRY_BASE.saturating_mul(1u32 << exponent).min(RETRY_MAX)
+}
+
+/// An invalid spec waits for the user to change it (the status already says `Stalled`); any
+/// other failure is retried with a bounded exponential back-off. Both are counted.
+pub fn error_policy(cluster: Arc<ShanraqCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.count_error(error.metric_label());
+    match error {
+        Error::InvalidSpec { .. } => {
+            tracing::warn!(cluster = %key(&cluster), %error, "spec refused; waiting for a change");
+            Action::await_change()
+        }
+        _ => {
+            let delay = retry_delay(ctx.count_failure(&cluster));
+            tracing::warn!(cluster = %key(&cluster), %error, retry_in = ?delay, "reconcile failed");
+            Action::requeue(delay)
+        }
+    }
+}
+
+fn managed_children() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"))
+}
+
+/// Maps a labelled object back to its cluster in the same namespace.
+fn cluster_of<K: ResourceExt>(object: &K, label: &str) -> Option<ObjectRef<ShanraqCluster>> {
+    let name = object.labels().get(label)?;
+    let namespace = object.namespace()?;
+    Some(ObjectRef::new(name).within(&namespace))
+}
+
+/// Runs one controller per namespace in `namespaces` (all namespaces when empty) until `stop`
+/// turns true; in-flight reconciles finish first. `synced` turns true once every controller's
+/// cache of ShanraqClusters has been filled.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespaces: &[String],
+    synced: Arc<AtomicBool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let client = ctx.client.clone();
+    let scopes: Vec<Option<String>> = if namespaces.iter().all(|n| n.trim().is_empty()) {
+        vec![None]
+    } else {
+        namespaces
+            .iter()
+            .map(|n| n.trim())
+            .filter(|n| !n.is_empty())
+            .map(|n| Some(n.to_owned()))
+            .collect()
+    };
+    fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match scope {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        }
+    }
+
+    let mut stoppers = Vec::new();
+    let mut stores = Vec::new();
+    let mut loops = Vec::new();
+    for scope in &scopes {
+        let (stopper, stopped) = tokio::sync::oneshot::channel::<()>();
+        stoppers.push(stopper);
+        let controller = Controller::new(
+            api::<ShanraqCluster>(&client, scope),
+            watcher::Config::default().any_semantic(),
+        )
+        .owns(
+            api::<PartialObjectMeta<StatefulSet>>(&client, scope),
+            managed_children(),
+        )
+        .owns(
+            api::<PartialObjectMeta<Deployment>>(&client, scope),
+            managed_children(),
+        )
+        .owns(
+            api::<PartialObjectMeta<Service>>(&client, scope),
+            managed_children(),
+        )
+        .owns(
+            api::<PartialObjectMeta<ConfigMap>>(&client, scope),
+            managed_children(),
+        )
+        .owns(
+            api::<PartialObjectMeta<PodDisruptionBudget>>(&client, scope),
+            managed_children(),
+        )
+        .owns(
+            api::<PartialObjectMeta<Job>>(&client, scope),
+            managed_children(),
+        )
+        // Generated Secrets carry no owner reference: map them back by their instance label.
+        .watches(
+            api::<PartialObjectMeta<Secret>>(&client, scope),
+            managed_children(),
+            |secret| cluster_of(&secret, LABEL_INSTANCE),
+        )
+        // A pod's readiness changing (or the pod going away) is what a rollout waits for.
+        .watches(
+            api::<PartialObjectMeta<Pod>>(&client, scope),
+            watcher::Config::default().labels(LABEL_CLUSTER),
+            |pod| cluster_of(&pod, LABEL_CLUSTER),
+        )
+        .graceful_shutdown_on(async move {
+            let _ = stopped.await;
+        });
+        stores.push(controller.store());
+        let ctx = ctx.clone();
+        loops.push(
+            controller
+                .run(reconcile::reconcile, error_policy, ctx)
+                .for_each(|result| async move {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "controller event");
+                    }
+                }),
+        );
+    }
+
+    let readiness = async move {
+        for store in stores {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+        }
+        synced.store(true, Ordering::SeqCst);
+        tracing::info!("ShanraqCluster caches synced");
+    };
+    let stop_all = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+        for stopper in stoppers {
+            let _ = stopper.send(());
+        }
+    };
+    tracing::info!(namespaces = ?scopes, "starting controllers");
+    let controllers = futures::future::join_all(loops);
+    tokio::pin!(controllers);
+    tokio::select! {
+        _ = &mut controllers => {}
+        _ = async { tokio::join!(readiness, stop_all) } => {
+            controllers.await;
+        }
+    }
+    tracing::info!("controllers stopped");
+}

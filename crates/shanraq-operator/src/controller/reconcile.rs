@@ -1,0 +1,166 @@
+//! One reconcile of one ShanraqCluster, as a short pipeline: validate -> render -> secrets ->
+//! apply (server-side apply + orphan clean-up) -> status -> events. Only the ends do IO; the
+//! decisions (what to render, which conditions, which events) are pure functions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use shanraq_api::conditions::{self, READY};
+use shanraq_api::{LiveState, ShanraqCluster, ValidCluster};
+use shanraq_render::Inputs;
+use tracing::instrument;
+
+use super::error::Error;
+use super::events::{self, Notice};
+use super::status::{self, Observed};
+use super::{Context, apply, secrets};
+use crate::metrics::ObjectiveLabels;
+
+/// Requeue of a cluster that is Ready: a periodic check that nothing drifted.
+pub const STEADY_REQUEUE: Duration = Duration::from_secs(60);
+/// Requeue while a rollout is in progress (child watches usually trigger sooner).
+pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(15);
+
+#[instrument(skip(cluster, ctx), fields(name = %cluster.name_any(), namespace = cluster.namespace().unwrap_or_default()))]
+pub async fn reconcile(cluster: Arc<ShanraqCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = run(&cluster, &ctx).await;
+    ctx.metrics.count_reconcile(started.elapsed());
+    if result.is_ok() {
+        ctx.forget_failures(&cluster);
+    }
+    result
+}
+
+async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
+    let namespace = object.namespace().ok_or(Error::MissingNamespace)?;
+    let previous = object.status.clone().unwrap_or_default();
+    let now = Time(Timestamp::now());
+    let reference = object.object_ref(&());
+
+    let live = LiveState {
+        current_postgres_primary: previous
+            .postgres
+            .as_ref()
+            .and_then(|p| p.current_primary.clone()),
+    };
+    let cluster = match shanraq_api::validate(object, &live) {
+        Ok(cluster) => cluster,
+        Err(invalid) => {
+            let next = status::stalled(&previous, object.metadata.generation, &invalid, &now);
+            status::write(&ctx.client, object, &previous, &next).await?;
+            let notices = events::transitions(&previous.conditions, &next.conditions);
+            events::publish(&ctx.recorder, &reference, &notices).await;
+            return Err(Error::InvalidSpec {
+                namespace,
+                name: object.name_any(),
+                source: invalid,
+            });
+        }
+    };
+
+    let inputs = Inputs {
+        monitoring_available: ctx.discovery.monitoring_available(&ctx.client).await?,
+    };
+    let rendered = shanraq_render::build(&cluster, &inputs).map_err(|source| Error::Render {
+        name: cluster.name.clone(),
+        source,
+    })?;
+    let created = secrets::ensure(&ctx.client, &cluster, &rendered.secrets).await?;
+    let applied = apply::run(
+        &ctx.client,
+        &cluster,
+        &rendered.children,
+        &ctx.owned_kinds,
+        inputs.monitoring_available,
+    )
+    .await?;
+
+    let observed = Observed::from_applied(&applied.objects, inputs.monitoring_available);
+    let next = status::desired(&previous, &cluster, &observed, &now);
+    let written = status::write(&ctx.client, object, &previous, &next).await?;
+    publish_objectives(ctx, &cluster);
+
+    let mut notices: Vec<Notice> = created
+        .iter()
+        .map(|name| {
+            Notice::normal(
+                events::SECRET_CREATED,
+                format!("created Secret {name} with generated values"),
+            )
+            .about(related("v1", "Secret", name, &cluster.namespace))
+        })
+        .collect();
+    notices.extend(applied.deleted.iter().map(|deleted| {
+        Notice::normal(
+            events::ORPHAN_DELETED,
+            format!(
+                "deleted {} {}: no longer part of the rendered cluster",
+                deleted.kind, deleted.name
+            ),
+        )
+        .about(related(
+            &deleted.api_version,
+            &deleted.kind,
+            &deleted.name,
+            &cluster.namespace,
+        ))
+    }));
+    notices.extend(events::transitions(&previous.conditions, &next.conditions));
+    events::publish(&ctx.recorder, &reference, &notices).await;
+
+    tracing::debug!(
+        children = applied.objects.len(),
+        orphans_deleted = applied.deleted.len(),
+        status_written = written,
+        "reconciled"
+    );
+    let ready = conditions::is_true(&next.conditions, READY) == Some(true);
+    Ok(Action::requeue(if ready {
+        STEADY_REQUEUE
+    } else {
+        PROGRESS_REQUEUE
+    }))
+}
+
+fn related(api_version: &str, kind: &str, name: &str, namespace: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(api_version.to_owned()),
+        kind: Some(kind.to_owned()),
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        ..ObjectReference::default()
+    }
+}
+
+/// Mirrors the objective conditions in the `shanraq_objective_*` gauges.
+fn publish_objectives(ctx: &Context, cluster: &ValidCluster) {
+    let labels = |objective: &str| ObjectiveLabels {
+        cluster: cluster.name.clone(),
+        namespace: cluster.namespace.clone(),
+        objective: objective.to_owned(),
+    };
+    let objectives = &cluster.spec.objectives;
+    let projected = status::projected_rto(cluster);
+    ctx.metrics.set_objective(
+        labels("rto"),
+        Some(objectives.rto.as_std()),
+        Some(projected <= objectives.rto.as_std()),
+        None,
+    );
+    ctx.metrics
+        .set_objective(labels("rpo"), Some(objectives.rpo.as_std()), None, None);
+    ctx.metrics.set_objective(
+        labels("latency_p99"),
+        Some(objectives.latency.p99.as_std()),
+        None,
+        None,
+    );
+    ctx.metrics
+        .set_objective(labels("availability"), None, None, None);
+}

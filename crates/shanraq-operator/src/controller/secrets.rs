@@ -1,0 +1,122 @@
+//! Generated Secrets (passwords, the instance-manager token): created once with random
+//! alphanumeric values when absent, and never patched, regenerated or deleted afterwards, so a
+//! running database never loses its credentials to a reconcile. They carry no owner reference:
+//! like the PersistentVolumeClaims whose data they unlock, they outlive the ShanraqCluster.
+//! Values never appear in logs, events, errors or status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, PostParams};
+use rand::RngExt;
+use rand::distr::Alphanumeric;
+use shanraq_api::ValidCluster;
+use shanraq_api::names::FIELD_MANAGER;
+use shanraq_render::SecretTemplate;
+
+use super::error::SecretError;
+
+/// A random alphanumeric value of `length` characters from the thread-local CSPRNG.
+pub fn generate(length: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(length)
+        .map(char::from)
+        .collect()
+}
+
+/// The Secret for `template` with fresh values for its generated keys.
+pub fn build(template: &SecretTemplate, namespace: &str) -> Secret {
+    let mut values: BTreeMap<String, String> = template.fixed.clone();
+    for (key, length) in &template.generated {
+        values.insert(key.clone(), generate(*length));
+    }
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(template.name.clone()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(template.labels.clone()),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(values),
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    }
+}
+
+/// Creates every Secret of `templates` that does not exist yet. Returns the names created.
+pub async fn ensure(
+    client: &kube::Client,
+    cluster: &ValidCluster,
+    templates: &[SecretTemplate],
+) -> Result<Vec<String>, SecretError> {
+    let namespace = &cluster.namespace;
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut created = Vec::new();
+    for template in templates {
+        // Metadata only: the operator has no reason to hold existing values in memory.
+        let existing = api
+            .get_metadata_opt(&template.name)
+            .await
+            .map_err(|source| SecretError::Get {
+                namespace: namespace.clone(),
+                name: template.name.clone(),
+                source,
+            })?;
+        if existing.is_some() {
+            continue;
+        }
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match api.create(&params, &build(template, namespace)).await {
+            Ok(_) => {
+                tracing::info!(secret = %template.name, "created generated Secret");
+                created.push(template.name.clone());
+            }
+            // Created in between by another writer: theirs stays.
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+            Err(source) => {
+                return Err(SecretError::Create {
+                    namespace: namespace.clone(),
+                    name: template.name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_values_are_alphanumeric_and_fresh() {
+        let template = SecretTemplate {
+            name: "payments-pg-app".into(),
+            labels: BTreeMap::from([("app.kubernetes.io/instance".into(), "payments".into())]),
+            fixed: BTreeMap::from([("username".into(), "app".into())]),
+            generated: BTreeMap::from([("password".into(), 32)]),
+        };
+        let first = build(&template, "fintech");
+        let second = build(&template, "fintech");
+        let password = |s: &Secret| {
+            s.string_data
+                .as_ref()
+                .and_then(|d| d.get("password").cloned())
+                .expect("password")
+        };
+        assert_eq!(password(&first).len(), 32);
+        assert!(password(&first).chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(password(&first), password(&second));
+        assert_eq!(
+            first.string_data.as_ref().and_then(|d| d.get("username")),
+            Some(&"app".to_owned())
+        );
+        assert_eq!(first.metadata.namespace.as_deref(), Some("fintech"));
+        assert!(first.metadata.owner_references.is_none());
+    }
+}

@@ -1,0 +1,484 @@
+//! Every reconcile branch against the mocked API server (`crate::fixtures`): a new cluster, an
+//! invalid spec, a deleted child, an orphan, a spec change, and a reconcile with nothing to do.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use http::Method;
+use kube::core::ApiResource;
+use kube::runtime::controller::Action;
+use shanraq_api::conditions::{READY, RECONCILING, STALLED};
+use shanraq_api::names::{Component, FIELD_MANAGER, KIND, Names};
+use shanraq_api::{LiveState, ShanraqCluster, ShanraqClusterSpec, ShanraqClusterStatus};
+use shanraq_render::{Inputs, Rendered};
+
+use super::{Error, error_policy, events, reconcile};
+use crate::fixtures::{self, Report, Rollout, Scenario};
+
+const NAMESPACE: &str = "fintech";
+const NAME: &str = "payments";
+
+fn cluster(spec: ShanraqClusterSpec, generation: i64) -> ShanraqCluster {
+    let mut object = ShanraqCluster::new(NAME, spec);
+    object.metadata.namespace = Some(NAMESPACE.into());
+    object.metadata.uid = Some("uid-payments".into());
+    object.metadata.generation = Some(generation);
+    object.metadata.resource_version = Some("1".into());
+    object
+}
+
+fn render(object: &ShanraqCluster, monitoring_available: bool) -> Rendered {
+    let valid = shanraq_api::validate(object, &LiveState::default()).expect("valid");
+    shanraq_render::build(
+        &valid,
+        &Inputs {
+            monitoring_available,
+        },
+    )
+    .expect("renders")
+}
+
+fn secret_names(rendered: &Rendered) -> Vec<&str> {
+    rendered.secrets.iter().map(|s| s.name.as_str()).collect()
+}
+
+fn owned() -> Vec<ApiResource> {
+    shanraq_render::child::owned_kinds()
+}
+
+fn condition<'a>(
+    status: &'a ShanraqClusterStatus,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} in {:#?}", status.conditions))
+}
+
+fn patched_status(report: &Report) -> ShanraqClusterStatus {
+    let patches = report.status_patches();
+    assert_eq!(patches.len(), 1, "exactly one status write");
+    let body = patches[0].body.as_ref().expect("status body");
+    assert_eq!(body["kind"], KIND);
+    assert_eq!(
+        patches[0].query.get("fieldManager").map(String::as_str),
+        Some(FIELD_MANAGER)
+    );
+    assert_eq!(
+        patches[0].query.get("force").map(String::as_str),
+        Some("true")
+    );
+    serde_json::from_value(body["status"].clone()).expect("a ShanraqClusterStatus")
+}
+
+/// Runs one reconcile against `scenario` and returns its result with the verifier's report.
+async fn run_once(
+    object: &ShanraqCluster,
+    scenario: Scenario,
+    monitoring: Option<bool>,
+) -> (Result<Action, Error>, Report, Action) {
+    let (ctx, handle) = fixtures::context(monitoring);
+    let server = scenario.serve(handle);
+    let result = reconcile::reconcile(Arc::new(object.clone()), ctx.clone()).await;
+    let action = match &result {
+        Ok(action) => action.clone(),
+        Err(error) => error_policy(Arc::new(object.clone()), error, ctx.clone()),
+    };
+    drop(ctx);
+    let report = fixtures::finish(server).await;
+    (result, report, action)
+}
+
+/// The status a cluster has after a reconcile in which every workload was ready.
+async fn ready_status(object: &ShanraqCluster) -> ShanraqClusterStatus {
+    let rendered = render(object, false);
+    let scenario = Scenario::new(NAMESPACE)
+        .secrets(&rendered.secrets, &secret_names(&rendered))
+        .apply(&rendered.children, Rollout::Ready)
+        .collect(&owned(), false, &[], &rendered.children)
+        .status_patch(object)
+        .events(1);
+    let (result, report, _) = run_once(object, scenario, Some(false)).await;
+    result.expect("reconcile");
+    assert_eq!(report.event_reasons(), vec![events::CLUSTER_READY]);
+    let status = patched_status(&report);
+    assert_eq!(condition(&status, READY).status, "True");
+    status
+}
+
+#[tokio::test]
+async fn new_cluster_gets_every_child_its_secrets_and_a_progressing_status() {
+    let object = cluster(ShanraqClusterSpec::default(), 1);
+    let rendered = render(&object, false);
+    let scenario = Scenario::new(NAMESPACE)
+        .crds(false)
+        .secrets(&rendered.secrets, &[])
+        .apply(&rendered.children, Rollout::Pending)
+        .collect(&owned(), false, &[], &rendered.children)
+        .status_patch(&object)
+        .events(rendered.secrets.len());
+    let (result, report, action) = run_once(&object, scenario, None).await;
+    result.expect("reconcile succeeds");
+    assert_eq!(action, Action::requeue(reconcile::PROGRESS_REQUEUE));
+
+    // Every rendered child, and nothing else, was applied with our field manager, forced.
+    let applied: BTreeSet<(String, String)> = report
+        .child_applies()
+        .iter()
+        .filter_map(|r| r.applied())
+        .collect();
+    let expected: BTreeSet<(String, String)> = rendered
+        .children
+        .iter()
+        .map(|c| (c.kind(), c.name().to_owned()))
+        .collect();
+    assert_eq!(applied, expected);
+    assert_eq!(report.child_applies().len(), rendered.children.len());
+    let names = Names::new(NAME);
+    for (kind, name) in [
+        ("StatefulSet", names.workload(Component::Postgres)),
+        ("Service", names.pg_rw()),
+        ("StatefulSet", names.workload(Component::Redis)),
+        ("StatefulSet", names.workload(Component::KafkaBroker)),
+        ("Deployment", names.workload(Component::HAProxy)),
+    ] {
+        assert!(
+            applied.contains(&(kind.to_owned(), name.clone())),
+            "{kind} {name} applied: {applied:#?}"
+        );
+    }
+    for request in report.child_applies() {
+        assert_eq!(
+            request.query.get("fieldManager").map(String::as_str),
+            Some(FIELD_MANAGER)
+        );
+        assert_eq!(request.query.get("force").map(String::as_str), Some("true"));
+        let body = request.body.as_ref().expect("body");
+        assert_eq!(body["metadata"]["namespace"], NAMESPACE);
+        let owners = body["metadata"]["ownerReferences"]
+            .as_array()
+            .expect("owner references");
+        assert!(
+            owners.iter().any(|o| o["uid"] == "uid-payments"
+                && o["kind"] == KIND
+                && o["controller"] == true),
+            "{:?} is owned by the cluster",
+            request.applied()
+        );
+    }
+
+    // Every Secret was created once, with generated values that go nowhere else.
+    let created = report.with_method(&Method::POST);
+    let created: Vec<_> = created
+        .iter()
+        .filter(|r| r.path.ends_with("/secrets"))
+        .collect();
+    assert_eq!(created.len(), rendered.secrets.len());
+    let mut values = Vec::new();
+    for (request, template) in created.iter().zip(&rendered.secrets) {
+        let body = request.body.as_ref().expect("secret body");
+        assert_eq!(body["metadata"]["name"], template.name.as_str());
+        for (key, length) in &template.generated {
+            let value = body["stringData"][key].as_str().expect("generated value");
+            assert_eq!(value.len(), *length, "{} {key}", template.name);
+            assert!(value.chars().all(|c| c.is_ascii_alphanumeric()));
+            values.push(value.to_owned());
+        }
+    }
+    let elsewhere: String = report
+        .requests
+        .iter()
+        .filter(|r| !r.path.ends_with("/secrets"))
+        .filter_map(|r| r.body.as_ref().map(|b| b.to_string()))
+        .collect();
+    for value in &values {
+        assert!(!elsewhere.contains(value.as_str()), "a secret value leaked");
+    }
+
+    // Status: the current generation, rolling out.
+    let status = patched_status(&report);
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(condition(&status, READY).status, "False");
+    assert_eq!(condition(&status, RECONCILING).status, "True");
+    assert_eq!(condition(&status, STALLED).status, "False");
+    for c in &status.conditions {
+        assert_eq!(c.observed_generation, Some(1), "{}", c.type_);
+    }
+    assert_eq!(
+        report.event_reasons(),
+        vec![events::SECRET_CREATED; rendered.secrets.len()]
+    );
+    assert!(report.deletes().is_empty());
+}
+
+#[tokio::test]
+async fn invalid_spec_stalls_and_touches_nothing() {
+    let mut spec = ShanraqClusterSpec::default();
+    spec.kafka.controllers = 2;
+    let object = cluster(spec, 3);
+    let scenario = Scenario::new(NAMESPACE).status_patch(&object).events(1);
+    let (result, report, action) = run_once(&object, scenario, None).await;
+    assert!(
+        matches!(result, Err(Error::InvalidSpec { .. })),
+        "{result:?}"
+    );
+    assert_eq!(action, Action::await_change());
+
+    assert!(report.child_applies().is_empty(), "nothing applied");
+    assert!(report.deletes().is_empty(), "nothing deleted");
+    let status = patched_status(&report);
+    let stalled = condition(&status, STALLED);
+    assert_eq!(stalled.status, "True");
+    assert_eq!(stalled.reason, "InvalidSpec");
+    assert!(
+        stalled.message.contains("kafka.controllers"),
+        "{}",
+        stalled.message
+    );
+    assert_eq!(stalled.observed_generation, Some(3));
+    assert_eq!(condition(&status, READY).status, "False");
+    assert_eq!(status.observed_generation, Some(3));
+    assert_eq!(report.event_reasons(), vec![events::INVALID_SPEC]);
+
+    // The same invalid spec again: no second write, no second event.
+    let mut again = object.clone();
+    again.status = Some(status);
+    let (result, report, _) = run_once(&again, Scenario::new(NAMESPACE), None).await;
+    assert!(matches!(result, Err(Error::InvalidSpec { .. })));
+    assert!(report.requests.is_empty(), "{:#?}", report.requests);
+}
+
+#[tokio::test]
+async fn a_deleted_child_is_applied_again_and_readiness_follows_it() {
+    let mut object = cluster(ShanraqClusterSpec::default(), 1);
+    object.status = Some(ready_status(&object).await);
+    let rendered = render(&object, false);
+    let postgres = Names::new(NAME).workload(Component::Postgres);
+
+    // The PostgreSQL StatefulSet was deleted: server-side apply creates it again, empty.
+    let scenario = Scenario::new(NAMESPACE)
+        .secrets(&rendered.secrets, &secret_names(&rendered))
+        .apply_with(&rendered.children, |child| {
+            if child.kind() == "StatefulSet" && child.name() == postgres {
+                Rollout::Pending
+            } else {
+                Rollout::Ready
+            }
+        })
+        .collect(&owned(), false, &[], &rendered.children)
+        .status_patch(&object)
+        .events(1);
+    let (result, report, _) = run_once(&object, scenario, Some(false)).await;
+    result.expect("reconcile");
+    assert!(
+        report
+            .child_applies()
+            .iter()
+            .any(|r| r.applied() == Some(("StatefulSet".into(), postgres.clone()))),
+        "the deleted StatefulSet is applied again"
+    );
+    let status = patched_status(&report);
+    assert_eq!(condition(&status, READY).status, "False");
+    assert_eq!(condition(&status, "PostgresReady").status, "False");
+    assert!(
+        condition(&status, "PostgresReady")
+            .message
+            .contains(&postgres)
+    );
+    assert_eq!(report.event_reasons(), vec![events::CLUSTER_NOT_READY]);
+}
+
+#[tokio::test]
+async fn orphans_are_deleted_but_secrets_and_volumes_are_not() {
+    let mut spec = ShanraqClusterSpec::default();
+    spec.kafka.enabled = false;
+    let object = cluster(spec, 2);
+    let rendered = render(&object, false);
+    let names = Names::new(NAME);
+    let resource = |kind: &str| {
+        owned()
+            .into_iter()
+            .find(|r| r.kind == kind)
+            .unwrap_or_else(|| panic!("{kind} is owned"))
+    };
+    let orphans = [
+        (
+            resource("StatefulSet"),
+            names.workload(Component::KafkaBroker),
+        ),
+        (
+            resource("StatefulSet"),
+            names.workload(Component::KafkaController),
+        ),
+        (resource("Service"), names.kafka_bootstrap()),
+        (resource("ConfigMap"), names.kafka_config()),
+    ];
+    let mut present: Vec<(ApiResource, String)> = rendered
+        .children
+        .iter()
+        .map(|c| (c.api_resource(), c.name().to_owned()))
+        .collect();
+    present.extend(orphans.iter().cloned());
+    let scenario = Scenario::new(NAMESPACE)
+        .secrets(&rendered.secrets, &secret_names(&rendered))
+        .apply(&rendered.children, Rollout::Ready)
+        .collect(&owned(), false, &present, &rendered.children)
+        .status_patch(&object)
+        .events(orphans.len() + 1);
+    let (result, report, _) = run_once(&object, scenario, Some(false)).await;
+    result.expect("reconcile");
+
+    let deleted: BTreeSet<String> = report.deletes().iter().map(|r| r.path.clone()).collect();
+    let expected: BTreeSet<String> = orphans
+        .iter()
+        .map(|(r, name)| fixtures::path_of(r, NAMESPACE, Some(name)))
+        .collect();
+    assert_eq!(deleted, expected);
+    for request in &report.requests {
+        assert!(
+            !request.path.contains("/secrets") || request.method != Method::DELETE,
+            "a Secret was deleted"
+        );
+        assert!(
+            !request.path.contains("persistentvolumeclaims"),
+            "PersistentVolumeClaims are never listed nor deleted: {}",
+            request.path
+        );
+    }
+    let mut reasons = report.event_reasons();
+    reasons.sort();
+    let mut expected_reasons = vec![events::ORPHAN_DELETED.to_owned(); orphans.len()];
+    expected_reasons.push(events::CLUSTER_READY.to_owned());
+    expected_reasons.sort();
+    assert_eq!(reasons, expected_reasons);
+    let status = patched_status(&report);
+    assert_eq!(condition(&status, "KafkaReady").reason, "Disabled");
+    assert_eq!(condition(&status, READY).status, "True");
+}
+
+#[tokio::test]
+async fn a_spec_change_goes_through_reconciling_to_ready() {
+    let before = cluster(ShanraqClusterSpec::default(), 1);
+    let ready = ready_status(&before).await;
+    assert_eq!(ready.observed_generation, Some(1));
+
+    let mut spec = ShanraqClusterSpec::default();
+    spec.haproxy.replicas = 3;
+    let mut changed = cluster(spec, 2);
+    changed.status = Some(ready.clone());
+    let rendered = render(&changed, false);
+
+    // The workload controllers have not seen the new spec yet.
+    let scenario = Scenario::new(NAMESPACE)
+        .secrets(&rendered.secrets, &secret_names(&rendered))
+        .apply(&rendered.children, Rollout::Pending)
+        .collect(&owned(), false, &[], &rendered.children)
+        .status_patch(&changed)
+        .events(1);
+    let (result, report, _) = run_once(&changed, scenario, Some(false)).await;
+    result.expect("reconcile");
+    let rolling = patched_status(&report);
+    assert_eq!(rolling.observed_generation, Some(2));
+    assert_eq!(condition(&rolling, READY).status, "False");
+    assert_eq!(condition(&rolling, READY).observed_generation, Some(2));
+    assert_eq!(condition(&rolling, RECONCILING).status, "True");
+    assert_eq!(report.event_reasons(), vec![events::CLUSTER_NOT_READY]);
+    let haproxy = report
+        .child_applies()
+        .into_iter()
+        .find(|r| {
+            r.applied()
+                == Some((
+                    "Deployment".into(),
+                    Names::new(NAME).workload(Component::HAProxy),
+                ))
+        })
+        .and_then(|r| r.body.clone())
+        .expect("HAProxy applied");
+    assert_eq!(
+        haproxy["spec"]["replicas"], 3,
+        "the new spec is what was applied"
+    );
+
+    // Then they catch up.
+    changed.status = Some(rolling);
+    let scenario = Scenario::new(NAMESPACE)
+        .secrets(&rendered.secrets, &secret_names(&rendered))
+        .apply(&rendered.children, Rollout::Ready)
+        .collect(&owned(), false, &[], &rendered.children)
+        .status_patch(&changed)
+        .events(1);
+    let (result, report, action) = run_once(&changed, scenario, Some(false)).await;
+    result.expect("reconcile");
+    assert_eq!(action, Action::requeue(reconcile::STEADY_REQUEUE));
+    let done = patched_status(&report);
+    assert_eq!(done.observed_generation, Some(2));
+    assert_eq!(condition(&done, READY).status, "True");
+    assert_eq!(condition(&done, READY).observed_generation, Some(2));
+    assert_eq!(condition(&done, RECONCILING).status, "False");
+    assert_eq!(report.event_reasons(), vec![events::CLUSTER_READY]);
+}
+
+#[tokio::test]
+async fn nothing_changed_writes_no_status_and_publishes_no_event() {
+    let mut object = cluster(ShanraqClusterSpec::default(), 4);
+    object.status = Some(ready_status(&object).await);
+    let rendered = render(&object, false);
+    let scenario = Scenario::new(NAMESPACE)
+        .secrets(&rendered.secrets, &secret_names(&rendered))
+        .apply(&rendered.children, Rollout::Ready)
+        .collect(&owned(), false, &[], &rendered.children);
+    let (result, report, action) = run_once(&object, scenario, Some(false)).await;
+    result.expect("reconcile");
+    assert_eq!(action, Action::requeue(reconcile::STEADY_REQUEUE));
+    assert!(report.status_patches().is_empty(), "no status write");
+    assert!(report.event_reasons().is_empty(), "no event");
+    assert!(
+        !report
+            .requests
+            .iter()
+            .any(|r| r.method == Method::POST && r.path.ends_with("/secrets")),
+        "existing Secrets are never re-created"
+    );
+}
+
+#[tokio::test]
+async fn failed_calls_back_off_and_are_counted() {
+    let object = cluster(ShanraqClusterSpec::default(), 1);
+    // The CRD lookup fails with a server error: the scenario expects it and answers 500.
+    let (ctx, handle) = fixtures::context(None);
+    let server = Scenario::new(NAMESPACE).serve(handle);
+    let result = reconcile::reconcile(Arc::new(object.clone()), ctx.clone()).await;
+    let error = result.expect_err("the API server refuses");
+    assert_eq!(error.metric_label(), "discovery");
+    let first = error_policy(Arc::new(object.clone()), &error, ctx.clone());
+    let second = error_policy(Arc::new(object.clone()), &error, ctx.clone());
+    assert_eq!(first, Action::requeue(super::retry_delay(1)));
+    assert_eq!(second, Action::requeue(super::retry_delay(2)));
+    let text = {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("shanraq");
+        ctx.metrics.register(&mut registry);
+        crate::metrics::encode(&registry).expect("encode")
+    };
+    assert!(
+        text.contains("shanraq_reconcile_errors_total{error=\"discovery\"} 2"),
+        "{text}"
+    );
+    drop(ctx);
+    // The verifier saw one unexpected request; that is this test's point, so only join it.
+    let joined = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("verifier finishes");
+    assert!(joined.is_err(), "the verifier flags the unscripted request");
+}
+
+#[test]
+fn retries_back_off_exponentially_and_are_bounded() {
+    assert_eq!(super::retry_delay(1), super::RETRY_BASE);
+    assert_eq!(super::retry_delay(2), super::RETRY_BASE * 2);
+    assert_eq!(super::retry_delay(3), super::RETRY_BASE * 4);
+    assert_eq!(super::retry_delay(40), super::RETRY_MAX);
+    assert_eq!(super::retry_delay(u32::MAX), super::RETRY_MAX);
+}
