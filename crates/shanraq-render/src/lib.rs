@@ -1,7 +1,17 @@
 //! PURE rendering: a validated ShanraqCluster becomes Kubernetes objects and configuration files.
 //! No client, no clock, no randomness: the same cluster always renders the same bytes.
+//!
+//! One module per component (`postgres`, `redis`, `kafka`, `haproxy`, `monitoring`), the shared
+//! builders in `meta`, and the Secrets to create in `secrets`. A disabled component renders
+//! nothing.
 
 pub mod child;
+pub mod haproxy;
+pub mod kafka;
+pub mod meta;
+pub mod monitoring;
+pub mod postgres;
+pub mod redis;
 pub mod secrets;
 
 pub use child::Child;
@@ -26,11 +36,23 @@ pub struct Rendered {
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     #[error("cannot serialise {what}: {source}")]
-    Serialise { what: String, source: serde_json::Error },
+    Serialise {
+        what: String,
+        source: serde_json::Error,
+    },
+    #[error("{field}: {reason}")]
+    InvalidParameter { field: String, reason: String },
 }
 
 /// Renders every child object of `cluster`.
 pub fn build(cluster: &ValidCluster, inputs: &Inputs) -> Result<Rendered, RenderError> {
-    let _ = (cluster, inputs);
-    Ok(Rendered::default())
+    let mut children = postgres::render(cluster)?;
+    children.extend(redis::render(cluster));
+    children.extend(kafka::render(cluster)?);
+    children.extend(haproxy::render(cluster));
+    children.extend(monitoring::render(cluster, inputs)?);
+    Ok(Rendered {
+        children,
+        secrets: secrets::templates(cluster),
+    })
 }

@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use shanraq_api::ValidCluster;
+use shanraq_api::names::Component;
+
 /// One Secret to create if absent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretTemplate {
@@ -13,4 +16,80 @@ pub struct SecretTemplate {
     pub fixed: BTreeMap<String, String>,
     /// Keys whose value the operator generates: key -> length in characters.
     pub generated: BTreeMap<String, usize>,
+}
+
+/// Length of every generated password.
+pub const PASSWORD_LENGTH: usize = 32;
+/// Length of the instance managers' command token.
+pub const TOKEN_LENGTH: usize = 48;
+
+fn template(
+    name: String,
+    labels: BTreeMap<String, String>,
+    fixed: &[(&str, &str)],
+    generated: &[(&str, usize)],
+) -> SecretTemplate {
+    SecretTemplate {
+        name,
+        labels,
+        fixed: fixed
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect(),
+        generated: generated
+            .iter()
+            .map(|(key, length)| ((*key).to_owned(), *length))
+            .collect(),
+    }
+}
+
+/// The Secrets of every enabled component. Generated values must be alphanumeric: the Redis
+/// password is written into a quoted redis.conf line and HAProxy's tcp-check string.
+pub fn templates(cluster: &ValidCluster) -> Vec<SecretTemplate> {
+    let names = &cluster.names;
+    let mut secrets = Vec::new();
+    let postgres = &cluster.spec.postgres;
+    if postgres.enabled {
+        let labels = names.labels(Component::Postgres);
+        secrets.push(template(
+            names.pg_superuser_secret(),
+            labels.clone(),
+            &[("username", crate::postgres::SUPERUSER)],
+            &[("password", PASSWORD_LENGTH)],
+        ));
+        secrets.push(template(
+            names.pg_replication_secret(),
+            labels.clone(),
+            &[("username", crate::postgres::REPLICATION_USER)],
+            &[("password", PASSWORD_LENGTH)],
+        ));
+        let port = crate::postgres::PORT.to_string();
+        let host = format!("{}.{}.svc", names.pg_rw(), cluster.namespace);
+        secrets.push(template(
+            names.pg_app_secret(),
+            labels.clone(),
+            &[
+                ("username", &postgres.bootstrap.owner),
+                ("dbname", &postgres.bootstrap.database),
+                ("host", &host),
+                ("port", &port),
+            ],
+            &[("password", PASSWORD_LENGTH)],
+        ));
+        secrets.push(template(
+            names.instance_token_secret(),
+            labels,
+            &[],
+            &[("token", TOKEN_LENGTH)],
+        ));
+    }
+    if cluster.spec.redis.enabled {
+        secrets.push(template(
+            names.redis_secret(),
+            names.labels(Component::Redis),
+            &[],
+            &[("password", PASSWORD_LENGTH)],
+        ));
+    }
+    secrets
 }

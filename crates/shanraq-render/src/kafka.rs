@@ -1,0 +1,478 @@
+//! Kafka in KRaft mode with a dedicated controller quorum: two StatefulSets (controllers,
+//! brokers) with their headless Services, a bootstrap Service, disruption budgets, a ConfigMap
+//! with one server.properties per node, and a Job that creates the declared topics.
+//!
+//! Every node formats its storage with a cluster id derived from the ShanraqCluster's uid, so
+//! the id is stable across reconciles and distinct between clusters, without any state.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, PodTemplateSpec, Probe, TCPSocketAction};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sha2::{Digest, Sha256};
+use shanraq_api::ValidCluster;
+use shanraq_api::kafka::KafkaTopic;
+use shanraq_api::names::{Component, LABEL_COMPONENT};
+
+use crate::meta::{self, shell_quote};
+use crate::{Child, RenderError};
+
+/// uid and gid of `appuser` in the apache/kafka image.
+pub const KAFKA_UID: i64 = 1000;
+pub const BROKER_PORT: i32 = 9092;
+pub const CONTROLLER_PORT: i32 = 9093;
+/// Broker node ids start here, so they never collide with controller ids (0..controllers).
+pub const BROKER_ID_BASE: i32 = 100;
+/// The KRaft cluster id used when the cluster has no uid yet (offline `shanraq render`).
+pub const OFFLINE_CLUSTER_ID: &str = "c2hhbnJhcS1vZmZsaW5lIQ";
+const KAFKA_HOME: &str = "/opt/kafka";
+const CONFIG_DIR: &str = "/etc/shanraq/kafka";
+const DATA_MOUNT: &str = "/var/lib/kafka/data";
+/// Below the volume's root, which may hold `lost+found` (not a valid partition directory).
+const LOG_DIRS: &str = "/var/lib/kafka/data/kraft-logs";
+const TOPICS_COMPONENT: &str = "kafka-topics";
+
+/// The KRaft cluster id: the cluster uid's 16 bytes in unpadded base64url (22 characters).
+/// A uid that is not a UUID is hashed instead.
+pub fn cluster_id(cluster: &ValidCluster) -> String {
+    if cluster.uid.is_empty() {
+        return OFFLINE_CLUSTER_ID.to_owned();
+    }
+    let hex: String = cluster.uid.chars().filter(|c| *c != '-').collect();
+    let mut bytes = [0_u8; 16];
+    let parsed = hex.len() == 32
+        && (0..16).all(|i| match u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16) {
+            Ok(byte) => {
+                bytes[i] = byte;
+                true
+            }
+            Err(_) => false,
+        });
+    if !parsed {
+        let digest = Sha256::digest(cluster.uid.as_bytes());
+        bytes.copy_from_slice(&digest[..16]);
+    }
+    base64url(&bytes)
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let symbols = chunk.len() + 1;
+        for i in 0..symbols {
+            let index = (n >> (18 - 6 * i)) & 0x3f;
+            out.push(char::from(ALPHABET[index as usize]));
+        }
+    }
+    out
+}
+
+/// `controller.quorum.voters`: every controller by its stable DNS name.
+fn quorum_voters(cluster: &ValidCluster) -> String {
+    (0..cluster.spec.kafka.controllers)
+        .map(|ordinal| {
+            format!(
+                "{ordinal}@{}:{CONTROLLER_PORT}",
+                meta::pod_fqdn(cluster, Component::KafkaController, ordinal)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn properties(settings: &BTreeMap<&str, String>, title: &str) -> String {
+    let mut text = format!(
+        "# Rendered by the shanraq operator from the ShanraqCluster spec; edits are overwritten.\n# {title}\n"
+    );
+    for (key, value) in settings {
+        let _ = writeln!(text, "{key}={value}");
+    }
+    text
+}
+
+fn common_settings(cluster: &ValidCluster) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("controller.quorum.voters", quorum_voters(cluster)),
+        ("controller.listener.names", "CONTROLLER".to_owned()),
+        (
+            "listener.security.protocol.map",
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".to_owned(),
+        ),
+        ("log.dirs", LOG_DIRS.to_owned()),
+    ])
+}
+
+/// server.properties of controller `ordinal`.
+pub fn controller_properties(cluster: &ValidCluster, ordinal: i32) -> String {
+    let mut settings = common_settings(cluster);
+    settings.insert("process.roles", "controller".to_owned());
+    settings.insert("node.id", ordinal.to_string());
+    settings.insert("listeners", format!("CONTROLLER://:{CONTROLLER_PORT}"));
+    properties(
+        &settings,
+        &format!(
+            "KRaft controller {ordinal} of {}",
+            cluster.spec.kafka.controllers
+        ),
+    )
+}
+
+/// server.properties of broker `ordinal` (node id `BROKER_ID_BASE + ordinal`).
+pub fn broker_properties(cluster: &ValidCluster, ordinal: i32) -> String {
+    let spec = &cluster.spec.kafka;
+    let internal_rf = spec.brokers.min(3);
+    let mut settings = common_settings(cluster);
+    settings.insert("process.roles", "broker".to_owned());
+    settings.insert("node.id", (BROKER_ID_BASE + ordinal).to_string());
+    settings.insert("listeners", format!("PLAINTEXT://:{BROKER_PORT}"));
+    settings.insert(
+        "advertised.listeners",
+        format!(
+            "PLAINTEXT://{}:{BROKER_PORT}",
+            meta::pod_fqdn(cluster, Component::KafkaBroker, ordinal)
+        ),
+    );
+    settings.insert("inter.broker.listener.name", "PLAINTEXT".to_owned());
+    settings.insert("num.partitions", "12".to_owned());
+    settings.insert(
+        "default.replication.factor",
+        spec.default_replication_factor.to_string(),
+    );
+    settings.insert("min.insync.replicas", spec.min_insync_replicas.to_string());
+    settings.insert("offsets.topic.replication.factor", internal_rf.to_string());
+    settings.insert(
+        "transaction.state.log.replication.factor",
+        internal_rf.to_string(),
+    );
+    settings.insert(
+        "transaction.state.log.min.isr",
+        spec.min_insync_replicas.min(internal_rf).to_string(),
+    );
+    settings.insert("unclean.leader.election.enable", "false".to_owned());
+    settings.insert("auto.create.topics.enable", "false".to_owned());
+    settings.insert("auto.leader.rebalance.enable", "true".to_owned());
+    settings.insert("group.initial.rebalance.delay.ms", "3000".to_owned());
+    properties(
+        &settings,
+        &format!("KRaft broker {ordinal} of {}", spec.brokers),
+    )
+}
+
+/// Every node's file, keyed `controller-N.properties` / `broker-N.properties`.
+pub fn config_files(cluster: &ValidCluster) -> BTreeMap<String, String> {
+    let spec = &cluster.spec.kafka;
+    let mut files = BTreeMap::new();
+    for ordinal in 0..spec.controllers {
+        files.insert(
+            format!("controller-{ordinal}.properties"),
+            controller_properties(cluster, ordinal),
+        );
+    }
+    for ordinal in 0..spec.brokers {
+        files.insert(
+            format!("broker-{ordinal}.properties"),
+            broker_properties(cluster, ordinal),
+        );
+    }
+    files
+}
+
+fn start_script(cluster: &ValidCluster, role: &str) -> String {
+    format!(
+        "# One pod template serves every node of this role: the ordinal picks the node's own\n\
+         # server.properties. Formatting is skipped when the volume is already formatted.\n\
+         set -eu\n\
+         ordinal=\"${{POD_NAME##*-}}\"\n\
+         config=\"{CONFIG_DIR}/{role}-${{ordinal}}.properties\"\n\
+         {KAFKA_HOME}/bin/kafka-storage.sh format --ignore-formatted --cluster-id {id} --config \"$config\"\n\
+         exec {KAFKA_HOME}/bin/kafka-server-start.sh \"$config\"\n",
+        id = cluster_id(cluster),
+    )
+}
+
+pub fn render(cluster: &ValidCluster) -> Result<Vec<Child>, RenderError> {
+    let spec = &cluster.spec.kafka;
+    if !spec.enabled {
+        return Ok(Vec::new());
+    }
+    let names = &cluster.names;
+    let files = config_files(cluster);
+    let parts: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(name, text)| (name.as_str(), text.as_str()))
+        .collect();
+    let hash = meta::config_hash(&parts);
+
+    let controllers = names.workload(Component::KafkaController);
+    let brokers = names.workload(Component::KafkaBroker);
+    let mut children = vec![
+        Child::StatefulSet(stateful_set(cluster, Component::KafkaController, &hash)),
+        Child::StatefulSet(stateful_set(cluster, Component::KafkaBroker, &hash)),
+        Child::Service(meta::headless_service(
+            cluster,
+            &controllers,
+            Component::KafkaController,
+            vec![meta::service_port("controller", CONTROLLER_PORT)],
+        )),
+        Child::Service(meta::headless_service(
+            cluster,
+            &brokers,
+            Component::KafkaBroker,
+            vec![meta::service_port("kafka", BROKER_PORT)],
+        )),
+        Child::Service(meta::cluster_ip_service(
+            cluster,
+            &names.kafka_bootstrap(),
+            Component::KafkaBroker,
+            &[],
+            vec![meta::service_port("kafka", BROKER_PORT)],
+        )),
+        Child::ConfigMap(ConfigMap {
+            metadata: meta::object_meta(cluster, &names.kafka_config(), Component::KafkaBroker),
+            data: Some(files),
+            ..ConfigMap::default()
+        }),
+        Child::PodDisruptionBudget(meta::pod_disruption_budget(
+            cluster,
+            &controllers,
+            Component::KafkaController,
+        )),
+        Child::PodDisruptionBudget(meta::pod_disruption_budget(
+            cluster,
+            &brokers,
+            Component::KafkaBroker,
+        )),
+    ];
+    if !spec.topics.is_empty() {
+        children.push(Child::Job(topics_job(cluster)?));
+    }
+    Ok(children)
+}
+
+fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str) -> StatefulSet {
+    let spec = &cluster.spec.kafka;
+    let workload = cluster.names.workload(component);
+    let (role, port_name, port, replicas) = match component {
+        Component::KafkaController => (
+            "controller",
+            "controller",
+            CONTROLLER_PORT,
+            spec.controllers,
+        ),
+        _ => ("broker", "kafka", BROKER_PORT, spec.brokers),
+    };
+
+    let mut kafka = meta::container("kafka", &spec.image, KAFKA_UID, true);
+    kafka.command = Some(vec![
+        "sh".to_owned(),
+        "-c".to_owned(),
+        start_script(cluster, role),
+    ]);
+    kafka.env = Some(vec![
+        meta::pod_name_env(),
+        // kafka-run-class.sh writes its own logs here; the root filesystem is read-only.
+        meta::env("LOG_DIR", "/opt/kafka/logs"),
+    ]);
+    kafka.ports = Some(vec![meta::container_port(port_name, port)]);
+    let tcp_probe = |period: i32, failures: i32| Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String(port_name.to_owned()),
+            ..TCPSocketAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    };
+    kafka.readiness_probe = Some(tcp_probe(5, 3));
+    kafka.liveness_probe = Some(Probe {
+        initial_delay_seconds: Some(60),
+        ..tcp_probe(10, 6)
+    });
+    kafka.resources = spec.resources.clone();
+    kafka.volume_mounts = Some(vec![
+        meta::mount("data", DATA_MOUNT, false),
+        meta::mount("config", CONFIG_DIR, true),
+        meta::mount("logs", "/opt/kafka/logs", false),
+        meta::mount("tmp", "/tmp", false),
+    ]);
+
+    let pod = PodSpec {
+        containers: vec![kafka],
+        security_context: Some(meta::pod_security_context(KAFKA_UID)),
+        affinity: Some(meta::spread_across_nodes(cluster, component)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(120),
+        volumes: Some(vec![
+            meta::config_map_volume("config", &cluster.names.kafka_config()),
+            meta::empty_dir_volume("logs"),
+            meta::empty_dir_volume("tmp"),
+        ]),
+        ..PodSpec::default()
+    };
+
+    StatefulSet {
+        metadata: meta::object_meta(cluster, &workload, component),
+        spec: StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(workload.clone()),
+            // The quorum needs a majority of controllers up before any of them is ready, and
+            // brokers wait for the quorum: start every pod at once.
+            pod_management_policy: Some("Parallel".to_owned()),
+            selector: meta::label_selector(cluster, component),
+            template: PodTemplateSpec {
+                metadata: Some(meta::pod_meta(cluster, component, config_hash)),
+                spec: Some(pod),
+            },
+            volume_claim_templates: Some(vec![meta::volume_claim(
+                cluster,
+                "data",
+                component,
+                &spec.storage,
+            )]),
+            ..StatefulSetSpec::default()
+        },
+        status: None,
+    }
+}
+
+/// A short hash of the declared topics: a changed list gets a new Job (a Job's pod template is
+/// immutable), an unchanged one keeps the finished Job.
+pub fn topics_hash(topics: &[KafkaTopic]) -> Result<String, RenderError> {
+    let json = serde_json::to_vec(topics).map_err(|source| RenderError::Serialise {
+        what: "spec.kafka.topics".to_owned(),
+        source,
+    })?;
+    Ok(meta::hex(&Sha256::digest(&json)[..5]))
+}
+
+/// The topics Job's script: create each topic if absent, grow its partitions when the spec asks
+/// for more (Kafka cannot shrink them), and set its configuration.
+pub fn topics_script(cluster: &ValidCluster) -> String {
+    let bootstrap = format!("{}:{BROKER_PORT}", cluster.names.kafka_bootstrap());
+    let bin = format!("{KAFKA_HOME}/bin");
+    let mut script = format!(
+        "set -eu\n\
+         bootstrap={bootstrap}\n\
+         tries=0\n\
+         until {bin}/kafka-topics.sh --bootstrap-server \"$bootstrap\" --list >/dev/null 2>&1; do\n\
+         \x20 tries=$((tries + 1))\n\
+         \x20 if [ \"$tries\" -ge 120 ]; then echo \"brokers at $bootstrap did not answer\" >&2; exit 1; fi\n\
+         \x20 sleep 5\n\
+         done\n"
+    );
+    for topic in &cluster.spec.kafka.topics {
+        let name = shell_quote(&topic.name);
+        let configs: Vec<String> = topic
+            .config
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        let config_flags: String = configs
+            .iter()
+            .map(|pair| format!(" --config {}", shell_quote(pair)))
+            .collect();
+        let _ = write!(
+            script,
+            "\n# topic {name}\n\
+             {bin}/kafka-topics.sh --bootstrap-server \"$bootstrap\" --create --if-not-exists --topic {name} --partitions {partitions} --replication-factor {rf}{config_flags}\n\
+             current=\"$({bin}/kafka-topics.sh --bootstrap-server \"$bootstrap\" --describe --topic {name} | sed -n 's/.*PartitionCount: *\\([0-9]*\\).*/\\1/p' | head -n 1)\"\n\
+             if [ \"${{current:-0}}\" -lt {partitions} ]; then\n\
+             \x20 {bin}/kafka-topics.sh --bootstrap-server \"$bootstrap\" --alter --topic {name} --partitions {partitions}\n\
+             fi\n",
+            partitions = topic.partitions,
+            rf = topic.replication_factor,
+        );
+        for pair in &configs {
+            let _ = writeln!(
+                script,
+                "{bin}/kafka-configs.sh --bootstrap-server \"$bootstrap\" --alter --entity-type topics --entity-name {name} --add-config {}",
+                shell_quote(pair)
+            );
+        }
+    }
+    script
+}
+
+fn topics_job(cluster: &ValidCluster) -> Result<Job, RenderError> {
+    let spec = &cluster.spec.kafka;
+    let name = format!(
+        "{}-kafka-topics-{}",
+        cluster.name,
+        topics_hash(&spec.topics)?
+    );
+    let mut labels = cluster.names.labels(Component::KafkaBroker);
+    labels.insert(LABEL_COMPONENT.to_owned(), TOPICS_COMPONENT.to_owned());
+
+    let mut container = meta::container("topics", &spec.image, KAFKA_UID, true);
+    container.command = Some(vec![
+        "sh".to_owned(),
+        "-c".to_owned(),
+        topics_script(cluster),
+    ]);
+    container.env = Some(vec![meta::env("LOG_DIR", "/tmp/kafka-logs")]);
+    container.volume_mounts = Some(vec![meta::mount("tmp", "/tmp", false)]);
+    container.resources = Some(meta::sidecar_resources());
+    // The admin client's JVM needs more than a sidecar's memory.
+    if let Some(limits) = container
+        .resources
+        .as_mut()
+        .and_then(|resources| resources.limits.as_mut())
+    {
+        limits.insert(
+            "memory".to_owned(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("512Mi".to_owned()),
+        );
+    }
+
+    let mut metadata = meta::object_meta(cluster, &name, Component::KafkaBroker);
+    metadata.labels = Some(labels.clone());
+    Ok(Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(10),
+            active_deadline_seconds: Some(3600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    restart_policy: Some("OnFailure".to_owned()),
+                    security_context: Some(meta::pod_security_context(KAFKA_UID)),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    volumes: Some(vec![meta::empty_dir_volume("tmp")]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_matches_known_vectors() {
+        assert_eq!(base64url(b"shanraq-offline!"), OFFLINE_CLUSTER_ID);
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(base64url(&[0_u8; 16]).len(), 22);
+    }
+}

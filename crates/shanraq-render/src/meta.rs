@@ -1,0 +1,413 @@
+//! The pieces every component shares, so that each one gets them the same way: object metadata
+//! with the cluster's labels and owner reference, restricted Pod Security contexts, spreading
+//! pods across nodes, disruption budgets, headless Services, volume claims and the config hash
+//! that rolls pods when their configuration changes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sha2::{Digest, Sha256};
+use shanraq_api::ValidCluster;
+use shanraq_api::names::{ANNOTATION_CONFIG_HASH, API_VERSION, Component, KIND};
+use shanraq_api::storage::StorageSpec;
+
+/// The cluster DNS domain used in fully qualified pod names. HAProxy's runtime resolvers do not
+/// apply the resolv.conf search list, so pod addresses must be complete.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// The owner reference every child carries: deleting the ShanraqCluster deletes its children,
+/// and the controller maps child events back to the cluster.
+pub fn owner_reference(cluster: &ValidCluster) -> OwnerReference {
+    OwnerReference {
+        api_version: API_VERSION.to_owned(),
+        kind: KIND.to_owned(),
+        name: cluster.name.clone(),
+        uid: cluster.uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Metadata of a child object of `component`.
+pub fn object_meta(cluster: &ValidCluster, name: &str, component: Component) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(cluster.namespace.clone()),
+        labels: Some(cluster.names.labels(component)),
+        owner_references: Some(vec![owner_reference(cluster)]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Pod template metadata: the component's labels and the hash of its configuration.
+pub fn pod_meta(cluster: &ValidCluster, component: Component, config_hash: &str) -> ObjectMeta {
+    ObjectMeta {
+        labels: Some(cluster.names.labels(component)),
+        annotations: Some(BTreeMap::from([(
+            ANNOTATION_CONFIG_HASH.to_owned(),
+            config_hash.to_owned(),
+        )])),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The selector of a component's pods, as a `LabelSelector`.
+pub fn label_selector(cluster: &ValidCluster, component: Component) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(cluster.names.selector(component)),
+        ..LabelSelector::default()
+    }
+}
+
+/// Hex SHA-256 of the given named parts, in order. Names are hashed too, so moving text from one
+/// file to another changes the hash.
+pub fn config_hash(parts: &[(&str, &str)]) -> String {
+    let mut hasher = Sha256::new();
+    for (name, text) in parts {
+        hasher.update((name.len() as u64).to_be_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update((text.len() as u64).to_be_bytes());
+        hasher.update(text.as_bytes());
+    }
+    hex(&hasher.finalize())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
+/// Restricted Pod Security at the pod level: non-root as the image's uid, the runtime's default
+/// seccomp profile, and volumes group-owned by that uid's group so the data is writable.
+pub fn pod_security_context(uid: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group: Some(uid),
+        fs_group_change_policy: Some("OnRootMismatch".to_owned()),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// Restricted Pod Security at the container level. `read_only_root` is false only for images
+/// that must write outside their mounted volumes.
+pub fn container_security_context(uid: i64, read_only_root: bool) -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(read_only_root),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..SecurityContext::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        ..SeccompProfile::default()
+    }
+}
+
+/// Prefer one pod of the component per node, so a node loss takes at most one instance.
+/// Preferred rather than required: a small cluster must still schedule every instance.
+pub fn spread_across_nodes(cluster: &ValidCluster, component: Component) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(label_selector(cluster, component)),
+                        topology_key: "kubernetes.io/hostname".to_owned(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+/// A disruption budget letting at most one of the component's pods be evicted at a time.
+pub fn pod_disruption_budget(
+    cluster: &ValidCluster,
+    name: &str,
+    component: Component,
+) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: object_meta(cluster, name, component),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(label_selector(cluster, component)),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// A headless Service giving each pod of a StatefulSet a stable DNS name. Not-ready pods are
+/// published too: replicas must find the primary, and cluster members each other, before any
+/// of them is ready.
+pub fn headless_service(
+    cluster: &ValidCluster,
+    name: &str,
+    component: Component,
+    ports: Vec<ServicePort>,
+) -> Service {
+    Service {
+        metadata: object_meta(cluster, name, component),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(cluster.names.selector(component)),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// A ClusterIP Service on the component's pods, optionally narrowed by extra labels (the role).
+pub fn cluster_ip_service(
+    cluster: &ValidCluster,
+    name: &str,
+    component: Component,
+    extra_selector: &[(&str, &str)],
+    ports: Vec<ServicePort>,
+) -> Service {
+    let mut selector = cluster.names.selector(component);
+    for (key, value) in extra_selector {
+        selector.insert((*key).to_owned(), (*value).to_owned());
+    }
+    Service {
+        metadata: object_meta(cluster, name, component),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(selector),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// A TCP Service port forwarding to the container port of the same name.
+pub fn service_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port,
+        target_port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        ..ServicePort::default()
+    }
+}
+
+pub fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: port,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
+/// A volume claim template for a StatefulSet.
+pub fn volume_claim(
+    cluster: &ValidCluster,
+    name: &str,
+    component: Component,
+    storage: &StorageSpec,
+) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(cluster.names.labels(component)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(storage.size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// `POD_NAME` from the downward API: the scripts pick the pod's ordinal from it.
+pub fn pod_name_env() -> EnvVar {
+    EnvVar {
+        name: "POD_NAME".to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".to_owned(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+pub fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..EnvVar::default()
+    }
+}
+
+/// An environment variable read from a Secret key (for programs that only take env).
+pub fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+pub fn config_map_volume(name: &str, config_map: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map.to_owned(),
+            default_mode: Some(0o444),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+/// A Secret mounted as files readable by the pod's group only (the fsGroup).
+pub fn secret_volume(name: &str, secret: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            default_mode: Some(0o440),
+            optional: Some(false),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+/// Scratch space in memory for the paths a read-only root filesystem leaves unwritable.
+pub fn empty_dir_volume(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".to_owned()),
+            size_limit: Some(Quantity("64Mi".to_owned())),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+pub fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+/// Modest requests for sidecars, so that they never starve the main container.
+pub fn sidecar_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("50m".to_owned())),
+            ("memory".to_owned(), Quantity("64Mi".to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity("128Mi".to_owned()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// A container with the restricted security context of `uid`.
+pub fn container(name: &str, image: &str, uid: i64, read_only_root: bool) -> Container {
+    Container {
+        name: name.to_owned(),
+        image: Some(image.to_owned()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        security_context: Some(container_security_context(uid, read_only_root)),
+        ..Container::default()
+    }
+}
+
+/// The fully qualified DNS name of pod `ordinal` of a StatefulSet behind its headless Service.
+pub fn pod_fqdn(cluster: &ValidCluster, component: Component, ordinal: i32) -> String {
+    format!(
+        "{}.{}.{}.svc.{CLUSTER_DOMAIN}",
+        cluster.names.pod(component, ordinal),
+        cluster.names.workload(component),
+        cluster.namespace
+    )
+}
+
+/// Quotes `text` as one word for a POSIX shell.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_covers_names_and_contents() {
+        let base = config_hash(&[("a", "x"), ("b", "y")]);
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, config_hash(&[("a", "x"), ("b", "y")]));
+        assert_ne!(base, config_hash(&[("a", "xb"), ("", "y")]));
+        assert_ne!(base, config_hash(&[("a", "x"), ("b", "z")]));
+    }
+
+    #[test]
+    fn shell_quoting_survives_single_quotes() {
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+}

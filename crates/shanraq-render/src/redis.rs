@@ -1,0 +1,381 @@
+//! Redis: a StatefulSet in replication mode (one master, replicas, Services by role label that
+//! the operator moves on failover) or cluster mode (Redis Cluster shards formed once by an
+//! idempotent Job), the ConfigMap with redis.conf, and a redis_exporter sidecar.
+//!
+//! The password never enters the ConfigMap: each pod writes a small runtime config in memory
+//! that includes the rendered redis.conf and adds `requirepass`/`masterauth` from the mounted
+//! Secret (and, on replicas, the first `replicaof`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, ExecAction, PodSpec, PodTemplateSpec, Probe, TCPSocketAction,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use shanraq_api::ValidCluster;
+use shanraq_api::names::{Component, LABEL_COMPONENT, LABEL_ROLE, ROLE_MASTER, ROLE_REPLICA};
+use shanraq_api::redis::RedisMode;
+
+use crate::Child;
+use crate::meta::{self, shell_quote};
+
+/// uid and gid of `redis` in the official Redis image.
+pub const REDIS_UID: i64 = 999;
+pub const PORT: i32 = 6379;
+pub const CLUSTER_BUS_PORT: i32 = 16379;
+/// How long a Redis Cluster node may be unreachable before its replica takes over.
+pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 5000;
+const EXPORTER_PORT: i32 = 9121;
+const EXPORTER_IMAGE: &str = "docker.io/oliver006/redis_exporter:v1.62.0";
+/// The uid the redis_exporter image runs as.
+const EXPORTER_UID: i64 = 59000;
+const CONFIG_DIR: &str = "/etc/shanraq/redis";
+const SECRET_DIR: &str = "/etc/shanraq/secrets/redis";
+const RUN_DIR: &str = "/run/redis";
+const DATA_DIR: &str = "/data";
+/// Component label of the cluster-forming Job's pod, distinct from the Redis pods' so that the
+/// Services and the disruption budget never select it.
+const CLUSTER_INIT_COMPONENT: &str = "redis-cluster-init";
+
+/// redis.conf as rendered into the ConfigMap.
+pub fn redis_conf(cluster: &ValidCluster) -> String {
+    let spec = &cluster.spec.redis;
+    let yes_no = |flag: bool| if flag { "yes" } else { "no" };
+    let mut text = String::from(
+        "# Rendered by the shanraq operator from the ShanraqCluster spec; edits are overwritten.\n\
+         # requirepass, masterauth and a replica's first replicaof are added at start from the\n\
+         # Secret and the pod's ordinal: they are never written here.\n",
+    );
+    let mut settings: Vec<(&str, String)> = vec![
+        ("port", PORT.to_string()),
+        ("bind", "* -::*".to_owned()),
+        ("protected-mode", "yes".to_owned()),
+        ("daemonize", "no".to_owned()),
+        ("dir", DATA_DIR.to_owned()),
+        ("tcp-keepalive", "60".to_owned()),
+        ("timeout", "0".to_owned()),
+        ("appendonly", yes_no(spec.appendonly).to_owned()),
+        ("appendfsync", spec.appendfsync.as_redis().to_owned()),
+        ("maxmemory", spec.maxmemory.clone()),
+        (
+            "maxmemory-policy",
+            spec.maxmemory_policy.as_redis().to_owned(),
+        ),
+        ("replica-read-only", "yes".to_owned()),
+        ("replica-serve-stale-data", "yes".to_owned()),
+        ("repl-diskless-sync", "yes".to_owned()),
+    ];
+    match spec.mode {
+        RedisMode::Replication => {
+            settings.push((
+                "min-replicas-to-write",
+                spec.min_replicas_to_write.to_string(),
+            ));
+            settings.push((
+                "min-replicas-max-lag",
+                spec.min_replicas_max_lag.to_string(),
+            ));
+        }
+        RedisMode::Cluster => {
+            settings.push(("cluster-enabled", "yes".to_owned()));
+            settings.push(("cluster-config-file", "nodes.conf".to_owned()));
+            settings.push(("cluster-node-timeout", CLUSTER_NODE_TIMEOUT_MS.to_string()));
+            settings.push(("cluster-require-full-coverage", "yes".to_owned()));
+        }
+    }
+    for (key, value) in settings {
+        let _ = writeln!(text, "{key} {value}");
+    }
+    text
+}
+
+/// The container's entrypoint script.
+fn start_script(cluster: &ValidCluster) -> String {
+    let mut script = format!(
+        "set -eu\n\
+         umask 077\n\
+         password=\"$(cat {SECRET_DIR}/password)\"\n\
+         {{\n\
+         \x20 echo 'include {CONFIG_DIR}/redis.conf'\n\
+         \x20 printf 'requirepass \"%s\"\\nmasterauth \"%s\"\\n' \"$password\" \"$password\"\n"
+    );
+    if cluster.spec.redis.mode == RedisMode::Replication {
+        let master = meta::pod_fqdn(cluster, Component::Redis, 0);
+        let _ = write!(
+            script,
+            "  # One pod template serves every node: pod 0 starts as the master and the others as\n\
+             \x20 # its replicas. After a failover the operator re-points them with REPLICAOF.\n\
+             \x20 ordinal=\"${{POD_NAME##*-}}\"\n\
+             \x20 if [ \"$ordinal\" != \"0\" ]; then echo 'replicaof {master} {PORT}'; fi\n"
+        );
+    }
+    let _ = write!(
+        script,
+        "}} > {RUN_DIR}/redis.conf\n\
+         exec redis-server {RUN_DIR}/redis.conf\n"
+    );
+    script
+}
+
+fn redis_cli_probe(period: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(vec![
+                "sh".to_owned(),
+                "-c".to_owned(),
+                format!(
+                    "REDISCLI_AUTH=\"$(cat {SECRET_DIR}/password)\" redis-cli -h 127.0.0.1 -p {PORT} ping | grep -q PONG"
+                ),
+            ]),
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+pub fn render(cluster: &ValidCluster) -> Vec<Child> {
+    let spec = &cluster.spec.redis;
+    if !spec.enabled {
+        return Vec::new();
+    }
+    let names = &cluster.names;
+    let workload = names.workload(Component::Redis);
+    let conf = redis_conf(cluster);
+    let hash = meta::config_hash(&[("redis.conf", &conf)]);
+
+    let mut headless_ports = vec![meta::service_port("redis", PORT)];
+    if spec.mode == RedisMode::Cluster {
+        headless_ports.push(meta::service_port("cluster-bus", CLUSTER_BUS_PORT));
+    }
+    let mut children = vec![
+        Child::StatefulSet(stateful_set(cluster, &hash)),
+        Child::Service(meta::headless_service(
+            cluster,
+            &workload,
+            Component::Redis,
+            headless_ports,
+        )),
+    ];
+    if spec.mode == RedisMode::Replication {
+        for (name, role) in [
+            (names.redis_master(), ROLE_MASTER),
+            (names.redis_replicas(), ROLE_REPLICA),
+        ] {
+            children.push(Child::Service(meta::cluster_ip_service(
+                cluster,
+                &name,
+                Component::Redis,
+                &[(LABEL_ROLE, role)],
+                vec![meta::service_port("redis", PORT)],
+            )));
+        }
+    }
+    children.push(Child::ConfigMap(ConfigMap {
+        metadata: meta::object_meta(cluster, &names.redis_config(), Component::Redis),
+        data: Some(BTreeMap::from([("redis.conf".to_owned(), conf)])),
+        ..ConfigMap::default()
+    }));
+    children.push(Child::PodDisruptionBudget(meta::pod_disruption_budget(
+        cluster,
+        &workload,
+        Component::Redis,
+    )));
+    if spec.mode == RedisMode::Cluster {
+        children.push(Child::Job(cluster_init_job(cluster)));
+    }
+    children
+}
+
+fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
+    let spec = &cluster.spec.redis;
+    let names = &cluster.names;
+    let workload = names.workload(Component::Redis);
+
+    let mut redis = meta::container("redis", &spec.image, REDIS_UID, true);
+    redis.command = Some(vec![
+        "sh".to_owned(),
+        "-c".to_owned(),
+        start_script(cluster),
+    ]);
+    redis.env = Some(vec![meta::pod_name_env()]);
+    let mut ports = vec![meta::container_port("redis", PORT)];
+    if spec.mode == RedisMode::Cluster {
+        ports.push(meta::container_port("cluster-bus", CLUSTER_BUS_PORT));
+    }
+    redis.ports = Some(ports);
+    redis.readiness_probe = Some(redis_cli_probe(2));
+    redis.liveness_probe = Some(Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String("redis".to_owned()),
+            ..TCPSocketAction::default()
+        }),
+        period_seconds: Some(10),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(6),
+        ..Probe::default()
+    });
+    redis.resources = spec.resources.clone();
+    redis.volume_mounts = Some(vec![
+        meta::mount("data", DATA_DIR, false),
+        meta::mount("config", CONFIG_DIR, true),
+        meta::mount("auth", SECRET_DIR, true),
+        meta::mount("run", RUN_DIR, false),
+        meta::mount("tmp", "/tmp", false),
+    ]);
+
+    let mut containers = vec![redis];
+    if cluster.spec.monitoring.pod_monitors {
+        containers.push(exporter(cluster));
+    }
+
+    let pod = PodSpec {
+        containers,
+        security_context: Some(meta::pod_security_context(REDIS_UID)),
+        affinity: Some(meta::spread_across_nodes(cluster, Component::Redis)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(30),
+        volumes: Some(vec![
+            meta::config_map_volume("config", &names.redis_config()),
+            meta::secret_volume("auth", &names.redis_secret()),
+            meta::empty_dir_volume("run"),
+            meta::empty_dir_volume("tmp"),
+        ]),
+        ..PodSpec::default()
+    };
+
+    StatefulSet {
+        metadata: meta::object_meta(cluster, &workload, Component::Redis),
+        spec: StatefulSetSpec {
+            replicas: Some(spec.instances),
+            service_name: Some(workload.clone()),
+            // Cluster members must all run before the cluster can form; replicas retry their
+            // master on their own. Neither needs ordered start.
+            pod_management_policy: Some("Parallel".to_owned()),
+            selector: meta::label_selector(cluster, Component::Redis),
+            template: PodTemplateSpec {
+                metadata: Some(meta::pod_meta(cluster, Component::Redis, config_hash)),
+                spec: Some(pod),
+            },
+            volume_claim_templates: Some(vec![meta::volume_claim(
+                cluster,
+                "data",
+                Component::Redis,
+                &spec.storage,
+            )]),
+            ..StatefulSetSpec::default()
+        },
+        status: None,
+    }
+}
+
+fn exporter(cluster: &ValidCluster) -> Container {
+    let mut exporter = meta::container("redis-exporter", EXPORTER_IMAGE, EXPORTER_UID, true);
+    exporter.env = Some(vec![
+        meta::env("REDIS_ADDR", &format!("redis://127.0.0.1:{PORT}")),
+        meta::env_from_secret("REDIS_PASSWORD", &cluster.names.redis_secret(), "password"),
+        meta::env(
+            "REDIS_EXPORTER_WEB_LISTEN_ADDRESS",
+            &format!(":{EXPORTER_PORT}"),
+        ),
+    ]);
+    exporter.ports = Some(vec![meta::container_port("metrics", EXPORTER_PORT)]);
+    exporter.resources = Some(meta::sidecar_resources());
+    exporter
+}
+
+/// The script of the cluster-forming Job. It waits (bounded) for every node, then does nothing
+/// when the cluster is formed or forming (a node already knows other nodes), and otherwise runs
+/// `redis-cli --cluster create`. CLUSTER MEET needs addresses, so names are resolved first.
+pub fn cluster_init_script(cluster: &ValidCluster) -> String {
+    let spec = &cluster.spec.redis;
+    let hosts: Vec<String> = (0..spec.instances)
+        .map(|ordinal| meta::pod_fqdn(cluster, Component::Redis, ordinal))
+        .collect();
+    let first = hosts.first().cloned().unwrap_or_default();
+    format!(
+        "set -eu\n\
+         REDISCLI_AUTH=\"$(cat {SECRET_DIR}/password)\"\n\
+         export REDISCLI_AUTH\n\
+         hosts={hosts}\n\
+         addresses=''\n\
+         for host in $hosts; do\n\
+         \x20 tries=0\n\
+         \x20 until redis-cli -h \"$host\" -p {PORT} ping 2>/dev/null | grep -q PONG; do\n\
+         \x20   tries=$((tries + 1))\n\
+         \x20   if [ \"$tries\" -ge 120 ]; then echo \"redis node $host did not answer\" >&2; exit 1; fi\n\
+         \x20   sleep 5\n\
+         \x20 done\n\
+         \x20 address=\"$(getent hosts \"$host\" | awk '{{print $1; exit}}')\"\n\
+         \x20 if [ -z \"$address\" ]; then echo \"cannot resolve $host\" >&2; exit 1; fi\n\
+         \x20 addresses=\"$addresses $address:{PORT}\"\n\
+         done\n\
+         known=\"$(redis-cli -h {first} -p {PORT} cluster info | tr -d '\\r' | sed -n 's/^cluster_known_nodes://p')\"\n\
+         if [ \"${{known:-1}}\" -gt 1 ]; then\n\
+         \x20 echo \"Redis Cluster already formed ($known nodes known); nothing to do\"\n\
+         \x20 exit 0\n\
+         fi\n\
+         redis-cli --cluster create $addresses --cluster-replicas {replicas} --cluster-yes\n",
+        hosts = shell_quote(&hosts.join(" ")),
+        replicas = spec.replicas_per_shard,
+    )
+}
+
+fn cluster_init_job(cluster: &ValidCluster) -> Job {
+    let spec = &cluster.spec.redis;
+    let names = &cluster.names;
+    let name = format!("{}-redis-cluster-init", cluster.name);
+    let mut labels = names.labels(Component::Redis);
+    labels.insert(
+        LABEL_COMPONENT.to_owned(),
+        CLUSTER_INIT_COMPONENT.to_owned(),
+    );
+
+    let mut container = meta::container("cluster-init", &spec.image, REDIS_UID, true);
+    container.command = Some(vec![
+        "sh".to_owned(),
+        "-c".to_owned(),
+        cluster_init_script(cluster),
+    ]);
+    container.volume_mounts = Some(vec![
+        meta::mount("auth", SECRET_DIR, true),
+        meta::mount("tmp", "/tmp", false),
+    ]);
+    container.resources = Some(meta::sidecar_resources());
+
+    let mut metadata = meta::object_meta(cluster, &name, Component::Redis);
+    metadata.labels = Some(labels.clone());
+    Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(6),
+            active_deadline_seconds: Some(3600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    restart_policy: Some("OnFailure".to_owned()),
+                    security_context: Some(meta::pod_security_context(REDIS_UID)),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    volumes: Some(vec![
+                        meta::secret_volume("auth", &names.redis_secret()),
+                        meta::empty_dir_volume("tmp"),
+                    ]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}

@@ -1,0 +1,716 @@
+//! What the controller and users rely on from rendering: which objects exist for a spec, their
+//! labels and owner references, the role selectors, config hashes, parameter precedence and
+//! determinism.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
+use pretty_assertions::assert_eq;
+use shanraq_api::names::{
+    ANNOTATION_CONFIG_HASH, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME,
+    LABEL_ROLE,
+};
+use shanraq_render::{Child, Rendered, kafka, postgres};
+
+fn owned(names: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn empty_spec_renders_every_component_with_defaults() {
+    let rendered = render(&minimal(), true);
+    assert_eq!(
+        kinds_and_names(&rendered),
+        owned(&[
+            "ConfigMap/demo-dashboards",
+            "ConfigMap/demo-haproxy-config",
+            "ConfigMap/demo-kafka-config",
+            "ConfigMap/demo-pg-config",
+            "ConfigMap/demo-redis-config",
+            "Deployment/demo-haproxy",
+            "PodDisruptionBudget/demo-haproxy",
+            "PodDisruptionBudget/demo-kafka-broker",
+            "PodDisruptionBudget/demo-kafka-controller",
+            "PodDisruptionBudget/demo-pg",
+            "PodDisruptionBudget/demo-redis",
+            "PodMonitor/demo-haproxy",
+            "PodMonitor/demo-pg",
+            "PodMonitor/demo-redis",
+            "PrometheusRule/demo-objectives",
+            "Service/demo-haproxy",
+            "Service/demo-kafka-bootstrap",
+            "Service/demo-kafka-broker",
+            "Service/demo-kafka-controller",
+            "Service/demo-pg",
+            "Service/demo-pg-r",
+            "Service/demo-pg-ro",
+            "Service/demo-pg-rw",
+            "Service/demo-redis",
+            "Service/demo-redis-master",
+            "Service/demo-redis-replicas",
+            "StatefulSet/demo-kafka-broker",
+            "StatefulSet/demo-kafka-controller",
+            "StatefulSet/demo-pg",
+            "StatefulSet/demo-redis",
+        ])
+    );
+    let secrets: Vec<&str> = rendered.secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        secrets,
+        vec![
+            "demo-pg-superuser",
+            "demo-pg-replication",
+            "demo-pg-app",
+            "demo-instance-token",
+            "demo-redis-auth"
+        ]
+    );
+}
+
+#[test]
+fn production_example_renders_the_cluster_mode_and_topics_objects() {
+    let rendered = render(&production(), true);
+    let names = kinds_and_names(&rendered);
+    let topics_job = format!(
+        "Job/payments-kafka-topics-{}",
+        kafka::topics_hash(&production().spec.kafka.topics).expect("hash")
+    );
+    let mut expected = owned(&[
+        "ConfigMap/payments-dashboards",
+        "ConfigMap/payments-haproxy-config",
+        "ConfigMap/payments-kafka-config",
+        "ConfigMap/payments-pg-config",
+        "ConfigMap/payments-redis-config",
+        "Deployment/payments-haproxy",
+        "Job/payments-redis-cluster-init",
+        "PodDisruptionBudget/payments-haproxy",
+        "PodDisruptionBudget/payments-kafka-broker",
+        "PodDisruptionBudget/payments-kafka-controller",
+        "PodDisruptionBudget/payments-pg",
+        "PodDisruptionBudget/payments-redis",
+        "PodMonitor/payments-haproxy",
+        "PodMonitor/payments-pg",
+        "PodMonitor/payments-redis",
+        "PrometheusRule/payments-objectives",
+        "Service/payments-haproxy",
+        "Service/payments-kafka-bootstrap",
+        "Service/payments-kafka-broker",
+        "Service/payments-kafka-controller",
+        "Service/payments-pg",
+        "Service/payments-pg-r",
+        "Service/payments-pg-ro",
+        "Service/payments-pg-rw",
+        "Service/payments-redis",
+        "StatefulSet/payments-kafka-broker",
+        "StatefulSet/payments-kafka-controller",
+        "StatefulSet/payments-pg",
+        "StatefulSet/payments-redis",
+    ]);
+    expected.push(topics_job);
+    expected.sort();
+    assert_eq!(names, expected);
+    // Redis Cluster has no master: no role Services.
+    assert!(!names.iter().any(|name| name.contains("redis-master")));
+}
+
+#[test]
+fn disabled_components_render_nothing() {
+    let cluster = with_spec(
+        "  redis:\n    enabled: false\n  kafka:\n    enabled: false\n  haproxy:\n    enabled: false\n  monitoring:\n    podMonitors: false\n    prometheusRules: false\n    grafanaDashboards: false",
+    );
+    let rendered = render(&cluster, true);
+    assert_eq!(
+        kinds_and_names(&rendered),
+        owned(&[
+            "ConfigMap/demo-pg-config",
+            "PodDisruptionBudget/demo-pg",
+            "Service/demo-pg",
+            "Service/demo-pg-r",
+            "Service/demo-pg-ro",
+            "Service/demo-pg-rw",
+            "StatefulSet/demo-pg",
+        ])
+    );
+    assert!(
+        rendered
+            .secrets
+            .iter()
+            .all(|s| s.name.starts_with("demo-pg") || s.name == "demo-instance-token")
+    );
+    // Without the exporter toggle the pg pod has no sidecar.
+    assert_eq!(pod(&rendered, "demo-pg").containers.len(), 1);
+
+    let no_postgres = with_spec("  objectives:\n    rpo: 5s\n  postgres:\n    enabled: false");
+    let rendered = render(&no_postgres, true);
+    assert!(
+        !kinds_and_names(&rendered)
+            .iter()
+            .any(|name| name.contains("-pg")),
+        "{:?}",
+        kinds_and_names(&rendered)
+    );
+    assert!(!rendered.secrets.iter().any(|s| s.name.contains("-pg-")));
+    let cfg = config_file(&rendered, "demo-haproxy-config", "haproxy.cfg");
+    assert!(!cfg.contains("pg-rw"), "{cfg}");
+}
+
+#[test]
+fn without_the_prometheus_operator_only_the_dashboards_are_rendered() {
+    let rendered = render(&minimal(), false);
+    let names = kinds_and_names(&rendered);
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("PodMonitor/") || n.starts_with("PrometheusRule/"))
+    );
+    assert!(names.contains(&"ConfigMap/demo-dashboards".to_owned()));
+}
+
+#[test]
+fn every_child_has_the_cluster_labels_and_owner_reference() {
+    for cluster in [minimal(), production()] {
+        let rendered = render(&cluster, true);
+        for child in &rendered.children {
+            let what = format!("{}/{}", child.kind(), child.name());
+            let meta = child.metadata();
+            assert_eq!(
+                meta.namespace.as_deref(),
+                Some(cluster.namespace.as_str()),
+                "{what}"
+            );
+            let labels = meta.labels.clone().unwrap_or_default();
+            for key in [
+                LABEL_NAME,
+                LABEL_INSTANCE,
+                LABEL_COMPONENT,
+                LABEL_MANAGED_BY,
+            ] {
+                assert!(labels.contains_key(key), "{what} lacks label {key}");
+            }
+            assert_eq!(labels[LABEL_INSTANCE], cluster.name, "{what}");
+            assert_eq!(labels[LABEL_MANAGED_BY], "shanraq-operator", "{what}");
+            let owners = meta.owner_references.clone().unwrap_or_default();
+            assert_eq!(owners.len(), 1, "{what}");
+            let owner = &owners[0];
+            assert_eq!(
+                (
+                    owner.api_version.as_str(),
+                    owner.kind.as_str(),
+                    owner.name.as_str(),
+                    owner.uid.as_str(),
+                    owner.controller,
+                    owner.block_owner_deletion
+                ),
+                (
+                    "shanraq.org/v1alpha1",
+                    "ShanraqCluster",
+                    cluster.name.as_str(),
+                    UID,
+                    Some(true),
+                    Some(true)
+                ),
+                "{what}"
+            );
+            let json = child.to_json().expect("serialises");
+            assert!(
+                json["apiVersion"].is_string() && json["kind"].is_string(),
+                "{what}"
+            );
+        }
+        for secret in &rendered.secrets {
+            assert_eq!(secret.labels[LABEL_INSTANCE], cluster.name);
+        }
+    }
+}
+
+#[test]
+fn monitoring_objects_carry_the_spec_labels() {
+    let rendered = render(&production(), true);
+    for child in &rendered.children {
+        if matches!(child, Child::PodMonitor(_) | Child::PrometheusRule(_))
+            || child.name() == "payments-dashboards"
+        {
+            let labels = child.metadata().labels.clone().unwrap_or_default();
+            assert_eq!(
+                labels.get("release").map(String::as_str),
+                Some("kube-prometheus-stack"),
+                "{}",
+                child.name()
+            );
+        }
+    }
+    let dashboards = find(&rendered, "ConfigMap", "payments-dashboards");
+    let labels = dashboards.metadata().labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("grafana_dashboard").map(String::as_str),
+        Some("1")
+    );
+}
+
+fn service_selector(rendered: &Rendered, name: &str) -> BTreeMap<String, String> {
+    match find(rendered, "Service", name) {
+        Child::Service(service) => service
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.selector.clone())
+            .unwrap_or_default(),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn role_services_select_by_the_role_label() {
+    let rendered = render(&minimal(), true);
+    let base = minimal()
+        .names
+        .selector(shanraq_api::names::Component::Postgres);
+    let with_role = |role: &str| {
+        let mut selector = base.clone();
+        selector.insert(LABEL_ROLE.to_owned(), role.to_owned());
+        selector
+    };
+    assert_eq!(
+        service_selector(&rendered, "demo-pg-rw"),
+        with_role("primary")
+    );
+    assert_eq!(
+        service_selector(&rendered, "demo-pg-ro"),
+        with_role("replica")
+    );
+    assert_eq!(service_selector(&rendered, "demo-pg-r"), base);
+    let redis_base = minimal()
+        .names
+        .selector(shanraq_api::names::Component::Redis);
+    let mut master = redis_base.clone();
+    master.insert(LABEL_ROLE.to_owned(), "master".to_owned());
+    assert_eq!(service_selector(&rendered, "demo-redis-master"), master);
+
+    // The StatefulSet's pod template never carries a role: the operator moves it.
+    let template = pod_template(&rendered, "demo-pg");
+    let labels = template.metadata.and_then(|m| m.labels).unwrap_or_default();
+    assert!(!labels.contains_key(LABEL_ROLE));
+    // Jobs' pods are never selected by the components' Services.
+    let production = render(&production(), true);
+    let redis_selector = service_selector(&production, "payments-redis");
+    for child in &production.children {
+        if let Child::Job(job) = child {
+            let pod_labels = job
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.template.metadata.as_ref())
+                .and_then(|meta| meta.labels.clone())
+                .unwrap_or_default();
+            assert!(
+                !redis_selector
+                    .iter()
+                    .all(|(k, v)| pod_labels.get(k) == Some(v)),
+                "{} pods would join the Redis Service",
+                child.name()
+            );
+        }
+    }
+}
+
+fn stateful_set<'a>(rendered: &'a Rendered, name: &str) -> &'a StatefulSet {
+    match find(rendered, "StatefulSet", name) {
+        Child::StatefulSet(set) => set,
+        _ => unreachable!(),
+    }
+}
+
+fn pod_template(rendered: &Rendered, name: &str) -> PodTemplateSpec {
+    stateful_set(rendered, name).spec.template.clone()
+}
+
+fn pod(rendered: &Rendered, name: &str) -> PodSpec {
+    pod_template(rendered, name).spec.expect("pod spec")
+}
+
+fn config_hash(rendered: &Rendered, name: &str) -> String {
+    pod_template(rendered, name)
+        .metadata
+        .and_then(|m| m.annotations)
+        .and_then(|a| a.get(ANNOTATION_CONFIG_HASH).cloned())
+        .unwrap_or_else(|| panic!("{name} has no config hash"))
+}
+
+#[test]
+fn config_hash_follows_the_config_and_only_the_config() {
+    let base = render(&minimal(), true);
+    let again = render(&minimal(), true);
+    assert_eq!(
+        config_hash(&base, "demo-pg"),
+        config_hash(&again, "demo-pg")
+    );
+    assert_eq!(config_hash(&base, "demo-pg").len(), 64);
+
+    // A parameter change rolls PostgreSQL, and nothing else.
+    let tuned = render(
+        &with_spec("  postgres:\n    parameters:\n      work_mem: 32MB"),
+        true,
+    );
+    assert_ne!(
+        config_hash(&base, "demo-pg"),
+        config_hash(&tuned, "demo-pg")
+    );
+    assert_eq!(
+        config_hash(&base, "demo-redis"),
+        config_hash(&tuned, "demo-redis")
+    );
+    // Scaling PostgreSQL does not change its configuration.
+    let scaled = render(&with_spec("  postgres:\n    instances: 5"), true);
+    assert_eq!(
+        config_hash(&base, "demo-pg"),
+        config_hash(&scaled, "demo-pg")
+    );
+    // A Redis setting rolls Redis only.
+    let redis = render(
+        &with_spec("  redis:\n    maxmemoryPolicy: noeviction"),
+        true,
+    );
+    assert_ne!(
+        config_hash(&base, "demo-redis"),
+        config_hash(&redis, "demo-redis")
+    );
+    assert_eq!(
+        config_hash(&base, "demo-pg"),
+        config_hash(&redis, "demo-pg")
+    );
+}
+
+#[test]
+fn user_parameters_override_defaults_but_never_reserved_settings() {
+    let mut cluster = with_spec(
+        "  postgres:\n    parameters:\n      max_connections: \"500\"\n      work_mem: 64MB\n      statement_timeout: 30s",
+    );
+    // Reserved keys are refused at admission; rendering must hold even if one slips through.
+    for (key, value) in [
+        ("wal_level", "minimal"),
+        ("synchronous_standby_names", "*"),
+        ("port", "6543"),
+        ("include", "/etc/passwd"),
+    ] {
+        cluster
+            .spec
+            .postgres
+            .parameters
+            .insert(key.to_owned(), value.to_owned());
+    }
+    let conf = postgres::postgresql_conf(&cluster).expect("renders");
+    let lines: Vec<&str> = conf.lines().collect();
+    assert!(lines.contains(&"max_connections = '500'"), "{conf}");
+    assert!(lines.contains(&"work_mem = '64MB'"), "{conf}");
+    assert!(lines.contains(&"statement_timeout = '30s'"), "{conf}");
+    assert!(
+        !lines.contains(&"max_connections = '200'"),
+        "default kept beside override:\n{conf}"
+    );
+    assert!(lines.contains(&"wal_level = 'replica'"), "{conf}");
+    for reserved in [
+        "wal_level = 'minimal'",
+        "synchronous_standby_names",
+        "port =",
+        "include",
+    ] {
+        assert!(
+            !lines.iter().any(|line| line.starts_with(reserved)),
+            "{reserved} rendered:\n{conf}"
+        );
+    }
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|line| line.starts_with("max_connections"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_parameter_that_would_break_out_of_its_line_is_refused() {
+    let mut cluster = minimal();
+    cluster.spec.postgres.parameters.insert(
+        "work_mem".to_owned(),
+        "4MB\nlisten_addresses = '*'".to_owned(),
+    );
+    let error = postgres::postgresql_conf(&cluster).expect_err("newline refused");
+    assert!(
+        error
+            .to_string()
+            .contains("spec.postgres.parameters.work_mem"),
+        "{error}"
+    );
+}
+
+#[test]
+fn typed_resources_size_memory_unless_the_user_overrides() {
+    let cluster = with_spec("  postgres:\n    resources:\n      limits:\n        memory: 4Gi");
+    let conf = postgres::postgresql_conf(&cluster).expect("renders");
+    assert!(conf.contains("shared_buffers = '1024MB'"), "{conf}");
+    assert!(conf.contains("effective_cache_size = '3072MB'"), "{conf}");
+    let production_conf = postgres::postgresql_conf(&production()).expect("renders");
+    assert!(
+        production_conf.contains("shared_buffers = '2GB'"),
+        "{production_conf}"
+    );
+    assert_eq!(production_conf.matches("shared_buffers").count(), 1);
+}
+
+#[test]
+fn synchronous_standby_names_is_left_to_the_instance_manager() {
+    let rendered = render(&production(), true);
+    let conf = config_file(&rendered, "payments-pg-config", "postgresql.conf");
+    assert!(!conf.contains("synchronous_standby_names"), "{conf}");
+    let script = pod(&rendered, "payments-pg").containers[0]
+        .command
+        .clone()
+        .unwrap_or_default()
+        .join(" ");
+    assert!(script.contains("--synchronous 'ANY 1 (*)'"), "{script}");
+    assert!(
+        script.contains("--upstream-host payments-pg-rw"),
+        "{script}"
+    );
+    assert!(script.contains("${POD_NAME##*-}"), "{script}");
+
+    let asynchronous =
+        with_spec("  objectives:\n    rpo: 30s\n  postgres:\n    synchronous:\n      number: 0");
+    let rendered = render(&asynchronous, true);
+    let script = pod(&rendered, "demo-pg").containers[0]
+        .command
+        .clone()
+        .unwrap_or_default()
+        .join(" ");
+    assert!(!script.contains("--synchronous"), "{script}");
+}
+
+#[test]
+fn pods_run_under_restricted_pod_security() {
+    let rendered = render(&production(), true);
+    for child in &rendered.children {
+        let template = match child {
+            Child::StatefulSet(set) => set.spec.template.clone(),
+            Child::Deployment(deployment) => deployment.spec.template.clone(),
+            Child::Job(job) => job.spec.clone().expect("job spec").template,
+            _ => continue,
+        };
+        let what = child.name();
+        let spec = template.spec.expect("pod spec");
+        let pod_security = spec.security_context.clone().expect("pod security context");
+        assert_eq!(pod_security.run_as_non_root, Some(true), "{what}");
+        assert_eq!(
+            pod_security.seccomp_profile.map(|p| p.type_),
+            Some("RuntimeDefault".to_owned()),
+            "{what}"
+        );
+        for container in &spec.containers {
+            let security = container
+                .security_context
+                .clone()
+                .expect("container security");
+            assert_eq!(security.allow_privilege_escalation, Some(false), "{what}");
+            assert_eq!(security.run_as_non_root, Some(true), "{what}");
+            assert!(security.run_as_user.is_some_and(|uid| uid > 0), "{what}");
+            assert_eq!(
+                security.capabilities.and_then(|c| c.drop),
+                Some(vec!["ALL".to_owned()]),
+                "{what}"
+            );
+        }
+        if !matches!(child, Child::Job(_)) {
+            let affinity = spec.affinity.expect("affinity");
+            let terms = affinity
+                .pod_anti_affinity
+                .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
+                .unwrap_or_default();
+            assert_eq!(
+                terms[0].pod_affinity_term.topology_key,
+                "kubernetes.io/hostname"
+            );
+        }
+    }
+    // Resources come from the spec.
+    let pg = pod(&rendered, "payments-pg");
+    assert_eq!(
+        pg.containers[0].resources,
+        production().spec.postgres.resources
+    );
+}
+
+#[test]
+fn postgres_pods_run_the_instance_manager_with_secrets_as_files() {
+    let rendered = render(&production(), true);
+    let set = stateful_set(&rendered, "payments-pg");
+    assert_eq!(
+        set.spec.pod_management_policy.as_deref(),
+        Some("OrderedReady")
+    );
+    assert_eq!(set.spec.replicas, Some(3));
+    let claims = set.spec.volume_claim_templates.clone().unwrap_or_default();
+    assert_eq!(claims[0].metadata.name.as_deref(), Some("pgdata"));
+    let size = claims[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.clone());
+    assert_eq!(size.as_deref(), Some("50Gi"));
+
+    let container = &pod(&rendered, "payments-pg").containers[0];
+    let env: BTreeMap<String, Option<String>> = container
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name, e.value))
+        .collect();
+    for key in [
+        "SHANRAQ_SUPERUSER_PASSWORD_FILE",
+        "SHANRAQ_REPLICATION_PASSWORD_FILE",
+        "SHANRAQ_INSTANCE_TOKEN_FILE",
+    ] {
+        assert!(env.get(key).is_some_and(|v| v.is_some()), "{key} missing");
+    }
+    assert!(
+        !env.contains_key("SHANRAQ_SUPERUSER_PASSWORD"),
+        "password in env"
+    );
+    let readiness = container
+        .readiness_probe
+        .clone()
+        .and_then(|p| p.http_get)
+        .expect("readiness");
+    assert_eq!(readiness.path.as_deref(), Some("/health"));
+    let liveness = container
+        .liveness_probe
+        .clone()
+        .and_then(|p| p.http_get)
+        .expect("liveness");
+    assert_eq!(liveness.path.as_deref(), Some("/status"));
+    let ports: Vec<(String, i32)> = container
+        .ports
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| (p.name.unwrap_or_default(), p.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![("postgres".to_owned(), 5432), ("status".to_owned(), 8000)]
+    );
+}
+
+#[test]
+fn secrets_are_templates_with_generated_passwords() {
+    let rendered = render(&production(), true);
+    let by_name: BTreeMap<&str, &shanraq_render::SecretTemplate> = rendered
+        .secrets
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
+    let superuser = by_name["payments-pg-superuser"];
+    assert_eq!(superuser.fixed["username"], "postgres");
+    assert_eq!(superuser.generated["password"], 32);
+    assert_eq!(
+        by_name["payments-pg-replication"].fixed["username"],
+        "streaming_replica"
+    );
+    let app = by_name["payments-pg-app"];
+    assert_eq!(app.fixed["username"], "app");
+    assert_eq!(app.fixed["dbname"], "app");
+    assert!(
+        by_name["payments-instance-token"]
+            .generated
+            .contains_key("token")
+    );
+    assert_eq!(by_name["payments-redis-auth"].generated["password"], 32);
+    // No ConfigMap holds a password key.
+    for child in &rendered.children {
+        if let Child::ConfigMap(map) = child {
+            for text in map.data.clone().unwrap_or_default().values() {
+                assert!(!text.contains("requirepass \""), "{}", child.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn kafka_nodes_have_distinct_ids_and_a_stable_cluster_id() {
+    let cluster = production();
+    let files = kafka::config_files(&cluster);
+    let ids: Vec<String> = files
+        .values()
+        .map(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("node.id="))
+                .expect("node.id")
+                .to_owned()
+        })
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ids.len(), "{ids:?}");
+    assert_eq!(files.len(), 6);
+
+    let id = kafka::cluster_id(&cluster);
+    assert_eq!(id.len(), 22);
+    assert_eq!(id, "jT58Vi9LTRqbLl9qfI2eDw");
+    let mut offline = cluster.clone();
+    offline.uid = String::new();
+    assert_eq!(kafka::cluster_id(&offline), kafka::OFFLINE_CLUSTER_ID);
+}
+
+#[test]
+fn a_changed_topic_list_gets_a_new_job() {
+    let job = |spec: &str| {
+        let rendered = render(&with_spec(spec), true);
+        kinds_and_names(&rendered)
+            .into_iter()
+            .find(|name| name.starts_with("Job/demo-kafka-topics-"))
+            .expect("topics job")
+    };
+    let one = job("  kafka:\n    topics:\n      - name: ledger\n        partitions: 6");
+    let same = job("  kafka:\n    topics:\n      - name: ledger\n        partitions: 6");
+    let grown = job("  kafka:\n    topics:\n      - name: ledger\n        partitions: 12");
+    assert_eq!(one, same);
+    assert_ne!(one, grown);
+    let script = kafka::topics_script(&with_spec(
+        "  kafka:\n    topics:\n      - name: ledger\n        partitions: 12\n        config:\n          retention.ms: \"604800000\"",
+    ));
+    assert!(script.contains("--create --if-not-exists --topic 'ledger' --partitions 12 --replication-factor 3 --config 'retention.ms=604800000'"), "{script}");
+    assert!(
+        script.contains("--alter --topic 'ledger' --partitions 12"),
+        "{script}"
+    );
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    for cluster in [minimal(), production()] {
+        let first = render(&cluster, true);
+        let second = render(&cluster, true);
+        assert_eq!(first, second);
+        let first_json: Vec<_> = first
+            .children
+            .iter()
+            .map(|c| c.to_json().expect("json"))
+            .collect();
+        let second_json: Vec<_> = second
+            .children
+            .iter()
+            .map(|c| c.to_json().expect("json"))
+            .collect();
+        assert_eq!(
+            serde_json::to_string(&first_json).expect("text"),
+            serde_json::to_string(&second_json).expect("text")
+        );
+    }
+}
