@@ -11,6 +11,7 @@ pub mod postgres;
 mod process;
 pub mod redis;
 pub mod secrets;
+pub mod topology;
 pub mod user;
 
 pub use error::TestkitError;
@@ -18,3 +19,4 @@ pub use haproxy::{HaproxyProcess, check_config};
 pub use ports::free_port;
 pub use postgres::TempPostgres;
 pub use redis::RedisServer;
+pub use topology::{LocalTopology, MemberInfo, TopologyOptions};

@@ -1,0 +1,731 @@
+//! `LocalTopology`: N instance managers (`shanraq instance postgres`) on 127.0.0.1, instance 0
+//! bootstrapped as primary and the others as its replicas, plus one HAProxy whose `rw`
+//! frontend follows whichever instance answers `/primary` and whose `ro` frontend spreads over
+//! those answering `/replica`. Each manager is spawned as the leader of its own process group
+//! and starts postgres in another group of its own; `kill`, `stop` and `cont` signal both, so a
+//! test can crash or freeze a whole instance. Everything is killed and removed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::haproxy::HaproxyProcess;
+use crate::process::{kill_and_reap, signal_group, spawn_logged, tail};
+use crate::secrets::random_secret;
+use crate::user::PostgresUser;
+use crate::{TestkitError, binaries, free_port};
+
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to build a topology.
+#[derive(Clone, Debug)]
+pub struct TopologyOptions {
+    /// Number of PostgreSQL instances (at least 1).
+    pub instances: usize,
+    /// `synchronous_standby_names` for the primary (`ANY 1 (*)` by default); `None` for
+    /// asynchronous replication.
+    pub synchronous: Option<String>,
+    /// A postgresql.conf fragment given to every instance with `--config-file`.
+    pub extra_config: Option<String>,
+}
+
+impl Default for TopologyOptions {
+    fn default() -> TopologyOptions {
+        TopologyOptions {
+            instances: 3,
+            synchronous: Some("ANY 1 (*)".to_string()),
+            extra_config: None,
+        }
+    }
+}
+
+impl TopologyOptions {
+    pub fn asynchronous(instances: usize) -> TopologyOptions {
+        TopologyOptions {
+            instances,
+            synchronous: None,
+            extra_config: None,
+        }
+    }
+}
+
+/// What a test needs to reach one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Instance name, also its `application_name`.
+    pub name: String,
+    /// `http://127.0.0.1:PORT` of its manager.
+    pub http_url: String,
+    pub http_port: u16,
+    pub pg_port: u16,
+    pub data_dir: PathBuf,
+    /// The manager's (and postgres') output.
+    pub log_path: PathBuf,
+}
+
+#[derive(Debug)]
+struct Member {
+    info: MemberInfo,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+#[derive(Debug)]
+pub struct LocalTopology {
+    binary: PathBuf,
+    members: Vec<Member>,
+    haproxy: HaproxyProcess,
+    rw_port: u16,
+    ro_port: u16,
+    haproxy_socket: PathBuf,
+    token: String,
+    superuser_password: String,
+    replication_password: String,
+    http: reqwest::Client,
+    // Dropped last: the data dirs go once every process is dead.
+    root: TempDir,
+}
+
+impl LocalTopology {
+    /// Starts the managers and HAProxy and waits until instance 0 is the routed primary and
+    /// every replica streams from it.
+    pub async fn start(
+        shanraq_binary: &Path,
+        options: TopologyOptions,
+    ) -> Result<LocalTopology, TestkitError> {
+        binaries::pg_bin_dir()?;
+        binaries::haproxy()?;
+        if !shanraq_binary.is_file() {
+            return Err(TestkitError::io(
+                format!("shanraq binary {}", shanraq_binary.display()),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        let instances = options.instances.max(1);
+        let user = PostgresUser::lookup()?;
+        let root = tempfile::Builder::new()
+            .prefix("shanraq-topology-")
+            .tempdir()
+            .map_err(|source| TestkitError::io("creating topology dir", source))?;
+        user.own(root.path())?;
+        let config_file = match &options.extra_config {
+            Some(fragment) => {
+                let path = root.path().join("extra.conf");
+                std::fs::write(&path, fragment)
+                    .map_err(|source| TestkitError::io("writing extra.conf", source))?;
+                user.own(&path)?;
+                Some(path)
+            }
+            None => None,
+        };
+        let mut infos = Vec::with_capacity(instances);
+        for index in 0..instances {
+            let name = format!("pg-{index}");
+            let dir = root.path().join(&name);
+            std::fs::create_dir(&dir).map_err(|source| {
+                TestkitError::io(format!("creating {}", dir.display()), source)
+            })?;
+            user.own(&dir)?;
+            let http_port = free_port()?;
+            infos.push(MemberInfo {
+                http_url: format!("http://127.0.0.1:{http_port}"),
+                http_port,
+                pg_port: free_port()?,
+                data_dir: dir.join("data"),
+                log_path: dir.join("manager.log"),
+                name,
+            });
+        }
+        let primary_port = infos[0].pg_port;
+        let members = infos
+            .into_iter()
+            .enumerate()
+            .map(|(index, info)| {
+                let mut args = vec![
+                    "instance".to_string(),
+                    "postgres".to_string(),
+                    format!("--name={}", info.name),
+                    format!("--data-dir={}", info.data_dir.display()),
+                    format!("--pg-port={}", info.pg_port),
+                    format!("--http-addr=127.0.0.1:{}", info.http_port),
+                    "--upstream-host=127.0.0.1".to_string(),
+                    format!("--upstream-port={primary_port}"),
+                    "--initial-epoch=1".to_string(),
+                    format!(
+                        "--bootstrap={}",
+                        if index == 0 { "primary" } else { "replica" }
+                    ),
+                    format!(
+                        "--synchronous={}",
+                        options.synchronous.as_deref().unwrap_or("")
+                    ),
+                ];
+                if let Some(path) = &config_file {
+                    args.push(format!("--config-file={}", path.display()));
+                }
+                Member {
+                    info,
+                    args,
+                    child: None,
+                }
+            })
+            .collect();
+        let rw_port = free_port()?;
+        let ro_port = free_port()?;
+        let haproxy_socket = root.path().join("haproxy.sock");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(HTTP_TIMEOUT)
+            .build()
+            .map_err(|error| {
+                TestkitError::io("building HTTP client", std::io::Error::other(error))
+            })?;
+        let mut members: Vec<Member> = members;
+        let token = random_secret(32);
+        let superuser_password = random_secret(24);
+        let replication_password = random_secret(24);
+        let config = haproxy_config(&members, rw_port, ro_port, &haproxy_socket);
+        let haproxy = HaproxyProcess::start(&config).await?;
+        let mut topology = LocalTopology {
+            binary: shanraq_binary.to_path_buf(),
+            members: Vec::new(),
+            haproxy,
+            rw_port,
+            ro_port,
+            haproxy_socket,
+            token,
+            superuser_password,
+            replication_password,
+            http,
+            root,
+        };
+        topology.members = std::mem::take(&mut members);
+        for index in 0..topology.members.len() {
+            topology.spawn(index)?;
+        }
+        topology
+            .wait_until_formed(options.synchronous.is_some())
+            .await?;
+        Ok(topology)
+    }
+
+    fn spawn(&mut self, index: usize) -> Result<(), TestkitError> {
+        let len = self.members.len();
+        let member = self
+            .members
+            .get_mut(index)
+            .ok_or(TestkitError::NoSuchMember { index, len })?;
+        let mut command = Command::new(&self.binary);
+        command
+            .args(&member.args)
+            .env("SHANRAQ_INSTANCE_TOKEN", &self.token)
+            .env("SHANRAQ_SUPERUSER_PASSWORD", &self.superuser_password)
+            .env("SHANRAQ_REPLICATION_PASSWORD", &self.replication_password)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
+            );
+        let child = spawn_logged(&mut command, &member.info.log_path, &member.info.name)?;
+        member.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_until_formed(&mut self, synchronous: bool) -> Result<(), TestkitError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        self.wait_http(0, "/primary", deadline).await?;
+        for index in 1..self.members.len() {
+            self.wait_http(index, "/replica", deadline).await?;
+        }
+        let replicas = self.members.len() - 1;
+        loop {
+            let status = self.status(0).await?;
+            let streaming = status["replication"]
+                .as_array()
+                .map(|peers| {
+                    peers
+                        .iter()
+                        .filter(|peer| peer["state"] == "streaming")
+                        .count()
+                })
+                .unwrap_or(0);
+            if streaming >= replicas
+                && (!synchronous || replicas == 0 || status["synchronous_standby_names"] != "")
+            {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(self.not_ready(0, format!("replicas never all streamed: {status}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.wait_routed(0, deadline).await
+    }
+
+    fn not_ready(&self, index: usize, detail: String) -> TestkitError {
+        let logs: Vec<String> = self
+            .members
+            .iter()
+            .map(|member| {
+                format!(
+                    "--- {} ---\n{}",
+                    member.info.name,
+                    tail(&member.info.log_path, 25)
+                )
+            })
+            .collect();
+        TestkitError::NotReady {
+            what: format!("topology member {index}"),
+            seconds: START_TIMEOUT.as_secs(),
+            detail: format!("{detail}\n{}", logs.join("\n")),
+        }
+    }
+
+    /// Waits until GET `path` on member `index` answers 200.
+    async fn wait_http(
+        &mut self,
+        index: usize,
+        path: &str,
+        deadline: Instant,
+    ) -> Result<(), TestkitError> {
+        loop {
+            if let Some(child) = self.members[index].child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(TestkitError::Exited {
+                    what: format!("instance manager {}", self.members[index].info.name),
+                    status: status.to_string(),
+                    log: tail(&self.members[index].info.log_path, 40),
+                });
+            }
+            if self.get(index, path).await.ok() == Some(200) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(self.not_ready(index, format!("GET {path} never answered 200")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until a connection through the `rw` frontend lands on member `index`.
+    pub async fn wait_routed(&self, index: usize, deadline: Instant) -> Result<(), TestkitError> {
+        let expected = self.member(index)?.pg_port;
+        loop {
+            if let Ok(port) = self.rw_backend_port().await
+                && port == expected
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(self.not_ready(
+                    index,
+                    format!(
+                        "HAProxy rw never routed to it; haproxy log:\n{}",
+                        self.haproxy.log()
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The `port` setting of whichever server a fresh `rw` connection reaches.
+    pub async fn rw_backend_port(&self) -> Result<u16, sqlx::Error> {
+        use sqlx::Connection;
+        let mut connection = sqlx::PgConnection::connect_with(&self.rw_options()).await?;
+        let port: String = sqlx::query_scalar("SHOW port")
+            .fetch_one(&mut connection)
+            .await?;
+        let _ = connection.close().await;
+        port.parse::<u16>()
+            .map_err(|error| sqlx::Error::Protocol(format!("port {port}: {error}")))
+    }
+
+    fn options(&self, port: u16) -> sqlx::postgres::PgConnectOptions {
+        sqlx::postgres::PgConnectOptions::new_without_pgpass()
+            .host("127.0.0.1")
+            .port(port)
+            .username("postgres")
+            .password(&self.superuser_password)
+            .database("postgres")
+            .ssl_mode(sqlx::postgres::PgSslMode::Disable)
+    }
+
+    /// Superuser connection options through HAProxy's `rw` frontend.
+    pub fn rw_options(&self) -> sqlx::postgres::PgConnectOptions {
+        self.options(self.rw_port)
+    }
+
+    /// Superuser connection options through HAProxy's `ro` frontend.
+    pub fn ro_options(&self) -> sqlx::postgres::PgConnectOptions {
+        self.options(self.ro_port)
+    }
+
+    /// Superuser connection options straight to member `index`.
+    pub fn member_options(
+        &self,
+        index: usize,
+    ) -> Result<sqlx::postgres::PgConnectOptions, TestkitError> {
+        Ok(self.options(self.member(index)?.pg_port))
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn member(&self, index: usize) -> Result<&MemberInfo, TestkitError> {
+        let len = self.members.len();
+        self.members
+            .get(index)
+            .map(|member| &member.info)
+            .ok_or(TestkitError::NoSuchMember { index, len })
+    }
+
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.members
+            .iter()
+            .map(|member| member.info.clone())
+            .collect()
+    }
+
+    pub fn rw_port(&self) -> u16 {
+        self.rw_port
+    }
+
+    pub fn ro_port(&self) -> u16 {
+        self.ro_port
+    }
+
+    /// HAProxy's admin socket (runtime API).
+    pub fn haproxy_socket(&self) -> &Path {
+        &self.haproxy_socket
+    }
+
+    pub fn haproxy_log(&self) -> String {
+        self.haproxy.log()
+    }
+
+    /// Bearer token the managers accept for commands.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn superuser_password(&self) -> &str {
+        &self.superuser_password
+    }
+
+    pub fn replication_password(&self) -> &str {
+        &self.replication_password
+    }
+
+    /// The topology's own directory (holds each member's dir).
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The manager log of member `index`.
+    pub fn log(&self, index: usize) -> String {
+        self.members
+            .get(index)
+            .and_then(|member| std::fs::read_to_string(&member.info.log_path).ok())
+            .unwrap_or_default()
+    }
+
+    /// GET `path` on member `index`; the HTTP status code.
+    pub async fn get(&self, index: usize, path: &str) -> Result<u16, TestkitError> {
+        let url = format!("{}{path}", self.member(index)?.http_url);
+        let response = self.http.get(&url).send().await.map_err(|error| {
+            TestkitError::io(format!("GET {url}"), std::io::Error::other(error))
+        })?;
+        Ok(response.status().as_u16())
+    }
+
+    /// GET `/status` of member `index` as JSON.
+    pub async fn status(&self, index: usize) -> Result<Value, TestkitError> {
+        let url = format!("{}/status", self.member(index)?.http_url);
+        let response = self.http.get(&url).send().await.map_err(|error| {
+            TestkitError::io(format!("GET {url}"), std::io::Error::other(error))
+        })?;
+        response
+            .json()
+            .await
+            .map_err(|error| TestkitError::io(format!("GET {url}"), std::io::Error::other(error)))
+    }
+
+    /// POST a command (`/promote`, `/fence`, `/demote`, `/repoint`) with the topology's token.
+    pub async fn command(
+        &self,
+        index: usize,
+        path: &str,
+        body: &Value,
+    ) -> Result<(u16, Value), TestkitError> {
+        self.command_with_token(index, path, body, Some(&self.token))
+            .await
+    }
+
+    /// POST a command with a chosen token (or none), to test authentication.
+    pub async fn command_with_token(
+        &self,
+        index: usize,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<(u16, Value), TestkitError> {
+        let url = format!("{}{path}", self.member(index)?.http_url);
+        let mut request = self.http.post(&url).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|error| {
+            TestkitError::io(format!("POST {url}"), std::io::Error::other(error))
+        })?;
+        let code = response.status().as_u16();
+        let value = response.json().await.unwrap_or(Value::Null);
+        Ok((code, value))
+    }
+
+    /// Waits until GET `path` on member `index` answers `code`; false on timeout.
+    pub async fn wait_for_code(
+        &self,
+        index: usize,
+        path: &str,
+        code: u16,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.get(index, path).await.ok() == Some(code) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn postgres_group(&self, index: usize) -> Option<u32> {
+        postmaster_group(&self.members.get(index)?.info.data_dir)
+    }
+
+    /// SIGKILL the whole instance: its manager's group, then postgres' group.
+    pub fn kill(&mut self, index: usize) -> Result<(), TestkitError> {
+        let postgres = self.postgres_group(index);
+        let len = self.members.len();
+        let member = self
+            .members
+            .get_mut(index)
+            .ok_or(TestkitError::NoSuchMember { index, len })?;
+        if let Some(mut child) = member.child.take() {
+            kill_and_reap(&mut child);
+        }
+        if let Some(group) = postgres {
+            signal_group(group, Signal::SIGKILL);
+        }
+        Ok(())
+    }
+
+    /// SIGKILL only postgres of member `index` (its whole group), leaving the manager alive;
+    /// false when no running postmaster was found.
+    pub fn kill_postgres(&self, index: usize) -> Result<bool, TestkitError> {
+        self.member(index)?;
+        match self.postgres_group(index) {
+            Some(group) => {
+                signal_group(group, Signal::SIGKILL);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// SIGTERM the manager (it stops postgres with a fast shutdown) and wait for it to exit.
+    pub async fn shutdown(&mut self, index: usize) -> Result<(), TestkitError> {
+        let len = self.members.len();
+        let member = self
+            .members
+            .get_mut(index)
+            .ok_or(TestkitError::NoSuchMember { index, len })?;
+        let Some(mut child) = member.child.take() else {
+            return Ok(());
+        };
+        signal_group(child.id(), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                kill_and_reap(&mut child);
+                return Err(TestkitError::NotReady {
+                    what: format!("shutdown of {}", member.info.name),
+                    seconds: 60,
+                    detail: tail(&member.info.log_path, 30),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGSTOP the whole instance (a frozen host: sockets stay open, nothing answers).
+    pub fn stop(&self, index: usize) -> Result<(), TestkitError> {
+        let member = self.member(index)?;
+        if let Some(child) = self.members[index].child.as_ref() {
+            signal_group(child.id(), Signal::SIGSTOP);
+        }
+        if let Some(group) = postmaster_group(&member.data_dir) {
+            signal_group(group, Signal::SIGSTOP);
+        }
+        Ok(())
+    }
+
+    /// SIGCONT after `stop`.
+    pub fn cont(&self, index: usize) -> Result<(), TestkitError> {
+        let member = self.member(index)?;
+        if let Some(group) = postmaster_group(&member.data_dir) {
+            signal_group(group, Signal::SIGCONT);
+        }
+        if let Some(child) = self.members[index].child.as_ref() {
+            signal_group(child.id(), Signal::SIGCONT);
+        }
+        Ok(())
+    }
+
+    /// Starts the manager of member `index` again on the same data dir (after `kill` or
+    /// `shutdown`; a running manager is killed first).
+    pub fn restart(&mut self, index: usize) -> Result<(), TestkitError> {
+        if self
+            .members
+            .get(index)
+            .is_some_and(|member| member.child.is_some())
+        {
+            self.kill(index)?;
+        }
+        self.spawn(index)
+    }
+
+    /// True while the manager process of member `index` runs.
+    pub fn is_running(&mut self, index: usize) -> bool {
+        self.members
+            .get_mut(index)
+            .and_then(|member| member.child.as_mut())
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for LocalTopology {
+    fn drop(&mut self) {
+        for index in 0..self.members.len() {
+            let _ = self.cont(index);
+            let _ = self.kill(index);
+        }
+    }
+}
+
+/// The postmaster's pid from `postmaster.pid`, if that process still leads its own group
+/// and is a postgres (so a stale file never makes us signal an unrelated process).
+fn postmaster_group(data_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1;
+    let mut fields = rest.split_whitespace();
+    let _state = fields.next()?;
+    let _ppid = fields.next()?;
+    let pgrp: u32 = fields.next()?.parse().ok()?;
+    (comm == "postgres" && pgrp == pid).then_some(pid)
+}
+
+fn haproxy_config(members: &[Member], rw_port: u16, ro_port: u16, socket: &Path) -> String {
+    let servers: String = members
+        .iter()
+        .map(|member| {
+            format!(
+                "    server {} 127.0.0.1:{} check port {}\n",
+                member.info.name, member.info.pg_port, member.info.http_port
+            )
+        })
+        .collect();
+    format!(
+        "global\n\
+         \x20   stats socket {socket} mode 600 level admin\n\
+         defaults\n\
+         \x20   mode tcp\n\
+         \x20   timeout connect 1s\n\
+         \x20   timeout client 1h\n\
+         \x20   timeout server 1h\n\
+         \x20   timeout check 1s\n\
+         frontend rw\n\
+         \x20   bind 127.0.0.1:{rw_port}\n\
+         \x20   default_backend rw\n\
+         backend rw\n\
+         \x20   option httpchk GET /primary\n\
+         \x20   http-check expect status 200\n\
+         \x20   default-server inter 100ms fall 1 rise 1 on-marked-down shutdown-sessions\n\
+         {rw_servers}\
+         frontend ro\n\
+         \x20   bind 127.0.0.1:{ro_port}\n\
+         \x20   default_backend ro\n\
+         backend ro\n\
+         \x20   balance roundrobin\n\
+         \x20   option httpchk GET /replica\n\
+         \x20   http-check expect status 200\n\
+         \x20   default-server inter 100ms fall 1 rise 1 on-marked-down shutdown-sessions\n\
+         {ro_servers}",
+        socket = socket.display(),
+        rw_servers = servers,
+        ro_servers = servers,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn haproxy_config_routes_rw_by_primary_check_and_is_valid() {
+        let members: Vec<Member> = (0..3)
+            .map(|index| Member {
+                info: MemberInfo {
+                    name: format!("pg-{index}"),
+                    http_url: String::new(),
+                    http_port: 21000 + index,
+                    pg_port: 22000 + index,
+                    data_dir: PathBuf::new(),
+                    log_path: PathBuf::new(),
+                },
+                args: Vec::new(),
+                child: None,
+            })
+            .collect();
+        let config = haproxy_config(&members, 23000, 23001, Path::new("/tmp/x.sock"));
+        assert!(config.contains("option httpchk GET /primary"), "{config}");
+        assert!(
+            config.contains("server pg-2 127.0.0.1:22002 check port 21002"),
+            "{config}"
+        );
+        crate::check_config(&config).expect("haproxy accepts the topology config");
+    }
+
+    #[test]
+    fn a_stale_pid_file_names_no_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Our own pid is not a postgres.
+        std::fs::write(
+            dir.path().join("postmaster.pid"),
+            format!("{}\n", std::process::id()),
+        )
+        .expect("write");
+        assert_eq!(postmaster_group(dir.path()), None);
+        assert_eq!(postmaster_group(Path::new("/nonexistent")), None);
+    }
+}
