@@ -1,0 +1,182 @@
+//! What the manager does with its data dir at start: initdb a new primary, clone a replica
+//! from its upstream, start an existing replica, or hold an existing primary's data dir down as
+//! `Fenced` until the operator says which role it has now. The manager never promotes itself:
+//! a former primary that comes back could otherwise accept writes beside the new one.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::args::BootstrapMode;
+use crate::config;
+use crate::error::InstanceError;
+use crate::status;
+use crate::supervisor::{Manager, Phase, START_TIMEOUT};
+use crate::tools;
+
+pub const WAITING_FOR_OPERATOR: &str = "waiting for the operator";
+
+pub async fn run(manager: &Arc<Manager>) -> Result<(), InstanceError> {
+    let settings = &manager.settings;
+    let data_dir = &settings.data_dir;
+    if tools::is_empty_dir(data_dir)? {
+        let known_member = manager.snapshot().persisted.epoch > 0;
+        return match settings.bootstrap {
+            BootstrapMode::Primary if known_member => {
+                // The state file says this instance already belonged to a cluster: a fresh
+                // initdb now would create a second, empty primary.
+                hold_for_operator(
+                    manager,
+                    "data dir is empty but this instance was a cluster member; demote it to re-clone",
+                )
+                .await
+            }
+            BootstrapMode::Primary => bootstrap_primary(manager).await,
+            BootstrapMode::Replica => bootstrap_replica(manager).await,
+        };
+    }
+    if !data_dir.join("PG_VERSION").exists() {
+        return Err(InstanceError::ForeignDataDir {
+            path: data_dir.display().to_string(),
+        });
+    }
+    let fenced = manager.snapshot().persisted.fenced;
+    if fenced {
+        return hold_for_operator(manager, "fenced by the operator").await;
+    }
+    if !config::is_standby(data_dir) {
+        return hold_for_operator(manager, "found a primary's data dir").await;
+    }
+    let _ops = manager.lock_ops().await;
+    tools::prepare_data_dir(data_dir, &manager.user)?;
+    manager.start_locked()?;
+    if let Err(error) = manager.wait_ready(START_TIMEOUT).await {
+        tracing::warn!(%error, "replica not accepting connections yet");
+    }
+    tracing::info!("existing replica started");
+    Ok(())
+}
+
+/// Stays down, fenced, with the reason in `/status`, until `promote` or `demote`.
+async fn hold_for_operator(manager: &Arc<Manager>, reason: &str) -> Result<(), InstanceError> {
+    manager.persist(|state| state.fenced = true)?;
+    manager.set_phase(Phase::Stopped);
+    manager.record_controldata().await;
+    manager.set_message(Some(format!("{WAITING_FOR_OPERATOR}: {reason}")));
+    tracing::info!(reason, "{WAITING_FOR_OPERATOR}");
+    Ok(())
+}
+
+async fn bootstrap_primary(manager: &Arc<Manager>) -> Result<(), InstanceError> {
+    let settings = &manager.settings;
+    let started = Instant::now();
+    manager.set_message(Some("bootstrapping: initdb".to_string()));
+    tools::prepare_data_dir(&settings.data_dir, &manager.user)?;
+    config::write_passfile(settings, &manager.user)?;
+    tools::initdb(settings, &manager.user).await?;
+    let _ops = manager.lock_ops().await;
+    manager.start_locked()?;
+    manager.wait_ready(START_TIMEOUT).await?;
+    create_replication_role(manager).await?;
+    let epoch = settings
+        .initial_epoch
+        .max(manager.snapshot().persisted.epoch);
+    manager.persist(|state| {
+        state.epoch = epoch;
+        state.primary_epoch = Some(epoch);
+        state.fenced = false;
+    })?;
+    // Only now: with a synchronous standby required, every commit waits for one from here on.
+    manager.ensure_synchronous().await?;
+    manager.set_message(None);
+    tracing::info!(
+        epoch,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "primary bootstrapped"
+    );
+    Ok(())
+}
+
+/// The role replicas (and pg_basebackup) connect as. The statement carries a password, so
+/// this session logs no statements, not even on error.
+async fn create_replication_role(manager: &Arc<Manager>) -> Result<(), InstanceError> {
+    let settings = &manager.settings;
+    let mut connection = status::connect(settings).await?;
+    let user = &settings.replication_user;
+    let statements = format!(
+        "SET log_statement = 'none';
+         SET log_min_error_statement = 'panic';
+         SET log_min_duration_statement = -1;
+         DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{user}') THEN
+             CREATE ROLE \"{user}\" WITH REPLICATION LOGIN;
+           END IF;
+         END $$;
+         ALTER ROLE \"{user}\" WITH REPLICATION LOGIN PASSWORD {};",
+        config::quote_conf(settings.replication_password.expose()),
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statements))
+        .execute(&mut connection)
+        .await
+        .map_err(|source| InstanceError::Sql {
+            query: "create replication role",
+            source,
+        })?;
+    Ok(())
+}
+
+async fn bootstrap_replica(manager: &Arc<Manager>) -> Result<(), InstanceError> {
+    let settings = &manager.settings;
+    let (host, port) = settings.upstream.clone().ok_or(InstanceError::NoUpstream)?;
+    let started = Instant::now();
+    tools::prepare_data_dir(&settings.data_dir, &manager.user)?;
+    config::write_passfile(settings, &manager.user)?;
+    clone_from(manager, &host, port, settings.bootstrap_timeout).await?;
+    config::make_standby(settings, &manager.user, &host, port)?;
+    let epoch = settings
+        .initial_epoch
+        .max(manager.snapshot().persisted.epoch);
+    manager.persist(|state| {
+        state.epoch = epoch;
+        state.primary_epoch = None;
+        state.fenced = false;
+    })?;
+    let _ops = manager.lock_ops().await;
+    manager.start_locked()?;
+    manager.wait_ready(START_TIMEOUT).await?;
+    manager.set_message(None);
+    tracing::info!(
+        upstream = %format!("{host}:{port}"),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "replica bootstrapped"
+    );
+    Ok(())
+}
+
+/// pg_basebackup into the emptied data dir, retried with backoff until the upstream answers
+/// or `timeout` passes.
+pub async fn clone_from(
+    manager: &Manager,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<(), InstanceError> {
+    let settings = &manager.settings;
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        manager.set_message(Some(format!("cloning from {host}:{port} (pg_basebackup)")));
+        tools::empty_dir(&settings.data_dir)?;
+        match tools::basebackup(settings, &manager.user, host, port).await {
+            Ok(()) => return Ok(()),
+            Err(error) if Instant::now() + delay < deadline => {
+                tracing::info!(%error, retry_ms = delay.as_millis() as u64, "pg_basebackup failed; retrying");
+                manager.set_message(Some(format!(
+                    "pg_basebackup from {host}:{port} failed; retrying: {error}"
+                )));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The operator's commands: promote, fence, demote, repoint. Each first checks the epoch (an
+//! older one is refused so a stale operator cannot act), then does its work under the
+//! lifecycle lock, re-checking that no newer epoch arrived while it waited.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shanraq_ha::wire::{DemoteRequest, FenceRequest, PromoteRequest, RepointRequest};
+
+use crate::bootstrap::clone_from;
+use crate::config;
+use crate::error::InstanceError;
+use crate::status;
+use crate::supervisor::{Manager, START_TIMEOUT, StaleEpoch};
+use crate::tools;
+
+const PROMOTE_TIMEOUT: Duration = Duration::from_secs(15);
+const DEMOTE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const RECLONE_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug)]
+pub enum CommandError {
+    /// The request's epoch is older than the instance's: 409.
+    Stale(StaleEpoch),
+    /// The command makes no sense in the current state: 422.
+    Refused(String),
+    /// The command was valid but failed: 500.
+    Failed(InstanceError),
+}
+
+impl From<StaleEpoch> for CommandError {
+    fn from(stale: StaleEpoch) -> CommandError {
+        CommandError::Stale(stale)
+    }
+}
+
+impl From<InstanceError> for CommandError {
+    fn from(error: InstanceError) -> CommandError {
+        CommandError::Failed(error)
+    }
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::Stale(stale) => write!(
+                f,
+                "stale epoch {} < instance epoch {}",
+                stale.requested, stale.current
+            ),
+            CommandError::Refused(reason) => f.write_str(reason),
+            CommandError::Failed(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+fn take_epoch(manager: &Manager, epoch: u64, fence: bool) -> Result<(), CommandError> {
+    manager.take_epoch(epoch, fence)??;
+    Ok(())
+}
+
+pub async fn promote(
+    manager: &Arc<Manager>,
+    request: PromoteRequest,
+) -> Result<String, CommandError> {
+    let started = Instant::now();
+    take_epoch(manager, request.epoch, false)?;
+    let _ops = manager.lock_ops().await;
+    manager.still_current(request.epoch)?;
+    if !manager.settings.data_dir.join("PG_VERSION").exists() {
+        return Err(CommandError::Refused(
+            "the data dir is empty: demote this instance to clone it first".to_string(),
+        ));
+    }
+    let snapshot = manager.snapshot();
+    if snapshot.persisted.fenced || !snapshot.running {
+        // A fenced primary data dir starts out of recovery: no pg_promote needed. A fenced
+        // replica data dir starts in recovery and is promoted below.
+        manager.persist(|state| state.fenced = false)?;
+        manager.start_locked()?;
+        manager.wait_ready(START_TIMEOUT).await?;
+    }
+    let pool = manager.pool()?;
+    if status::in_recovery(&pool).await? {
+        let promoted = tokio::time::timeout(
+            PROMOTE_TIMEOUT,
+            sqlx::query_scalar::<_, bool>("SELECT pg_promote(true, 10)").fetch_one(&pool),
+        )
+        .await
+        .map_err(|_| InstanceError::Timeout {
+            what: "pg_promote".to_string(),
+            seconds: PROMOTE_TIMEOUT.as_secs(),
+        })?
+        .map_err(|source| InstanceError::Sql {
+            query: "pg_promote(true, 10)",
+            source,
+        })?;
+        if !promoted {
+            return Err(CommandError::Failed(InstanceError::Refused(
+                "pg_promote returned false (promotion did not finish within 10 s)".to_string(),
+            )));
+        }
+    }
+    manager.persist(|state| {
+        state.primary_epoch = Some(request.epoch);
+        state.fenced = false;
+    })?;
+    manager.set_message(None);
+    let promoted_ms = started.elapsed().as_millis() as u64;
+    if let Err(error) = manager.ensure_synchronous().await {
+        tracing::warn!(%error, "setting synchronous_standby_names after promote");
+    }
+    tracing::info!(epoch = request.epoch, promoted_ms, "promoted");
+    Ok(format!(
+        "primary at epoch {} (promoted in {promoted_ms} ms)",
+        request.epoch
+    ))
+}
+
+pub async fn fence(manager: &Arc<Manager>, request: FenceRequest) -> Result<String, CommandError> {
+    take_epoch(manager, request.epoch, true)?;
+    let _ops = manager.lock_ops().await;
+    manager.still_current(request.epoch)?;
+    let mode = manager
+        .stop_locked(Duration::from_millis(request.timeout_ms))
+        .await;
+    let final_lsn = manager.snapshot().final_lsn;
+    tracing::info!(epoch = request.epoch, ?mode, ?final_lsn, "fenced");
+    Ok(match mode {
+        Some(mode) => format!(
+            "fenced at epoch {}; postgres stopped ({mode:?})",
+            request.epoch
+        ),
+        None => format!(
+            "fenced at epoch {}; postgres was not running",
+            request.epoch
+        ),
+    })
+}
+
+pub async fn demote(
+    manager: &Arc<Manager>,
+    request: DemoteRequest,
+) -> Result<String, CommandError> {
+    let started = Instant::now();
+    take_epoch(manager, request.epoch, false)?;
+    let _ops = manager.lock_ops().await;
+    manager.still_current(request.epoch)?;
+    let settings = &manager.settings;
+    let upstream = &request.upstream;
+    manager.stop_locked(DEMOTE_STOP_TIMEOUT).await;
+    config::write_passfile(settings, &manager.user)?;
+    let how = if settings.data_dir.join("PG_VERSION").exists() {
+        manager.set_message(Some(format!("pg_rewind from {}", upstream.name)));
+        // pg_rewind compares timelines from the source's control file, which a freshly
+        // promoted primary only updates at its first checkpoint: without one it would say
+        // "no rewind required" about a diverged data dir.
+        if let Err(error) = status::checkpoint_remote(settings, &upstream.host, upstream.port).await
+        {
+            tracing::warn!(%error, upstream = %upstream.name, "CHECKPOINT on the upstream before pg_rewind");
+        }
+        match tools::rewind(settings, &manager.user, &upstream.host, upstream.port).await {
+            Ok(output) => {
+                if output.contains("no rewind required") {
+                    "no rewind required"
+                } else {
+                    "rewound with pg_rewind"
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "pg_rewind failed; cloning afresh");
+                clone_from(manager, &upstream.host, upstream.port, RECLONE_TIMEOUT).await?;
+                "pg_rewind failed; cloned with pg_basebackup"
+            }
+        }
+    } else {
+        clone_from(manager, &upstream.host, upstream.port, RECLONE_TIMEOUT).await?;
+        "cloned with pg_basebackup"
+    };
+    tools::prepare_data_dir(&settings.data_dir, &manager.user)?;
+    config::make_standby(settings, &manager.user, &upstream.host, upstream.port)?;
+    manager.persist(|state| {
+        state.fenced = false;
+        state.primary_epoch = None;
+    })?;
+    manager.set_message(None);
+    manager.start_locked()?;
+    manager.wait_ready(START_TIMEOUT).await?;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(epoch = request.epoch, upstream = %upstream.name, how, elapsed_ms, "demoted");
+    Ok(format!(
+        "replica of {} at epoch {} ({how}, {elapsed_ms} ms)",
+        upstream.name, request.epoch
+    ))
+}
+
+pub async fn repoint(
+    manager: &Arc<Manager>,
+    request: RepointRequest,
+) -> Result<String, CommandError> {
+    take_epoch(manager, request.epoch, false)?;
+    let _ops = manager.lock_ops().await;
+    manager.still_current(request.epoch)?;
+    let settings = &manager.settings;
+    let upstream = &request.upstream;
+    let conninfo = config::primary_conninfo(settings, &upstream.host, upstream.port);
+    let snapshot = manager.snapshot();
+    if snapshot.running {
+        let pool = manager.pool()?;
+        if !status::in_recovery(&pool).await? {
+            return Err(CommandError::Refused(
+                "this instance is a primary: demote it instead of repointing".to_string(),
+            ));
+        }
+        let statement = format!(
+            "ALTER SYSTEM SET primary_conninfo = {}",
+            config::quote_conf(&conninfo)
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&pool)
+            .await
+            .map_err(|source| InstanceError::Sql {
+                query: "ALTER SYSTEM SET primary_conninfo",
+                source,
+            })?;
+        sqlx::query("SELECT pg_reload_conf()")
+            .execute(&pool)
+            .await
+            .map_err(|source| InstanceError::Sql {
+                query: "pg_reload_conf()",
+                source,
+            })?;
+    } else {
+        if !config::is_standby(&settings.data_dir) {
+            return Err(CommandError::Refused(
+                "this data dir is a primary's: demote it instead of repointing".to_string(),
+            ));
+        }
+        config::set_auto_conf(
+            &settings.data_dir,
+            "primary_conninfo",
+            Some(&conninfo),
+            &manager.user,
+        )?;
+    }
+    tracing::info!(epoch = request.epoch, upstream = %upstream.name, "repointed");
+    Ok(format!(
+        "streaming from {} ({}:{}) at epoch {}",
+        upstream.name, upstream.host, upstream.port, request.epoch
+    ))
+}

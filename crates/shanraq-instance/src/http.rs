@@ -1,0 +1,303 @@
+//! The HTTP face of the manager, per `shanraq_ha::wire`: health and role checks for HAProxy and
+//! kubelet, `/status` for the operator, and the bearer-token commands. The token is compared in
+//! constant time and checked before the body is even parsed.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use shanraq_ha::wire::{CommandReply, InstanceRole, InstanceStatus};
+
+use crate::commands::{self, CommandError};
+use crate::status;
+use crate::supervisor::{Manager, Phase};
+
+pub fn router(manager: Arc<Manager>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/primary", get(primary))
+        .route("/replica", get(replica))
+        .route("/status", get(status_handler))
+        .route("/promote", post(promote))
+        .route("/fence", post(fence))
+        .route("/demote", post(demote))
+        .route("/repoint", post(repoint))
+        .with_state(manager)
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    manager: Arc<Manager>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(manager)).await
+}
+
+/// The full status, also while postgres is down.
+pub async fn collect_status(manager: &Manager) -> InstanceStatus {
+    let snapshot = manager.snapshot();
+    let observed = match (&snapshot.pool, snapshot.running) {
+        (Some(pool), true) => Some(status::observe(pool).await),
+        _ => None,
+    };
+    let persisted = &snapshot.persisted;
+    let role = if persisted.fenced {
+        InstanceRole::Fenced
+    } else {
+        match (snapshot.phase, &observed) {
+            (Phase::Running, Some(Ok(observed))) if observed.in_recovery => InstanceRole::Replica,
+            (Phase::Running, Some(Ok(_))) => InstanceRole::Primary,
+            (Phase::Stopped, _) => InstanceRole::Stopped,
+            _ => InstanceRole::Starting,
+        }
+    };
+    let mut message = snapshot.message.clone();
+    if message.is_none() {
+        message = match &observed {
+            Some(Err(error)) => Some(format!("postgres not answering: {error}")),
+            None if !snapshot.running => Some("postgres is not running".to_string()),
+            _ => None,
+        };
+    }
+    let observed = observed.and_then(Result::ok);
+    let mut status = InstanceStatus {
+        name: manager.settings.name.clone(),
+        role,
+        epoch: persisted.epoch,
+        fenced: persisted.fenced,
+        running: snapshot.running,
+        in_recovery: None,
+        timeline: snapshot.stopped_timeline,
+        current_lsn: None,
+        received_lsn: None,
+        replayed_lsn: None,
+        replay_paused: None,
+        streaming: None,
+        replay_lag_seconds: None,
+        replication: Vec::new(),
+        synchronous_standby_names: None,
+        final_lsn: snapshot.final_lsn,
+        message,
+    };
+    if let Some(observed) = observed {
+        status.in_recovery = Some(observed.in_recovery);
+        status.timeline = observed.timeline.or(status.timeline);
+        status.current_lsn = observed.current_lsn;
+        status.received_lsn = observed.received_lsn;
+        status.replayed_lsn = observed.replayed_lsn;
+        status.replay_paused = observed.replay_paused;
+        status.streaming = observed.streaming;
+        status.replay_lag_seconds = observed.replay_lag_seconds;
+        status.replication = observed.replication;
+        status.synchronous_standby_names = observed.synchronous_standby_names;
+    }
+    status
+}
+
+fn check(ok: bool, reason: &str) -> Response {
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(serde_json::json!({ "ok": ok, "message": reason })),
+    )
+        .into_response()
+}
+
+async fn health(State(manager): State<Arc<Manager>>) -> Response {
+    let snapshot = manager.snapshot();
+    match (&snapshot.pool, snapshot.running) {
+        (Some(pool), true) => match status::ping(pool).await {
+            Ok(()) => check(true, "postgres accepts connections"),
+            Err(error) => check(false, &format!("postgres not answering: {error}")),
+        },
+        _ => check(false, "postgres is not running"),
+    }
+}
+
+/// In recovery or not, asked of postgres itself, tried twice so that one broken pooled
+/// connection does not flap HAProxy's `fall 1` check; a postmaster exit ends the wait at once.
+async fn ask_in_recovery(manager: &Manager) -> Result<bool, String> {
+    let snapshot = manager.snapshot();
+    let (Some(pool), Some(postmaster), true) =
+        (snapshot.pool, snapshot.postmaster, snapshot.running)
+    else {
+        return Err("postgres is not running".to_string());
+    };
+    let ask = async {
+        match status::in_recovery(&pool).await {
+            Ok(answer) => Ok(answer),
+            Err(_) => status::in_recovery(&pool)
+                .await
+                .map_err(|error| format!("postgres not answering: {error}")),
+        }
+    };
+    tokio::select! {
+        answer = ask => answer,
+        how = postmaster.wait() => Err(format!("postgres exited ({how})")),
+    }
+}
+
+async fn primary(State(manager): State<Arc<Manager>>) -> Response {
+    if !manager.snapshot().persisted.holds_primary_epoch() {
+        return check(false, "not holding the primary epoch");
+    }
+    match ask_in_recovery(&manager).await {
+        // Re-checked after the query: a fence that arrived meanwhile wins.
+        Ok(false) if manager.snapshot().persisted.holds_primary_epoch() => check(true, "primary"),
+        Ok(false) => check(false, "fenced"),
+        Ok(true) => check(false, "in recovery"),
+        Err(reason) => check(false, &reason),
+    }
+}
+
+async fn replica(State(manager): State<Arc<Manager>>) -> Response {
+    if manager.snapshot().persisted.fenced {
+        return check(false, "fenced");
+    }
+    match ask_in_recovery(&manager).await {
+        Ok(true) => check(true, "replica"),
+        Ok(false) => check(false, "not in recovery"),
+        Err(reason) => check(false, &reason),
+    }
+}
+
+async fn status_handler(State(manager): State<Arc<Manager>>) -> Json<InstanceStatus> {
+    Json(collect_status(&manager).await)
+}
+
+/// Constant-time comparison: the time taken does not depend on where the tokens differ.
+fn tokens_match(expected: &[u8], given: &[u8]) -> bool {
+    let mut difference = u8::from(expected.len() != given.len());
+    for (index, byte) in expected.iter().enumerate() {
+        difference |= byte ^ given.get(index).copied().unwrap_or(0);
+    }
+    std::hint::black_box(difference) == 0
+}
+
+fn authorised(manager: &Manager, headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let Some(token) = value.as_bytes().strip_prefix(b"Bearer ") else {
+        return false;
+    };
+    tokens_match(manager.settings.token.expose().as_bytes(), token)
+}
+
+async fn reply(manager: &Manager, code: StatusCode, ok: bool, message: String) -> Response {
+    let status = collect_status(manager).await;
+    let body = CommandReply {
+        ok,
+        epoch: status.epoch,
+        message,
+        status: Some(status),
+    };
+    (code, Json(body)).into_response()
+}
+
+/// Authenticates, parses the body, runs the command and wraps the outcome.
+async fn command<R, F, Fut>(
+    manager: Arc<Manager>,
+    headers: HeaderMap,
+    body: Bytes,
+    run: F,
+) -> Response
+where
+    R: DeserializeOwned,
+    F: FnOnce(Arc<Manager>, R) -> Fut,
+    Fut: std::future::Future<Output = Result<String, CommandError>> + Send + 'static,
+{
+    if !authorised(&manager, &headers) {
+        let epoch = manager.snapshot().persisted.epoch;
+        let body = CommandReply {
+            ok: false,
+            epoch,
+            message: "missing or wrong bearer token".to_string(),
+            status: None,
+        };
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
+    let request: R = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return reply(
+                &manager,
+                StatusCode::BAD_REQUEST,
+                false,
+                format!("invalid request body: {error}"),
+            )
+            .await;
+        }
+    };
+    // The command runs in its own task: an HTTP client that gives up must not abort a
+    // demote half way through.
+    let task = tokio::spawn(run(Arc::clone(&manager), request));
+    let outcome = match task.await {
+        Ok(outcome) => outcome,
+        Err(error) => Err(CommandError::Refused(format!(
+            "command task failed: {error}"
+        ))),
+    };
+    match outcome {
+        Ok(message) => reply(&manager, StatusCode::OK, true, message).await,
+        Err(error) => {
+            let code = match &error {
+                CommandError::Stale(_) => StatusCode::CONFLICT,
+                CommandError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                CommandError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            tracing::warn!(%error, code = code.as_u16(), "command refused or failed");
+            reply(&manager, code, false, error.to_string()).await
+        }
+    }
+}
+
+async fn promote(State(manager): State<Arc<Manager>>, headers: HeaderMap, body: Bytes) -> Response {
+    command(manager, headers, body, |manager, request| async move {
+        commands::promote(&manager, request).await
+    })
+    .await
+}
+
+async fn fence(State(manager): State<Arc<Manager>>, headers: HeaderMap, body: Bytes) -> Response {
+    command(manager, headers, body, |manager, request| async move {
+        commands::fence(&manager, request).await
+    })
+    .await
+}
+
+async fn demote(State(manager): State<Arc<Manager>>, headers: HeaderMap, body: Bytes) -> Response {
+    command(manager, headers, body, |manager, request| async move {
+        commands::demote(&manager, request).await
+    })
+    .await
+}
+
+async fn repoint(State(manager): State<Arc<Manager>>, headers: HeaderMap, body: Bytes) -> Response {
+    command(manager, headers, body, |manager, request| async move {
+        commands::repoint(&manager, request).await
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tokens_match;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(tokens_match(b"secret-token", b"secret-token"));
+        assert!(!tokens_match(b"secret-token", b"secret-tokeN"));
+        assert!(!tokens_match(b"secret-token", b"secret-token-longer"));
+        assert!(!tokens_match(b"secret-token", b"secret"));
+        assert!(!tokens_match(b"secret-token", b""));
+    }
+}

@@ -1,0 +1,403 @@
+//! The manager's core: the runtime state shared by the HTTP server and the commands, the one
+//! postmaster it supervises (restarted with exponential backoff when it dies, unless fenced or
+//! stopped on purpose), and the clean exit on SIGTERM/SIGINT. Lifecycle changes (start, stop,
+//! rewind, promote) are serialised by one async lock; the role flags that `/primary` reads sit
+//! behind a plain mutex so a fence takes effect before any slow work starts.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use shanraq_ha::wire::Lsn;
+use sqlx::postgres::PgPool;
+
+use crate::args::Settings;
+use crate::config;
+use crate::epoch::{PersistedState, StateFile};
+use crate::error::InstanceError;
+use crate::osuser::PgUser;
+use crate::postmaster::{Postmaster, StopMode};
+use crate::status;
+use crate::tools;
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A postmaster that ran this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+const SHUTDOWN_FAST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Bootstrapping, or waiting to restart a crashed postmaster.
+    #[default]
+    Starting,
+    /// A postmaster runs (it may still be starting up).
+    Running,
+    /// No postmaster, on purpose.
+    Stopped,
+}
+
+#[derive(Debug, Default)]
+struct Runtime {
+    persisted: PersistedState,
+    phase: Phase,
+    postmaster: Option<Postmaster>,
+    pool: Option<PgPool>,
+    /// Bumped whenever the postmaster is started or stopped on purpose, so an exit watcher or
+    /// a pending restart of an older postmaster knows it is out of date.
+    generation: u64,
+    desired_running: bool,
+    message: Option<String>,
+    final_lsn: Option<Lsn>,
+    stopped_timeline: Option<u32>,
+    crashes: u32,
+    started_at: Option<Instant>,
+}
+
+/// A consistent copy of the runtime state for readers.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub persisted: PersistedState,
+    pub phase: Phase,
+    pub running: bool,
+    pub pool: Option<PgPool>,
+    pub postmaster: Option<Postmaster>,
+    pub message: Option<String>,
+    pub final_lsn: Option<Lsn>,
+    pub stopped_timeline: Option<u32>,
+}
+
+/// Refusal of a command whose epoch is older than the instance's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaleEpoch {
+    pub requested: u64,
+    pub current: u64,
+}
+
+#[derive(Debug)]
+pub struct Manager {
+    pub settings: Settings,
+    pub user: PgUser,
+    state_file: StateFile,
+    runtime: Mutex<Runtime>,
+    ops: tokio::sync::Mutex<()>,
+}
+
+impl Manager {
+    pub fn new(settings: Settings, user: PgUser) -> Result<Arc<Manager>, InstanceError> {
+        let state_file = StateFile::new(settings.state_file.clone());
+        let persisted = state_file.load()?.unwrap_or_default();
+        Ok(Arc::new(Manager {
+            settings,
+            user,
+            state_file,
+            runtime: Mutex::new(Runtime {
+                persisted,
+                ..Runtime::default()
+            }),
+            ops: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    fn runtime(&self) -> MutexGuard<'_, Runtime> {
+        self.runtime
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let runtime = self.runtime();
+        Snapshot {
+            persisted: runtime.persisted.clone(),
+            phase: runtime.phase,
+            running: runtime
+                .postmaster
+                .as_ref()
+                .is_some_and(|postmaster| !postmaster.has_exited()),
+            pool: runtime.pool.clone(),
+            postmaster: runtime.postmaster.clone(),
+            message: runtime.message.clone(),
+            final_lsn: runtime.final_lsn,
+            stopped_timeline: runtime.stopped_timeline,
+        }
+    }
+
+    /// Serialises lifecycle changes.
+    pub async fn lock_ops(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.ops.lock().await
+    }
+
+    pub fn set_message(&self, message: Option<String>) {
+        self.runtime().message = message;
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.runtime().phase = phase;
+    }
+
+    /// Changes the persisted state and writes it to disk before returning.
+    pub fn persist(&self, change: impl FnOnce(&mut PersistedState)) -> Result<(), InstanceError> {
+        let mut runtime = self.runtime();
+        let mut next = runtime.persisted.clone();
+        change(&mut next);
+        if next != runtime.persisted {
+            self.state_file.store(&next)?;
+            runtime.persisted = next;
+        }
+        Ok(())
+    }
+
+    /// Takes `epoch` if it is not older than the instance's; `fence` also sets the fence in
+    /// the same step, so `/primary` stops answering before anything else happens.
+    pub fn take_epoch(
+        &self,
+        epoch: u64,
+        fence: bool,
+    ) -> Result<Result<(), StaleEpoch>, InstanceError> {
+        let mut runtime = self.runtime();
+        let current = runtime.persisted.epoch;
+        if epoch < current {
+            return Ok(Err(StaleEpoch {
+                requested: epoch,
+                current,
+            }));
+        }
+        let mut next = runtime.persisted.clone();
+        next.epoch = epoch;
+        if fence {
+            next.fenced = true;
+            runtime.message = Some(format!("fenced at epoch {epoch}"));
+        }
+        if next != runtime.persisted {
+            // Apply in memory first: a fence must hold even if the disk write fails.
+            runtime.persisted = next.clone();
+            self.state_file.store(&next)?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// After waiting for the lifecycle lock: refuses when a newer epoch arrived meanwhile.
+    pub fn still_current(&self, epoch: u64) -> Result<(), StaleEpoch> {
+        let current = self.runtime().persisted.epoch;
+        if epoch < current {
+            Err(StaleEpoch {
+                requested: epoch,
+                current,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The pool of the running postmaster.
+    pub fn pool(&self) -> Result<PgPool, InstanceError> {
+        self.runtime()
+            .pool
+            .clone()
+            .ok_or_else(|| InstanceError::Refused("postgres is not running".to_string()))
+    }
+
+    /// Writes the owned configuration and starts a postmaster. Caller holds the ops lock.
+    pub fn start_locked(self: &Arc<Self>) -> Result<(), InstanceError> {
+        config::apply(&self.settings, &self.user)?;
+        let postmaster = Postmaster::spawn(&self.settings, &self.user)?;
+        let generation = {
+            let mut runtime = self.runtime();
+            runtime.generation += 1;
+            runtime.postmaster = Some(postmaster.clone());
+            runtime.pool = Some(status::pool(&self.settings));
+            runtime.phase = Phase::Running;
+            runtime.desired_running = true;
+            runtime.final_lsn = None;
+            runtime.stopped_timeline = None;
+            runtime.started_at = Some(Instant::now());
+            if !runtime.persisted.fenced {
+                runtime.message = None;
+            }
+            runtime.generation
+        };
+        tokio::spawn(Arc::clone(self).watch_exit(postmaster, generation));
+        Ok(())
+    }
+
+    /// Waits until postgres accepts connections, or fails when the postmaster exits.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), InstanceError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (pool, postmaster) = {
+                let runtime = self.runtime();
+                (runtime.pool.clone(), runtime.postmaster.clone())
+            };
+            let (Some(pool), Some(postmaster)) = (pool, postmaster) else {
+                return Err(InstanceError::Refused(
+                    "postgres is not running".to_string(),
+                ));
+            };
+            if postmaster.has_exited() {
+                return Err(InstanceError::Refused(format!(
+                    "postgres exited during start-up ({})",
+                    postmaster.wait().await
+                )));
+            }
+            if status::ping(&pool).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(InstanceError::Timeout {
+                    what: "waiting for postgres to accept connections".to_string(),
+                    seconds: timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the postmaster (fast, then immediate, then SIGKILL) and records what
+    /// pg_controldata says. Caller holds the ops lock.
+    pub async fn stop_locked(&self, fast_timeout: Duration) -> Option<StopMode> {
+        let (postmaster, pool) = {
+            let mut runtime = self.runtime();
+            runtime.generation += 1;
+            runtime.desired_running = false;
+            runtime.phase = Phase::Stopped;
+            (runtime.postmaster.take(), runtime.pool.take())
+        };
+        if let Some(pool) = pool {
+            tokio::spawn(async move { pool.close().await });
+        }
+        let mode = match postmaster {
+            Some(postmaster) => Some(postmaster.stop(fast_timeout).await),
+            None => None,
+        };
+        self.record_controldata().await;
+        mode
+    }
+
+    /// final_lsn (only after a clean stop) and timeline of a stopped data dir.
+    pub async fn record_controldata(&self) {
+        if !self.settings.data_dir.join("PG_VERSION").exists() {
+            return;
+        }
+        match tools::controldata(&self.settings, &self.user).await {
+            Ok(control) => {
+                let mut runtime = self.runtime();
+                runtime.final_lsn = control.clean().then_some(control.checkpoint_lsn).flatten();
+                runtime.stopped_timeline = control.timeline;
+            }
+            Err(error) => tracing::warn!(%error, "pg_controldata"),
+        }
+    }
+
+    async fn watch_exit(self: Arc<Self>, postmaster: Postmaster, generation: u64) {
+        let how = postmaster.wait().await;
+        postmaster.kill_group();
+        let delay = {
+            let mut runtime = self.runtime();
+            if runtime.generation != generation || !runtime.desired_running {
+                return;
+            }
+            let stable = runtime
+                .started_at
+                .is_some_and(|started| started.elapsed() >= STABLE_AFTER);
+            runtime.crashes = if stable { 1 } else { runtime.crashes + 1 };
+            let delay = backoff(runtime.crashes);
+            runtime.postmaster = None;
+            runtime.pool = None;
+            runtime.phase = Phase::Starting;
+            runtime.message = Some(format!(
+                "postgres exited unexpectedly ({how}); restart in {} ms",
+                delay.as_millis()
+            ));
+            delay
+        };
+        tracing::warn!(%how, delay_ms = delay.as_millis() as u64, "postgres exited unexpectedly");
+        self.restart_after(generation, delay).await;
+    }
+
+    async fn restart_after(self: Arc<Self>, generation: u64, mut delay: Duration) {
+        loop {
+            tokio::time::sleep(delay).await;
+            let _ops = self.lock_ops().await;
+            {
+                let runtime = self.runtime();
+                if runtime.generation != generation
+                    || !runtime.desired_running
+                    || runtime.persisted.fenced
+                {
+                    return;
+                }
+            }
+            match self.start_locked() {
+                Ok(()) => return,
+                Err(error) => {
+                    delay = (delay * 2).min(BACKOFF_MAX);
+                    tracing::error!(%error, "restarting postgres");
+                    self.set_message(Some(format!("restarting postgres failed: {error}")));
+                }
+            }
+        }
+    }
+
+    /// Sets `synchronous_standby_names` on a primary to the configured value, if it differs.
+    pub async fn ensure_synchronous(&self) -> Result<(), InstanceError> {
+        let pool = self.pool()?;
+        let current: String =
+            sqlx::query_scalar("SELECT current_setting('synchronous_standby_names')")
+                .fetch_one(&pool)
+                .await
+                .map_err(|source| InstanceError::Sql {
+                    query: "current_setting('synchronous_standby_names')",
+                    source,
+                })?;
+        if current == self.settings.synchronous {
+            return Ok(());
+        }
+        let statement = format!(
+            "ALTER SYSTEM SET synchronous_standby_names = {}",
+            config::quote_conf(&self.settings.synchronous)
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&pool)
+            .await
+            .map_err(|source| InstanceError::Sql {
+                query: "ALTER SYSTEM SET synchronous_standby_names",
+                source,
+            })?;
+        sqlx::query("SELECT pg_reload_conf()")
+            .execute(&pool)
+            .await
+            .map_err(|source| InstanceError::Sql {
+                query: "pg_reload_conf()",
+                source,
+            })?;
+        tracing::info!(synchronous = %self.settings.synchronous, "synchronous_standby_names set");
+        Ok(())
+    }
+
+    /// Clean exit: fast shutdown of postgres, escalating if it hangs.
+    pub async fn shutdown(&self) {
+        let _ops = tokio::time::timeout(Duration::from_secs(5), self.lock_ops())
+            .await
+            .ok();
+        let mode = self.stop_locked(SHUTDOWN_FAST_TIMEOUT).await;
+        tracing::info!(?mode, "postgres stopped; instance manager exiting");
+    }
+}
+
+fn backoff(crashes: u32) -> Duration {
+    let exponent = crashes.saturating_sub(1).min(16);
+    (BACKOFF_FIRST * 2_u32.pow(exponent)).min(BACKOFF_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(2), Duration::from_millis(400));
+        assert_eq!(backoff(4), Duration::from_millis(1600));
+        assert_eq!(backoff(30), BACKOFF_MAX);
+    }
+}

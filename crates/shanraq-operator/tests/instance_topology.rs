@@ -1,0 +1,139 @@
+//! A three-instance synchronous topology of real instance managers behind HAProxy: instance 0
+//! bootstraps as primary, the others clone from it, HAProxy's rw frontend reaches the primary,
+//! writes replicate to every replica, and each manager's `/status` tells the truth about it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shanraq_testkit::{LocalTopology, TopologyOptions};
+use sqlx::Connection;
+
+const BOUND: Duration = Duration::from_secs(30);
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_shanraq"))
+}
+
+#[tokio::test]
+async fn a_synchronous_topology_routes_writes_to_the_primary_and_replicates() {
+    let started = Instant::now();
+    let topology = LocalTopology::start(binary(), TopologyOptions::default())
+        .await
+        .expect("topology starts");
+    println!(
+        "measured: 3-instance synchronous topology formed in {} ms",
+        started.elapsed().as_millis()
+    );
+
+    // Roles as the managers report them, with LSNs.
+    let primary = topology.status(0).await.expect("status 0");
+    assert_eq!(primary["role"], "primary", "{primary}");
+    assert_eq!(primary["epoch"], 1, "{primary}");
+    assert_eq!(primary["in_recovery"], false, "{primary}");
+    assert!(
+        primary["current_lsn"].as_u64().is_some_and(|lsn| lsn > 0),
+        "{primary}"
+    );
+    assert_eq!(
+        primary["synchronous_standby_names"], "ANY 1 (*)",
+        "{primary}"
+    );
+    let peers: Vec<&Value> = primary["replication"]
+        .as_array()
+        .expect("replication")
+        .iter()
+        .collect();
+    let mut names: Vec<&str> = peers
+        .iter()
+        .filter_map(|peer| peer["application_name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["pg-1", "pg-2"],
+        "application_name is the instance name: {primary}"
+    );
+    for peer in &peers {
+        assert_eq!(peer["sync_state"], "quorum", "{primary}");
+    }
+    for index in 1..3 {
+        let replica = topology.status(index).await.expect("status");
+        assert_eq!(replica["role"], "replica", "{replica}");
+        assert_eq!(replica["in_recovery"], true, "{replica}");
+        assert_eq!(replica["streaming"], true, "{replica}");
+        assert_eq!(replica["timeline"], 1, "{replica}");
+        assert!(
+            replica["received_lsn"].as_u64().is_some_and(|lsn| lsn > 0),
+            "{replica}"
+        );
+    }
+
+    // Only the primary answers /primary; only replicas answer /replica; all are healthy.
+    assert_eq!(topology.get(0, "/primary").await.expect("get"), 200);
+    assert_eq!(topology.get(0, "/replica").await.expect("get"), 503);
+    for index in 1..3 {
+        assert_eq!(topology.get(index, "/primary").await.expect("get"), 503);
+        assert_eq!(topology.get(index, "/replica").await.expect("get"), 200);
+    }
+    for index in 0..3 {
+        assert_eq!(topology.get(index, "/health").await.expect("get"), 200);
+    }
+
+    // A write through HAProxy rw lands on the primary and reaches both replicas.
+    let mut rw = sqlx::PgConnection::connect_with(&topology.rw_options())
+        .await
+        .expect("connect through rw");
+    let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&mut rw)
+        .await
+        .expect("query");
+    assert!(!in_recovery, "rw must reach the primary");
+    sqlx::query("CREATE TABLE payments (id int PRIMARY KEY, amount int)")
+        .execute(&mut rw)
+        .await
+        .expect("create");
+    sqlx::query("INSERT INTO payments VALUES (1, 100), (2, 250)")
+        .execute(&mut rw)
+        .await
+        .expect("insert");
+    for index in 1..3 {
+        let mut replica =
+            sqlx::PgConnection::connect_with(&topology.member_options(index).expect("member"))
+                .await
+                .expect("connect replica");
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let total: Option<i64> = sqlx::query_scalar("SELECT sum(amount) FROM payments")
+                .fetch_one(&mut replica)
+                .await
+                .ok()
+                .flatten();
+            if total == Some(350) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pg-{index} never replayed the write"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // ro reaches a replica, which refuses writes.
+    let mut ro = sqlx::PgConnection::connect_with(&topology.ro_options())
+        .await
+        .expect("connect through ro");
+    let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&mut ro)
+        .await
+        .expect("query");
+    assert!(in_recovery, "ro must reach a replica");
+    assert!(
+        sqlx::query("INSERT INTO payments VALUES (3, 1)")
+            .execute(&mut ro)
+            .await
+            .is_err(),
+        "a replica must refuse writes"
+    );
+}
