@@ -63,7 +63,8 @@ pub fn haproxy_cfg(cluster: &ValidCluster) -> String {
         "# Rendered by the shanraq operator from the ShanraqCluster spec; edits are overwritten.\n\
          global\n\
          \x20 log stdout format raw local0 info\n\
-         \x20 maxconn 20000\n\
+         \x20 # No global maxconn: HAProxy derives it from the file-descriptor limit it is given,\n\
+         \x20 # instead of refusing to start where that limit is lower than a fixed value.\n\
          \x20 stats socket {RUN_DIR}/admin.sock mode 600 level admin expose-fd listeners\n\
          \x20 stats timeout 10s\n\
          \n\

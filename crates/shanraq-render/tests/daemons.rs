@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -309,4 +310,163 @@ async fn postgres_starts_with_the_rendered_files_and_shows_their_values() {
     )
     .await;
     assert!(refused.is_err(), "a wrong password was accepted");
+}
+
+// ---------------------------------------------------------------- HAProxy routing to Redis
+
+/// A HAProxy started by this test (the testkit's runner cannot pass the environment variable the
+/// rendered config reads), killed on drop.
+struct RunningHaproxy {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RunningHaproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to haproxy stats");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .expect("send request");
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body).await.expect("read response");
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// `status` of each server of `proxy` in HAProxy's CSV statistics.
+fn server_statuses(csv: &str, proxy: &str) -> BTreeMap<String, String> {
+    let header = csv
+        .lines()
+        .find(|line| line.starts_with("# pxname"))
+        .expect("csv header");
+    let columns: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
+    let status = columns
+        .iter()
+        .position(|c| *c == "status")
+        .expect("status column");
+    csv.lines()
+        .filter(|line| line.starts_with(&format!("{proxy},")))
+        .map(|line| line.split(',').collect::<Vec<_>>())
+        .filter(|fields| !matches!(fields[1], "FRONTEND" | "BACKEND"))
+        .map(|fields| (fields[1].to_owned(), fields[status].to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn haproxy_routes_redis_traffic_to_the_master_only() {
+    let password = shanraq_testkit::secrets::random_secret(32);
+    let master = RedisServer::start(&format!("requirepass {password}\nmasterauth {password}\n"))
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let replica = RedisServer::start(&format!(
+        "requirepass {password}\nmasterauth {password}\nreplicaof 127.0.0.1 {}\n",
+        master.port()
+    ))
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+
+    // The rendered config, with the listeners and two Redis pods moved to 127.0.0.1 and the
+    // admin socket into a temp dir; the checks themselves are untouched.
+    let cluster = minimal();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis_port = shanraq_testkit::free_port().expect("port");
+    let stats_port = shanraq_testkit::free_port().expect("port");
+    let mut cfg = haproxy::haproxy_cfg(&cluster)
+        .replace(
+            "/var/run/haproxy/admin.sock",
+            &dir.path().join("admin.sock").display().to_string(),
+        )
+        .replace("bind :6379", &format!("bind 127.0.0.1:{redis_port}"))
+        .replace("bind :8404", &format!("bind 127.0.0.1:{stats_port}"))
+        .replace(
+            "demo-redis-0.demo-redis.fintech.svc.cluster.local:6379",
+            &format!("127.0.0.1:{}", replica.port()),
+        )
+        .replace(
+            "demo-redis-1.demo-redis.fintech.svc.cluster.local:6379",
+            &format!("127.0.0.1:{}", master.port()),
+        );
+    for port in ["5432", "5433"] {
+        let free = shanraq_testkit::free_port().expect("port");
+        cfg = cfg.replace(&format!("bind :{port}"), &format!("bind 127.0.0.1:{free}"));
+    }
+    let cfg_path = dir.path().join("haproxy.cfg");
+    write(&cfg_path, &cfg);
+    let log = std::fs::File::create(dir.path().join("haproxy.log")).expect("log file");
+    let child = Command::new(binaries::haproxy().unwrap_or_else(|error| panic!("{error}")))
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg_path)
+        .env(haproxy::REDIS_PASSWORD_ENV, &password)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start haproxy");
+    let haproxy = RunningHaproxy { child, _dir: dir };
+
+    // Bounded: 100 x 100 ms for the checks (inter 250 ms, rise 1) to settle.
+    let mut statuses = BTreeMap::new();
+    let mut csv = String::new();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", stats_port))
+            .await
+            .is_ok()
+        {
+            csv = http_get(stats_port, "/stats;csv").await;
+            statuses = server_statuses(&csv, "redis-master");
+            if statuses.get("demo-redis-1").map(String::as_str) == Some("UP")
+                && statuses
+                    .get("demo-redis-0")
+                    .is_some_and(|status| status.starts_with("DOWN"))
+            {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        statuses.get("demo-redis-1").map(String::as_str),
+        Some("UP"),
+        "{statuses:?}\n{csv}\nhaproxy log:\n{}",
+        std::fs::read_to_string(haproxy._dir.path().join("haproxy.log")).unwrap_or_default()
+    );
+    assert!(
+        statuses
+            .get("demo-redis-0")
+            .is_some_and(|s| s.starts_with("DOWN")),
+        "the replica must fail the role:master check: {statuses:?}"
+    );
+
+    // A write through HAProxy lands on the master.
+    let reply = redis_command(
+        redis_port,
+        &format!("AUTH {password}\r\nSET shanraq-route ok\r\nQUIT\r\n"),
+    )
+    .await;
+    assert!(reply.starts_with("+OK"), "{reply}");
+    let mut seen = String::new();
+    for _ in 0..20 {
+        seen = redis_command(
+            master.port(),
+            &format!("AUTH {password}\r\nGET shanraq-route\r\nQUIT\r\n"),
+        )
+        .await;
+        if seen.contains("$2\r\nok") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen.contains("$2\r\nok"),
+        "write did not reach the master: {seen:?}"
+    );
+    drop(haproxy);
 }
