@@ -169,6 +169,10 @@ fn with_workload_status(mut body: Value, rollout: Rollout) -> Value {
             "updatedReplicas": ready,
             "observedGeneration": observed,
         })),
+        "Job" => Some(match rollout {
+            Rollout::Ready => json!({ "succeeded": 1 }),
+            Rollout::Pending => json!({ "active": 1 }),
+        }),
         _ => None,
     };
     if let Some(object) = body.as_object_mut() {

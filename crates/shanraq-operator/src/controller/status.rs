@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -121,6 +122,9 @@ pub fn merge(
 pub enum WorkloadKind {
     StatefulSet,
     Deployment,
+    /// One-shot work a component needs before it serves (forming a Redis Cluster, creating
+    /// Kafka topics): ready once it succeeded.
+    Job,
 }
 
 /// One applied workload's readiness, read from its own status as the API server returned it.
@@ -130,7 +134,7 @@ pub struct Workload {
     pub kind: WorkloadKind,
     pub name: String,
     pub desired: i32,
-    /// StatefulSet `readyReplicas`, Deployment `availableReplicas`.
+    /// StatefulSet `readyReplicas`, Deployment `availableReplicas`, Job `succeeded`.
     pub ready: i32,
     pub updated: i32,
     /// `status.observedGeneration` has caught up with `metadata.generation`: the workload
@@ -195,6 +199,20 @@ impl Workload {
                     current: caught_up(deployment.metadata.generation, status.observed_generation),
                 })
             }
+            "Job" => {
+                let job: Job = serde_json::from_value(value).ok()?;
+                let status = job.status.unwrap_or_default();
+                let succeeded = status.succeeded.unwrap_or(0).min(1);
+                Some(Workload {
+                    component,
+                    kind: WorkloadKind::Job,
+                    name: job.metadata.name.unwrap_or_default(),
+                    desired: 1,
+                    ready: succeeded,
+                    updated: succeeded,
+                    current: true,
+                })
+            }
             _ => None,
         }
     }
@@ -204,13 +222,22 @@ impl Workload {
     }
 
     fn describe(&self) -> String {
+        if self.kind == WorkloadKind::Job {
+            let state = if self.is_ready() {
+                "complete"
+            } else {
+                "not complete yet"
+            };
+            return format!("Job {}: {state}", self.name);
+        }
         let kind = match self.kind {
             WorkloadKind::StatefulSet => "StatefulSet",
             WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::Job => "Job",
         };
         let ready_word = match self.kind {
-            WorkloadKind::StatefulSet => "ready",
             WorkloadKind::Deployment => "available",
+            WorkloadKind::StatefulSet | WorkloadKind::Job => "ready",
         };
         let mut text = format!(
             "{kind} {}: {}/{} {ready_word}, {}/{} updated",
@@ -490,7 +517,7 @@ pub fn desired(
         let matching: Vec<&Workload> = observed
             .workloads
             .iter()
-            .filter(|w| components.contains(&w.component))
+            .filter(|w| components.contains(&w.component) && w.kind != WorkloadKind::Job)
             .collect();
         (!matching.is_empty()).then(|| WorkloadStatus {
             ready_replicas: matching.iter().map(|w| w.ready).sum(),
@@ -694,6 +721,23 @@ mod tests {
                 spec: |_| {},
                 ready: Truth::False,
                 component: (HAPROXY_READY, Truth::False, "Progressing"),
+            },
+            Case {
+                name: "Redis Cluster not formed yet: its Job has not succeeded",
+                change: |w| {
+                    w.push(Workload {
+                        component: Component::Redis,
+                        kind: WorkloadKind::Job,
+                        name: "payments-redis-cluster-init".into(),
+                        desired: 1,
+                        ready: 0,
+                        updated: 0,
+                        current: true,
+                    })
+                },
+                spec: |_| {},
+                ready: Truth::False,
+                component: (REDIS_READY, Truth::False, "Progressing"),
             },
             Case {
                 name: "Kafka workloads missing",
@@ -950,5 +994,17 @@ mod tests {
         .expect("object");
         let workload = Workload::from_object(&deployment).expect("a Deployment");
         assert!(workload.is_ready());
+
+        let job: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": { "name": "payments-kafka-topics", "labels": { LABEL_COMPONENT: "kafka-broker" } },
+            "spec": { "template": {} },
+            "status": { "active": 1, "failed": 2 }
+        }))
+        .expect("object");
+        let workload = Workload::from_object(&job).expect("a Job");
+        assert_eq!(workload.component, Component::KafkaBroker);
+        assert!(!workload.is_ready(), "a running Job is not done");
     }
 }

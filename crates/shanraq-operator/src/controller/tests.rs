@@ -482,3 +482,52 @@ fn retries_back_off_exponentially_and_are_bounded() {
     assert_eq!(super::retry_delay(40), super::RETRY_MAX);
     assert_eq!(super::retry_delay(u32::MAX), super::RETRY_MAX);
 }
+
+#[tokio::test]
+async fn production_example_with_the_prometheus_operator_installed() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/examples/production.yaml");
+    let text = std::fs::read_to_string(&path).expect("production example");
+    let mut object: ShanraqCluster = serde_saphyr::from_str(&text).expect("a ShanraqCluster");
+    object.metadata.uid = Some("uid-payments".into());
+    object.metadata.generation = Some(1);
+    assert_eq!(object.metadata.namespace.as_deref(), Some(NAMESPACE));
+    let rendered = render(&object, true);
+    let scenario = Scenario::new(NAMESPACE)
+        .crds(true)
+        .secrets(&rendered.secrets, &[])
+        .apply(&rendered.children, Rollout::Ready)
+        .collect(&owned(), true, &[], &rendered.children)
+        .status_patch(&object)
+        .events(rendered.secrets.len() + 1);
+    let (result, report, _) = run_once(&object, scenario, None).await;
+    result.expect("reconcile");
+    let kinds: BTreeSet<String> = report
+        .child_applies()
+        .iter()
+        .filter_map(|r| r.applied().map(|(kind, _)| kind))
+        .collect();
+    for kind in [
+        "PodMonitor",
+        "PrometheusRule",
+        "Job",
+        "StatefulSet",
+        "Deployment",
+    ] {
+        assert!(kinds.contains(kind), "{kind} applied: {kinds:?}");
+    }
+    assert!(
+        report
+            .requests
+            .iter()
+            .any(|r| r.method == Method::GET && r.path.ends_with("/prometheusrules")),
+        "orphaned PrometheusRules are looked for when the CRD exists"
+    );
+    let status = patched_status(&report);
+    assert_eq!(condition(&status, "MonitoringReady").reason, "Applied");
+    assert_eq!(condition(&status, READY).status, "True");
+    assert_eq!(
+        report.event_reasons().last().map(String::as_str),
+        Some(events::CLUSTER_READY)
+    );
+}
