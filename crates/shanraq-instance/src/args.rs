@@ -111,6 +111,17 @@ pub struct InstanceArgs {
     #[arg(long, env = "SHANRAQ_REPLICATION_PASSWORD_FILE")]
     pub replication_password_file: Option<PathBuf>,
     /// Where the epoch and fence are persisted (default: beside the data dir).
+    /// Application database created at bootstrap (with `--app-owner` and its password).
+    #[arg(long, env = "SHANRAQ_APP_DATABASE")]
+    pub app_database: Option<String>,
+    /// Owner role of the application database, created with LOGIN at bootstrap.
+    #[arg(long, env = "SHANRAQ_APP_OWNER")]
+    pub app_owner: Option<String>,
+    #[arg(long, env = "SHANRAQ_APP_PASSWORD", hide_env_values = true)]
+    pub app_password: Option<Secret>,
+    #[arg(long, env = "SHANRAQ_APP_PASSWORD_FILE")]
+    pub app_password_file: Option<PathBuf>,
+
     #[arg(long, env = "SHANRAQ_STATE_FILE")]
     pub state_file: Option<PathBuf>,
     /// How long a replica bootstrap keeps retrying pg_basebackup, in seconds.
@@ -137,10 +148,20 @@ pub struct Settings {
     pub superuser_password: Secret,
     pub replication_user: String,
     pub replication_password: Secret,
+    /// The application database, its owner and the owner's password, created at bootstrap.
+    pub app: Option<AppDatabase>,
     pub state_file: PathBuf,
     /// libpq password file beside the data dir, used by replication and pg_rewind.
     pub passfile: PathBuf,
     pub bootstrap_timeout: std::time::Duration,
+}
+
+/// The application database created once, at the first primary's bootstrap.
+#[derive(Clone, Debug)]
+pub struct AppDatabase {
+    pub database: String,
+    pub owner: String,
+    pub password: Secret,
 }
 
 impl Settings {
@@ -182,6 +203,35 @@ impl Settings {
             what: "replication password",
             flags: "SHANRAQ_REPLICATION_PASSWORD or SHANRAQ_REPLICATION_PASSWORD_FILE",
         })?;
+        let app_password = secret(
+            args.app_password,
+            args.app_password_file.as_deref(),
+            "--app-password-file",
+        )?;
+        let app = match (args.app_database, args.app_owner, app_password) {
+            (None, None, None) => None,
+            (Some(database), Some(owner), Some(password)) => {
+                for (flag, value) in [("--app-database", &database), ("--app-owner", &owner)] {
+                    if !is_identifier(value) {
+                        return Err(InstanceError::InvalidArg {
+                            flag,
+                            reason: "use lowercase letters, digits and '_'".to_string(),
+                        });
+                    }
+                }
+                Some(AppDatabase {
+                    database,
+                    owner,
+                    password,
+                })
+            }
+            _ => {
+                return Err(InstanceError::InvalidArg {
+                    flag: "--app-database",
+                    reason: "--app-database, --app-owner and the app password (SHANRAQ_APP_PASSWORD or --app-password-file) go together".to_string(),
+                });
+            }
+        };
         let beside = |suffix: &str| -> PathBuf {
             let file_name = data_dir
                 .file_name()
@@ -219,6 +269,7 @@ impl Settings {
             superuser_password,
             replication_user: args.replication_user,
             replication_password,
+            app,
             state_file,
             bootstrap_timeout: std::time::Duration::from_secs(args.bootstrap_timeout_secs),
         })

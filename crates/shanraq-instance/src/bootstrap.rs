@@ -77,6 +77,9 @@ async fn bootstrap_primary(manager: &Arc<Manager>) -> Result<(), InstanceError> 
     manager.start_locked()?;
     manager.wait_ready(START_TIMEOUT).await?;
     create_replication_role(manager).await?;
+    if let Some(app) = &settings.app {
+        create_app_database(manager, app).await?;
+    }
     let epoch = settings
         .initial_epoch
         .max(manager.snapshot().persisted.epoch);
@@ -121,6 +124,59 @@ async fn create_replication_role(manager: &Arc<Manager>) -> Result<(), InstanceE
             query: "create replication role",
             source,
         })?;
+    Ok(())
+}
+
+/// The application's owner role and database. Runs before synchronous replication is switched
+/// on, so it cannot wait for a standby. Like the replication role, the session logs nothing.
+async fn create_app_database(
+    manager: &Arc<Manager>,
+    app: &crate::args::AppDatabase,
+) -> Result<(), InstanceError> {
+    let settings = &manager.settings;
+    let mut connection = status::connect(settings).await?;
+    let (owner, database) = (&app.owner, &app.database);
+    let role = format!(
+        "SET log_statement = 'none';
+         SET log_min_error_statement = 'panic';
+         SET log_min_duration_statement = -1;
+         DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{owner}') THEN
+             CREATE ROLE \"{owner}\" WITH LOGIN;
+           END IF;
+         END $$;
+         ALTER ROLE \"{owner}\" WITH LOGIN PASSWORD {};",
+        config::quote_conf(app.password.expose()),
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(role))
+        .execute(&mut connection)
+        .await
+        .map_err(|source| InstanceError::Sql {
+            query: "create application role",
+            source,
+        })?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(database)
+            .fetch_one(&mut connection)
+            .await
+            .map_err(|source| InstanceError::Sql {
+                query: "look up application database",
+                source,
+            })?;
+    if !exists {
+        // CREATE DATABASE cannot run in a transaction block or take bind parameters; both names
+        // were checked to be plain identifiers.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{database}\" OWNER \"{owner}\""
+        )))
+        .execute(&mut connection)
+        .await
+        .map_err(|source| InstanceError::Sql {
+            query: "create application database",
+            source,
+        })?;
+    }
     Ok(())
 }
 

@@ -136,4 +136,21 @@ async fn a_synchronous_topology_routes_writes_to_the_primary_and_replicates() {
             .is_err(),
         "a replica must refuse writes"
     );
+
+    // The application owner created at bootstrap logs in to its own database through rw and
+    // owns what it creates there; it is not a superuser.
+    let mut app = sqlx::PgConnection::connect_with(&topology.app_rw_options())
+        .await
+        .expect("the application owner connects to the application database");
+    let (database, user, superuser): (String, String, bool) = sqlx::query_as(
+        "SELECT current_database(), current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+    )
+    .fetch_one(&mut app)
+    .await
+    .expect("query identity");
+    assert_eq!((database.as_str(), user.as_str(), superuser), ("app", "app", false));
+    sqlx::query("CREATE TABLE ledger (id bigint PRIMARY KEY)")
+        .execute(&mut app)
+        .await
+        .expect("the owner can create tables in its database");
 }

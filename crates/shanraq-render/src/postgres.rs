@@ -360,6 +360,13 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
             "SHANRAQ_INSTANCE_TOKEN_FILE",
             &format!("{SECRETS_DIR}/token/token"),
         ),
+        // The application database and its owner, created once at the first bootstrap.
+        meta::env("SHANRAQ_APP_DATABASE", &spec.bootstrap.database),
+        meta::env("SHANRAQ_APP_OWNER", &spec.bootstrap.owner),
+        meta::env(
+            "SHANRAQ_APP_PASSWORD_FILE",
+            &format!("{SECRETS_DIR}/app/password"),
+        ),
     ]);
     postgres.ports = Some(vec![
         meta::container_port("postgres", PORT),
@@ -376,6 +383,7 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
         meta::mount("superuser", &format!("{SECRETS_DIR}/superuser"), true),
         meta::mount("replication", &format!("{SECRETS_DIR}/replication"), true),
         meta::mount("token", &format!("{SECRETS_DIR}/token"), true),
+        meta::mount("app", &format!("{SECRETS_DIR}/app"), true),
         meta::mount("tmp", "/tmp", false),
         meta::mount("run", "/var/run/postgresql", false),
     ]);
@@ -397,6 +405,7 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
             meta::secret_volume("superuser", &names.pg_superuser_secret()),
             meta::secret_volume("replication", &names.pg_replication_secret()),
             meta::secret_volume("token", &names.instance_token_secret()),
+            meta::secret_volume("app", &names.pg_app_secret()),
             meta::empty_dir_volume("tmp"),
             meta::empty_dir_volume("run"),
         ]),

@@ -714,3 +714,51 @@ fn rendering_is_deterministic() {
         );
     }
 }
+
+#[test]
+fn postgres_pods_create_the_application_database_from_its_secret() {
+    let cluster = with_spec("  postgres:\n    bootstrap: { database: ledger, owner: payments }");
+    let rendered = render(&cluster, false);
+    let pod = pod_template(&rendered, "demo-pg").spec.expect("pod spec");
+    let container = &pod.containers[0];
+    let env: Vec<(String, String)> = container
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|var| var.value.clone().map(|value| (var.name.clone(), value)))
+        .collect();
+    assert!(
+        env.contains(&("SHANRAQ_APP_DATABASE".to_owned(), "ledger".to_owned())),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&("SHANRAQ_APP_OWNER".to_owned(), "payments".to_owned())),
+        "{env:?}"
+    );
+    let password_file = env
+        .iter()
+        .find(|(name, _)| name == "SHANRAQ_APP_PASSWORD_FILE")
+        .expect("password file env")
+        .1
+        .clone();
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|mount| password_file.starts_with(&mount.mount_path))
+        .expect("the password file is on a mounted volume");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|volume| volume.name == mount.name)
+        .expect("volume");
+    assert_eq!(
+        volume
+            .secret
+            .as_ref()
+            .and_then(|secret| secret.secret_name.as_deref()),
+        Some("demo-pg-app"),
+        "the app password comes from the rendered -pg-app Secret"
+    );
+}

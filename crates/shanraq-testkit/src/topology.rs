@@ -75,6 +75,10 @@ struct Member {
     child: Option<Child>,
 }
 
+/// The application database and owner every topology bootstraps.
+pub const APP_DATABASE: &str = "app";
+pub const APP_OWNER: &str = "app";
+
 #[derive(Debug)]
 pub struct LocalTopology {
     binary: PathBuf,
@@ -86,6 +90,7 @@ pub struct LocalTopology {
     token: String,
     superuser_password: String,
     replication_password: String,
+    app_password: String,
     http: reqwest::Client,
     // Dropped last: the data dirs go once every process is dead.
     root: TempDir,
@@ -189,6 +194,7 @@ impl LocalTopology {
         let token = random_secret(32);
         let superuser_password = random_secret(24);
         let replication_password = random_secret(24);
+        let app_password = random_secret(24);
         let config = haproxy_config(&members, rw_port, ro_port, &haproxy_socket);
         let haproxy = HaproxyProcess::start(&config).await?;
         let mut topology = LocalTopology {
@@ -201,6 +207,7 @@ impl LocalTopology {
             token,
             superuser_password,
             replication_password,
+            app_password,
             http,
             root,
         };
@@ -226,6 +233,9 @@ impl LocalTopology {
             .env("SHANRAQ_INSTANCE_TOKEN", &self.token)
             .env("SHANRAQ_SUPERUSER_PASSWORD", &self.superuser_password)
             .env("SHANRAQ_REPLICATION_PASSWORD", &self.replication_password)
+            .env("SHANRAQ_APP_DATABASE", APP_DATABASE)
+            .env("SHANRAQ_APP_OWNER", APP_OWNER)
+            .env("SHANRAQ_APP_PASSWORD", &self.app_password)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
@@ -425,6 +435,15 @@ impl LocalTopology {
 
     pub fn replication_password(&self) -> &str {
         &self.replication_password
+    }
+
+    /// Connection options of the application owner to the application database, through
+    /// HAProxy's `rw` frontend: what an application uses.
+    pub fn app_rw_options(&self) -> sqlx::postgres::PgConnectOptions {
+        self.rw_options()
+            .username(APP_OWNER)
+            .password(&self.app_password)
+            .database(APP_DATABASE)
     }
 
     /// The topology's own directory (holds each member's dir).
