@@ -1,5 +1,6 @@
 //! The HA brain: sans-IO state machines for failover and switchover, election, fencing
 //! epochs and the objectives evaluator, with IO adapters at its edge.
 
+pub mod adapters;
 pub mod postgres;
 pub mod wire;

@@ -39,6 +39,9 @@ pub struct PostgresHa {
     pub(super) state: HaState,
     pub(super) nodes: BTreeMap<NodeId, NodeView>,
     pub(super) outstanding: BTreeMap<CommandTarget, Command>,
+    /// Targets whose last command failed, and when they may be retried (one probe period
+    /// later, so a dead target is not hammered in a loop).
+    pub(super) retry_after: BTreeMap<CommandTarget, Millis>,
     /// The primary the router was last confirmed to send writes to, with its epoch.
     pub(super) routed: Option<(NodeId, u64)>,
     /// The primary that confirmed holding the current epoch.
@@ -70,6 +73,7 @@ impl PostgresHa {
             state,
             nodes,
             outstanding: BTreeMap::new(),
+            retry_after: BTreeMap::new(),
             routed: None,
             confirmed: None,
             primary_lsn,
@@ -179,6 +183,12 @@ impl PostgresHa {
             view.last_done_at = Some(now);
         }
         let current = command.epoch() == self.state.epoch;
+        if result.is_ok() {
+            self.retry_after.remove(&target);
+        } else {
+            self.retry_after
+                .insert(target.clone(), now.plus(self.config.probe_period));
+        }
         if let Err(error) = &result {
             self.event(
                 now,
@@ -263,10 +273,21 @@ impl PostgresHa {
         });
     }
 
-    /// Queues `command` unless its target is still busy; true when queued.
-    pub(super) fn emit(&mut self, command: Command, commands: &mut Vec<Command>) -> bool {
+    /// Queues `command` unless its target is still busy or backing off after a failure; true
+    /// when queued.
+    pub(super) fn emit(
+        &mut self,
+        command: Command,
+        now: Millis,
+        commands: &mut Vec<Command>,
+    ) -> bool {
         let target = command.target();
-        if self.outstanding.contains_key(&target) {
+        if self.outstanding.contains_key(&target)
+            || self
+                .retry_after
+                .get(&target)
+                .is_some_and(|until| now < *until)
+        {
             return false;
         }
         self.outstanding.insert(target, command.clone());
@@ -522,6 +543,7 @@ impl PostgresHa {
                             node: primary.clone(),
                             epoch,
                         },
+                        now,
                         commands,
                     );
                 }
@@ -537,6 +559,7 @@ impl PostgresHa {
                     primary: primary.clone(),
                     epoch,
                 },
+                now,
                 commands,
             );
         }
@@ -566,7 +589,7 @@ impl PostgresHa {
                 },
                 _ => continue,
             };
-            self.emit(command, commands);
+            self.emit(command, now, commands);
         }
     }
 
@@ -613,6 +636,7 @@ impl PostgresHa {
                     node: node.clone(),
                     epoch,
                 },
+                now,
                 commands,
             ) && self.reported.insert((node.clone(), instance_epoch))
             {
@@ -644,6 +668,7 @@ impl PostgresHa {
                 node: record.from.clone(),
                 epoch,
             },
+            now,
             commands,
         );
         let error = if !self.answers_as_primary(&record.from) {
@@ -827,6 +852,7 @@ impl PostgresHa {
                 node: target,
                 epoch,
             },
+            now,
             commands,
         );
     }
@@ -890,7 +916,7 @@ impl PostgresHa {
             self.complete(now);
             return;
         }
-        self.emit(Command::Route { primary, epoch }, commands);
+        self.emit(Command::Route { primary, epoch }, now, commands);
     }
 
     fn complete(&mut self, now: Millis) {

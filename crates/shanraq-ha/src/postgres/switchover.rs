@@ -170,6 +170,7 @@ impl PostgresHa {
                 node: record.from,
                 epoch: self.state.epoch,
             },
+            now,
             commands,
         );
     }

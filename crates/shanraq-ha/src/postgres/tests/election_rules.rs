@@ -230,6 +230,7 @@ fn quorum_not_reachable_refuses_then_the_returning_old_primary_is_taken_back() {
         },
         Err(crate::postgres::CommandError::Failed("refused".into())),
     );
+    sim.advance(100); // a failed target is retried one probe period later
     // The old primary restarts (fenced, it never promotes itself): it has every commit.
     let out = sim.round(vec![
         up(fenced("pg-0").epoch(1)),

@@ -44,6 +44,7 @@ fn dead_primary_is_fenced_then_most_advanced_sync_standby_promoted_then_routed()
         &fence("pg-0", 2),
         Err(CommandError::Failed("connection refused".into())),
     );
+    sim.advance(100); // a failed target is retried one probe period later
     assert!(
         sim.step().commands.is_empty(),
         "no route before the promotion is confirmed"
@@ -380,10 +381,12 @@ fn routing_never_lags_promotion_and_a_failed_route_is_retried() {
         Phase::Routing,
         "not complete until routing succeeded"
     );
+    assert!(sim.step().commands.is_empty(), "no hot retry loop");
+    sim.advance(100);
     assert_eq!(
         sim.step().commands,
         vec![route("pg-1", 2)],
-        "routing is retried"
+        "routing is retried one probe period later"
     );
     sim.done(&route("pg-1", 2), Ok(()));
     assert_eq!(sim.ha.state().phase, Phase::Healthy);

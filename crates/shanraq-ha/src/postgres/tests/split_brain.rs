@@ -19,6 +19,7 @@ fn failed_over_to_pg1() -> Sim {
         &fence("pg-0", 2),
         Err(CommandError::Failed("timed out".into())),
     );
+    sim.advance(100); // a failed target is retried one probe period later
     sim.done(&promote("pg-1", 2), Ok(()));
     sim.step();
     sim.done(&route("pg-1", 2), Ok(()));

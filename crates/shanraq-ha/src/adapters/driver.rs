@@ -1,0 +1,471 @@
+//! Runs the sans-IO engine against real instance managers: probes every member each probe
+//! period (concurrently, each probe bounded below the period), feeds the engine, persists its
+//! state whenever it changed, and only then executes its commands (concurrently across nodes;
+//! the engine never issues two at once for one node). Results go back through `command_done`,
+//! and everything the engine decides is published on a broadcast channel for the demo's
+//! timeline or the Kubernetes controller's Events.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use super::instance_client::{BearerToken, ClientTimeouts, InstanceClient, InstanceClientError};
+use super::state_store::{StateStore, StateStoreError};
+use crate::postgres::{
+    Command, CommandError, Event, HaState, Member, Millis, NodeId, Observation, PostgresHa,
+    PostgresHaConfig, SwitchoverError,
+};
+use crate::wire::InstanceStatus;
+
+/// Sends writes to the new primary (HAProxy runtime API, a Service selector, ...).
+pub trait Router: Send + Sync + 'static {
+    fn route(
+        &self,
+        primary: &Member,
+        epoch: u64,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// For HAProxy set up with `httpchk GET /primary`: routing follows the instance's own answer,
+/// so routing is confirmed once the new primary answers `/primary` with 200.
+#[derive(Clone, Debug)]
+pub struct PrimaryCheckRouter {
+    clients: BTreeMap<NodeId, InstanceClient>,
+}
+
+impl PrimaryCheckRouter {
+    pub fn new(clients: BTreeMap<NodeId, InstanceClient>) -> PrimaryCheckRouter {
+        PrimaryCheckRouter { clients }
+    }
+}
+
+impl Router for PrimaryCheckRouter {
+    async fn route(&self, primary: &Member, epoch: u64) -> Result<(), String> {
+        let client = self
+            .clients
+            .get(&primary.name)
+            .ok_or_else(|| format!("no instance manager for {}", primary.name))?;
+        match client.is_primary().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "{} does not answer /primary yet (epoch {epoch})",
+                primary.name
+            )),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}
+
+/// The wall clock, injectable for tests.
+pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
+
+/// Unix milliseconds from the system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+    })
+}
+
+/// One member and where its instance manager listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriverMember {
+    pub member: Member,
+    /// For example `http://127.0.0.1:28001`.
+    pub manager_url: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    pub ha: PostgresHaConfig,
+    pub members: Vec<DriverMember>,
+    pub token: BearerToken,
+    pub timeouts: ClientTimeouts,
+    /// Used when the store holds no state yet.
+    pub initial_state: HaState,
+}
+
+/// What the driver publishes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DriverEvent {
+    /// Something the engine decided (timeline steps, failover started/completed, refusals).
+    Engine(Event),
+    /// A command was sent.
+    CommandStarted { at: Millis, command: Command },
+    /// A command finished; `error` is `None` on success.
+    CommandFinished {
+        at: Millis,
+        command: Command,
+        took: Duration,
+        error: Option<String>,
+    },
+    /// The state was persisted.
+    StateSaved { at: Millis, state: Box<HaState> },
+    /// The state could not be persisted; the step's commands were not executed.
+    StoreFailed { at: Millis, error: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("cannot load the HA state: {0}")]
+    Load(#[source] StateStoreError),
+    #[error("cannot create the client of instance {node}: {source}")]
+    Client {
+        node: String,
+        #[source]
+        source: InstanceClientError,
+    },
+    #[error("the driver is not running")]
+    Stopped,
+    #[error(transparent)]
+    Switchover(#[from] SwitchoverError),
+}
+
+enum Control {
+    Stop,
+    Switchover {
+        target: Option<NodeId>,
+        reply: oneshot::Sender<Result<NodeId, SwitchoverError>>,
+    },
+}
+
+/// Controls a running driver.
+#[derive(Clone, Debug)]
+pub struct DriverHandle {
+    control: mpsc::Sender<Control>,
+    events: broadcast::Sender<DriverEvent>,
+    state: watch::Receiver<HaState>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Control::Stop => f.write_str("Stop"),
+            Control::Switchover { target, .. } => write!(f, "Switchover({target:?})"),
+        }
+    }
+}
+
+impl DriverHandle {
+    /// Asks the loop to stop after its current step; `run` then returns the last state.
+    pub async fn stop(&self) {
+        let _ = self.control.send(Control::Stop).await;
+    }
+
+    /// Starts a planned switchover (to the best replica when `target` is `None`).
+    pub async fn request_switchover(&self, target: Option<NodeId>) -> Result<NodeId, DriverError> {
+        let (reply, answer) = oneshot::channel();
+        self.control
+            .send(Control::Switchover { target, reply })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        Ok(answer.await.map_err(|_| DriverError::Stopped)??)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<DriverEvent> {
+        self.events.subscribe()
+    }
+
+    /// The last persisted state.
+    pub fn state(&self) -> HaState {
+        self.state.borrow().clone()
+    }
+
+    /// Waits until the persisted state satisfies `done`, or `timeout` passes.
+    pub async fn wait_for_state(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&HaState) -> bool,
+    ) -> Option<HaState> {
+        let mut state = self.state.clone();
+        let wait = async {
+            loop {
+                if done(&state.borrow_and_update()) {
+                    return Some(state.borrow().clone());
+                }
+                if state.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+}
+
+/// A finished command.
+struct Done {
+    command: Command,
+    result: Result<(), CommandError>,
+    status: Option<InstanceStatus>,
+    took: Duration,
+}
+
+/// The loop. Build with `Driver::start`, run with `run`.
+pub struct Driver<S: StateStore, R: Router> {
+    engine: PostgresHa,
+    clients: BTreeMap<NodeId, InstanceClient>,
+    store: S,
+    router: Arc<R>,
+    clock: Clock,
+    events: broadcast::Sender<DriverEvent>,
+    state_tx: watch::Sender<HaState>,
+    control: mpsc::Receiver<Control>,
+    persisted: HaState,
+    running: JoinSet<Done>,
+}
+
+impl<S: StateStore, R: Router> std::fmt::Debug for Driver<S, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("state", self.engine.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: StateStore, R: Router> Driver<S, R> {
+    /// Loads the state (or takes `initial_state`) and prepares the clients.
+    pub async fn start(
+        config: DriverConfig,
+        store: S,
+        router: R,
+        clock: Clock,
+    ) -> Result<(Driver<S, R>, DriverHandle), DriverError> {
+        let loaded = store.load().await.map_err(DriverError::Load)?;
+        let persisted = loaded.clone().unwrap_or_default();
+        let state = loaded.unwrap_or_else(|| config.initial_state.clone());
+        let mut clients = BTreeMap::new();
+        for member in &config.members {
+            let name = member.member.name.clone();
+            let client = InstanceClient::new(
+                name.0.clone(),
+                &member.manager_url,
+                config.token.clone(),
+                config.timeouts,
+            )
+            .map_err(|source| DriverError::Client {
+                node: name.0.clone(),
+                source,
+            })?;
+            clients.insert(name, client);
+        }
+        let members = config.members.iter().map(|m| m.member.clone()).collect();
+        let engine = PostgresHa::new(config.ha, members, state.clone());
+        let (events, _) = broadcast::channel(1024);
+        let (state_tx, state_rx) = watch::channel(state);
+        let (control_tx, control) = mpsc::channel(16);
+        let handle = DriverHandle {
+            control: control_tx,
+            events: events.clone(),
+            state: state_rx,
+        };
+        let driver = Driver {
+            engine,
+            clients,
+            store,
+            router: Arc::new(router),
+            clock,
+            events,
+            state_tx,
+            control,
+            persisted,
+            running: JoinSet::new(),
+        };
+        Ok((driver, handle))
+    }
+
+    /// Runs until stopped; returns the last state. Commands still running are abandoned.
+    pub async fn run(mut self) -> HaState {
+        let mut ticker = tokio::time::interval(
+            self.engine
+                .config()
+                .probe_period
+                .max(Duration::from_millis(10)),
+        );
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.probe_all().await,
+                Some(joined) = self.running.join_next() => {
+                    if let Ok(done) = joined {
+                        self.finish(done);
+                    }
+                }
+                control = self.control.recv() => match control {
+                    None | Some(Control::Stop) => break,
+                    Some(Control::Switchover { target, reply }) => {
+                        let now = (self.clock)();
+                        let _ = reply.send(self.engine.request_switchover(target, now));
+                    }
+                },
+            }
+            self.step().await;
+        }
+        self.running.abort_all();
+        self.engine.state().clone()
+    }
+
+    async fn probe_all(&mut self) {
+        let probes = self.clients.iter().map(|(node, client)| {
+            let at = (self.clock)();
+            async move {
+                match client.status().await {
+                    Ok(status) => Observation {
+                        node: node.clone(),
+                        at,
+                        outcome: crate::postgres::ProbeOutcome::Reachable(status),
+                    },
+                    Err(error) => Observation::unreachable(node.clone(), at, error.to_string()),
+                }
+            }
+        });
+        let observations = futures::future::join_all(probes).await;
+        for observation in observations {
+            self.engine.observe(observation);
+        }
+    }
+
+    fn finish(&mut self, done: Done) {
+        let now = (self.clock)();
+        let error = done.result.as_ref().err().map(ToString::to_string);
+        match &error {
+            None => {
+                tracing::info!(command = %done.command, took_ms = done.took.as_millis(), "command done")
+            }
+            Some(error) => tracing::warn!(command = %done.command, %error, "command failed"),
+        }
+        self.engine.command_done(&done.command, done.result, now);
+        if let Some(status) = done.status {
+            self.engine.observe(Observation {
+                node: done.command.node().clone(),
+                at: now,
+                outcome: crate::postgres::ProbeOutcome::Reachable(status),
+            });
+        }
+        let _ = self.events.send(DriverEvent::CommandFinished {
+            at: now,
+            command: done.command,
+            took: done.took,
+            error,
+        });
+    }
+
+    async fn step(&mut self) {
+        let now = (self.clock)();
+        let out = self.engine.step(now);
+        for event in out.events {
+            tracing::info!(reason = event.reason(), message = %event.message(), "ha event");
+            let _ = self.events.send(DriverEvent::Engine(event));
+        }
+        if self.engine.state() != &self.persisted {
+            let state = self.engine.state().clone();
+            if let Err(error) = self.store.save(&state).await {
+                let error = error.to_string();
+                tracing::error!(%error, "cannot persist HA state; commands of this step not executed");
+                for command in &out.commands {
+                    self.engine.command_done(
+                        command,
+                        Err(CommandError::NotExecuted(error.clone())),
+                        now,
+                    );
+                }
+                let _ = self
+                    .events
+                    .send(DriverEvent::StoreFailed { at: now, error });
+                return;
+            }
+            self.persisted = state.clone();
+            let _ = self.state_tx.send(state.clone());
+            let _ = self.events.send(DriverEvent::StateSaved {
+                at: now,
+                state: Box::new(state),
+            });
+        }
+        for command in out.commands {
+            let _ = self.events.send(DriverEvent::CommandStarted {
+                at: now,
+                command: command.clone(),
+            });
+            self.execute(command);
+        }
+    }
+
+    fn execute(&mut self, command: Command) {
+        let fence_timeout = self.engine.config().fence_timeout;
+        let member = self
+            .engine
+            .members()
+            .iter()
+            .find(|m| &m.name == command.node())
+            .cloned();
+        let client = self.clients.get(command.node()).cloned();
+        let router = Arc::clone(&self.router);
+        self.running.spawn(async move {
+            let started = Instant::now();
+            let (result, status) =
+                run_command(&command, client, member, router.as_ref(), fence_timeout).await;
+            Done {
+                command,
+                result,
+                status,
+                took: started.elapsed(),
+            }
+        });
+    }
+}
+
+async fn run_command<R: Router>(
+    command: &Command,
+    client: Option<InstanceClient>,
+    member: Option<Member>,
+    router: &R,
+    fence_timeout: Duration,
+) -> (Result<(), CommandError>, Option<InstanceStatus>) {
+    if let Command::Route { primary, epoch } = command {
+        let Some(member) = member else {
+            return (
+                Err(CommandError::Failed(format!("{primary} is not a member"))),
+                None,
+            );
+        };
+        return (
+            router
+                .route(&member, *epoch)
+                .await
+                .map_err(CommandError::Failed),
+            None,
+        );
+    }
+    let Some(client) = client else {
+        return (
+            Err(CommandError::Failed(format!(
+                "no instance manager for {}",
+                command.node()
+            ))),
+            None,
+        );
+    };
+    let reply = match command {
+        Command::Fence { epoch, .. } => client.fence(*epoch, fence_timeout).await,
+        Command::Promote { epoch, .. } => client.promote(*epoch).await,
+        Command::Repoint {
+            upstream, epoch, ..
+        } => client.repoint(*epoch, upstream.clone()).await,
+        Command::Demote {
+            upstream, epoch, ..
+        } => client.demote(*epoch, upstream.clone()).await,
+        Command::Route { .. } => return (Ok(()), None),
+    };
+    match reply {
+        Ok(reply) => (Ok(()), reply.status),
+        Err(InstanceClientError::StaleEpoch { instance_epoch, .. }) => {
+            (Err(CommandError::StaleEpoch { instance_epoch }), None)
+        }
+        Err(error) => (Err(CommandError::Failed(error.to_string())), None),
+    }
+}

@@ -1,0 +1,349 @@
+//! Async client of one instance manager's HTTP contract (`crate::wire`): status probes and the
+//! bearer-authenticated commands, each bounded by its own timeout. A 409 becomes a typed
+//! stale-epoch error so the engine can tell "someone newer acted" from "it failed". The token
+//! never appears in logs, errors or `Debug` output.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::wire::{
+    CommandReply, DemoteRequest, FenceRequest, InstanceStatus, PromoteRequest, RepointRequest,
+    Upstream,
+};
+
+/// A bearer token whose `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    pub fn new(token: impl Into<String>) -> BearerToken {
+        BearerToken(token.into())
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+/// Per-call timeouts. `status` should stay below the probe period; `demote` covers pg_rewind
+/// or a fresh base backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    pub status: Duration,
+    pub promote: Duration,
+    /// Added to the fence's own `timeout_ms` (the instance stops postgres within it).
+    pub fence_margin: Duration,
+    pub repoint: Duration,
+    pub demote: Duration,
+}
+
+impl ClientTimeouts {
+    /// Timeouts fitted to a probe period: status at 80 % of it.
+    pub fn for_probe_period(probe_period: Duration) -> ClientTimeouts {
+        ClientTimeouts {
+            status: probe_period.mul_f64(0.8).max(Duration::from_millis(50)),
+            promote: Duration::from_secs(15),
+            fence_margin: Duration::from_secs(2),
+            repoint: Duration::from_secs(10),
+            demote: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why a call to an instance manager failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceClientError {
+    #[error(
+        "instance {node}: {endpoint} refused epoch {sent}: the instance holds epoch {instance_epoch}"
+    )]
+    StaleEpoch {
+        node: String,
+        endpoint: &'static str,
+        sent: u64,
+        instance_epoch: u64,
+    },
+    #[error("instance {node}: {endpoint} did not answer within {timeout:?}")]
+    Timeout {
+        node: String,
+        endpoint: &'static str,
+        timeout: Duration,
+    },
+    #[error("instance {node}: {endpoint} answered HTTP {status}: {message}")]
+    Http {
+        node: String,
+        endpoint: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("instance {node}: {endpoint} did not succeed: {message}")]
+    Refused {
+        node: String,
+        endpoint: &'static str,
+        message: String,
+    },
+    #[error("instance {node}: {endpoint} unreachable: {source}")]
+    Transport {
+        node: String,
+        endpoint: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("instance {node}: {endpoint} answered something unreadable: {source}")]
+    Decode {
+        node: String,
+        endpoint: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("instance {node}: cannot build an HTTP client: {source}")]
+    Build {
+        node: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// The client of one instance manager (`base_url` such as `http://127.0.0.1:28001`).
+#[derive(Clone, Debug)]
+pub struct InstanceClient {
+    http: reqwest::Client,
+    node: String,
+    base_url: String,
+    token: BearerToken,
+    timeouts: ClientTimeouts,
+}
+
+impl InstanceClient {
+    pub fn new(
+        node: impl Into<String>,
+        base_url: impl Into<String>,
+        token: BearerToken,
+        timeouts: ClientTimeouts,
+    ) -> Result<InstanceClient, InstanceClientError> {
+        let node = node.into();
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeouts.status)
+            .build()
+            .map_err(|source| InstanceClientError::Build {
+                node: node.clone(),
+                source,
+            })?;
+        let base_url = base_url.into().trim_end_matches('/').to_owned();
+        Ok(InstanceClient {
+            http,
+            node,
+            base_url,
+            token,
+            timeouts,
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// `GET /status`.
+    pub async fn status(&self) -> Result<InstanceStatus, InstanceClientError> {
+        let endpoint = "/status";
+        let response = self
+            .send(
+                self.http.get(self.url(endpoint)),
+                endpoint,
+                self.timeouts.status,
+            )
+            .await?;
+        if !response.status().is_success() {
+            return Err(self.http_error(endpoint, response).await);
+        }
+        response
+            .json()
+            .await
+            .map_err(|source| self.decode_error(endpoint, source))
+    }
+
+    /// `GET /primary`: whether the instance would take writes through HAProxy's check.
+    pub async fn is_primary(&self) -> Result<bool, InstanceClientError> {
+        let endpoint = "/primary";
+        let response = self
+            .send(
+                self.http.get(self.url(endpoint)),
+                endpoint,
+                self.timeouts.status,
+            )
+            .await?;
+        Ok(response.status().is_success())
+    }
+
+    pub async fn promote(&self, epoch: u64) -> Result<CommandReply, InstanceClientError> {
+        self.command(
+            "/promote",
+            epoch,
+            &PromoteRequest { epoch },
+            self.timeouts.promote,
+        )
+        .await
+    }
+
+    /// `POST /fence`; the instance gets `stop_within` to stop postgres, the call that plus the
+    /// fence margin.
+    pub async fn fence(
+        &self,
+        epoch: u64,
+        stop_within: Duration,
+    ) -> Result<CommandReply, InstanceClientError> {
+        let timeout_ms = u64::try_from(stop_within.as_millis()).unwrap_or(u64::MAX);
+        let request = FenceRequest { epoch, timeout_ms };
+        self.command(
+            "/fence",
+            epoch,
+            &request,
+            stop_within + self.timeouts.fence_margin,
+        )
+        .await
+    }
+
+    pub async fn demote(
+        &self,
+        epoch: u64,
+        upstream: Upstream,
+    ) -> Result<CommandReply, InstanceClientError> {
+        self.command(
+            "/demote",
+            epoch,
+            &DemoteRequest { epoch, upstream },
+            self.timeouts.demote,
+        )
+        .await
+    }
+
+    pub async fn repoint(
+        &self,
+        epoch: u64,
+        upstream: Upstream,
+    ) -> Result<CommandReply, InstanceClientError> {
+        self.command(
+            "/repoint",
+            epoch,
+            &RepointRequest { epoch, upstream },
+            self.timeouts.repoint,
+        )
+        .await
+    }
+
+    fn url(&self, endpoint: &str) -> String {
+        format!("{}{endpoint}", self.base_url)
+    }
+
+    async fn command<B: Serialize>(
+        &self,
+        endpoint: &'static str,
+        epoch: u64,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<CommandReply, InstanceClientError> {
+        let request = self
+            .http
+            .post(self.url(endpoint))
+            .bearer_auth(self.token.expose())
+            .json(body);
+        let response = self.send(request, endpoint, timeout).await?;
+        let status = response.status();
+        if status == reqwest::StatusCode::CONFLICT {
+            let instance_epoch = self
+                .read::<CommandReply>(endpoint, response)
+                .await
+                .map_or(0, |reply| reply.epoch);
+            return Err(InstanceClientError::StaleEpoch {
+                node: self.node.clone(),
+                endpoint,
+                sent: epoch,
+                instance_epoch,
+            });
+        }
+        if !status.is_success() {
+            return Err(self.http_error(endpoint, response).await);
+        }
+        let reply: CommandReply = self.read(endpoint, response).await?;
+        if !reply.ok {
+            return Err(InstanceClientError::Refused {
+                node: self.node.clone(),
+                endpoint,
+                message: reply.message,
+            });
+        }
+        Ok(reply)
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        endpoint: &'static str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, InstanceClientError> {
+        request.timeout(timeout).send().await.map_err(|source| {
+            if source.is_timeout() {
+                InstanceClientError::Timeout {
+                    node: self.node.clone(),
+                    endpoint,
+                    timeout,
+                }
+            } else {
+                InstanceClientError::Transport {
+                    node: self.node.clone(),
+                    endpoint,
+                    source: source.without_url(),
+                }
+            }
+        })
+    }
+
+    async fn read<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        response: reqwest::Response,
+    ) -> Result<T, InstanceClientError> {
+        response
+            .json()
+            .await
+            .map_err(|source| self.decode_error(endpoint, source))
+    }
+
+    fn decode_error(&self, endpoint: &'static str, source: reqwest::Error) -> InstanceClientError {
+        if source.is_timeout() {
+            return InstanceClientError::Timeout {
+                node: self.node.clone(),
+                endpoint,
+                timeout: self.timeouts.status,
+            };
+        }
+        InstanceClientError::Decode {
+            node: self.node.clone(),
+            endpoint,
+            source: source.without_url(),
+        }
+    }
+
+    async fn http_error(
+        &self,
+        endpoint: &'static str,
+        response: reqwest::Response,
+    ) -> InstanceClientError {
+        let status = response.status().as_u16();
+        let mut message = response.text().await.unwrap_or_default();
+        message.truncate(300);
+        InstanceClientError::Http {
+            node: self.node.clone(),
+            endpoint,
+            status,
+            message,
+        }
+    }
+}

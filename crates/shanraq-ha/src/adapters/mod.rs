@@ -1,0 +1,9 @@
+//! IO at the engine's edge: the HTTP client of the instance managers, and the async driver
+//! that probes them, feeds the engine, executes its commands and persists its state.
+
+pub mod driver;
+pub mod instance_client;
+pub mod state_store;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,218 @@
+//! The driver runs the engine against instance managers over HTTP: a dead primary is failed
+//! over, the state is persisted to the file store, routing is confirmed by the new primary's
+//! `/primary`, and a switchover requested while it runs completes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::fake_instance::{TOKEN, cluster};
+use crate::adapters::driver::{
+    Driver, DriverConfig, DriverEvent, DriverMember, PrimaryCheckRouter, system_clock,
+};
+use crate::adapters::instance_client::{BearerToken, ClientTimeouts, InstanceClient};
+use crate::adapters::state_store::{FileStateStore, StateStore};
+use crate::postgres::{
+    EventKind, FailoverKind, HaState, Member, NodeId, Phase, PostgresHaConfig, ReplicationMode,
+};
+
+#[tokio::test]
+async fn driver_fails_over_a_dead_primary_persists_and_switches_over_on_request() {
+    let (model, servers) = cluster(1).await;
+    let members: Vec<DriverMember> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, (name, url, _))| DriverMember {
+            member: Member::new(
+                name.clone(),
+                "127.0.0.1",
+                25432 + u16::try_from(i).expect("small"),
+            ),
+            manager_url: url.clone(),
+        })
+        .collect();
+    let ha = PostgresHaConfig {
+        probe_period: Duration::from_millis(50),
+        failure_threshold: 3,
+        failover_delay: Duration::ZERO,
+        maximum_lag_on_failover: 0,
+        replication: ReplicationMode::Synchronous { number: 1 },
+        switchover_timeout: Duration::from_secs(5),
+        fence_timeout: Duration::from_millis(500),
+    };
+    let timeouts = ClientTimeouts::for_probe_period(ha.probe_period);
+    let token = BearerToken::new(TOKEN);
+    let router_clients: BTreeMap<NodeId, InstanceClient> = members
+        .iter()
+        .map(|m| {
+            let client = InstanceClient::new(
+                m.member.name.0.clone(),
+                &m.manager_url,
+                token.clone(),
+                timeouts,
+            );
+            (m.member.name.clone(), client.expect("client"))
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store_path = dir.path().join("ha.json");
+    let config = DriverConfig {
+        ha,
+        members,
+        token,
+        timeouts,
+        initial_state: HaState::with_primary(NodeId::new("pg-0"), 1),
+    };
+    let (driver, handle) = Driver::start(
+        config,
+        FileStateStore::new(&store_path),
+        PrimaryCheckRouter::new(router_clients),
+        system_clock(),
+    )
+    .await
+    .expect("driver starts");
+    let mut events = handle.subscribe();
+    let collector = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            match events.recv().await {
+                Ok(event) => seen.push(event),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(skipped)) => {
+                    panic!("{skipped} events lost")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return seen,
+            }
+        }
+    });
+    let run = tokio::spawn(driver.run());
+
+    // Steady state: routed to pg-0, the synchronous set learnt from its replication rows.
+    let healthy = handle
+        .wait_for_state(Duration::from_secs(10), |s| {
+            s.phase == Phase::Healthy && s.sync_set.len() == 2
+        })
+        .await
+        .expect("learns the synchronous set");
+    assert_eq!(healthy.current_primary, Some(NodeId::new("pg-0")));
+
+    model.lock().expect("lock").dead.insert("pg-0".into(), true);
+    let after = handle
+        .wait_for_state(Duration::from_secs(10), |s| {
+            s.phase == Phase::Healthy && s.last_failover.is_some()
+        })
+        .await
+        .expect("fails over");
+    let record = after.last_failover.clone().expect("recorded");
+    assert_eq!(record.kind, FailoverKind::Failover);
+    assert_eq!(record.from, NodeId::new("pg-0"));
+    let new_primary = record.to.clone().expect("a new primary");
+    assert_eq!(after.current_primary.as_ref(), Some(&new_primary));
+    assert_eq!(after.epoch, 2);
+    assert!(record.rto_ms.is_some() && record.routed_at.is_some());
+    {
+        let m = model.lock().expect("lock");
+        assert!(
+            m.received.contains(&(new_primary.0.clone(), "promote", 2)),
+            "{:?}",
+            m.received
+        );
+        let primaries = m
+            .instances
+            .values()
+            .filter(|s| {
+                s.role == crate::wire::InstanceRole::Primary
+                    && !m.dead.get(&s.name).copied().unwrap_or(false)
+            })
+            .count();
+        assert_eq!(primaries, 1, "exactly one live primary");
+    }
+    let persisted = FileStateStore::new(&store_path)
+        .load()
+        .await
+        .expect("load")
+        .expect("persisted");
+    assert_eq!(
+        persisted.current_primary.as_ref(),
+        Some(&new_primary),
+        "the file holds the new primary"
+    );
+
+    // A planned switchover to the remaining replica while the loop runs.
+    let other = if new_primary.as_str() == "pg-1" {
+        "pg-2"
+    } else {
+        "pg-1"
+    };
+    handle
+        .wait_for_state(Duration::from_secs(10), |s| !s.sync_set.is_empty())
+        .await
+        .expect("the new primary reports its standbys");
+    let chosen = handle
+        .request_switchover(Some(NodeId::new(other)))
+        .await
+        .expect("switchover accepted");
+    assert_eq!(chosen.as_str(), other);
+    let switched = handle
+        .wait_for_state(Duration::from_secs(10), |s| {
+            s.phase == Phase::Healthy
+                && s.last_failover
+                    .as_ref()
+                    .is_some_and(|r| r.kind == FailoverKind::Switchover)
+        })
+        .await
+        .expect("switchover completes");
+    assert_eq!(switched.current_primary, Some(NodeId::new(other)));
+    assert!(
+        switched
+            .last_failover
+            .as_ref()
+            .is_some_and(|r| r.aborted.is_none())
+    );
+    assert_eq!(switched.epoch, 3);
+
+    handle.stop().await;
+    let last = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("stops")
+        .expect("joins");
+    assert_eq!(last.current_primary, Some(NodeId::new(other)));
+
+    drop(handle);
+    let seen = tokio::time::timeout(Duration::from_secs(5), collector)
+        .await
+        .expect("events close")
+        .expect("collector");
+    let mut reasons = Vec::new();
+    let mut commands = BTreeMap::<String, usize>::new();
+    for event in seen {
+        if let DriverEvent::CommandStarted { command, .. } = &event {
+            *commands.entry(command.to_string()).or_default() += 1;
+        }
+        if let DriverEvent::Engine(event) = event {
+            reasons.push(event.reason());
+            if let EventKind::FailoverCompleted { record } = &event.kind {
+                assert_eq!(record.to.as_ref(), Some(&new_primary));
+            }
+        }
+    }
+    for expected in [
+        "FailoverStarted",
+        "Promoted",
+        "Routed",
+        "FailoverCompleted",
+        "SwitchoverStarted",
+        "SwitchoverCompleted",
+    ] {
+        assert!(
+            reasons.contains(&expected),
+            "missing {expected} in {reasons:?}"
+        );
+    }
+    let routes_to_dead = commands
+        .get("route writes to pg-0 (epoch 1)")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        routes_to_dead <= 10,
+        "a failing route is retried per probe period, not in a loop ({routes_to_dead})"
+    );
+}
