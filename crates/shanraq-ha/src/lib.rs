@@ -2,5 +2,6 @@
 //! epochs and the objectives evaluator, with IO adapters at its edge.
 
 pub mod adapters;
+pub mod objectives;
 pub mod postgres;
 pub mod wire;

@@ -1,0 +1,352 @@
+//! The objectives evaluator: declared targets (RPO, RTO, latency P99, availability) against
+//! measured values, one verdict per objective with the measured value next to the target, as
+//! the `RPOMet`/`RTOMet`/`LatencyMet`/`AvailabilityMet` conditions show them. Pure: the
+//! caller gathers the measurements.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// `pg_promote()` plus the first write on the new primary, as measured on the project's
+/// reference machines (about 120 ms + 20 ms), rounded up.
+pub const PROMOTION_ESTIMATE: Duration = Duration::from_millis(300);
+
+/// One objective's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectiveStatus {
+    pub met: bool,
+    pub measured: String,
+    pub target: String,
+    pub message: String,
+}
+
+fn verdict(
+    met: bool,
+    name: &str,
+    measured: String,
+    detail: &str,
+    target: String,
+) -> ObjectiveStatus {
+    let relation = if met { "<=" } else { ">" };
+    let detail = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    };
+    let message = format!("{name} {measured}{detail} {relation} target {target}");
+    ObjectiveStatus {
+        met,
+        measured,
+        target,
+        message,
+    }
+}
+
+/// A duration as people read it: `0s`, `850ms`, `1.2s`, `0.42ms`.
+pub fn human(duration: Duration) -> String {
+    let micros = duration.as_micros();
+    if micros == 0 {
+        "0s".to_owned()
+    } else if micros < 1_000_000 {
+        format!("{}ms", trim(micros as f64 / 1_000.0))
+    } else {
+        format!("{}s", trim(micros as f64 / 1_000_000.0))
+    }
+}
+
+fn trim(value: f64) -> String {
+    let text = format!("{value:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// What bounds data loss right now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RpoMeasurement {
+    /// Synchronous replication: the standbys streaming as `sync`/`quorum`, and how many must
+    /// acknowledge each commit.
+    Synchronous {
+        streaming: Vec<String>,
+        required: u32,
+    },
+    /// Asynchronous: the most advanced promotable replica's lag.
+    Asynchronous {
+        replica: String,
+        lag_bytes: u64,
+        lag: Duration,
+    },
+    /// No replica could be promoted (or a failover refused): loss is unbounded.
+    NoPromotableReplica { reason: String },
+}
+
+pub fn rpo(target: Duration, measurement: &RpoMeasurement) -> ObjectiveStatus {
+    let target_text = human(target);
+    match measurement {
+        RpoMeasurement::Synchronous {
+            streaming,
+            required,
+        } => {
+            let enough = u32::try_from(streaming.len()).unwrap_or(u32::MAX) >= (*required).max(1);
+            if enough {
+                let noun = if streaming.len() == 1 {
+                    "standby"
+                } else {
+                    "standbys"
+                };
+                let detail = format!("synchronous {noun} {} streaming", streaming.join(", "));
+                verdict(true, "RPO", "0s".to_owned(), &detail, target_text)
+            } else {
+                let detail = format!(
+                    "{} of {required} required synchronous standbys streaming{}",
+                    streaming.len(),
+                    if streaming.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", streaming.join(", "))
+                    }
+                );
+                verdict(false, "RPO", "unbounded".to_owned(), &detail, target_text)
+            }
+        }
+        RpoMeasurement::Asynchronous {
+            replica,
+            lag_bytes,
+            lag,
+        } => {
+            // Asynchronous replication can never promise zero loss, even when caught up.
+            let met = !target.is_zero() && *lag <= target;
+            let detail = format!("asynchronous replica {replica} {lag_bytes} bytes behind");
+            verdict(met, "RPO", human(*lag), &detail, target_text)
+        }
+        RpoMeasurement::NoPromotableReplica { reason } => {
+            verdict(false, "RPO", "unbounded".to_owned(), reason, target_text)
+        }
+    }
+}
+
+/// What the RTO projection is made of, plus the last actual unplanned failover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtoInputs {
+    pub probe_period: Duration,
+    pub failure_threshold: u32,
+    pub failover_delay: Duration,
+    /// How often the router notices the new primary (HAProxy `inter`).
+    pub routing_check_interval: Duration,
+    pub last_failover_rto: Option<Duration>,
+}
+
+impl RtoInputs {
+    /// probe period x threshold + failover delay + promotion + one routing check.
+    pub fn projected(&self) -> Duration {
+        self.probe_period.saturating_mul(self.failure_threshold)
+            + self.failover_delay
+            + PROMOTION_ESTIMATE
+            + self.routing_check_interval
+    }
+}
+
+pub fn rto(target: Duration, inputs: &RtoInputs) -> ObjectiveStatus {
+    let projected = inputs.projected();
+    let mut met = projected <= target;
+    let mut detail = format!(
+        "projected: {} x {} probes + {} delay + {} promotion + {} routing",
+        human(inputs.probe_period),
+        inputs.failure_threshold,
+        human(inputs.failover_delay),
+        human(PROMOTION_ESTIMATE),
+        human(inputs.routing_check_interval)
+    );
+    let mut measured = projected;
+    if let Some(actual) = inputs.last_failover_rto {
+        met &= actual <= target;
+        measured = measured.max(actual);
+        detail.push_str(&format!("; last failover {}", human(actual)));
+    }
+    verdict(met, "RTO", human(measured), &detail, human(target))
+}
+
+/// `window` holds probe latencies in microseconds over the evaluation window.
+pub fn latency(target_p99: Duration, window: &Histogram<u64>) -> ObjectiveStatus {
+    if window.is_empty() {
+        return ObjectiveStatus {
+            met: false,
+            measured: "none".to_owned(),
+            target: human(target_p99),
+            message: format!(
+                "latency P99 unknown (no probe in the window), target {}",
+                human(target_p99)
+            ),
+        };
+    }
+    let p99 = Duration::from_micros(window.value_at_quantile(0.99));
+    let detail = format!("{} probes", window.len());
+    verdict(
+        p99 <= target_p99,
+        "latency P99",
+        human(p99),
+        &detail,
+        human(target_p99),
+    )
+}
+
+/// `target_percent` such as 99.99; successes and total are write probes over the window.
+pub fn availability(target_percent: f64, successes: u64, total: u64) -> ObjectiveStatus {
+    let target = format!("{}%", trim_percent(target_percent));
+    if total == 0 {
+        return ObjectiveStatus {
+            met: false,
+            measured: "none".to_owned(),
+            target: target.clone(),
+            message: format!(
+                "availability unknown (no write probe in the window), target {target}"
+            ),
+        };
+    }
+    let percent = successes.min(total) as f64 * 100.0 / total as f64;
+    let met = percent + 1e-9 >= target_percent;
+    let detail = format!("{successes} of {total} write probes succeeded");
+    let relation = if met { ">=" } else { "<" };
+    let measured = format!("{}%", trim_percent(percent));
+    let message = format!("availability {measured} ({detail}) {relation} target {target}");
+    ObjectiveStatus {
+        met,
+        measured,
+        target,
+        message,
+    }
+}
+
+fn trim_percent(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpo_verdicts() {
+        let cases = [
+            (
+                Duration::ZERO,
+                RpoMeasurement::Synchronous {
+                    streaming: vec!["payments-pg-2".into()],
+                    required: 1,
+                },
+                true,
+                "RPO 0s (synchronous standby payments-pg-2 streaming) <= target 0s",
+            ),
+            (
+                Duration::ZERO,
+                RpoMeasurement::Synchronous {
+                    streaming: vec![],
+                    required: 1,
+                },
+                false,
+                "RPO unbounded (0 of 1 required synchronous standbys streaming) > target 0s",
+            ),
+            (
+                Duration::from_secs(60),
+                RpoMeasurement::Asynchronous {
+                    replica: "pg-1".into(),
+                    lag_bytes: 4096,
+                    lag: Duration::from_millis(400),
+                },
+                true,
+                "RPO 400ms (asynchronous replica pg-1 4096 bytes behind) <= target 60s",
+            ),
+            (
+                Duration::ZERO,
+                RpoMeasurement::Asynchronous {
+                    replica: "pg-1".into(),
+                    lag_bytes: 0,
+                    lag: Duration::ZERO,
+                },
+                false,
+                "RPO 0s (asynchronous replica pg-1 0 bytes behind) > target 0s",
+            ),
+            (
+                Duration::from_secs(60),
+                RpoMeasurement::NoPromotableReplica {
+                    reason: "failover refused: quorum unreachable".into(),
+                },
+                false,
+                "RPO unbounded (failover refused: quorum unreachable) > target 60s",
+            ),
+        ];
+        for (target, measurement, met, message) in cases {
+            let status = rpo(target, &measurement);
+            assert_eq!(status.met, met, "{measurement:?}");
+            // `human` prints whole minutes in seconds; compare with what it renders.
+            assert_eq!(
+                status.message,
+                message.replace("1m", &human(Duration::from_secs(60)))
+            );
+        }
+    }
+
+    #[test]
+    fn rto_uses_projection_and_last_failover() {
+        let inputs = RtoInputs {
+            probe_period: Duration::from_millis(250),
+            failure_threshold: 3,
+            failover_delay: Duration::ZERO,
+            routing_check_interval: Duration::from_millis(200),
+            last_failover_rto: None,
+        };
+        assert_eq!(inputs.projected(), Duration::from_millis(1250));
+        let ok = rto(Duration::from_secs(30), &inputs);
+        assert!(ok.met, "{}", ok.message);
+        assert_eq!(ok.measured, "1.25s");
+        assert!(
+            !rto(Duration::from_secs(1), &inputs).met,
+            "projection beyond the target"
+        );
+        let slow = RtoInputs {
+            last_failover_rto: Some(Duration::from_secs(45)),
+            ..inputs
+        };
+        let status = rto(Duration::from_secs(30), &slow);
+        assert!(!status.met, "a slow actual failover fails the objective");
+        assert!(
+            status.message.contains("last failover 45s"),
+            "{}",
+            status.message
+        );
+    }
+
+    #[test]
+    fn latency_p99_over_the_window() {
+        let mut window = Histogram::<u64>::new(3).expect("histogram");
+        for _ in 0..990 {
+            window.record(400).expect("record");
+        }
+        for _ in 0..10 {
+            window.record(5_000).expect("record");
+        }
+        let status = latency(Duration::from_millis(1), &window);
+        assert!(status.met, "{}", status.message);
+        assert_eq!(status.measured, "0.4ms");
+        for _ in 0..20 {
+            window.record(5_000).expect("record");
+        }
+        assert!(!latency(Duration::from_millis(1), &window).met);
+        let empty = Histogram::<u64>::new(3).expect("histogram");
+        assert!(
+            !latency(Duration::from_millis(1), &empty).met,
+            "no data is not a pass"
+        );
+    }
+
+    #[test]
+    fn availability_from_write_probes() {
+        let status = availability(99.99, 99_995, 100_000);
+        assert!(status.met);
+        assert_eq!(
+            status.message,
+            "availability 99.995% (99995 of 100000 write probes succeeded) >= target 99.99%"
+        );
+        assert!(!availability(99.99, 9_998, 10_000).met);
+        assert!(!availability(99.99, 0, 0).met);
+    }
+}
