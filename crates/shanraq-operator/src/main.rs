@@ -19,6 +19,11 @@ enum Command {
     Crdgen,
     /// Print every object the operator would create for a ShanraqCluster manifest.
     Render(shanraq_operator::render_cmd::RenderArgs),
+    /// Run a local failover drill on 127.0.0.1: start PostgreSQL, write, kill the primary, fail
+    /// over, and print the measured timeline.
+    Demo(shanraq_operator::drill::DemoArgs),
+    /// Measure failovers and switchovers on 127.0.0.1 and print figures.
+    Bench(shanraq_operator::drill::BenchArgs),
     /// Run inside a managed pod (the PostgreSQL instance manager).
     #[command(subcommand)]
     Instance(InstanceCommand),
@@ -36,6 +41,8 @@ fn main() -> std::process::ExitCode {
         Command::Operator(args) => shanraq_operator::run::main(args),
         Command::Crdgen => shanraq_operator::render_cmd::crdgen(),
         Command::Render(args) => shanraq_operator::render_cmd::render(args),
+        Command::Demo(args) => shanraq_operator::drill::demo(args),
+        Command::Bench(args) => shanraq_operator::drill::bench(args),
         Command::Instance(InstanceCommand::Postgres(args)) => shanraq_instance::main(args),
     };
     match result {

@@ -148,7 +148,10 @@ async fn a_synchronous_topology_routes_writes_to_the_primary_and_replicates() {
     .fetch_one(&mut app)
     .await
     .expect("query identity");
-    assert_eq!((database.as_str(), user.as_str(), superuser), ("app", "app", false));
+    assert_eq!(
+        (database.as_str(), user.as_str(), superuser),
+        ("app", "app", false)
+    );
     sqlx::query("CREATE TABLE ledger (id bigint PRIMARY KEY)")
         .execute(&mut app)
         .await
