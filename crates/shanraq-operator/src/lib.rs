@@ -1,6 +1,7 @@
 //! The operator: kube-rs controllers, the `shanraq` command-line tools, and the local drill.
 
 pub mod controller;
+pub mod drill;
 pub mod http;
 pub mod metrics;
 pub mod render_cmd;
