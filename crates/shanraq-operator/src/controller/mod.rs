@@ -42,6 +42,9 @@ pub const RETRY_BASE: Duration = Duration::from_secs(2);
 /// ...up to this.
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
 
+/// How long a stop waits for in-flight reconciles before the controllers are dropped.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -228,7 +231,7 @@ pub async fn run(
         );
     }
 
-    let readiness = async move {
+    let readiness = tokio::spawn(async move {
         for store in stores {
             if store.wait_until_ready().await.is_err() {
                 return;
@@ -236,21 +239,23 @@ pub async fn run(
         }
         synced.store(true, Ordering::SeqCst);
         tracing::info!("ShanraqCluster caches synced");
-    };
-    let stop_all = async move {
-        let _ = stop.wait_for(|stop| *stop).await;
-        for stopper in stoppers {
-            let _ = stopper.send(());
-        }
-    };
+    });
     tracing::info!(namespaces = ?scopes, "starting controllers");
     let controllers = futures::future::join_all(loops);
     tokio::pin!(controllers);
     tokio::select! {
         _ = &mut controllers => {}
-        _ = async { tokio::join!(readiness, stop_all) } => {
-            controllers.await;
+        _ = stop.wait_for(|stop| *stop) => {
+            for stopper in stoppers {
+                let _ = stopper.send(());
+            }
+            // In-flight reconciles finish; a controller whose cache never filled (API server
+            // unreachable) would wait for it forever, so the wait is bounded.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut controllers).await.is_err() {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop in time; dropping them");
+            }
         }
     }
+    readiness.abort();
     tracing::info!("controllers stopped");
 }
