@@ -167,6 +167,7 @@ fn rbac_grants_what_the_operator_does() {
         ("", "services", "create"),
         ("", "configmaps", "patch"),
         ("policy", "poddisruptionbudgets", "create"),
+        ("batch", "jobs", "delete"),
         ("", "secrets", "create"),
         ("", "pods", "patch"),
         ("", "persistentvolumeclaims", "list"),

@@ -37,6 +37,7 @@ fn ci_scripts_are_executable_and_parse() {
         "scripts/test",
         "scripts/install-deps",
         "scripts/sync-crds",
+        "scripts/demo",
     ] {
         let path = repo_root().join(script);
         let mode = std::fs::metadata(&path)

@@ -19,11 +19,33 @@ pub const AVAILABILITY_MET: &str = "AvailabilityMet";
 /// Reason of `Stalled=True` when the spec cannot be acted on.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 
+/// A condition's status. `Unknown` is for what nothing has measured yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Truth {
+    True,
+    False,
+    Unknown,
+}
+
+impl Truth {
+    pub fn text(self) -> &'static str {
+        match self {
+            Truth::True => "True",
+            Truth::False => "False",
+            Truth::Unknown => "Unknown",
+        }
+    }
+
+    pub fn of(value: bool) -> Truth {
+        if value { Truth::True } else { Truth::False }
+    }
+}
+
 /// A condition as the operator computes it, before timestamps are attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired {
     pub type_: &'static str,
-    pub status: bool,
+    pub truth: Truth,
     pub reason: String,
     pub message: String,
 }
@@ -31,21 +53,17 @@ pub struct Desired {
 impl Desired {
     pub fn new(
         type_: &'static str,
-        status: bool,
+        truth: Truth,
         reason: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
         Desired {
             type_,
-            status,
+            truth,
             reason: reason.into(),
             message: message.into(),
         }
     }
-}
-
-fn status_text(status: bool) -> &'static str {
-    if status { "True" } else { "False" }
 }
 
 /// Merges `desired` into `previous`: keeps `lastTransitionTime` unless the status flipped, stamps
@@ -60,7 +78,7 @@ pub fn merge(
     let mut merged: Vec<Condition> = desired
         .iter()
         .map(|want| {
-            let status = status_text(want.status).to_owned();
+            let status = want.truth.text().to_owned();
             let last_transition_time = previous
                 .iter()
                 .find(|old| old.type_ == want.type_ && old.status == status)
@@ -105,7 +123,7 @@ mod tests {
     fn transition_time_moves_only_when_status_flips() {
         let first = merge(
             &[],
-            &[Desired::new(READY, false, "Reconciling", "creating")],
+            &[Desired::new(READY, Truth::False, "Reconciling", "creating")],
             Some(1),
             &at(10),
         );
@@ -113,7 +131,12 @@ mod tests {
 
         let same = merge(
             &first,
-            &[Desired::new(READY, false, "Waiting", "still creating")],
+            &[Desired::new(
+                READY,
+                Truth::False,
+                "Waiting",
+                "still creating",
+            )],
             Some(2),
             &at(20),
         );
@@ -123,7 +146,7 @@ mod tests {
 
         let flipped = merge(
             &same,
-            &[Desired::new(READY, true, "Ready", "all ready")],
+            &[Desired::new(READY, Truth::True, "Ready", "all ready")],
             Some(2),
             &at(30),
         );
@@ -135,13 +158,13 @@ mod tests {
     fn unmentioned_conditions_are_kept() {
         let first = merge(
             &[],
-            &[Desired::new(RPO_MET, true, "Met", "0s")],
+            &[Desired::new(RPO_MET, Truth::True, "Met", "0s")],
             Some(1),
             &at(1),
         );
         let next = merge(
             &first,
-            &[Desired::new(READY, true, "Ready", "ok")],
+            &[Desired::new(READY, Truth::True, "Ready", "ok")],
             Some(1),
             &at(2),
         );

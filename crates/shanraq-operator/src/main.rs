@@ -5,7 +5,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "shanraq", version, about = "High-availability fintech stack operator")]
+#[command(
+    name = "shanraq",
+    version,
+    about = "High-availability fintech stack operator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DynamicObject;
@@ -34,89 +34,7 @@ pub const REASON_NOT_MEASURED_YET: &str = "NotMeasuredYet";
 pub const REASON_DISABLED: &str = "Disabled";
 pub const REASON_PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";
 
-/// A condition's status, including `Unknown` (which `shanraq_api::conditions::Desired` cannot
-/// express).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Truth {
-    True,
-    False,
-    Unknown,
-}
-
-impl Truth {
-    fn text(self) -> &'static str {
-        match self {
-            Truth::True => "True",
-            Truth::False => "False",
-            Truth::Unknown => "Unknown",
-        }
-    }
-
-    fn of(value: bool) -> Truth {
-        if value { Truth::True } else { Truth::False }
-    }
-}
-
-/// A condition as computed, before timestamps and `observedGeneration` are attached.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Want {
-    pub type_: &'static str,
-    pub truth: Truth,
-    pub reason: String,
-    pub message: String,
-}
-
-impl Want {
-    fn new(
-        type_: &'static str,
-        truth: Truth,
-        reason: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Want {
-            type_,
-            truth,
-            reason: reason.into(),
-            message: message.into(),
-        }
-    }
-}
-
-/// Merges `wants` into `previous`: `lastTransitionTime` is kept unless the status changed,
-/// `observedGeneration` is stamped on every wanted condition, and conditions of other types
-/// are kept as they were.
-pub fn merge(
-    previous: &[Condition],
-    wants: &[Want],
-    generation: Option<i64>,
-    now: &Time,
-) -> Vec<Condition> {
-    let mut merged: Vec<Condition> = wants
-        .iter()
-        .map(|want| {
-            let status = want.truth.text().to_owned();
-            let last_transition_time = previous
-                .iter()
-                .find(|old| old.type_ == want.type_ && old.status == status)
-                .map(|old| old.last_transition_time.clone())
-                .unwrap_or_else(|| now.clone());
-            Condition {
-                type_: want.type_.to_owned(),
-                status,
-                reason: want.reason.clone(),
-                message: want.message.clone(),
-                observed_generation: generation,
-                last_transition_time,
-            }
-        })
-        .collect();
-    for old in previous {
-        if !wants.iter().any(|want| want.type_ == old.type_) {
-            merged.push(old.clone());
-        }
-    }
-    merged
-}
+pub use shanraq_api::conditions::{Desired as Want, Truth, merge};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkloadKind {
