@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 use super::instance_client::{BearerToken, ClientTimeouts, InstanceClient, InstanceClientError};
 use super::state_store::{StateStore, StateStoreError};
 use crate::postgres::{
-    Command, CommandError, Event, HaState, Member, Millis, NodeId, Observation, PostgresHa,
-    PostgresHaConfig, SwitchoverError,
+    Command, CommandError, Event, HaState, Member, Millis, NodeId, Observation, PodSignal,
+    PostgresHa, PostgresHaConfig, SwitchoverError,
 };
 use crate::wire::InstanceStatus;
 
@@ -129,6 +129,7 @@ pub enum DriverError {
 
 enum Control {
     Stop,
+    Pod(PodSignal),
     Switchover {
         target: Option<NodeId>,
         reply: oneshot::Sender<Result<NodeId, SwitchoverError>>,
@@ -147,6 +148,7 @@ impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Control::Stop => f.write_str("Stop"),
+            Control::Pod(signal) => write!(f, "Pod({signal:?})"),
             Control::Switchover { target, .. } => write!(f, "Switchover({target:?})"),
         }
     }
@@ -166,6 +168,15 @@ impl DriverHandle {
             .await
             .map_err(|_| DriverError::Stopped)?;
         Ok(answer.await.map_err(|_| DriverError::Stopped)??)
+    }
+
+    /// Feeds a pod-level signal (a Kubernetes watch saw the pod deleted or not ready); the
+    /// engine steps at once instead of waiting for the next probe.
+    pub async fn observe_pod(&self, signal: PodSignal) -> Result<(), DriverError> {
+        self.control
+            .send(Control::Pod(signal))
+            .await
+            .map_err(|_| DriverError::Stopped)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<DriverEvent> {
@@ -298,6 +309,7 @@ impl<S: StateStore, R: Router> Driver<S, R> {
                 }
                 control = self.control.recv() => match control {
                     None | Some(Control::Stop) => break,
+                    Some(Control::Pod(signal)) => self.engine.observe_pod(signal),
                     Some(Control::Switchover { target, reply }) => {
                         let now = (self.clock)();
                         let _ = reply.send(self.engine.request_switchover(target, now));

@@ -216,3 +216,105 @@ async fn driver_fails_over_a_dead_primary_persists_and_switches_over_on_request(
         "a failing route is retried per probe period, not in a loop ({routes_to_dead})"
     );
 }
+
+/// A pod watch that sees the primary's pod deleted starts the failover at once, long before
+/// the probe threshold (here set so high that probes alone would take minutes).
+#[tokio::test]
+async fn pod_deletion_signal_fails_over_without_waiting_for_the_probe_threshold() {
+    let (model, servers) = cluster(1).await;
+    let members: Vec<DriverMember> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, (name, url, _))| DriverMember {
+            member: Member::new(
+                name.clone(),
+                "127.0.0.1",
+                25432 + u16::try_from(i).expect("small"),
+            ),
+            manager_url: url.clone(),
+        })
+        .collect();
+    let ha = PostgresHaConfig {
+        probe_period: Duration::from_millis(50),
+        failure_threshold: 100_000,
+        failover_delay: Duration::ZERO,
+        maximum_lag_on_failover: 0,
+        replication: ReplicationMode::Synchronous { number: 1 },
+        switchover_timeout: Duration::from_secs(5),
+        fence_timeout: Duration::from_millis(500),
+    };
+    let timeouts = ClientTimeouts::for_probe_period(ha.probe_period);
+    let token = BearerToken::new(TOKEN);
+    let router_clients: BTreeMap<NodeId, InstanceClient> = members
+        .iter()
+        .map(|m| {
+            let client = InstanceClient::new(
+                m.member.name.0.clone(),
+                &m.manager_url,
+                token.clone(),
+                timeouts,
+            );
+            (m.member.name.clone(), client.expect("client"))
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = DriverConfig {
+        ha,
+        members,
+        token,
+        timeouts,
+        initial_state: HaState::with_primary(NodeId::new("pg-0"), 1),
+    };
+    let (driver, handle) = Driver::start(
+        config,
+        FileStateStore::new(dir.path().join("ha.json")),
+        PrimaryCheckRouter::new(router_clients),
+        system_clock(),
+    )
+    .await
+    .expect("driver starts");
+    let run = tokio::spawn(driver.run());
+    handle
+        .wait_for_state(Duration::from_secs(10), |s| {
+            s.phase == Phase::Healthy && s.sync_set.len() == 2
+        })
+        .await
+        .expect("learns the synchronous set");
+
+    model.lock().expect("lock").dead.insert("pg-0".into(), true);
+    handle
+        .observe_pod(crate::postgres::PodSignal {
+            node: NodeId::new("pg-0"),
+            at: (system_clock())(),
+            ready: false,
+            deleted: true,
+        })
+        .await
+        .expect("signal delivered");
+    let after = handle
+        .wait_for_state(Duration::from_secs(10), |s| {
+            s.phase == Phase::Healthy && s.last_failover.is_some()
+        })
+        .await
+        .expect("the pod signal alone triggers the failover");
+    let record = after.last_failover.expect("recorded");
+    assert_eq!(record.from, NodeId::new("pg-0"));
+    assert_ne!(after.current_primary, Some(NodeId::new("pg-0")));
+
+    handle.stop().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), run).await;
+    assert!(
+        matches!(
+            handle
+                .observe_pod(crate::postgres::PodSignal {
+                    node: NodeId::new("pg-1"),
+                    at: (system_clock())(),
+                    ready: true,
+                    deleted: false,
+                })
+                .await,
+            Err(crate::adapters::driver::DriverError::Stopped)
+        ),
+        "a stopped driver says so"
+    );
+}
