@@ -72,6 +72,7 @@ pub fn render_text(manifest: &str) -> anyhow::Result<String> {
         &cluster,
         &Inputs {
             monitoring_available: true,
+            postgres_primary: None,
         },
     )
     .with_context(|| format!("cannot render ShanraqCluster {}", cluster.name))?;
@@ -155,6 +156,7 @@ spec:
                 &cluster,
                 &Inputs {
                     monitoring_available: true,
+                    postgres_primary: None,
                 },
             )
             .expect("render");

@@ -244,6 +244,7 @@ async fn examples_get_their_children_status_and_printer_columns() {
             &valid,
             &Inputs {
                 monitoring_available: monitoring,
+                postgres_primary: None,
             },
         )
         .expect("renders");

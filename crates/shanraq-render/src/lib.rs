@@ -24,6 +24,9 @@ use shanraq_api::ValidCluster;
 pub struct Inputs {
     /// The Prometheus Operator CRDs (PodMonitor, PrometheusRule) are installed.
     pub monitoring_available: bool,
+    /// The PostgreSQL primary the cluster has had (`status.postgres.currentPrimary`), if any.
+    /// Once set, no pod may bootstrap as a primary again: an emptied volume clones instead.
+    pub postgres_primary: Option<String>,
 }
 
 /// Everything one cluster needs.
@@ -46,7 +49,7 @@ pub enum RenderError {
 
 /// Renders every child object of `cluster`.
 pub fn build(cluster: &ValidCluster, inputs: &Inputs) -> Result<Rendered, RenderError> {
-    let mut children = postgres::render(cluster)?;
+    let mut children = postgres::render(cluster, inputs)?;
     children.extend(redis::render(cluster));
     children.extend(kafka::render(cluster)?);
     children.extend(haproxy::render(cluster));

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
 };
@@ -21,7 +21,7 @@ use shanraq_api::postgres::RESERVED_POSTGRES_PARAMETERS;
 use shanraq_api::storage::quantity_bytes;
 
 use crate::meta::{self, shell_quote};
-use crate::{Child, RenderError};
+use crate::{Child, Inputs, RenderError};
 
 /// uid and gid of `postgres` in the official `postgres:15-bookworm` image the PostgreSQL image
 /// is built from (see the Dockerfile).
@@ -229,8 +229,10 @@ pub fn synchronous_standby_names(cluster: &ValidCluster) -> Option<String> {
         .then(|| format!("ANY {} (*)", sync.number))
 }
 
-/// The container's entrypoint script.
-fn start_script(cluster: &ValidCluster) -> String {
+/// The container's entrypoint script. `primary_known` is whether the cluster ever had a
+/// primary: then every instance with an empty data directory clones, even ordinal 0, so a lost
+/// volume can never initdb a second, empty primary next to the real one.
+fn start_script(cluster: &ValidCluster, primary_known: bool) -> String {
     let mut flags = vec![
         ("--name", "\"$POD_NAME\"".to_owned()),
         ("--data-dir", DATA_DIR.to_owned()),
@@ -246,15 +248,18 @@ fn start_script(cluster: &ValidCluster) -> String {
     }
     flags.push(("--config-file", format!("{CONFIG_DIR}/postgresql.conf")));
     flags.push(("--hba-file", format!("{CONFIG_DIR}/pg_hba.conf")));
-    let mut script = String::from(
+    let choose = if primary_known {
+        "# The cluster has had a primary: an empty data directory always clones it through the\n\
+         # -rw Service, whatever the ordinal; roles follow the operator's commands.\n\
+         bootstrap=replica\n"
+    } else {
         "# One pod template serves every instance. On an empty data directory, ordinal 0\n\
          # creates the cluster as the primary and the others clone it as replicas through the\n\
          # -rw Service; afterwards roles follow the operator's commands, not the ordinal.\n\
-         set -eu\n\
          ordinal=\"${POD_NAME##*-}\"\n\
-         if [ \"$ordinal\" = \"0\" ]; then bootstrap=primary; else bootstrap=replica; fi\n\
-         exec shanraq instance postgres",
-    );
+         if [ \"$ordinal\" = \"0\" ]; then bootstrap=primary; else bootstrap=replica; fi\n"
+    };
+    let mut script = format!("set -eu\n{choose}exec shanraq instance postgres");
     for (flag, value) in flags {
         let _ = write!(script, " \\\n  {flag} {value}");
     }
@@ -262,7 +267,7 @@ fn start_script(cluster: &ValidCluster) -> String {
     script
 }
 
-pub fn render(cluster: &ValidCluster) -> Result<Vec<Child>, RenderError> {
+pub fn render(cluster: &ValidCluster, inputs: &Inputs) -> Result<Vec<Child>, RenderError> {
     let spec = &cluster.spec.postgres;
     if !spec.enabled {
         return Ok(Vec::new());
@@ -308,7 +313,11 @@ pub fn render(cluster: &ValidCluster) -> Result<Vec<Child>, RenderError> {
         meta::cluster_ip_service(cluster, &names.pg_r(), Component::Postgres, &[], pg_port()),
     ];
 
-    let mut children = vec![Child::StatefulSet(stateful_set(cluster, &hash))];
+    let mut children = vec![Child::StatefulSet(stateful_set(
+        cluster,
+        &hash,
+        inputs.postgres_primary.is_some(),
+    ))];
     children.extend(services.into_iter().map(Child::Service));
     children.push(Child::ConfigMap(config_map));
     children.push(Child::PodDisruptionBudget(meta::pod_disruption_budget(
@@ -334,7 +343,7 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
+fn stateful_set(cluster: &ValidCluster, config_hash: &str, primary_known: bool) -> StatefulSet {
     let spec = &cluster.spec.postgres;
     let names = &cluster.names;
     let workload = names.workload(Component::Postgres);
@@ -343,7 +352,7 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
     postgres.command = Some(vec![
         "sh".to_owned(),
         "-c".to_owned(),
-        start_script(cluster),
+        start_script(cluster, primary_known),
     ]);
     postgres.env = Some(vec![
         meta::pod_name_env(),
@@ -418,6 +427,13 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
             replicas: Some(spec.instances),
             service_name: Some(workload.clone()),
             pod_management_policy: Some("OrderedReady".to_owned()),
+            // The kubelet's rolling update would restart the primary whenever the template
+            // changes; with OnDelete a pod picks up a new template only when it is deleted
+            // (`shanraq.org/config-hash` on each pod shows which ones are stale).
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_owned()),
+                rolling_update: None,
+            }),
             selector: meta::label_selector(cluster, Component::Postgres),
             template: PodTemplateSpec {
                 metadata: Some(meta::pod_meta(cluster, Component::Postgres, config_hash)),

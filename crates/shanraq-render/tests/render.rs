@@ -762,3 +762,72 @@ fn postgres_pods_create_the_application_database_from_its_secret() {
         "the app password comes from the rendered -pg-app Secret"
     );
 }
+
+/// Runs the PostgreSQL container's entrypoint for pod `pod_name` with a stand-in `shanraq`
+/// that prints its arguments, and returns the `--bootstrap` value it was given.
+fn bootstrap_mode(rendered: &Rendered, pod_name: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let command = pod(rendered, "payments-pg").containers[0]
+        .command
+        .clone()
+        .expect("command");
+    assert_eq!(command[0..2], ["sh".to_owned(), "-c".to_owned()]);
+    let bin = tempfile::tempdir().expect("temp dir");
+    let stand_in = bin.path().join("shanraq");
+    std::fs::write(&stand_in, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").expect("write stand-in");
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&command[2])
+        .env("POD_NAME", pod_name)
+        .env("PATH", path)
+        .output()
+        .expect("sh runs");
+    assert!(output.status.success(), "{output:?}");
+    let args: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let at = args
+        .iter()
+        .position(|a| a == "--bootstrap")
+        .unwrap_or_else(|| panic!("no --bootstrap in {args:?}"));
+    args[at + 1].clone()
+}
+
+#[test]
+fn only_a_new_cluster_bootstraps_a_primary_and_only_from_ordinal_0() {
+    let fresh = render(&production(), true);
+    assert_eq!(bootstrap_mode(&fresh, "payments-pg-0"), "primary");
+    assert_eq!(bootstrap_mode(&fresh, "payments-pg-1"), "replica");
+
+    // Once the cluster has had a primary, an emptied pod-0 volume clones; it never creates a
+    // second, empty primary.
+    let known = shanraq_render::build(
+        &production(),
+        &shanraq_render::Inputs {
+            monitoring_available: true,
+            postgres_primary: Some("payments-pg-1".to_owned()),
+        },
+    )
+    .expect("renders");
+    for pod_name in ["payments-pg-0", "payments-pg-1", "payments-pg-2"] {
+        assert_eq!(bootstrap_mode(&known, pod_name), "replica", "{pod_name}");
+    }
+}
+
+#[test]
+fn postgres_pods_are_replaced_only_when_deleted() {
+    let rendered = render(&production(), true);
+    let strategy = stateful_set(&rendered, "payments-pg")
+        .spec
+        .update_strategy
+        .clone()
+        .expect("an update strategy");
+    assert_eq!(strategy.type_.as_deref(), Some("OnDelete"));
+}

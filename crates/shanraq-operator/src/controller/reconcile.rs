@@ -66,6 +66,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
 
     let inputs = Inputs {
         monitoring_available: ctx.discovery.monitoring_available(&ctx.client).await?,
+        postgres_primary: live.current_postgres_primary.clone(),
     };
     let rendered = shanraq_render::build(&cluster, &inputs).map_err(|source| Error::Render {
         name: cluster.name.clone(),

@@ -33,6 +33,7 @@ fn render(object: &ShanraqCluster, monitoring_available: bool) -> Rendered {
         &valid,
         &Inputs {
             monitoring_available,
+            postgres_primary: None,
         },
     )
     .expect("renders")

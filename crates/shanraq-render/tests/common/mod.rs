@@ -47,6 +47,7 @@ pub fn render(cluster: &ValidCluster, monitoring_available: bool) -> Rendered {
         cluster,
         &Inputs {
             monitoring_available,
+            postgres_primary: None,
         },
     )
     .expect("renders")
