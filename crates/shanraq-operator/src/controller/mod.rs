@@ -245,7 +245,9 @@ pub async fn run(
     tokio::pin!(controllers);
     tokio::select! {
         _ = &mut controllers => {}
-        _ = stop.wait_for(|stop| *stop) => {
+        // The watch guard must not live across the awaits below (it would make this future
+        // non-Send), so the wait yields `()`.
+        () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
             for stopper in stoppers {
                 let _ = stopper.send(());
             }
