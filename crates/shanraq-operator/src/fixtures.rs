@@ -109,7 +109,7 @@ pub fn path_of(resource: &ApiResource, namespace: &str, name: Option<&str>) -> S
     path
 }
 
-fn status_body(code: u16, reason: &str, message: &str) -> Value {
+pub fn status_body(code: u16, reason: &str, message: &str) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Status",
@@ -200,6 +200,8 @@ pub fn listed(resource: &ApiResource, name: &str, labels: &BTreeMap<String, Stri
 pub struct Scenario {
     namespace: String,
     steps: VecDeque<Step>,
+    /// The field manager every PATCH must carry.
+    manager: String,
 }
 
 impl Scenario {
@@ -207,7 +209,25 @@ impl Scenario {
         Scenario {
             namespace: namespace.to_owned(),
             steps: VecDeque::new(),
+            manager: FIELD_MANAGER.to_owned(),
         }
+    }
+
+    /// Expects `manager` instead of the reconcile's field manager on every PATCH.
+    pub fn field_manager(mut self, manager: &str) -> Self {
+        self.manager = manager.to_owned();
+        self
+    }
+
+    /// Any request, answered by `reply`.
+    pub fn expect(
+        self,
+        what: &str,
+        method: Method,
+        path: &str,
+        reply: impl FnOnce(&Recorded) -> (StatusCode, Value) + Send + 'static,
+    ) -> Self {
+        self.step(what.to_owned(), method, path.to_owned(), Box::new(reply))
     }
 
     fn step(mut self, what: String, method: Method, path: String, reply: Reply) -> Self {
@@ -450,6 +470,7 @@ impl Scenario {
         tokio::spawn(async move {
             let mut handle = handle;
             let mut steps = self.steps;
+            let manager = self.manager;
             let mut requests = Vec::new();
             let mut failures = Vec::new();
             while let Some((request, send)) = handle.next_request().await {
@@ -475,8 +496,7 @@ impl Scenario {
                     Some(step) if step.method == recorded.method && step.path == recorded.path => {
                         if recorded.method == Method::PATCH
                             && recorded.query.contains_key("fieldManager")
-                            && recorded.query.get("fieldManager").map(String::as_str)
-                                != Some(FIELD_MANAGER)
+                            && recorded.query.get("fieldManager") != Some(&manager)
                         {
                             failures.push(format!(
                                 "{}: field manager {:?}",

@@ -23,6 +23,15 @@ pub struct ObjectiveLabels {
     pub objective: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailoverLabels {
+    pub cluster: String,
+    pub namespace: String,
+    pub component: String,
+    /// `failover` (unplanned) or `switchover` (planned).
+    pub kind: String,
+}
+
 /// Handles on every metric; cheap to clone (each metric is an `Arc` inside).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -32,6 +41,13 @@ pub struct Metrics {
     pub objective_met: Family<ObjectiveLabels, Gauge>,
     pub objective_target_seconds: Family<ObjectiveLabels, Gauge<f64, AtomicU64>>,
     pub objective_measured_seconds: Family<ObjectiveLabels, Gauge<f64, AtomicU64>>,
+    pub failovers: Family<FailoverLabels, Counter>,
+    pub failover_duration: Family<FailoverLabels, Histogram>,
+}
+
+fn failover_buckets() -> Histogram {
+    // 50 ms .. ~100 s
+    Histogram::new(exponential_buckets(0.05, 2.0, 12))
 }
 
 impl Default for Metrics {
@@ -44,6 +60,8 @@ impl Default for Metrics {
             objective_met: Family::default(),
             objective_target_seconds: Family::default(),
             objective_measured_seconds: Family::default(),
+            failovers: Family::default(),
+            failover_duration: Family::new_with_constructor(failover_buckets),
         }
     }
 }
@@ -91,6 +109,27 @@ impl Metrics {
             Unit::Seconds,
             self.objective_measured_seconds.clone(),
         );
+        registry.register(
+            "failovers",
+            "Completed failovers (unplanned) and switchovers (planned)",
+            self.failovers.clone(),
+        );
+        registry.register_with_unit(
+            "failover_duration",
+            "Measured RTO of each failover or switchover: detection to routing",
+            Unit::Seconds,
+            self.failover_duration.clone(),
+        );
+    }
+
+    /// Counts one completed failover or switchover and its measured RTO.
+    pub fn count_failover(&self, labels: FailoverLabels, rto: Option<Duration>) {
+        self.failovers.get_or_create(&labels).inc();
+        if let Some(rto) = rto {
+            self.failover_duration
+                .get_or_create(&labels)
+                .observe(rto.as_secs_f64());
+        }
     }
 
     pub fn count_reconcile(&self, took: Duration) {
@@ -174,8 +213,19 @@ mod tests {
             Some(true),
             None,
         );
+        metrics.count_failover(
+            FailoverLabels {
+                cluster: "payments".into(),
+                namespace: "fintech".into(),
+                component: "postgres".into(),
+                kind: "failover".into(),
+            },
+            Some(Duration::from_millis(900)),
+        );
         let text = encode(&registry).expect("encodes");
         for name in [
+            "shanraq_failovers_total{cluster=\"payments\",namespace=\"fintech\",component=\"postgres\",kind=\"failover\"} 1",
+            "shanraq_failover_duration_seconds_count{cluster=\"payments\",namespace=\"fintech\",component=\"postgres\",kind=\"failover\"} 1",
             "shanraq_reconcile_total 1",
             "shanraq_reconcile_duration_seconds_count 1",
             "shanraq_reconcile_errors_total{error=\"apply\"} 1",

@@ -13,6 +13,7 @@ use shanraq_api::names::MANAGED_BY;
 use tokio::sync::watch;
 
 use crate::controller::{self, Context, discovery::Discovery};
+use crate::ha::HaSettings;
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
 
@@ -46,6 +47,13 @@ pub struct OperatorArgs {
     /// Namespace of the leader-election Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "shanraq-system")]
     pub lease_namespace: String,
+    /// Run the PostgreSQL failover engine for each cluster (probes, failover, switchover).
+    #[arg(long, env = "SHANRAQ_HA", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ha: bool,
+    /// The cluster DNS domain, used to reach each PostgreSQL pod's instance manager at
+    /// `<pod>.<cluster>-pg.<namespace>.svc.<domain>`.
+    #[arg(long, env = "SHANRAQ_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
 }
 
 /// Seconds a Lease stays valid without renewal; a standby takes over after at most this long
@@ -131,12 +139,12 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
         controller: MANAGED_BY.to_owned(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics,
-        reporter,
-        Discovery::default(),
-    ));
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics, reporter, Discovery::default()).with_ha(HaSettings {
+            enabled: args.ha,
+            cluster_domain: args.cluster_domain.clone(),
+        }),
+    );
 
     if args.leader_election {
         lead(&args, client, ctx, ready, stop_rx).await?;

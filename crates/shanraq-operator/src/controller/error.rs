@@ -82,6 +82,19 @@ pub enum StatusError {
     },
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchoverError {
+    #[error(
+        "cannot remove the switchover annotation of ShanraqCluster {namespace}/{name}: {source}"
+    )]
+    RemoveAnnotation {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
 /// Everything a reconcile can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -108,6 +121,8 @@ pub enum Error {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     Status(#[from] StatusError),
+    #[error(transparent)]
+    Switchover(#[from] SwitchoverError),
 }
 
 impl Error {
@@ -121,6 +136,7 @@ impl Error {
             Error::Secret(_) => "secret",
             Error::Apply(_) => "apply",
             Error::Status(_) => "status",
+            Error::Switchover(_) => "switchover",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod events;
 pub mod reconcile;
 pub mod secrets;
 pub mod status;
+pub mod switchover;
 
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,7 @@ use kube::{Client, ResourceExt};
 use shanraq_api::ShanraqCluster;
 use shanraq_api::names::{LABEL_CLUSTER, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
 
+use crate::ha::{HaRegistry, HaSettings};
 use crate::metrics::Metrics;
 use discovery::Discovery;
 pub use error::Error;
@@ -53,6 +55,8 @@ pub struct Context {
     pub discovery: Discovery,
     /// The kinds whose orphans are deleted (`shanraq_render::child::owned_kinds`).
     pub owned_kinds: Vec<ApiResource>,
+    /// One PostgreSQL HA task per cluster.
+    pub ha: HaRegistry,
     /// Consecutive failures per cluster (`namespace/name`), for the retry back-off.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -81,8 +85,19 @@ impl Context {
             metrics,
             discovery,
             owned_kinds: shanraq_render::child::owned_kinds(),
+            // Off until `with_ha`: a context without it never talks to instance managers.
+            ha: HaRegistry::new(HaSettings {
+                enabled: false,
+                ..HaSettings::default()
+            }),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Runs an HA task per cluster with these settings.
+    pub fn with_ha(mut self, settings: HaSettings) -> Self {
+        self.ha = HaRegistry::new(settings);
+        self
     }
 
     fn forget_failures(&self, cluster: &ShanraqCluster) {
@@ -259,5 +274,7 @@ pub async fn run(
         }
     }
     readiness.abort();
+    // Not leading (or shutting down): no engine may act any more.
+    ctx.ha.stop_all().await;
     tracing::info!("controllers stopped");
 }

@@ -18,8 +18,12 @@ use tracing::instrument;
 use super::error::Error;
 use super::events::{self, Notice};
 use super::status::{self, Observed};
-use super::{Context, apply, secrets};
+use super::{Context, apply, secrets, switchover};
+use crate::ha::objectives as ha_objectives;
+use crate::ha::task::Deps;
 use crate::metrics::ObjectiveLabels;
+use shanraq_api::ShanraqClusterStatus;
+use shanraq_ha::objectives::RpoMeasurement;
 
 /// Requeue of a cluster that is Ready: a periodic check that nothing drifted.
 pub const STEADY_REQUEUE: Duration = Duration::from_secs(60);
@@ -82,10 +86,27 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     )
     .await?;
 
-    let observed = Observed::from_applied(&applied.objects, inputs.monitoring_available);
+    // The engine of this cluster: started, restarted on a changed configuration, or stopped.
+    ctx.ha.ensure(&cluster, || Deps {
+        client: ctx.client.clone(),
+        recorder: ctx.recorder.clone(),
+        metrics: ctx.metrics.clone(),
+        reference: cluster_reference(object),
+    });
+    let switchover =
+        switchover::handle(&ctx.client, &ctx.ha, object, cluster.spec.postgres.enabled).await?;
+
+    let mut observed = Observed::from_applied(&applied.objects, inputs.monitoring_available);
+    observed.last_failover_rto = ha_objectives::last_failover_rto(
+        previous
+            .postgres
+            .as_ref()
+            .and_then(|p| p.last_failover.as_ref()),
+    );
+    observed.rpo = measure_rpo(ctx, &cluster, &previous);
     let next = status::desired(&previous, &cluster, &observed, &now);
     let written = status::write(&ctx.client, object, &previous, &next).await?;
-    publish_objectives(ctx, &cluster);
+    publish_objectives(ctx, &cluster, &observed);
 
     let mut notices: Vec<Notice> = created
         .iter()
@@ -112,6 +133,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
             &cluster.namespace,
         ))
     }));
+    notices.extend(switchover);
     notices.extend(events::transitions(&previous.conditions, &next.conditions));
     events::publish(&ctx.recorder, &reference, &notices).await;
 
@@ -139,8 +161,49 @@ fn related(api_version: &str, kind: &str, name: &str, namespace: &str) -> Object
     }
 }
 
+/// The ShanraqCluster as the subject of Events (no resourceVersion: it changes every write).
+fn cluster_reference(object: &ShanraqCluster) -> ObjectReference {
+    ObjectReference {
+        resource_version: None,
+        ..object.object_ref(&())
+    }
+}
+
+/// What bounds data loss now, from the HA task's last sample of the instances; `None` while
+/// nothing was sampled.
+fn measure_rpo(
+    ctx: &Context,
+    cluster: &ValidCluster,
+    previous: &ShanraqClusterStatus,
+) -> Option<RpoMeasurement> {
+    if !cluster.spec.postgres.enabled {
+        return None;
+    }
+    let key = format!("{}/{}", cluster.namespace, cluster.name);
+    let sample = ctx.ha.sample(&key)?;
+    if sample.is_empty() {
+        return None;
+    }
+    let primary = ctx
+        .ha
+        .handle(&key)
+        .and_then(|h| h.state().current_primary.map(|p| p.0))
+        .or_else(|| {
+            previous
+                .postgres
+                .as_ref()
+                .and_then(|p| p.current_primary.clone())
+        });
+    let mode = crate::ha::spec::engine_config(cluster).replication;
+    Some(ha_objectives::rpo_measurement(
+        mode,
+        primary.as_deref(),
+        &sample,
+    ))
+}
+
 /// Mirrors the objective conditions in the `shanraq_objective_*` gauges.
-fn publish_objectives(ctx: &Context, cluster: &ValidCluster) {
+fn publish_objectives(ctx: &Context, cluster: &ValidCluster, observed: &Observed) {
     let labels = |objective: &str| ObjectiveLabels {
         cluster: cluster.name.clone(),
         namespace: cluster.namespace.clone(),
@@ -148,14 +211,34 @@ fn publish_objectives(ctx: &Context, cluster: &ValidCluster) {
     };
     let objectives = &cluster.spec.objectives;
     let projected = status::projected_rto(cluster);
-    ctx.metrics.set_objective(
-        labels("rto"),
-        Some(objectives.rto.as_std()),
-        Some(projected <= objectives.rto.as_std()),
-        None,
-    );
+    let rto_target = objectives.rto.as_std();
+    let (rto_met, rto_measured) = match observed.last_failover_rto {
+        Some(actual) => (
+            projected <= rto_target && actual <= rto_target,
+            Some(actual.max(projected)),
+        ),
+        None => (projected <= rto_target, None),
+    };
     ctx.metrics
-        .set_objective(labels("rpo"), Some(objectives.rpo.as_std()), None, None);
+        .set_objective(labels("rto"), Some(rto_target), Some(rto_met), rto_measured);
+    let (rpo_met, rpo_measured) = match &observed.rpo {
+        Some(measurement) => {
+            let verdict = ha_objectives::rpo_condition(cluster, measurement).1;
+            let measured = match measurement {
+                RpoMeasurement::Synchronous { .. } if verdict.met => Some(Duration::ZERO),
+                RpoMeasurement::Asynchronous { lag, .. } => Some(*lag),
+                _ => None,
+            };
+            (Some(verdict.met), measured)
+        }
+        None => (None, None),
+    };
+    ctx.metrics.set_objective(
+        labels("rpo"),
+        Some(objectives.rpo.as_std()),
+        rpo_met,
+        rpo_measured,
+    );
     ctx.metrics.set_objective(
         labels("latency_p99"),
         Some(objectives.latency.p99.as_std()),

@@ -24,6 +24,9 @@ use shanraq_api::status::{ObjectiveStatus, ObjectivesStatus, RedisStatus, Worklo
 use shanraq_api::{InvalidSpec, ShanraqCluster, ShanraqClusterStatus, ValidCluster};
 
 use super::error::StatusError;
+use crate::ha::objectives as ha_objectives;
+use crate::ha::status_map::strip_ha_fields;
+use shanraq_ha::objectives::RpoMeasurement;
 
 /// What promoting a replica costs, from the measured floor (`pg_promote()` ~120 ms, first write
 /// ~20 ms) with a margin: used only for the projected RTO.
@@ -169,10 +172,14 @@ impl Workload {
 }
 
 /// Everything observed this round that the conditions depend on.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observed {
     pub workloads: Vec<Workload>,
     pub monitoring_available: bool,
+    /// What bounds data loss, from the HA task's last sample; `None` while not measured.
+    pub rpo: Option<RpoMeasurement>,
+    /// The last unplanned failover's measured RTO (`status.postgres.lastFailover`).
+    pub last_failover_rto: Option<Duration>,
 }
 
 impl Observed {
@@ -180,6 +187,8 @@ impl Observed {
         Observed {
             workloads: objects.iter().filter_map(Workload::from_object).collect(),
             monitoring_available,
+            rpo: None,
+            last_failover_rto: None,
         }
     }
 }
@@ -413,7 +422,26 @@ pub fn conditions(cluster: &ValidCluster, observed: &Observed) -> Vec<Want> {
     let mut wants = vec![ready, reconciling, stalled];
     wants.extend(components);
     wants.push(monitoring_condition(cluster, observed));
-    wants.extend(objective_conditions(cluster));
+    wants.extend(measured_objective_conditions(cluster, observed));
+    wants
+}
+
+/// The objective conditions, with RPO and RTO judged from measurements when there are some.
+fn measured_objective_conditions(cluster: &ValidCluster, observed: &Observed) -> Vec<Want> {
+    let mut wants = objective_conditions(cluster);
+    for want in &mut wants {
+        if want.type_ == RPO_MET
+            && cluster.spec.postgres.enabled
+            && let Some(measurement) = &observed.rpo
+        {
+            *want = ha_objectives::rpo_condition(cluster, measurement).0;
+        }
+        if want.type_ == RTO_MET
+            && let Some(actual) = observed.last_failover_rto
+        {
+            *want = ha_objectives::rto_condition(cluster, actual).0;
+        }
+    }
     wants
 }
 
@@ -473,11 +501,31 @@ pub fn desired(
 
     let projected = projected_rto(cluster);
     let mut objectives = previous.objectives.clone().unwrap_or_default();
-    objectives.rto = Some(ObjectiveStatus {
-        target: cluster.spec.objectives.rto.to_string(),
-        measured: format!("{} (projected)", seconds_text(projected)),
-        met: projected <= cluster.spec.objectives.rto.as_std(),
+    objectives.rto = Some(match observed.last_failover_rto {
+        Some(actual) => {
+            let measured = ha_objectives::rto_condition(cluster, actual).1;
+            ObjectiveStatus {
+                target: cluster.spec.objectives.rto.to_string(),
+                measured: measured.measured,
+                met: measured.met,
+            }
+        }
+        None => ObjectiveStatus {
+            target: cluster.spec.objectives.rto.to_string(),
+            measured: format!("{} (projected)", seconds_text(projected)),
+            met: projected <= cluster.spec.objectives.rto.as_std(),
+        },
     });
+    if cluster.spec.postgres.enabled
+        && let Some(measurement) = &observed.rpo
+    {
+        let measured = ha_objectives::rpo_condition(cluster, measurement).1;
+        objectives.rpo = Some(ObjectiveStatus {
+            target: cluster.spec.objectives.rpo.to_string(),
+            measured: measured.measured,
+            met: measured.met,
+        });
+    }
     next.objectives = Some(ObjectivesStatus { ..objectives });
     next
 }
@@ -521,10 +569,14 @@ pub async fn write(
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
     let api: Api<ShanraqCluster> = Api::namespaced(client.clone(), &namespace);
+    // The failover fields under `status.postgres` belong to the HA task (its own field
+    // manager, resourceVersion-checked writes): this writer neither owns nor resends them.
+    let mut status = serde_json::to_value(next).unwrap_or_else(|_| json!({}));
+    strip_ha_fields(&mut status);
     let patch = json!({
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "status": next,
+        "status": status,
     });
     api.patch_status(
         &name,
@@ -694,6 +746,7 @@ mod tests {
             let observed = Observed {
                 workloads,
                 monitoring_available: true,
+                ..Observed::default()
             };
             let wants = conditions(&cluster(spec, 4), &observed);
             let ready = find(&wants, READY);
@@ -732,6 +785,7 @@ mod tests {
         let observed = Observed {
             workloads: all_ready(),
             monitoring_available: false,
+            ..Observed::default()
         };
         let wants = conditions(&cluster(ShanraqClusterSpec::default(), 1), &observed);
         let monitoring = find(&wants, MONITORING_READY);
@@ -791,6 +845,7 @@ mod tests {
         let observed = Observed {
             workloads: all_ready(),
             monitoring_available: true,
+            ..Observed::default()
         };
         let first = desired(&ShanraqClusterStatus::default(), &valid, &observed, &at(10));
         let second = desired(&first, &valid, &observed, &at(20));
@@ -817,6 +872,7 @@ mod tests {
         let waiting = Observed {
             workloads,
             monitoring_available: true,
+            ..Observed::default()
         };
         let first = desired(&ShanraqClusterStatus::default(), &valid, &waiting, &at(10));
         let ready_at = |status: &ShanraqClusterStatus| {
@@ -829,6 +885,7 @@ mod tests {
         let done = Observed {
             workloads: all_ready(),
             monitoring_available: true,
+            ..Observed::default()
         };
         let second = desired(&first, &valid, &done, &at(20));
         assert_eq!(ready_at(&first), Some(("False".into(), at(10))));
@@ -852,6 +909,7 @@ mod tests {
             &Observed {
                 workloads: all_ready(),
                 monitoring_available: true,
+                ..Observed::default()
             },
             &at(1),
         );

@@ -532,3 +532,175 @@ async fn production_example_with_the_prometheus_operator_installed() {
         Some(events::CLUSTER_READY)
     );
 }
+
+/// The failover fields belong to the HA task: the reconcile keeps them in the status it
+/// computes, never sends them in its own status write, judges RTOMet with the last measured
+/// failover, and (the cluster having had a primary) renders no pod that could bootstrap a
+/// second primary.
+#[tokio::test]
+async fn the_reconcile_keeps_the_ha_fields_and_uses_the_last_failover() {
+    use shanraq_api::conditions::RTO_MET;
+    use shanraq_api::status::{FailoverRecord, PostgresStatus};
+
+    let mut object = cluster(ShanraqClusterSpec::default(), 4);
+    let mut status = ready_status(&object).await;
+    status.postgres = Some(PostgresStatus {
+        current_primary: Some("payments-pg-1".into()),
+        epoch: 4,
+        phase: Some("Healthy".into()),
+        ready_instances: status.postgres.as_ref().map_or(0, |p| p.ready_instances),
+        last_failover: Some(FailoverRecord {
+            kind: "failover".into(),
+            from: "payments-pg-0".into(),
+            to: "payments-pg-1".into(),
+            detected_at: "2026-11-22T05:00:00Z".into(),
+            rto_ms: Some(900),
+            lost_bytes: Some(0),
+            ..FailoverRecord::default()
+        }),
+        ha_state: Some("{\"epoch\":4}".into()),
+        ..PostgresStatus::default()
+    });
+    object.status = Some(status);
+    let valid = shanraq_api::validate(
+        &object,
+        &LiveState {
+            current_postgres_primary: Some("payments-pg-1".into()),
+        },
+    )
+    .expect("valid");
+    let rendered = shanraq_render::build(
+        &valid,
+        &Inputs {
+            monitoring_available: false,
+            postgres_primary: Some("payments-pg-1".into()),
+        },
+    )
+    .expect("renders");
+    let scenario = Scenario::new(NAMESPACE)
+        .secrets(&rendered.secrets, &secret_names(&rendered))
+        .apply(&rendered.children, Rollout::Ready)
+        .collect(&owned(), false, &[], &rendered.children)
+        .status_patch(&object);
+    let (result, report, _) = run_once(&object, scenario, Some(false)).await;
+    result.expect("reconcile");
+
+    let body = report.status_patches()[0]
+        .body
+        .clone()
+        .expect("status body");
+    let postgres = body["status"]["postgres"].as_object().expect("postgres");
+    for key in crate::ha::status_map::HA_FIELDS {
+        assert!(
+            !postgres.contains_key(key),
+            "{key} sent by the reconcile: {postgres:?}"
+        );
+    }
+    let written = patched_status(&report);
+    let rto = condition(&written, RTO_MET);
+    assert_eq!(rto.status, "True");
+    assert!(
+        rto.message.contains("last failover 900ms"),
+        "{}",
+        rto.message
+    );
+
+    let set = report
+        .child_applies()
+        .into_iter()
+        .find(|r| r.applied() == Some(("StatefulSet".into(), "payments-pg".into())))
+        .and_then(|r| r.body.clone())
+        .expect("the PostgreSQL StatefulSet applied");
+    let script = set
+        .pointer("/spec/template/spec/containers/0/command/2")
+        .cloned();
+    let script = script
+        .and_then(|s| s.as_str().map(str::to_owned))
+        .expect("script");
+    assert!(!script.contains("bootstrap=primary"), "{script}");
+
+    // What the reconcile computes still holds them (so comparing with the previous status
+    // does not see a change that is not there).
+    let observed = super::status::Observed::default();
+    let next = super::status::desired(
+        object.status.as_ref().expect("status"),
+        &valid,
+        &observed,
+        &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    let kept = next.postgres.expect("postgres");
+    assert_eq!(kept.current_primary.as_deref(), Some("payments-pg-1"));
+    assert_eq!(kept.epoch, 4);
+    assert_eq!(kept.ha_state.as_deref(), Some("{\"epoch\":4}"));
+}
+
+/// `shanraq.org/switchover` is acted on once: the outcome is an Event naming why, and the
+/// annotation is removed.
+#[tokio::test]
+async fn a_switchover_request_is_answered_and_its_annotation_removed() {
+    use shanraq_api::names::ANNOTATION_SWITCHOVER;
+
+    let mut object = cluster(ShanraqClusterSpec::default(), 4);
+    object.status = Some(ready_status(&object).await);
+    object
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ANNOTATION_SWITCHOVER.into(), "payments-pg-2".into());
+    let rendered = render(&object, false);
+    let cluster_path =
+        format!("/apis/shanraq.org/v1alpha1/namespaces/{NAMESPACE}/shanraqclusters/{NAME}");
+    let answer = serde_json::to_value(&object).expect("serialises");
+    let scenario = Scenario::new(NAMESPACE)
+        .secrets(&rendered.secrets, &secret_names(&rendered))
+        .apply(&rendered.children, Rollout::Ready)
+        .collect(&owned(), false, &[], &rendered.children)
+        .expect(
+            "PATCH annotation removal",
+            Method::PATCH,
+            &cluster_path,
+            move |_| (http::StatusCode::OK, answer),
+        )
+        .events(1);
+    let (result, report, _) = run_once(&object, scenario, Some(false)).await;
+    result.expect("reconcile");
+    assert_eq!(
+        report.event_reasons(),
+        vec![super::switchover::SWITCHOVER_REFUSED]
+    );
+    let event = report
+        .requests
+        .iter()
+        .find(|r| r.path.contains("/events"))
+        .and_then(|r| r.body.clone())
+        .expect("event");
+    let note = event["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("payments-pg-2") && note.contains("not running"),
+        "the Event names the target and why: {note}"
+    );
+    let removal = report
+        .with_method(&Method::PATCH)
+        .into_iter()
+        .find(|r| r.path == cluster_path)
+        .and_then(|r| r.body.clone())
+        .expect("annotation patch");
+    assert_eq!(
+        removal["metadata"]["annotations"][ANNOTATION_SWITCHOVER],
+        serde_json::Value::Null
+    );
+    assert_eq!(removal["metadata"]["uid"], "uid-payments");
+    assert!(report.status_patches().is_empty(), "nothing else changed");
+}
+
+#[test]
+fn switchover_target_any_means_the_best_replica() {
+    use super::switchover::target;
+    assert_eq!(target("any"), None);
+    assert_eq!(target(" ANY "), None);
+    assert_eq!(target(""), None);
+    assert_eq!(
+        target("payments-pg-2").map(|n| n.0),
+        Some("payments-pg-2".to_owned())
+    );
+}

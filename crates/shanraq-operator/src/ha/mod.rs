@@ -1,0 +1,202 @@
+//! The PostgreSQL failover engine wired to Kubernetes: one HA task per ShanraqCluster with
+//! PostgreSQL enabled, started and restarted by the reconcile, stopped when the cluster is
+//! deleted or disables PostgreSQL, and all stopped when the operator loses leadership. The
+//! engine's state lives in the cluster's status (`KubeStateStore`), routing is the pods' role
+//! label (`KubeRouter`), and pod watches feed the engine directly.
+
+pub mod objectives;
+pub mod pods;
+pub mod router;
+pub mod spec;
+pub mod status_map;
+pub mod store;
+pub mod task;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use shanraq_api::ValidCluster;
+use shanraq_ha::adapters::driver::{DriverError, DriverHandle};
+use shanraq_ha::postgres::NodeId;
+use shanraq_ha::wire::InstanceStatus;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use spec::{HaSettings, TaskSpec, task_spec};
+use task::{Deps, Shared};
+
+struct Entry {
+    spec: TaskSpec,
+    stop: watch::Sender<bool>,
+    shared: Arc<Shared>,
+    join: JoinHandle<()>,
+}
+
+/// Why a switchover request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchoverRequestError {
+    #[error("the HA task of {key} is not running (PostgreSQL disabled, or still starting)")]
+    NotRunning { key: String },
+    #[error("{0}")]
+    Refused(#[from] DriverError),
+}
+
+/// The running HA tasks, keyed by `namespace/name`.
+pub struct HaRegistry {
+    settings: HaSettings,
+    tasks: Mutex<HashMap<String, Entry>>,
+}
+
+impl std::fmt::Debug for HaRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HaRegistry")
+            .field("settings", &self.settings)
+            .field("tasks", &self.running())
+            .finish()
+    }
+}
+
+impl HaRegistry {
+    pub fn new(settings: HaSettings) -> HaRegistry {
+        HaRegistry {
+            settings,
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &HaSettings {
+        &self.settings
+    }
+
+    /// Keys of the tasks currently running.
+    pub fn running(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .tasks
+            .lock()
+            .map(|tasks| {
+                tasks
+                    .iter()
+                    .filter(|(_, e)| !e.join.is_finished())
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
+    /// Starts the task of `cluster`, restarts it when its configuration changed (or it ended),
+    /// or stops it when PostgreSQL is disabled. A restarted task waits for its predecessor to
+    /// stop first, so two drivers never run for one cluster.
+    pub fn ensure(&self, cluster: &ValidCluster, deps: impl FnOnce() -> Deps) {
+        let key = format!("{}/{}", cluster.namespace, cluster.name);
+        let wanted = if self.settings.enabled {
+            task_spec(cluster, &self.settings)
+        } else {
+            None
+        };
+        let Ok(mut tasks) = self.tasks.lock() else {
+            return;
+        };
+        let Some(wanted) = wanted else {
+            if let Some(entry) = tasks.remove(&key) {
+                tracing::info!(cluster = %key, "PostgreSQL disabled: stopping the HA task");
+                let _ = entry.stop.send(true);
+            }
+            return;
+        };
+        if let Some(entry) = tasks.get(&key)
+            && entry.spec == wanted
+            && !entry.join.is_finished()
+        {
+            return;
+        }
+        let previous = tasks.remove(&key).map(|entry| {
+            tracing::info!(cluster = %key, "HA configuration changed: restarting the HA task");
+            let _ = entry.stop.send(true);
+            entry.join
+        });
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared::default());
+        let deps = deps();
+        let spec = wanted.clone();
+        let task_shared = shared.clone();
+        let join = tokio::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            task::run(spec, deps, task_shared, stopped).await;
+        });
+        tasks.insert(
+            key,
+            Entry {
+                spec: wanted,
+                stop,
+                shared,
+                join,
+            },
+        );
+    }
+
+    /// Stops the task of `key`, if any.
+    pub fn stop(&self, key: &str) {
+        if let Ok(mut tasks) = self.tasks.lock()
+            && let Some(entry) = tasks.remove(key)
+        {
+            let _ = entry.stop.send(true);
+        }
+    }
+
+    /// Stops every task (leadership lost, shutdown) and waits for them, bounded.
+    pub async fn stop_all(&self) {
+        let entries: Vec<Entry> = match self.tasks.lock() {
+            Ok(mut tasks) => tasks.drain().map(|(_, e)| e).collect(),
+            Err(_) => return,
+        };
+        for entry in &entries {
+            let _ = entry.stop.send(true);
+        }
+        let joins = entries.into_iter().map(|e| e.join);
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            futures::future::join_all(joins),
+        )
+        .await;
+    }
+
+    fn shared(&self, key: &str) -> Option<Arc<Shared>> {
+        self.tasks
+            .lock()
+            .ok()
+            .and_then(|tasks| tasks.get(key).map(|e| e.shared.clone()))
+    }
+
+    /// The running driver of `key`.
+    pub fn handle(&self, key: &str) -> Option<DriverHandle> {
+        self.shared(key)?.handle()
+    }
+
+    /// The last `/status` sample of `key`'s instances (empty before the first).
+    pub fn sample(&self, key: &str) -> Option<Vec<InstanceStatus>> {
+        let shared = self.shared(key)?;
+        shared.handle()?;
+        Some(shared.sample())
+    }
+
+    /// Asks `key`'s engine for a switchover to `target` (the best replica when `None`).
+    pub async fn request_switchover(
+        &self,
+        key: &str,
+        target: Option<NodeId>,
+    ) -> Result<NodeId, SwitchoverRequestError> {
+        let handle = self
+            .handle(key)
+            .ok_or_else(|| SwitchoverRequestError::NotRunning {
+                key: key.to_owned(),
+            })?;
+        Ok(handle.request_switchover(target).await?)
+    }
+}

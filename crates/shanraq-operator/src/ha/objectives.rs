@@ -1,0 +1,123 @@
+//! RPOMet and RTOMet from measurements: the RPO from what the instances report (synchronous
+//! standbys streaming on the primary, or the best replica's lag), the RTO from the configured
+//! timings and the last unplanned failover's measured duration. Pure: the HA task gathers the
+//! statuses, the reconcile turns them into conditions with `shanraq_ha::objectives`.
+
+use std::time::Duration;
+
+use shanraq_api::ValidCluster;
+use shanraq_api::conditions::{Desired, RPO_MET, RTO_MET, Truth};
+use shanraq_api::status::FailoverRecord;
+use shanraq_ha::objectives::{self, ObjectiveStatus, RpoMeasurement, RtoInputs};
+use shanraq_ha::postgres::ReplicationMode;
+use shanraq_ha::wire::{InstanceRole, InstanceStatus};
+
+/// A reachable member's last `/status`.
+pub type Statuses = [InstanceStatus];
+
+fn is_synchronous_row(state: &str, sync_state: &str) -> bool {
+    state == "streaming" && matches!(sync_state, "sync" | "quorum")
+}
+
+/// What bounds data loss right now, from the designated primary's and the replicas' reports.
+pub fn rpo_measurement(
+    mode: ReplicationMode,
+    primary: Option<&str>,
+    statuses: &Statuses,
+) -> RpoMeasurement {
+    let Some(primary_name) = primary else {
+        return RpoMeasurement::NoPromotableReplica {
+            reason: "no primary is designated yet".to_owned(),
+        };
+    };
+    let Some(primary) = statuses
+        .iter()
+        .find(|s| s.name == primary_name && s.role == InstanceRole::Primary)
+    else {
+        return RpoMeasurement::NoPromotableReplica {
+            reason: format!("primary {primary_name} does not report as a running primary"),
+        };
+    };
+    match mode {
+        ReplicationMode::Synchronous { number } => RpoMeasurement::Synchronous {
+            streaming: primary
+                .replication
+                .iter()
+                .filter(|row| is_synchronous_row(&row.state, &row.sync_state))
+                .map(|row| row.application_name.clone())
+                .collect(),
+            required: number,
+        },
+        ReplicationMode::Asynchronous => {
+            let current = primary.current_lsn.unwrap_or_default();
+            let best = primary
+                .replication
+                .iter()
+                .filter(|row| row.state == "streaming")
+                .filter_map(|row| {
+                    let flushed = row.flush_lsn?;
+                    Some((row.application_name.clone(), flushed.bytes_until(current)))
+                })
+                .min_by_key(|(_, lag)| *lag);
+            match best {
+                Some((replica, lag_bytes)) => {
+                    let lag = statuses
+                        .iter()
+                        .find(|s| s.name == replica)
+                        .and_then(|s| s.replay_lag_seconds)
+                        .filter(|s| s.is_finite() && *s >= 0.0)
+                        .map_or(Duration::ZERO, Duration::from_secs_f64);
+                    RpoMeasurement::Asynchronous {
+                        replica,
+                        lag_bytes,
+                        lag,
+                    }
+                }
+                None => RpoMeasurement::NoPromotableReplica {
+                    reason: format!("no replica streams from primary {primary_name}"),
+                },
+            }
+        }
+    }
+}
+
+fn want(type_: &'static str, status: &ObjectiveStatus) -> Desired {
+    Desired::new(
+        type_,
+        Truth::of(status.met),
+        if status.met { "Measured" } else { "OverTarget" },
+        status.message.clone(),
+    )
+}
+
+/// `RPOMet` from a measurement.
+pub fn rpo_condition(
+    cluster: &ValidCluster,
+    measurement: &RpoMeasurement,
+) -> (Desired, ObjectiveStatus) {
+    let status = objectives::rpo(cluster.spec.objectives.rpo.as_std(), measurement);
+    (want(RPO_MET, &status), status)
+}
+
+/// The last unplanned failover's measured RTO, if any.
+pub fn last_failover_rto(last: Option<&FailoverRecord>) -> Option<Duration> {
+    let last = last.filter(|r| r.kind == "failover")?;
+    let ms = u64::try_from(last.rto_ms?).ok()?;
+    Some(Duration::from_millis(ms))
+}
+
+/// `RTOMet` from the projection and the last actual failover (False when either exceeds the
+/// target).
+pub fn rto_condition(cluster: &ValidCluster, actual: Duration) -> (Desired, ObjectiveStatus) {
+    let failover = &cluster.spec.failover;
+    let probe = failover.probe_period.as_std();
+    let inputs = RtoInputs {
+        probe_period: probe,
+        failure_threshold: u32::try_from(failover.failure_threshold.max(0)).unwrap_or(0),
+        failover_delay: failover.failover_delay.as_std(),
+        routing_check_interval: probe,
+        last_failover_rto: Some(actual),
+    };
+    let status = objectives::rto(cluster.spec.objectives.rto.as_std(), &inputs);
+    (want(RTO_MET, &status), status)
+}

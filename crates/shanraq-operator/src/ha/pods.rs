@@ -1,0 +1,62 @@
+//! Pod watch events as engine signals. Only transitions are signalled: the engine counts each
+//! not-ready signal as one failed probe, so repeating an unchanged state would add up to a
+//! false failover. A pod being deleted (deletionTimestamp set) or gone is `deleted`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use shanraq_ha::postgres::{Millis, NodeId, PodSignal};
+
+/// `(ready, deleted)` of a pod as the API server shows it.
+pub fn pod_state(pod: &Pod) -> (bool, bool) {
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        });
+    (ready, pod.metadata.deletion_timestamp.is_some())
+}
+
+/// Remembers each member pod's last state and emits a signal when it changes.
+#[derive(Debug, Default)]
+pub struct PodTracker {
+    members: Vec<NodeId>,
+    last: BTreeMap<NodeId, (bool, bool)>,
+}
+
+impl PodTracker {
+    pub fn new(members: Vec<NodeId>) -> PodTracker {
+        PodTracker {
+            members,
+            last: BTreeMap::new(),
+        }
+    }
+
+    fn record(&mut self, node: NodeId, state: (bool, bool), at: Millis) -> Option<PodSignal> {
+        if !self.members.contains(&node) || self.last.get(&node) == Some(&state) {
+            return None;
+        }
+        self.last.insert(node.clone(), state);
+        Some(PodSignal {
+            node,
+            at,
+            ready: state.0,
+            deleted: state.1,
+        })
+    }
+
+    /// A pod was added or changed.
+    pub fn seen(&mut self, pod: &Pod, at: Millis) -> Option<PodSignal> {
+        self.record(NodeId::new(pod.name_any()), pod_state(pod), at)
+    }
+
+    /// A pod is gone.
+    pub fn gone(&mut self, pod: &Pod, at: Millis) -> Option<PodSignal> {
+        self.record(NodeId::new(pod.name_any()), (false, true), at)
+    }
+}

@@ -1,0 +1,76 @@
+//! The engine's persisted state as it appears in `status.postgres`: the full `HaState` as JSON
+//! (what a restarted operator resumes from) and the fields people read (current and target
+//! primary, epoch, phase, the last failover's timeline with RFC 3339 times). Pure.
+
+use serde_json::{Value, json};
+use shanraq_api::status::FailoverRecord as StatusRecord;
+use shanraq_ha::postgres::{FailoverKind, FailoverRecord, HaState, Millis};
+
+/// The `status.postgres` keys the HA task owns; the reconcile's status writer never sends
+/// them.
+pub const HA_FIELDS: [&str; 6] = [
+    "currentPrimary",
+    "targetPrimary",
+    "epoch",
+    "phase",
+    "lastFailover",
+    "haState",
+];
+
+/// Unix milliseconds as RFC 3339 (UTC).
+pub fn rfc3339(at: Millis) -> String {
+    i64::try_from(at.0)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(|| at.0.to_string(), |ts| ts.to_string())
+}
+
+pub fn failover_record(record: &FailoverRecord) -> StatusRecord {
+    StatusRecord {
+        kind: match record.kind {
+            FailoverKind::Failover => "failover",
+            FailoverKind::Switchover => "switchover",
+        }
+        .to_owned(),
+        from: record.from.to_string(),
+        to: record
+            .to
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        detected_at: rfc3339(record.detected_at),
+        promoted_at: record.promoted_at.map(rfc3339),
+        routed_at: record.routed_at.map(rfc3339),
+        rto_ms: record.rto_ms.and_then(|ms| i64::try_from(ms).ok()),
+        lost_bytes: record.lost_bytes.and_then(|b| i64::try_from(b).ok()),
+    }
+}
+
+/// The JSON merge patch body of `status.postgres` for `state`. Absent values are explicit
+/// `null`s so that a cleared target primary is cleared in the status too.
+pub fn postgres_patch(state: &HaState) -> Result<Value, serde_json::Error> {
+    let last = state.last_failover.as_ref().map(failover_record);
+    Ok(json!({
+        "currentPrimary": state.current_primary.as_ref().map(ToString::to_string),
+        "targetPrimary": state.target_primary.as_ref().map(ToString::to_string),
+        "epoch": state.epoch,
+        "phase": state.phase.to_string(),
+        "lastFailover": serde_json::to_value(last)?,
+        "haState": serde_json::to_string(state)?,
+    }))
+}
+
+/// The state a `haState` string holds; `None` when absent.
+pub fn parse_state(text: Option<&str>) -> Result<Option<HaState>, serde_json::Error> {
+    text.map(serde_json::from_str).transpose()
+}
+
+/// Removes the HA-owned keys from a `status` JSON object (the reconcile's SSA body), so the
+/// reconcile never takes ownership of them or writes a stale copy back.
+pub fn strip_ha_fields(status: &mut Value) {
+    if let Some(postgres) = status.get_mut("postgres").and_then(Value::as_object_mut) {
+        for key in HA_FIELDS {
+            postgres.remove(key);
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! One cluster's HA task: reads the instance token, starts the engine's driver with the
+//! Kubernetes state store and router, and until stopped forwards the driver's events (Events on
+//! the ShanraqCluster, failover metrics), feeds pod watch transitions to the engine, labels
+//! recreated pods with their role, and samples the instances' `/status` for the objectives.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
+use kube::runtime::events::Recorder;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use shanraq_api::ShanraqCluster;
+use shanraq_api::names::{LABEL_CLUSTER, LABEL_COMPONENT, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA};
+use shanraq_ha::adapters::driver::{Driver, DriverConfig, DriverEvent, DriverHandle, system_clock};
+use shanraq_ha::adapters::instance_client::{BearerToken, ClientTimeouts, InstanceClient};
+use shanraq_ha::postgres::{Event, EventKind, HaState, NodeId, Phase};
+use shanraq_ha::wire::InstanceStatus;
+use tokio::sync::watch;
+
+use super::pods::PodTracker;
+use super::router::{KubeRouter, label_role};
+use super::spec::TaskSpec;
+use super::store::KubeStateStore;
+use crate::controller::events::{self, Notice};
+use crate::metrics::{FailoverLabels, Metrics};
+
+/// Wait before retrying a start that failed (token Secret missing, API unreachable).
+const START_RETRY: Duration = Duration::from_secs(5);
+/// How often the objectives' sample of every instance's `/status` is taken.
+const SAMPLE_PERIOD: Duration = Duration::from_secs(2);
+/// How long a stop waits for the driver's loop.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What the task shares with the reconcile.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// The running driver, once started.
+    pub handle: Mutex<Option<DriverHandle>>,
+    /// The last sample of every reachable instance.
+    pub sample: Mutex<Vec<InstanceStatus>>,
+}
+
+impl Shared {
+    pub fn handle(&self) -> Option<DriverHandle> {
+        self.handle.lock().ok().and_then(|h| h.clone())
+    }
+
+    pub fn sample(&self) -> Vec<InstanceStatus> {
+        self.sample.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// What the task needs from the operator.
+#[derive(Clone)]
+pub struct Deps {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// The ShanraqCluster, for Events.
+    pub reference: ObjectReference,
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps")
+            .field("reference", &self.reference)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Event an engine event deserves, if any (timeline steps stay in the logs).
+pub fn notice_of(event: &Event) -> Option<Notice> {
+    let note = event.message();
+    let reason = event.reason();
+    match &event.kind {
+        EventKind::FailoverCompleted { .. }
+        | EventKind::SwitchoverStarted { .. }
+        | EventKind::SwitchoverCompleted { .. }
+        | EventKind::PrimaryAdopted { .. } => Some(Notice::normal(reason, note)),
+        EventKind::FailoverStarted { .. }
+        | EventKind::FailoverRefused { .. }
+        | EventKind::SwitchoverAborted { .. }
+        | EventKind::StalePrimaryFenced { .. }
+        | EventKind::EpochConflict { .. }
+        | EventKind::PrimarySuspected { .. } => Some(Notice::warning(reason, note)),
+        _ => None,
+    }
+}
+
+async fn read_token(client: &Client, spec: &TaskSpec) -> Result<BearerToken, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &spec.namespace);
+    let secret = secrets
+        .get(&spec.token_secret)
+        .await
+        .map_err(|error| format!("cannot read Secret {}: {error}", spec.token_secret))?;
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get("token"))
+        .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
+        .filter(|token| !token.trim().is_empty())
+        .ok_or_else(|| format!("Secret {} has no key token", spec.token_secret))?;
+    Ok(BearerToken::new(token.trim().to_owned()))
+}
+
+fn clients(
+    spec: &TaskSpec,
+    token: &BearerToken,
+    timeouts: ClientTimeouts,
+) -> Result<BTreeMap<NodeId, InstanceClient>, String> {
+    spec.members
+        .iter()
+        .map(|m| {
+            InstanceClient::new(
+                m.member.name.0.clone(),
+                &m.manager_url,
+                token.clone(),
+                timeouts,
+            )
+            .map(|client| (m.member.name.clone(), client))
+            .map_err(|error| format!("cannot create the client of {}: {error}", m.member.name))
+        })
+        .collect()
+}
+
+type Started = (
+    Driver<KubeStateStore, KubeRouter>,
+    DriverHandle,
+    BTreeMap<NodeId, InstanceClient>,
+);
+
+async fn start(spec: &TaskSpec, client: &Client) -> Result<Started, String> {
+    let token = read_token(client, spec).await?;
+    let timeouts = ClientTimeouts::for_probe_period(spec.engine.probe_period);
+    let clients = clients(spec, &token, timeouts)?;
+    let clusters: Api<ShanraqCluster> = Api::namespaced(client.clone(), &spec.namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &spec.namespace);
+    let members: Vec<NodeId> = spec.members.iter().map(|m| m.member.name.clone()).collect();
+    let config = DriverConfig {
+        ha: spec.engine.clone(),
+        members: spec.members.clone(),
+        token,
+        timeouts,
+        initial_state: HaState::default(),
+    };
+    let (driver, handle) = Driver::start(
+        config,
+        KubeStateStore::new(clusters, &spec.name),
+        KubeRouter::new(pods, members, clients.clone()),
+        system_clock(),
+    )
+    .await
+    .map_err(|error| error.to_string())?;
+    Ok((driver, handle, clients))
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(spec: TaskSpec, deps: Deps, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let key = spec.key();
+    let started = loop {
+        match start(&spec, &deps.client).await {
+            Ok(started) => break started,
+            Err(error) => {
+                tracing::warn!(cluster = %key, %error, retry_in = ?START_RETRY, "cannot start the HA task");
+                let wait = tokio::time::sleep(START_RETRY);
+                tokio::select! {
+                    () = wait => {}
+                    () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                }
+            }
+        }
+    };
+    let (driver, handle, clients) = started;
+    if let Ok(mut slot) = shared.handle.lock() {
+        *slot = Some(handle.clone());
+    }
+    tracing::info!(cluster = %key, members = spec.members.len(), "HA task started");
+
+    let mut helpers = tokio::task::JoinSet::new();
+    helpers.spawn(forward_events(
+        handle.subscribe(),
+        deps.clone(),
+        spec.clone(),
+    ));
+    helpers.spawn(watch_pods(
+        spec.clone(),
+        deps.client.clone(),
+        handle.clone(),
+    ));
+    helpers.spawn(sample(clients, shared.clone()));
+    let mut running = tokio::spawn(driver.run());
+
+    let gone = cluster_gone(
+        deps.client.clone(),
+        spec.namespace.clone(),
+        spec.name.clone(),
+    );
+    tokio::select! {
+        _ = &mut running => {
+            tracing::warn!(cluster = %key, "the HA driver stopped by itself");
+        }
+        () = gone => {
+            tracing::info!(cluster = %key, "ShanraqCluster deleted: stopping the HA task");
+            handle.stop().await;
+            if tokio::time::timeout(STOP_GRACE, &mut running).await.is_err() {
+                running.abort();
+            }
+        }
+        () = async { let _ = stop.wait_for(|s| *s).await; } => {
+            handle.stop().await;
+            if tokio::time::timeout(STOP_GRACE, &mut running).await.is_err() {
+                running.abort();
+            }
+        }
+    }
+    helpers.abort_all();
+    if let Ok(mut slot) = shared.handle.lock() {
+        *slot = None;
+    }
+    tracing::info!(cluster = %key, "HA task stopped");
+}
+
+/// Completes once the ShanraqCluster is deleted (a watch on that one object).
+async fn cluster_gone(client: Client, namespace: String, name: String) {
+    let api: Api<ShanraqCluster> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher(api, config).boxed();
+    let mut seen_in_listing = false;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Delete(_)) => return,
+            Ok(watcher::Event::Init) => seen_in_listing = false,
+            Ok(watcher::Event::InitApply(_)) => seen_in_listing = true,
+            Ok(watcher::Event::InitDone) if !seen_in_listing => return,
+            Ok(_) => {}
+            Err(error) => tracing::debug!(cluster = %name, %error, "cluster watch error"),
+        }
+    }
+}
+
+async fn forward_events(
+    mut events: tokio::sync::broadcast::Receiver<DriverEvent>,
+    deps: Deps,
+    spec: TaskSpec,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let event = match events.recv().await {
+            Ok(DriverEvent::Engine(event)) => event,
+            Ok(_) => continue,
+            Err(RecvError::Lagged(skipped)) => {
+                tracing::warn!(cluster = %spec.key(), skipped, "HA events skipped");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        if let EventKind::FailoverCompleted { record } | EventKind::SwitchoverCompleted { record } =
+            &event.kind
+        {
+            let kind = match event.kind {
+                EventKind::FailoverCompleted { .. } => "failover",
+                _ => "switchover",
+            };
+            deps.metrics.count_failover(
+                FailoverLabels {
+                    cluster: spec.name.clone(),
+                    namespace: spec.namespace.clone(),
+                    component: "postgres".to_owned(),
+                    kind: kind.to_owned(),
+                },
+                record.rto_ms.map(Duration::from_millis),
+            );
+        }
+        if let Some(notice) = notice_of(&event) {
+            events::publish(&deps.recorder, &deps.reference, &[notice]).await;
+        }
+    }
+}
+
+/// The role a pod should carry under `state`, when the state is settled.
+fn role_for(state: &HaState, pod: &str) -> Option<&'static str> {
+    if state.phase != Phase::Healthy {
+        return None;
+    }
+    let primary = state.current_primary.as_ref()?;
+    Some(if primary.as_str() == pod {
+        ROLE_PRIMARY
+    } else {
+        ROLE_REPLICA
+    })
+}
+
+async fn watch_pods(spec: TaskSpec, client: Client, handle: DriverHandle) {
+    let pods: Api<Pod> = Api::namespaced(client, &spec.namespace);
+    let selector = format!("{LABEL_CLUSTER}={},{LABEL_COMPONENT}=postgres", spec.name);
+    let members = spec.members.iter().map(|m| m.member.name.clone()).collect();
+    let mut tracker = PodTracker::new(members);
+    let clock = system_clock();
+    let mut stream = watcher(pods.clone(), watcher::Config::default().labels(&selector)).boxed();
+    while let Some(event) = stream.next().await {
+        let (pod, signal) = match event {
+            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                let signal = tracker.seen(&pod, clock());
+                (Some(pod), signal)
+            }
+            Ok(watcher::Event::Delete(pod)) => (None, tracker.gone(&pod, clock())),
+            Ok(_) => continue,
+            Err(error) => {
+                tracing::debug!(cluster = %spec.key(), %error, "pod watch error");
+                continue;
+            }
+        };
+        if let Some(signal) = signal
+            && handle.observe_pod(signal).await.is_err()
+        {
+            return;
+        }
+        // A recreated pod comes without a role: give it the one the settled state says.
+        if let Some(pod) = pod
+            && pod.metadata.deletion_timestamp.is_none()
+            && !pod.labels().contains_key(LABEL_ROLE)
+            && let Some(role) = role_for(&handle.state(), &pod.name_any())
+            && let Err(error) = label_role(&pods, &pod.name_any(), role).await
+        {
+            tracing::warn!(pod = %pod.name_any(), %error, "cannot label pod with its role");
+        }
+    }
+}
+
+async fn sample(clients: BTreeMap<NodeId, InstanceClient>, shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(SAMPLE_PERIOD);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let probes = clients.values().map(|client| client.status());
+        let statuses: Vec<InstanceStatus> = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect();
+        if let Ok(mut slot) = shared.sample.lock() {
+            *slot = statuses;
+        }
+    }
+}
