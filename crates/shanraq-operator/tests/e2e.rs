@@ -23,6 +23,7 @@ use shanraq_api::conditions::{READY, RECONCILING, STALLED};
 use shanraq_api::names::{CRD_NAME, FIELD_MANAGER, KIND};
 use shanraq_api::{LiveState, ShanraqCluster};
 use shanraq_operator::controller::{self, Context, discovery::Discovery};
+use shanraq_operator::ha::HaSettings;
 use shanraq_operator::metrics::Metrics;
 use shanraq_render::Inputs;
 use tokio::sync::watch;
@@ -148,7 +149,28 @@ struct Operator {
 
 impl Operator {
     fn start(client: &Client, namespace: &str) -> Self {
-        let ctx = Arc::new(Context::new(
+        Self::start_with(client, namespace, None)
+    }
+
+    /// With the PostgreSQL HA tasks running: the test process must resolve the cluster's DNS
+    /// (`<pod>.<cluster>-pg.<namespace>.svc.<domain>`), as it does when run inside the cluster.
+    fn start_with_ha(client: &Client, namespace: &str) -> Self {
+        let domain = std::env::var("SHANRAQ_E2E_CLUSTER_DOMAIN")
+            .ok()
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "cluster.local".to_owned());
+        Self::start_with(
+            client,
+            namespace,
+            Some(HaSettings {
+                enabled: true,
+                cluster_domain: domain,
+            }),
+        )
+    }
+
+    fn start_with(client: &Client, namespace: &str, ha: Option<HaSettings>) -> Self {
+        let mut context = Context::new(
             client.clone(),
             Metrics::default(),
             Reporter {
@@ -156,7 +178,11 @@ impl Operator {
                 instance: Some("e2e".into()),
             },
             Discovery::default(),
-        ));
+        );
+        if let Some(settings) = ha {
+            context = context.with_ha(settings);
+        }
+        let ctx = Arc::new(context);
         let (stop, stopped) = watch::channel(false);
         let namespaces = vec![namespace.to_owned()];
         let task = tokio::spawn(async move {
@@ -497,5 +523,142 @@ async fn a_cluster_becomes_ready_for_its_current_generation() {
             .as_deref(),
         Some("False")
     );
+    operator.stop().await;
+}
+
+/// The IPs behind a Service, from its EndpointSlices.
+async fn endpoint_ips(client: &Client, namespace: &str, service: &str) -> Vec<String> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let slices = api
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await
+        .map(|list| list.items)
+        .unwrap_or_default();
+    let mut ips: Vec<String> = slices
+        .iter()
+        .flat_map(|slice| slice.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+        .flat_map(|e| e.addresses.clone())
+        .collect();
+    ips.sort();
+    ips
+}
+
+async fn pod_ip(client: &Client, namespace: &str, pod: &str) -> Option<String> {
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
+    api.get(pod).await.ok()?.status?.pod_ip
+}
+
+/// Deleting the primary's pod fails over: a new primary in the status, the failover's
+/// timeline recorded, Events on the cluster, and `-rw` sending writes to the new primary.
+#[tokio::test]
+async fn deleting_the_primary_pod_fails_over_to_a_replica() {
+    let Some(client) = client().await else { return };
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "failover").await;
+    let ns = namespace.name.clone();
+    let operator = Operator::start_with_ha(&client, &ns);
+    let manifest = "apiVersion: shanraq.org/v1alpha1\nkind: ShanraqCluster\nmetadata:\n  name: ledger\nspec:\n  postgres:\n    instances: 3\n    synchronous:\n      number: 1\n  redis:\n    enabled: false\n  kafka:\n    enabled: false\n";
+    let cluster: ShanraqCluster = serde_saphyr::from_str(manifest).expect("manifest");
+    apply_cluster(&client, &ns, &cluster).await;
+    let clusters: Api<ShanraqCluster> = Api::namespaced(client.clone(), &ns);
+    let timeout = std::env::var("SHANRAQ_E2E_READY_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(READY_TIMEOUT);
+    let first = wait_for("a healthy primary with 3 ready instances", timeout, || {
+        let clusters = clusters.clone();
+        async move {
+            let postgres = clusters.get("ledger").await.ok()?.status?.postgres?;
+            (postgres.phase.as_deref() == Some("Healthy") && postgres.ready_instances == 3)
+                .then_some(postgres.current_primary?)
+        }
+    })
+    .await;
+    let first_ip = wait_for("the first primary's IP", SHORT, || {
+        pod_ip(&client, &ns, &first)
+    })
+    .await;
+    wait_for("-rw to select the first primary", SHORT, || {
+        let client = client.clone();
+        let (ns, ip) = (ns.clone(), first_ip.clone());
+        async move { (endpoint_ips(&client, &ns, "ledger-pg-rw").await == vec![ip]).then_some(()) }
+    })
+    .await;
+
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    pods.delete(&first, &DeleteParams::default())
+        .await
+        .expect("primary pod deleted");
+    let failed_over = wait_for(
+        "a new primary after the failover",
+        Duration::from_secs(180),
+        || {
+            let clusters = clusters.clone();
+            let first = first.clone();
+            async move {
+                let postgres = clusters.get("ledger").await.ok()?.status?.postgres?;
+                let last = postgres.last_failover.clone()?;
+                (postgres.current_primary.as_deref() != Some(first.as_str())
+                    && postgres.phase.as_deref() == Some("Healthy")
+                    && last.from == first)
+                    .then_some(postgres)
+            }
+        },
+    )
+    .await;
+    let second = failed_over.current_primary.clone().expect("a primary");
+    let record = failed_over.last_failover.clone().expect("recorded");
+    assert_eq!(record.kind, "failover");
+    assert_eq!(record.to, second);
+    assert!(
+        record.rto_ms.is_some() && record.routed_at.is_some(),
+        "{record:?}"
+    );
+    assert_eq!(
+        record.lost_bytes,
+        Some(0),
+        "synchronous replication loses nothing"
+    );
+    assert!(failed_over.epoch >= 2, "the failover bumped the epoch");
+
+    let second_ip = wait_for("the new primary's IP", SHORT, || {
+        pod_ip(&client, &ns, &second)
+    })
+    .await;
+    wait_for("-rw to select the new primary only", SHORT, || {
+        let client = client.clone();
+        let (ns, ip) = (ns.clone(), second_ip.clone());
+        async move { (endpoint_ips(&client, &ns, "ledger-pg-rw").await == vec![ip]).then_some(()) }
+    })
+    .await;
+
+    let reasons = wait_for(
+        "FailoverStarted and FailoverCompleted Events",
+        SHORT,
+        || {
+            let client = client.clone();
+            let ns = ns.clone();
+            async move {
+                let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, &ns);
+                let events = api.list(&ListParams::default()).await.ok()?;
+                let reasons: Vec<String> = events
+                    .items
+                    .iter()
+                    .filter(|e| {
+                        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("ledger")
+                    })
+                    .filter_map(|e| e.reason.clone())
+                    .collect();
+                (reasons.iter().any(|r| r == "FailoverStarted")
+                    && reasons.iter().any(|r| r == "FailoverCompleted"))
+                .then_some(reasons)
+            }
+        },
+    )
+    .await;
+    assert!(!reasons.is_empty());
     operator.stop().await;
 }
