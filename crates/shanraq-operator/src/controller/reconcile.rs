@@ -195,11 +195,8 @@ fn measure_rpo(
                 .and_then(|p| p.current_primary.clone())
         });
     let mode = crate::ha::spec::engine_config(cluster).replication;
-    Some(ha_objectives::rpo_measurement(
-        mode,
-        primary.as_deref(),
-        &sample,
-    ))
+    let fresh = ha_objectives::rpo_measurement(mode, primary.as_deref(), &sample);
+    Some(ctx.ha.publishable_rpo(&key, cluster, fresh))
 }
 
 /// Mirrors the objective conditions in the `shanraq_objective_*` gauges.

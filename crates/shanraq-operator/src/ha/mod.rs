@@ -186,6 +186,19 @@ impl HaRegistry {
         Some(shared.sample())
     }
 
+    /// What to publish as the RPO measurement of `key` (see `objectives::Published`).
+    pub fn publishable_rpo(
+        &self,
+        key: &str,
+        cluster: &ValidCluster,
+        fresh: shanraq_ha::objectives::RpoMeasurement,
+    ) -> shanraq_ha::objectives::RpoMeasurement {
+        match self.shared(key) {
+            Some(shared) => shared.published_rpo.choose(cluster, fresh),
+            None => fresh,
+        }
+    }
+
     /// Asks `key`'s engine for a switchover to `target` (the best replica when `None`).
     pub async fn request_switchover(
         &self,

@@ -39,15 +39,20 @@ pub fn rpo_measurement(
         };
     };
     match mode {
-        ReplicationMode::Synchronous { number } => RpoMeasurement::Synchronous {
-            streaming: primary
+        ReplicationMode::Synchronous { number } => {
+            // Sorted: the rows' order is not stable, and the condition's message must be.
+            let mut streaming: Vec<String> = primary
                 .replication
                 .iter()
                 .filter(|row| is_synchronous_row(&row.state, &row.sync_state))
                 .map(|row| row.application_name.clone())
-                .collect(),
-            required: number,
-        },
+                .collect();
+            streaming.sort();
+            RpoMeasurement::Synchronous {
+                streaming,
+                required: number,
+            }
+        }
         ReplicationMode::Asynchronous => {
             let current = primary.current_lsn.unwrap_or_default();
             let best = primary
@@ -78,6 +83,35 @@ pub fn rpo_measurement(
                 },
             }
         }
+    }
+}
+
+/// How long an unchanged verdict keeps the measurement last published in the status: lag
+/// moves with every sample, and every status write triggers another reconcile, so without
+/// this an asynchronous cluster would rewrite its status every sample.
+pub const REPUBLISH_AFTER: Duration = Duration::from_secs(60);
+
+/// The measurement to publish: `fresh` when the verdict flipped or the last one is older than
+/// `REPUBLISH_AFTER`, else the last one.
+#[derive(Debug, Default)]
+pub struct Published {
+    last: std::sync::Mutex<Option<(std::time::Instant, bool, RpoMeasurement)>>,
+}
+
+impl Published {
+    pub fn choose(&self, cluster: &ValidCluster, fresh: RpoMeasurement) -> RpoMeasurement {
+        let met = objectives::rpo(cluster.spec.objectives.rpo.as_std(), &fresh).met;
+        let Ok(mut last) = self.last.lock() else {
+            return fresh;
+        };
+        if let Some((at, last_met, measurement)) = last.as_ref()
+            && *last_met == met
+            && at.elapsed() < REPUBLISH_AFTER
+        {
+            return measurement.clone();
+        }
+        *last = Some((std::time::Instant::now(), met, fresh.clone()));
+        fresh
     }
 }
 

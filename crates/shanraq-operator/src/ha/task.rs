@@ -41,6 +41,8 @@ pub struct Shared {
     pub handle: Mutex<Option<DriverHandle>>,
     /// The last sample of every reachable instance.
     pub sample: Mutex<Vec<InstanceStatus>>,
+    /// The RPO measurement last published in the status.
+    pub published_rpo: super::objectives::Published,
 }
 
 impl Shared {

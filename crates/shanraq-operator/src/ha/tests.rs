@@ -580,3 +580,28 @@ fn rto_is_false_when_the_last_failover_took_longer_than_the_target() {
     assert_eq!(slow.truth, Truth::False, "{}", slow.message);
     assert!(!verdict.met);
 }
+
+#[test]
+fn an_unchanged_verdict_keeps_the_published_measurement_a_flip_replaces_it() {
+    use super::objectives::Published;
+    let mut spec = ShanraqClusterSpec::default();
+    spec.objectives.rpo = "5s".parse().expect("a duration");
+    let cluster = valid(spec);
+    let lagging = |bytes: u64, seconds: u64| RpoMeasurement::Asynchronous {
+        replica: "payments-pg-1".into(),
+        lag_bytes: bytes,
+        lag: Duration::from_secs(seconds),
+    };
+    let published = Published::default();
+    assert_eq!(published.choose(&cluster, lagging(10, 1)), lagging(10, 1));
+    assert_eq!(
+        published.choose(&cluster, lagging(20, 2)),
+        lagging(10, 1),
+        "still met: the status keeps what it shows"
+    );
+    assert_eq!(
+        published.choose(&cluster, lagging(900, 9)),
+        lagging(900, 9),
+        "the verdict flipped: published at once"
+    );
+}
