@@ -4,6 +4,8 @@
 //! conflict the store re-reads the object: if another writer already holds a newer epoch the
 //! save fails (the driver then reports the step's commands as not executed, so two operators
 //! never both act); otherwise it retries a bounded number of times with the fresh version.
+//! Once a newer epoch was seen, every later save of an older one fails without a request: the
+//! fresh resourceVersion would otherwise let the next save overwrite the newer state.
 
 use std::sync::Mutex;
 
@@ -25,6 +27,8 @@ pub struct KubeStateStore {
     api: Api<ShanraqCluster>,
     name: String,
     resource_version: Mutex<Option<String>>,
+    /// The highest epoch another writer was seen to hold.
+    superseded_by: Mutex<Option<u64>>,
 }
 
 impl std::fmt::Debug for KubeStateStore {
@@ -41,6 +45,7 @@ impl KubeStateStore {
             api,
             name: name.into(),
             resource_version: Mutex::new(None),
+            superseded_by: Mutex::new(None),
         }
     }
 
@@ -52,6 +57,18 @@ impl KubeStateStore {
 
     fn remembered(&self) -> Option<String> {
         self.resource_version.lock().ok().and_then(|v| v.clone())
+    }
+
+    fn superseded(&self, epoch: u64) -> Option<u64> {
+        let newer = self.superseded_by.lock().ok().and_then(|s| *s)?;
+        (newer > epoch).then_some(newer)
+    }
+
+    fn refused(&self, stored_epoch: u64, epoch: u64) -> StateStoreError {
+        StateStoreError::Other(format!(
+            "ShanraqCluster {} holds HA epoch {stored_epoch}, newer than this operator's {epoch}: another operator acted",
+            self.name
+        ))
     }
 
     /// Reads the cluster: its resourceVersion and the state it holds.
@@ -82,6 +99,9 @@ impl StateStore for KubeStateStore {
     }
 
     async fn save(&self, state: &HaState) -> Result<(), StateStoreError> {
+        if let Some(newer) = self.superseded(state.epoch) {
+            return Err(self.refused(newer, state.epoch));
+        }
         let postgres = postgres_patch(state).map_err(|error| {
             StateStoreError::Other(format!("cannot serialise the HA state: {error}"))
         })?;
@@ -111,11 +131,11 @@ impl StateStore for KubeStateStore {
                     let (fresh, stored) = self.read().await?;
                     let stored_epoch = stored.as_ref().map_or(0, |s| s.epoch);
                     if stored_epoch > state.epoch {
-                        self.remember(fresh);
-                        return Err(StateStoreError::Other(format!(
-                            "ShanraqCluster {} holds HA epoch {stored_epoch}, newer than this operator's {}: another operator acted",
-                            self.name, state.epoch
-                        )));
+                        if let Ok(mut superseded) = self.superseded_by.lock() {
+                            *superseded =
+                                Some(superseded.map_or(stored_epoch, |e| e.max(stored_epoch)));
+                        }
+                        return Err(self.refused(stored_epoch, state.epoch));
                     }
                     tracing::debug!(cluster = %self.name, "status conflict; retrying with a fresh resourceVersion");
                     version = fresh.unwrap_or_default();

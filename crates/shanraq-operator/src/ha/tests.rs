@@ -187,6 +187,11 @@ async fn a_conflict_with_a_newer_epoch_is_an_error_and_nothing_is_written() {
         .expect_err("another writer holds epoch 5");
     let text = error.to_string();
     assert!(text.contains("epoch 5") && text.contains("4"), "{text}");
+    // Later saves of an older epoch fail at once: no request could overwrite the newer state.
+    store
+        .save(&state(4, "payments-pg-2"))
+        .await
+        .expect_err("still superseded");
     drop(store);
     let report = fixtures::finish(server).await;
     assert_eq!(
