@@ -104,6 +104,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
             .and_then(|p| p.last_failover.as_ref()),
     );
     observed.rpo = measure_rpo(ctx, &cluster, &previous);
+    observed.postgres_instances = sampled_instances(ctx, &cluster, &previous);
     let next = status::desired(&previous, &cluster, &observed, &now);
     let written = status::write(&ctx.client, object, &previous, &next).await?;
     publish_objectives(ctx, &cluster, &observed);
@@ -184,19 +185,52 @@ fn measure_rpo(
     if sample.is_empty() {
         return None;
     }
-    let primary = ctx
-        .ha
-        .handle(&key)
+    let primary = designated_primary(ctx, &key, previous);
+    let mode = crate::ha::spec::engine_config(cluster).replication;
+    let fresh = ha_objectives::rpo_measurement(mode, primary.as_deref(), &sample);
+    Some(ctx.ha.publishable_rpo(&key, cluster, fresh))
+}
+
+/// The designated primary: the running engine's, else the recorded one.
+fn designated_primary(ctx: &Context, key: &str, previous: &ShanraqClusterStatus) -> Option<String> {
+    ctx.ha
+        .handle(key)
         .and_then(|h| h.state().current_primary.map(|p| p.0))
         .or_else(|| {
             previous
                 .postgres
                 .as_ref()
                 .and_then(|p| p.current_primary.clone())
-        });
-    let mode = crate::ha::spec::engine_config(cluster).replication;
-    let fresh = ha_objectives::rpo_measurement(mode, primary.as_deref(), &sample);
-    Some(ctx.ha.publishable_rpo(&key, cluster, fresh))
+        })
+}
+
+/// `status.postgres.instances[]` from the HA task's last sample; `None` before the first.
+fn sampled_instances(
+    ctx: &Context,
+    cluster: &ValidCluster,
+    previous: &ShanraqClusterStatus,
+) -> Option<Vec<shanraq_api::status::PostgresInstanceStatus>> {
+    if !cluster.spec.postgres.enabled {
+        return None;
+    }
+    let key = format!("{}/{}", cluster.namespace, cluster.name);
+    let sample = ctx.ha.sample(&key)?;
+    if sample.is_empty() {
+        return None;
+    }
+    let members: Vec<String> = (0..cluster.spec.postgres.instances)
+        .map(|n| {
+            cluster
+                .names
+                .pod(shanraq_api::names::Component::Postgres, n)
+        })
+        .collect();
+    let primary = designated_primary(ctx, &key, previous);
+    Some(ha_objectives::instances(
+        &members,
+        primary.as_deref(),
+        &sample,
+    ))
 }
 
 /// Mirrors the objective conditions in the `shanraq_objective_*` gauges.

@@ -20,7 +20,9 @@ use shanraq_api::conditions::{
     READY, REASON_INVALID_SPEC, RECONCILING, REDIS_READY, RPO_MET, RTO_MET, STALLED,
 };
 use shanraq_api::names::{API_VERSION, Component, FIELD_MANAGER, KIND, LABEL_COMPONENT};
-use shanraq_api::status::{ObjectiveStatus, ObjectivesStatus, RedisStatus, WorkloadStatus};
+use shanraq_api::status::{
+    ObjectiveStatus, ObjectivesStatus, PostgresInstanceStatus, RedisStatus, WorkloadStatus,
+};
 use shanraq_api::{InvalidSpec, ShanraqCluster, ShanraqClusterStatus, ValidCluster};
 
 use super::error::StatusError;
@@ -180,6 +182,8 @@ pub struct Observed {
     pub rpo: Option<RpoMeasurement>,
     /// The last unplanned failover's measured RTO (`status.postgres.lastFailover`).
     pub last_failover_rto: Option<Duration>,
+    /// `status.postgres.instances[]` from the HA task's last sample; `None` while not sampled.
+    pub postgres_instances: Option<Vec<PostgresInstanceStatus>>,
 }
 
 impl Observed {
@@ -189,6 +193,7 @@ impl Observed {
             monitoring_available,
             rpo: None,
             last_failover_rto: None,
+            postgres_instances: None,
         }
     }
 }
@@ -476,6 +481,11 @@ pub fn desired(
         next.postgres
             .get_or_insert_with(Default::default)
             .ready_instances = counts.ready_replicas;
+    }
+    if cluster.spec.postgres.enabled
+        && let Some(instances) = &observed.postgres_instances
+    {
+        next.postgres.get_or_insert_with(Default::default).instances = instances.clone();
     }
     next.redis = if cluster.spec.redis.enabled {
         counts(&[Component::Redis]).map(|counts| RedisStatus {

@@ -115,6 +115,51 @@ impl Published {
     }
 }
 
+/// `status.postgres.instances[]` from the last sample: each member's role as it reports it
+/// (`unreachable` when it did not answer), whether it serves (a primary out of recovery and not
+/// fenced, or a streaming replica), its timeline, and whether the designated primary counts it
+/// as a synchronous standby. Lag is left out: it moves with every sample, and the status only
+/// changes when something did.
+pub fn instances(
+    members: &[String],
+    primary: Option<&str>,
+    statuses: &Statuses,
+) -> Vec<shanraq_api::status::PostgresInstanceStatus> {
+    let synchronous: Vec<&str> = statuses
+        .iter()
+        .filter(|s| Some(s.name.as_str()) == primary && s.role == InstanceRole::Primary)
+        .flat_map(|s| s.replication.iter())
+        .filter(|row| is_synchronous_row(&row.state, &row.sync_state))
+        .map(|row| row.application_name.as_str())
+        .collect();
+    members
+        .iter()
+        .map(|name| match statuses.iter().find(|s| &s.name == name) {
+            Some(status) => shanraq_api::status::PostgresInstanceStatus {
+                name: name.clone(),
+                role: serde_json::to_value(status.role)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "unknown".to_owned()),
+                ready: status.running
+                    && match status.role {
+                        InstanceRole::Primary => !status.fenced,
+                        InstanceRole::Replica => status.streaming == Some(true),
+                        _ => false,
+                    },
+                timeline: status.timeline.map(i64::from),
+                lag_bytes: None,
+                synchronous: synchronous.contains(&name.as_str()),
+            },
+            None => shanraq_api::status::PostgresInstanceStatus {
+                name: name.clone(),
+                role: "unreachable".to_owned(),
+                ..Default::default()
+            },
+        })
+        .collect()
+}
+
 fn want(type_: &'static str, status: &ObjectiveStatus) -> Desired {
     Desired::new(
         type_,

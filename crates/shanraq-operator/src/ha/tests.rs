@@ -610,3 +610,30 @@ fn an_unchanged_verdict_keeps_the_published_measurement_a_flip_replaces_it() {
         "the verdict flipped: published at once"
     );
 }
+
+#[test]
+fn instances_show_each_members_reported_role_and_the_synchronous_standbys() {
+    let primary = primary_status(&[("payments-pg-1", "streaming", "quorum", 100)], 100);
+    let mut replica = primary_status(&[], 0);
+    replica.name = "payments-pg-1".into();
+    replica.role = InstanceRole::Replica;
+    replica.streaming = Some(true);
+    let members: Vec<String> = ["payments-pg-0", "payments-pg-1", "payments-pg-2"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let listed = super::objectives::instances(&members, Some("payments-pg-0"), &[primary, replica]);
+    let summary: Vec<(&str, &str, bool, bool)> = listed
+        .iter()
+        .map(|i| (i.name.as_str(), i.role.as_str(), i.ready, i.synchronous))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("payments-pg-0", "primary", true, false),
+            ("payments-pg-1", "replica", true, true),
+            ("payments-pg-2", "unreachable", false, false),
+        ]
+    );
+    assert!(listed.iter().all(|i| i.lag_bytes.is_none()));
+}
