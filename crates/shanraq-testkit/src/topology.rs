@@ -536,19 +536,48 @@ impl LocalTopology {
         postmaster_group(&self.members.get(index)?.info.data_dir)
     }
 
-    /// SIGKILL the whole instance: its manager's group, then postgres' group.
-    pub fn kill(&mut self, index: usize) -> Result<(), TestkitError> {
-        let postgres = self.postgres_group(index);
-        let len = self.members.len();
-        let member = self
-            .members
-            .get_mut(index)
-            .ok_or(TestkitError::NoSuchMember { index, len })?;
-        if let Some(mut child) = member.child.take() {
-            kill_and_reap(&mut child);
+    /// Signals postgres of member `index`: the postmaster's group first (so it forks nothing
+    /// new), then each of its children, which PostgreSQL makes leaders of groups of their own
+    /// (`setsid` in `InitPostmasterChild`); signalling the postmaster's group alone would
+    /// leave backends and WAL senders running. False when no running postmaster was found.
+    fn signal_postgres(&self, index: usize, signal: Signal) -> bool {
+        let Some(postmaster) = self.postgres_group(index) else {
+            return false;
+        };
+        let children = children_of(postmaster);
+        signal_group(postmaster, signal);
+        for child in children {
+            signal_group(child, signal);
         }
-        if let Some(group) = postgres {
-            signal_group(group, Signal::SIGKILL);
+        true
+    }
+
+    /// SIGKILL the whole instance: its manager's group, then the postmaster and every child.
+    pub fn kill(&mut self, index: usize) -> Result<(), TestkitError> {
+        let len = self.members.len();
+        if index >= len {
+            return Err(TestkitError::NoSuchMember { index, len });
+        }
+        // The manager first, so that it cannot react to postgres dying; then postgres with
+        // every child, as a host crash would.
+        let postmaster = self.postgres_group(index);
+        let children = postmaster.map(children_of).unwrap_or_default();
+        if let Some(mut child) = self.members[index].child.take() {
+            signal_group(child.id(), Signal::SIGKILL);
+            if let Some(group) = postmaster {
+                signal_group(group, Signal::SIGKILL);
+            }
+            for pid in &children {
+                signal_group(*pid, Signal::SIGKILL);
+            }
+            kill_and_reap(&mut child);
+        } else {
+            if let Some(group) = postmaster {
+                signal_group(group, Signal::SIGKILL);
+            }
+            for pid in &children {
+                signal_group(*pid, Signal::SIGKILL);
+            }
         }
         Ok(())
     }
@@ -557,13 +586,7 @@ impl LocalTopology {
     /// false when no running postmaster was found.
     pub fn kill_postgres(&self, index: usize) -> Result<bool, TestkitError> {
         self.member(index)?;
-        match self.postgres_group(index) {
-            Some(group) => {
-                signal_group(group, Signal::SIGKILL);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(self.signal_postgres(index, Signal::SIGKILL))
     }
 
     /// SIGTERM the manager (it stops postgres with a fast shutdown) and wait for it to exit.
@@ -596,22 +619,18 @@ impl LocalTopology {
 
     /// SIGSTOP the whole instance (a frozen host: sockets stay open, nothing answers).
     pub fn stop(&self, index: usize) -> Result<(), TestkitError> {
-        let member = self.member(index)?;
+        self.member(index)?;
         if let Some(child) = self.members[index].child.as_ref() {
             signal_group(child.id(), Signal::SIGSTOP);
         }
-        if let Some(group) = postmaster_group(&member.data_dir) {
-            signal_group(group, Signal::SIGSTOP);
-        }
+        self.signal_postgres(index, Signal::SIGSTOP);
         Ok(())
     }
 
     /// SIGCONT after `stop`.
     pub fn cont(&self, index: usize) -> Result<(), TestkitError> {
-        let member = self.member(index)?;
-        if let Some(group) = postmaster_group(&member.data_dir) {
-            signal_group(group, Signal::SIGCONT);
-        }
+        self.member(index)?;
+        self.signal_postgres(index, Signal::SIGCONT);
         if let Some(child) = self.members[index].child.as_ref() {
             signal_group(child.id(), Signal::SIGCONT);
         }
@@ -662,6 +681,26 @@ fn postmaster_group(data_dir: &Path) -> Option<u32> {
     let _ppid = fields.next()?;
     let pgrp: u32 = fields.next()?.parse().ok()?;
     (comm == "postgres" && pgrp == pid).then_some(pid)
+}
+
+/// The pids whose parent is `parent`, read from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .collect()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let _state = fields.next()?;
+    fields.next()?.parse().ok()
 }
 
 fn haproxy_config(members: &[Member], rw_port: u16, ro_port: u16, socket: &Path) -> String {
@@ -746,5 +785,22 @@ mod tests {
         .expect("write");
         assert_eq!(postmaster_group(dir.path()), None);
         assert_eq!(postmaster_group(Path::new("/nonexistent")), None);
+    }
+
+    #[test]
+    fn children_are_found_through_proc() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let found = children_of(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            found.contains(&child.id()),
+            "{found:?} lacks {}",
+            child.id()
+        );
+        assert_eq!(parent_of(child.id()), None, "reaped");
     }
 }
