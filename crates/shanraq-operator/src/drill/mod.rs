@@ -1,19 +1,149 @@
 //! The local failover drill: the same HA engine and instance managers as in Kubernetes, run
 //! against real PostgreSQL processes on 127.0.0.1. `shanraq demo` runs it once and prints the
-//! timeline; `shanraq bench failover` runs it N times and prints figures.
+//! timeline; `shanraq bench failover` runs it N times and prints figures. The pieces
+//! (`LocalCluster`, the ledger writer, the scenario moves) are also what the chaos tests use.
+
+pub mod bench;
+pub mod demo;
+pub mod error;
+pub mod haproxy_router;
+pub mod ledger;
+pub mod local;
+pub mod scenario;
+pub mod timeline;
+pub mod watch;
+
+use std::future::Future;
+
+pub use error::DrillError;
+pub use ledger::{Ack, Ledger, LedgerOptions, LedgerReport};
+pub use local::{ClusterOptions, LocalCluster};
 
 /// Flags of `shanraq demo`.
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// PostgreSQL instances (3 or more in synchronous mode).
+    #[arg(long, default_value_t = 3)]
+    pub instances: usize,
+    /// Asynchronous streaming instead of one required synchronous standby.
+    #[arg(long = "async")]
+    pub asynchronous: bool,
+    /// With --async: the most WAL a failover may lose (bytes; k, M suffixes accepted).
+    #[arg(long, requires = "asynchronous", value_parser = parse_bytes, default_value = "1M")]
+    pub max_lag: u64,
+}
 
 /// Flags of `shanraq bench`.
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
-
-pub fn demo(_args: DemoArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the drill is not wired yet")
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub target: BenchTarget,
 }
 
-pub fn bench(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the benchmark is not wired yet")
+/// What `shanraq bench` measures.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchTarget {
+    /// Kill the primary N times under load (and switch over N times) and report RTO, lost
+    /// commits and switchover pauses.
+    Failover(FailoverBenchArgs),
+}
+
+/// Flags of `shanraq bench failover`.
+#[derive(Debug, clap::Args)]
+pub struct FailoverBenchArgs {
+    /// Number of failovers (each followed by a switchover).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub runs: u32,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// PostgreSQL instances (3 or more).
+    #[arg(long, default_value_t = 3)]
+    pub instances: usize,
+}
+
+/// `1048576`, `512k`, `1M` (binary multiples).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, multiplier) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (text, 1),
+        Some((at, _)) => {
+            let multiplier = match text[at..].to_ascii_lowercase().as_str() {
+                "k" | "kb" | "kib" => 1024,
+                "m" | "mb" | "mib" => 1024 * 1024,
+                "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+                other => return Err(format!("unknown unit {other:?}: use k, M or G")),
+            };
+            (&text[..at], multiplier)
+        }
+    };
+    let number: u64 = digits
+        .parse()
+        .map_err(|error| format!("{text:?} is not a byte count: {error}"))?;
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text} is too large"))
+}
+
+/// Runs `work` on a fresh runtime; Ctrl-C drops it, which kills every process it started.
+fn block_on<T>(work: impl Future<Output = Result<T, DrillError>>) -> anyhow::Result<T> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        tokio::select! {
+            outcome = work => Ok(outcome?),
+            _ = tokio::signal::ctrl_c() => {
+                anyhow::bail!("interrupted; every process the drill started was stopped")
+            }
+        }
+    })
+}
+
+pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let binary = std::env::current_exe()?;
+    let plan = demo::DemoPlan {
+        instances: args.instances,
+        asynchronous_max_lag: args.asynchronous.then_some(args.max_lag),
+    };
+    block_on(demo::run(&binary, plan))
+}
+
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let binary = std::env::current_exe()?;
+    match args.target {
+        BenchTarget::Failover(args) => {
+            let plan = bench::BenchPlan {
+                runs: args.runs,
+                instances: args.instances,
+            };
+            let (report, figures) = block_on(bench::failover(&binary, &plan))?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", bench::table(&report, &figures));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        assert_eq!(parse_bytes("1048576"), Ok(1_048_576));
+        assert_eq!(parse_bytes("512k"), Ok(524_288));
+        assert_eq!(parse_bytes("1M"), Ok(1_048_576));
+        assert!(parse_bytes("1X").is_err());
+        assert!(parse_bytes("").is_err());
+    }
 }

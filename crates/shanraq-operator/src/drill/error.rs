@@ -1,0 +1,79 @@
+//! What can go wrong in a drill, named so that a person running `shanraq demo` knows what to
+//! fix: a missing Debian package, a process that did not come up, a step that did not finish
+//! in time, or acknowledged commits that the new primary does not have.
+
+use shanraq_ha::adapters::driver::DriverError;
+use shanraq_testkit::TestkitError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrillError {
+    #[error(
+        "{what} is missing ({detail}): install the Debian package `{package}` (scripts/install-deps installs everything the drill needs)"
+    )]
+    MissingDependency {
+        what: &'static str,
+        package: &'static str,
+        detail: String,
+    },
+    #[error("the local topology failed")]
+    Topology(#[from] TestkitError),
+    #[error("the HA driver failed")]
+    Driver(#[from] DriverError),
+    #[error("the HA driver is not running")]
+    DriverStopped,
+    #[error("{what}")]
+    Sql {
+        what: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("{what} did not happen within {seconds} s{detail}")]
+    Timeout {
+        what: String,
+        seconds: u64,
+        detail: String,
+    },
+    #[error("{member} is not a member of the local cluster")]
+    UnknownMember { member: String },
+    #[error("{count} acknowledged commits are missing on {member} (first ids: {sample:?})")]
+    LostCommits {
+        count: usize,
+        member: String,
+        sample: Vec<i64>,
+    },
+    #[error("invalid drill option {option}: {reason}")]
+    InvalidOption {
+        option: &'static str,
+        reason: String,
+    },
+}
+
+impl DrillError {
+    pub fn sql(what: impl Into<String>, source: sqlx::Error) -> DrillError {
+        DrillError::Sql {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn timeout(what: impl Into<String>, timeout: std::time::Duration) -> DrillError {
+        DrillError::Timeout {
+            what: what.into(),
+            seconds: timeout.as_secs().max(1),
+            detail: String::new(),
+        }
+    }
+
+    /// A timeout with more to say (the engine's phase, the last refusal, a log tail).
+    pub fn timeout_with(
+        what: impl Into<String>,
+        timeout: std::time::Duration,
+        detail: impl std::fmt::Display,
+    ) -> DrillError {
+        DrillError::Timeout {
+            what: what.into(),
+            seconds: timeout.as_secs().max(1),
+            detail: format!(": {detail}"),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The HA engine dies in the middle of a failover (right after it persisted the epoch bump)
+//! and a new one starts from the persisted file state: it resumes the same failover, to the
+//! same target, with no further epoch, and no acknowledged commit is lost.
+
+use std::path::Path;
+use std::time::Duration;
+
+use shanraq_ha::adapters::driver::{DriverEvent, system_clock};
+use shanraq_ha::adapters::state_store::{FileStateStore, StateStore};
+use shanraq_operator::drill::ledger::{self, Ledger, LedgerOptions};
+use shanraq_operator::drill::scenario;
+use shanraq_operator::drill::{ClusterOptions, LocalCluster};
+
+const BOUND: Duration = Duration::from_secs(60);
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_shanraq"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_restarted_mid_failover_resumes_the_same_failover_without_loss() {
+    let mut cluster = LocalCluster::start(binary(), ClusterOptions::synchronous(3))
+        .await
+        .expect("the local cluster starts (needs postgresql-15 and haproxy)");
+    cluster
+        .wait_converged(&[0, 1, 2], BOUND)
+        .await
+        .expect("converged");
+    let writer = Ledger::start(
+        cluster.topology().app_rw_options(),
+        LedgerOptions::default(),
+    )
+    .await
+    .expect("writer starts");
+    writer.wait_for_acks(100, BOUND).await.expect("writes");
+
+    let epoch = cluster.state().expect("state").epoch;
+    let mut events = cluster.handle().expect("driver").subscribe();
+    let mark = cluster.event_mark();
+    let killed_at = system_clock()();
+    cluster.topology_mut().kill(0).expect("kill pg-0");
+    let bumped = tokio::time::timeout(BOUND, async {
+        loop {
+            match events.recv().await {
+                Ok(DriverEvent::StateSaved { state, .. }) if state.epoch > epoch => {
+                    return *state;
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(error) => panic!("driver events ended: {error}"),
+            }
+        }
+    })
+    .await
+    .expect("the engine bumps the epoch");
+    cluster.stop_driver().await.expect("the driver stops");
+
+    let persisted = FileStateStore::new(cluster.store_path())
+        .load()
+        .await
+        .expect("read the state file")
+        .expect("a state was persisted");
+    println!(
+        "engine stopped in phase {} at epoch {} (target {:?}); persisted: phase {}, target {:?}",
+        bumped.phase,
+        bumped.epoch,
+        bumped.target_primary,
+        persisted.phase,
+        persisted.target_primary
+    );
+    assert_eq!(persisted.epoch, epoch + 1);
+    let in_flight = persisted
+        .in_flight
+        .clone()
+        .expect("the engine was stopped mid-failover");
+    let target = in_flight
+        .to
+        .clone()
+        .expect("the persisted failover already has a target");
+    assert!(
+        persisted.last_failover.is_none()
+            || persisted
+                .last_failover
+                .as_ref()
+                .is_some_and(|r| r.epoch <= epoch)
+    );
+
+    // The engine stays down for a while, then a new one starts from the file.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.start_driver().await.expect("a new driver starts");
+    let outcome = scenario::finish(&cluster, &writer, 0, epoch, mark, killed_at, BOUND)
+        .await
+        .expect("the new engine completes the failover");
+    println!(
+        "{}",
+        outcome.timeline.lines("pg-0 killed (SIGKILL)").join("\n")
+    );
+    println!(
+        "measured: RTO {} ms with an engine restart in the middle",
+        outcome.timeline.rto_ms().unwrap_or_default()
+    );
+    assert_eq!(outcome.record.to.as_ref(), Some(&target), "the same target");
+    assert_eq!(outcome.record.epoch, epoch + 1, "the same failover");
+    assert_eq!(outcome.state.epoch, epoch + 1, "no second epoch bump");
+
+    let resumed_from = writer.acknowledged();
+    writer
+        .wait_for_acks(resumed_from + 50, BOUND)
+        .await
+        .expect("writes continue");
+    let report = writer.stop().await;
+    let missing = ledger::missing_on(
+        &cluster
+            .member_app_options(outcome.new_primary)
+            .expect("member"),
+        &report,
+    )
+    .await
+    .expect("read");
+    assert!(missing.is_empty(), "acknowledged commits lost: {missing:?}");
+}
