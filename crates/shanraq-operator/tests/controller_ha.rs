@@ -372,6 +372,36 @@ async fn a_killed_primary_fails_over_through_the_status_and_the_role_labels() {
         .expect("select");
     assert_eq!(ids, vec![42]);
 
+    // A planned switchover to the remaining replica moves the labels and is recorded too.
+    let other = if new_primary.as_str() == "pg-1" {
+        "pg-2"
+    } else {
+        "pg-1"
+    };
+    running
+        .handle
+        .wait_for_state(BOUND, |s| !s.sync_set.is_empty())
+        .await
+        .expect("the new primary reports its standbys");
+    running
+        .handle
+        .request_switchover(Some(NodeId::new(other)))
+        .await
+        .expect("switchover accepted");
+    running
+        .handle
+        .wait_for_state(BOUND, |s| {
+            s.phase == Phase::Healthy
+                && s.current_primary.as_ref().map(NodeId::as_str) == Some(other)
+        })
+        .await
+        .expect("switchover completes");
+    wait_labels(&running.api, other).await;
+    let postgres = running.api.lock().expect("api state").cluster["status"]["postgres"].clone();
+    assert_eq!(postgres["currentPrimary"], other);
+    assert_eq!(postgres["lastFailover"]["kind"], "switchover");
+    assert_eq!(postgres["lastFailover"]["lostBytes"], 0, "{postgres}");
+
     running.handle.stop().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), &mut running.run).await;
 }
