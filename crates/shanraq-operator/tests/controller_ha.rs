@@ -453,3 +453,37 @@ async fn an_operator_that_finds_a_newer_epoch_in_the_status_executes_nothing() {
     running.handle.stop().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), &mut running.run).await;
 }
+
+/// The latency/availability probes, through HAProxy with the application's credentials:
+/// both succeed on a healthy cluster; the write probe fails while no synchronous standby can
+/// acknowledge (as an application commit would hang) although reads still answer; and a dead
+/// primary fails both, its broken connection not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_through_haproxy_measure_what_an_application_sees() {
+    use shanraq_operator::ha::probes::probe_once;
+    let mut topology = LocalTopology::start(binary(), TopologyOptions::default())
+        .await
+        .unwrap_or_else(|error| panic!("topology starts: {error}"));
+    let options = topology.app_rw_options();
+    let mut connection = None;
+    let (read, write_ok) = probe_once(&options, &mut connection).await;
+    assert!(read.is_some() && write_ok, "healthy: {read:?} {write_ok}");
+    assert!(
+        connection.is_some(),
+        "the connection is kept between rounds"
+    );
+
+    topology.kill(1).expect("kill pg-1");
+    topology.kill(2).expect("kill pg-2");
+    let (read, write_ok) = probe_once(&options, &mut connection).await;
+    assert!(read.is_some(), "reads still answer");
+    assert!(
+        !write_ok,
+        "no synchronous standby: a commit cannot be acknowledged"
+    );
+
+    topology.kill(0).expect("kill pg-0");
+    let (read, write_ok) = probe_once(&options, &mut connection).await;
+    assert!(read.is_none() && !write_ok);
+    assert!(connection.is_none(), "a broken connection is not kept");
+}

@@ -105,6 +105,10 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     );
     observed.rpo = measure_rpo(ctx, &cluster, &previous);
     observed.postgres_instances = sampled_instances(ctx, &cluster, &previous);
+    if let Some(window) = ctx.ha.probe_window(&key_of(&cluster)) {
+        let fresh = ha_objectives::probe_verdicts(&cluster, &window);
+        observed.probes = ctx.ha.publishable_probes(&key_of(&cluster), fresh);
+    }
     let next = status::desired(&previous, &cluster, &observed, &now);
     let written = status::write(&ctx.client, object, &previous, &next).await?;
     publish_objectives(ctx, &cluster, &observed);
@@ -191,6 +195,10 @@ fn measure_rpo(
     Some(ctx.ha.publishable_rpo(&key, cluster, fresh))
 }
 
+fn key_of(cluster: &ValidCluster) -> String {
+    format!("{}/{}", cluster.namespace, cluster.name)
+}
+
 /// The designated primary: the running engine's, else the recorded one.
 fn designated_primary(ctx: &Context, key: &str, previous: &ShanraqClusterStatus) -> Option<String> {
     ctx.ha
@@ -273,9 +281,14 @@ fn publish_objectives(ctx: &Context, cluster: &ValidCluster, observed: &Observed
     ctx.metrics.set_objective(
         labels("latency_p99"),
         Some(objectives.latency.p99.as_std()),
+        observed.probes.latency.as_ref().map(|v| v.met),
+        observed.probes.p99,
+    );
+    // A percentage, not seconds: only whether it is met.
+    ctx.metrics.set_objective(
+        labels("availability"),
         None,
+        observed.probes.availability.as_ref().map(|v| v.met),
         None,
     );
-    ctx.metrics
-        .set_objective(labels("availability"), None, None, None);
 }

@@ -184,6 +184,8 @@ pub struct Observed {
     pub last_failover_rto: Option<Duration>,
     /// `status.postgres.instances[]` from the HA task's last sample; `None` while not sampled.
     pub postgres_instances: Option<Vec<PostgresInstanceStatus>>,
+    /// Latency and availability from the probes through HAProxy.
+    pub probes: ha_objectives::ProbeVerdicts,
 }
 
 impl Observed {
@@ -194,6 +196,7 @@ impl Observed {
             rpo: None,
             last_failover_rto: None,
             postgres_instances: None,
+            probes: ha_objectives::ProbeVerdicts::default(),
         }
     }
 }
@@ -446,6 +449,16 @@ fn measured_objective_conditions(cluster: &ValidCluster, observed: &Observed) ->
         {
             *want = ha_objectives::rto_condition(cluster, actual).0;
         }
+        if want.type_ == LATENCY_MET
+            && let Some(verdict) = &observed.probes.latency
+        {
+            *want = ha_objectives::probe_condition(LATENCY_MET, verdict);
+        }
+        if want.type_ == AVAILABILITY_MET
+            && let Some(verdict) = &observed.probes.availability
+        {
+            *want = ha_objectives::probe_condition(AVAILABILITY_MET, verdict);
+        }
     }
     wants
 }
@@ -535,6 +548,17 @@ pub fn desired(
             measured: measured.measured,
             met: measured.met,
         });
+    }
+    let shown = |verdict: &shanraq_ha::objectives::ObjectiveStatus| ObjectiveStatus {
+        target: verdict.target.clone(),
+        measured: verdict.measured.clone(),
+        met: verdict.met,
+    };
+    if let Some(verdict) = &observed.probes.latency {
+        objectives.latency_p99 = Some(shown(verdict));
+    }
+    if let Some(verdict) = &observed.probes.availability {
+        objectives.availability = Some(shown(verdict));
     }
     next.objectives = Some(ObjectivesStatus { ..objectives });
     next

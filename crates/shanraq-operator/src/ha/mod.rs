@@ -6,6 +6,7 @@
 
 pub mod objectives;
 pub mod pods;
+pub mod probes;
 pub mod router;
 pub mod spec;
 pub mod status_map;
@@ -186,6 +187,32 @@ impl HaRegistry {
         Some(shared.sample())
     }
 
+    /// The latency/availability probe window of `key`, once its task runs.
+    pub fn probe_window(&self, key: &str) -> Option<Arc<probes::ProbeWindow>> {
+        let shared = self.shared(key)?;
+        shared.handle()?;
+        Some(shared.probes.clone())
+    }
+
+    /// What to publish as the latency and availability verdicts of `key` (unchanged verdicts
+    /// keep the last published text for a minute, like the RPO).
+    pub fn publishable_probes(
+        &self,
+        key: &str,
+        fresh: objectives::ProbeVerdicts,
+    ) -> objectives::ProbeVerdicts {
+        match self.shared(key) {
+            Some(shared) => {
+                let met = (
+                    fresh.latency.as_ref().map(|v| v.met),
+                    fresh.availability.as_ref().map(|v| v.met),
+                );
+                shared.published_probes.choose(met, fresh)
+            }
+            None => fresh,
+        }
+    }
+
     /// What to publish as the RPO measurement of `key` (see `objectives::Published`).
     pub fn publishable_rpo(
         &self,
@@ -194,7 +221,11 @@ impl HaRegistry {
         fresh: shanraq_ha::objectives::RpoMeasurement,
     ) -> shanraq_ha::objectives::RpoMeasurement {
         match self.shared(key) {
-            Some(shared) => shared.published_rpo.choose(cluster, fresh),
+            Some(shared) => {
+                let met =
+                    shanraq_ha::objectives::rpo(cluster.spec.objectives.rpo.as_std(), &fresh).met;
+                shared.published_rpo.choose(met, fresh)
+            }
             None => fresh,
         }
     }

@@ -93,26 +93,70 @@ pub const REPUBLISH_AFTER: Duration = Duration::from_secs(60);
 
 /// The measurement to publish: `fresh` when the verdict flipped or the last one is older than
 /// `REPUBLISH_AFTER`, else the last one.
-#[derive(Debug, Default)]
-pub struct Published {
-    last: std::sync::Mutex<Option<(std::time::Instant, bool, RpoMeasurement)>>,
+#[derive(Debug)]
+pub struct Published<V, T> {
+    last: std::sync::Mutex<Option<(std::time::Instant, V, T)>>,
 }
 
-impl Published {
-    pub fn choose(&self, cluster: &ValidCluster, fresh: RpoMeasurement) -> RpoMeasurement {
-        let met = objectives::rpo(cluster.spec.objectives.rpo.as_std(), &fresh).met;
+impl<V, T> Default for Published<V, T> {
+    fn default() -> Self {
+        Published {
+            last: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<V: PartialEq, T: Clone> Published<V, T> {
+    pub fn choose(&self, verdict: V, fresh: T) -> T {
         let Ok(mut last) = self.last.lock() else {
             return fresh;
         };
-        if let Some((at, last_met, measurement)) = last.as_ref()
-            && *last_met == met
+        if let Some((at, last_verdict, measurement)) = last.as_ref()
+            && *last_verdict == verdict
             && at.elapsed() < REPUBLISH_AFTER
         {
             return measurement.clone();
         }
-        *last = Some((std::time::Instant::now(), met, fresh.clone()));
+        *last = Some((std::time::Instant::now(), verdict, fresh.clone()));
         fresh
     }
+}
+
+/// Latency and availability verdicts from the probe window; `None` while not measured.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbeVerdicts {
+    pub latency: Option<ObjectiveStatus>,
+    pub availability: Option<ObjectiveStatus>,
+    /// The window's P99, for the metric.
+    pub p99: Option<Duration>,
+}
+
+/// Judges the probe window against the objectives.
+pub fn probe_verdicts(
+    cluster: &ValidCluster,
+    window: &super::probes::ProbeWindow,
+) -> ProbeVerdicts {
+    let objectives = &cluster.spec.objectives;
+    let (successes, total) = window.writes();
+    let availability = (total > 0)
+        .then(|| objectives.availability.parse::<f64>().ok())
+        .flatten()
+        .map(|target| objectives::availability(target, successes, total));
+    let histogram = window.latencies().filter(|h| !h.is_empty());
+    let p99 = histogram
+        .as_ref()
+        .map(|h| Duration::from_micros(h.value_at_quantile(0.99)));
+    let latency = histogram.map(|h| objectives::latency(objectives.latency.p99.as_std(), &h));
+    ProbeVerdicts {
+        latency,
+        availability,
+        p99,
+    }
+}
+
+/// `LatencyMet` / `AvailabilityMet` from a verdict.
+pub fn probe_condition(type_: &'static str, status: &ObjectiveStatus) -> Desired {
+    want(type_, status)
 }
 
 /// `status.postgres.instances[]` from the last sample: each member's role as it reports it

@@ -42,7 +42,14 @@ pub struct Shared {
     /// The last sample of every reachable instance.
     pub sample: Mutex<Vec<InstanceStatus>>,
     /// The RPO measurement last published in the status.
-    pub published_rpo: super::objectives::Published,
+    pub published_rpo: super::objectives::Published<bool, shanraq_ha::objectives::RpoMeasurement>,
+    /// The latency and availability probes through HAProxy.
+    pub probes: Arc<super::probes::ProbeWindow>,
+    /// The probe verdicts last published in the status.
+    pub published_probes: super::objectives::Published<
+        (Option<bool>, Option<bool>),
+        super::objectives::ProbeVerdicts,
+    >,
 }
 
 impl Shared {
@@ -90,6 +97,34 @@ pub fn notice_of(event: &Event) -> Option<Notice> {
         | EventKind::PrimarySuspected { .. } => Some(Notice::warning(reason, note)),
         _ => None,
     }
+}
+
+/// The probes' connection options, with the application's credentials from its Secret.
+async fn probe_options(
+    client: &Client,
+    namespace: &str,
+    target: &super::probes::ProbeTarget,
+) -> Result<sqlx::postgres::PgConnectOptions, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = secrets
+        .get(&target.secret)
+        .await
+        .map_err(|error| format!("cannot read Secret {}: {error}", target.secret))?;
+    let value = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
+            .ok_or_else(|| format!("Secret {} has no key {key}", target.secret))
+    };
+    Ok(sqlx::postgres::PgConnectOptions::new()
+        .host(&target.host)
+        .port(target.port)
+        .database(&target.database)
+        .username(&value("username")?)
+        .password(&value("password")?)
+        .application_name("shanraq-probe"))
 }
 
 async fn read_token(client: &Client, spec: &TaskSpec) -> Result<BearerToken, String> {
@@ -193,6 +228,16 @@ pub async fn run(spec: TaskSpec, deps: Deps, shared: Arc<Shared>, mut stop: watc
         handle.clone(),
     ));
     helpers.spawn(sample(clients, shared.clone()));
+    if let Some(target) = &spec.probe {
+        match probe_options(&deps.client, &spec.namespace, target).await {
+            Ok(options) => {
+                helpers.spawn(super::probes::run(options, shared.probes.clone()));
+            }
+            Err(error) => {
+                tracing::warn!(cluster = %key, %error, "no latency/availability probes");
+            }
+        }
+    }
     let mut running = tokio::spawn(driver.run());
 
     let gone = cluster_gone(

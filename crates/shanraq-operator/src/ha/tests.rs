@@ -598,14 +598,18 @@ fn an_unchanged_verdict_keeps_the_published_measurement_a_flip_replaces_it() {
         lag: Duration::from_secs(seconds),
     };
     let published = Published::default();
-    assert_eq!(published.choose(&cluster, lagging(10, 1)), lagging(10, 1));
+    let choose = |fresh: RpoMeasurement| {
+        let met = shanraq_ha::objectives::rpo(cluster.spec.objectives.rpo.as_std(), &fresh).met;
+        published.choose(met, fresh)
+    };
+    assert_eq!(choose(lagging(10, 1)), lagging(10, 1));
     assert_eq!(
-        published.choose(&cluster, lagging(20, 2)),
+        choose(lagging(20, 2)),
         lagging(10, 1),
         "still met: the status keeps what it shows"
     );
     assert_eq!(
-        published.choose(&cluster, lagging(900, 9)),
+        choose(lagging(900, 9)),
         lagging(900, 9),
         "the verdict flipped: published at once"
     );
@@ -636,4 +640,41 @@ fn instances_show_each_members_reported_role_and_the_synchronous_standbys() {
         ]
     );
     assert!(listed.iter().all(|i| i.lag_bytes.is_none()));
+}
+
+#[test]
+fn the_probe_window_gives_latency_and_availability_verdicts() {
+    use super::objectives::probe_verdicts;
+    use super::probes::ProbeWindow;
+    let mut spec = ShanraqClusterSpec::default();
+    spec.objectives.latency.p99 = "5ms".parse().expect("a duration");
+    spec.objectives.availability = "99".into();
+    let cluster = valid(spec);
+    let window = ProbeWindow::default();
+    assert_eq!(
+        probe_verdicts(&cluster, &window),
+        Default::default(),
+        "nothing probed: not measured, never a made-up verdict"
+    );
+    for _ in 0..99 {
+        window.record(Some(Duration::from_micros(800)), true);
+    }
+    let verdicts = probe_verdicts(&cluster, &window);
+    let latency = verdicts.latency.expect("latency measured");
+    assert!(latency.met, "{}", latency.message);
+    assert!(verdicts.availability.expect("measured").met);
+
+    // One failed round in a hundred is exactly 99%: still met; two are not.
+    window.record(None, false);
+    assert!(
+        probe_verdicts(&cluster, &window)
+            .availability
+            .expect("measured")
+            .met
+    );
+    window.record(Some(Duration::from_millis(40)), false);
+    let verdicts = probe_verdicts(&cluster, &window);
+    let availability = verdicts.availability.expect("measured");
+    assert!(!availability.met, "{}", availability.message);
+    assert_eq!(window.writes(), (99, 101));
 }
