@@ -19,6 +19,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{DynamicObject, ObjectMeta};
 use kube::runtime::events::Reporter;
 use kube::{Client, ResourceExt};
+use serde_json::json;
 use shanraq_api::conditions::{READY, RECONCILING, STALLED};
 use shanraq_api::names::{CRD_NAME, FIELD_MANAGER, KIND};
 use shanraq_api::{LiveState, ShanraqCluster};
@@ -660,5 +661,42 @@ async fn deleting_the_primary_pod_fails_over_to_a_replica() {
     )
     .await;
     assert!(!reasons.is_empty());
+
+    // A planned switchover on request: the annotation is consumed and the primary moves.
+    let annotate = json!({"metadata": {"annotations": {"shanraq.org/switchover": "any"}}});
+    clusters
+        .patch("ledger", &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .expect("annotated");
+    let switched = wait_for(
+        "the switchover to complete",
+        Duration::from_secs(180),
+        || {
+            let clusters = clusters.clone();
+            let second = second.clone();
+            async move {
+                let cluster = clusters.get("ledger").await.ok()?;
+                let annotated = cluster
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key("shanraq.org/switchover"));
+                let postgres = cluster.status?.postgres?;
+                let last = postgres.last_failover.clone()?;
+                (!annotated
+                    && last.kind == "switchover"
+                    && last.from == second
+                    && postgres.phase.as_deref() == Some("Healthy"))
+                .then_some(postgres)
+            }
+        },
+    )
+    .await;
+    assert_ne!(switched.current_primary.as_deref(), Some(second.as_str()));
+    assert_eq!(
+        switched.last_failover.and_then(|l| l.lost_bytes),
+        Some(0),
+        "a switchover loses nothing"
+    );
     operator.stop().await;
 }

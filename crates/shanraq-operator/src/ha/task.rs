@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
 use kube::runtime::events::Recorder;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use shanraq_api::ShanraqCluster;
 use shanraq_api::names::{LABEL_CLUSTER, LABEL_COMPONENT, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA};
@@ -274,7 +274,7 @@ pub async fn run(spec: TaskSpec, deps: Deps, shared: Arc<Shared>, mut stop: watc
 async fn cluster_gone(client: Client, namespace: String, name: String) {
     let api: Api<ShanraqCluster> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher(api, config).boxed();
+    let mut stream = watcher(api, config).default_backoff().boxed();
     let mut seen_in_listing = false;
     while let Some(event) = stream.next().await {
         match event {
@@ -346,7 +346,9 @@ async fn watch_pods(spec: TaskSpec, client: Client, handle: DriverHandle) {
     let members = spec.members.iter().map(|m| m.member.name.clone()).collect();
     let mut tracker = PodTracker::new(members);
     let clock = system_clock();
-    let mut stream = watcher(pods.clone(), watcher::Config::default().labels(&selector)).boxed();
+    let mut stream = watcher(pods.clone(), watcher::Config::default().labels(&selector))
+        .default_backoff()
+        .boxed();
     while let Some(event) = stream.next().await {
         let (pod, signal) = match event {
             Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
