@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use shanraq_ha::postgres::{Millis, NodeId, PodSignal};
+use shanraq_api::names::{LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA};
+use shanraq_ha::postgres::{HaState, Millis, NodeId, Phase, PodSignal};
 
 /// `(ready, deleted)` of a pod as the API server shows it.
 pub fn pod_state(pod: &Pod) -> (bool, bool) {
@@ -59,4 +60,20 @@ impl PodTracker {
     pub fn gone(&mut self, pod: &Pod, at: Millis) -> Option<PodSignal> {
         self.record(NodeId::new(pod.name_any()), (false, true), at)
     }
+}
+
+/// The role label `pod` must be given under `state`, if it carries another one (or none).
+/// Only a settled state (`Healthy`: routing confirmed) decides; during a failover or switchover
+/// the router alone writes labels.
+pub fn label_fix(pod: &Pod, state: &HaState) -> Option<&'static str> {
+    if state.phase != Phase::Healthy || pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let primary = state.current_primary.as_ref()?;
+    let wanted = if primary.as_str() == pod.name_any() {
+        ROLE_PRIMARY
+    } else {
+        ROLE_REPLICA
+    };
+    (pod.labels().get(LABEL_ROLE).map(String::as_str) != Some(wanted)).then_some(wanted)
 }

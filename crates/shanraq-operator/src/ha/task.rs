@@ -13,14 +13,14 @@ use kube::runtime::events::Recorder;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use shanraq_api::ShanraqCluster;
-use shanraq_api::names::{LABEL_CLUSTER, LABEL_COMPONENT, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA};
+use shanraq_api::names::{LABEL_CLUSTER, LABEL_COMPONENT};
 use shanraq_ha::adapters::driver::{Driver, DriverConfig, DriverEvent, DriverHandle, system_clock};
 use shanraq_ha::adapters::instance_client::{BearerToken, ClientTimeouts, InstanceClient};
-use shanraq_ha::postgres::{Event, EventKind, HaState, NodeId, Phase};
+use shanraq_ha::postgres::{Event, EventKind, HaState, NodeId};
 use shanraq_ha::wire::InstanceStatus;
 use tokio::sync::watch;
 
-use super::pods::PodTracker;
+use super::pods::{PodTracker, label_fix};
 use super::router::{KubeRouter, label_role};
 use super::spec::TaskSpec;
 use super::store::KubeStateStore;
@@ -327,19 +327,6 @@ async fn forward_events(
     }
 }
 
-/// The role a pod should carry under `state`, when the state is settled.
-fn role_for(state: &HaState, pod: &str) -> Option<&'static str> {
-    if state.phase != Phase::Healthy {
-        return None;
-    }
-    let primary = state.current_primary.as_ref()?;
-    Some(if primary.as_str() == pod {
-        ROLE_PRIMARY
-    } else {
-        ROLE_REPLICA
-    })
-}
-
 async fn watch_pods(spec: TaskSpec, client: Client, handle: DriverHandle) {
     let pods: Api<Pod> = Api::namespaced(client, &spec.namespace);
     let selector = format!("{LABEL_CLUSTER}={},{LABEL_COMPONENT}=postgres", spec.name);
@@ -367,14 +354,17 @@ async fn watch_pods(spec: TaskSpec, client: Client, handle: DriverHandle) {
         {
             return;
         }
-        // A recreated pod comes without a role: give it the one the settled state says.
+        // A recreated pod comes without a role, and a label changed by hand would route
+        // wrongly: give it the one the settled state says.
         if let Some(pod) = pod
-            && pod.metadata.deletion_timestamp.is_none()
-            && !pod.labels().contains_key(LABEL_ROLE)
-            && let Some(role) = role_for(&handle.state(), &pod.name_any())
-            && let Err(error) = label_role(&pods, &pod.name_any(), role).await
+            && let Some(role) = label_fix(&pod, &handle.state())
         {
-            tracing::warn!(pod = %pod.name_any(), %error, "cannot label pod with its role");
+            match label_role(&pods, &pod.name_any(), role).await {
+                Ok(_) => tracing::info!(pod = %pod.name_any(), role, "pod role label set"),
+                Err(error) => {
+                    tracing::warn!(pod = %pod.name_any(), %error, "cannot label pod with its role")
+                }
+            }
         }
     }
 }

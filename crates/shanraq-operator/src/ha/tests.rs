@@ -678,3 +678,49 @@ fn the_probe_window_gives_latency_and_availability_verdicts() {
     assert!(!availability.met, "{}", availability.message);
     assert_eq!(window.writes(), (99, 101));
 }
+
+#[test]
+fn a_settled_state_relabels_unlabelled_and_mislabelled_pods_only() {
+    use super::pods::label_fix;
+    let labelled = |name: &str, role: Option<&str>| {
+        let mut pod = pod(name, true, false);
+        if let Some(role) = role {
+            pod.metadata.labels = Some([("shanraq.org/role".to_owned(), role.to_owned())].into());
+        }
+        pod
+    };
+    let healthy = state(3, "payments-pg-1");
+    assert_eq!(
+        label_fix(&labelled("payments-pg-0", None), &healthy),
+        Some("replica")
+    );
+    assert_eq!(
+        label_fix(&labelled("payments-pg-0", Some("primary")), &healthy),
+        Some("replica"),
+        "a stale primary label is corrected"
+    );
+    assert_eq!(
+        label_fix(&labelled("payments-pg-1", Some("replica")), &healthy),
+        Some("primary")
+    );
+    assert_eq!(
+        label_fix(&labelled("payments-pg-1", Some("primary")), &healthy),
+        None
+    );
+    assert_eq!(
+        label_fix(&labelled("payments-pg-2", Some("replica")), &healthy),
+        None
+    );
+    let mut failing_over = healthy.clone();
+    failing_over.phase = Phase::Promoting;
+    assert_eq!(
+        label_fix(&labelled("payments-pg-0", None), &failing_over),
+        None,
+        "mid-failover only the router writes labels"
+    );
+    assert_eq!(
+        label_fix(&pod("payments-pg-0", false, true), &healthy),
+        None,
+        "terminating"
+    );
+}
