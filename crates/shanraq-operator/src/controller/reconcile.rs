@@ -93,6 +93,8 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         metrics: ctx.metrics.clone(),
         reference: cluster_reference(object),
     });
+    ctx.ha
+        .set_desired_hash(&key_of(&cluster), postgres_config_hash(&cluster, &rendered));
     let switchover =
         switchover::handle(&ctx.client, &ctx.ha, object, cluster.spec.postgres.enabled).await?;
 
@@ -193,6 +195,31 @@ fn measure_rpo(
     let mode = crate::ha::spec::engine_config(cluster).replication;
     let fresh = ha_objectives::rpo_measurement(mode, primary.as_deref(), &sample);
     Some(ctx.ha.publishable_rpo(&key, cluster, fresh))
+}
+
+/// The `shanraq.org/config-hash` of the rendered PostgreSQL pod template.
+fn postgres_config_hash(
+    cluster: &ValidCluster,
+    rendered: &shanraq_render::Rendered,
+) -> Option<String> {
+    let workload = cluster
+        .names
+        .workload(shanraq_api::names::Component::Postgres);
+    rendered.children.iter().find_map(|child| match child {
+        shanraq_render::Child::StatefulSet(set)
+            if set.metadata.name.as_deref() == Some(&workload) =>
+        {
+            set.spec
+                .template
+                .metadata
+                .as_ref()?
+                .annotations
+                .as_ref()?
+                .get(shanraq_api::names::ANNOTATION_CONFIG_HASH)
+                .cloned()
+        }
+        _ => None,
+    })
 }
 
 fn key_of(cluster: &ValidCluster) -> String {

@@ -7,6 +7,7 @@
 pub mod objectives;
 pub mod pods;
 pub mod probes;
+pub mod restart;
 pub mod router;
 pub mod spec;
 pub mod status_map;
@@ -185,6 +186,16 @@ impl HaRegistry {
         let shared = self.shared(key)?;
         shared.handle()?;
         Some(shared.sample())
+    }
+
+    /// The configuration hash the PostgreSQL pods of `key` should run (from the rendered
+    /// StatefulSet); stale pods are restarted by the task, replicas first.
+    pub fn set_desired_hash(&self, key: &str, hash: Option<String>) {
+        if let Some(shared) = self.shared(key)
+            && let Ok(mut slot) = shared.desired_hash.lock()
+        {
+            *slot = hash;
+        }
     }
 
     /// The latency/availability probe window of `key`, once its task runs.

@@ -16,16 +16,20 @@ use shanraq_api::ShanraqCluster;
 use shanraq_api::names::{LABEL_CLUSTER, LABEL_COMPONENT};
 use shanraq_ha::adapters::driver::{Driver, DriverConfig, DriverEvent, DriverHandle, system_clock};
 use shanraq_ha::adapters::instance_client::{BearerToken, ClientTimeouts, InstanceClient};
-use shanraq_ha::postgres::{Event, EventKind, HaState, NodeId};
+use shanraq_ha::postgres::{Event, EventKind, HaState, NodeId, ReplicationMode};
 use shanraq_ha::wire::InstanceStatus;
 use tokio::sync::watch;
 
 use super::pods::{PodTracker, label_fix};
+use super::restart::{RestartStep, next_step};
 use super::router::{KubeRouter, label_role};
 use super::spec::TaskSpec;
 use super::store::KubeStateStore;
 use crate::controller::events::{self, Notice};
 use crate::metrics::{FailoverLabels, Metrics};
+
+/// Reason of the Events of a configuration roll-out.
+pub const CONFIG_RESTART: &str = "ConfigRestart";
 
 /// Wait before retrying a start that failed (token Secret missing, API unreachable).
 const START_RETRY: Duration = Duration::from_secs(5);
@@ -45,6 +49,8 @@ pub struct Shared {
     pub published_rpo: super::objectives::Published<bool, shanraq_ha::objectives::RpoMeasurement>,
     /// The latency and availability probes through HAProxy.
     pub probes: Arc<super::probes::ProbeWindow>,
+    /// The `shanraq.org/config-hash` the pods should run.
+    pub desired_hash: Mutex<Option<String>>,
     /// The probe verdicts last published in the status.
     pub published_probes: super::objectives::Published<
         (Option<bool>, Option<bool>),
@@ -224,8 +230,9 @@ pub async fn run(spec: TaskSpec, deps: Deps, shared: Arc<Shared>, mut stop: watc
     ));
     helpers.spawn(watch_pods(
         spec.clone(),
-        deps.client.clone(),
+        deps.clone(),
         handle.clone(),
+        shared.clone(),
     ));
     helpers.spawn(sample(clients, shared.clone()));
     if let Some(target) = &spec.probe {
@@ -327,26 +334,52 @@ async fn forward_events(
     }
 }
 
-async fn watch_pods(spec: TaskSpec, client: Client, handle: DriverHandle) {
-    let pods: Api<Pod> = Api::namespaced(client, &spec.namespace);
+/// How often a configuration roll-out is re-evaluated without a pod event.
+const RESTART_CHECK: Duration = Duration::from_secs(5);
+/// The least time between two roll-out actions (a deletion or a switchover request), so the
+/// watch has shown the effect of one before the next is decided.
+const RESTART_COOLDOWN: Duration = Duration::from_secs(10);
+
+async fn watch_pods(spec: TaskSpec, deps: Deps, handle: DriverHandle, shared: Arc<Shared>) {
+    let pods: Api<Pod> = Api::namespaced(deps.client.clone(), &spec.namespace);
     let selector = format!("{LABEL_CLUSTER}={},{LABEL_COMPONENT}=postgres", spec.name);
-    let members = spec.members.iter().map(|m| m.member.name.clone()).collect();
+    let members: Vec<NodeId> = spec.members.iter().map(|m| m.member.name.clone()).collect();
+    let names: Vec<String> = members.iter().map(|m| m.0.clone()).collect();
+    let required = match spec.engine.replication {
+        ReplicationMode::Synchronous { number } => number,
+        ReplicationMode::Asynchronous => 0,
+    };
     let mut tracker = PodTracker::new(members);
+    let mut seen: BTreeMap<String, Pod> = BTreeMap::new();
+    let mut last_action: Option<std::time::Instant> = None;
     let clock = system_clock();
     let mut stream = watcher(pods.clone(), watcher::Config::default().labels(&selector))
         .default_backoff()
         .boxed();
-    while let Some(event) = stream.next().await {
+    let mut check = tokio::time::interval(RESTART_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            event = stream.next() => match event {
+                Some(event) => Some(event),
+                None => return,
+            },
+            _ = check.tick() => None,
+        };
         let (pod, signal) = match event {
-            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+            Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
+                seen.insert(pod.name_any(), pod.clone());
                 let signal = tracker.seen(&pod, clock());
                 (Some(pod), signal)
             }
-            Ok(watcher::Event::Delete(pod)) => (None, tracker.gone(&pod, clock())),
-            Ok(_) => continue,
-            Err(error) => {
+            Some(Ok(watcher::Event::Delete(pod))) => {
+                seen.remove(&pod.name_any());
+                (None, tracker.gone(&pod, clock()))
+            }
+            Some(Ok(_)) | None => (None, None),
+            Some(Err(error)) => {
                 tracing::debug!(cluster = %spec.key(), %error, "pod watch error");
-                continue;
+                (None, None)
             }
         };
         if let Some(signal) = signal
@@ -366,6 +399,53 @@ async fn watch_pods(spec: TaskSpec, client: Client, handle: DriverHandle) {
                 }
             }
         }
+        let desired = shared.desired_hash.lock().ok().and_then(|h| h.clone());
+        if last_action.is_some_and(|at| at.elapsed() < RESTART_COOLDOWN) {
+            continue;
+        }
+        let Some(desired) = desired else { continue };
+        let step = next_step(
+            &names,
+            &seen,
+            &handle.state(),
+            &desired,
+            required,
+            &shared.sample(),
+        );
+        let notice = match step {
+            None => continue,
+            Some(RestartStep::DeleteReplica(name)) => {
+                last_action = Some(std::time::Instant::now());
+                match pods.delete(&name, &Default::default()).await {
+                    Ok(_) => Notice::normal(
+                        CONFIG_RESTART,
+                        format!(
+                            "restarting replica {name} to apply the new PostgreSQL configuration"
+                        ),
+                    ),
+                    Err(error) => {
+                        tracing::warn!(pod = %name, %error, "cannot restart pod for the new configuration");
+                        continue;
+                    }
+                }
+            }
+            Some(RestartStep::Switchover { primary }) => {
+                last_action = Some(std::time::Instant::now());
+                match handle.request_switchover(None).await {
+                    Ok(to) => Notice::normal(
+                        CONFIG_RESTART,
+                        format!(
+                            "switching over from {primary} to {to} so that the primary can be restarted with the new PostgreSQL configuration"
+                        ),
+                    ),
+                    Err(error) => {
+                        tracing::info!(%primary, %error, "switchover for the new configuration not possible yet");
+                        continue;
+                    }
+                }
+            }
+        };
+        events::publish(&deps.recorder, &deps.reference, &[notice]).await;
     }
 }
 

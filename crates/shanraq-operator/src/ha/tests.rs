@@ -724,3 +724,124 @@ fn a_settled_state_relabels_unlabelled_and_mislabelled_pods_only() {
         "terminating"
     );
 }
+
+fn pod_with_hash(name: &str, hash: &str, ready: bool) -> Pod {
+    let mut pod = pod(name, ready, false);
+    pod.metadata.annotations =
+        Some([("shanraq.org/config-hash".to_owned(), hash.to_owned())].into());
+    pod
+}
+
+#[test]
+fn a_new_configuration_restarts_replicas_first_then_switches_over() {
+    use super::restart::{RestartStep, next_step};
+    let members: Vec<String> = ["payments-pg-0", "payments-pg-1", "payments-pg-2"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let pods = |hashes: [(&str, bool); 3]| {
+        members
+            .iter()
+            .zip(hashes)
+            .map(|(name, (hash, ready))| (name.clone(), pod_with_hash(name, hash, ready)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let mut primary = primary_status(
+        &[
+            ("payments-pg-1", "streaming", "quorum", 100),
+            ("payments-pg-2", "streaming", "quorum", 100),
+        ],
+        100,
+    );
+    primary.name = "payments-pg-0".into();
+    let sample = [primary];
+    let healthy = state(2, "payments-pg-0");
+
+    // Highest stale replica first.
+    assert_eq!(
+        next_step(
+            &members,
+            &pods([("old", true), ("old", true), ("old", true)]),
+            &healthy,
+            "new",
+            1,
+            &sample
+        ),
+        Some(RestartStep::DeleteReplica("payments-pg-2".into()))
+    );
+    // One at a time: nothing while a pod is not ready.
+    assert_eq!(
+        next_step(
+            &members,
+            &pods([("old", true), ("old", true), ("new", false)]),
+            &healthy,
+            "new",
+            1,
+            &sample
+        ),
+        None
+    );
+    assert_eq!(
+        next_step(
+            &members,
+            &pods([("old", true), ("old", true), ("new", true)]),
+            &healthy,
+            "new",
+            1,
+            &sample
+        ),
+        Some(RestartStep::DeleteReplica("payments-pg-1".into()))
+    );
+    // Only the primary is stale: switch over rather than restart it.
+    assert_eq!(
+        next_step(
+            &members,
+            &pods([("old", true), ("new", true), ("new", true)]),
+            &healthy,
+            "new",
+            1,
+            &sample
+        ),
+        Some(RestartStep::Switchover {
+            primary: "payments-pg-0".into()
+        })
+    );
+    // Nothing stale, or mid-failover: nothing.
+    assert_eq!(
+        next_step(
+            &members,
+            &pods([("new", true), ("new", true), ("new", true)]),
+            &healthy,
+            "new",
+            1,
+            &sample
+        ),
+        None
+    );
+    let mut busy = healthy.clone();
+    busy.phase = Phase::SwitchoverDraining;
+    assert_eq!(
+        next_step(
+            &members,
+            &pods([("old", true), ("old", true), ("old", true)]),
+            &busy,
+            "new",
+            1,
+            &sample
+        ),
+        None
+    );
+    // Restarting a replica must leave enough synchronous standbys streaming.
+    assert_eq!(
+        next_step(
+            &members,
+            &pods([("old", true), ("old", true), ("old", true)]),
+            &healthy,
+            "new",
+            2,
+            &sample
+        ),
+        None,
+        "two required, two streaming: restarting one would block commits"
+    );
+}
