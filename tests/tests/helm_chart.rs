@@ -170,6 +170,7 @@ fn rbac_grants_what_the_operator_does() {
         ("batch", "jobs", "delete"),
         ("", "secrets", "create"),
         ("", "pods", "patch"),
+        ("", "pods", "delete"),
         ("", "persistentvolumeclaims", "list"),
         ("events.k8s.io", "events", "create"),
         ("coordination.k8s.io", "leases", "update"),
