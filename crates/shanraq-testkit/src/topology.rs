@@ -532,24 +532,25 @@ impl LocalTopology {
         }
     }
 
-    fn postgres_group(&self, index: usize) -> Option<u32> {
-        postmaster_group(&self.members.get(index)?.info.data_dir)
-    }
-
-    /// Signals postgres of member `index`: the postmaster's group first (so it forks nothing
+    /// Signals postgres of member `index`: each postmaster's group first (so it forks nothing
     /// new), then each of its children, which PostgreSQL makes leaders of groups of their own
     /// (`setsid` in `InitPostmasterChild`); signalling the postmaster's group alone would
-    /// leave backends and WAL senders running. False when no running postmaster was found.
+    /// leave backends and WAL senders running. Postmasters are found through `postmaster.pid`
+    /// and, for one started so recently that it has not written it yet, through their
+    /// command line. False when none was found.
     fn signal_postgres(&self, index: usize, signal: Signal) -> bool {
-        let Some(postmaster) = self.postgres_group(index) else {
+        let Some(member) = self.members.get(index) else {
             return false;
         };
-        let children = children_of(postmaster);
-        signal_group(postmaster, signal);
-        for child in children {
-            signal_group(child, signal);
+        let postmasters = postmasters_of(&member.info.data_dir);
+        for postmaster in &postmasters {
+            let children = children_of(*postmaster);
+            signal_group(*postmaster, signal);
+            for child in children {
+                signal_group(child, signal);
+            }
         }
-        true
+        !postmasters.is_empty()
     }
 
     /// SIGKILL the whole instance: its manager's group, then the postmaster and every child.
@@ -558,27 +559,15 @@ impl LocalTopology {
         if index >= len {
             return Err(TestkitError::NoSuchMember { index, len });
         }
-        // The manager first, so that it cannot react to postgres dying; then postgres with
-        // every child, as a host crash would.
-        let postmaster = self.postgres_group(index);
-        let children = postmaster.map(children_of).unwrap_or_default();
+        // The manager first, so that it cannot react to postgres dying or start another; then
+        // postgres with every child, as a host crash would. A second pass catches a postmaster
+        // the manager spawned just before it died.
         if let Some(mut child) = self.members[index].child.take() {
-            signal_group(child.id(), Signal::SIGKILL);
-            if let Some(group) = postmaster {
-                signal_group(group, Signal::SIGKILL);
-            }
-            for pid in &children {
-                signal_group(*pid, Signal::SIGKILL);
-            }
             kill_and_reap(&mut child);
-        } else {
-            if let Some(group) = postmaster {
-                signal_group(group, Signal::SIGKILL);
-            }
-            for pid in &children {
-                signal_group(*pid, Signal::SIGKILL);
-            }
         }
+        self.signal_postgres(index, Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(20));
+        self.signal_postgres(index, Signal::SIGKILL);
         Ok(())
     }
 
@@ -681,6 +670,34 @@ fn postmaster_group(data_dir: &Path) -> Option<u32> {
     let _ppid = fields.next()?;
     let pgrp: u32 = fields.next()?.parse().ok()?;
     (comm == "postgres" && pgrp == pid).then_some(pid)
+}
+
+/// Every running postmaster of `data_dir`: the one `postmaster.pid` names, and any
+/// `postgres -D data_dir` whose command line says so.
+fn postmasters_of(data_dir: &Path) -> Vec<u32> {
+    let mut found: Vec<u32> = postmaster_group(data_dir).into_iter().collect();
+    let wanted = data_dir.as_os_str().as_encoded_bytes();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for pid in entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
+            let is_postgres = args
+                .first()
+                .is_some_and(|program| program.ends_with(b"/postgres"));
+            let serves_dir = args
+                .windows(2)
+                .any(|pair| pair[0] == b"-D" && pair[1] == wanted);
+            if is_postgres && serves_dir && !found.contains(&pid) {
+                found.push(pid);
+            }
+        }
+    }
+    found
 }
 
 /// The pids whose parent is `parent`, read from /proc.
