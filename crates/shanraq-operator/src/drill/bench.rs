@@ -141,6 +141,10 @@ pub async fn failover(
         );
         figures.push(figure);
     }
+    // Let the last switchover's old primary finish rejoining before everything is stopped.
+    if let Err(error) = cluster.wait_converged(&all, STEP_TIMEOUT).await {
+        eprintln!("bench: the cluster did not converge after the last run: {error}");
+    }
     cluster.stop_driver().await;
     drop(cluster);
     let report = summarise(plan.runs, &figures);

@@ -45,7 +45,9 @@ impl Default for LedgerOptions {
         LedgerOptions {
             interval: Duration::from_millis(5),
             commit_timeout: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(1),
+            // Short, as an application's pool would be on a local network: a connection that
+            // HAProxy holds while no server is up must not hide when writes are possible again.
+            connect_timeout: Duration::from_millis(250),
             backoff_first: Duration::from_millis(5),
             backoff_max: Duration::from_millis(50),
             max_rows: 1_000_000,
