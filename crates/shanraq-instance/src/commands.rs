@@ -212,24 +212,7 @@ pub async fn repoint(
                 "this instance is a primary: demote it instead of repointing".to_string(),
             ));
         }
-        let statement = format!(
-            "ALTER SYSTEM SET primary_conninfo = {}",
-            config::quote_conf(&conninfo)
-        );
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-            .execute(&pool)
-            .await
-            .map_err(|source| InstanceError::Sql {
-                query: "ALTER SYSTEM SET primary_conninfo",
-                source,
-            })?;
-        sqlx::query("SELECT pg_reload_conf()")
-            .execute(&pool)
-            .await
-            .map_err(|source| InstanceError::Sql {
-                query: "pg_reload_conf()",
-                source,
-            })?;
+        status::alter_system(&pool, "primary_conninfo", &conninfo).await?;
     } else {
         if !config::is_standby(&settings.data_dir) {
             return Err(CommandError::Refused(

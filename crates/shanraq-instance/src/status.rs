@@ -199,3 +199,32 @@ pub async fn connect(settings: &Settings) -> Result<PgConnection, InstanceError>
     )
     .await
 }
+
+/// `ALTER SYSTEM SET name = 'value'` then `pg_reload_conf()`: a setting that takes effect without
+/// a restart (primary_conninfo since PostgreSQL 13, synchronous_standby_names). `name` is one of
+/// the manager's own setting names, never user input; the value is quoted.
+pub async fn alter_system(
+    pool: &sqlx::PgPool,
+    name: &'static str,
+    value: &str,
+) -> Result<(), InstanceError> {
+    let statement = format!(
+        "ALTER SYSTEM SET {name} = {}",
+        crate::config::quote_conf(value)
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        .execute(pool)
+        .await
+        .map_err(|source| InstanceError::Sql {
+            query: "ALTER SYSTEM",
+            source,
+        })?;
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(pool)
+        .await
+        .map_err(|source| InstanceError::Sql {
+            query: "pg_reload_conf()",
+            source,
+        })?;
+    Ok(())
+}

@@ -352,24 +352,12 @@ impl Manager {
         if current == self.settings.synchronous {
             return Ok(());
         }
-        let statement = format!(
-            "ALTER SYSTEM SET synchronous_standby_names = {}",
-            config::quote_conf(&self.settings.synchronous)
-        );
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-            .execute(&pool)
-            .await
-            .map_err(|source| InstanceError::Sql {
-                query: "ALTER SYSTEM SET synchronous_standby_names",
-                source,
-            })?;
-        sqlx::query("SELECT pg_reload_conf()")
-            .execute(&pool)
-            .await
-            .map_err(|source| InstanceError::Sql {
-                query: "pg_reload_conf()",
-                source,
-            })?;
+        status::alter_system(
+            &pool,
+            "synchronous_standby_names",
+            &self.settings.synchronous,
+        )
+        .await?;
         tracing::info!(synchronous = %self.settings.synchronous, "synchronous_standby_names set");
         Ok(())
     }

@@ -9,9 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, PodTemplateSpec, Probe, TCPSocketAction};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 use shanraq_api::ValidCluster;
@@ -437,32 +436,16 @@ fn topics_job(cluster: &ValidCluster) -> Result<Job, RenderError> {
         );
     }
 
-    let mut metadata = meta::object_meta(cluster, &name, Component::KafkaBroker);
-    metadata.labels = Some(labels.clone());
-    Ok(Job {
-        metadata,
-        spec: Some(JobSpec {
-            backoff_limit: Some(10),
-            active_deadline_seconds: Some(3600),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    restart_policy: Some("OnFailure".to_owned()),
-                    security_context: Some(meta::pod_security_context(KAFKA_UID)),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    volumes: Some(vec![meta::empty_dir_volume("tmp")]),
-                    ..PodSpec::default()
-                }),
-            },
-            ..JobSpec::default()
-        }),
-        status: None,
-    })
+    Ok(meta::one_shot_job(
+        cluster,
+        &name,
+        Component::KafkaBroker,
+        labels,
+        container,
+        KAFKA_UID,
+        10,
+        vec![meta::empty_dir_volume("tmp")],
+    ))
 }
 
 #[cfg(test)]

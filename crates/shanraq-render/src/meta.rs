@@ -5,12 +5,14 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -409,5 +411,46 @@ mod tests {
     #[test]
     fn shell_quoting_survives_single_quotes() {
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+}
+
+/// A one-shot Job of a component (forming a Redis Cluster, creating Kafka topics): restricted,
+/// no service-account token, retried on failure and bounded to an hour. Its pod template is
+/// immutable, so callers put a hash of what the Job does in `name`: a changed task is a new Job.
+pub fn one_shot_job(
+    cluster: &ValidCluster,
+    name: &str,
+    component: Component,
+    labels: BTreeMap<String, String>,
+    container: Container,
+    run_as: i64,
+    backoff_limit: i32,
+    volumes: Vec<Volume>,
+) -> Job {
+    let mut metadata = object_meta(cluster, name, component);
+    metadata.labels = Some(labels.clone());
+    Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(backoff_limit),
+            active_deadline_seconds: Some(3600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    restart_policy: Some("OnFailure".to_owned()),
+                    security_context: Some(pod_security_context(run_as)),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
     }
 }

@@ -10,11 +10,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ExecAction, PodSpec, PodTemplateSpec, Probe, TCPSocketAction,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use shanraq_api::ValidCluster;
 use shanraq_api::names::{Component, LABEL_COMPONENT, LABEL_ROLE, ROLE_MASTER, ROLE_REPLICA};
@@ -330,7 +329,14 @@ pub fn cluster_init_script(cluster: &ValidCluster) -> String {
 fn cluster_init_job(cluster: &ValidCluster) -> Job {
     let spec = &cluster.spec.redis;
     let names = &cluster.names;
-    let name = format!("{}-redis-cluster-init", cluster.name);
+    let script = cluster_init_script(cluster);
+    // The script depends on the node count; a Job's pod template is immutable, so a changed
+    // script is a new Job (the script itself does nothing on a cluster already formed).
+    let name = format!(
+        "{}-redis-cluster-init-{}",
+        cluster.name,
+        &meta::config_hash(&[("cluster-init.sh", &script)])[..10]
+    );
     let mut labels = names.labels(Component::Redis);
     labels.insert(
         LABEL_COMPONENT.to_owned(),
@@ -338,44 +344,24 @@ fn cluster_init_job(cluster: &ValidCluster) -> Job {
     );
 
     let mut container = meta::container("cluster-init", &spec.image, REDIS_UID, true);
-    container.command = Some(vec![
-        "sh".to_owned(),
-        "-c".to_owned(),
-        cluster_init_script(cluster),
-    ]);
+    container.command = Some(vec!["sh".to_owned(), "-c".to_owned(), script]);
     container.volume_mounts = Some(vec![
         meta::mount("auth", SECRET_DIR, true),
         meta::mount("tmp", "/tmp", false),
     ]);
     container.resources = Some(meta::sidecar_resources());
 
-    let mut metadata = meta::object_meta(cluster, &name, Component::Redis);
-    metadata.labels = Some(labels.clone());
-    Job {
-        metadata,
-        spec: Some(JobSpec {
-            backoff_limit: Some(6),
-            active_deadline_seconds: Some(3600),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    restart_policy: Some("OnFailure".to_owned()),
-                    security_context: Some(meta::pod_security_context(REDIS_UID)),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    volumes: Some(vec![
-                        meta::secret_volume("auth", &names.redis_secret()),
-                        meta::empty_dir_volume("tmp"),
-                    ]),
-                    ..PodSpec::default()
-                }),
-            },
-            ..JobSpec::default()
-        }),
-        status: None,
-    }
+    meta::one_shot_job(
+        cluster,
+        &name,
+        Component::Redis,
+        labels,
+        container,
+        REDIS_UID,
+        6,
+        vec![
+            meta::secret_volume("auth", &names.redis_secret()),
+            meta::empty_dir_volume("tmp"),
+        ],
+    )
 }

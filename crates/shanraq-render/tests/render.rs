@@ -88,7 +88,6 @@ fn production_example_renders_the_cluster_mode_and_topics_objects() {
         "ConfigMap/payments-pg-config",
         "ConfigMap/payments-redis-config",
         "Deployment/payments-haproxy",
-        "Job/payments-redis-cluster-init",
         "PodDisruptionBudget/payments-haproxy",
         "PodDisruptionBudget/payments-kafka-broker",
         "PodDisruptionBudget/payments-kafka-controller",
@@ -113,6 +112,12 @@ fn production_example_renders_the_cluster_mode_and_topics_objects() {
         "StatefulSet/payments-redis",
     ]);
     expected.push(topics_job);
+    let init_jobs: Vec<&String> = names
+        .iter()
+        .filter(|name| name.starts_with("Job/payments-redis-cluster-init-"))
+        .collect();
+    assert_eq!(init_jobs.len(), 1, "one Redis Cluster init Job: {names:?}");
+    expected.push(init_jobs[0].clone());
     expected.sort();
     assert_eq!(names, expected);
     // Redis Cluster has no master: no role Services.
@@ -830,4 +835,26 @@ fn postgres_pods_are_replaced_only_when_deleted() {
         .clone()
         .expect("an update strategy");
     assert_eq!(strategy.type_.as_deref(), Some("OnDelete"));
+}
+
+#[test]
+fn a_changed_redis_cluster_init_script_is_a_new_job() {
+    fn init_job(spec: &str) -> String {
+        kinds_and_names(&render(&with_spec(spec), false))
+            .into_iter()
+            .find(|name| name.starts_with("Job/demo-redis-cluster-init-"))
+            .expect("cluster mode renders an init Job")
+    }
+    let six = init_job("  redis:\n    mode: cluster\n    instances: 6");
+    assert_eq!(
+        six,
+        init_job("  redis:\n    mode: cluster\n    instances: 6"),
+        "same spec, same Job"
+    );
+    let nine = init_job("  redis:\n    mode: cluster\n    instances: 9\n    replicasPerShard: 2");
+    assert_ne!(
+        six, nine,
+        "a Job's pod template is immutable: a changed script needs a new name"
+    );
+    assert!(six.len() - "Job/".len() <= 63, "{six} fits a label value");
 }
