@@ -341,6 +341,64 @@ mod tests {
         Cli::try_parse_from(argv).expect("args parse").args
     }
 
+    const SECRETS: [&str; 6] = [
+        "--token",
+        "t",
+        "--superuser-password",
+        "s",
+        "--replication-password",
+        "r",
+    ];
+
+    #[test]
+    fn the_application_database_needs_its_owner_and_password() {
+        let mut partial = SECRETS.to_vec();
+        partial.extend_from_slice(&["--app-database", "ledger"]);
+        let error = Settings::resolve(parse(&partial)).expect_err("database without owner");
+        assert!(error.to_string().contains("go together"), "{error}");
+
+        let mut bad = SECRETS.to_vec();
+        bad.extend_from_slice(&[
+            "--app-database",
+            "ledger",
+            "--app-owner",
+            "Robert'); DROP",
+            "--app-password",
+            "p",
+        ]);
+        assert!(
+            Settings::resolve(parse(&bad)).is_err(),
+            "owner must be a plain identifier"
+        );
+
+        let mut full = SECRETS.to_vec();
+        full.extend_from_slice(&[
+            "--app-database",
+            "ledger",
+            "--app-owner",
+            "payments",
+            "--app-password",
+            "app-secret-42",
+        ]);
+        let settings = Settings::resolve(parse(&full)).expect("complete app flags");
+        let app = settings.app.as_ref().expect("app database configured");
+        assert_eq!(
+            (app.database.as_str(), app.owner.as_str()),
+            ("ledger", "payments")
+        );
+        assert!(
+            !format!("{settings:?}").contains("app-secret-42"),
+            "app password leaked"
+        );
+
+        assert!(
+            Settings::resolve(parse(&SECRETS))
+                .expect("no app flags")
+                .app
+                .is_none()
+        );
+    }
+
     #[test]
     fn secrets_never_show_in_debug_output() {
         let args = parse(&[

@@ -198,6 +198,7 @@ mod tests {
         Settings {
             name: "pg-1".to_string(),
             passfile: data_dir.with_extension("pgpass"),
+            app: None,
             state_file: data_dir.with_extension("state"),
             data_dir,
             bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
