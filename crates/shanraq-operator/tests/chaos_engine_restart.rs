@@ -2,37 +2,21 @@
 //! and a new one starts from the persisted file state: it resumes the same failover, to the
 //! same target, with no further epoch, and no acknowledged commit is lost.
 
-use std::path::Path;
+mod common;
+use common::BOUND;
+
 use std::time::Duration;
 
 use shanraq_ha::adapters::driver::{DriverEvent, system_clock};
 use shanraq_ha::adapters::state_store::{FileStateStore, StateStore};
-use shanraq_operator::drill::ledger::{self, Ledger, LedgerOptions};
+use shanraq_operator::drill::ClusterOptions;
+use shanraq_operator::drill::ledger::{self};
 use shanraq_operator::drill::scenario;
-use shanraq_operator::drill::{ClusterOptions, LocalCluster};
-
-const BOUND: Duration = Duration::from_secs(60);
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_shanraq"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_restarted_mid_failover_resumes_the_same_failover_without_loss() {
-    let mut cluster = LocalCluster::start(binary(), ClusterOptions::synchronous(3))
-        .await
-        .expect("the local cluster starts (needs postgresql-15 and haproxy)");
-    cluster
-        .wait_converged(&[0, 1, 2], BOUND)
-        .await
-        .expect("converged");
-    let writer = Ledger::start(
-        cluster.topology().app_rw_options(),
-        LedgerOptions::default(),
-    )
-    .await
-    .expect("writer starts");
-    writer.wait_for_acks(100, BOUND).await.expect("writes");
+    let mut cluster = common::converged(ClusterOptions::synchronous(3)).await;
+    let writer = common::writing(&cluster).await;
 
     let epoch = cluster.state().expect("state").epoch;
     let mut events = cluster.handle().expect("driver").subscribe();

@@ -4,22 +4,19 @@
 //! is fenced, and rejoins through pg_rewind as a streaming replica of the new primary. A watch
 //! checks that two instances never answer `/primary` at once.
 
-use std::path::Path;
+mod common;
+use common::BOUND;
+
 use std::time::{Duration, Instant};
 
 use shanraq_ha::adapters::driver::system_clock;
 use shanraq_ha::wire::InstanceRole;
-use shanraq_operator::drill::ledger::{self, Ledger, LedgerOptions};
+use shanraq_operator::drill::ledger::{self};
 use shanraq_operator::drill::scenario;
 use shanraq_operator::drill::{ClusterOptions, LocalCluster};
 use sqlx::{Connection, PgConnection};
 
-const BOUND: Duration = Duration::from_secs(60);
 const MARKER_ID: i64 = -1;
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_shanraq"))
-}
 
 /// Tries one commit straight on member `index`, bounded; `Ok` only if it was acknowledged.
 async fn direct_write(cluster: &LocalCluster, index: usize, id: i64) -> Result<(), String> {
@@ -42,23 +39,11 @@ async fn direct_write(cluster: &LocalCluster, index: usize, id: i64) -> Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_primary_is_failed_over_then_fenced_and_rejoins_through_pg_rewind() {
-    let cluster = LocalCluster::start(binary(), ClusterOptions::synchronous(3))
-        .await
-        .expect("the local cluster starts (needs postgresql-15 and haproxy)");
-    cluster
-        .wait_converged(&[0, 1, 2], BOUND)
-        .await
-        .expect("converged");
+    let cluster = common::converged(ClusterOptions::synchronous(3)).await;
     let watch = cluster
         .watch(Duration::from_millis(50), Duration::from_secs(120))
         .expect("watch starts");
-    let writer = Ledger::start(
-        cluster.topology().app_rw_options(),
-        LedgerOptions::default(),
-    )
-    .await
-    .expect("writer starts");
-    writer.wait_for_acks(100, BOUND).await.expect("writes");
+    let writer = common::writing(&cluster).await;
 
     let epoch = cluster.state().expect("state").epoch;
     let mark = cluster.event_mark();

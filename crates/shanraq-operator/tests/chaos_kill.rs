@@ -6,64 +6,29 @@
 //! instances ever answer `/primary` or take writes at once. Figures are printed, never
 //! asserted: the machine is noisy. The tests of this file run one at a time.
 
-use std::path::Path;
+mod common;
+use common::BOUND;
+
 use std::time::{Duration, Instant};
 
 use shanraq_ha::adapters::driver::system_clock;
 use shanraq_ha::postgres::Phase;
 use shanraq_ha::wire::InstanceRole;
-use shanraq_operator::drill::ledger::{self, Ledger, LedgerOptions};
+use shanraq_operator::drill::ClusterOptions;
+use shanraq_operator::drill::ledger::{self};
 use shanraq_operator::drill::scenario;
-use shanraq_operator::drill::{ClusterOptions, LocalCluster};
 
-const BOUND: Duration = Duration::from_secs(60);
 const WATCH_PERIOD: Duration = Duration::from_millis(50);
 
 /// Two clusters at once would overload two cores and skew every figure.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_shanraq"))
-}
-
-async fn cluster() -> LocalCluster {
-    let cluster = LocalCluster::start(binary(), ClusterOptions::synchronous(3))
-        .await
-        .expect("the local cluster starts (needs postgresql-15 and haproxy)");
-    cluster
-        .wait_converged(&[0, 1, 2], BOUND)
-        .await
-        .expect("all three members stream from pg-0");
-    cluster
-}
-
-async fn assert_nothing_lost(cluster: &LocalCluster, index: usize, report: &ledger::LedgerReport) {
-    let missing = ledger::missing_on(&cluster.member_app_options(index).expect("member"), report)
-        .await
-        .expect("read the ledger");
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged commits missing on pg-{index}: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(20)]
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_primary_promotes_a_sync_standby_and_loses_no_acknowledged_commit() {
     let _serial = SERIAL.lock().await;
-    let mut cluster = cluster().await;
+    let mut cluster = common::converged(ClusterOptions::synchronous(3)).await;
     let sync_set = cluster.state().expect("state").sync_set;
-    let writer = Ledger::start(
-        cluster.topology().app_rw_options(),
-        LedgerOptions::default(),
-    )
-    .await
-    .expect("writer starts");
-    writer
-        .wait_for_acks(100, BOUND)
-        .await
-        .expect("writes before the kill");
+    let writer = common::writing(&cluster).await;
 
     let outcome = scenario::kill_primary(&mut cluster, &writer, BOUND)
         .await
@@ -103,7 +68,7 @@ async fn sigkill_of_the_primary_promotes_a_sync_standby_and_loses_no_acknowledge
         before >= 100 && after >= 100,
         "{before} before, {after} after"
     );
-    assert_nothing_lost(&cluster, new, &report).await;
+    common::assert_nothing_lost(&cluster, new, &report).await;
     let other = 3 - new;
     let status = cluster.instance_status(other).await.expect("status");
     assert_eq!(status.role, InstanceRole::Replica, "{status:?}");
@@ -116,14 +81,8 @@ async fn sigkill_of_the_primary_promotes_a_sync_standby_and_loses_no_acknowledge
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_failure_right_after_the_first_fails_over_again_without_loss() {
     let _serial = SERIAL.lock().await;
-    let mut cluster = cluster().await;
-    let writer = Ledger::start(
-        cluster.topology().app_rw_options(),
-        LedgerOptions::default(),
-    )
-    .await
-    .expect("writer starts");
-    writer.wait_for_acks(100, BOUND).await.expect("writes");
+    let mut cluster = common::converged(ClusterOptions::synchronous(3)).await;
+    let writer = common::writing(&cluster).await;
     let first = scenario::kill_primary(&mut cluster, &writer, BOUND)
         .await
         .expect("first failover");
@@ -163,7 +122,7 @@ async fn a_second_failure_right_after_the_first_fails_over_again_without_loss() 
     );
     assert_eq!(state.epoch, epoch + 1);
     // Every commit acknowledged so far is on the survivor.
-    assert_nothing_lost(&cluster, b, &writer.report()).await;
+    common::assert_nothing_lost(&cluster, b, &writer.report()).await;
     // The survivor has no standby, so commits wait (synchronous, RPO 0) until one rejoins.
     cluster.topology_mut().restart(0).expect("restart pg-0");
     cluster
@@ -183,7 +142,7 @@ async fn a_second_failure_right_after_the_first_fails_over_again_without_loss() 
         resumed.at.since(killed_at)
     );
     let report = writer.stop().await;
-    assert_nothing_lost(&cluster, b, &report).await;
+    common::assert_nothing_lost(&cluster, b, &report).await;
     let events = cluster.events_since(mark);
     println!("events after the second kill: {}", events.len());
 }
@@ -191,17 +150,11 @@ async fn a_second_failure_right_after_the_first_fails_over_again_without_loss() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_old_primary_returns_fenced_is_demoted_and_two_primaries_never_coexist() {
     let _serial = SERIAL.lock().await;
-    let mut cluster = cluster().await;
+    let mut cluster = common::converged(ClusterOptions::synchronous(3)).await;
     let watch = cluster
         .watch(WATCH_PERIOD, Duration::from_secs(120))
         .expect("watch starts");
-    let writer = Ledger::start(
-        cluster.topology().app_rw_options(),
-        LedgerOptions::default(),
-    )
-    .await
-    .expect("writer starts");
-    writer.wait_for_acks(100, BOUND).await.expect("writes");
+    let writer = common::writing(&cluster).await;
     let outcome = scenario::kill_primary(&mut cluster, &writer, BOUND)
         .await
         .expect("failover");
@@ -266,17 +219,8 @@ async fn the_old_primary_returns_fenced_is_demoted_and_two_primaries_never_coexi
         "the watch sampled too little: {}",
         seen.samples
     );
-    assert!(
-        seen.two_primaries.is_empty(),
-        "two instances answered /primary at once: {:?}",
-        seen.two_primaries
-    );
-    assert!(
-        seen.two_writable.is_empty(),
-        "two instances were out of recovery at once: {:?}",
-        seen.two_writable
-    );
-    assert_nothing_lost(&cluster, new, &report).await;
+    common::assert_one_primary_at_a_time(&seen);
+    common::assert_nothing_lost(&cluster, new, &report).await;
     // The returned member has every acknowledged commit too once it caught up.
     let deadline = Instant::now() + BOUND;
     loop {

@@ -4,7 +4,9 @@
 //! elects the caught-up replica, never the lagging one. Then the new primary is killed too:
 //! with only the lagging replica left, the engine refuses to promote it and says why.
 
-use std::path::Path;
+mod common;
+use common::BOUND;
+
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -12,17 +14,12 @@ use nix::unistd::Pid;
 use shanraq_ha::adapters::driver::DriverEvent;
 use shanraq_ha::postgres::{EventKind, NodeId, Phase};
 use shanraq_ha::wire::InstanceRole;
-use shanraq_operator::drill::ledger::{self, Ledger, LedgerOptions};
+use shanraq_operator::drill::ledger::{self};
 use shanraq_operator::drill::scenario;
 use shanraq_operator::drill::{ClusterOptions, LocalCluster};
 use sqlx::{Connection, PgConnection};
 
-const BOUND: Duration = Duration::from_secs(60);
 const MAX_LAG: u64 = 256 * 1024;
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_shanraq"))
-}
 
 async fn lsn(cluster: &LocalCluster, index: usize, received: bool) -> u64 {
     let status = cluster.instance_status(index).await.expect("status");
@@ -36,20 +33,8 @@ async fn lsn(cluster: &LocalCluster, index: usize, received: bool) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_lagging_past_the_limit_is_never_elected_and_alone_is_refused() {
-    let mut cluster = LocalCluster::start(binary(), ClusterOptions::asynchronous(3, MAX_LAG))
-        .await
-        .expect("the local cluster starts (needs postgresql-15 and haproxy)");
-    cluster
-        .wait_converged(&[0, 1, 2], BOUND)
-        .await
-        .expect("converged");
-    let writer = Ledger::start(
-        cluster.topology().app_rw_options(),
-        LedgerOptions::default(),
-    )
-    .await
-    .expect("writer starts");
-    writer.wait_for_acks(100, BOUND).await.expect("writes");
+    let mut cluster = common::converged(ClusterOptions::asynchronous(3, MAX_LAG)).await;
+    let writer = common::writing(&cluster).await;
 
     // Freeze pg-2's WAL receiver: it stays a reachable replica that receives nothing more.
     let mut replica =

@@ -2,40 +2,24 @@
 //! primary becomes a streaming replica of the new one, two instances never answer `/primary`
 //! or take writes at once, and the writer's longest pause is printed (not asserted).
 
-use std::path::Path;
+mod common;
+use common::BOUND;
+
 use std::time::Duration;
 
 use shanraq_ha::postgres::FailoverKind;
 use shanraq_ha::wire::InstanceRole;
-use shanraq_operator::drill::ledger::{self, Ledger, LedgerOptions};
+use shanraq_operator::drill::ClusterOptions;
+use shanraq_operator::drill::ledger::{self};
 use shanraq_operator::drill::scenario;
-use shanraq_operator::drill::{ClusterOptions, LocalCluster};
-
-const BOUND: Duration = Duration::from_secs(60);
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_shanraq"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_under_load_loses_nothing_and_the_old_primary_becomes_a_replica() {
-    let cluster = LocalCluster::start(binary(), ClusterOptions::synchronous(3))
-        .await
-        .expect("the local cluster starts (needs postgresql-15 and haproxy)");
-    cluster
-        .wait_converged(&[0, 1, 2], BOUND)
-        .await
-        .expect("converged");
+    let cluster = common::converged(ClusterOptions::synchronous(3)).await;
     let watch = cluster
         .watch(Duration::from_millis(50), Duration::from_secs(120))
         .expect("watch starts");
-    let writer = Ledger::start(
-        cluster.topology().app_rw_options(),
-        LedgerOptions::default(),
-    )
-    .await
-    .expect("writer starts");
-    writer.wait_for_acks(100, BOUND).await.expect("writes");
+    let writer = common::writing(&cluster).await;
 
     let planned = scenario::switchover(&cluster, &writer, None, BOUND)
         .await
@@ -89,14 +73,5 @@ async fn a_switchover_under_load_loses_nothing_and_the_old_primary_becomes_a_rep
     .await
     .expect("read");
     assert!(missing.is_empty(), "acknowledged commits lost: {missing:?}");
-    assert!(
-        seen.two_primaries.is_empty(),
-        "two instances answered /primary at once: {:?}",
-        seen.two_primaries
-    );
-    assert!(
-        seen.two_writable.is_empty(),
-        "two instances were out of recovery at once: {:?}",
-        seen.two_writable
-    );
+    common::assert_one_primary_at_a_time(&seen);
 }

@@ -1,0 +1,71 @@
+//! What every chaos test needs: a converged local cluster, a writer keeping the ledger of
+//! acknowledged commits, and the two checks every scenario ends with (nothing acknowledged was
+//! lost; never two primaries at once).
+
+// Each test binary uses its own subset.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use shanraq_operator::drill::ledger::{self, Ledger, LedgerOptions, LedgerReport};
+use shanraq_operator::drill::watch::WatchReport;
+use shanraq_operator::drill::{ClusterOptions, LocalCluster};
+
+/// Bound of every wait in the chaos tests.
+pub const BOUND: Duration = Duration::from_secs(60);
+
+pub fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_shanraq"))
+}
+
+/// A started cluster whose members all stream from pg-0.
+pub async fn converged(options: ClusterOptions) -> LocalCluster {
+    let cluster = LocalCluster::start(binary(), options)
+        .await
+        .expect("the local cluster starts (needs postgresql-15 and haproxy)");
+    cluster
+        .wait_converged(&[0, 1, 2], BOUND)
+        .await
+        .expect("all three members stream from pg-0");
+    cluster
+}
+
+/// A writer through HAProxy `rw` that already has 100 acknowledged commits.
+pub async fn writing(cluster: &LocalCluster) -> Ledger {
+    let writer = Ledger::start(
+        cluster.topology().app_rw_options(),
+        LedgerOptions::default(),
+    )
+    .await
+    .expect("writer starts");
+    writer.wait_for_acks(100, BOUND).await.expect("writes");
+    writer
+}
+
+/// Every commit the writer got an acknowledgement for is on member `index`.
+pub async fn assert_nothing_lost(cluster: &LocalCluster, index: usize, report: &LedgerReport) {
+    let missing = ledger::missing_on(&cluster.member_app_options(index).expect("member"), report)
+        .await
+        .expect("read the ledger");
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged commits missing on pg-{index}: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+}
+
+/// No sample saw two instances answer `/primary`, nor two out of recovery.
+pub fn assert_one_primary_at_a_time(seen: &WatchReport) {
+    assert!(
+        seen.two_primaries.is_empty(),
+        "two instances answered /primary at once: {:?}",
+        seen.two_primaries
+    );
+    assert!(
+        seen.two_writable.is_empty(),
+        "two instances were out of recovery at once: {:?}",
+        seen.two_writable
+    );
+}
