@@ -2,18 +2,14 @@
 //! token nothing happens (401), a command from an older epoch is refused (409) and changes
 //! nothing, and a malformed body is rejected (400).
 
-use std::path::Path;
+mod common;
 
 use serde_json::json;
 use shanraq_testkit::{LocalTopology, TopologyOptions};
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_shanraq"))
-}
-
 #[tokio::test]
 async fn commands_need_the_token_and_refuse_a_stale_epoch() {
-    let topology = LocalTopology::start(binary(), TopologyOptions::asynchronous(2))
+    let topology = LocalTopology::start(common::binary(), TopologyOptions::asynchronous(2))
         .await
         .expect("topology starts");
     let fence = json!({ "epoch": 5, "timeout_ms": 1000 });

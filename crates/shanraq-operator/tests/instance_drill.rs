@@ -3,38 +3,19 @@
 //! the other, HAProxy's rw follows, no acknowledged write is lost, and the old primary, started
 //! again, waits fenced until it is demoted and then rejoins as a replica.
 
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use shanraq_testkit::{LocalTopology, TopologyOptions};
 use sqlx::{Connection, PgConnection};
 
 const BOUND: Duration = Duration::from_secs(60);
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_shanraq"))
-}
-
-fn upstream(topology: &LocalTopology, index: usize) -> Value {
-    let member = topology.member(index).expect("member");
-    json!({ "host": "127.0.0.1", "port": member.pg_port, "name": member.name })
-}
-
-async fn ok(topology: &LocalTopology, index: usize, path: &str, body: Value) -> Value {
-    let (code, reply) = topology.command(index, path, &body).await.expect("post");
-    assert_eq!(
-        code,
-        200,
-        "POST {path} to pg-{index}: {reply}\nlog:\n{}",
-        topology.log(index)
-    );
-    reply
-}
-
 #[tokio::test]
 async fn killing_the_primary_then_promoting_a_sync_replica_loses_no_acknowledged_write() {
-    let mut topology = LocalTopology::start(binary(), TopologyOptions::default())
+    let mut topology = LocalTopology::start(common::binary(), TopologyOptions::default())
         .await
         .expect("topology starts");
     let mut rw = PgConnection::connect_with(&topology.rw_options())
@@ -71,14 +52,14 @@ async fn killing_the_primary_then_promoting_a_sync_replica_loses_no_acknowledged
     let (target, _) = best;
     let other = 3 - target;
     let killed_at = Instant::now();
-    let promoted = ok(&topology, target, "/promote", json!({ "epoch": 2 })).await;
+    let promoted = common::command_ok(&topology, target, "/promote", json!({ "epoch": 2 })).await;
     let promote_ms = killed_at.elapsed().as_millis();
     assert_eq!(promoted["status"]["role"], "primary", "{promoted}");
-    ok(
+    common::command_ok(
         &topology,
         other,
         "/repoint",
-        json!({ "epoch": 2, "upstream": upstream(&topology, target) }),
+        json!({ "epoch": 2, "upstream": common::upstream(&topology, target) }),
     )
     .await;
     topology
@@ -119,11 +100,11 @@ async fn killing_the_primary_then_promoting_a_sync_replica_loses_no_acknowledged
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(topology.get(0, "/primary").await.expect("get"), 503);
-    let demoted = ok(
+    let demoted = common::command_ok(
         &topology,
         0,
         "/demote",
-        json!({ "epoch": 2, "upstream": upstream(&topology, target) }),
+        json!({ "epoch": 2, "upstream": common::upstream(&topology, target) }),
     )
     .await;
     assert_eq!(demoted["status"]["role"], "replica", "{demoted}");

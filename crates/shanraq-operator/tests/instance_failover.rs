@@ -3,23 +3,15 @@
 //! rejoins through pg_rewind and loses exactly its unreplicated writes; a planned switchover
 //! loses nothing and re-points the other replica without a restart.
 
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use shanraq_testkit::{LocalTopology, TopologyOptions, free_port};
 use sqlx::{Connection, PgConnection};
 
 const BOUND: Duration = Duration::from_secs(30);
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_shanraq"))
-}
-
-fn upstream(topology: &LocalTopology, index: usize) -> Value {
-    let member = topology.member(index).expect("member");
-    json!({ "host": "127.0.0.1", "port": member.pg_port, "name": member.name })
-}
 
 async fn connect(topology: &LocalTopology, index: usize) -> PgConnection {
     PgConnection::connect_with(&topology.member_options(index).expect("member"))
@@ -56,21 +48,9 @@ async fn wait_for_ids(topology: &LocalTopology, index: usize, expected: &[i32]) 
     }
 }
 
-async fn ok(topology: &LocalTopology, index: usize, path: &str, body: Value) -> Value {
-    let (code, reply) = topology.command(index, path, &body).await.expect("post");
-    assert_eq!(
-        code,
-        200,
-        "POST {path} to pg-{index}: {reply}\nlog:\n{}",
-        topology.log(index)
-    );
-    assert_eq!(reply["ok"], true, "{reply}");
-    reply
-}
-
 #[tokio::test]
 async fn a_diverged_former_primary_rejoins_through_pg_rewind() {
-    let topology = LocalTopology::start(binary(), TopologyOptions::asynchronous(2))
+    let topology = LocalTopology::start(common::binary(), TopologyOptions::asynchronous(2))
         .await
         .expect("topology starts");
     let mut primary = connect(&topology, 0).await;
@@ -85,7 +65,7 @@ async fn a_diverged_former_primary_rejoins_through_pg_rewind() {
     wait_for_ids(&topology, 1, &[1]).await;
 
     // Cut pg-1 off from pg-0: stop it and point it at a port where nothing listens.
-    ok(
+    common::command_ok(
         &topology,
         1,
         "/fence",
@@ -94,7 +74,7 @@ async fn a_diverged_former_primary_rejoins_through_pg_rewind() {
     .await;
     let nowhere =
         json!({ "host": "127.0.0.1", "port": free_port().expect("port"), "name": "nowhere" });
-    ok(
+    common::command_ok(
         &topology,
         1,
         "/repoint",
@@ -109,7 +89,7 @@ async fn a_diverged_former_primary_rejoins_through_pg_rewind() {
     primary.close().await.expect("close");
 
     // Fail over to pg-1 while pg-0 is fenced.
-    let fenced = ok(
+    let fenced = common::command_ok(
         &topology,
         0,
         "/fence",
@@ -123,7 +103,7 @@ async fn a_diverged_former_primary_rejoins_through_pg_rewind() {
     );
     assert_eq!(topology.get(0, "/primary").await.expect("get"), 503);
     let started = Instant::now();
-    let promoted = ok(&topology, 1, "/promote", json!({ "epoch": 2 })).await;
+    let promoted = common::command_ok(&topology, 1, "/promote", json!({ "epoch": 2 })).await;
     println!(
         "measured: promote of a fenced replica (start + pg_promote) {} ms",
         started.elapsed().as_millis()
@@ -145,11 +125,11 @@ async fn a_diverged_former_primary_rejoins_through_pg_rewind() {
 
     // The old primary rejoins: its timeline diverged, so pg_rewind has real work.
     let started = Instant::now();
-    let demoted = ok(
+    let demoted = common::command_ok(
         &topology,
         0,
         "/demote",
-        json!({ "epoch": 2, "upstream": upstream(&topology, 1) }),
+        json!({ "epoch": 2, "upstream": common::upstream(&topology, 1) }),
     )
     .await;
     println!(
@@ -176,7 +156,7 @@ async fn a_diverged_former_primary_rejoins_through_pg_rewind() {
 
 #[tokio::test]
 async fn a_switchover_loses_nothing_and_repoints_the_other_replica() {
-    let topology = LocalTopology::start(binary(), TopologyOptions::default())
+    let topology = LocalTopology::start(common::binary(), TopologyOptions::default())
         .await
         .expect("topology starts");
     let mut rw = PgConnection::connect_with(&topology.rw_options())
@@ -193,7 +173,7 @@ async fn a_switchover_loses_nothing_and_repoints_the_other_replica() {
     rw.close().await.expect("close");
 
     // Stop writes on the old primary; its clean stop gives the last LSN it wrote.
-    let fenced = ok(
+    let fenced = common::command_ok(
         &topology,
         0,
         "/fence",
@@ -219,7 +199,7 @@ async fn a_switchover_loses_nothing_and_repoints_the_other_replica() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let started = Instant::now();
-    let promoted = ok(&topology, 1, "/promote", json!({ "epoch": 2 })).await;
+    let promoted = common::command_ok(&topology, 1, "/promote", json!({ "epoch": 2 })).await;
     println!(
         "measured: pg_promote of a running replica {} ms",
         started.elapsed().as_millis()
@@ -227,11 +207,11 @@ async fn a_switchover_loses_nothing_and_repoints_the_other_replica() {
     assert_eq!(promoted["status"]["role"], "primary", "{promoted}");
     // pg-2 follows the new primary without a restart.
     let started = Instant::now();
-    ok(
+    common::command_ok(
         &topology,
         2,
         "/repoint",
-        json!({ "epoch": 2, "upstream": upstream(&topology, 1) }),
+        json!({ "epoch": 2, "upstream": common::upstream(&topology, 1) }),
     )
     .await;
     let deadline = Instant::now() + BOUND;
@@ -255,11 +235,11 @@ async fn a_switchover_loses_nothing_and_repoints_the_other_replica() {
         "measured: repoint until streaming from the new primary {} ms",
         started.elapsed().as_millis()
     );
-    ok(
+    common::command_ok(
         &topology,
         0,
         "/demote",
-        json!({ "epoch": 2, "upstream": upstream(&topology, 1) }),
+        json!({ "epoch": 2, "upstream": common::upstream(&topology, 1) }),
     )
     .await;
 

@@ -2,7 +2,8 @@
 //! starts writable on its own (it waits, fenced, for the operator), while postgres dying under
 //! a running manager is restarted by it.
 
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -10,10 +11,6 @@ use shanraq_testkit::{LocalTopology, TopologyOptions};
 use sqlx::{Connection, PgConnection};
 
 const BOUND: Duration = Duration::from_secs(60);
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_shanraq"))
-}
 
 async fn wait_status(topology: &LocalTopology, index: usize, role: &str) -> serde_json::Value {
     let deadline = Instant::now() + BOUND;
@@ -34,7 +31,7 @@ async fn wait_status(topology: &LocalTopology, index: usize, role: &str) -> serd
 
 #[tokio::test]
 async fn a_restarted_primary_waits_fenced_until_the_operator_promotes_it() {
-    let mut topology = LocalTopology::start(binary(), TopologyOptions::asynchronous(1))
+    let mut topology = LocalTopology::start(common::binary(), TopologyOptions::asynchronous(1))
         .await
         .expect("topology starts");
     for crash in [false, true] {
@@ -82,7 +79,7 @@ async fn a_restarted_primary_waits_fenced_until_the_operator_promotes_it() {
 
 #[tokio::test]
 async fn postgres_dying_under_its_manager_is_restarted() {
-    let topology = LocalTopology::start(binary(), TopologyOptions::asynchronous(2))
+    let topology = LocalTopology::start(common::binary(), TopologyOptions::asynchronous(2))
         .await
         .expect("topology starts");
     let data_dir = topology.member(1).expect("member").data_dir.clone();

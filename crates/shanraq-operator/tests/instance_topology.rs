@@ -2,7 +2,8 @@
 //! bootstraps as primary, the others clone from it, HAProxy's rw frontend reaches the primary,
 //! writes replicate to every replica, and each manager's `/status` tells the truth about it.
 
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -11,14 +12,10 @@ use sqlx::Connection;
 
 const BOUND: Duration = Duration::from_secs(30);
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_shanraq"))
-}
-
 #[tokio::test]
 async fn a_synchronous_topology_routes_writes_to_the_primary_and_replicates() {
     let started = Instant::now();
-    let topology = LocalTopology::start(binary(), TopologyOptions::default())
+    let topology = LocalTopology::start(common::binary(), TopologyOptions::default())
         .await
         .expect("topology starts");
     println!(

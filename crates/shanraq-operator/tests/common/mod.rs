@@ -69,3 +69,28 @@ pub fn assert_one_primary_at_a_time(seen: &WatchReport) {
         seen.two_writable
     );
 }
+
+/// The wire body of an upstream: member `index` of a local topology.
+pub fn upstream(topology: &shanraq_testkit::LocalTopology, index: usize) -> serde_json::Value {
+    let member = topology.member(index).expect("member");
+    serde_json::json!({ "host": "127.0.0.1", "port": member.pg_port, "name": member.name })
+}
+
+/// POSTs a command to member `index`, which must answer 200 with `ok: true`; shows its log if
+/// not.
+pub async fn command_ok(
+    topology: &shanraq_testkit::LocalTopology,
+    index: usize,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let (code, reply) = topology.command(index, path, &body).await.expect("post");
+    assert_eq!(
+        code,
+        200,
+        "POST {path} to pg-{index}: {reply}\nlog:\n{}",
+        topology.log(index)
+    );
+    assert_eq!(reply["ok"], true, "{reply}");
+    reply
+}
