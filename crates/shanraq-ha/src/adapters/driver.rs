@@ -142,6 +142,7 @@ pub struct DriverHandle {
     control: mpsc::Sender<Control>,
     events: broadcast::Sender<DriverEvent>,
     state: watch::Receiver<HaState>,
+    statuses: watch::Receiver<Vec<InstanceStatus>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -181,6 +182,13 @@ impl DriverHandle {
 
     pub fn subscribe(&self) -> broadcast::Receiver<DriverEvent> {
         self.events.subscribe()
+    }
+
+    /// What every instance that answered the last probe round reported. Callers that need the
+    /// instances' status (objectives, `status.postgres.instances`) read it here instead of
+    /// probing the instances a second time.
+    pub fn statuses(&self) -> Vec<InstanceStatus> {
+        self.statuses.borrow().clone()
     }
 
     /// The last persisted state.
@@ -226,6 +234,7 @@ pub struct Driver<S: StateStore, R: Router> {
     clock: Clock,
     events: broadcast::Sender<DriverEvent>,
     state_tx: watch::Sender<HaState>,
+    statuses_tx: watch::Sender<Vec<InstanceStatus>>,
     control: mpsc::Receiver<Control>,
     persisted: HaState,
     running: JoinSet<Done>,
@@ -269,11 +278,13 @@ impl<S: StateStore, R: Router> Driver<S, R> {
         let engine = PostgresHa::new(config.ha, members, state.clone());
         let (events, _) = broadcast::channel(1024);
         let (state_tx, state_rx) = watch::channel(state);
+        let (statuses_tx, statuses_rx) = watch::channel(Vec::new());
         let (control_tx, control) = mpsc::channel(16);
         let handle = DriverHandle {
             control: control_tx,
             events: events.clone(),
             state: state_rx,
+            statuses: statuses_rx,
         };
         let driver = Driver {
             engine,
@@ -283,6 +294,7 @@ impl<S: StateStore, R: Router> Driver<S, R> {
             clock,
             events,
             state_tx,
+            statuses_tx,
             control,
             persisted,
             running: JoinSet::new(),
@@ -337,6 +349,14 @@ impl<S: StateStore, R: Router> Driver<S, R> {
             }
         });
         let observations = futures::future::join_all(probes).await;
+        let statuses = observations
+            .iter()
+            .filter_map(|observation| match &observation.outcome {
+                crate::postgres::ProbeOutcome::Reachable(status) => Some(status.clone()),
+                crate::postgres::ProbeOutcome::Unreachable(_) => None,
+            })
+            .collect();
+        self.statuses_tx.send_replace(statuses);
         for observation in observations {
             self.engine.observe(observation);
         }

@@ -1,7 +1,7 @@
 //! One cluster's HA task: reads the instance token, starts the engine's driver with the
 //! Kubernetes state store and router, and until stopped forwards the driver's events (Events on
 //! the ShanraqCluster, failover metrics), feeds pod watch transitions to the engine, labels
-//! recreated pods with their role, and samples the instances' `/status` for the objectives.
+//! recreated pods with their role. The objectives read what the driver's probes last saw.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -33,8 +33,6 @@ pub const CONFIG_RESTART: &str = "ConfigRestart";
 
 /// Wait before retrying a start that failed (token Secret missing, API unreachable).
 const START_RETRY: Duration = Duration::from_secs(5);
-/// How often the objectives' sample of every instance's `/status` is taken.
-const SAMPLE_PERIOD: Duration = Duration::from_secs(2);
 /// How long a stop waits for the driver's loop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -43,8 +41,6 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub struct Shared {
     /// The running driver, once started.
     pub handle: Mutex<Option<DriverHandle>>,
-    /// The last sample of every reachable instance.
-    pub sample: Mutex<Vec<InstanceStatus>>,
     /// The RPO measurement last published in the status.
     pub published_rpo: super::objectives::Published<bool, shanraq_ha::objectives::RpoMeasurement>,
     /// The latency and availability probes through HAProxy.
@@ -63,8 +59,11 @@ impl Shared {
         self.handle.lock().ok().and_then(|h| h.clone())
     }
 
+    /// What the instances reported in the driver's last probe round (no second probe).
     pub fn sample(&self) -> Vec<InstanceStatus> {
-        self.sample.lock().map(|s| s.clone()).unwrap_or_default()
+        self.handle()
+            .map(|handle| handle.statuses())
+            .unwrap_or_default()
     }
 }
 
@@ -169,11 +168,7 @@ fn clients(
         .collect()
 }
 
-type Started = (
-    Driver<KubeStateStore, KubeRouter>,
-    DriverHandle,
-    BTreeMap<NodeId, InstanceClient>,
-);
+type Started = (Driver<KubeStateStore, KubeRouter>, DriverHandle);
 
 async fn start(spec: &TaskSpec, client: &Client) -> Result<Started, String> {
     let token = read_token(client, spec).await?;
@@ -192,12 +187,12 @@ async fn start(spec: &TaskSpec, client: &Client) -> Result<Started, String> {
     let (driver, handle) = Driver::start(
         config,
         KubeStateStore::new(clusters, &spec.name),
-        KubeRouter::new(pods, members, clients.clone()),
+        KubeRouter::new(pods, members, clients),
         system_clock(),
     )
     .await
     .map_err(|error| error.to_string())?;
-    Ok((driver, handle, clients))
+    Ok((driver, handle))
 }
 
 /// Runs until `stop` turns true.
@@ -216,7 +211,7 @@ pub async fn run(spec: TaskSpec, deps: Deps, shared: Arc<Shared>, mut stop: watc
             }
         }
     };
-    let (driver, handle, clients) = started;
+    let (driver, handle) = started;
     if let Ok(mut slot) = shared.handle.lock() {
         *slot = Some(handle.clone());
     }
@@ -234,7 +229,6 @@ pub async fn run(spec: TaskSpec, deps: Deps, shared: Arc<Shared>, mut stop: watc
         handle.clone(),
         shared.clone(),
     ));
-    helpers.spawn(sample(clients, shared.clone()));
     if let Some(target) = &spec.probe {
         match probe_options(&deps.client, &spec.namespace, target).await {
             Ok(options) => {
@@ -446,22 +440,5 @@ async fn watch_pods(spec: TaskSpec, deps: Deps, handle: DriverHandle, shared: Ar
             }
         };
         events::publish(&deps.recorder, &deps.reference, &[notice]).await;
-    }
-}
-
-async fn sample(clients: BTreeMap<NodeId, InstanceClient>, shared: Arc<Shared>) {
-    let mut ticker = tokio::time::interval(SAMPLE_PERIOD);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let probes = clients.values().map(|client| client.status());
-        let statuses: Vec<InstanceStatus> = futures::future::join_all(probes)
-            .await
-            .into_iter()
-            .filter_map(Result::ok)
-            .collect();
-        if let Ok(mut slot) = shared.sample.lock() {
-            *slot = statuses;
-        }
     }
 }

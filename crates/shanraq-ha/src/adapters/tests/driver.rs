@@ -146,6 +146,22 @@ async fn driver_fails_over_a_dead_primary_persists_and_switches_over_on_request(
         .wait_for_state(Duration::from_secs(10), |s| !s.sync_set.is_empty())
         .await
         .expect("the new primary reports its standbys");
+    // What the probes saw is published, so callers need not probe the instances again. The
+    // state can run ahead of it (a command's reply carries a status too): wait for a round.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = handle.statuses();
+        if seen.iter().any(|status| {
+            status.name == new_primary.as_str() && status.role == crate::wire::InstanceRole::Primary
+        }) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no probe round showed the new primary: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let chosen = handle
         .request_switchover(Some(NodeId::new(other)))
         .await
