@@ -52,6 +52,16 @@ fn default_switchover_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
+impl FailoverSpec {
+    /// The primary's lease: twice the detection time (probe period x failure threshold), and at
+    /// least a second, so a primary whose probes are merely slow keeps it. The operator's probes
+    /// renew it; a primary that has lost both it and its synchronous replicas fences itself.
+    pub fn lease(&self) -> std::time::Duration {
+        let threshold = u32::try_from(self.failure_threshold.max(1)).unwrap_or(1);
+        (self.probe_period.as_std() * threshold * 2).max(std::time::Duration::from_secs(1))
+    }
+}
+
 impl Default for FailoverSpec {
     fn default() -> Self {
         FailoverSpec {

@@ -4,15 +4,31 @@
 //!
 //! Endpoints (all JSON):
 //! - `GET  /health`  200 when postgres runs and accepts connections, else 503.
-//! - `GET  /primary` 200 only when running, out of recovery, not fenced, and holding an epoch
-//!   that the operator granted with `promote`; else 503. HAProxy's `httpchk` uses it.
+//! - `GET  /primary` 200 only when running, out of recovery, not fenced, holding an epoch that
+//!   the operator granted with `promote`, AND able to commit: its synchronous quorum is
+//!   connected (synchronous mode), or it holds the operator's lease or has a streaming replica
+//!   (asynchronous mode); else 503. HAProxy's `httpchk` uses it.
 //! - `GET  /replica` 200 when running and in recovery, else 503.
-//! - `GET  /status`  always 200 with [`InstanceStatus`] (also while postgres is down).
-//! - `POST /promote`, `/fence`, `/demote`, `/repoint`: bearer-token authenticated commands,
+//! - `GET  /status`  always 200 with [`InstanceStatus`] (also while postgres is down). With the
+//!   bearer token and `?lease_epoch=E&lease_ms=M` it also renews the primary's lease for M ms,
+//!   when E is the epoch the instance holds the primary role at (see [`LEASE_EPOCH_PARAM`]).
+//! - `POST /promote`, `/fence`, `/demote`, `/repoint`, `/detach`: bearer-token authenticated
+//!   commands,
 //!   bodies below, answered with [`CommandReply`]. A command carrying an epoch lower than the
 //!   instance's own is refused with 409 so that a stale operator cannot act.
 
 use serde::{Deserialize, Serialize};
+
+/// Query parameter of `GET /status` naming the epoch whose primary lease is renewed.
+pub const LEASE_EPOCH_PARAM: &str = "lease_epoch";
+/// Query parameter of `GET /status`: how long the renewed lease lasts, in milliseconds.
+pub const LEASE_MS_PARAM: &str = "lease_ms";
+
+/// A standby counts as connected to its primary (for `/primary` and the self-fence) while it
+/// streams and replied within the primary's lease plus this slack. A standby partitioned away
+/// keeps its `pg_stat_replication` row until `wal_sender_timeout` but stops replying; live ones
+/// reply every second (`wal_receiver_status_interval = 1s`).
+pub const REPLY_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A PostgreSQL write-ahead-log position, as a plain byte offset (`pg_lsn` `X/Y` is
 /// `(X << 32) | Y`).
@@ -103,6 +119,13 @@ pub struct InstanceStatus {
     pub replay_paused: Option<bool>,
     /// Replica: whether the WAL receiver is streaming (`pg_stat_wal_receiver.status`).
     pub streaming: Option<bool>,
+    /// Replica: detached from every upstream (`primary_conninfo` is empty, no WAL receiver),
+    /// so it acknowledges nobody's commits. Set by `detach`, cleared by `repoint` and `demote`.
+    #[serde(default)]
+    pub detached: bool,
+    /// Primary: what `/primary` answers right now (designated, and able to commit).
+    #[serde(default)]
+    pub writable: Option<bool>,
     /// Replica: seconds since the last replayed transaction, when known.
     pub replay_lag_seconds: Option<f64>,
     /// Primary: `pg_stat_replication`.
@@ -128,6 +151,15 @@ pub struct PromoteRequest {
 pub struct FenceRequest {
     pub epoch: u64,
     pub timeout_ms: u64,
+}
+
+/// `POST /detach`: stop streaming from any upstream (`primary_conninfo = ''`, reload, and wait
+/// until the WAL receiver is gone), then report the final received LSN in the reply's status.
+/// A replica detached this way can no longer acknowledge a synchronous commit of the old
+/// primary: the engine detaches a quorum of the synchronous set before it promotes anyone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetachRequest {
+    pub epoch: u64,
 }
 
 /// Where a replica streams from.

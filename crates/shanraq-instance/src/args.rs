@@ -110,7 +110,6 @@ pub struct InstanceArgs {
     pub replication_password: Option<Secret>,
     #[arg(long, env = "SHANRAQ_REPLICATION_PASSWORD_FILE")]
     pub replication_password_file: Option<PathBuf>,
-    /// Where the epoch and fence are persisted (default: beside the data dir).
     /// Application database created at bootstrap (with `--app-owner` and its password).
     #[arg(long, env = "SHANRAQ_APP_DATABASE")]
     pub app_database: Option<String>,
@@ -122,8 +121,14 @@ pub struct InstanceArgs {
     #[arg(long, env = "SHANRAQ_APP_PASSWORD_FILE")]
     pub app_password_file: Option<PathBuf>,
 
+    /// Where the epoch and fence are persisted (default: beside the data dir).
     #[arg(long, env = "SHANRAQ_STATE_FILE")]
     pub state_file: Option<PathBuf>,
+    /// The primary's lease, in milliseconds: renewed by the operator's probes. A primary whose
+    /// lease ran out and that has no (synchronous) replica streaming fences itself. 0 turns
+    /// the lease off (a single instance has nobody to fail over to).
+    #[arg(long, env = "SHANRAQ_LEASE_MS", default_value_t = 1500)]
+    pub lease_ms: u64,
     /// How long a replica bootstrap keeps retrying pg_basebackup, in seconds.
     #[arg(long, env = "SHANRAQ_BOOTSTRAP_TIMEOUT", default_value_t = 600)]
     pub bootstrap_timeout_secs: u64,
@@ -154,6 +159,8 @@ pub struct Settings {
     /// libpq password file beside the data dir, used by replication and pg_rewind.
     pub passfile: PathBuf,
     pub bootstrap_timeout: std::time::Duration,
+    /// The primary's lease (`--lease-ms`); `None` when turned off.
+    pub lease: Option<std::time::Duration>,
 }
 
 /// The application database created once, at the first primary's bootstrap.
@@ -272,6 +279,7 @@ impl Settings {
             app,
             state_file,
             bootstrap_timeout: std::time::Duration::from_secs(args.bootstrap_timeout_secs),
+            lease: (args.lease_ms > 0).then(|| std::time::Duration::from_millis(args.lease_ms)),
         })
     }
 

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shanraq_ha::wire::{DemoteRequest, FenceRequest, PromoteRequest, RepointRequest};
+use shanraq_ha::wire::{
+    DemoteRequest, DetachRequest, FenceRequest, PromoteRequest, RepointRequest,
+};
 
 use crate::bootstrap::clone_from;
 use crate::config;
@@ -17,6 +19,8 @@ use crate::tools;
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(15);
 const DEMOTE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const RECLONE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `detach` waits for the WAL receiver to exit after the reload.
+const DETACH_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
 pub enum CommandError {
@@ -105,6 +109,7 @@ pub async fn promote(
         state.primary_epoch = Some(request.epoch);
         state.fenced = false;
     })?;
+    manager.grant_lease();
     manager.set_message(None);
     let promoted_ms = started.elapsed().as_millis() as u64;
     if let Err(error) = manager.ensure_synchronous().await {
@@ -230,5 +235,52 @@ pub async fn repoint(
     Ok(format!(
         "streaming from {} ({}:{}) at epoch {}",
         upstream.name, upstream.host, upstream.port, request.epoch
+    ))
+}
+
+/// Stops streaming from any upstream and waits until the WAL receiver is gone, so that this
+/// replica acknowledges nothing more of the old primary; its final received LSN is in the
+/// reply's status. A stopped replica is detached in its configuration only (it cannot be
+/// streaming).
+pub async fn detach(
+    manager: &Arc<Manager>,
+    request: DetachRequest,
+) -> Result<String, CommandError> {
+    let started = Instant::now();
+    take_epoch(manager, request.epoch, false)?;
+    let _ops = manager.lock_ops().await;
+    manager.still_current(request.epoch)?;
+    let settings = &manager.settings;
+    if manager.snapshot().running {
+        let pool = manager.pool()?;
+        if !status::in_recovery(&pool).await? {
+            return Err(CommandError::Refused(
+                "this instance is a primary: fence it instead of detaching".to_string(),
+            ));
+        }
+        status::alter_system(&pool, "primary_conninfo", "").await?;
+        status::wait_wal_receiver_gone(&pool, DETACH_TIMEOUT).await?;
+    } else {
+        if !config::is_standby(&settings.data_dir) {
+            return Err(CommandError::Refused(
+                "this data dir is a primary's: fence it instead of detaching".to_string(),
+            ));
+        }
+        config::set_auto_conf(
+            &settings.data_dir,
+            "primary_conninfo",
+            Some(""),
+            &manager.user,
+        )?;
+    }
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(
+        epoch = request.epoch,
+        elapsed_ms,
+        "detached from the upstream"
+    );
+    Ok(format!(
+        "detached at epoch {} ({elapsed_ms} ms)",
+        request.epoch
     ))
 }

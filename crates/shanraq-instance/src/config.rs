@@ -216,6 +216,7 @@ mod tests {
             replication_user: "replicator".to_string(),
             replication_password: Secret::new("re'p"),
             bootstrap_timeout: std::time::Duration::from_secs(1),
+            lease: Some(std::time::Duration::from_millis(1500)),
         }
     }
 

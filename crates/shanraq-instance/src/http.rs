@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use shanraq_ha::wire::{CommandReply, InstanceRole, InstanceStatus};
 
 use crate::commands::{self, CommandError};
+use crate::lease;
 use crate::status;
 use crate::supervisor::{Manager, Phase};
 
@@ -27,6 +28,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/fence", post(fence))
         .route("/demote", post(demote))
         .route("/repoint", post(repoint))
+        .route("/detach", post(detach))
         .with_state(manager)
 }
 
@@ -77,6 +79,8 @@ pub async fn collect_status(manager: &Manager) -> InstanceStatus {
         replayed_lsn: None,
         replay_paused: None,
         streaming: None,
+        detached: false,
+        writable: None,
         replay_lag_seconds: None,
         replication: Vec::new(),
         synchronous_standby_names: None,
@@ -91,9 +95,13 @@ pub async fn collect_status(manager: &Manager) -> InstanceStatus {
         status.replayed_lsn = observed.replayed_lsn;
         status.replay_paused = observed.replay_paused;
         status.streaming = observed.streaming;
+        status.detached = observed.detached;
         status.replay_lag_seconds = observed.replay_lag_seconds;
         status.replication = observed.replication;
         status.synchronous_standby_names = observed.synchronous_standby_names;
+        if role == InstanceRole::Primary {
+            status.writable = Some(primary_answer(manager).await.is_ok());
+        }
     }
     status
 }
@@ -145,15 +153,43 @@ async fn ask_in_recovery(manager: &Manager) -> Result<bool, String> {
     }
 }
 
-async fn primary(State(manager): State<Arc<Manager>>) -> Response {
+/// What `/primary` answers: the designated primary of its epoch, out of recovery, and able to
+/// commit (see `crate::lease`). Asked of postgres itself, tried twice so that one broken
+/// pooled connection does not flap HAProxy's `fall 1` check; a postmaster exit ends the wait.
+async fn primary_answer(manager: &Manager) -> Result<(), String> {
     if !manager.snapshot().persisted.holds_primary_epoch() {
-        return check(false, "not holding the primary epoch");
+        return Err("not holding the primary epoch".to_string());
     }
-    match ask_in_recovery(&manager).await {
-        // Re-checked after the query: a fence that arrived meanwhile wins.
-        Ok(false) if manager.snapshot().persisted.holds_primary_epoch() => check(true, "primary"),
-        Ok(false) => check(false, "fenced"),
-        Ok(true) => check(false, "in recovery"),
+    let snapshot = manager.snapshot();
+    let (Some(pool), Some(postmaster), true) =
+        (snapshot.pool, snapshot.postmaster, snapshot.running)
+    else {
+        return Err("postgres is not running".to_string());
+    };
+    let lease = manager.settings.lease;
+    let ask = async {
+        match lease::commit_ability(&pool, lease).await {
+            Ok(answer) => Ok(answer),
+            Err(_) => lease::commit_ability(&pool, lease)
+                .await
+                .map_err(|error| format!("postgres not answering: {error}")),
+        }
+    };
+    let ability = tokio::select! {
+        answer = ask => answer?,
+        how = postmaster.wait() => return Err(format!("postgres exited ({how})")),
+    };
+    lease::writable(&ability, manager.lease_valid(std::time::Instant::now()))?;
+    // Re-checked after the query: a fence that arrived meanwhile wins.
+    if !manager.snapshot().persisted.holds_primary_epoch() {
+        return Err("fenced".to_string());
+    }
+    Ok(())
+}
+
+async fn primary(State(manager): State<Arc<Manager>>) -> Response {
+    match primary_answer(&manager).await {
+        Ok(()) => check(true, "primary"),
         Err(reason) => check(false, &reason),
     }
 }
@@ -169,7 +205,27 @@ async fn replica(State(manager): State<Arc<Manager>>) -> Response {
     }
 }
 
-async fn status_handler(State(manager): State<Arc<Manager>>) -> Json<InstanceStatus> {
+/// The lease renewal an authenticated probe may carry.
+#[derive(Debug, serde::Deserialize)]
+struct LeaseQuery {
+    #[serde(rename = "lease_epoch")]
+    epoch: Option<u64>,
+    #[serde(rename = "lease_ms")]
+    ms: Option<u64>,
+}
+
+async fn status_handler(
+    State(manager): State<Arc<Manager>>,
+    headers: HeaderMap,
+    Query(lease): Query<LeaseQuery>,
+) -> Json<InstanceStatus> {
+    // Renewed before the status is taken, so the answer reflects it; only the operator (the
+    // bearer token) may renew, and only for the epoch this instance is primary at.
+    if let (Some(epoch), Some(ms)) = (lease.epoch, lease.ms)
+        && authorised(&manager, &headers)
+    {
+        manager.renew_lease(epoch, std::time::Duration::from_millis(ms));
+    }
     Json(collect_status(&manager).await)
 }
 
@@ -288,9 +344,27 @@ async fn repoint(State(manager): State<Arc<Manager>>, headers: HeaderMap, body: 
     .await
 }
 
+async fn detach(State(manager): State<Arc<Manager>>, headers: HeaderMap, body: Bytes) -> Response {
+    command(manager, headers, body, |manager, request| async move {
+        commands::detach(&manager, request).await
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
-    use super::tokens_match;
+    use super::{LeaseQuery, tokens_match};
+    use shanraq_ha::wire::{LEASE_EPOCH_PARAM, LEASE_MS_PARAM};
+
+    #[test]
+    fn lease_query_uses_the_wire_parameter_names() {
+        let query: LeaseQuery = serde_json::from_value(serde_json::json!({
+            LEASE_EPOCH_PARAM: 7,
+            LEASE_MS_PARAM: 1500,
+        }))
+        .expect("parses");
+        assert_eq!((query.epoch, query.ms), (Some(7), Some(1500)));
+    }
 
     #[test]
     fn tokens_match_only_when_equal() {

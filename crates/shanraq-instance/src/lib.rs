@@ -10,6 +10,7 @@ pub mod config;
 pub mod epoch;
 pub mod error;
 pub mod http;
+pub mod lease;
 pub mod osuser;
 pub mod postmaster;
 pub mod status;
@@ -55,6 +56,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .map_err(|source| InstanceError::io(format!("binding HTTP on {http_addr}"), source))?;
     tracing::info!(%http_addr, name = %manager.settings.name, "instance manager listening");
     let server = tokio::spawn(http::serve(listener, Arc::clone(&manager)));
+    let guard = tokio::spawn(lease::guard(Arc::clone(&manager)));
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -85,6 +87,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         None => Ok(()),
     };
+    guard.abort();
     manager.shutdown().await;
     server.abort();
     outcome

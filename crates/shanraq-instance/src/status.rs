@@ -48,6 +48,8 @@ pub struct Observed {
     pub replay_lag_seconds: Option<f64>,
     pub synchronous_standby_names: Option<String>,
     pub replication: Vec<ReplicationPeer>,
+    /// In recovery with an empty `primary_conninfo`: streams from nobody.
+    pub detached: bool,
 }
 
 const SELF_QUERY: &str = "SELECT pg_is_in_recovery(),
@@ -65,7 +67,8 @@ const SELF_QUERY: &str = "SELECT pg_is_in_recovery(),
     CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0.0
          ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 END
   END,
-  current_setting('synchronous_standby_names')";
+  current_setting('synchronous_standby_names'),
+  pg_is_in_recovery() AND current_setting('primary_conninfo') = ''";
 
 const REPLICATION_QUERY: &str = "SELECT application_name, COALESCE(state, ''),
   COALESCE(sync_state, ''), sent_lsn::text, write_lsn::text, flush_lsn::text, replay_lsn::text
@@ -113,6 +116,10 @@ pub async fn observe(pool: &PgPool) -> Result<Observed, InstanceError> {
         source,
     })?;
     let receiver = get(6)?;
+    let detached: bool = row.try_get(9).map_err(|source| InstanceError::Sql {
+        query: "self status",
+        source,
+    })?;
     let mut observed = Observed {
         in_recovery,
         timeline: timeline.and_then(|tli| u32::try_from(tli).ok()),
@@ -124,6 +131,7 @@ pub async fn observe(pool: &PgPool) -> Result<Observed, InstanceError> {
         replay_lag_seconds: lag,
         synchronous_standby_names: get(8)?,
         replication: Vec::new(),
+        detached,
     };
     if !in_recovery {
         let rows = bounded(
@@ -154,6 +162,29 @@ pub async fn in_recovery(pool: &PgPool) -> Result<bool, InstanceError> {
         sqlx::query_scalar("SELECT pg_is_in_recovery()").fetch_one(pool),
     )
     .await
+}
+
+/// Waits until no WAL receiver runs (`pg_stat_wal_receiver` is empty), after
+/// `primary_conninfo` was emptied: only then has the replica acknowledged its last byte.
+pub async fn wait_wal_receiver_gone(pool: &PgPool, timeout: Duration) -> Result<(), InstanceError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let receivers: i64 = bounded(
+            "pg_stat_wal_receiver",
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_wal_receiver").fetch_one(pool),
+        )
+        .await?;
+        if receivers == 0 {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(InstanceError::Timeout {
+                what: "waiting for the WAL receiver to stop after detaching".to_string(),
+                seconds: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// `SELECT 1`, for `/health` and for waiting until postgres accepts connections.

@@ -52,6 +52,13 @@ struct Runtime {
     stopped_timeline: Option<u32>,
     crashes: u32,
     started_at: Option<Instant>,
+    /// Until when the operator's lease lets this primary take writes without replicas
+    /// (asynchronous mode) and keeps the self-fence away (see `crate::lease`).
+    lease_until: Option<Instant>,
+    /// Whether an engine stood behind this primary since the manager started (a renewal or a
+    /// promote). Until then it never self-fences: a freshly bootstrapped primary waits for its
+    /// replicas to clone from it and for the operator to find it.
+    lease_armed: bool,
 }
 
 /// A consistent copy of the runtime state for readers.
@@ -174,6 +181,42 @@ impl Manager {
             self.state_file.store(&next)?;
         }
         Ok(Ok(()))
+    }
+
+    /// Whether the operator's lease still runs at `now` (always, when the lease is off).
+    pub fn lease_valid(&self, now: Instant) -> bool {
+        if self.settings.lease.is_none() {
+            return true;
+        }
+        self.runtime().lease_until.is_some_and(|until| now < until)
+    }
+
+    /// Renews the lease for `duration` (capped) when `epoch` is the epoch this instance holds
+    /// the primary role at; true when renewed. An older or newer epoch renews nothing: only
+    /// the engine that made this instance primary keeps it writable.
+    pub fn renew_lease(&self, epoch: u64, duration: Duration) -> bool {
+        let mut runtime = self.runtime();
+        let holds = runtime.persisted.holds_primary_epoch() && runtime.persisted.epoch == epoch;
+        if holds && self.settings.lease.is_some() {
+            runtime.lease_until = Some(Instant::now() + duration.min(crate::lease::MAX_LEASE));
+            runtime.lease_armed = true;
+        }
+        holds
+    }
+
+    /// Whether the self-fence is armed (see `Runtime::lease_armed`).
+    pub fn lease_armed(&self) -> bool {
+        self.runtime().lease_armed
+    }
+
+    /// Restarts the lease after a promotion: the engine that promoted this instance just
+    /// spoke to it.
+    pub fn grant_lease(&self) {
+        if let Some(lease) = self.settings.lease {
+            let mut runtime = self.runtime();
+            runtime.lease_until = Some(Instant::now() + lease);
+            runtime.lease_armed = true;
+        }
     }
 
     /// After waiting for the lifecycle lock: refuses when a newer epoch arrived meanwhile.

@@ -26,7 +26,10 @@ async fn an_engine_restarted_mid_failover_resumes_the_same_failover_without_loss
     let bumped = tokio::time::timeout(BOUND, async {
         loop {
             match events.recv().await {
-                Ok(DriverEvent::StateSaved { state, .. }) if state.epoch > epoch => {
+                // Stopped once the election chose a target: the fencing before it is quick.
+                Ok(DriverEvent::StateSaved { state, .. })
+                    if state.epoch > epoch && state.target_primary.is_some() =>
+                {
                     return *state;
                 }
                 Ok(_) => {}

@@ -246,6 +246,13 @@ fn start_script(cluster: &ValidCluster, primary_known: bool) -> String {
     if let Some(names) = synchronous_standby_names(cluster) {
         flags.push(("--synchronous", shell_quote(&names)));
     }
+    // A single instance has nobody to fail over to: no lease, no self-fence.
+    let lease_ms = if cluster.spec.postgres.instances > 1 {
+        cluster.spec.failover.lease().as_millis()
+    } else {
+        0
+    };
+    flags.push(("--lease-ms", lease_ms.to_string()));
     flags.push(("--config-file", format!("{CONFIG_DIR}/postgresql.conf")));
     flags.push(("--hba-file", format!("{CONFIG_DIR}/pg_hba.conf")));
     let choose = if primary_known {

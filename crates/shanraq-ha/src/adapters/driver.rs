@@ -217,6 +217,20 @@ impl DriverHandle {
     }
 }
 
+/// A switchover asked for while the primary had not confirmed its epoch yet (just after a
+/// start, a failover or an adoption): retried at every step until the deadline, so a request
+/// right after convergence waits for the confirmation instead of failing.
+struct PendingSwitchover {
+    target: Option<NodeId>,
+    reply: oneshot::Sender<Result<NodeId, SwitchoverError>>,
+    deadline: Instant,
+}
+
+/// How long a switchover request may wait for the primary's confirmation: a few probe rounds.
+fn confirmation_wait(probe_period: Duration) -> Duration {
+    (probe_period * 20).max(Duration::from_secs(5))
+}
+
 /// A finished command.
 struct Done {
     command: Command,
@@ -238,6 +252,7 @@ pub struct Driver<S: StateStore, R: Router> {
     control: mpsc::Receiver<Control>,
     persisted: HaState,
     running: JoinSet<Done>,
+    pending_switchover: Option<PendingSwitchover>,
 }
 
 impl<S: StateStore, R: Router> std::fmt::Debug for Driver<S, R> {
@@ -298,6 +313,7 @@ impl<S: StateStore, R: Router> Driver<S, R> {
             control,
             persisted,
             running: JoinSet::new(),
+            pending_switchover: None,
         };
         Ok((driver, handle))
     }
@@ -323,22 +339,61 @@ impl<S: StateStore, R: Router> Driver<S, R> {
                     None | Some(Control::Stop) => break,
                     Some(Control::Pod(signal)) => self.engine.observe_pod(signal),
                     Some(Control::Switchover { target, reply }) => {
-                        let now = (self.clock)();
-                        let _ = reply.send(self.engine.request_switchover(target, now));
+                        if let Some(earlier) = self.pending_switchover.take() {
+                            let _ = earlier.reply.send(Err(SwitchoverError::Superseded));
+                        }
+                        let deadline =
+                            Instant::now() + confirmation_wait(self.engine.config().probe_period);
+                        self.pending_switchover = Some(PendingSwitchover { target, reply, deadline });
                     }
                 },
             }
+            self.try_switchover();
             self.step().await;
         }
         self.running.abort_all();
         self.engine.state().clone()
     }
 
+    /// Starts the pending switchover, or keeps it pending while the primary has not confirmed
+    /// its epoch (until its deadline); any other answer goes back to the caller.
+    fn try_switchover(&mut self) {
+        let Some(pending) = self.pending_switchover.take() else {
+            return;
+        };
+        let now = (self.clock)();
+        match self.engine.request_switchover(pending.target.clone(), now) {
+            Err(SwitchoverError::PrimaryNotConfirmed { .. })
+                if Instant::now() < pending.deadline =>
+            {
+                self.pending_switchover = Some(pending);
+            }
+            answer => {
+                let _ = pending.reply.send(answer);
+            }
+        }
+    }
+
     async fn probe_all(&mut self) {
+        let lease = self.engine.config().lease_duration;
+        let holder = self
+            .engine
+            .lease_holder()
+            .map(|(node, epoch)| (node.clone(), epoch));
         let probes = self.clients.iter().map(|(node, client)| {
             let at = (self.clock)();
+            // The primary's probe renews its lease: it stays writable only while this engine
+            // (or its synchronous quorum) stands behind it.
+            let renew = holder
+                .as_ref()
+                .filter(|(primary, _)| primary == node)
+                .map(|(_, epoch)| *epoch);
             async move {
-                match client.status().await {
+                let answer = match renew {
+                    Some(epoch) => client.status_renewing(epoch, lease).await,
+                    None => client.status().await,
+                };
+                match answer {
                     Ok(status) => Observation {
                         node: node.clone(),
                         at,
@@ -491,6 +546,7 @@ async fn run_command<R: Router>(
         Command::Demote {
             upstream, epoch, ..
         } => client.demote(*epoch, upstream.clone()).await,
+        Command::Detach { epoch, .. } => client.detach(*epoch).await,
         Command::Route { .. } => return (Ok(()), None),
     };
     match reply {

@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::wire::{
-    CommandReply, DemoteRequest, FenceRequest, InstanceStatus, PromoteRequest, RepointRequest,
-    Upstream,
+    CommandReply, DemoteRequest, DetachRequest, FenceRequest, InstanceStatus, LEASE_EPOCH_PARAM,
+    LEASE_MS_PARAM, PromoteRequest, RepointRequest, Upstream,
 };
 
 /// A bearer token whose `Debug` does not show it.
@@ -43,6 +43,8 @@ pub struct ClientTimeouts {
     pub fence_margin: Duration,
     pub repoint: Duration,
     pub demote: Duration,
+    /// Covers the instance's own wait for its WAL receiver to stop.
+    pub detach: Duration,
 }
 
 impl ClientTimeouts {
@@ -54,6 +56,7 @@ impl ClientTimeouts {
             fence_margin: Duration::from_secs(2),
             repoint: Duration::from_secs(10),
             demote: Duration::from_secs(300),
+            detach: Duration::from_secs(5),
         }
     }
 }
@@ -152,14 +155,31 @@ impl InstanceClient {
 
     /// `GET /status`.
     pub async fn status(&self) -> Result<InstanceStatus, InstanceClientError> {
+        self.probe(self.http.get(self.url("/status"))).await
+    }
+
+    /// `GET /status`, renewing the primary's lease for `lease` when the instance is primary at
+    /// `epoch` (authenticated: nobody but the operator keeps a primary writable).
+    pub async fn status_renewing(
+        &self,
+        epoch: u64,
+        lease: Duration,
+    ) -> Result<InstanceStatus, InstanceClientError> {
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        let url = format!(
+            "{}?{LEASE_EPOCH_PARAM}={epoch}&{LEASE_MS_PARAM}={lease_ms}",
+            self.url("/status")
+        );
+        let request = self.http.get(url).bearer_auth(self.token.expose());
+        self.probe(request).await
+    }
+
+    async fn probe(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<InstanceStatus, InstanceClientError> {
         let endpoint = "/status";
-        let response = self
-            .send(
-                self.http.get(self.url(endpoint)),
-                endpoint,
-                self.timeouts.status,
-            )
-            .await?;
+        let response = self.send(request, endpoint, self.timeouts.status).await?;
         if !response.status().is_success() {
             return Err(self.http_error(endpoint, response).await);
         }
@@ -234,6 +254,16 @@ impl InstanceClient {
             epoch,
             &RepointRequest { epoch, upstream },
             self.timeouts.repoint,
+        )
+        .await
+    }
+
+    pub async fn detach(&self, epoch: u64) -> Result<CommandReply, InstanceClientError> {
+        self.command(
+            "/detach",
+            epoch,
+            &DetachRequest { epoch },
+            self.timeouts.detach,
         )
         .await
     }

@@ -30,6 +30,9 @@ pub enum Command {
         upstream: Upstream,
         epoch: u64,
     },
+    /// Stop `node` streaming from the old primary and report its final received LSN
+    /// (`POST /detach`): a detached standby acknowledges no more of the old primary's commits.
+    Detach { node: NodeId, epoch: u64 },
 }
 
 /// Who a command acts on: the engine runs at most one command per target at a time.
@@ -46,7 +49,8 @@ impl Command {
             | Command::Promote { epoch, .. }
             | Command::Route { epoch, .. }
             | Command::Repoint { epoch, .. }
-            | Command::Demote { epoch, .. } => *epoch,
+            | Command::Demote { epoch, .. }
+            | Command::Detach { epoch, .. } => *epoch,
         }
     }
 
@@ -55,7 +59,8 @@ impl Command {
             Command::Fence { node, .. }
             | Command::Promote { node, .. }
             | Command::Repoint { node, .. }
-            | Command::Demote { node, .. } => CommandTarget::Instance(node.clone()),
+            | Command::Demote { node, .. }
+            | Command::Detach { node, .. } => CommandTarget::Instance(node.clone()),
             Command::Route { .. } => CommandTarget::Router,
         }
     }
@@ -66,7 +71,8 @@ impl Command {
             Command::Fence { node, .. }
             | Command::Promote { node, .. }
             | Command::Repoint { node, .. }
-            | Command::Demote { node, .. } => node,
+            | Command::Demote { node, .. }
+            | Command::Detach { node, .. } => node,
             Command::Route { primary, .. } => primary,
         }
     }
@@ -76,6 +82,9 @@ impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Fence { node, epoch } => write!(f, "fence {node} (epoch {epoch})"),
+            Command::Detach { node, epoch } => {
+                write!(f, "detach {node} from the old primary (epoch {epoch})")
+            }
             Command::Promote { node, epoch } => write!(f, "promote {node} (epoch {epoch})"),
             Command::Route { primary, epoch } => {
                 write!(f, "route writes to {primary} (epoch {epoch})")
@@ -150,6 +159,21 @@ pub enum EventKind {
         node: NodeId,
         error: Option<String>,
     },
+    /// A timeline step: the old primary can no longer complete a commit (`how`: fenced, or
+    /// enough of its synchronous set detached).
+    QuorumFenced {
+        from: NodeId,
+        how: String,
+    },
+    /// The old primary cannot be shown unable to commit yet, so nobody is promoted.
+    FencingBlocked {
+        reason: String,
+    },
+    /// A replica on an older timeline stopped streaming: it received WAL past the fork and
+    /// is rewound.
+    Diverged {
+        node: NodeId,
+    },
     /// A timeline step: `node` was chosen.
     Elected {
         node: NodeId,
@@ -206,6 +230,9 @@ impl Event {
             EventKind::PrimaryRecovered { .. } => "PrimaryRecovered",
             EventKind::FailoverStarted { .. } => "FailoverStarted",
             EventKind::Fenced { .. } => "Fenced",
+            EventKind::QuorumFenced { .. } => "QuorumFenced",
+            EventKind::FencingBlocked { .. } => "FencingBlocked",
+            EventKind::Diverged { .. } => "Diverged",
             EventKind::Elected { .. } => "Elected",
             EventKind::Promoted { .. } => "Promoted",
             EventKind::Routed { .. } => "Routed",
@@ -241,6 +268,15 @@ impl Event {
                 node,
                 error: Some(error),
             } => format!("{node} not fenced ({error}); continuing"),
+            EventKind::QuorumFenced { from, how } => {
+                format!("{from} can no longer commit: {how}")
+            }
+            EventKind::FencingBlocked { reason } => {
+                format!("not promoting anyone yet: {reason}")
+            }
+            EventKind::Diverged { node } => format!(
+                "{node} stopped streaming on an older timeline (it received WAL past the fork): rewinding it"
+            ),
             EventKind::Elected { node, received_lsn } => {
                 format!("elected {node} (received {received_lsn})")
             }

@@ -32,9 +32,19 @@ pub struct PostgresHaConfig {
     pub replication: ReplicationMode,
     /// Switchover: the longest wait for the target to replay the old primary's final LSN.
     pub switchover_timeout: Duration,
-    /// Fence: how long the old primary gets to stop (sent to the instance; the engine waits
-    /// this long for an answer before it proceeds without one).
+    /// Fence: how long the old primary gets to stop (sent to the instance). The engine never
+    /// waits on the answer when it can detach enough of the synchronous set instead.
     pub fence_timeout: Duration,
+    /// The primary's lease, renewed by every probe of it: a primary that lost the lease and
+    /// its (synchronous) replicas fences itself. Asynchronous mode promotes nobody before the
+    /// old primary's lease has run out.
+    #[serde(default = "default_lease")]
+    pub lease_duration: Duration,
+}
+
+/// The lease `spec.failover` gives with its defaults (250 ms x 3 x 2).
+fn default_lease() -> Duration {
+    Duration::from_millis(1500)
 }
 
 impl Default for PostgresHaConfig {
@@ -47,6 +57,7 @@ impl Default for PostgresHaConfig {
             replication: ReplicationMode::Synchronous { number: 1 },
             switchover_timeout: Duration::from_secs(30),
             fence_timeout: Duration::from_secs(5),
+            lease_duration: default_lease(),
         }
     }
 }

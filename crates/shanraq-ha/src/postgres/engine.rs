@@ -5,7 +5,9 @@
 //!
 //! Safety rules kept here rather than in adapters:
 //! - every failover and switchover bumps the epoch before it fences or promotes anyone;
-//! - nobody is promoted before the old primary is fenced, or known unreachable;
+//! - nobody is promoted before the old primary is unable to commit, whether or not the engine
+//!   can reach it: it confirmed the fence, or enough of its synchronous set is detached that
+//!   `ANY n` cannot be met (asynchronous mode: every replica detached and its lease run out);
 //! - `Route` only ever names the designated primary after it confirmed the current epoch;
 //! - an instance claiming the primary role without the designation is fenced at once;
 //! - a persisted failover resumes at its phase and target, never re-elects or reverts.
@@ -17,7 +19,7 @@ use super::config::{PostgresHaConfig, ReplicationMode};
 use super::election::{Candidate, ElectionRules, elect};
 use super::model::{Member, Millis, NodeId, Observation, PodSignal, ProbeOutcome};
 use super::state::{FailoverKind, FailoverRecord, HaState, Phase, Suspicion};
-use crate::wire::{InstanceRole, InstanceStatus, Lsn};
+use crate::wire::{InstanceRole, InstanceStatus, Lsn, REPLY_SLACK};
 
 /// What the engine remembers about one member between steps (not persisted: rebuilt from the
 /// next probes after a restart).
@@ -29,7 +31,13 @@ pub(super) struct NodeView {
     pub(super) pod_deleted: bool,
     /// When the last command on this node finished: older observations do not show its effect.
     pub(super) last_done_at: Option<Millis>,
+    /// A running replica's first report of a stopped WAL receiver in the current streak.
+    pub(super) not_streaming_since: Option<Millis>,
 }
+
+/// How long a replica on an older timeline may stay without streaming before the engine takes
+/// it for diverged (it received WAL past the fork) and rewinds it.
+const REJOIN_GRACE_MS: u64 = 5_000;
 
 /// The HA engine of one PostgreSQL cluster.
 #[derive(Debug)]
@@ -115,6 +123,20 @@ impl PostgresHa {
         self.primary_lsn
     }
 
+    /// The member whose lease the probes renew, and the epoch to renew it for: the designated
+    /// primary while the engine stands behind it. Nobody from the moment a failover or
+    /// switchover bumps the epoch, so the old primary's lease runs out.
+    pub fn lease_holder(&self) -> Option<(&NodeId, u64)> {
+        match self.state.phase {
+            Phase::Healthy | Phase::Detecting | Phase::Routing => self
+                .state
+                .current_primary
+                .as_ref()
+                .map(|primary| (primary, self.state.epoch)),
+            _ => None,
+        }
+    }
+
     /// Feeds one probe result. Unknown members and results older than the latest are ignored.
     pub fn observe(&mut self, observation: Observation) {
         let designated = self.reporting_primary().cloned();
@@ -129,6 +151,15 @@ impl PostgresHa {
                 .is_some_and(|last| last.at > observation.at)
             {
                 return;
+            }
+            match observation.status() {
+                Some(status)
+                    if status.role == InstanceRole::Replica && status.streaming == Some(false) =>
+                {
+                    view.not_streaming_since.get_or_insert(observation.at);
+                }
+                Some(_) => view.not_streaming_since = None,
+                None => {}
             }
             if serving {
                 view.consecutive_failures = 0;
@@ -222,6 +253,16 @@ impl PostgresHa {
                     if self.state.phase == Phase::Routing {
                         self.complete(now);
                     }
+                }
+            }
+            Command::Detach { node, .. } => {
+                if result.is_ok()
+                    && let Some(record) = self.state.in_flight.as_mut()
+                    && !record.detached.contains(node)
+                {
+                    record.detached.push(node.clone());
+                    record.detached.sort();
+                    record.detached_at = Some(now);
                 }
             }
             Command::Repoint { .. } | Command::Demote { .. } => {}
@@ -506,6 +547,9 @@ impl PostgresHa {
                 .or(self.primary_lsn),
             final_lsn: None,
             fence_error: None,
+            detached: Vec::new(),
+            detached_at: None,
+            quorum_fenced_at: None,
             refusal: None,
             aborted: None,
         });
@@ -563,34 +607,92 @@ impl PostgresHa {
                 commands,
             );
         }
-        let Some(upstream) = self.member(&primary).map(Member::upstream) else {
+        self.bring_under(&primary, None, true, now, commands);
+    }
+
+    /// Points every other member at `leader`: replicas of an older epoch, or detached by a
+    /// failover, are re-pointed. With `settle`, fenced members are demoted (rewound when they
+    /// diverged) and a replica stuck on an older timeline is rewound too.
+    fn bring_under(
+        &mut self,
+        leader: &NodeId,
+        exclude: Option<&NodeId>,
+        settle: bool,
+        now: Millis,
+        commands: &mut Vec<Command>,
+    ) {
+        let epoch = self.state.epoch;
+        let Some(upstream) = self.member(leader).map(Member::upstream) else {
             return;
         };
+        let leader_timeline = self
+            .settled_status(leader)
+            .filter(|status| is_serving_primary(status))
+            .and_then(|status| status.timeline);
         let others: Vec<NodeId> = self
             .members
             .iter()
             .map(|m| m.name.clone())
-            .filter(|n| n != &primary)
+            .filter(|n| n != leader && Some(n) != exclude)
             .collect();
         for node in others {
-            let Some(status) = self.settled_status(&node) else {
+            let Some(status) = self.settled_status(&node).cloned() else {
                 continue;
             };
             let command = match status.role {
-                InstanceRole::Fenced if status.epoch <= epoch => Command::Demote {
+                InstanceRole::Fenced if settle && status.epoch <= epoch => Command::Demote {
                     node,
                     upstream: upstream.clone(),
                     epoch,
                 },
-                InstanceRole::Replica if status.epoch < epoch => Command::Repoint {
-                    node,
-                    upstream: upstream.clone(),
-                    epoch,
-                },
+                InstanceRole::Replica if status.epoch < epoch || status.detached => {
+                    Command::Repoint {
+                        node,
+                        upstream: upstream.clone(),
+                        epoch,
+                    }
+                }
+                InstanceRole::Replica
+                    if settle && self.diverged(&node, &status, leader_timeline, now) =>
+                {
+                    let demote = Command::Demote {
+                        node: node.clone(),
+                        upstream: upstream.clone(),
+                        epoch,
+                    };
+                    if self.emit(demote, now, commands) {
+                        self.event(now, EventKind::Diverged { node });
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             self.emit(command, now, commands);
         }
+    }
+
+    /// A replica that stays without streaming on an older timeline than the primary's, for
+    /// longer than the grace after its last command: it received WAL the new primary never
+    /// had (it streamed from the old primary past the fork) and cannot follow until rewound.
+    fn diverged(
+        &self,
+        node: &NodeId,
+        status: &InstanceStatus,
+        leader_timeline: Option<u32>,
+        now: Millis,
+    ) -> bool {
+        let (Some(leader), Some(own)) = (leader_timeline, status.timeline) else {
+            return false;
+        };
+        let Some(view) = self.nodes.get(node) else {
+            return false;
+        };
+        let quiet_since = view.not_streaming_since.max(view.last_done_at);
+        own < leader
+            && status.running
+            && status.streaming == Some(false)
+            && view.not_streaming_since.is_some()
+            && quiet_since.is_some_and(|since| now.since(since) >= REJOIN_GRACE_MS)
     }
 
     /// Any phase: an instance that claims the primary role without the designation is fenced
@@ -653,53 +755,182 @@ impl PostgresHa {
 
     // ---- failover --------------------------------------------------------------------------
 
+    /// Fencing: ask the old primary to stop (never waited on) and, at the same time, detach
+    /// every other member from it. The election starts only once the old primary cannot
+    /// complete a commit, whatever it can still reach (see `cannot_commit`).
     fn step_fencing(&mut self, now: Millis, commands: &mut Vec<Command>) {
         let Some(record) = self.state.in_flight.clone() else {
             self.state.phase = Phase::Healthy;
             return;
         };
-        if record.fenced_at.is_some() || record.fence_error.is_some() {
+        if record.quorum_fenced_at.is_some() {
             self.state.phase = Phase::Electing;
             return;
         }
         let epoch = self.state.epoch;
-        self.emit(
-            Command::Fence {
-                node: record.from.clone(),
-                epoch,
-            },
-            now,
-            commands,
-        );
-        let error = if !self.answers_as_primary(&record.from) {
+        let blocked = match self.cannot_commit(&record, now) {
+            Ok(how) => {
+                self.quorum_fenced(&record, how, now);
+                return;
+            }
+            Err(reason) => reason,
+        };
+        {
+            self.emit(
+                Command::Fence {
+                    node: record.from.clone(),
+                    epoch,
+                },
+                now,
+                commands,
+            );
+        }
+        let others: Vec<NodeId> = self
+            .members
+            .iter()
+            .map(|member| member.name.clone())
+            .filter(|node| node != &record.from && !record.detached.contains(node))
+            .collect();
+        for node in others {
+            // A member claiming the primary role is fenced instead (`fence_stale_primaries`).
+            if self.answers_as_primary(&node) {
+                continue;
+            }
+            self.emit(Command::Detach { node, epoch }, now, commands);
+        }
+        if record.fence_error.is_none() && !self.answers_as_primary(&record.from) {
             let why = self
                 .nodes
                 .get(&record.from)
                 .map_or_else(|| "unknown member".to_owned(), failure_reason);
-            Some(format!(
-                "not waiting for the fence: {} is not serving ({why})",
+            let error = format!(
+                "{} is not serving ({why}); fencing it through its replicas",
                 record.from
-            ))
-        } else if now >= record.started_at.plus(self.config.fence_timeout) {
-            Some(format!(
-                "no answer to the fence within {:?}",
-                self.config.fence_timeout
-            ))
-        } else {
-            None
-        };
-        if let Some(error) = error {
+            );
             if let Some(record) = self.in_flight_mut() {
                 record.fence_error = Some(error.clone());
             }
             self.event(
                 now,
                 EventKind::Fenced {
-                    node: record.from,
+                    node: record.from.clone(),
                     error: Some(error),
                 },
             );
-            self.state.phase = Phase::Electing;
+        }
+        // Said once the fence and detach commands had a fair chance to answer.
+        let patient = now >= record.started_at.plus(self.config.fence_timeout);
+        if patient && record.refusal.as_deref() != Some(blocked.as_str()) {
+            if let Some(record) = self.in_flight_mut() {
+                record.refusal = Some(blocked.clone());
+            }
+            self.event(now, EventKind::FencingBlocked { reason: blocked });
+        }
+    }
+
+    fn quorum_fenced(&mut self, record: &FailoverRecord, how: String, now: Millis) {
+        if let Some(record) = self.in_flight_mut() {
+            record.quorum_fenced_at = Some(now);
+            record.refusal = None;
+        }
+        self.event(
+            now,
+            EventKind::QuorumFenced {
+                from: record.from.clone(),
+                how,
+            },
+        );
+        self.state.phase = Phase::Electing;
+    }
+
+    /// Why the old primary can no longer complete a commit, or why that is not shown yet.
+    ///
+    /// - It confirmed the fence: postgres is stopped.
+    /// - Synchronous `ANY n` over a set of S standbys: a commit returns once n of them flushed
+    ///   it. With S - n + 1 of them detached, at most n - 1 remain, so no commit can complete
+    ///   any more, whatever the old primary can still reach.
+    /// - Asynchronous: commits wait for nobody, so every other member must be detached and
+    ///   the lease the old primary held must have run out; it then has neither the engine nor
+    ///   a replica and fences itself. Renewals stopped when the epoch was bumped.
+    fn cannot_commit(&self, record: &FailoverRecord, now: Millis) -> Result<String, String> {
+        if record.fenced_at.is_some() {
+            return Ok("it confirmed the fence".to_owned());
+        }
+        if self
+            .status_since(&record.from, record.started_at)
+            .is_some_and(|status| status.role == InstanceRole::Fenced && !status.running)
+        {
+            return Ok("it reports itself fenced and stopped".to_owned());
+        }
+        let detached = |node: &NodeId| record.detached.contains(node);
+        match self.config.replication {
+            ReplicationMode::Synchronous { number } => {
+                let set = &self.state.sync_set;
+                if set.is_empty() {
+                    return Err(format!(
+                        "{} did not confirm the fence and its synchronous set is unknown",
+                        record.from
+                    ));
+                }
+                let number = usize::try_from(number).unwrap_or(usize::MAX).max(1);
+                let required = set.len().saturating_sub(number) + 1;
+                let done: Vec<&str> = set
+                    .iter()
+                    .filter(|node| detached(node))
+                    .map(NodeId::as_str)
+                    .collect();
+                if done.len() >= required {
+                    Ok(format!(
+                        "{} of its synchronous set [{}] detached ([{}]), so ANY {number} cannot be met",
+                        done.len(),
+                        join(set),
+                        done.join(", ")
+                    ))
+                } else {
+                    Err(format!(
+                        "{} did not confirm the fence and only {} of its synchronous set [{}] are detached \
+                         ([{}]); {required} are needed before ANY {number} is out of its reach",
+                        record.from,
+                        done.len(),
+                        join(set),
+                        done.join(", ")
+                    ))
+                }
+            }
+            ReplicationMode::Asynchronous => {
+                let missing: Vec<&str> = self
+                    .members
+                    .iter()
+                    .map(|member| &member.name)
+                    .filter(|node| **node != record.from && !detached(node))
+                    .map(NodeId::as_str)
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(format!(
+                        "{} did not confirm the fence and [{}] still may stream from it",
+                        record.from,
+                        missing.join(", ")
+                    ));
+                }
+                // The lease was last renewed before the epoch was bumped, and the last reply
+                // of a detached replica came before its detach was confirmed.
+                let lease = self.config.lease_duration;
+                let since = record
+                    .started_at
+                    .max(record.detached_at.unwrap_or_default());
+                let expires = since.plus(lease + REPLY_SLACK + self.config.probe_period);
+                if now < expires {
+                    return Err(format!(
+                        "waiting until the lease of {} has run out ({} ms)",
+                        record.from,
+                        expires.since(now)
+                    ));
+                }
+                Ok(format!(
+                    "every replica detached and its lease of {} ms ran out",
+                    lease.as_millis()
+                ))
+            }
         }
     }
 
@@ -751,11 +982,22 @@ impl PostgresHa {
             .map(|m| m.name.clone())
             .filter(|n| n != &record.from)
             .collect();
+        // Unless the old primary confirmed its fence, only members detached from it are
+        // candidates: their received LSN is final, and they are the quorum the safety
+        // argument counts on.
+        let fenced = record.fenced_at.is_some()
+            || self
+                .status_since(&record.from, record.started_at)
+                .is_some_and(|status| status.role == InstanceRole::Fenced && !status.running);
         let candidates: Vec<Candidate<'_>> = others
             .iter()
+            .filter(|node| fenced || record.detached.contains(node))
             .filter_map(|node| {
                 let status = self.status_since(node, cutoff)?;
-                (status.role == InstanceRole::Replica && status.running && !status.fenced)
+                (status.role == InstanceRole::Replica
+                    && status.running
+                    && !status.fenced
+                    && (fenced || status.detached))
                     .then_some(Candidate { node, status })
             })
             .collect();
@@ -849,12 +1091,21 @@ impl PostgresHa {
         }
         self.emit(
             Command::Promote {
-                node: target,
+                node: target.clone(),
                 epoch,
             },
             now,
             commands,
         );
+        // The other standbys follow the target while it promotes, so its synchronous quorum
+        // is there the moment it can take writes (a standby may stream from a standby and
+        // follows it onto the new timeline).
+        let exclude = self
+            .state
+            .in_flight
+            .as_ref()
+            .map(|record| record.from.clone());
+        self.bring_under(&target, exclude.as_ref(), false, now, commands);
     }
 
     fn promote_done(&mut self, node: &NodeId, result: Result<(), CommandError>, now: Millis) {
@@ -916,7 +1167,17 @@ impl PostgresHa {
             self.complete(now);
             return;
         }
-        self.emit(Command::Route { primary, epoch }, now, commands);
+        self.emit(
+            Command::Route {
+                primary: primary.clone(),
+                epoch,
+            },
+            now,
+            commands,
+        );
+        // Routing waits for the new primary to be able to commit (its synchronous quorum):
+        // members that come back meanwhile are brought under it at once.
+        self.bring_under(&primary, None, true, now, commands);
     }
 
     fn complete(&mut self, now: Millis) {
@@ -938,6 +1199,14 @@ impl PostgresHa {
         };
         self.event(now, kind);
     }
+}
+
+fn join(nodes: &[NodeId]) -> String {
+    nodes
+        .iter()
+        .map(NodeId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A running primary, the only answer that counts as a good probe of the primary.

@@ -102,6 +102,16 @@ pub struct FailoverRecord {
     /// Why fencing could not be confirmed (old primary unreachable, command failed).
     #[serde(default)]
     pub fence_error: Option<String>,
+    /// Members confirmed detached from the old primary (WAL receiver stopped) at this epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detached: Vec<NodeId>,
+    /// When the last of them was confirmed detached.
+    #[serde(default)]
+    pub detached_at: Option<Millis>,
+    /// When the old primary was shown unable to commit (fenced, or its synchronous quorum
+    /// detached): the election may start.
+    #[serde(default)]
+    pub quorum_fenced_at: Option<Millis>,
     /// Why no replica may be promoted right now (election keeps retrying).
     #[serde(default)]
     pub refusal: Option<String>,

@@ -30,6 +30,8 @@ pub enum SwitchoverError {
     TargetNotReplica { target: NodeId },
     #[error("switchover refused: no running, streaming replica was seen recently")]
     NoReplica,
+    #[error("switchover request replaced by a newer one")]
+    Superseded,
 }
 
 impl PostgresHa {
@@ -113,6 +115,9 @@ impl PostgresHa {
             primary_lsn: self.primary_lsn,
             final_lsn: None,
             fence_error: None,
+            detached: Vec::new(),
+            detached_at: None,
+            quorum_fenced_at: None,
             refusal: None,
             aborted: None,
         });

@@ -242,6 +242,9 @@ mod tests {
             primary_lsn: None,
             final_lsn: None,
             fence_error: Some("unreachable".into()),
+            detached: Vec::new(),
+            detached_at: None,
+            quorum_fenced_at: None,
             refusal: None,
             aborted: None,
         };

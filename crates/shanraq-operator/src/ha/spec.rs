@@ -76,6 +76,7 @@ pub fn engine_config(cluster: &ValidCluster) -> PostgresHaConfig {
         },
         switchover_timeout: failover.switchover_timeout.as_std(),
         fence_timeout: FENCE_TIMEOUT,
+        lease_duration: failover.lease(),
     }
 }
 

@@ -106,6 +106,9 @@ async fn save_carries_the_resource_version_it_loaded_and_the_readable_fields() {
         primary_lsn: None,
         final_lsn: None,
         fence_error: None,
+        detached: Vec::new(),
+        detached_at: None,
+        quorum_fenced_at: None,
         refusal: None,
         aborted: None,
     });
@@ -482,6 +485,8 @@ fn primary_status(rows: &[(&str, &str, &str, u64)], current: u64) -> InstanceSta
         replayed_lsn: None,
         replay_paused: None,
         streaming: None,
+        detached: false,
+        writable: None,
         replay_lag_seconds: None,
         replication: rows
             .iter()

@@ -38,6 +38,7 @@ async fn driver_fails_over_a_dead_primary_persists_and_switches_over_on_request(
         replication: ReplicationMode::Synchronous { number: 1 },
         switchover_timeout: Duration::from_secs(5),
         fence_timeout: Duration::from_millis(500),
+        lease_duration: Duration::from_millis(1500),
     };
     let timeouts = ClientTimeouts::for_probe_period(ha.probe_period);
     let token = BearerToken::new(TOKEN);
@@ -258,6 +259,7 @@ async fn pod_deletion_signal_fails_over_without_waiting_for_the_probe_threshold(
         replication: ReplicationMode::Synchronous { number: 1 },
         switchover_timeout: Duration::from_secs(5),
         fence_timeout: Duration::from_millis(500),
+        lease_duration: Duration::from_millis(1500),
     };
     let timeouts = ClientTimeouts::for_probe_period(ha.probe_period);
     let token = BearerToken::new(TOKEN);

@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 
 use crate::wire::{
-    CommandReply, DemoteRequest, FenceRequest, InstanceRole, InstanceStatus, Lsn, PromoteRequest,
-    ReplicationPeer, RepointRequest,
+    CommandReply, DemoteRequest, DetachRequest, FenceRequest, InstanceRole, InstanceStatus, Lsn,
+    PromoteRequest, ReplicationPeer, RepointRequest,
 };
 
 pub const TOKEN: &str = "test-token-5f2b";
@@ -51,6 +51,8 @@ pub fn status(name: &str, role: InstanceRole, epoch: u64) -> InstanceStatus {
         replayed_lsn: (role == InstanceRole::Replica).then_some(Lsn(5000)),
         replay_paused: None,
         streaming: Some(role == InstanceRole::Replica),
+        detached: false,
+        writable: None,
         replay_lag_seconds: None,
         replication: Vec::new(),
         synchronous_standby_names: None,
@@ -67,6 +69,7 @@ fn with_replication(model: &Model, name: &str) -> Option<InstanceStatus> {
             .values()
             .filter(|other| {
                 other.role == InstanceRole::Replica
+                    && !other.detached
                     && !model.dead.get(&other.name).copied().unwrap_or(false)
             })
             .map(|other| ReplicationPeer {
@@ -225,7 +228,23 @@ async fn repoint(
     headers: HeaderMap,
     Json(body): Json<RepointRequest>,
 ) -> (StatusCode, Json<CommandReply>) {
-    apply(&ctx, &headers, "repoint", body.epoch, |_| {})
+    apply(&ctx, &headers, "repoint", body.epoch, |me| {
+        me.detached = false;
+        me.streaming = Some(true);
+    })
+}
+
+async fn detach(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Json(body): Json<DetachRequest>,
+) -> (StatusCode, Json<CommandReply>) {
+    apply(&ctx, &headers, "detach", body.epoch, |me| {
+        if me.role == InstanceRole::Replica {
+            me.detached = true;
+            me.streaming = Some(false);
+        }
+    })
 }
 
 /// A port in 20000-32000, from the process's random hasher seed.
@@ -248,6 +267,7 @@ pub async fn serve(name: &str, model: Shared) -> (String, tokio::task::JoinHandl
         .route("/fence", post(fence))
         .route("/demote", post(demote))
         .route("/repoint", post(repoint))
+        .route("/detach", post(detach))
         .with_state(ctx);
     for _ in 0..50 {
         let port = random_port();

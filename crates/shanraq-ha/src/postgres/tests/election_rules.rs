@@ -158,27 +158,84 @@ fn election_table() {
     }
 }
 
-#[test]
-fn lagging_replica_in_async_mode_is_never_promoted_and_the_lag_is_reported() {
+/// An async cluster whose primary pg-0 (at 10 000) stops answering; the replicas report the
+/// given received LSNs and are detached.
+fn async_failover(pg1: u64, pg2: u64) -> Sim {
     let mut sim = Sim::healthy(ASYNC);
-    sim.round(vec![
+    let healthy = vec![
         up(primary("pg-0")
             .epoch(1)
             .lsn(10_000)
             .async_peers(&["pg-1", "pg-2"])),
-        up(replica("pg-1").epoch(1).at_lsn(9_990, 9_990)),
-        up(replica("pg-2").epoch(1).at_lsn(5_000, 5_000)),
-    ]);
-    // pg-1 (close behind) is gone with the primary; only the lagging pg-2 is left.
-    for _ in 0..20 {
+        up(replica("pg-1").epoch(1).at_lsn(pg1, pg1)),
+        up(replica("pg-2").epoch(1).at_lsn(pg2, pg2)),
+    ];
+    sim.round(healthy);
+    let failing = vec![
+        down("pg-0"),
+        up(replica("pg-1").epoch(1).at_lsn(pg1, pg1)),
+        up(replica("pg-2").epoch(1).at_lsn(pg2, pg2)),
+    ];
+    for _ in 0..3 {
+        sim.round(failing.clone());
+    }
+    assert_eq!(sim.ha.state().epoch, 2, "the failover started");
+    sim.detached("pg-1", 2, pg1, pg1);
+    sim.detached("pg-2", 2, pg2, pg2);
+    sim
+}
+
+#[test]
+fn async_failover_waits_for_the_old_primary_lease_to_run_out() {
+    let mut sim = async_failover(9_990, 5_000);
+    let detached = |sim: &mut Sim| {
         sim.round(vec![
             down("pg-0"),
-            down("pg-1"),
-            up(replica("pg-2").epoch(1).at_lsn(5_000, 5_000)),
+            up(replica("pg-1").epoch(2).at_lsn(9_990, 9_990).detached()),
+            up(replica("pg-2").epoch(2).at_lsn(5_000, 5_000).detached()),
+        ])
+    };
+    // lease 1.5 s + reply slack 2 s + one probe period: nobody promoted before.
+    for _ in 0..30 {
+        let out = detached(&mut sim);
+        assert!(
+            !out.commands.contains(&promote("pg-1", 2)),
+            "promoted while the old primary may still hold its lease"
+        );
+    }
+    let blocked = sim.events.iter().any(|event| {
+        matches!(&event.kind, crate::postgres::EventKind::FencingBlocked { reason } if reason.contains("lease"))
+    });
+    assert!(blocked, "the wait is explained: {:?}", sim.reasons());
+    let mut promoted = false;
+    for _ in 0..10 {
+        promoted |= detached(&mut sim).commands.contains(&promote("pg-1", 2));
+    }
+    assert!(
+        promoted,
+        "promoted once the lease ran out: {:?}",
+        sim.reasons()
+    );
+    assert_eq!(
+        sim.ha.state().in_flight.as_ref().and_then(|r| r.lost_bytes),
+        Some(10)
+    );
+}
+
+#[test]
+fn lagging_replica_in_async_mode_is_never_promoted_and_the_lag_is_reported() {
+    let mut sim = async_failover(5_000, 4_000);
+    for _ in 0..60 {
+        sim.round(vec![
+            down("pg-0"),
+            up(replica("pg-1").epoch(2).at_lsn(5_000, 5_000).detached()),
+            up(replica("pg-2").epoch(2).at_lsn(4_000, 4_000).detached()),
         ]);
     }
     assert!(
-        !sim.commands.contains(&promote("pg-2", 2)),
+        !sim.commands
+            .iter()
+            .any(|c| matches!(c, crate::postgres::Command::Promote { .. })),
         "never beyond maximumLagOnFailover"
     );
     let refusals = sim.refusals();
@@ -188,18 +245,6 @@ fn lagging_replica_in_async_mode_is_never_promoted_and_the_lag_is_reported() {
     assert!(
         record.refusal.is_some(),
         "the refusal is in the persisted state for RPOMet"
-    );
-
-    // pg-1 comes back: it is within the limit and gets promoted.
-    let out = sim.round(vec![
-        down("pg-0"),
-        up(replica("pg-1").epoch(1).at_lsn(9_990, 9_990)),
-        up(replica("pg-2").epoch(1).at_lsn(5_000, 5_000)),
-    ]);
-    assert_eq!(out.commands, vec![promote("pg-1", 2)]);
-    assert_eq!(
-        sim.ha.state().in_flight.as_ref().and_then(|r| r.lost_bytes),
-        Some(10)
     );
 }
 
@@ -218,11 +263,30 @@ fn quorum_not_reachable_refuses_then_the_returning_old_primary_is_taken_back() {
             .iter()
             .any(|c| matches!(c, crate::postgres::Command::Promote { .. }))
     );
+    for _ in 0..10 {
+        sim.round(vec![
+            down("pg-0"),
+            up(replica("pg-1").epoch(1).at_lsn(1000, 1000)),
+            down("pg-2"),
+        ]);
+    }
+    sim.detached("pg-1", 2, 1000, 1000);
+    sim.round(vec![
+        down("pg-0"),
+        up(replica("pg-1").epoch(2).at_lsn(1000, 1000).detached()),
+        down("pg-2"),
+    ]);
     assert!(
-        sim.refusals()[0].contains("ANY 1 needs 2"),
-        "{:?}",
-        sim.refusals()
+        !sim.commands
+            .iter()
+            .any(|c| matches!(c, crate::postgres::Command::Promote { .. })),
+        "pg-2 may still acknowledge the old primary's commits"
     );
+    let blocked = sim.events.iter().any(|event| {
+        matches!(&event.kind, crate::postgres::EventKind::FencingBlocked { reason }
+            if reason.contains("only 1 of its synchronous set"))
+    });
+    assert!(blocked, "{:?}", sim.reasons());
     sim.done(
         &crate::postgres::Command::Fence {
             node: node("pg-0"),
@@ -234,7 +298,7 @@ fn quorum_not_reachable_refuses_then_the_returning_old_primary_is_taken_back() {
     // The old primary restarts (fenced, it never promotes itself): it has every commit.
     let out = sim.round(vec![
         up(fenced("pg-0").epoch(1)),
-        up(replica("pg-1").epoch(1).at_lsn(1000, 1000)),
+        up(replica("pg-1").epoch(2).at_lsn(1000, 1000).detached()),
         down("pg-2"),
     ]);
     assert!(

@@ -6,6 +6,22 @@ use std::time::Duration;
 use super::fixtures::*;
 use crate::postgres::{Command, CommandError, EventKind, FailoverKind, Millis, Phase, PodSignal};
 
+/// Detection, then both standbys answer their detach: pg-1 is promoted (and pg-2 follows it).
+fn fail_over_to_pg1(sim: &mut Sim) {
+    for _ in 0..3 {
+        sim.round(failing_round());
+    }
+    sim.detached("pg-1", 2, 1000, 990);
+    sim.detached("pg-2", 2, 995, 995);
+    let out = sim.step();
+    assert_eq!(
+        out.commands,
+        vec![promote("pg-1", 2), repoint("pg-2", "pg-1", 2)]
+    );
+    sim.advance(1);
+    sim.done(&repoint("pg-2", "pg-1", 2), Ok(()));
+}
+
 fn failing_round() -> Vec<Probe> {
     vec![
         down("pg-0"),
@@ -29,13 +45,25 @@ fn dead_primary_is_fenced_then_most_advanced_sync_standby_promoted_then_routed()
     let out = sim.round(failing_round());
     assert_eq!(
         out.commands,
-        vec![fence("pg-0", 2), promote("pg-1", 2)],
-        "fence first, then promote the most advanced"
+        vec![fence("pg-0", 2), detach("pg-1", 2), detach("pg-2", 2)],
+        "fence the primary and detach its synchronous set at once"
     );
     assert_eq!(
         sim.ha.state().epoch,
         2,
         "the epoch is bumped before anyone acts"
+    );
+    assert_eq!(sim.ha.state().phase, Phase::Fencing);
+    sim.detached("pg-1", 2, 1000, 990);
+    assert!(
+        sim.step().commands.is_empty(),
+        "one of two detached: ANY 1 over two standbys may still be met by pg-2"
+    );
+    sim.detached("pg-2", 2, 995, 995);
+    assert_eq!(
+        sim.step().commands,
+        vec![promote("pg-1", 2), repoint("pg-2", "pg-1", 2)],
+        "the most advanced is promoted while the other follows it"
     );
     assert_eq!(sim.ha.state().phase, Phase::Promoting);
     assert_eq!(sim.ha.state().target_primary, Some(node("pg-1")));
@@ -45,17 +73,22 @@ fn dead_primary_is_fenced_then_most_advanced_sync_standby_promoted_then_routed()
         Err(CommandError::Failed("connection refused".into())),
     );
     sim.advance(100); // a failed target is retried one probe period later
+    sim.done(&repoint("pg-2", "pg-1", 2), Ok(()));
+    let out = sim.step();
     assert!(
-        sim.step().commands.is_empty(),
-        "no route before the promotion is confirmed"
+        out.commands.is_empty(),
+        "no route before the promotion is confirmed: {:?}",
+        out.commands
     );
     sim.done(&promote("pg-1", 2), Ok(()));
     assert_eq!(sim.step().commands, vec![route("pg-1", 2)]);
     sim.advance(20);
     sim.done(&route("pg-1", 2), Ok(()));
     let routed_at = sim.now;
-    // Completion immediately re-points the replica that still follows the old primary.
-    assert_eq!(sim.step().commands, vec![repoint("pg-2", "pg-1", 2)]);
+    assert!(
+        sim.step().commands.is_empty(),
+        "pg-2 already follows pg-1: nothing to re-point after routing"
+    );
     assert_eq!(sim.ha.state().phase, Phase::Healthy);
     assert_eq!(sim.ha.state().current_primary, Some(node("pg-1")));
     assert_eq!(sim.ha.routed_primary(), Some(&node("pg-1")));
@@ -93,6 +126,7 @@ fn dead_primary_is_fenced_then_most_advanced_sync_standby_promoted_then_routed()
         "PrimarySuspected",
         "FailoverStarted",
         "Fenced",
+        "QuorumFenced",
         "Elected",
         "Promoted",
         "Routed",
@@ -105,7 +139,6 @@ fn dead_primary_is_fenced_then_most_advanced_sync_standby_promoted_then_routed()
     }
 
     // The old primary is demoted once it is back.
-    sim.done(&repoint("pg-2", "pg-1", 2), Ok(()));
     let out = sim.round(vec![
         up(fenced("pg-0").epoch(1)),
         up(primary("pg-1").epoch(2).lsn(1200).quorum(&["pg-2"])),
@@ -212,22 +245,34 @@ fn deleted_primary_pod_starts_detection_at_once_and_a_reachable_primary_is_fence
         ready: false,
         deleted: true,
     });
-    // The instance still answers while its pod terminates: it must stop before anyone is promoted.
+    // The instance still answers while its pod terminates: it must be unable to commit
+    // before anyone is promoted.
     let out = sim.round(healthy_round(1, 1000));
     assert_eq!(
         out.commands,
-        vec![fence("pg-0", 2)],
-        "fence only, promotion waits for it"
+        vec![fence("pg-0", 2), detach("pg-1", 2), detach("pg-2", 2)],
+        "fence and detach, promotion waits for either"
     );
     let out = sim.round(healthy_round(1, 1000));
-    assert!(out.commands.is_empty(), "still waiting for the fence");
+    assert!(out.commands.is_empty(), "still waiting");
     sim.done(&fence("pg-0", 2), Ok(()));
+    for name in ["pg-1", "pg-2"] {
+        sim.done(
+            &detach(name, 2),
+            Err(CommandError::Failed("timed out".into())),
+        );
+    }
+    sim.advance(100);
     let out = sim.round(vec![
         up(fenced("pg-0").epoch(2)),
         up(replica("pg-1").epoch(1).at_lsn(1000, 1000)),
         up(replica("pg-2").epoch(1).at_lsn(1000, 1000)),
     ]);
-    assert_eq!(out.commands, vec![promote("pg-1", 2)]);
+    assert_eq!(
+        out.commands,
+        vec![promote("pg-1", 2), repoint("pg-2", "pg-1", 2)],
+        "a confirmed fence is enough: the old primary stopped"
+    );
     let record = sim.ha.state().in_flight.clone().expect("in flight");
     assert!(record.fenced_at.is_some(), "the fence is on the timeline");
 }
@@ -252,7 +297,7 @@ fn not_ready_pod_alone_does_not_fail_over_a_primary_that_answers() {
 }
 
 #[test]
-fn unanswered_fence_of_a_reachable_primary_times_out_then_election_goes_on() {
+fn a_reachable_primary_that_never_answers_the_fence_is_fenced_through_its_standbys() {
     let mut sim = Sim::healthy(SYNC);
     sim.ha.observe_pod(PodSignal {
         node: node("pg-0"),
@@ -261,30 +306,32 @@ fn unanswered_fence_of_a_reachable_primary_times_out_then_election_goes_on() {
         deleted: true,
     });
     sim.round(healthy_round(1, 1000));
-    for _ in 0..9 {
+    // Long past fence_timeout: a primary that still streams to its standbys could still
+    // acknowledge commits, so nobody is promoted.
+    for _ in 0..20 {
         let out = sim.round(healthy_round(1, 1000));
         assert!(
             !out.commands
                 .iter()
                 .any(|c| matches!(c, Command::Promote { .. })),
-            "no promotion before fence_timeout"
+            "no promotion while the synchronous set follows the old primary"
         );
     }
-    sim.advance(200);
-    let out = sim.round(healthy_round(1, 1000));
+    assert!(sim.reasons().contains(&"FencingBlocked"));
+    sim.detached("pg-1", 2, 1000, 1000);
+    assert!(sim.step().commands.is_empty(), "one of two is not enough");
+    sim.detached("pg-2", 2, 1000, 1000);
     assert_eq!(
-        out.commands,
-        vec![promote("pg-1", 2)],
-        "after fence_timeout the failover proceeds"
+        sim.step().commands,
+        vec![promote("pg-1", 2), repoint("pg-2", "pg-1", 2)],
+        "with both standbys detached ANY 1 cannot be met: promote"
     );
 }
 
 #[test]
 fn second_failure_right_after_the_first_fails_over_again_with_a_new_epoch() {
     let mut sim = Sim::healthy(SYNC);
-    for _ in 0..3 {
-        sim.round(failing_round());
-    }
+    fail_over_to_pg1(&mut sim);
     sim.done(
         &fence("pg-0", 2),
         Err(CommandError::Failed("refused".into())),
@@ -294,11 +341,12 @@ fn second_failure_right_after_the_first_fails_over_again_with_a_new_epoch() {
     sim.done(&route("pg-1", 2), Ok(()));
     assert_eq!(sim.ha.state().current_primary, Some(node("pg-1")));
 
-    // pg-1 dies before any standby streamed from it: nothing proves pg-2 has pg-1's commits.
+    // pg-1 dies before any standby streamed from it: nothing proves pg-2 has pg-1's commits,
+    // and pg-1's synchronous set is unknown, so it cannot be fenced through it either.
     let before_stream = vec![
         down("pg-0"),
         down("pg-1"),
-        up(replica("pg-2").epoch(1).at_lsn(995, 995)),
+        up(replica("pg-2").epoch(2).at_lsn(995, 995)),
     ];
     for _ in 0..3 {
         sim.round(before_stream.clone());
@@ -308,25 +356,30 @@ fn second_failure_right_after_the_first_fails_over_again_with_a_new_epoch() {
         3,
         "the second failure starts a second failover"
     );
-    assert_eq!(sim.ha.state().phase, Phase::Electing);
-    let refusals = sim.refusals();
-    assert_eq!(
-        refusals.len(),
-        1,
-        "refused once, not every step: {refusals:?}"
-    );
+    sim.detached("pg-2", 3, 995, 995);
+    for _ in 0..15 {
+        sim.round(before_stream.clone());
+    }
+    assert_eq!(sim.ha.state().phase, Phase::Fencing);
+    let blocked: Vec<String> = sim
+        .events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::FencingBlocked { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(blocked.len(), 1, "said once, not every step: {blocked:?}");
     assert!(
-        refusals[0].contains("no synchronous standby"),
+        blocked[0].contains("synchronous set is unknown"),
         "{}",
-        refusals[0]
+        blocked[0]
     );
     assert!(!sim.commands.contains(&promote("pg-2", 3)));
 
     // Same story, but pg-2 was repointed and reported in quorum by pg-1 before it died.
     let mut sim = Sim::healthy(SYNC);
-    for _ in 0..3 {
-        sim.round(failing_round());
-    }
+    fail_over_to_pg1(&mut sim);
     sim.done(
         &fence("pg-0", 2),
         Err(CommandError::Failed("refused".into())),
@@ -347,7 +400,16 @@ fn second_failure_right_after_the_first_fails_over_again_with_a_new_epoch() {
     sim.round(second_down.clone());
     sim.round(second_down.clone());
     let out = sim.round(second_down);
-    assert_eq!(out.commands, vec![fence("pg-1", 3), promote("pg-2", 3)]);
+    assert_eq!(
+        out.commands,
+        vec![fence("pg-1", 3), detach("pg-0", 3), detach("pg-2", 3)]
+    );
+    sim.detached("pg-2", 3, 1200, 1200);
+    assert_eq!(
+        sim.step().commands,
+        vec![promote("pg-2", 3)],
+        "pg-2 is all of pg-1's synchronous set"
+    );
     let completed = sim
         .events
         .iter()
@@ -362,9 +424,7 @@ fn second_failure_right_after_the_first_fails_over_again_with_a_new_epoch() {
 #[test]
 fn routing_never_lags_promotion_and_a_failed_route_is_retried() {
     let mut sim = Sim::healthy(SYNC);
-    for _ in 0..3 {
-        sim.round(failing_round());
-    }
+    fail_over_to_pg1(&mut sim);
     sim.done(
         &fence("pg-0", 2),
         Err(CommandError::Failed("refused".into())),

@@ -27,6 +27,8 @@ fn base(name: &str, role: InstanceRole) -> InstanceStatus {
         replayed_lsn: None,
         replay_paused: None,
         streaming: None,
+        detached: false,
+        writable: None,
         replay_lag_seconds: None,
         replication: Vec::new(),
         synchronous_standby_names: None,
@@ -95,6 +97,24 @@ impl Report {
         self
     }
 
+    pub fn timeline(mut self, timeline: u32) -> Report {
+        self.0.timeline = Some(timeline);
+        self
+    }
+
+    /// Replica: its WAL receiver is not streaming.
+    pub fn not_streaming(mut self) -> Report {
+        self.0.streaming = Some(false);
+        self
+    }
+
+    /// Replica: detached from every upstream (after `detach`).
+    pub fn detached(mut self) -> Report {
+        self.0.detached = true;
+        self.0.streaming = Some(false);
+        self
+    }
+
     pub fn final_lsn(mut self, lsn: u64) -> Report {
         self.0.final_lsn = Some(Lsn(lsn));
         self
@@ -147,6 +167,7 @@ pub fn config(replication: ReplicationMode) -> PostgresHaConfig {
         replication,
         switchover_timeout: Duration::from_secs(5),
         fence_timeout: Duration::from_secs(1),
+        lease_duration: Duration::from_millis(1500),
     }
 }
 
@@ -238,6 +259,15 @@ impl Sim {
             .collect()
     }
 
+    /// `name` answers its detach at `epoch`, reporting its final received and replayed LSNs.
+    pub fn detached(&mut self, name: &str, epoch: u64, received: u64, replayed: u64) {
+        self.done(&detach(name, epoch), Ok(()));
+        self.observe(up(replica(name)
+            .epoch(epoch)
+            .at_lsn(received, replayed)
+            .detached()));
+    }
+
     /// Serialises the state as the caller would persist it and builds a fresh engine from it.
     pub fn restart(&mut self) {
         let json = serde_json::to_string(self.ha.state()).expect("state serialises");
@@ -267,6 +297,13 @@ pub fn promote(name: &str, epoch: u64) -> Command {
 
 pub fn fence(name: &str, epoch: u64) -> Command {
     Command::Fence {
+        node: node(name),
+        epoch,
+    }
+}
+
+pub fn detach(name: &str, epoch: u64) -> Command {
+    Command::Detach {
         node: node(name),
         epoch,
     }

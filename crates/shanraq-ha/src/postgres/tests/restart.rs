@@ -22,6 +22,12 @@ fn failover_resumes_after_restart_at_every_phase() {
             if sim.ha.state().phase == stop_at {
                 break;
             }
+            if sim.ha.state().phase == Phase::Fencing {
+                sim.detached("pg-1", 2, 1000, 1000);
+                sim.detached("pg-2", 2, 900, 900);
+                sim.step();
+                continue;
+            }
             if sim.ha.state().phase == Phase::Promoting {
                 sim.done(&promote("pg-1", 2), Ok(()));
                 sim.step();
@@ -51,6 +57,9 @@ fn failover_resumes_after_restart_at_every_phase() {
                 for _ in 0..5 {
                     sim.round(after.clone());
                 }
+                sim.detached("pg-1", 2, 1000, 1000);
+                sim.detached("pg-2", 2, 1500, 1500);
+                sim.step();
                 assert_eq!(sim.ha.state().epoch, 2);
                 assert_eq!(
                     sim.ha.state().target_primary,
@@ -60,8 +69,8 @@ fn failover_resumes_after_restart_at_every_phase() {
             }
             Phase::Promoting => {
                 assert_eq!(
-                    out.commands,
-                    vec![promote("pg-1", 2)],
+                    out.commands.first(),
+                    Some(&promote("pg-1", 2)),
                     "same target, same epoch"
                 );
                 assert_eq!(sim.ha.state().epoch, epoch_before);
@@ -70,8 +79,8 @@ fn failover_resumes_after_restart_at_every_phase() {
             }
             Phase::Routing => {
                 assert_eq!(
-                    out.commands,
-                    vec![route("pg-1", 2)],
+                    out.commands.first(),
+                    Some(&route("pg-1", 2)),
                     "routing is re-issued after a restart"
                 );
                 sim.done(&route("pg-1", 2), Ok(()));
@@ -98,6 +107,9 @@ fn promotion_confirmed_by_the_instance_itself_completes_a_resumed_failover() {
     for _ in 0..3 {
         sim.round(failing.clone());
     }
+    sim.detached("pg-1", 2, 1000, 1000);
+    sim.detached("pg-2", 2, 900, 900);
+    sim.step();
     assert_eq!(sim.ha.state().phase, Phase::Promoting);
     // The promote ran but the engine restarted before its answer arrived.
     sim.restart();

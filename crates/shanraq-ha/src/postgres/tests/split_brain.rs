@@ -15,6 +15,11 @@ fn failed_over_to_pg1() -> Sim {
     for _ in 0..3 {
         sim.round(failing.clone());
     }
+    sim.detached("pg-1", 2, 1000, 1000);
+    sim.detached("pg-2", 2, 990, 990);
+    sim.step();
+    sim.advance(1);
+    sim.done(&repoint("pg-2", "pg-1", 2), Ok(()));
     sim.done(
         &fence("pg-0", 2),
         Err(CommandError::Failed("timed out".into())),
@@ -84,7 +89,16 @@ fn a_second_primary_during_the_failover_is_fenced_even_mid_election() {
     for _ in 0..3 {
         sim.round(failing.clone());
     }
-    assert_eq!(sim.ha.state().phase, Phase::Electing);
+    assert_eq!(
+        sim.ha.state().phase,
+        Phase::Fencing,
+        "pg-1 cannot be detached, so the old primary is not shown unable to commit"
+    );
+    sim.done(
+        &detach("pg-2", 2),
+        Err(CommandError::Failed("timed out".into())),
+    );
+    sim.advance(100);
     let out = sim.round(vec![
         down("pg-0"),
         down("pg-1"),
@@ -121,6 +135,9 @@ fn fenced_instance_is_promoted_only_when_it_is_the_current_primary() {
         primary_lsn: None,
         final_lsn: None,
         fence_error: Some("unreachable".into()),
+        detached: vec![node("pg-1"), node("pg-2")],
+        detached_at: None,
+        quorum_fenced_at: Some(crate::postgres::Millis(0)),
         refusal: None,
         aborted: None,
     });
@@ -162,4 +179,83 @@ fn fenced_instance_is_promoted_only_when_it_is_the_current_primary() {
         got.retain(|c| !matches!(c, Command::Repoint { .. }));
         assert_eq!(got, case.expected, "case {}", case.name);
     }
+}
+
+#[test]
+fn a_standby_that_streamed_past_the_fork_is_rewound_once_it_cannot_follow() {
+    let mut sim = failed_over_to_pg1();
+    let round = |sim: &mut Sim, pg2_timeline: u32| {
+        sim.round(vec![
+            down("pg-0"),
+            up(primary("pg-1")
+                .epoch(2)
+                .lsn(1100)
+                .timeline(2)
+                .quorum(&["pg-2"])),
+            up(replica("pg-2")
+                .epoch(2)
+                .at_lsn(1300, 1300)
+                .timeline(pg2_timeline)
+                .not_streaming()),
+        ])
+    };
+    // Within the grace a replica may just be reconnecting: left alone.
+    for _ in 0..40 {
+        let out = round(&mut sim, 1);
+        assert!(out.commands.is_empty(), "{:?}", out.commands);
+    }
+    let mut rewound = false;
+    for _ in 0..20 {
+        rewound |= round(&mut sim, 1)
+            .commands
+            .contains(&demote("pg-2", "pg-1", 2));
+    }
+    assert!(rewound, "rewound after the grace: {:?}", sim.reasons());
+    assert!(sim.reasons().contains(&"Diverged"));
+
+    // On the primary's timeline, a replica that does not stream is not rewound: it is cut off,
+    // not diverged.
+    let mut sim = failed_over_to_pg1();
+    for _ in 0..100 {
+        let out = round(&mut sim, 2);
+        assert!(
+            !out.commands
+                .iter()
+                .any(|c| matches!(c, Command::Demote { .. })),
+            "{:?}",
+            out.commands
+        );
+    }
+}
+
+#[test]
+fn only_the_primary_the_engine_stands_behind_holds_the_lease() {
+    let mut sim = Sim::healthy(SYNC);
+    assert_eq!(
+        sim.ha
+            .lease_holder()
+            .map(|(node, epoch)| (node.as_str(), epoch)),
+        Some(("pg-0", 1))
+    );
+    let failing = vec![
+        down("pg-0"),
+        up(replica("pg-1").epoch(1).at_lsn(1000, 1000)),
+        up(replica("pg-2").epoch(1).at_lsn(990, 990)),
+    ];
+    for _ in 0..3 {
+        sim.round(failing.clone());
+    }
+    assert_eq!(
+        sim.ha.lease_holder(),
+        None,
+        "from the epoch bump on, the old primary's lease runs out"
+    );
+    let mut sim = failed_over_to_pg1();
+    assert_eq!(
+        sim.ha
+            .lease_holder()
+            .map(|(node, epoch)| (node.as_str(), epoch)),
+        Some(("pg-1", 2))
+    );
+    sim.round(vec![]);
 }

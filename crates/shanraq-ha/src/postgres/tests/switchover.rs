@@ -43,15 +43,20 @@ fn switchover_promotes_only_after_the_old_primary_stopped_and_the_target_replaye
         up(fenced("pg-0").epoch(2).final_lsn(1200)),
         up(replica("pg-2").epoch(1).at_lsn(1200, 1200)),
     ]);
-    assert_eq!(out.commands, vec![promote("pg-2", 2)]);
+    assert_eq!(
+        out.commands,
+        vec![promote("pg-2", 2), repoint("pg-1", "pg-2", 2)],
+        "the other replica follows the target while it promotes"
+    );
     sim.done(&promote("pg-2", 2), Ok(()));
-    assert_eq!(sim.step().commands, vec![route("pg-2", 2)]);
-    sim.done(&route("pg-2", 2), Ok(()));
-    // The old primary becomes a replica of the new one; the other replica follows.
+    // Routed, and the old primary becomes a replica of the new one at the same time: the new
+    // primary needs a standby before it can commit.
     assert_eq!(
         sim.step().commands,
-        vec![demote("pg-0", "pg-2", 2), repoint("pg-1", "pg-2", 2)]
+        vec![route("pg-2", 2), demote("pg-0", "pg-2", 2)]
     );
+    sim.done(&route("pg-2", 2), Ok(()));
+    assert!(sim.step().commands.is_empty());
     let record = sim.ha.state().last_failover.clone().expect("recorded");
     assert_eq!(record.kind, FailoverKind::Switchover);
     assert_eq!(record.final_lsn.map(|l| l.0), Some(1200));
