@@ -206,6 +206,19 @@ impl NetLab {
         Ok(&self.nodes[self.node_index(node)?].namespace)
     }
 
+    /// True when the calling thread lives in the node's namespace (a task on its `runtime`).
+    pub fn is_current(&self, node: &str) -> Result<bool, TestkitError> {
+        use std::os::unix::fs::MetadataExt;
+        let namespace = self.namespace(node)?;
+        let stat = |path: &Path| {
+            std::fs::metadata(path)
+                .map(|meta| (meta.dev(), meta.ino()))
+                .map_err(|source| TestkitError::io(format!("stat {}", path.display()), source))
+        };
+        Ok(stat(Path::new("/proc/thread-self/ns/net"))?
+            == stat(&Path::new(NETNS_DIR).join(namespace))?)
+    }
+
     /// Every namespace of the lab, the switch's included.
     pub fn namespaces(&self) -> Vec<&str> {
         std::iter::once(self.switch.as_str())

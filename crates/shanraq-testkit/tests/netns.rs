@@ -115,6 +115,19 @@ fn sockets_of_a_runtime_live_in_its_node() {
     assert!(missing.to_string().contains("nope"), "{missing}");
     let in_a = lab.runtime("a").expect("runtime a");
     let in_b = lab.runtime("b").expect("runtime b");
+    let lab = std::sync::Arc::new(lab);
+    let seen = std::sync::Arc::clone(&lab);
+    assert!(
+        on(
+            &in_a,
+            async move { seen.is_current("a").expect("is_current") }
+        ),
+        "a task on a's runtime lives in a"
+    );
+    assert!(
+        !lab.is_current("a").expect("is_current"),
+        "the test thread does not"
+    );
     on(&in_a, async move {
         UdpSocket::bind((a, 0))
             .await
