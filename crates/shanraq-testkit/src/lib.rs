@@ -22,4 +22,6 @@ pub use netns::NetLab;
 pub use ports::free_port;
 pub use postgres::TempPostgres;
 pub use redis::RedisServer;
-pub use topology::{LocalTopology, MemberInfo, TopologyOptions};
+pub use topology::{
+    HaproxyConfigFn, HaproxyLayout, LocalTopology, MemberInfo, Network, TopologyOptions,
+};
