@@ -7,7 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shanraq_testkit::{LocalTopology, TopologyOptions};
+use std::sync::{Arc, Mutex};
+
+use shanraq_testkit::{HaproxyLayout, LocalTopology, TopologyOptions};
 use sqlx::Connection;
 
 const BOUND: Duration = Duration::from_secs(30);
@@ -153,4 +155,62 @@ async fn a_synchronous_topology_routes_writes_to_the_primary_and_replicates() {
         .execute(&mut app)
         .await
         .expect("the owner can create tables in its database");
+}
+
+/// The topology's HAProxy runs the config a test makes from the layout: here `ro` reaches
+/// pg-2 only, where the built-in config would spread over both replicas.
+#[tokio::test]
+async fn a_custom_haproxy_config_replaces_the_built_in_one() {
+    let seen: Arc<Mutex<Option<HaproxyLayout>>> = Arc::default();
+    let recorder = Arc::clone(&seen);
+    let options = TopologyOptions {
+        haproxy_config: Some(Arc::new(move |layout: &HaproxyLayout| {
+            *recorder.lock().expect("layout lock") = Some(layout.clone());
+            let server = |index: usize| {
+                let member = &layout.members[index];
+                format!(
+                    "    server {} {}:{} check port {}\n",
+                    member.name, member.host, member.pg_port, member.http_port
+                )
+            };
+            format!(
+                "global\n    stats socket {socket} mode 600 level admin\n\
+                 defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n\
+                 \x20   timeout server 1h\n    timeout check 1s\n\
+                 listen rw\n    bind {rw}\n    option httpchk GET /primary\n\
+                 \x20   default-server inter 100ms fall 1 rise 1\n{primary}\
+                 listen ro\n    bind {ro}\n    option httpchk GET /replica\n\
+                 \x20   default-server inter 100ms fall 1 rise 1\n{last}",
+                socket = layout.stats_socket.display(),
+                rw = layout.rw_bind,
+                ro = layout.ro_bind,
+                primary = (0..layout.members.len()).map(server).collect::<String>(),
+                last = server(2),
+            )
+        })),
+        ..TopologyOptions::asynchronous(3)
+    };
+    let topology = LocalTopology::start(common::binary(), options)
+        .await
+        .expect("topology starts with a custom HAProxy config");
+    let layout = seen
+        .lock()
+        .expect("layout lock")
+        .clone()
+        .expect("the config function saw the layout");
+    assert_eq!(layout.members, topology.members());
+    assert_eq!(layout.rw_bind.port(), topology.rw_port());
+    assert_eq!(layout.stats_socket, topology.haproxy_socket());
+    let pg2 = topology.member(2).expect("pg-2").pg_port.to_string();
+    for _ in 0..4 {
+        let mut ro = sqlx::PgConnection::connect_with(&topology.ro_options())
+            .await
+            .expect("connect through ro");
+        let port: String = sqlx::query_scalar("SHOW port")
+            .fetch_one(&mut ro)
+            .await
+            .expect("port");
+        assert_eq!(port, pg2, "the custom ro frontend reaches pg-2 only");
+        let _ = ro.close().await;
+    }
 }

@@ -75,6 +75,22 @@ pub fn promtool() -> Result<PathBuf, TestkitError> {
     on_path("promtool", SYSTEM_DIRS, "prometheus")
 }
 
+/// `ip`, which creates the network namespaces, veths and bridge of a `NetLab`.
+pub fn ip() -> Result<PathBuf, TestkitError> {
+    on_path("ip", SYSTEM_DIRS, "iproute2")
+}
+
+/// `nft`, which loads a `NetLab`'s drop and loss rules.
+pub fn nft() -> Result<PathBuf, TestkitError> {
+    on_path("nft", SYSTEM_DIRS, "nftables")
+}
+
+/// `iptables-restore`, which loads the NFQUEUE rules of a `NetLab`'s packet delay (the kernel
+/// has the xtables NFQUEUE target but no nft `queue` expression).
+pub fn iptables_restore() -> Result<PathBuf, TestkitError> {
+    on_path("iptables-restore", SYSTEM_DIRS, "iptables")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +103,9 @@ mod tests {
         redis_server().expect("redis-server");
         haproxy().expect("haproxy");
         promtool().expect("promtool");
+        ip().expect("ip");
+        nft().expect("nft");
+        iptables_restore().expect("iptables-restore");
     }
 
     #[test]

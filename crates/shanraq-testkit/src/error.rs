@@ -47,6 +47,12 @@ pub enum TestkitError {
     NoFreePort { low: u16, high: u16, attempts: u32 },
     #[error("member index {index} is out of range (topology has {len} members)")]
     NoSuchMember { index: usize, len: usize },
+    #[error(
+        "{what} needs root (network namespaces, veths and nftables rules); run the tests as root"
+    )]
+    NotRoot { what: String },
+    #[error("network lab {lab}: {problem}")]
+    Lab { lab: String, problem: String },
 }
 
 impl TestkitError {

@@ -1,13 +1,15 @@
 //! HAProxy for tests: `check_config` asks the real binary whether a rendered haproxy.cfg is
-//! valid, and `HaproxyProcess` runs one in the foreground on a config, killed on drop.
+//! valid, and `HaproxyProcess` runs one in the foreground on a config (on the host or through a
+//! launcher such as `ip netns exec`), killed on drop.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::process::{kill_and_reap, spawn_logged, wait_for_port};
+use crate::process::{kill_and_reap, spawn_logged, wait_for_addr};
 use crate::{TestkitError, binaries};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -72,6 +74,21 @@ pub struct HaproxyProcess {
 impl HaproxyProcess {
     /// Starts HAProxy on `config` and waits until every `bind 127.0.0.1:PORT` accepts.
     pub async fn start(config: &str) -> Result<HaproxyProcess, TestkitError> {
+        let ready: Vec<SocketAddr> = bound_ports(config)
+            .into_iter()
+            .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .collect();
+        HaproxyProcess::start_with(config, |haproxy| Ok(Command::new(haproxy)), &ready).await
+    }
+
+    /// Starts HAProxy on `config` with the command `launch` makes of HAProxy's path (e.g.
+    /// `|haproxy| lab.command("proxy", haproxy)`; `-db -f CONFIG` is appended), and waits until
+    /// every address of `ready` accepts a connection from the caller's network namespace.
+    pub async fn start_with(
+        config: &str,
+        launch: impl FnOnce(&Path) -> Result<Command, TestkitError>,
+        ready: &[SocketAddr],
+    ) -> Result<HaproxyProcess, TestkitError> {
         check_config(config)?;
         let haproxy = binaries::haproxy()?;
         let dir = tempfile::Builder::new()
@@ -83,12 +100,12 @@ impl HaproxyProcess {
             TestkitError::io(format!("writing {}", config_path.display()), source)
         })?;
         let log = dir.path().join("haproxy.log");
-        let mut command = Command::new(&haproxy);
+        let mut command = launch(&haproxy)?;
         command.arg("-db").arg("-f").arg(&config_path);
         let mut child = spawn_logged(&mut command, &log, "haproxy")?;
-        for port in bound_ports(config) {
+        for addr in ready {
             if let Err(error) =
-                wait_for_port(&mut child, port, "haproxy", &log, READY_TIMEOUT).await
+                wait_for_addr(&mut child, *addr, "haproxy", &log, READY_TIMEOUT).await
             {
                 kill_and_reap(&mut child);
                 return Err(error);

@@ -1,11 +1,13 @@
-//! Real PostgreSQL, Redis, HAProxy and instance-manager processes on 127.0.0.1 for tests and
-//! for the local failover drill. Every process lives in a temp dir and is killed on drop, so a
+//! Real PostgreSQL, Redis, HAProxy and instance-manager processes on 127.0.0.1 (or in network
+//! namespaces of a `NetLab`, for real partitions) for tests and for the local failover drill. Every process lives in a temp dir and is killed on drop, so a
 //! test that panics leaves nothing behind. This crate depends on no other shanraq crate: they
 //! all dev-depend on it.
 
 pub mod binaries;
+mod delay;
 pub mod error;
 pub mod haproxy;
+pub mod netns;
 pub mod ports;
 pub mod postgres;
 mod process;
@@ -16,7 +18,10 @@ pub mod user;
 
 pub use error::TestkitError;
 pub use haproxy::{HaproxyProcess, check_config};
+pub use netns::NetLab;
 pub use ports::free_port;
 pub use postgres::TempPostgres;
 pub use redis::RedisServer;
-pub use topology::{LocalTopology, MemberInfo, TopologyOptions};
+pub use topology::{
+    HaproxyConfigFn, HaproxyLayout, LocalTopology, MemberInfo, Network, TopologyOptions,
+};

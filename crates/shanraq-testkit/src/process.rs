@@ -1,6 +1,7 @@
 //! Child processes in their own process groups, so that one signal reaches a server and
 //! everything it forked, plus the bounded waits that tell when a server is ready.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
@@ -86,20 +87,30 @@ pub(crate) async fn wait_for_port(
     log: &Path,
     timeout: Duration,
 ) -> Result<(), TestkitError> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait_for_addr(child, addr, what, log, timeout).await
+}
+
+/// Waits until `addr` accepts TCP connections (from the caller's network namespace) while
+/// `child` stays alive.
+pub(crate) async fn wait_for_addr(
+    child: &mut Child,
+    addr: SocketAddr,
+    what: &str,
+    log: &Path,
+    timeout: Duration,
+) -> Result<(), TestkitError> {
     let deadline = Instant::now() + timeout;
     loop {
         ensure_alive(child, what, log)?;
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(TestkitError::NotReady {
                 what: what.to_string(),
                 seconds: timeout.as_secs(),
-                detail: format!("port {port} never accepted; log tail:\n{}", tail(log, 40)),
+                detail: format!("{addr} never accepted; log tail:\n{}", tail(log, 40)),
             });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

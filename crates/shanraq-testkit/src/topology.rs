@@ -1,12 +1,16 @@
-//! `LocalTopology`: N instance managers (`shanraq instance postgres`) on 127.0.0.1, instance 0
+//! `LocalTopology`: N instance managers (`shanraq instance postgres`), instance 0
 //! bootstrapped as primary and the others as its replicas, plus one HAProxy whose `rw`
 //! frontend follows whichever instance answers `/primary` and whose `ro` frontend spreads over
-//! those answering `/replica`. Each manager is spawned as the leader of its own process group
-//! and starts postgres in another group of its own; `kill`, `stop` and `cont` signal both, so a
-//! test can crash or freeze a whole instance. Everything is killed and removed on drop.
+//! those answering `/replica`. They run either on 127.0.0.1 with random ports, or each in its
+//! own network namespace of a `NetLab`, so that a test can partition them for real. Each
+//! manager is spawned as the leader of its own process group and starts postgres in another
+//! group of its own; `kill`, `stop` and `cont` signal both, so a test can crash or freeze a
+//! whole instance. Everything is killed and removed on drop.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -14,6 +18,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::haproxy::HaproxyProcess;
+use crate::netns::{LAB_PREFIX_LEN, LAB_SUBNET, NetLab};
 use crate::process::{kill_and_reap, signal_group, spawn_logged, tail};
 use crate::secrets::random_secret;
 use crate::user::PostgresUser;
@@ -22,8 +27,47 @@ use crate::{TestkitError, binaries, free_port};
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Ports inside the namespaces (each node has its own port space).
+const NS_PG_PORT: u16 = 5432;
+const NS_HTTP_PORT: u16 = 8000;
+const NS_RW_PORT: u16 = 5432;
+const NS_RO_PORT: u16 = 5433;
+
+/// The lab nodes besides the instances `pg-0`..`pg-{n-1}`.
+pub const PROXY_NODE: &str = "proxy";
+pub const ENGINE_NODE: &str = "engine";
+pub const CLIENT_NODE: &str = "client";
+
+/// Where the processes of a topology run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Network {
+    /// Everything on 127.0.0.1 with random ports (`LocalTopology::start`).
+    #[default]
+    Loopback,
+    /// Each instance manager in the namespace of lab node `pg-i` (postgres on 0.0.0.0:5432,
+    /// the manager on `<addr>:8000`), HAProxy in `proxy` (rw on 5432, ro on 5433), the test in
+    /// `client` (`LocalTopology::start_in`).
+    Namespaces,
+}
+
+/// Where HAProxy must listen and what it fronts, for a custom haproxy.cfg.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HaproxyLayout {
+    pub members: Vec<MemberInfo>,
+    /// The `rw` frontend's address (`rw_options` connects there).
+    pub rw_bind: SocketAddr,
+    /// The `ro` frontend's address (`ro_options` connects there).
+    pub ro_bind: SocketAddr,
+    /// The admin socket `haproxy_socket` returns.
+    pub stats_socket: PathBuf,
+}
+
+/// Makes haproxy.cfg from the layout; the config must bind `rw_bind` and `ro_bind` (the
+/// topology waits until both accept).
+pub type HaproxyConfigFn = Arc<dyn Fn(&HaproxyLayout) -> String + Send + Sync>;
+
 /// How to build a topology.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TopologyOptions {
     /// Number of PostgreSQL instances (at least 1).
     pub instances: usize,
@@ -32,6 +76,25 @@ pub struct TopologyOptions {
     pub synchronous: Option<String>,
     /// A postgresql.conf fragment given to every instance with `--config-file`.
     pub extra_config: Option<String>,
+    /// Loopback (the default) or namespaces of a `NetLab`.
+    pub network: Network,
+    /// HAProxy's config instead of the built-in one.
+    pub haproxy_config: Option<HaproxyConfigFn>,
+}
+
+impl std::fmt::Debug for TopologyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopologyOptions")
+            .field("instances", &self.instances)
+            .field("synchronous", &self.synchronous)
+            .field("extra_config", &self.extra_config)
+            .field("network", &self.network)
+            .field(
+                "haproxy_config",
+                &self.haproxy_config.as_ref().map(|_| "custom"),
+            )
+            .finish()
+    }
 }
 
 impl Default for TopologyOptions {
@@ -40,6 +103,8 @@ impl Default for TopologyOptions {
             instances: 3,
             synchronous: Some("ANY 1 (*)".to_string()),
             extra_config: None,
+            network: Network::Loopback,
+            haproxy_config: None,
         }
     }
 }
@@ -49,7 +114,7 @@ impl TopologyOptions {
         TopologyOptions {
             instances,
             synchronous: None,
-            extra_config: None,
+            ..TopologyOptions::default()
         }
     }
 }
@@ -57,9 +122,11 @@ impl TopologyOptions {
 /// What a test needs to reach one instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberInfo {
-    /// Instance name, also its `application_name`.
+    /// Instance name, also its `application_name` (and its lab node in namespaces).
     pub name: String,
-    /// `http://127.0.0.1:PORT` of its manager.
+    /// Address of its postgres and manager: 127.0.0.1, or its lab address.
+    pub host: String,
+    /// `http://HOST:PORT` of its manager.
     pub http_url: String,
     pub http_port: u16,
     pub pg_port: u16,
@@ -79,27 +146,108 @@ struct Member {
 pub const APP_DATABASE: &str = "app";
 pub const APP_OWNER: &str = "app";
 
+/// A running topology.
+///
+/// In `Network::Namespaces` mode every async method (`start_in` included) must be awaited
+/// from a task running on `lab.runtime("client")`: HTTP and SQL connections are opened by the
+/// awaiting thread, and only the client namespace reaches the lab's addresses. The usual shape:
+///
+/// ```text
+/// let lab = Arc::new(LocalTopology::create_lab(3)?);
+/// let client = lab.runtime("client")?;
+/// client.block_on(client.spawn(async move {
+///     let topology = LocalTopology::start_in(lab, binary, options).await?;
+///     // ... the test, then drop the topology inside the task ...
+/// }))
+/// ```
 #[derive(Debug)]
 pub struct LocalTopology {
     binary: PathBuf,
     members: Vec<Member>,
     haproxy: HaproxyProcess,
-    rw_port: u16,
-    ro_port: u16,
+    rw_bind: SocketAddr,
+    ro_bind: SocketAddr,
     haproxy_socket: PathBuf,
     token: String,
     superuser_password: String,
     replication_password: String,
     app_password: String,
     http: reqwest::Client,
-    // Dropped last: the data dirs go once every process is dead.
+    // Fields drop in order, after `Drop::drop` has killed the managers: HAProxy, then the lab
+    // (no process is left in its namespaces), then the data dirs.
+    lab: Option<Arc<NetLab>>,
     root: TempDir,
 }
 
 impl LocalTopology {
-    /// Starts the managers and HAProxy and waits until instance 0 is the routed primary and
-    /// every replica streams from it.
+    /// The lab nodes a topology of `instances` instances runs on: `pg-0`..`pg-{n-1}`,
+    /// `proxy`, `engine` (for an HA engine the test runs) and `client` (for the test itself).
+    pub fn lab_nodes(instances: usize) -> Vec<String> {
+        (0..instances.max(1))
+            .map(|index| format!("pg-{index}"))
+            .chain([PROXY_NODE, ENGINE_NODE, CLIENT_NODE].map(String::from))
+            .collect()
+    }
+
+    /// A `NetLab` with the nodes of `lab_nodes(instances)`.
+    pub fn create_lab(instances: usize) -> Result<NetLab, TestkitError> {
+        let nodes = LocalTopology::lab_nodes(instances);
+        let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        NetLab::create(&names)
+    }
+
+    /// Starts a `Network::Loopback` topology: the managers and HAProxy on 127.0.0.1. Waits
+    /// until instance 0 is the routed primary and every replica streams from it.
     pub async fn start(
+        shanraq_binary: &Path,
+        options: TopologyOptions,
+    ) -> Result<LocalTopology, TestkitError> {
+        if options.network != Network::Loopback {
+            return Err(TestkitError::Lab {
+                lab: "(none)".to_string(),
+                problem: "Network::Namespaces needs a lab: create it with \
+                          LocalTopology::create_lab and call LocalTopology::start_in from a \
+                          task on lab.runtime(\"client\")"
+                    .to_string(),
+            });
+        }
+        LocalTopology::launch(None, shanraq_binary, options).await
+    }
+
+    /// Starts a `Network::Namespaces` topology in `lab` (made by `create_lab`); must be
+    /// awaited from a task on `lab.runtime("client")`. Waits as `start` does.
+    pub async fn start_in(
+        lab: Arc<NetLab>,
+        shanraq_binary: &Path,
+        options: TopologyOptions,
+    ) -> Result<LocalTopology, TestkitError> {
+        let problem = |problem: String| TestkitError::Lab {
+            lab: lab
+                .namespaces()
+                .first()
+                .copied()
+                .unwrap_or_default()
+                .to_string(),
+            problem,
+        };
+        if options.network != Network::Namespaces {
+            return Err(problem(
+                "start_in runs a Network::Namespaces topology; set options.network".to_string(),
+            ));
+        }
+        for node in LocalTopology::lab_nodes(options.instances) {
+            lab.addr(&node)?;
+        }
+        if !lab.is_current(CLIENT_NODE)? {
+            return Err(problem(
+                "start_in must be awaited from a task on lab.runtime(\"client\")".to_string(),
+            ));
+        }
+        LocalTopology::launch(Some(lab), shanraq_binary, options).await
+    }
+
+    async fn launch(
+        lab: Option<Arc<NetLab>>,
         shanraq_binary: &Path,
         options: TopologyOptions,
     ) -> Result<LocalTopology, TestkitError> {
@@ -128,6 +276,16 @@ impl LocalTopology {
             }
             None => None,
         };
+        let hba_file = match &lab {
+            Some(_) => {
+                let path = root.path().join("pg_hba.conf");
+                std::fs::write(&path, lab_hba())
+                    .map_err(|source| TestkitError::io("writing pg_hba.conf", source))?;
+                user.own(&path)?;
+                Some(path)
+            }
+            None => None,
+        };
         let mut infos = Vec::with_capacity(instances);
         for index in 0..instances {
             let name = format!("pg-{index}");
@@ -136,18 +294,22 @@ impl LocalTopology {
                 TestkitError::io(format!("creating {}", dir.display()), source)
             })?;
             user.own(&dir)?;
-            let http_port = free_port()?;
+            let (host, http_port, pg_port) = match &lab {
+                Some(lab) => (lab.addr(&name)?.to_string(), NS_HTTP_PORT, NS_PG_PORT),
+                None => (Ipv4Addr::LOCALHOST.to_string(), free_port()?, free_port()?),
+            };
             infos.push(MemberInfo {
-                http_url: format!("http://127.0.0.1:{http_port}"),
+                http_url: format!("http://{host}:{http_port}"),
+                host,
                 http_port,
-                pg_port: free_port()?,
+                pg_port,
                 data_dir: dir.join("data"),
                 log_path: dir.join("manager.log"),
                 name,
             });
         }
-        let primary_port = infos[0].pg_port;
-        let members = infos
+        let (primary_host, primary_port) = (infos[0].host.clone(), infos[0].pg_port);
+        let members: Vec<Member> = infos
             .into_iter()
             .enumerate()
             .map(|(index, info)| {
@@ -157,8 +319,8 @@ impl LocalTopology {
                     format!("--name={}", info.name),
                     format!("--data-dir={}", info.data_dir.display()),
                     format!("--pg-port={}", info.pg_port),
-                    format!("--http-addr=127.0.0.1:{}", info.http_port),
-                    "--upstream-host=127.0.0.1".to_string(),
+                    format!("--http-addr={}:{}", info.host, info.http_port),
+                    format!("--upstream-host={primary_host}"),
                     format!("--upstream-port={primary_port}"),
                     "--initial-epoch=1".to_string(),
                     format!(
@@ -173,6 +335,10 @@ impl LocalTopology {
                 if let Some(path) = &config_file {
                     args.push(format!("--config-file={}", path.display()));
                 }
+                if let Some(path) = &hba_file {
+                    args.push("--pg-listen=0.0.0.0".to_string());
+                    args.push(format!("--hba-file={}", path.display()));
+                }
                 Member {
                     info,
                     args,
@@ -180,8 +346,19 @@ impl LocalTopology {
                 }
             })
             .collect();
-        let rw_port = free_port()?;
-        let ro_port = free_port()?;
+        let (rw_bind, ro_bind) = match &lab {
+            Some(lab) => {
+                let proxy = IpAddr::V4(lab.addr(PROXY_NODE)?);
+                (
+                    SocketAddr::new(proxy, NS_RW_PORT),
+                    SocketAddr::new(proxy, NS_RO_PORT),
+                )
+            }
+            None => (
+                SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?)),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?)),
+            ),
+        };
         let haproxy_socket = root.path().join("haproxy.sock");
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -195,20 +372,35 @@ impl LocalTopology {
         let superuser_password = random_secret(24);
         let replication_password = random_secret(24);
         let app_password = random_secret(24);
-        let config = haproxy_config(&members, rw_port, ro_port, &haproxy_socket);
-        let haproxy = HaproxyProcess::start(&config).await?;
+        let layout = HaproxyLayout {
+            members: members.iter().map(|member| member.info.clone()).collect(),
+            rw_bind,
+            ro_bind,
+            stats_socket: haproxy_socket.clone(),
+        };
+        let config = match &options.haproxy_config {
+            Some(make) => make(&layout),
+            None => haproxy_config(&layout),
+        };
+        let launch_haproxy = |haproxy: &Path| match &lab {
+            Some(lab) => lab.command(PROXY_NODE, haproxy),
+            None => Ok(Command::new(haproxy)),
+        };
+        let haproxy =
+            HaproxyProcess::start_with(&config, launch_haproxy, &[rw_bind, ro_bind]).await?;
         let mut topology = LocalTopology {
             binary: shanraq_binary.to_path_buf(),
             members: Vec::new(),
             haproxy,
-            rw_port,
-            ro_port,
+            rw_bind,
+            ro_bind,
             haproxy_socket,
             token,
             superuser_password,
             replication_password,
             app_password,
             http,
+            lab,
             root,
         };
         topology.members = std::mem::take(&mut members);
@@ -221,13 +413,21 @@ impl LocalTopology {
         Ok(topology)
     }
 
+    /// The lab the topology runs in (`Network::Namespaces`).
+    pub fn lab(&self) -> Option<&NetLab> {
+        self.lab.as_deref()
+    }
+
     fn spawn(&mut self, index: usize) -> Result<(), TestkitError> {
         let len = self.members.len();
         let member = self
             .members
             .get_mut(index)
             .ok_or(TestkitError::NoSuchMember { index, len })?;
-        let mut command = Command::new(&self.binary);
+        let mut command = match &self.lab {
+            Some(lab) => lab.command(&member.info.name, &self.binary)?,
+            None => Command::new(&self.binary),
+        };
         command
             .args(&member.args)
             .env("SHANRAQ_INSTANCE_TOKEN", &self.token)
@@ -324,10 +524,10 @@ impl LocalTopology {
 
     /// Waits until a connection through the `rw` frontend lands on member `index`.
     pub async fn wait_routed(&self, index: usize, deadline: Instant) -> Result<(), TestkitError> {
-        let expected = self.member(index)?.pg_port;
+        self.member(index)?;
         loop {
-            if let Ok(port) = self.rw_backend_port().await
-                && port == expected
+            if let Ok(Some(routed)) = self.rw_backend().await
+                && routed == index
             {
                 return Ok(());
             }
@@ -346,19 +546,36 @@ impl LocalTopology {
 
     /// The `port` setting of whichever server a fresh `rw` connection reaches.
     pub async fn rw_backend_port(&self) -> Result<u16, sqlx::Error> {
-        use sqlx::Connection;
-        let mut connection = sqlx::PgConnection::connect_with(&self.rw_options()).await?;
-        let port: String = sqlx::query_scalar("SHOW port")
-            .fetch_one(&mut connection)
-            .await?;
-        let _ = connection.close().await;
-        port.parse::<u16>()
-            .map_err(|error| sqlx::Error::Protocol(format!("port {port}: {error}")))
+        Ok(self.rw_backend_addr().await?.1)
     }
 
-    fn options(&self, port: u16) -> sqlx::postgres::PgConnectOptions {
+    /// The member a fresh `rw` connection reaches (by the address and port the server saw the
+    /// connection arrive on); `None` when that is no member.
+    pub async fn rw_backend(&self) -> Result<Option<usize>, sqlx::Error> {
+        let (host, port) = self.rw_backend_addr().await?;
+        Ok(self
+            .members
+            .iter()
+            .position(|member| member.info.host == host && member.info.pg_port == port))
+    }
+
+    async fn rw_backend_addr(&self) -> Result<(String, u16), sqlx::Error> {
+        use sqlx::Connection;
+        let mut connection = sqlx::PgConnection::connect_with(&self.rw_options()).await?;
+        let (host, port): (String, String) =
+            sqlx::query_as("SELECT host(inet_server_addr()), current_setting('port')")
+                .fetch_one(&mut connection)
+                .await?;
+        let _ = connection.close().await;
+        let port = port
+            .parse::<u16>()
+            .map_err(|error| sqlx::Error::Protocol(format!("port {port}: {error}")))?;
+        Ok((host, port))
+    }
+
+    fn options(&self, host: &str, port: u16) -> sqlx::postgres::PgConnectOptions {
         sqlx::postgres::PgConnectOptions::new_without_pgpass()
-            .host("127.0.0.1")
+            .host(host)
             .port(port)
             .username("postgres")
             .password(&self.superuser_password)
@@ -368,12 +585,12 @@ impl LocalTopology {
 
     /// Superuser connection options through HAProxy's `rw` frontend.
     pub fn rw_options(&self) -> sqlx::postgres::PgConnectOptions {
-        self.options(self.rw_port)
+        self.options(&self.rw_bind.ip().to_string(), self.rw_bind.port())
     }
 
     /// Superuser connection options through HAProxy's `ro` frontend.
     pub fn ro_options(&self) -> sqlx::postgres::PgConnectOptions {
-        self.options(self.ro_port)
+        self.options(&self.ro_bind.ip().to_string(), self.ro_bind.port())
     }
 
     /// Superuser connection options straight to member `index`.
@@ -381,7 +598,8 @@ impl LocalTopology {
         &self,
         index: usize,
     ) -> Result<sqlx::postgres::PgConnectOptions, TestkitError> {
-        Ok(self.options(self.member(index)?.pg_port))
+        let member = self.member(index)?;
+        Ok(self.options(&member.host, member.pg_port))
     }
 
     pub fn len(&self) -> usize {
@@ -408,11 +626,21 @@ impl LocalTopology {
     }
 
     pub fn rw_port(&self) -> u16 {
-        self.rw_port
+        self.rw_bind.port()
     }
 
     pub fn ro_port(&self) -> u16 {
-        self.ro_port
+        self.ro_bind.port()
+    }
+
+    /// HAProxy's `rw` frontend.
+    pub fn rw_addr(&self) -> SocketAddr {
+        self.rw_bind
+    }
+
+    /// HAProxy's `ro` frontend.
+    pub fn ro_addr(&self) -> SocketAddr {
+        self.ro_bind
     }
 
     /// HAProxy's admin socket (runtime API).
@@ -720,13 +948,29 @@ fn parent_of(pid: u32) -> Option<u32> {
     fields.next()?.parse().ok()
 }
 
-fn haproxy_config(members: &[Member], rw_port: u16, ro_port: u16, socket: &Path) -> String {
-    let servers: String = members
+/// pg_hba.conf of a topology in namespaces: scram-sha-256 from the node itself and from the
+/// lab's subnet, for everything and for replication.
+fn lab_hba() -> String {
+    let subnet = format!("{LAB_SUBNET}/{LAB_PREFIX_LEN}");
+    format!(
+        "# Written by the shanraq testkit for a topology in network namespaces.\n\
+         host all all 127.0.0.1/32 scram-sha-256\n\
+         host replication all 127.0.0.1/32 scram-sha-256\n\
+         host all all {subnet} scram-sha-256\n\
+         host replication all {subnet} scram-sha-256\n"
+    )
+}
+
+/// The built-in haproxy.cfg: `rw` to the member answering `/primary`, `ro` round robin over
+/// those answering `/replica`, checked every 100 ms on each manager's HTTP port.
+fn haproxy_config(layout: &HaproxyLayout) -> String {
+    let servers: String = layout
+        .members
         .iter()
         .map(|member| {
             format!(
-                "    server {} 127.0.0.1:{} check port {}\n",
-                member.info.name, member.info.pg_port, member.info.http_port
+                "    server {} {}:{} check port {}\n",
+                member.name, member.host, member.pg_port, member.http_port
             )
         })
         .collect();
@@ -740,7 +984,7 @@ fn haproxy_config(members: &[Member], rw_port: u16, ro_port: u16, socket: &Path)
          \x20   timeout server 1h\n\
          \x20   timeout check 1s\n\
          frontend rw\n\
-         \x20   bind 127.0.0.1:{rw_port}\n\
+         \x20   bind {rw_bind}\n\
          \x20   default_backend rw\n\
          backend rw\n\
          \x20   option httpchk GET /primary\n\
@@ -748,7 +992,7 @@ fn haproxy_config(members: &[Member], rw_port: u16, ro_port: u16, socket: &Path)
          \x20   default-server inter 100ms fall 1 rise 1 on-marked-down shutdown-sessions\n\
          {rw_servers}\
          frontend ro\n\
-         \x20   bind 127.0.0.1:{ro_port}\n\
+         \x20   bind {ro_bind}\n\
          \x20   default_backend ro\n\
          backend ro\n\
          \x20   balance roundrobin\n\
@@ -756,7 +1000,9 @@ fn haproxy_config(members: &[Member], rw_port: u16, ro_port: u16, socket: &Path)
          \x20   http-check expect status 200\n\
          \x20   default-server inter 100ms fall 1 rise 1 on-marked-down shutdown-sessions\n\
          {ro_servers}",
-        socket = socket.display(),
+        socket = layout.stats_socket.display(),
+        rw_bind = layout.rw_bind,
+        ro_bind = layout.ro_bind,
         rw_servers = servers,
         ro_servers = servers,
     )
@@ -768,27 +1014,40 @@ mod tests {
 
     #[test]
     fn haproxy_config_routes_rw_by_primary_check_and_is_valid() {
-        let members: Vec<Member> = (0..3)
-            .map(|index| Member {
-                info: MemberInfo {
+        let layout = HaproxyLayout {
+            members: (0..3)
+                .map(|index| MemberInfo {
                     name: format!("pg-{index}"),
+                    host: format!("10.231.0.{}", 10 + index),
                     http_url: String::new(),
-                    http_port: 21000 + index,
-                    pg_port: 22000 + index,
+                    http_port: 8000,
+                    pg_port: 5432,
                     data_dir: PathBuf::new(),
                     log_path: PathBuf::new(),
-                },
-                args: Vec::new(),
-                child: None,
-            })
-            .collect();
-        let config = haproxy_config(&members, 23000, 23001, Path::new("/tmp/x.sock"));
+                })
+                .collect(),
+            rw_bind: "10.231.0.13:5432".parse().expect("addr"),
+            ro_bind: "10.231.0.13:5433".parse().expect("addr"),
+            stats_socket: PathBuf::from("/tmp/x.sock"),
+        };
+        let config = haproxy_config(&layout);
         assert!(config.contains("option httpchk GET /primary"), "{config}");
+        assert!(config.contains("bind 10.231.0.13:5432"), "{config}");
         assert!(
-            config.contains("server pg-2 127.0.0.1:22002 check port 21002"),
+            config.contains("server pg-2 10.231.0.12:5432 check port 8000"),
             "{config}"
         );
         crate::check_config(&config).expect("haproxy accepts the topology config");
+    }
+
+    #[test]
+    fn lab_hba_allows_the_subnet_with_scram_only() {
+        let hba = lab_hba();
+        assert!(
+            hba.contains("host replication all 10.231.0.0/24 scram-sha-256"),
+            "{hba}"
+        );
+        assert!(!hba.contains("trust"), "{hba}");
     }
 
     #[test]

@@ -134,7 +134,7 @@ impl LocalCluster {
             TopologyOptions {
                 instances: options.instances,
                 synchronous: options.synchronous_standby_names(),
-                extra_config: None,
+                ..TopologyOptions::default()
             },
         )
         .await?;
@@ -187,7 +187,7 @@ impl LocalCluster {
             .members()
             .into_iter()
             .map(|info| DriverMember {
-                member: Member::new(info.name.clone(), "127.0.0.1", info.pg_port),
+                member: Member::new(info.name.clone(), info.host.as_str(), info.pg_port),
                 manager_url: info.http_url,
             })
             .collect();

@@ -73,7 +73,7 @@ pub fn assert_one_primary_at_a_time(seen: &WatchReport) {
 /// The wire body of an upstream: member `index` of a local topology.
 pub fn upstream(topology: &shanraq_testkit::LocalTopology, index: usize) -> serde_json::Value {
     let member = topology.member(index).expect("member");
-    serde_json::json!({ "host": "127.0.0.1", "port": member.pg_port, "name": member.name })
+    serde_json::json!({ "host": member.host, "port": member.pg_port, "name": member.name })
 }
 
 /// POSTs a command to member `index`, which must answer 200 with `ok: true`; shows its log if
