@@ -19,4 +19,4 @@ pub use haproxy::{HaproxyProcess, check_config};
 pub use ports::free_port;
 pub use postgres::TempPostgres;
 pub use redis::RedisServer;
-pub use topology::{LocalTopology, MemberInfo, TopologyOptions};
+pub use topology::{HaproxyConfigFn, HaproxyLayout, LocalTopology, MemberInfo, TopologyOptions};

@@ -5,8 +5,10 @@
 //! and starts postgres in another group of its own; `kill`, `stop` and `cont` signal both, so a
 //! test can crash or freeze a whole instance. Everything is killed and removed on drop.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -22,8 +24,23 @@ use crate::{TestkitError, binaries, free_port};
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How to build a topology.
+/// Makes the topology's haproxy.cfg from where everything listens (instead of the built-in one).
+pub type HaproxyConfigFn = Arc<dyn Fn(&HaproxyLayout) -> String + Send + Sync>;
+
+/// Where HAProxy's servers and frontends are, for a [`HaproxyConfigFn`].
 #[derive(Clone, Debug)]
+pub struct HaproxyLayout {
+    pub members: Vec<MemberInfo>,
+    /// Where the frontend to the primary must listen.
+    pub rw_bind: SocketAddr,
+    /// Where the frontend to the replicas must listen.
+    pub ro_bind: SocketAddr,
+    /// The admin socket (runtime API) the topology and its users talk to.
+    pub stats_socket: PathBuf,
+}
+
+/// How to build a topology.
+#[derive(Clone)]
 pub struct TopologyOptions {
     /// Number of PostgreSQL instances (at least 1).
     pub instances: usize,
@@ -32,6 +49,22 @@ pub struct TopologyOptions {
     pub synchronous: Option<String>,
     /// A postgresql.conf fragment given to every instance with `--config-file`.
     pub extra_config: Option<String>,
+    /// haproxy.cfg instead of the built-in one.
+    pub haproxy_config: Option<HaproxyConfigFn>,
+}
+
+impl std::fmt::Debug for TopologyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopologyOptions")
+            .field("instances", &self.instances)
+            .field("synchronous", &self.synchronous)
+            .field("extra_config", &self.extra_config)
+            .field(
+                "haproxy_config",
+                &self.haproxy_config.as_ref().map(|_| "custom"),
+            )
+            .finish()
+    }
 }
 
 impl Default for TopologyOptions {
@@ -40,6 +73,7 @@ impl Default for TopologyOptions {
             instances: 3,
             synchronous: Some("ANY 1 (*)".to_string()),
             extra_config: None,
+            haproxy_config: None,
         }
     }
 }
@@ -50,6 +84,7 @@ impl TopologyOptions {
             instances,
             synchronous: None,
             extra_config: None,
+            haproxy_config: None,
         }
     }
 }
@@ -59,6 +94,8 @@ impl TopologyOptions {
 pub struct MemberInfo {
     /// Instance name, also its `application_name`.
     pub name: String,
+    /// The address its PostgreSQL and manager listen on.
+    pub host: String,
     /// `http://127.0.0.1:PORT` of its manager.
     pub http_url: String,
     pub http_port: u16,
@@ -138,6 +175,7 @@ impl LocalTopology {
             user.own(&dir)?;
             let http_port = free_port()?;
             infos.push(MemberInfo {
+                host: "127.0.0.1".to_string(),
                 http_url: format!("http://127.0.0.1:{http_port}"),
                 http_port,
                 pg_port: free_port()?,
@@ -195,7 +233,15 @@ impl LocalTopology {
         let superuser_password = random_secret(24);
         let replication_password = random_secret(24);
         let app_password = random_secret(24);
-        let config = haproxy_config(&members, rw_port, ro_port, &haproxy_socket);
+        let config = match &options.haproxy_config {
+            Some(make) => make(&HaproxyLayout {
+                members: members.iter().map(|member| member.info.clone()).collect(),
+                rw_bind: SocketAddr::from(([127, 0, 0, 1], rw_port)),
+                ro_bind: SocketAddr::from(([127, 0, 0, 1], ro_port)),
+                stats_socket: haproxy_socket.clone(),
+            }),
+            None => haproxy_config(&members, rw_port, ro_port, &haproxy_socket),
+        };
         let haproxy = HaproxyProcess::start(&config).await?;
         let mut topology = LocalTopology {
             binary: shanraq_binary.to_path_buf(),
@@ -772,6 +818,7 @@ mod tests {
             .map(|index| Member {
                 info: MemberInfo {
                     name: format!("pg-{index}"),
+                    host: "127.0.0.1".to_string(),
                     http_url: String::new(),
                     http_port: 21000 + index,
                     pg_port: 22000 + index,
