@@ -6,12 +6,15 @@
 pub mod bench;
 pub mod demo;
 pub mod error;
+pub mod haproxy_config;
 pub mod haproxy_router;
 pub mod ledger;
 pub mod local;
+pub mod product;
 pub mod scenario;
 pub mod timeline;
 pub mod watch;
+pub mod write_probe;
 
 use std::future::Future;
 
