@@ -159,6 +159,7 @@ async fn the_old_primary_returns_fenced_is_demoted_and_two_primaries_never_coexi
     let mut cluster = common::converged(ClusterOptions::synchronous(3)).await;
     let watch = cluster
         .watch(WATCH_PERIOD, Duration::from_secs(120))
+        .await
         .expect("watch starts");
     let writer = common::writing(&cluster).await;
     let outcome = scenario::kill_primary(&mut cluster, &writer, BOUND)

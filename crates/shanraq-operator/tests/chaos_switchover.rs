@@ -18,6 +18,7 @@ async fn a_switchover_under_load_loses_nothing_and_the_old_primary_becomes_a_rep
     let cluster = common::converged(ClusterOptions::synchronous(3)).await;
     let watch = cluster
         .watch(Duration::from_millis(50), Duration::from_secs(120))
+        .await
         .expect("watch starts");
     let writer = common::writing(&cluster).await;
 

@@ -80,6 +80,9 @@ pub struct TopologyOptions {
     pub network: Network,
     /// HAProxy's config instead of the built-in one.
     pub haproxy_config: Option<HaproxyConfigFn>,
+    /// The primary's lease (`--lease-ms`). `None` turns it off: without an HA engine nobody
+    /// renews it, and a primary would fence itself.
+    pub lease: Option<Duration>,
 }
 
 impl std::fmt::Debug for TopologyOptions {
@@ -89,6 +92,7 @@ impl std::fmt::Debug for TopologyOptions {
             .field("synchronous", &self.synchronous)
             .field("extra_config", &self.extra_config)
             .field("network", &self.network)
+            .field("lease", &self.lease)
             .field(
                 "haproxy_config",
                 &self.haproxy_config.as_ref().map(|_| "custom"),
@@ -105,6 +109,7 @@ impl Default for TopologyOptions {
             extra_config: None,
             network: Network::Loopback,
             haproxy_config: None,
+            lease: None,
         }
     }
 }
@@ -323,6 +328,10 @@ impl LocalTopology {
                     format!("--upstream-host={primary_host}"),
                     format!("--upstream-port={primary_port}"),
                     "--initial-epoch=1".to_string(),
+                    format!(
+                        "--lease-ms={}",
+                        options.lease.map_or(0, |lease| lease.as_millis())
+                    ),
                     format!(
                         "--bootstrap={}",
                         if index == 0 { "primary" } else { "replica" }

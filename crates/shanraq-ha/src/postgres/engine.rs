@@ -849,9 +849,11 @@ impl PostgresHa {
     /// - Synchronous `ANY n` over a set of S standbys: a commit returns once n of them flushed
     ///   it. With S - n + 1 of them detached, at most n - 1 remain, so no commit can complete
     ///   any more, whatever the old primary can still reach.
-    /// - Asynchronous: commits wait for nobody, so every other member must be detached and
-    ///   the lease the old primary held must have run out; it then has neither the engine nor
-    ///   a replica and fences itself. Renewals stopped when the epoch was bumped.
+    /// - Asynchronous: commits wait for nobody, so the lease the old primary held must have
+    ///   run out, and the replicas the engine reached are detached: it then has neither the
+    ///   engine nor a replica and fences itself. Renewals stopped when the epoch was bumped.
+    ///   (A replica the engine cannot reach but the old primary can keeps it writable: in
+    ///   asynchronous mode that one case is not covered.)
     fn cannot_commit(&self, record: &FailoverRecord, now: Millis) -> Result<String, String> {
         if record.fenced_at.is_some() {
             return Ok("it confirmed the fence".to_owned());
@@ -862,7 +864,6 @@ impl PostgresHa {
         {
             return Ok("it reports itself fenced and stopped".to_owned());
         }
-        let detached = |node: &NodeId| record.detached.contains(node);
         match self.config.replication {
             ReplicationMode::Synchronous { number } => {
                 let set = &self.state.sync_set;
@@ -876,7 +877,7 @@ impl PostgresHa {
                 let required = set.len().saturating_sub(number) + 1;
                 let done: Vec<&str> = set
                     .iter()
-                    .filter(|node| detached(node))
+                    .filter(|node| record.detached.contains(node))
                     .map(NodeId::as_str)
                     .collect();
                 if done.len() >= required {
@@ -898,22 +899,9 @@ impl PostgresHa {
                 }
             }
             ReplicationMode::Asynchronous => {
-                let missing: Vec<&str> = self
-                    .members
-                    .iter()
-                    .map(|member| &member.name)
-                    .filter(|node| **node != record.from && !detached(node))
-                    .map(NodeId::as_str)
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(format!(
-                        "{} did not confirm the fence and [{}] still may stream from it",
-                        record.from,
-                        missing.join(", ")
-                    ));
-                }
-                // The lease was last renewed before the epoch was bumped, and the last reply
-                // of a detached replica came before its detach was confirmed.
+                // Commits wait for nobody: the old primary's lease must have run out. It was
+                // last renewed before the epoch was bumped; the last reply of a replica it
+                // could have kept writing with came before that replica's detach.
                 let lease = self.config.lease_duration;
                 let since = record
                     .started_at
@@ -927,8 +915,9 @@ impl PostgresHa {
                     ));
                 }
                 Ok(format!(
-                    "every replica detached and its lease of {} ms ran out",
-                    lease.as_millis()
+                    "its lease of {} ms ran out and [{}] are detached",
+                    lease.as_millis(),
+                    join(&record.detached)
                 ))
             }
         }
@@ -982,10 +971,12 @@ impl PostgresHa {
             .map(|m| m.name.clone())
             .filter(|n| n != &record.from)
             .collect();
-        // Unless the old primary confirmed its fence, only members detached from it are
-        // candidates: their received LSN is final, and they are the quorum the safety
-        // argument counts on.
-        let fenced = record.fenced_at.is_some()
+        // Synchronous mode, unless the old primary confirmed its fence: only members detached
+        // from it are candidates (their received LSN is final, and they are the quorum the
+        // safety argument counts on). Asynchronous mode rests on the lease instead, and bounds
+        // the loss by the old primary's last reported LSN, so any reachable replica may run.
+        let fenced = matches!(self.config.replication, ReplicationMode::Asynchronous)
+            || record.fenced_at.is_some()
             || self
                 .status_since(&record.from, record.started_at)
                 .is_some_and(|status| status.role == InstanceRole::Fenced && !status.running);

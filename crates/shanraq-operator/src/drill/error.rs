@@ -41,6 +41,8 @@ pub enum DrillError {
         member: String,
         sample: Vec<i64>,
     },
+    #[error("the rendered haproxy.cfg cannot run locally: {reason}: {line:?}")]
+    HaproxyConfig { line: String, reason: String },
     #[error("invalid drill option {option}: {reason}")]
     InvalidOption {
         option: &'static str,

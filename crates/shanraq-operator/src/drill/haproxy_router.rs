@@ -1,10 +1,12 @@
-//! The drill's router: HAProxy's `rw` backend follows `httpchk GET /primary`, so the engine's
-//! `Route` is confirmed, not performed. It is confirmed once the new primary answers
-//! `/primary` with 200 AND HAProxy's runtime API (`show servers state`) reports that server UP
-//! and every other server of the backend not UP, so that "routed" in the timeline means a new
-//! connection through `rw` reaches the new primary and nothing else. The router polls for a
-//! bounded time instead of failing at once: HAProxy checks every 100 ms, and an early failure
-//! would cost the engine a whole probe period of back-off.
+//! The drill's router: HAProxy's primary backend (`pg-rw` as rendered) follows
+//! `httpchk GET /primary`, so the engine's `Route` is confirmed, not performed. It is confirmed
+//! once the new primary answers `/primary` with 200 AND HAProxy's runtime API
+//! (`show servers state`) reports that member's server UP and every other server of the
+//! backend not UP, so that "routed" in the timeline means a new connection through the rw
+//! frontend reaches the new primary and nothing else. Servers carry the rendered names (the
+//! pods'), not the members', hence the map. The router polls for a bounded time instead of
+//! failing at once: HAProxy checks every probe period, and an early failure would cost the
+//! engine a whole probe period of back-off.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,22 +32,26 @@ pub struct ServerState {
 #[derive(Clone, Debug)]
 pub struct HaproxyRouter {
     clients: BTreeMap<NodeId, InstanceClient>,
+    /// The HAProxy server name of each member.
+    servers: BTreeMap<NodeId, String>,
     socket: PathBuf,
     backend: String,
     timeout: Duration,
 }
 
 impl HaproxyRouter {
-    /// `socket` is HAProxy's admin socket, `backend` the backend whose servers are named after
-    /// the members; each `route` waits at most `timeout`.
+    /// `socket` is HAProxy's admin socket, `backend` the backend routing to the primary,
+    /// `servers` its server name for each member; each `route` waits at most `timeout`.
     pub fn new(
         clients: BTreeMap<NodeId, InstanceClient>,
+        servers: BTreeMap<NodeId, String>,
         socket: PathBuf,
         backend: impl Into<String>,
         timeout: Duration,
     ) -> HaproxyRouter {
         HaproxyRouter {
             clients,
+            servers,
             socket,
             backend: backend.into(),
             timeout,
@@ -63,26 +69,30 @@ impl HaproxyRouter {
             Ok(false) => return Err(format!("{primary} does not answer /primary with 200 yet")),
             Err(error) => return Err(error.to_string()),
         }
+        let server = self
+            .servers
+            .get(primary)
+            .ok_or_else(|| format!("no HAProxy server is known for {primary}"))?;
         let servers = servers_state(&self.socket, &self.backend).await?;
         let target = servers
             .iter()
-            .find(|server| server.name == primary.as_str())
+            .find(|state| state.name == *server)
             .ok_or_else(|| {
                 format!(
-                    "HAProxy backend {} has no server named {primary}",
+                    "HAProxy backend {} has no server named {server} ({primary})",
                     self.backend
                 )
             })?;
         if !target.up {
             return Err(format!(
-                "HAProxy backend {} does not send to {primary} yet",
+                "HAProxy backend {} does not send to {server} ({primary}) yet",
                 self.backend
             ));
         }
         let others: Vec<&str> = servers
             .iter()
-            .filter(|server| server.up && server.name != primary.as_str())
-            .map(|server| server.name.as_str())
+            .filter(|state| state.up && state.name != *server)
+            .map(|state| state.name.as_str())
             .collect();
         if !others.is_empty() {
             return Err(format!(

@@ -28,7 +28,10 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS ledger (\
 pub struct LedgerOptions {
     /// Pause after each acknowledged commit (zero: as fast as the cluster commits).
     pub interval: Duration,
-    /// How long one commit may take before the connection is given up.
+    /// How long one commit may take before the connection is given up: dropped, never
+    /// cancelled (no `statement_timeout` either). PostgreSQL reports a commit whose wait for
+    /// synchronous replication was cancelled as committed, which would count an unreplicated
+    /// commit as acknowledged; sqlx sends no CancelRequest when a connection is dropped.
     pub commit_timeout: Duration,
     pub connect_timeout: Duration,
     /// First and largest pause after a failed attempt.

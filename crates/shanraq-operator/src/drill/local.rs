@@ -1,14 +1,19 @@
 //! `LocalCluster`: the testkit's `LocalTopology` (instance managers supervising real
 //! PostgreSQL 15, HAProxy routing `rw` by `/primary`) driven by the same HA engine and driver
 //! as in Kubernetes, with its state in a `FileStateStore` inside the topology's directory and
-//! routing confirmed by HAProxy's runtime API. Everything the driver publishes is recorded so
+//! routing confirmed by HAProxy's runtime API. The cluster is the ShanraqCluster its options
+//! stand for (`product`): PostgreSQL runs with the rendered postgresql.conf, HAProxy with the
+//! rendered haproxy.cfg localised (`haproxy_config`), the engine with the spec's timings. Everything the driver publishes is recorded so
 //! that the demo, the benchmark and the chaos tests read one timeline. The driver can be
 //! stopped and started again from the persisted state, as an operator restart would.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use shanraq_api::ValidCluster;
 
 use shanraq_ha::adapters::driver::{
     Driver, DriverConfig, DriverEvent, DriverHandle, DriverMember, system_clock,
@@ -19,16 +24,18 @@ use shanraq_ha::postgres::{
     FailoverRecord, HaState, Member, NodeId, Phase, PostgresHaConfig, ReplicationMode,
 };
 use shanraq_ha::wire::{InstanceRole, InstanceStatus};
-use shanraq_testkit::{LocalTopology, TestkitError, TopologyOptions, binaries};
+use shanraq_testkit::{
+    HaproxyConfigFn, LocalTopology, TestkitError, TopologyOptions, binaries, free_port,
+};
 use tokio::task::JoinHandle;
 
 use super::error::DrillError;
+use super::haproxy_config::LocalHaproxy;
 use super::haproxy_router::HaproxyRouter;
+use super::product;
 use super::watch::{PrimaryWatch, Watched};
-
-/// The synchronous standby rule the drill uses (as the ShanraqCluster default:
-/// `synchronous: { number: 1 }` over every standby).
-pub const SYNCHRONOUS_STANDBY_NAMES: &str = "ANY 1 (*)";
+use super::write_probe;
+use crate::ha::spec::engine_config;
 /// How long `Route` may wait for HAProxy to send writes to the new primary.
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(50);
@@ -37,8 +44,8 @@ const POLL: Duration = Duration::from_millis(50);
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
     pub instances: usize,
-    /// The engine's settings; `ha.replication` also decides the topology's
-    /// `synchronous_standby_names` (`ANY number (*)`, or none).
+    /// The engine's settings, which must be what a ShanraqCluster spec can say;
+    /// `ha.replication` also decides the spec's `synchronous.number`.
     pub ha: PostgresHaConfig,
 }
 
@@ -64,13 +71,6 @@ impl ClusterOptions {
                 maximum_lag_on_failover,
                 ..PostgresHaConfig::default()
             },
-        }
-    }
-
-    fn synchronous_standby_names(&self) -> Option<String> {
-        match self.ha.replication {
-            ReplicationMode::Synchronous { number } => Some(format!("ANY {number} (*)")),
-            ReplicationMode::Asynchronous => None,
         }
     }
 }
@@ -101,6 +101,8 @@ struct RunningDriver {
 pub struct LocalCluster {
     topology: LocalTopology,
     options: ClusterOptions,
+    cluster: ValidCluster,
+    haproxy: LocalHaproxy,
     store_path: PathBuf,
     driver: Option<RunningDriver>,
     events: Arc<Mutex<Vec<DriverEvent>>>,
@@ -129,11 +131,21 @@ impl LocalCluster {
                 ),
             });
         }
+        let cluster = product::cluster(&options)?;
+        let haproxy = LocalHaproxy::new(&cluster)?;
+        let stats_bind = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let localiser = haproxy.clone();
+        let haproxy_config: HaproxyConfigFn =
+            Arc::new(move |layout| localiser.localise(layout, stats_bind));
         let topology = LocalTopology::start(
             binary,
             TopologyOptions {
                 instances: options.instances,
-                synchronous: options.synchronous_standby_names(),
+                synchronous: shanraq_render::postgres::synchronous_standby_names(&cluster),
+                extra_config: Some(product::postgresql_conf(&cluster)?),
+                haproxy_config: Some(haproxy_config),
+                // What the operator renders: the lease from spec.failover.
+                lease: Some(cluster.spec.failover.lease()),
                 ..TopologyOptions::default()
             },
         )
@@ -142,6 +154,8 @@ impl LocalCluster {
         Ok(LocalCluster {
             topology,
             options,
+            cluster,
+            haproxy,
             store_path,
             driver: None,
             events: Arc::new(Mutex::new(Vec::new())),
@@ -176,6 +190,16 @@ impl LocalCluster {
         &self.options
     }
 
+    /// The ShanraqCluster this local cluster stands for, validated.
+    pub fn cluster(&self) -> &ValidCluster {
+        &self.cluster
+    }
+
+    /// The rendered haproxy.cfg and its names.
+    pub fn haproxy(&self) -> &LocalHaproxy {
+        &self.haproxy
+    }
+
     /// Where the driver persists the HA state.
     pub fn store_path(&self) -> &Path {
         &self.store_path
@@ -192,7 +216,8 @@ impl LocalCluster {
             })
             .collect();
         DriverConfig {
-            ha: self.options.ha.clone(),
+            // The same as `options.ha`: `product::cluster` refuses options the spec cannot say.
+            ha: engine_config(&self.cluster),
             members,
             token: BearerToken::new(self.topology.token()),
             timeouts: ClientTimeouts::for_probe_period(self.options.ha.probe_period),
@@ -220,10 +245,21 @@ impl LocalCluster {
             })?;
             clients.insert(member.member.name.clone(), client);
         }
+        let servers = self
+            .topology
+            .members()
+            .iter()
+            .enumerate()
+            .filter_map(|(ordinal, info)| {
+                let server = self.haproxy.server_name(ordinal)?;
+                Some((NodeId::new(info.name.clone()), server.to_owned()))
+            })
+            .collect();
         let router = HaproxyRouter::new(
             clients,
+            servers,
             self.topology.haproxy_socket().to_path_buf(),
-            "rw",
+            self.haproxy.primary_backend(),
             ROUTE_TIMEOUT,
         );
         let (driver, handle) = Driver::start(
@@ -470,8 +506,13 @@ impl LocalCluster {
     }
 
     /// Starts a split-brain watch over every member, sampling every `period` for at most
-    /// `bound`.
-    pub fn watch(&self, period: Duration, bound: Duration) -> Result<PrimaryWatch, DrillError> {
+    /// `bound`, after creating the write probe's table on the primary.
+    pub async fn watch(
+        &self,
+        period: Duration,
+        bound: Duration,
+    ) -> Result<PrimaryWatch, DrillError> {
+        write_probe::create_table(&self.topology.rw_options()).await?;
         let config = self.driver_config();
         let mut watched = Vec::new();
         for (index, member) in config.members.iter().enumerate() {

@@ -6,12 +6,16 @@
 pub mod bench;
 pub mod demo;
 pub mod error;
+pub mod haproxy_config;
 pub mod haproxy_router;
 pub mod ledger;
+pub mod load;
 pub mod local;
+pub mod product;
 pub mod scenario;
 pub mod timeline;
 pub mod watch;
+pub mod write_probe;
 
 use std::future::Future;
 
@@ -43,23 +47,41 @@ pub struct BenchArgs {
 /// What `shanraq bench` measures.
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchTarget {
-    /// Kill the primary N times under load (and switch over N times) and report RTO, lost
-    /// commits and switchover pauses.
+    /// Inject a fault into the primary's side N times under load (then switch over each time)
+    /// and report RTO, lost commits, members writable at once, false failovers and
+    /// switchover pauses.
     Failover(FailoverBenchArgs),
+    /// Load the cluster (pgbench and busy threads) and switch over periodically; report
+    /// unplanned failovers, switchover refusals, throughput and lost commits.
+    Load(LoadBenchArgs),
 }
 
 /// Flags of `shanraq bench failover`.
 #[derive(Debug, clap::Args)]
 pub struct FailoverBenchArgs {
-    /// Number of failovers (each followed by a switchover).
+    /// The fault to inject: kill (SIGKILL of the primary's instance), or all.
+    #[arg(long, default_value = "kill")]
+    pub scenario: bench::ScenarioSelection,
+    /// Runs of each scenario (each followed by a switchover).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub runs: u32,
-    /// Print one JSON object instead of a table.
+    /// Print JSON (one object, or an array for several scenarios) instead of a table.
     #[arg(long)]
     pub json: bool,
     /// PostgreSQL instances (3 or more).
     #[arg(long, default_value_t = 3)]
     pub instances: usize,
+}
+
+/// Flags of `shanraq bench load`.
+#[derive(Debug, clap::Args)]
+pub struct LoadBenchArgs {
+    /// How long the load runs.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub seconds: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `1048576`, `512k`, `1M` (binary multiples).
@@ -120,14 +142,35 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     match args.target {
         BenchTarget::Failover(args) => {
             let plan = bench::BenchPlan {
+                scenarios: args.scenario.0,
                 runs: args.runs,
                 instances: args.instances,
             };
-            let (report, figures) = block_on(bench::failover(&binary, &plan))?;
+            let results = block_on(bench::failover(&binary, &plan))?;
+            if args.json {
+                let reports: Vec<&bench::ScenarioReport> =
+                    results.iter().map(|(report, _)| report).collect();
+                match reports.as_slice() {
+                    [one] => println!("{}", serde_json::to_string(one)?),
+                    several => println!("{}", serde_json::to_string(several)?),
+                }
+            } else {
+                for (report, figures) in &results {
+                    print!("{}", bench::table(report, figures));
+                }
+            }
+            Ok(())
+        }
+        BenchTarget::Load(args) => {
+            let plan = load::LoadPlan {
+                seconds: args.seconds,
+                switchover_every: std::time::Duration::from_secs(30),
+            };
+            let report = block_on(load::run(&binary, &plan))?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                print!("{}", bench::table(&report, &figures));
+                print!("{}", load::summary(&report));
             }
             Ok(())
         }

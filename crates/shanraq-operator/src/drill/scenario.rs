@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use shanraq_ha::adapters::driver::system_clock;
-use shanraq_ha::postgres::{FailoverRecord, HaState, Millis, NodeId};
+use shanraq_ha::adapters::driver::{DriverEvent, system_clock};
+use shanraq_ha::postgres::{EventKind, FailoverRecord, HaState, Millis, NodeId};
 
 use super::error::DrillError;
 use super::ledger::Ledger;
@@ -131,4 +131,17 @@ pub async fn rejoin(
 ) -> Result<HaState, DrillError> {
     cluster.topology_mut().restart(index)?;
     cluster.wait_converged(alive, timeout).await
+}
+
+/// Unplanned failovers (`FailoverStarted`) among `events`; switchovers are not counted.
+pub fn unplanned_failovers(events: &[DriverEvent]) -> usize {
+    events
+        .iter()
+        .filter(|event| {
+            matches!(
+                event,
+                DriverEvent::Engine(event) if matches!(event.kind, EventKind::FailoverStarted { .. })
+            )
+        })
+        .count()
 }
