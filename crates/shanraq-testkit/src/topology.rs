@@ -853,6 +853,25 @@ impl LocalTopology {
         Ok(())
     }
 
+    /// SIGSTOP of member `index`'s instance manager alone: its postgres keeps running and
+    /// keeps serving the clients and standbys connected to it (a hung manager).
+    pub fn freeze_manager(&self, index: usize) -> Result<(), TestkitError> {
+        self.member(index)?;
+        if let Some(child) = self.members[index].child.as_ref() {
+            signal_group(child.id(), Signal::SIGSTOP);
+        }
+        Ok(())
+    }
+
+    /// SIGCONT after `freeze_manager`.
+    pub fn thaw_manager(&self, index: usize) -> Result<(), TestkitError> {
+        self.member(index)?;
+        if let Some(child) = self.members[index].child.as_ref() {
+            signal_group(child.id(), Signal::SIGCONT);
+        }
+        Ok(())
+    }
+
     /// SIGCONT after `stop`.
     pub fn cont(&self, index: usize) -> Result<(), TestkitError> {
         self.member(index)?;

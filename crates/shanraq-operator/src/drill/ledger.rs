@@ -41,6 +41,9 @@ pub struct LedgerOptions {
     pub max_rows: u64,
     /// ... or after this long.
     pub max_duration: Duration,
+    /// Added to the first id, so that two writers of one ledger (one through HAProxy, one
+    /// straight to an instance) never take the same ids.
+    pub id_offset: i64,
 }
 
 impl Default for LedgerOptions {
@@ -55,6 +58,7 @@ impl Default for LedgerOptions {
             backoff_max: Duration::from_millis(50),
             max_rows: 1_000_000,
             max_duration: Duration::from_secs(600),
+            id_offset: 0,
         }
     }
 }
@@ -162,7 +166,7 @@ impl Ledger {
             .await
             .map_err(|source| DrillError::sql("reading the highest ledger id", source))?;
         let _ = connection.close().await;
-        let first_id = highest + 1;
+        let first_id = highest + 1 + options.id_offset;
         let log = Arc::new(Mutex::new(Log::default()));
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(write_loop(
