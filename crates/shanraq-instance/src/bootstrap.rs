@@ -198,7 +198,11 @@ async fn bootstrap_replica(manager: &Arc<Manager>) -> Result<(), InstanceError> 
     })?;
     let _ops = manager.lock_ops().await;
     manager.start_locked()?;
-    manager.wait_ready(START_TIMEOUT).await?;
+    // The data dir is a complete replica now: if postgres dies while starting, the
+    // supervisor restarts it like any crash, instead of the whole bootstrap failing.
+    if let Err(error) = manager.wait_ready(START_TIMEOUT).await {
+        tracing::warn!(%error, "replica not accepting connections yet");
+    }
     manager.set_message(None);
     tracing::info!(
         upstream = %format!("{host}:{port}"),

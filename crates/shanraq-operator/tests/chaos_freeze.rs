@@ -102,6 +102,11 @@ async fn a_frozen_primary_is_failed_over_then_fenced_and_rejoins_through_pg_rewi
     let status = cluster.instance_status(0).await.expect("status");
     assert_eq!(status.role, InstanceRole::Replica, "{status:?}");
     assert_eq!(status.streaming, Some(true), "{status:?}");
+    // The manager logs the demote once it returns, a moment after postgres already streams.
+    let deadline = Instant::now() + BOUND;
+    while !cluster.topology().log(0).contains("demoted") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let log = cluster.topology().log(0);
     let demoted: Vec<&str> = log
         .lines()

@@ -202,6 +202,18 @@ async fn a_custom_haproxy_config_replaces_the_built_in_one() {
     assert_eq!(layout.rw_bind.port(), topology.rw_port());
     assert_eq!(layout.stats_socket, topology.haproxy_socket());
     let pg2 = topology.member(2).expect("pg-2").pg_port.to_string();
+    // HAProxy marks pg-2 up at its first passing /replica check: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if sqlx::PgConnection::connect_with(&topology.ro_options())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ro never reached pg-2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for _ in 0..4 {
         let mut ro = sqlx::PgConnection::connect_with(&topology.ro_options())
             .await

@@ -25,7 +25,8 @@ use shanraq_ha::postgres::{
 };
 use shanraq_ha::wire::{InstanceRole, InstanceStatus};
 use shanraq_testkit::{
-    HaproxyConfigFn, LocalTopology, TestkitError, TopologyOptions, binaries, free_port,
+    HaproxyConfigFn, LocalTopology, NetLab, Network, TestkitError, TopologyOptions, binaries,
+    free_port,
 };
 use tokio::task::JoinHandle;
 
@@ -96,9 +97,20 @@ struct RunningDriver {
     recorder: JoinHandle<()>,
 }
 
+/// Where a cluster runs in network namespaces: the lab (one namespace per instance, HAProxy,
+/// the engine and the clients) and the runtime whose threads live in the engine's namespace,
+/// so that the engine's probes and commands cross the lab's links and its faults.
+#[derive(Clone, Debug)]
+pub struct LabPlacement {
+    pub lab: Arc<NetLab>,
+    pub engine: tokio::runtime::Handle,
+}
+
 /// A local cluster: topology, engine, driver, recorded events.
 #[derive(Debug)]
 pub struct LocalCluster {
+    /// In a lab: the engine's runtime. `None`: the driver runs on the caller's runtime.
+    engine: Option<tokio::runtime::Handle>,
     topology: LocalTopology,
     options: ClusterOptions,
     cluster: ValidCluster,
@@ -116,10 +128,30 @@ impl LocalCluster {
         cluster.finish_start().await
     }
 
+    /// Starts the cluster in network namespaces, as `start` does on loopback. Must be awaited
+    /// from a task on the lab's client runtime (`lab.runtime(CLIENT_NODE)`); so must every
+    /// other async method, since they connect to the instances.
+    pub async fn start_in_lab(
+        binary: &Path,
+        options: ClusterOptions,
+        placement: LabPlacement,
+    ) -> Result<LocalCluster, DrillError> {
+        let cluster = LocalCluster::build(binary, options, Some(placement)).await?;
+        cluster.finish_start().await
+    }
+
     /// Starts only the topology; [`LocalCluster::start_driver`] starts the engine.
     pub async fn start_without_driver(
         binary: &Path,
         options: ClusterOptions,
+    ) -> Result<LocalCluster, DrillError> {
+        LocalCluster::build(binary, options, None).await
+    }
+
+    async fn build(
+        binary: &Path,
+        options: ClusterOptions,
+        placement: Option<LabPlacement>,
     ) -> Result<LocalCluster, DrillError> {
         check_dependencies()?;
         if options.instances < 2 {
@@ -137,21 +169,30 @@ impl LocalCluster {
         let localiser = haproxy.clone();
         let haproxy_config: HaproxyConfigFn =
             Arc::new(move |layout| localiser.localise(layout, stats_bind));
-        let topology = LocalTopology::start(
-            binary,
-            TopologyOptions {
-                instances: options.instances,
-                synchronous: shanraq_render::postgres::synchronous_standby_names(&cluster),
-                extra_config: Some(product::postgresql_conf(&cluster)?),
-                haproxy_config: Some(haproxy_config),
-                // What the operator renders: the lease from spec.failover.
-                lease: Some(cluster.spec.failover.lease()),
-                ..TopologyOptions::default()
+        let topology_options = TopologyOptions {
+            instances: options.instances,
+            synchronous: shanraq_render::postgres::synchronous_standby_names(&cluster),
+            extra_config: Some(product::postgresql_conf(&cluster)?),
+            haproxy_config: Some(haproxy_config),
+            // What the operator renders: the lease from spec.failover.
+            lease: Some(cluster.spec.failover.lease()),
+            network: if placement.is_some() {
+                Network::Namespaces
+            } else {
+                Network::Loopback
             },
-        )
-        .await?;
+            ..TopologyOptions::default()
+        };
+        let (topology, engine) = match placement {
+            Some(placement) => (
+                LocalTopology::start_in(placement.lab, binary, topology_options).await?,
+                Some(placement.engine),
+            ),
+            None => (LocalTopology::start(binary, topology_options).await?, None),
+        };
         let store_path = topology.root().join("ha-state.json");
         Ok(LocalCluster {
+            engine,
             topology,
             options,
             cluster,
@@ -286,7 +327,10 @@ impl LocalCluster {
                 }
             }
         });
-        let task = tokio::spawn(driver.run());
+        let task = match &self.engine {
+            Some(engine) => engine.spawn(driver.run()),
+            None => tokio::spawn(driver.run()),
+        };
         self.driver = Some(RunningDriver {
             handle: handle.clone(),
             task,

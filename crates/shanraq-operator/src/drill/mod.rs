@@ -21,7 +21,7 @@ use std::future::Future;
 
 pub use error::DrillError;
 pub use ledger::{Ack, Ledger, LedgerOptions, LedgerReport};
-pub use local::{ClusterOptions, LocalCluster};
+pub use local::{ClusterOptions, LabPlacement, LocalCluster};
 
 /// Flags of `shanraq demo`.
 #[derive(Debug, clap::Args)]

@@ -99,6 +99,8 @@ pub fn notice_of(event: &Event) -> Option<Notice> {
         | EventKind::SwitchoverAborted { .. }
         | EventKind::StalePrimaryFenced { .. }
         | EventKind::EpochConflict { .. }
+        | EventKind::FencingBlocked { .. }
+        | EventKind::Diverged { .. }
         | EventKind::PrimarySuspected { .. } => Some(Notice::warning(reason, note)),
         _ => None,
     }
