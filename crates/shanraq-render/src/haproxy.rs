@@ -26,6 +26,10 @@ pub const PG_RW_PORT: i32 = 5432;
 pub const PG_RO_PORT: i32 = 5433;
 pub const REDIS_PORT: i32 = 6379;
 pub const STATS_PORT: i32 = 8404;
+/// How often HAProxy asks each PostgreSQL instance `/primary` or `/replica`. Routing must
+/// follow a promotion within a tenth of a second, whatever `probePeriod` the engine detects
+/// failures with; a check is one small query on the instance.
+pub const PG_CHECK_MS: u64 = 100;
 /// The environment variable holding the Redis password, expanded by HAProxy at start.
 pub const REDIS_PASSWORD_ENV: &str = "REDIS_PASSWORD";
 const CONFIG_DIR: &str = "/usr/local/etc/haproxy";
@@ -104,7 +108,7 @@ pub fn haproxy_cfg(cluster: &ValidCluster) -> String {
         let servers: Vec<String> = (0..postgres.instances)
             .map(|ordinal| {
                 format!(
-                    "  server {} {}:5432 check port 8000\n",
+                    "  server {} {}:5432 check port 8000 inter {PG_CHECK_MS}ms fastinter {PG_CHECK_MS}ms downinter {PG_CHECK_MS}ms\n",
                     cluster.names.pod(Component::Postgres, ordinal),
                     meta::pod_fqdn(cluster, Component::Postgres, ordinal)
                 )

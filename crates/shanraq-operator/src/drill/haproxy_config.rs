@@ -302,7 +302,7 @@ mod tests {
                 "{local}"
             );
             assert!(
-                local.contains("  server drill-pg-1 127.0.0.1:22001 check port 21001\n"),
+                local.contains("  server drill-pg-1 127.0.0.1:22001 check port 21001 inter 100ms"),
                 "{local}"
             );
             assert!(local.contains("  bind 127.0.0.1:23000\n"), "{local}");
