@@ -1,11 +1,16 @@
-//! The HA engine dies in the middle of a failover (right after it persisted the epoch bump)
-//! and a new one starts from the persisted file state: it resumes the same failover, to the
-//! same target, with no further epoch, and no acknowledged commit is lost.
+//! The HA engine dies in the middle of a failover (right after it persisted the election) and
+//! a new one starts from the persisted file state: it resumes the same failover, to the same
+//! target, with no further epoch, and no acknowledged commit is lost. And an engine that is
+//! merely down, for several lease periods, takes no writes down: the primary keeps its
+//! synchronous quorum, so it keeps serving and does not fence itself.
 
 mod common;
 use common::BOUND;
 
 use std::time::Duration;
+
+/// One cluster at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 use shanraq_ha::adapters::driver::{DriverEvent, system_clock};
 use shanraq_ha::adapters::state_store::{FileStateStore, StateStore};
@@ -15,6 +20,7 @@ use shanraq_operator::drill::scenario;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_restarted_mid_failover_resumes_the_same_failover_without_loss() {
+    let _serial = SERIAL.lock().await;
     let mut cluster = common::converged(ClusterOptions::synchronous(3)).await;
     let writer = common::writing(&cluster).await;
 
@@ -105,4 +111,39 @@ async fn an_engine_restarted_mid_failover_resumes_the_same_failover_without_loss
     .await
     .expect("read");
     assert!(missing.is_empty(), "acknowledged commits lost: {missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_that_is_down_for_several_leases_does_not_take_writes_down() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = common::converged(ClusterOptions::synchronous(3)).await;
+    let writer = common::writing(&cluster).await;
+    let lease = cluster.cluster().spec.failover.lease();
+    cluster.stop_driver().await.expect("the driver stops");
+    // Nobody renews the primary's lease now; its synchronous quorum keeps it writable.
+    let acked = writer.report().acks.len();
+    let until = std::time::Instant::now() + lease * 4;
+    while std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let during = writer.report().acks.len() - acked;
+    println!(
+        "commits acknowledged while the engine was down for {} ms: {during}",
+        (lease * 4).as_millis()
+    );
+    assert!(during > 0, "writes stopped while only the engine was down");
+    assert!(
+        !cluster.topology().log(0).contains("fenced itself"),
+        "the primary fenced itself although its quorum was there"
+    );
+    cluster
+        .start_driver()
+        .await
+        .expect("the driver starts again");
+    cluster
+        .wait_converged(&[0, 1, 2], BOUND)
+        .await
+        .expect("still converged on pg-0");
+    let report = writer.stop().await;
+    common::assert_nothing_lost(&cluster, 0, &report).await;
 }

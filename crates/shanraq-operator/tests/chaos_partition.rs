@@ -169,6 +169,16 @@ async fn fails_over_under(cluster: LocalCluster, net: Arc<NetLab>, fault: &str) 
     }
     let during = load.direct.report().acks.len() - before;
     println!("direct commits acknowledged by the old primary after the failover: {during}");
+    // Without the engine's lease and without its replicas, the old primary stops postgres.
+    let deadline = Instant::now() + BOUND;
+    while !cluster.topology().log(0).contains("fenced itself") {
+        assert!(
+            Instant::now() < deadline,
+            "the old primary never fenced itself:\n{}",
+            cluster.topology().log(0)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     net.heal().expect("heal");
     load.finish(&cluster).await;
     assert_eq!(failovers_started(&cluster, mark), 1, "exactly one failover");
