@@ -140,7 +140,7 @@ async fn a_second_failure_right_after_the_first_fails_over_again_without_loss() 
         .await
         .expect("both victims rejoin as replicas of the survivor");
     let resumed = writer
-        .wait_for_ack_on(cluster.pg_port(b).expect("port"), killed_at, BOUND)
+        .wait_for_ack_on(cluster.pg_addr(b).expect("address"), killed_at, BOUND)
         .await
         .expect("writes resume on the survivor");
     println!(

@@ -43,6 +43,13 @@ pub enum DrillError {
     },
     #[error("the rendered haproxy.cfg cannot run locally: {reason}: {line:?}")]
     HaproxyConfig { line: String, reason: String },
+    #[error("the lab of a {scenario} run {problem}")]
+    Lab {
+        scenario: &'static str,
+        problem: String,
+    },
+    #[error("interrupted; every process the drill started was stopped")]
+    Interrupted,
     #[error("invalid drill option {option}: {reason}")]
     InvalidOption {
         option: &'static str,

@@ -7,6 +7,7 @@
 //! measure of how long writes were unavailable.
 
 use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -69,8 +70,9 @@ pub struct Ack {
     pub id: i64,
     /// Wall-clock time the commit returned (same clock as the HA engine's events).
     pub at: Millis,
-    /// The PostgreSQL port of the instance that acknowledged it (`inet_server_port()`).
-    pub port: u16,
+    /// The address and port of the instance that acknowledged it (`inet_server_addr()`,
+    /// `inet_server_port()`): in a network lab every instance listens on the same port.
+    pub server: SocketAddr,
 }
 
 #[derive(Debug, Default)]
@@ -98,9 +100,9 @@ impl LedgerReport {
         (before, self.acks.len() - before)
     }
 
-    /// The first commit acknowledged at or after `at` by the instance on `port`.
-    pub fn first_ack_on(&self, port: u16, at: Millis) -> Option<Ack> {
-        first_ack_on(&self.acks, port, at)
+    /// The first commit acknowledged at or after `at` by the instance at `server`.
+    pub fn first_ack_on(&self, server: SocketAddr, at: Millis) -> Option<Ack> {
+        first_ack_on(&self.acks, server, at)
     }
 
     /// The longest time without an acknowledged commit around `[from, to]`: the gaps between
@@ -115,9 +117,9 @@ impl LedgerReport {
     }
 }
 
-fn first_ack_on(acks: &[Ack], port: u16, at: Millis) -> Option<Ack> {
+fn first_ack_on(acks: &[Ack], server: SocketAddr, at: Millis) -> Option<Ack> {
     acks.iter()
-        .find(|ack| ack.at >= at && ack.port == port)
+        .find(|ack| ack.at >= at && ack.server == server)
         .copied()
 }
 
@@ -200,7 +202,7 @@ impl Ledger {
         let log = self.log();
         let last_ack = log.acks.last().map_or_else(
             || "none".to_owned(),
-            |ack| format!("id {} on port {} at {}", ack.id, ack.port, ack.at),
+            |ack| format!("id {} on {} at {}", ack.id, ack.server, ack.at),
         );
         format!(
             "{} acknowledged (last: {last_ack}), {} failed attempts, last error: {}",
@@ -237,21 +239,21 @@ impl Ledger {
         Ok(())
     }
 
-    /// Waits for the first commit acknowledged at or after `at` by the instance on `port`.
+    /// Waits for the first commit acknowledged at or after `at` by the instance at `server`.
     pub async fn wait_for_ack_on(
         &self,
-        port: u16,
+        server: SocketAddr,
         at: Millis,
         timeout: Duration,
     ) -> Result<Ack, DrillError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(ack) = first_ack_on(&self.log().acks, port, at) {
+            if let Some(ack) = first_ack_on(&self.log().acks, server, at) {
                 return Ok(ack);
             }
             if Instant::now() >= deadline {
                 return Err(DrillError::timeout_with(
-                    format!("a commit acknowledged by the instance on port {port}"),
+                    format!("a commit acknowledged by the instance at {server}"),
                     timeout,
                     self.describe(),
                 ));
@@ -280,7 +282,7 @@ async fn write_loop(
     let clock = system_clock();
     let deadline = Instant::now() + options.max_duration;
     let mut next_id = first_id;
-    let mut connection: Option<(PgConnection, u16)> = None;
+    let mut connection: Option<(PgConnection, SocketAddr)> = None;
     let mut backoff = options.backoff_first;
     let mut acknowledged: u64 = 0;
     let record_failure = |error: String| {
@@ -290,7 +292,7 @@ async fn write_loop(
     };
     while !*stopped.borrow() && acknowledged < options.max_rows && Instant::now() < deadline {
         let attempt = async {
-            let (mut conn, port) = match connection.take() {
+            let (mut conn, server) = match connection.take() {
                 Some(open) => open,
                 None => connect_writer(&connect, options.connect_timeout).await?,
             };
@@ -300,7 +302,7 @@ async fn write_loop(
                 .bind(id)
                 .execute(&mut conn);
             match tokio::time::timeout(options.commit_timeout, insert).await {
-                Ok(Ok(_)) => Ok((conn, port, id)),
+                Ok(Ok(_)) => Ok((conn, server, id)),
                 // The connection is dropped here: the next attempt reconnects.
                 Ok(Err(error)) => Err(format!("commit of id {id}: {error}")),
                 Err(_) => Err(format!(
@@ -314,14 +316,14 @@ async fn write_loop(
             _ = stopped.changed() => break,
         };
         match outcome {
-            Ok((conn, port, id)) => {
+            Ok((conn, server, id)) => {
                 let at = clock();
                 log.lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .acks
-                    .push(Ack { id, at, port });
+                    .push(Ack { id, at, server });
                 acknowledged += 1;
-                connection = Some((conn, port));
+                connection = Some((conn, server));
                 backoff = options.backoff_first;
                 if !options.interval.is_zero() {
                     tokio::time::sleep(options.interval).await;
@@ -339,17 +341,21 @@ async fn write_loop(
 async fn connect_writer(
     options: &PgConnectOptions,
     timeout: Duration,
-) -> Result<(PgConnection, u16), String> {
+) -> Result<(PgConnection, SocketAddr), String> {
     let connect = async {
         let mut connection = PgConnection::connect_with(options)
             .await
             .map_err(|error| format!("connect: {error}"))?;
-        let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
-            .fetch_one(&mut connection)
-            .await
-            .map_err(|error| format!("inet_server_port(): {error}"))?;
+        let (host, port): (String, i32) =
+            sqlx::query_as("SELECT host(inet_server_addr()), inet_server_port()")
+                .fetch_one(&mut connection)
+                .await
+                .map_err(|error| format!("inet_server_addr(), inet_server_port(): {error}"))?;
+        let host: IpAddr = host
+            .parse()
+            .map_err(|error| format!("server address {host:?}: {error}"))?;
         let port = u16::try_from(port).map_err(|_| format!("server port {port} out of range"))?;
-        Ok((connection, port))
+        Ok((connection, SocketAddr::new(host, port)))
     };
     tokio::time::timeout(timeout, connect)
         .await
@@ -392,7 +398,7 @@ mod tests {
         Ack {
             id,
             at: Millis(at),
-            port,
+            server: SocketAddr::from(([127, 0, 0, 1], port)),
         }
     }
 
@@ -411,10 +417,15 @@ mod tests {
         };
         assert_eq!(report.split_at(Millis(500)), (2, 2));
         assert_eq!(
-            report.first_ack_on(5001, Millis(500)).map(|a| a.id),
+            report
+                .first_ack_on(SocketAddr::from(([127, 0, 0, 1], 5001)), Millis(500))
+                .map(|a| a.id),
             Some(3)
         );
-        assert_eq!(report.first_ack_on(5000, Millis(500)), None);
+        assert_eq!(
+            report.first_ack_on(SocketAddr::from(([127, 0, 0, 1], 5000)), Millis(500)),
+            None
+        );
         assert_eq!(report.max_gap(Millis(500), Millis(600)), Some(790));
         assert_eq!(report.max_gap(Millis(901), Millis(1000)), Some(5));
     }

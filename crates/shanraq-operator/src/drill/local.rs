@@ -406,6 +406,20 @@ impl LocalCluster {
         Ok(self.topology.member(index)?.pg_port)
     }
 
+    /// Where member `index`'s postgres listens, as the ledger records the server of an
+    /// acknowledgement.
+    pub fn pg_addr(&self, index: usize) -> Result<SocketAddr, DrillError> {
+        let member = self.topology.member(index)?;
+        let host: std::net::IpAddr =
+            member.host.parse().map_err(|_| DrillError::UnknownMember {
+                member: format!(
+                    "{} (its host {:?} is not an IP address)",
+                    member.name, member.host
+                ),
+            })?;
+        Ok(SocketAddr::new(host, member.pg_port))
+    }
+
     /// The index of the primary the engine designates.
     pub fn primary_index(&self) -> Result<usize, DrillError> {
         let state = self.state()?;

@@ -47,9 +47,8 @@ pub struct BenchArgs {
 /// What `shanraq bench` measures.
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchTarget {
-    /// Inject a fault into the primary's side N times under load (then switch over each time)
-    /// and report RTO, lost commits, members writable at once, false failovers and
-    /// switchover pauses.
+    /// Inject a fault into the primary's side N times under load and report RTO, lost
+    /// commits, members writable at once, false failovers and (kill) switchover pauses.
     Failover(FailoverBenchArgs),
     /// Load the cluster (pgbench and busy threads) and switch over periodically; report
     /// unplanned failovers, switchover refusals, throughput and lost commits.
@@ -59,10 +58,12 @@ pub enum BenchTarget {
 /// Flags of `shanraq bench failover`.
 #[derive(Debug, clap::Args)]
 pub struct FailoverBenchArgs {
-    /// The fault to inject: kill (SIGKILL of the primary's instance), or all.
+    /// The fault to inject: kill (SIGKILL of the primary's instance), engine-partition,
+    /// primary-isolated, replica-partition, manager-freeze, lossy-link (all but kill in a
+    /// network lab, which needs root), or all.
     #[arg(long, default_value = "kill")]
     pub scenario: bench::ScenarioSelection,
-    /// Runs of each scenario (each followed by a switchover).
+    /// Runs of each scenario (each kill run followed by a switchover).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub runs: u32,
     /// Print JSON (one object, or an array for several scenarios) instead of a table.
@@ -71,6 +72,9 @@ pub struct FailoverBenchArgs {
     /// PostgreSQL instances (3 or more).
     #[arg(long, default_value_t = 3)]
     pub instances: usize,
+    /// How long lossy-link degrades the primary's link (30 % loss, 200 ms delay), in seconds.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub lossy_seconds: u64,
 }
 
 /// Flags of `shanraq bench load`.
@@ -145,6 +149,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 scenarios: args.scenario.0,
                 runs: args.runs,
                 instances: args.instances,
+                lossy_hold: std::time::Duration::from_secs(args.lossy_seconds),
             };
             let results = block_on(bench::failover(&binary, &plan))?;
             if args.json {

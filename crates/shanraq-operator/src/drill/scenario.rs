@@ -78,7 +78,7 @@ pub async fn finish(
     })?;
     let new_primary = cluster.index_of(&to)?;
     let ack = ledger
-        .wait_for_ack_on(cluster.pg_port(new_primary)?, origin, timeout)
+        .wait_for_ack_on(cluster.pg_addr(new_primary)?, origin, timeout)
         .await?;
     let events = cluster.events_since(mark);
     let timeline = FailoverTimeline::build(origin, &record, &events, Some(ack));

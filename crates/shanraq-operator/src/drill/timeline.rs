@@ -288,7 +288,7 @@ mod tests {
         let ack = Ack {
             id: 7,
             at: Millis(2_100),
-            port: 5433,
+            server: std::net::SocketAddr::from(([127, 0, 0, 1], 5433)),
         };
         let timeline = FailoverTimeline::build(Millis(1_000), &record, &events, Some(ack));
         assert_eq!(timeline.rto_ms(), Some(1_100));
