@@ -181,7 +181,6 @@ impl LocalCluster {
             } else {
                 Network::Loopback
             },
-            ..TopologyOptions::default()
         };
         let (topology, engine) = match placement {
             Some(placement) => (

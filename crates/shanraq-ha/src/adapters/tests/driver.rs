@@ -336,3 +336,79 @@ async fn pod_deletion_signal_fails_over_without_waiting_for_the_probe_threshold(
         "a stopped driver says so"
     );
 }
+
+/// A switchover asked for the moment the driver starts, before the primary confirmed its
+/// epoch, waits for that confirmation instead of failing with `PrimaryNotConfirmed`.
+#[tokio::test]
+async fn a_switchover_asked_for_before_the_primary_confirmed_waits_for_it() {
+    let (_model, servers) = cluster(1).await;
+    let members: Vec<DriverMember> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, (name, url, _))| DriverMember {
+            member: Member::new(
+                name.clone(),
+                "127.0.0.1",
+                25432 + u16::try_from(i).expect("small"),
+            ),
+            manager_url: url.clone(),
+        })
+        .collect();
+    let ha = PostgresHaConfig {
+        probe_period: Duration::from_millis(50),
+        switchover_timeout: Duration::from_secs(5),
+        fence_timeout: Duration::from_millis(500),
+        ..PostgresHaConfig::default()
+    };
+    let timeouts = ClientTimeouts::for_probe_period(ha.probe_period);
+    let token = BearerToken::new(TOKEN);
+    let router_clients: BTreeMap<NodeId, InstanceClient> = members
+        .iter()
+        .map(|m| {
+            let client = InstanceClient::new(
+                m.member.name.0.clone(),
+                &m.manager_url,
+                token.clone(),
+                timeouts,
+            );
+            (m.member.name.clone(), client.expect("client"))
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = DriverConfig {
+        ha,
+        members,
+        token,
+        timeouts,
+        // The instances hold epoch 1: pg-0 confirms epoch 2 only once the engine's promote
+        // of it returned, a round trip after the first probes.
+        initial_state: HaState::with_primary(NodeId::new("pg-0"), 2),
+    };
+    let (driver, handle) = Driver::start(
+        config,
+        FileStateStore::new(dir.path().join("ha.json")),
+        PrimaryCheckRouter::new(router_clients),
+        system_clock(),
+    )
+    .await
+    .expect("driver starts");
+    let run = tokio::spawn(driver.run());
+    // Asked at once: the engine has not seen pg-0 confirm epoch 2 yet.
+    let chosen = handle
+        .request_switchover(Some(NodeId::new("pg-1")))
+        .await
+        .expect("the request waits for the confirmation, then starts");
+    assert_eq!(chosen, NodeId::new("pg-1"));
+    let done = handle
+        .wait_for_state(Duration::from_secs(10), |s| {
+            s.phase == Phase::Healthy
+                && s.last_failover
+                    .as_ref()
+                    .is_some_and(|r| r.kind == FailoverKind::Switchover)
+        })
+        .await
+        .expect("the switchover completes");
+    assert_eq!(done.current_primary, Some(NodeId::new("pg-1")));
+    handle.stop().await;
+    let _ = run.await;
+}
