@@ -1,5 +1,7 @@
 //! Runs the sans-IO engine against real instance managers: probes every member each probe
-//! period (concurrently, each probe bounded below the period), feeds the engine, persists its
+//! period (concurrently, each probe bounded below the period, the round in a task of its own so
+//! that a member that does not answer never holds back a command's result), feeds the engine,
+//! persists its
 //! state whenever it changed, and only then executes its commands (concurrently across nodes;
 //! the engine never issues two at once for one node). Results go back through `command_done`,
 //! and everything the engine decides is published on a broadcast channel for the demo's
@@ -252,6 +254,8 @@ pub struct Driver<S: StateStore, R: Router> {
     control: mpsc::Receiver<Control>,
     persisted: HaState,
     running: JoinSet<Done>,
+    /// The probe round in flight, at most one.
+    probing: JoinSet<Vec<Observation>>,
     pending_switchover: Option<PendingSwitchover>,
 }
 
@@ -313,6 +317,7 @@ impl<S: StateStore, R: Router> Driver<S, R> {
             control,
             persisted,
             running: JoinSet::new(),
+            probing: JoinSet::new(),
             pending_switchover: None,
         };
         Ok((driver, handle))
@@ -329,7 +334,15 @@ impl<S: StateStore, R: Router> Driver<S, R> {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.probe_all().await,
+                _ = ticker.tick() => {
+                    self.start_probe_round();
+                    continue;
+                }
+                Some(joined) = self.probing.join_next() => {
+                    if let Ok(observations) = joined {
+                        self.apply_probes(observations);
+                    }
+                }
                 Some(joined) = self.running.join_next() => {
                     if let Ok(done) = joined {
                         self.finish(done);
@@ -352,6 +365,7 @@ impl<S: StateStore, R: Router> Driver<S, R> {
             self.step().await;
         }
         self.running.abort_all();
+        self.probing.abort_all();
         self.engine.state().clone()
     }
 
@@ -374,41 +388,61 @@ impl<S: StateStore, R: Router> Driver<S, R> {
         }
     }
 
-    async fn probe_all(&mut self) {
+    /// Starts a probe round in its own task, unless the last one is still out (a member that
+    /// does not answer holds a round for the probe timeout; commands that finish meanwhile
+    /// must not wait for it).
+    fn start_probe_round(&mut self) {
+        if !self.probing.is_empty() {
+            return;
+        }
         let lease = self.engine.config().lease_duration;
         let holder = self
             .engine
             .lease_holder()
             .map(|(node, epoch)| (node.clone(), epoch));
-        let probes = self.clients.iter().map(|(node, client)| {
-            let at = (self.clock)();
-            // The primary's probe renews its lease: it stays writable only while this engine
-            // (or its synchronous quorum) stands behind it.
-            let renew = holder
-                .as_ref()
-                .filter(|(primary, _)| primary == node)
-                .map(|(_, epoch)| *epoch);
-            async move {
-                let answer = match renew {
-                    Some(epoch) => client.status_renewing(epoch, lease).await,
-                    None => client.status().await,
-                };
-                match answer {
-                    Ok(status) => Observation {
-                        node: node.clone(),
-                        at,
-                        outcome: crate::postgres::ProbeOutcome::Reachable(status),
-                    },
-                    Err(error) => Observation::unreachable(node.clone(), at, error.to_string()),
+        let clock = Arc::clone(&self.clock);
+        let probes: Vec<_> = self
+            .clients
+            .iter()
+            .map(|(node, client)| {
+                let at = clock();
+                // The primary's probe renews its lease: it stays writable only while this
+                // engine (or its synchronous quorum) stands behind it.
+                let renew = holder
+                    .as_ref()
+                    .filter(|(primary, _)| primary == node)
+                    .map(|(_, epoch)| *epoch);
+                let node = node.clone();
+                let client = client.clone();
+                async move {
+                    let answer = match renew {
+                        Some(epoch) => client.status_renewing(epoch, lease).await,
+                        None => client.status().await,
+                    };
+                    match answer {
+                        Ok(status) => Observation {
+                            node,
+                            at,
+                            outcome: crate::postgres::ProbeOutcome::Reachable(status),
+                        },
+                        Err(error) if error.is_connection_refused() => {
+                            Observation::refused(node, at, error.to_string())
+                        }
+                        Err(error) => Observation::unreachable(node, at, error.to_string()),
+                    }
                 }
-            }
-        });
-        let observations = futures::future::join_all(probes).await;
+            })
+            .collect();
+        self.probing.spawn(futures::future::join_all(probes));
+    }
+
+    fn apply_probes(&mut self, observations: Vec<Observation>) {
         let statuses = observations
             .iter()
             .filter_map(|observation| match &observation.outcome {
                 crate::postgres::ProbeOutcome::Reachable(status) => Some(status.clone()),
-                crate::postgres::ProbeOutcome::Unreachable(_) => None,
+                crate::postgres::ProbeOutcome::Unreachable(_)
+                | crate::postgres::ProbeOutcome::Refused(_) => None,
             })
             .collect();
         self.statuses_tx.send_replace(statuses);

@@ -114,6 +114,25 @@ pub enum InstanceClientError {
     },
 }
 
+impl InstanceClientError {
+    /// The connection was refused: nothing listens on the manager's port.
+    pub fn is_connection_refused(&self) -> bool {
+        let InstanceClientError::Transport { source, .. } = self else {
+            return false;
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(error) = cause {
+            if let Some(io) = error.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::ConnectionRefused
+            {
+                return true;
+            }
+            cause = error.source();
+        }
+        false
+    }
+}
+
 /// The client of one instance manager (`base_url` such as `http://127.0.0.1:28001`).
 #[derive(Clone, Debug)]
 pub struct InstanceClient {

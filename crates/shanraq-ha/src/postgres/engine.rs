@@ -33,6 +33,8 @@ pub(super) struct NodeView {
     pub(super) last_done_at: Option<Millis>,
     /// A running replica's first report of a stopped WAL receiver in the current streak.
     pub(super) not_streaming_since: Option<Millis>,
+    /// Consecutive refused probes: the manager is not running at all.
+    pub(super) refused_streak: u32,
 }
 
 /// How long a replica on an older timeline may stay without streaming before the engine takes
@@ -160,6 +162,11 @@ impl PostgresHa {
                 }
                 Some(_) => view.not_streaming_since = None,
                 None => {}
+            }
+            if matches!(observation.outcome, ProbeOutcome::Refused(_)) {
+                view.refused_streak = view.refused_streak.saturating_add(1);
+            } else {
+                view.refused_streak = 0;
             }
             if serving {
                 view.consecutive_failures = 0;
@@ -483,8 +490,13 @@ impl PostgresHa {
         let Some(view) = self.nodes.get(&primary) else {
             return;
         };
-        let failing =
-            view.pod_deleted || view.consecutive_failures >= self.config.failure_threshold.max(1);
+        // A refused connection is a definite answer (no manager listens), not a slow one, so
+        // one probe fewer confirms it; a busy or cut-off node only ever times out.
+        let threshold = self.config.failure_threshold.max(1);
+        let failing = view.pod_deleted
+            || view.consecutive_failures >= threshold
+            || (view.refused_streak > 0
+                && view.refused_streak >= threshold.saturating_sub(1).max(1));
         match self.state.phase {
             Phase::Healthy if failing => {
                 let reason = failure_reason(view);
@@ -1211,7 +1223,9 @@ fn failure_reason(view: &NodeView) -> String {
     }
     let streak = view.consecutive_failures;
     match view.last.as_ref().map(|last| &last.outcome) {
-        Some(ProbeOutcome::Unreachable(why)) => format!("{streak} failed probes, last: {why}"),
+        Some(ProbeOutcome::Unreachable(why) | ProbeOutcome::Refused(why)) => {
+            format!("{streak} failed probes, last: {why}")
+        }
         Some(ProbeOutcome::Reachable(status)) => {
             let role = format!("{:?}", status.role).to_lowercase();
             let detail = status

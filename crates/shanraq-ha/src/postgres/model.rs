@@ -101,8 +101,12 @@ impl Member {
 pub enum ProbeOutcome {
     /// `GET /status` answered.
     Reachable(InstanceStatus),
-    /// No answer (refused, timed out, bad reply); the text says why.
+    /// No answer (timed out, reset, bad reply); the text says why.
     Unreachable(String),
+    /// The connection was refused: nothing listens on the manager's port, so the manager is
+    /// not running (a busy or partitioned one times out instead). Its postgres may still run,
+    /// which the failover's quorum fencing covers.
+    Refused(String),
 }
 
 /// One probe result, stamped with the wall-clock time it was taken.
@@ -134,10 +138,18 @@ impl Observation {
         }
     }
 
+    pub fn refused(node: impl Into<NodeId>, at: Millis, reason: impl Into<String>) -> Observation {
+        Observation {
+            node: node.into(),
+            at,
+            outcome: ProbeOutcome::Refused(reason.into()),
+        }
+    }
+
     pub fn status(&self) -> Option<&InstanceStatus> {
         match &self.outcome {
             ProbeOutcome::Reachable(status) => Some(status),
-            ProbeOutcome::Unreachable(_) => None,
+            ProbeOutcome::Unreachable(_) | ProbeOutcome::Refused(_) => None,
         }
     }
 }

@@ -838,6 +838,7 @@ fn print_bounds(options: &ClusterOptions, held: bool, figures: &[RunFigures]) {
         return;
     }
     let mut detection = Millis::new();
+    let mut fencing = Millis::new();
     let mut promotion = Millis::new();
     let mut routing = Millis::new();
     let mut first_write = Millis::new();
@@ -846,6 +847,7 @@ fn print_bounds(options: &ClusterOptions, held: bool, figures: &[RunFigures]) {
     for t in &timelines {
         let pairs = [
             (&mut detection, t.detection_ms()),
+            (&mut fencing, t.fencing_ms()),
             (&mut promotion, t.promotion_ms()),
             (&mut routing, t.routing_ms()),
             (&mut first_write, t.first_write_ms()),
@@ -865,18 +867,20 @@ fn print_bounds(options: &ClusterOptions, held: bool, figures: &[RunFigures]) {
     let probe = options.ha.probe_period.as_millis();
     let threshold = options.ha.failure_threshold;
     let delay = options.ha.failover_delay.as_millis();
+    let check = shanraq_render::haproxy::PG_CHECK_MS;
     eprintln!(
         "\nwhat bounds the RTO (p50 / p99 / max ms over {} runs, from the engine's events):\n\
          \x20 detection    {origin:<12} -> suspected     {}   probe {probe} ms x threshold {threshold} = {} ms, \
          + up to one probe period of phase, + failover delay {delay} ms\n\
+         \x20 fencing      suspected -> elected           {}   fence sent, the synchronous set detached (WAL receivers stopped)\n\
          \x20 promotion    elected -> promoted            {}   the promote command itself: {}\n\
-         \x20 routing      promoted -> routed             {}   HAProxy checks /primary every {probe} ms (fall 1, rise 1), as rendered\n\
-         \x20 first write  routed -> first commit         {}   the other replica re-pointed to the new primary \
-         (a commit waits for a synchronous standby) + client reconnect\n\
+         \x20 routing      promoted -> routed             {}   the new primary's quorum streaming, then HAProxy's next /primary check (every {check} ms, as rendered)\n\
+         \x20 first write  routed -> first commit         {}   client reconnect\n\
          \x20 total RTO    {origin:<12} -> 1st commit    {}",
         timelines.len(),
         detection.summary(),
         probe * u128::from(threshold),
+        fencing.summary(),
         promotion.summary(),
         promote_command.summary(),
         routing.summary(),

@@ -128,6 +128,12 @@ impl FailoverTimeline {
     }
 
     /// Detection (or start) -> promoted.
+    /// Detection to election: the fence and the detach of the synchronous set, until the old
+    /// primary is shown unable to commit.
+    pub fn fencing_ms(&self) -> Option<u64> {
+        Some(self.elected?.since(self.detected?))
+    }
+
     pub fn promotion_ms(&self) -> Option<u64> {
         let from = self.elected.or(self.started)?;
         Some(self.promoted?.since(from))

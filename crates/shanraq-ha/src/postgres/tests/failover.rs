@@ -470,3 +470,36 @@ fn routing_never_lags_promotion_and_a_failed_route_is_retried() {
     );
     let _ = Millis(0);
 }
+
+#[test]
+fn a_refused_probe_confirms_detection_one_probe_sooner_than_a_timeout() {
+    let refused_round = || {
+        vec![
+            Probe::Refused("pg-0"),
+            up(replica("pg-1").epoch(1).at_lsn(1000, 1000)),
+            up(replica("pg-2").epoch(1).at_lsn(1000, 1000)),
+        ]
+    };
+    // Threshold 3: two refusals (no manager listens) are enough...
+    let mut sim = Sim::healthy(SYNC);
+    sim.round(refused_round());
+    assert!(!sim.reasons().contains(&"PrimarySuspected"), "one is not");
+    sim.round(refused_round());
+    assert!(
+        sim.reasons().contains(&"FailoverStarted"),
+        "{:?}",
+        sim.reasons()
+    );
+    // ... while two timeouts are not.
+    let mut sim = Sim::healthy(SYNC);
+    sim.round(failing_round());
+    sim.round(failing_round());
+    assert!(!sim.reasons().contains(&"PrimarySuspected"));
+    // A third failed probe of any kind reaches the threshold.
+    sim.round(refused_round());
+    assert!(
+        sim.reasons().contains(&"FailoverStarted"),
+        "three failed probes: {:?}",
+        sim.reasons()
+    );
+}

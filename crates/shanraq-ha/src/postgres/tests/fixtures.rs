@@ -137,7 +137,10 @@ fn peer(name: &str, state: &str, sync_state: &str) -> ReplicationPeer {
 #[derive(Clone, Debug)]
 pub enum Probe {
     Up(Report),
+    /// Timed out.
     Down(&'static str),
+    /// Connection refused: no manager listens.
+    Refused(&'static str),
 }
 
 pub fn up(report: Report) -> Probe {
@@ -229,7 +232,8 @@ impl Sim {
     pub fn observe(&mut self, probe: Probe) {
         let observation = match probe {
             Probe::Up(report) => Observation::reachable(report.0, self.now),
-            Probe::Down(name) => Observation::unreachable(name, self.now, "connection refused"),
+            Probe::Down(name) => Observation::unreachable(name, self.now, "timed out"),
+            Probe::Refused(name) => Observation::refused(name, self.now, "connection refused"),
         };
         self.ha.observe(observation);
     }
