@@ -870,8 +870,9 @@ fn print_bounds(options: &ClusterOptions, held: bool, figures: &[RunFigures]) {
     let check = shanraq_render::haproxy::PG_CHECK_MS;
     eprintln!(
         "\nwhat bounds the RTO (p50 / p99 / max ms over {} runs, from the engine's events):\n\
-         \x20 detection    {origin:<12} -> suspected     {}   probe {probe} ms x threshold {threshold} = {} ms, \
-         + up to one probe period of phase, + failover delay {delay} ms\n\
+         \x20 detection    {origin:<12} -> suspected     {}   probe {probe} ms x threshold {threshold} = {} ms \
+         (one probe fewer when the connection is refused), + up to one probe period of phase, \
+         + failover delay {delay} ms\n\
          \x20 fencing      suspected -> elected           {}   fence sent, the synchronous set detached (WAL receivers stopped)\n\
          \x20 promotion    elected -> promoted            {}   the promote command itself: {}\n\
          \x20 routing      promoted -> routed             {}   the new primary's quorum streaming, then HAProxy's next /primary check (every {check} ms, as rendered)\n\
