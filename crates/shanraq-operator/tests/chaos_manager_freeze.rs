@@ -12,7 +12,6 @@ use common::BOUND;
 use std::time::Duration;
 
 use shanraq_operator::drill::ClusterOptions;
-use shanraq_operator::drill::ledger::{Ledger, LedgerOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_whose_manager_hangs_loses_no_acknowledged_commit_and_every_member_rejoins() {
@@ -22,19 +21,7 @@ async fn a_primary_whose_manager_hangs_loses_no_acknowledged_commit_and_every_me
         .await
         .expect("watch starts");
     let through_haproxy = common::writing(&cluster).await;
-    let direct = Ledger::start(
-        cluster.member_app_options(0).expect("pg-0"),
-        LedgerOptions {
-            id_offset: 1_000_000_000,
-            ..LedgerOptions::default()
-        },
-    )
-    .await
-    .expect("direct writer starts");
-    direct
-        .wait_for_acks(100, BOUND)
-        .await
-        .expect("direct writes to pg-0");
+    let direct = common::writing_straight_to(&cluster, 0).await;
     let epoch = cluster.state().expect("state").epoch;
 
     cluster

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use shanraq_ha::adapters::driver::DriverEvent;
 use shanraq_ha::postgres::EventKind;
-use shanraq_operator::drill::ledger::{Ledger, LedgerOptions, LedgerReport};
+use shanraq_operator::drill::ledger::{Ledger, LedgerReport};
 use shanraq_operator::drill::watch::PrimaryWatch;
 use shanraq_operator::drill::{ClusterOptions, LabPlacement, LocalCluster};
 use shanraq_testkit::topology::{CLIENT_NODE, ENGINE_NODE};
@@ -75,19 +75,7 @@ impl Load {
             .await
             .expect("watch starts");
         let through_haproxy = common::writing(cluster).await;
-        let direct = Ledger::start(
-            cluster.member_app_options(0).expect("pg-0"),
-            LedgerOptions {
-                id_offset: 1_000_000_000,
-                ..LedgerOptions::default()
-            },
-        )
-        .await
-        .expect("direct writer starts");
-        direct
-            .wait_for_acks(100, BOUND)
-            .await
-            .expect("direct writes to pg-0");
+        let direct = common::writing_straight_to(cluster, 0).await;
         Load {
             watch,
             through_haproxy,

@@ -44,6 +44,26 @@ pub async fn writing(cluster: &LocalCluster) -> Ledger {
     writer
 }
 
+/// A second writer holding a connection straight to member `index` (not through HAProxy), with
+/// ids of its own, that already has 100 acknowledged commits: an application that keeps
+/// writing to the old primary whatever the engine decides.
+pub async fn writing_straight_to(cluster: &LocalCluster, index: usize) -> Ledger {
+    let direct = Ledger::start(
+        cluster.member_app_options(index).expect("member"),
+        LedgerOptions {
+            id_offset: 1_000_000_000,
+            ..LedgerOptions::default()
+        },
+    )
+    .await
+    .expect("direct writer starts");
+    direct
+        .wait_for_acks(100, BOUND)
+        .await
+        .expect("direct writes");
+    direct
+}
+
 /// Every commit the writer got an acknowledgement for is on member `index`.
 pub async fn assert_nothing_lost(cluster: &LocalCluster, index: usize, report: &LedgerReport) {
     let missing = ledger::missing_on(&cluster.member_app_options(index).expect("member"), report)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::fake_instance::{TOKEN, cluster};
 use crate::adapters::driver::{
-    Driver, DriverConfig, DriverEvent, DriverMember, PrimaryCheckRouter, system_clock,
+    Driver, DriverConfig, DriverEvent, DriverHandle, DriverMember, PrimaryCheckRouter, system_clock,
 };
 use crate::adapters::instance_client::{BearerToken, ClientTimeouts, InstanceClient};
 use crate::adapters::state_store::{FileStateStore, StateStore};
@@ -15,9 +15,14 @@ use crate::postgres::{
     EventKind, FailoverKind, HaState, Member, NodeId, Phase, PostgresHaConfig, ReplicationMode,
 };
 
-#[tokio::test]
-async fn driver_fails_over_a_dead_primary_persists_and_switches_over_on_request() {
-    let (model, servers) = cluster(1).await;
+/// A driver over the fake cluster's instance managers, routing by their `/primary`, with its
+/// state in a file store at `store`; not started, so the caller can subscribe first.
+async fn driver_for(
+    servers: &[(String, String, tokio::task::JoinHandle<()>)],
+    ha: PostgresHaConfig,
+    initial_state: HaState,
+    store: impl AsRef<std::path::Path>,
+) -> (Driver<FileStateStore, PrimaryCheckRouter>, DriverHandle) {
     let members: Vec<DriverMember> = servers
         .iter()
         .enumerate()
@@ -30,16 +35,6 @@ async fn driver_fails_over_a_dead_primary_persists_and_switches_over_on_request(
             manager_url: url.clone(),
         })
         .collect();
-    let ha = PostgresHaConfig {
-        probe_period: Duration::from_millis(50),
-        failure_threshold: 3,
-        failover_delay: Duration::ZERO,
-        maximum_lag_on_failover: 0,
-        replication: ReplicationMode::Synchronous { number: 1 },
-        switchover_timeout: Duration::from_secs(5),
-        fence_timeout: Duration::from_millis(500),
-        lease_duration: Duration::from_millis(1500),
-    };
     let timeouts = ClientTimeouts::for_probe_period(ha.probe_period);
     let token = BearerToken::new(TOKEN);
     let router_clients: BTreeMap<NodeId, InstanceClient> = members
@@ -54,23 +49,45 @@ async fn driver_fails_over_a_dead_primary_persists_and_switches_over_on_request(
             (m.member.name.clone(), client.expect("client"))
         })
         .collect();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store_path = dir.path().join("ha.json");
     let config = DriverConfig {
         ha,
         members,
         token,
         timeouts,
-        initial_state: HaState::with_primary(NodeId::new("pg-0"), 1),
+        initial_state,
     };
-    let (driver, handle) = Driver::start(
+    Driver::start(
         config,
-        FileStateStore::new(&store_path),
+        FileStateStore::new(store.as_ref()),
         PrimaryCheckRouter::new(router_clients),
         system_clock(),
     )
     .await
-    .expect("driver starts");
+    .expect("driver starts")
+}
+
+#[tokio::test]
+async fn driver_fails_over_a_dead_primary_persists_and_switches_over_on_request() {
+    let (model, servers) = cluster(1).await;
+    let ha = PostgresHaConfig {
+        probe_period: Duration::from_millis(50),
+        failure_threshold: 3,
+        failover_delay: Duration::ZERO,
+        maximum_lag_on_failover: 0,
+        replication: ReplicationMode::Synchronous { number: 1 },
+        switchover_timeout: Duration::from_secs(5),
+        fence_timeout: Duration::from_millis(500),
+        lease_duration: Duration::from_millis(1500),
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store_path = dir.path().join("ha.json");
+    let (driver, handle) = driver_for(
+        &servers,
+        ha,
+        HaState::with_primary(NodeId::new("pg-0"), 1),
+        &store_path,
+    )
+    .await;
     let mut events = handle.subscribe();
     let collector = tokio::spawn(async move {
         let mut seen = Vec::new();
@@ -239,18 +256,6 @@ async fn driver_fails_over_a_dead_primary_persists_and_switches_over_on_request(
 #[tokio::test]
 async fn pod_deletion_signal_fails_over_without_waiting_for_the_probe_threshold() {
     let (model, servers) = cluster(1).await;
-    let members: Vec<DriverMember> = servers
-        .iter()
-        .enumerate()
-        .map(|(i, (name, url, _))| DriverMember {
-            member: Member::new(
-                name.clone(),
-                "127.0.0.1",
-                25432 + u16::try_from(i).expect("small"),
-            ),
-            manager_url: url.clone(),
-        })
-        .collect();
     let ha = PostgresHaConfig {
         probe_period: Duration::from_millis(50),
         failure_threshold: 100_000,
@@ -261,36 +266,14 @@ async fn pod_deletion_signal_fails_over_without_waiting_for_the_probe_threshold(
         fence_timeout: Duration::from_millis(500),
         lease_duration: Duration::from_millis(1500),
     };
-    let timeouts = ClientTimeouts::for_probe_period(ha.probe_period);
-    let token = BearerToken::new(TOKEN);
-    let router_clients: BTreeMap<NodeId, InstanceClient> = members
-        .iter()
-        .map(|m| {
-            let client = InstanceClient::new(
-                m.member.name.0.clone(),
-                &m.manager_url,
-                token.clone(),
-                timeouts,
-            );
-            (m.member.name.clone(), client.expect("client"))
-        })
-        .collect();
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = DriverConfig {
+    let (driver, handle) = driver_for(
+        &servers,
         ha,
-        members,
-        token,
-        timeouts,
-        initial_state: HaState::with_primary(NodeId::new("pg-0"), 1),
-    };
-    let (driver, handle) = Driver::start(
-        config,
-        FileStateStore::new(dir.path().join("ha.json")),
-        PrimaryCheckRouter::new(router_clients),
-        system_clock(),
+        HaState::with_primary(NodeId::new("pg-0"), 1),
+        dir.path().join("ha.json"),
     )
-    .await
-    .expect("driver starts");
+    .await;
     let run = tokio::spawn(driver.run());
     handle
         .wait_for_state(Duration::from_secs(10), |s| {
@@ -342,56 +325,22 @@ async fn pod_deletion_signal_fails_over_without_waiting_for_the_probe_threshold(
 #[tokio::test]
 async fn a_switchover_asked_for_before_the_primary_confirmed_waits_for_it() {
     let (_model, servers) = cluster(1).await;
-    let members: Vec<DriverMember> = servers
-        .iter()
-        .enumerate()
-        .map(|(i, (name, url, _))| DriverMember {
-            member: Member::new(
-                name.clone(),
-                "127.0.0.1",
-                25432 + u16::try_from(i).expect("small"),
-            ),
-            manager_url: url.clone(),
-        })
-        .collect();
     let ha = PostgresHaConfig {
         probe_period: Duration::from_millis(50),
         switchover_timeout: Duration::from_secs(5),
         fence_timeout: Duration::from_millis(500),
         ..PostgresHaConfig::default()
     };
-    let timeouts = ClientTimeouts::for_probe_period(ha.probe_period);
-    let token = BearerToken::new(TOKEN);
-    let router_clients: BTreeMap<NodeId, InstanceClient> = members
-        .iter()
-        .map(|m| {
-            let client = InstanceClient::new(
-                m.member.name.0.clone(),
-                &m.manager_url,
-                token.clone(),
-                timeouts,
-            );
-            (m.member.name.clone(), client.expect("client"))
-        })
-        .collect();
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = DriverConfig {
+    // The instances hold epoch 1: pg-0 confirms epoch 2 only once the engine's promote of it
+    // returned, a round trip after the first probes.
+    let (driver, handle) = driver_for(
+        &servers,
         ha,
-        members,
-        token,
-        timeouts,
-        // The instances hold epoch 1: pg-0 confirms epoch 2 only once the engine's promote
-        // of it returned, a round trip after the first probes.
-        initial_state: HaState::with_primary(NodeId::new("pg-0"), 2),
-    };
-    let (driver, handle) = Driver::start(
-        config,
-        FileStateStore::new(dir.path().join("ha.json")),
-        PrimaryCheckRouter::new(router_clients),
-        system_clock(),
+        HaState::with_primary(NodeId::new("pg-0"), 2),
+        dir.path().join("ha.json"),
     )
-    .await
-    .expect("driver starts");
+    .await;
     let run = tokio::spawn(driver.run());
     // Asked at once: the engine has not seen pg-0 confirm epoch 2 yet.
     let chosen = handle
