@@ -219,9 +219,9 @@ impl DriverHandle {
     }
 }
 
-/// A switchover asked for while the primary had not confirmed its epoch yet (just after a
-/// start, a failover or an adoption): retried at every step until the deadline, so a request
-/// right after convergence waits for the confirmation instead of failing.
+/// A switchover asked for while the primary had not confirmed its epoch yet, or no replica was
+/// seen streaming yet (just after a start, a failover or an adoption): retried at every step
+/// until the deadline, so a request right after convergence waits instead of failing.
 struct PendingSwitchover {
     target: Option<NodeId>,
     reply: oneshot::Sender<Result<NodeId, SwitchoverError>>,
@@ -377,9 +377,13 @@ impl<S: StateStore, R: Router> Driver<S, R> {
         };
         let now = (self.clock)();
         match self.engine.request_switchover(pending.target.clone(), now) {
-            Err(SwitchoverError::PrimaryNotConfirmed { .. })
-                if Instant::now() < pending.deadline =>
-            {
+            // Right after a start or a failover the engine may not have seen the primary
+            // confirm its epoch, nor a replica stream, yet: wait for that, bounded.
+            Err(
+                SwitchoverError::PrimaryNotConfirmed { .. }
+                | SwitchoverError::TargetNotReplica { .. }
+                | SwitchoverError::NoReplica,
+            ) if Instant::now() < pending.deadline => {
                 self.pending_switchover = Some(pending);
             }
             answer => {
@@ -446,9 +450,7 @@ impl<S: StateStore, R: Router> Driver<S, R> {
             })
             .collect();
         self.statuses_tx.send_replace(statuses);
-        for observation in observations {
-            self.engine.observe(observation);
-        }
+        self.engine.observe_round(observations);
     }
 
     fn finish(&mut self, done: Done) {

@@ -139,6 +139,23 @@ impl PostgresHa {
         }
     }
 
+    /// Feeds one probe round (every member probed at once). A round in which no member
+    /// answered and none refused (every probe timed out) is inconclusive and counts for
+    /// nobody: the fault is then on the engine's side (its own node starved or cut off), and
+    /// failing over would only move the primary away from where writes still work.
+    pub fn observe_round(&mut self, observations: Vec<Observation>) {
+        let inconclusive = observations.len() > 1
+            && observations
+                .iter()
+                .all(|observation| matches!(observation.outcome, ProbeOutcome::Unreachable(_)));
+        if inconclusive {
+            return;
+        }
+        for observation in observations {
+            self.observe(observation);
+        }
+    }
+
     /// Feeds one probe result. Unknown members and results older than the latest are ignored.
     pub fn observe(&mut self, observation: Observation) {
         let designated = self.reporting_primary().cloned();

@@ -326,7 +326,7 @@ async fn pod_deletion_signal_fails_over_without_waiting_for_the_probe_threshold(
 async fn a_switchover_asked_for_before_the_primary_confirmed_waits_for_it() {
     let (_model, servers) = cluster(1).await;
     let ha = PostgresHaConfig {
-        probe_period: Duration::from_millis(50),
+        probe_period: Duration::from_millis(100),
         switchover_timeout: Duration::from_secs(5),
         fence_timeout: Duration::from_millis(500),
         ..PostgresHaConfig::default()

@@ -503,3 +503,23 @@ fn a_refused_probe_confirms_detection_one_probe_sooner_than_a_timeout() {
         sim.reasons()
     );
 }
+
+#[test]
+fn a_round_where_every_probe_timed_out_counts_for_nobody() {
+    let mut sim = Sim::healthy(SYNC);
+    let silent = || vec![down("pg-0"), down("pg-1"), down("pg-2")];
+    for _ in 0..10 {
+        let out = sim.round_at_once(silent());
+        assert!(out.commands.is_empty(), "{:?}", out.commands);
+    }
+    assert!(
+        !sim.reasons().contains(&"PrimarySuspected"),
+        "the engine's own side is at fault: {:?}",
+        sim.reasons()
+    );
+    // As soon as a replica answers, the primary's silence counts again.
+    for _ in 0..3 {
+        sim.round_at_once(failing_round());
+    }
+    assert!(sim.reasons().contains(&"FailoverStarted"));
+}

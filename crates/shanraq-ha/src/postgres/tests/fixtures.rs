@@ -229,12 +229,29 @@ impl Sim {
         out
     }
 
-    pub fn observe(&mut self, probe: Probe) {
-        let observation = match probe {
+    /// Feeds one probe round as the driver does (`observe_round`), then steps; the clock then
+    /// moves one probe period.
+    pub fn round_at_once(&mut self, probes: Vec<Probe>) -> StepOutput {
+        let observations = probes
+            .into_iter()
+            .map(|probe| self.observation(probe))
+            .collect();
+        self.ha.observe_round(observations);
+        let out = self.step();
+        self.advance(100);
+        out
+    }
+
+    fn observation(&self, probe: Probe) -> Observation {
+        match probe {
             Probe::Up(report) => Observation::reachable(report.0, self.now),
             Probe::Down(name) => Observation::unreachable(name, self.now, "timed out"),
             Probe::Refused(name) => Observation::refused(name, self.now, "connection refused"),
-        };
+        }
+    }
+
+    pub fn observe(&mut self, probe: Probe) {
+        let observation = self.observation(probe);
         self.ha.observe(observation);
     }
 
