@@ -58,8 +58,49 @@ impl std::fmt::Display for CommandError {
     }
 }
 
-fn take_epoch(manager: &Manager, epoch: u64, fence: bool) -> Result<(), CommandError> {
+/// Every command's start: take the epoch (refused when older than the instance's; `fence`
+/// also sets the fence at once), wait for the lifecycle lock, and refuse if a newer epoch
+/// arrived meanwhile. The guard holds the lock for the rest of the command.
+async fn begin(
+    manager: &Manager,
+    epoch: u64,
+    fence: bool,
+) -> Result<tokio::sync::MutexGuard<'_, ()>, CommandError> {
     manager.take_epoch(epoch, fence)??;
+    let ops = manager.lock_ops().await;
+    manager.still_current(epoch)?;
+    Ok(ops)
+}
+
+/// Sets `primary_conninfo` of a replica: through ALTER SYSTEM and a reload when postgres runs,
+/// in postgresql.auto.conf when it is down. A primary is refused (`instead` says what to do).
+async fn set_primary_conninfo(
+    manager: &Manager,
+    conninfo: &str,
+    instead: &str,
+) -> Result<(), CommandError> {
+    let settings = &manager.settings;
+    if manager.snapshot().running {
+        let pool = manager.pool()?;
+        if !status::in_recovery(&pool).await? {
+            return Err(CommandError::Refused(format!(
+                "this instance is a primary: {instead}"
+            )));
+        }
+        status::alter_system(&pool, "primary_conninfo", conninfo).await?;
+    } else {
+        if !config::is_standby(&settings.data_dir) {
+            return Err(CommandError::Refused(format!(
+                "this data dir is a primary's: {instead}"
+            )));
+        }
+        config::set_auto_conf(
+            &settings.data_dir,
+            "primary_conninfo",
+            Some(conninfo),
+            &manager.user,
+        )?;
+    }
     Ok(())
 }
 
@@ -68,9 +109,7 @@ pub async fn promote(
     request: PromoteRequest,
 ) -> Result<String, CommandError> {
     let started = Instant::now();
-    take_epoch(manager, request.epoch, false)?;
-    let _ops = manager.lock_ops().await;
-    manager.still_current(request.epoch)?;
+    let _ops = begin(manager, request.epoch, false).await?;
     if !manager.settings.data_dir.join("PG_VERSION").exists() {
         return Err(CommandError::Refused(
             "the data dir is empty: demote this instance to clone it first".to_string(),
@@ -123,9 +162,7 @@ pub async fn promote(
 }
 
 pub async fn fence(manager: &Arc<Manager>, request: FenceRequest) -> Result<String, CommandError> {
-    take_epoch(manager, request.epoch, true)?;
-    let _ops = manager.lock_ops().await;
-    manager.still_current(request.epoch)?;
+    let _ops = begin(manager, request.epoch, true).await?;
     let mode = manager
         .stop_locked(Duration::from_millis(request.timeout_ms))
         .await;
@@ -148,9 +185,7 @@ pub async fn demote(
     request: DemoteRequest,
 ) -> Result<String, CommandError> {
     let started = Instant::now();
-    take_epoch(manager, request.epoch, false)?;
-    let _ops = manager.lock_ops().await;
-    manager.still_current(request.epoch)?;
+    let _ops = begin(manager, request.epoch, false).await?;
     let settings = &manager.settings;
     let upstream = &request.upstream;
     manager.stop_locked(DEMOTE_STOP_TIMEOUT).await;
@@ -203,34 +238,11 @@ pub async fn repoint(
     manager: &Arc<Manager>,
     request: RepointRequest,
 ) -> Result<String, CommandError> {
-    take_epoch(manager, request.epoch, false)?;
-    let _ops = manager.lock_ops().await;
-    manager.still_current(request.epoch)?;
+    let _ops = begin(manager, request.epoch, false).await?;
     let settings = &manager.settings;
     let upstream = &request.upstream;
     let conninfo = config::primary_conninfo(settings, &upstream.host, upstream.port);
-    let snapshot = manager.snapshot();
-    if snapshot.running {
-        let pool = manager.pool()?;
-        if !status::in_recovery(&pool).await? {
-            return Err(CommandError::Refused(
-                "this instance is a primary: demote it instead of repointing".to_string(),
-            ));
-        }
-        status::alter_system(&pool, "primary_conninfo", &conninfo).await?;
-    } else {
-        if !config::is_standby(&settings.data_dir) {
-            return Err(CommandError::Refused(
-                "this data dir is a primary's: demote it instead of repointing".to_string(),
-            ));
-        }
-        config::set_auto_conf(
-            &settings.data_dir,
-            "primary_conninfo",
-            Some(&conninfo),
-            &manager.user,
-        )?;
-    }
+    set_primary_conninfo(manager, &conninfo, "demote it instead of repointing").await?;
     tracing::info!(epoch = request.epoch, upstream = %upstream.name, "repointed");
     Ok(format!(
         "streaming from {} ({}:{}) at epoch {}",
@@ -247,31 +259,10 @@ pub async fn detach(
     request: DetachRequest,
 ) -> Result<String, CommandError> {
     let started = Instant::now();
-    take_epoch(manager, request.epoch, false)?;
-    let _ops = manager.lock_ops().await;
-    manager.still_current(request.epoch)?;
-    let settings = &manager.settings;
+    let _ops = begin(manager, request.epoch, false).await?;
+    set_primary_conninfo(manager, "", "fence it instead of detaching").await?;
     if manager.snapshot().running {
-        let pool = manager.pool()?;
-        if !status::in_recovery(&pool).await? {
-            return Err(CommandError::Refused(
-                "this instance is a primary: fence it instead of detaching".to_string(),
-            ));
-        }
-        status::alter_system(&pool, "primary_conninfo", "").await?;
-        status::wait_wal_receiver_gone(&pool, DETACH_TIMEOUT).await?;
-    } else {
-        if !config::is_standby(&settings.data_dir) {
-            return Err(CommandError::Refused(
-                "this data dir is a primary's: fence it instead of detaching".to_string(),
-            ));
-        }
-        config::set_auto_conf(
-            &settings.data_dir,
-            "primary_conninfo",
-            Some(""),
-            &manager.user,
-        )?;
+        status::wait_wal_receiver_gone(&manager.pool()?, DETACH_TIMEOUT).await?;
     }
     let elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::info!(
