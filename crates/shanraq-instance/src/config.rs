@@ -166,6 +166,18 @@ pub fn set_auto_conf(
     user.write(&path, &out, 0o600)
 }
 
+/// Whether postgresql.auto.conf leaves `primary_conninfo` empty (or unset): a replica with it
+/// streams from nobody. Read from the file ALTER SYSTEM writes before it returns, so the answer
+/// is right at once, while a pooled session's `current_setting` may not have seen the reload.
+pub fn primary_conninfo_empty(data_dir: &Path) -> bool {
+    let text = std::fs::read_to_string(data_dir.join(AUTO_CONF)).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("primary_conninfo"))
+        .last()
+        .is_none_or(|(_, value)| matches!(value.trim(), "" | "''"))
+}
+
 /// Turns the data dir into a standby of `host:port`.
 pub fn make_standby(
     settings: &Settings,
@@ -283,5 +295,10 @@ mod tests {
         set_auto_conf(dir.path(), "primary_conninfo", None, &user).expect("remove");
         let text = std::fs::read_to_string(dir.path().join(AUTO_CONF)).expect("read");
         assert!(!text.contains("primary_conninfo"), "{text}");
+        assert!(primary_conninfo_empty(dir.path()), "unset is empty");
+        set_auto_conf(dir.path(), "primary_conninfo", Some("host=a port=1"), &user).expect("set");
+        assert!(!primary_conninfo_empty(dir.path()));
+        set_auto_conf(dir.path(), "primary_conninfo", Some(""), &user).expect("empty");
+        assert!(primary_conninfo_empty(dir.path()), "detached");
     }
 }

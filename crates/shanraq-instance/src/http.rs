@@ -95,7 +95,8 @@ pub async fn collect_status(manager: &Manager) -> InstanceStatus {
         status.replayed_lsn = observed.replayed_lsn;
         status.replay_paused = observed.replay_paused;
         status.streaming = observed.streaming;
-        status.detached = observed.detached;
+        status.detached = observed.in_recovery
+            && crate::config::primary_conninfo_empty(&manager.settings.data_dir);
         status.replay_lag_seconds = observed.replay_lag_seconds;
         status.replication = observed.replication;
         status.synchronous_standby_names = observed.synchronous_standby_names;

@@ -48,8 +48,6 @@ pub struct Observed {
     pub replay_lag_seconds: Option<f64>,
     pub synchronous_standby_names: Option<String>,
     pub replication: Vec<ReplicationPeer>,
-    /// In recovery with an empty `primary_conninfo`: streams from nobody.
-    pub detached: bool,
 }
 
 const SELF_QUERY: &str = "SELECT pg_is_in_recovery(),
@@ -67,8 +65,7 @@ const SELF_QUERY: &str = "SELECT pg_is_in_recovery(),
     CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0.0
          ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 END
   END,
-  current_setting('synchronous_standby_names'),
-  pg_is_in_recovery() AND current_setting('primary_conninfo') = ''";
+  current_setting('synchronous_standby_names')";
 
 const REPLICATION_QUERY: &str = "SELECT application_name, COALESCE(state, ''),
   COALESCE(sync_state, ''), sent_lsn::text, write_lsn::text, flush_lsn::text, replay_lsn::text
@@ -116,10 +113,6 @@ pub async fn observe(pool: &PgPool) -> Result<Observed, InstanceError> {
         source,
     })?;
     let receiver = get(6)?;
-    let detached: bool = row.try_get(9).map_err(|source| InstanceError::Sql {
-        query: "self status",
-        source,
-    })?;
     let mut observed = Observed {
         in_recovery,
         timeline: timeline.and_then(|tli| u32::try_from(tli).ok()),
@@ -131,7 +124,6 @@ pub async fn observe(pool: &PgPool) -> Result<Observed, InstanceError> {
         replay_lag_seconds: lag,
         synchronous_standby_names: get(8)?,
         replication: Vec::new(),
-        detached,
     };
     if !in_recovery {
         let rows = bounded(
