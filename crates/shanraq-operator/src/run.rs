@@ -13,7 +13,7 @@ use shanraq_api::names::MANAGED_BY;
 use tokio::sync::watch;
 
 use crate::controller::{self, Context, discovery::Discovery};
-use crate::ha::HaSettings;
+use crate::ha::{HaSettings, InstanceAddress};
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
 
@@ -54,6 +54,10 @@ pub struct OperatorArgs {
     /// `<pod>.<cluster>-pg.<namespace>.svc.<domain>`.
     #[arg(long, env = "SHANRAQ_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// How the failover engine reaches the instance managers: `pod-ip` (the pods' IPs from
+    /// the API server, no cluster DNS on the failover path) or `dns` (per-pod DNS names).
+    #[arg(long, env = "SHANRAQ_INSTANCE_ADDRESS", value_enum, default_value_t = InstanceAddress::PodIp)]
+    pub instance_address: InstanceAddress,
 }
 
 /// Seconds a Lease stays valid without renewal; a standby takes over after at most this long
@@ -143,6 +147,7 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
         Context::new(client.clone(), metrics, reporter, Discovery::default()).with_ha(HaSettings {
             enabled: args.ha,
             cluster_domain: args.cluster_domain.clone(),
+            instance_address: args.instance_address,
         }),
     );
 

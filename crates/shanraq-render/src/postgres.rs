@@ -229,10 +229,16 @@ pub fn synchronous_standby_names(cluster: &ValidCluster) -> Option<String> {
         .then(|| format!("ANY {} (*)", sync.number))
 }
 
-/// The container's entrypoint script. `primary_known` is whether the cluster ever had a
-/// primary: then every instance with an empty data directory clones, even ordinal 0, so a lost
-/// volume can never initdb a second, empty primary next to the real one.
-fn start_script(cluster: &ValidCluster, primary_known: bool) -> String {
+/// The file of the config ConfigMap that says whether the cluster ever had a primary
+/// (`true` or `false`). It lives in the ConfigMap, not in the pod template: the template of an
+/// `OnDelete` StatefulSet must not change when the first primary appears, or no pod would ever
+/// run the current revision.
+pub const PRIMARY_KNOWN_FILE: &str = "primary-known";
+
+/// The container's entrypoint script. Once the cluster has had a primary (the ConfigMap's
+/// `primary-known` says `true`), every instance with an empty data directory clones, even
+/// ordinal 0, so a lost volume can never initdb a second, empty primary next to the real one.
+fn start_script(cluster: &ValidCluster) -> String {
     let mut flags = vec![
         ("--name", "\"$POD_NAME\"".to_owned()),
         ("--data-dir", DATA_DIR.to_owned()),
@@ -255,17 +261,17 @@ fn start_script(cluster: &ValidCluster, primary_known: bool) -> String {
     flags.push(("--lease-ms", lease_ms.to_string()));
     flags.push(("--config-file", format!("{CONFIG_DIR}/postgresql.conf")));
     flags.push(("--hba-file", format!("{CONFIG_DIR}/pg_hba.conf")));
-    let choose = if primary_known {
-        "# The cluster has had a primary: an empty data directory always clones it through the\n\
-         # -rw Service, whatever the ordinal; roles follow the operator's commands.\n\
-         bootstrap=replica\n"
-    } else {
-        "# One pod template serves every instance. On an empty data directory, ordinal 0\n\
-         # creates the cluster as the primary and the others clone it as replicas through the\n\
-         # -rw Service; afterwards roles follow the operator's commands, not the ordinal.\n\
-         ordinal=\"${POD_NAME##*-}\"\n\
-         if [ \"$ordinal\" = \"0\" ]; then bootstrap=primary; else bootstrap=replica; fi\n"
-    };
+    let choose = format!(
+        "# On an empty data directory, ordinal 0 of a cluster that never had a primary creates it;\n\
+         # every other instance, and any instance once the cluster has had a primary, clones the\n\
+         # primary through the -rw Service. Afterwards roles follow the operator's commands.\n\
+         ordinal=\"${{POD_NAME##*-}}\"\n\
+         if [ \"$(cat {CONFIG_DIR}/{PRIMARY_KNOWN_FILE} 2>/dev/null)\" != \"true\" ] && [ \"$ordinal\" = \"0\" ]; then\n\
+         \x20 bootstrap=primary\n\
+         else\n\
+         \x20 bootstrap=replica\n\
+         fi\n"
+    );
     let mut script = format!("set -eu\n{choose}exec shanraq instance postgres");
     for (flag, value) in flags {
         let _ = write!(script, " \\\n  {flag} {value}");
@@ -290,6 +296,10 @@ pub fn render(cluster: &ValidCluster, inputs: &Inputs) -> Result<Vec<Child>, Ren
         data: Some(BTreeMap::from([
             ("pg_hba.conf".to_owned(), hba),
             ("postgresql.conf".to_owned(), conf),
+            (
+                PRIMARY_KNOWN_FILE.to_owned(),
+                inputs.postgres_primary.is_some().to_string(),
+            ),
         ])),
         ..ConfigMap::default()
     };
@@ -320,11 +330,7 @@ pub fn render(cluster: &ValidCluster, inputs: &Inputs) -> Result<Vec<Child>, Ren
         meta::cluster_ip_service(cluster, &names.pg_r(), Component::Postgres, &[], pg_port()),
     ];
 
-    let mut children = vec![Child::StatefulSet(stateful_set(
-        cluster,
-        &hash,
-        inputs.postgres_primary.is_some(),
-    ))];
+    let mut children = vec![Child::StatefulSet(stateful_set(cluster, &hash))];
     children.extend(services.into_iter().map(Child::Service));
     children.push(Child::ConfigMap(config_map));
     children.push(Child::PodDisruptionBudget(meta::pod_disruption_budget(
@@ -350,7 +356,7 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn stateful_set(cluster: &ValidCluster, config_hash: &str, primary_known: bool) -> StatefulSet {
+fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
     let spec = &cluster.spec.postgres;
     let names = &cluster.names;
     let workload = names.workload(Component::Postgres);
@@ -359,7 +365,7 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str, primary_known: bool) 
     postgres.command = Some(vec![
         "sh".to_owned(),
         "-c".to_owned(),
-        start_script(cluster, primary_known),
+        start_script(cluster),
     ]);
     postgres.env = Some(vec![
         meta::pod_name_env(),

@@ -769,7 +769,8 @@ fn postgres_pods_create_the_application_database_from_its_secret() {
 }
 
 /// Runs the PostgreSQL container's entrypoint for pod `pod_name` with a stand-in `shanraq`
-/// that prints its arguments, and returns the `--bootstrap` value it was given.
+/// that prints its arguments and the rendered config ConfigMap as its mounted directory, and
+/// returns the `--bootstrap` value it was given.
 fn bootstrap_mode(rendered: &Rendered, pod_name: &str) -> String {
     use std::os::unix::fs::PermissionsExt;
     let command = pod(rendered, "payments-pg").containers[0]
@@ -777,6 +778,26 @@ fn bootstrap_mode(rendered: &Rendered, pod_name: &str) -> String {
         .clone()
         .expect("command");
     assert_eq!(command[0..2], ["sh".to_owned(), "-c".to_owned()]);
+    let config = tempfile::tempdir().expect("temp dir");
+    let config_map = rendered
+        .children
+        .iter()
+        .find_map(|child| match child {
+            shanraq_render::child::Child::ConfigMap(map)
+                if map.metadata.name.as_deref() == Some("payments-pg-config") =>
+            {
+                Some(map.clone())
+            }
+            _ => None,
+        })
+        .expect("the PostgreSQL config ConfigMap");
+    for (key, value) in config_map.data.unwrap_or_default() {
+        std::fs::write(config.path().join(key), value).expect("mounted file");
+    }
+    let script = command[2].replace(
+        "/etc/shanraq/postgres",
+        &config.path().display().to_string(),
+    );
     let bin = tempfile::tempdir().expect("temp dir");
     let stand_in = bin.path().join("shanraq");
     std::fs::write(&stand_in, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").expect("write stand-in");
@@ -788,7 +809,7 @@ fn bootstrap_mode(rendered: &Rendered, pod_name: &str) -> String {
     );
     let output = std::process::Command::new("sh")
         .arg("-c")
-        .arg(&command[2])
+        .arg(&script)
         .env("POD_NAME", pod_name)
         .env("PATH", path)
         .output()
@@ -824,6 +845,13 @@ fn only_a_new_cluster_bootstraps_a_primary_and_only_from_ordinal_0() {
     for pod_name in ["payments-pg-0", "payments-pg-1", "payments-pg-2"] {
         assert_eq!(bootstrap_mode(&known, pod_name), "replica", "{pod_name}");
     }
+    // The pod template stays the same: with OnDelete, a template change no pod picks up would
+    // leave the StatefulSet's pods on an old revision (never "updated") for good.
+    assert_eq!(
+        stateful_set(&fresh, "payments-pg").spec,
+        stateful_set(&known, "payments-pg").spec,
+        "the first primary does not change the PostgreSQL pod template"
+    );
 }
 
 #[test]

@@ -117,3 +117,8 @@ mod tests {
         assert!(message.contains("no-such-server"), "{message}");
     }
 }
+
+/// `lua5.4`, which runs the Argo CD health script as Argo CD would.
+pub fn lua() -> Result<PathBuf, TestkitError> {
+    on_path("lua5.4", SYSTEM_DIRS, "lua5.4")
+}

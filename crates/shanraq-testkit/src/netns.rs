@@ -29,8 +29,8 @@ pub const LAB_PREFIX_LEN: u8 = 24;
 /// The first node's host number; the others follow in order.
 const FIRST_HOST: u8 = 10;
 /// Prefix of every namespace a lab creates: `shq<pid>x<n>-<node>` and `shq<pid>x<n>_sw`.
-const NAME_PREFIX: &str = "shq";
-const NETNS_DIR: &str = "/run/netns";
+pub(crate) const NAME_PREFIX: &str = "shq";
+pub(crate) const NETNS_DIR: &str = "/run/netns";
 const LINK_UP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The table holding the lab's drop and loss rules, in the switch namespace.
 const TABLE: &str = "shanraq_lab";
@@ -417,7 +417,7 @@ impl Drop for NetLab {
     }
 }
 
-fn run(mut command: Command, stdin: Option<&str>) -> Result<String, TestkitError> {
+pub(crate) fn run(mut command: Command, stdin: Option<&str>) -> Result<String, TestkitError> {
     let shown = std::iter::once(command.get_program())
         .chain(command.get_args())
         .map(|part| part.to_string_lossy())
@@ -511,14 +511,14 @@ fn validate_nodes(lab: &str, nodes: &[&str]) -> Result<(), TestkitError> {
 }
 
 /// The pid a lab's namespace name carries (`shq<pid>x...`).
-fn owner_pid(namespace: &str) -> Option<u32> {
+pub(crate) fn owner_pid(namespace: &str) -> Option<u32> {
     let rest = namespace.strip_prefix(NAME_PREFIX)?;
     let (pid, _) = rest.split_once('x')?;
     pid.parse().ok()
 }
 
 /// Deletes the namespaces of labs whose process is gone (a test killed before its drop ran).
-fn sweep_stale_labs(ip: &Path) {
+pub(crate) fn sweep_stale_labs(ip: &Path) {
     let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
         return;
     };

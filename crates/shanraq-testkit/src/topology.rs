@@ -779,15 +779,7 @@ impl LocalTopology {
         let Some(member) = self.members.get(index) else {
             return false;
         };
-        let postmasters = postmasters_of(&member.info.data_dir);
-        for postmaster in &postmasters {
-            let children = children_of(*postmaster);
-            signal_group(*postmaster, signal);
-            for child in children {
-                signal_group(child, signal);
-            }
-        }
-        !postmasters.is_empty()
+        signal_postgres_of(&member.info.data_dir, signal)
     }
 
     /// SIGKILL the whole instance: its manager's group, then the postmaster and every child.
@@ -911,6 +903,21 @@ impl Drop for LocalTopology {
             let _ = self.kill(index);
         }
     }
+}
+
+/// Signals every postgres serving `data_dir`: each postmaster's group first (so it forks
+/// nothing new), then each of its children, which PostgreSQL makes leaders of groups of their
+/// own. False when no postmaster was found.
+pub fn signal_postgres_of(data_dir: &Path, signal: Signal) -> bool {
+    let postmasters = postmasters_of(data_dir);
+    for postmaster in &postmasters {
+        let children = children_of(*postmaster);
+        signal_group(*postmaster, signal);
+        for child in children {
+            signal_group(child, signal);
+        }
+    }
+    !postmasters.is_empty()
 }
 
 /// The postmaster's pid from `postmaster.pid`, if that process still leads its own group

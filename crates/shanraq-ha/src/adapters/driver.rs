@@ -123,6 +123,8 @@ pub enum DriverError {
         #[source]
         source: InstanceClientError,
     },
+    #[error("no instance client was given for member {node}")]
+    MissingClient { node: String },
     #[error("the driver is not running")]
     Stopped,
     #[error(transparent)]
@@ -275,9 +277,6 @@ impl<S: StateStore, R: Router> Driver<S, R> {
         router: R,
         clock: Clock,
     ) -> Result<(Driver<S, R>, DriverHandle), DriverError> {
-        let loaded = store.load().await.map_err(DriverError::Load)?;
-        let persisted = loaded.clone().unwrap_or_default();
-        let state = loaded.unwrap_or_else(|| config.initial_state.clone());
         let mut clients = BTreeMap::new();
         for member in &config.members {
             let name = member.member.name.clone();
@@ -293,6 +292,31 @@ impl<S: StateStore, R: Router> Driver<S, R> {
             })?;
             clients.insert(name, client);
         }
+        Self::start_with_clients(config, clients, store, router, clock).await
+    }
+
+    /// Like `start`, with clients made by the caller (one per member, keyed by its name). The
+    /// caller keeps clones of them to move an instance to a new address (`set_base_url`) while
+    /// the driver runs.
+    pub async fn start_with_clients(
+        config: DriverConfig,
+        clients: BTreeMap<NodeId, InstanceClient>,
+        store: S,
+        router: R,
+        clock: Clock,
+    ) -> Result<(Driver<S, R>, DriverHandle), DriverError> {
+        if let Some(member) = config
+            .members
+            .iter()
+            .find(|member| !clients.contains_key(&member.member.name))
+        {
+            return Err(DriverError::MissingClient {
+                node: member.member.name.0.clone(),
+            });
+        }
+        let loaded = store.load().await.map_err(DriverError::Load)?;
+        let persisted = loaded.clone().unwrap_or_default();
+        let state = loaded.unwrap_or_else(|| config.initial_state.clone());
         let members = config.members.iter().map(|m| m.member.clone()).collect();
         let engine = PostgresHa::new(config.ha, members, state.clone());
         let (events, _) = broadcast::channel(1024);

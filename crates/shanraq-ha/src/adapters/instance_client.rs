@@ -3,6 +3,7 @@
 //! stale-epoch error so the engine can tell "someone newer acted" from "it failed". The token
 //! never appears in logs, errors or `Debug` output.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -133,12 +134,14 @@ impl InstanceClientError {
     }
 }
 
-/// The client of one instance manager (`base_url` such as `http://127.0.0.1:28001`).
+/// The client of one instance manager (`base_url` such as `http://127.0.0.1:28001`). Clones
+/// share the base URL: when a pod comes back with a new IP, `set_base_url` on one clone moves
+/// every user of the client (the driver's probes and commands, the router's confirmation).
 #[derive(Clone, Debug)]
 pub struct InstanceClient {
     http: reqwest::Client,
     node: String,
-    base_url: String,
+    base_url: Arc<RwLock<String>>,
     token: BearerToken,
     timeouts: ClientTimeouts,
 }
@@ -158,7 +161,9 @@ impl InstanceClient {
                 node: node.clone(),
                 source,
             })?;
-        let base_url = base_url.into().trim_end_matches('/').to_owned();
+        let base_url = Arc::new(RwLock::new(
+            base_url.into().trim_end_matches('/').to_owned(),
+        ));
         Ok(InstanceClient {
             http,
             node,
@@ -170,6 +175,28 @@ impl InstanceClient {
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Where the instance manager is reached now.
+    pub fn base_url(&self) -> String {
+        self.base_url
+            .read()
+            .map(|url| url.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Moves this client and all its clones to `base_url`; true when it changed.
+    pub fn set_base_url(&self, base_url: &str) -> bool {
+        let wanted = base_url.trim_end_matches('/');
+        let mut slot = self
+            .base_url
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *slot == wanted {
+            return false;
+        }
+        wanted.clone_into(&mut slot);
+        true
     }
 
     /// `GET /status`.
@@ -288,7 +315,7 @@ impl InstanceClient {
     }
 
     fn url(&self, endpoint: &str) -> String {
-        format!("{}{endpoint}", self.base_url)
+        format!("{}{endpoint}", self.base_url())
     }
 
     async fn command<B: Serialize>(

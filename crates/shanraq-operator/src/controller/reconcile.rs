@@ -43,6 +43,13 @@ pub async fn reconcile(cluster: Arc<ShanraqCluster>, ctx: Arc<Context>) -> Resul
 
 async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     let namespace = object.namespace().ok_or(Error::MissingNamespace)?;
+    // Being deleted: the garbage collector removes the children (in foreground deletion while
+    // the cluster object still exists). Applying them again would undo the deletion, so the
+    // cluster's last reconcile is its HA task's stop.
+    if object.metadata.deletion_timestamp.is_some() {
+        ctx.ha.stop(&format!("{namespace}/{}", object.name_any()));
+        return Ok(Action::await_change());
+    }
     let previous = object.status.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
     let reference = object.object_ref(&());

@@ -283,6 +283,15 @@ fn seconds_text(duration: Duration) -> String {
     shanraq_api::Duration::from(duration).to_string()
 }
 
+/// Whether the probe objectives are judged: once the cluster has been `Ready`, and from then on
+/// (a probe objective that left `Unknown` keeps being judged when `Ready` later turns False).
+fn measuring_probes(previous: &ShanraqClusterStatus) -> bool {
+    previous.conditions.iter().any(|c| {
+        (c.type_ == READY && c.status == "True")
+            || ((c.type_ == AVAILABILITY_MET || c.type_ == LATENCY_MET) && c.status != "Unknown")
+    })
+}
+
 /// The objective conditions. Only the RTO can be judged without a measurement (from the
 /// configured timings); the others are `Unknown` until the HA engine measures them.
 pub fn objective_conditions(cluster: &ValidCluster) -> Vec<Want> {
@@ -327,7 +336,7 @@ pub fn objective_conditions(cluster: &ValidCluster) -> Vec<Want> {
             Truth::Unknown,
             REASON_NOT_MEASURED_YET,
             format!(
-                "target p99 {}; probe latency has not been measured yet",
+                "target p99 {}; probe latency is measured once the cluster has first been Ready",
                 objectives.latency.p99
             ),
         ),
@@ -336,7 +345,7 @@ pub fn objective_conditions(cluster: &ValidCluster) -> Vec<Want> {
             Truth::Unknown,
             REASON_NOT_MEASURED_YET,
             format!(
-                "target {}%; write probes have not been measured yet",
+                "target {}%; write probes are measured once the cluster has first been Ready",
                 objectives.availability
             ),
         ),
@@ -472,6 +481,18 @@ pub fn desired(
     observed: &Observed,
     now: &Time,
 ) -> ShanraqClusterStatus {
+    // Availability and latency describe a serving cluster: before it was first Ready, failed
+    // write probes measure the bootstrap, not an outage, and the objectives stay Unknown.
+    let gated;
+    let observed = if measuring_probes(previous) {
+        observed
+    } else {
+        gated = Observed {
+            probes: ha_objectives::ProbeVerdicts::default(),
+            ..observed.clone()
+        };
+        &gated
+    };
     let wants = conditions(cluster, observed);
     let mut next = previous.clone();
     next.observed_generation = cluster.generation;
@@ -871,6 +892,60 @@ mod tests {
             (Truth::False, "ProjectedOverTarget")
         );
         assert!(rto.message.contains("> target 1s"), "{}", rto.message);
+    }
+
+    #[test]
+    fn probe_objectives_stay_unknown_until_the_cluster_was_first_ready() {
+        let valid = cluster(ShanraqClusterSpec::default(), 1);
+        let failing = ha_objectives::ProbeVerdicts {
+            latency: None,
+            availability: Some(shanraq_ha::objectives::ObjectiveStatus {
+                target: "99.99%".into(),
+                measured: "0 of 2 write probes succeeded".into(),
+                met: false,
+                message: "0 of 2 write probes succeeded (target 99.99%)".into(),
+            }),
+            p99: None,
+        };
+        let observed = |ready: bool| Observed {
+            workloads: if ready {
+                all_ready()
+            } else {
+                vec![workload(Component::Postgres, 0, 3, true)]
+            },
+            probes: failing.clone(),
+            ..Observed::default()
+        };
+        let availability = |status: &ShanraqClusterStatus| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == AVAILABILITY_MET)
+                .map(|c| c.status.clone())
+        };
+        // Bootstrapping: the failed probes are not an outage.
+        let booting = desired(
+            &ShanraqClusterStatus::default(),
+            &valid,
+            &observed(false),
+            &at(10),
+        );
+        assert_eq!(availability(&booting).as_deref(), Some("Unknown"));
+        assert!(
+            booting
+                .objectives
+                .as_ref()
+                .and_then(|o| o.availability.as_ref())
+                .is_none()
+        );
+        // Ready once: from the next round on, probes are judged.
+        let ready = desired(&booting, &valid, &observed(true), &at(20));
+        assert_eq!(availability(&ready).as_deref(), Some("Unknown"));
+        let judged = desired(&ready, &valid, &observed(true), &at(30));
+        assert_eq!(availability(&judged).as_deref(), Some("False"));
+        // ... and keep being judged when the cluster stops being Ready.
+        let degraded = desired(&judged, &valid, &observed(false), &at(40));
+        assert_eq!(availability(&degraded).as_deref(), Some("False"));
     }
 
     #[test]

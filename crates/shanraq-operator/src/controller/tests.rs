@@ -446,6 +446,27 @@ async fn nothing_changed_writes_no_status_and_publishes_no_event() {
 }
 
 #[tokio::test]
+async fn a_cluster_being_deleted_is_left_to_the_garbage_collector() {
+    let mut object = cluster(ShanraqClusterSpec::default(), 2);
+    object.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("a time"),
+        ));
+    let (result, report, action) = run_once(&object, Scenario::new(NAMESPACE), Some(false)).await;
+    result.expect("reconcile");
+    assert_eq!(action, Action::await_change());
+    assert!(
+        report.requests.is_empty(),
+        "a cluster in (foreground) deletion gets no child applied again, no status, no event: {:?}",
+        report
+            .requests
+            .iter()
+            .map(|r| (&r.method, &r.path))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn failed_calls_back_off_and_are_counted() {
     let object = cluster(ShanraqClusterSpec::default(), 1);
     // The CRD lookup fails with a server error: the scenario expects it and answers 500.

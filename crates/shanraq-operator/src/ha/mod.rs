@@ -27,7 +27,7 @@ use shanraq_ha::wire::InstanceStatus;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use spec::{HaSettings, TaskSpec, task_spec};
+pub use spec::{HaSettings, InstanceAddress, TaskSpec, task_spec};
 use task::{Deps, Shared};
 
 struct Entry {

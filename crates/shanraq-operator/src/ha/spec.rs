@@ -1,6 +1,7 @@
 //! What one cluster's HA task runs with, derived purely from the validated cluster and the
-//! operator's settings: the members (the PostgreSQL StatefulSet's pods, reached through the
-//! headless Service's per-pod DNS names) and the engine's timings. A task is restarted only
+//! operator's settings: the members (the PostgreSQL StatefulSet's pods; replicas stream from
+//! the headless Service's per-pod DNS names, and the operator reaches the instance managers at
+//! the pods' IPs once the task has read them) and the engine's timings. A task is restarted only
 //! when this changes, so it is plain data compared with `==`.
 
 use std::time::Duration;
@@ -17,6 +18,18 @@ use super::probes::ProbeTarget;
 /// How long an old primary gets to stop when fenced.
 pub const FENCE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How the operator reaches each instance manager.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum InstanceAddress {
+    /// The pod's IP (`status.podIP`), followed when the pod comes back with another one: a
+    /// failover then depends on the API server alone, not on cluster DNS. Until a pod has an
+    /// IP, its per-pod DNS name is used.
+    #[default]
+    PodIp,
+    /// The per-pod DNS name of the headless Service.
+    Dns,
+}
+
 /// Operator-wide HA settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HaSettings {
@@ -24,6 +37,7 @@ pub struct HaSettings {
     pub enabled: bool,
     /// The cluster DNS domain (`cluster.local` unless the kubelet says otherwise).
     pub cluster_domain: String,
+    pub instance_address: InstanceAddress,
 }
 
 impl Default for HaSettings {
@@ -31,8 +45,14 @@ impl Default for HaSettings {
         HaSettings {
             enabled: true,
             cluster_domain: "cluster.local".to_owned(),
+            instance_address: InstanceAddress::default(),
         }
     }
+}
+
+/// The instance manager's URL at `host` (an IP or a DNS name).
+pub fn manager_url(host: &str) -> String {
+    format!("http://{host}:{STATUS_PORT}")
 }
 
 /// One cluster's HA task configuration.
@@ -48,6 +68,7 @@ pub struct TaskSpec {
     pub token_secret: String,
     /// Latency and availability probes through HAProxy, when HAProxy is enabled.
     pub probe: Option<ProbeTarget>,
+    pub address: InstanceAddress,
 }
 
 impl TaskSpec {
@@ -102,7 +123,7 @@ pub fn task_spec(cluster: &ValidCluster, settings: &HaSettings) -> Option<TaskSp
             let pod = cluster.names.pod(Component::Postgres, ordinal);
             let host = pod_fqdn(cluster, &pod, &settings.cluster_domain);
             DriverMember {
-                manager_url: format!("http://{host}:{STATUS_PORT}"),
+                manager_url: manager_url(&host),
                 member: Member::new(pod, host, port),
             }
         })
@@ -125,5 +146,6 @@ pub fn task_spec(cluster: &ValidCluster, settings: &HaSettings) -> Option<TaskSp
             database: postgres.bootstrap.database.clone(),
             secret: cluster.names.pg_app_secret(),
         }),
+        address: settings.instance_address,
     })
 }

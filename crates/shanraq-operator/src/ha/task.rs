@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
+use kube::api::ListParams;
 use kube::runtime::events::Recorder;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -23,7 +24,7 @@ use tokio::sync::watch;
 use super::pods::{PodTracker, label_fix};
 use super::restart::{RestartStep, next_step};
 use super::router::{KubeRouter, label_role};
-use super::spec::TaskSpec;
+use super::spec::{InstanceAddress, TaskSpec, manager_url};
 use super::store::KubeStateStore;
 use crate::controller::events::{self, Notice};
 use crate::metrics::{FailoverLabels, Metrics};
@@ -154,7 +155,7 @@ fn clients(
     spec: &TaskSpec,
     token: &BearerToken,
     timeouts: ClientTimeouts,
-) -> Result<BTreeMap<NodeId, InstanceClient>, String> {
+) -> Result<Clients, String> {
     spec.members
         .iter()
         .map(|m| {
@@ -170,7 +171,35 @@ fn clients(
         .collect()
 }
 
-type Started = (Driver<KubeStateStore, KubeRouter>, DriverHandle);
+type Clients = BTreeMap<NodeId, InstanceClient>;
+type Started = (Driver<KubeStateStore, KubeRouter>, DriverHandle, Clients);
+
+fn pod_selector(spec: &TaskSpec) -> String {
+    format!("{LABEL_CLUSTER}={},{LABEL_COMPONENT}=postgres", spec.name)
+}
+
+/// Points `node`'s client at its pod's IP, when the operator reaches instances by pod IP and
+/// the pod has one; logs a move.
+fn follow_pod_ip(spec: &TaskSpec, clients: &Clients, pod: &Pod) {
+    if spec.address != InstanceAddress::PodIp {
+        return;
+    }
+    let Some(ip) = pod
+        .status
+        .as_ref()
+        .and_then(|status| status.pod_ip.as_deref())
+        .filter(|ip| !ip.is_empty())
+    else {
+        return;
+    };
+    let name = pod.name_any();
+    if let Some(client) = clients.get(&NodeId::new(name.clone())) {
+        let url = manager_url(ip);
+        if client.set_base_url(&url) {
+            tracing::info!(cluster = %spec.key(), pod = %name, %url, "instance manager address");
+        }
+    }
+}
 
 async fn start(spec: &TaskSpec, client: &Client) -> Result<Started, String> {
     let token = read_token(client, spec).await?;
@@ -178,6 +207,16 @@ async fn start(spec: &TaskSpec, client: &Client) -> Result<Started, String> {
     let clients = clients(spec, &token, timeouts)?;
     let clusters: Api<ShanraqCluster> = Api::namespaced(client.clone(), &spec.namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &spec.namespace);
+    if spec.address == InstanceAddress::PodIp {
+        // The first probe round already goes to the pods' IPs; the pod watch follows changes.
+        let listed = pods
+            .list(&ListParams::default().labels(&pod_selector(spec)))
+            .await
+            .map_err(|error| format!("cannot list the PostgreSQL pods: {error}"))?;
+        for pod in &listed.items {
+            follow_pod_ip(spec, &clients, pod);
+        }
+    }
     let members: Vec<NodeId> = spec.members.iter().map(|m| m.member.name.clone()).collect();
     let config = DriverConfig {
         ha: spec.engine.clone(),
@@ -186,15 +225,16 @@ async fn start(spec: &TaskSpec, client: &Client) -> Result<Started, String> {
         timeouts,
         initial_state: HaState::default(),
     };
-    let (driver, handle) = Driver::start(
+    let (driver, handle) = Driver::start_with_clients(
         config,
+        clients.clone(),
         KubeStateStore::new(clusters, &spec.name),
-        KubeRouter::new(pods, members, clients),
+        KubeRouter::new(pods, members, clients.clone()),
         system_clock(),
     )
     .await
     .map_err(|error| error.to_string())?;
-    Ok((driver, handle))
+    Ok((driver, handle, clients))
 }
 
 /// Runs until `stop` turns true.
@@ -213,7 +253,7 @@ pub async fn run(spec: TaskSpec, deps: Deps, shared: Arc<Shared>, mut stop: watc
             }
         }
     };
-    let (driver, handle) = started;
+    let (driver, handle, clients) = started;
     if let Ok(mut slot) = shared.handle.lock() {
         *slot = Some(handle.clone());
     }
@@ -230,6 +270,7 @@ pub async fn run(spec: TaskSpec, deps: Deps, shared: Arc<Shared>, mut stop: watc
         deps.clone(),
         handle.clone(),
         shared.clone(),
+        clients,
     ));
     if let Some(target) = &spec.probe {
         match probe_options(&deps.client, &spec.namespace, target).await {
@@ -336,9 +377,15 @@ const RESTART_CHECK: Duration = Duration::from_secs(5);
 /// watch has shown the effect of one before the next is decided.
 const RESTART_COOLDOWN: Duration = Duration::from_secs(10);
 
-async fn watch_pods(spec: TaskSpec, deps: Deps, handle: DriverHandle, shared: Arc<Shared>) {
+async fn watch_pods(
+    spec: TaskSpec,
+    deps: Deps,
+    handle: DriverHandle,
+    shared: Arc<Shared>,
+    clients: Clients,
+) {
     let pods: Api<Pod> = Api::namespaced(deps.client.clone(), &spec.namespace);
-    let selector = format!("{LABEL_CLUSTER}={},{LABEL_COMPONENT}=postgres", spec.name);
+    let selector = pod_selector(&spec);
     let members: Vec<NodeId> = spec.members.iter().map(|m| m.member.name.clone()).collect();
     let names: Vec<String> = members.iter().map(|m| m.0.clone()).collect();
     let required = match spec.engine.replication {
@@ -364,6 +411,7 @@ async fn watch_pods(spec: TaskSpec, deps: Deps, handle: DriverHandle, shared: Ar
         };
         let (pod, signal) = match event {
             Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
+                follow_pod_ip(&spec, &clients, &pod);
                 seen.insert(pod.name_any(), pod.clone());
                 let signal = tracker.seen(&pod, clock());
                 (Some(pod), signal)

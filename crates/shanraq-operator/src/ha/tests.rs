@@ -393,6 +393,7 @@ fn members_are_the_statefulset_pods_behind_the_headless_service() {
     let settings = HaSettings {
         enabled: true,
         cluster_domain: "corp.example".into(),
+        ..HaSettings::default()
     };
     let task = task_spec(&cluster, &settings).expect("PostgreSQL enabled");
     assert_eq!(task.key(), "fintech/payments");
