@@ -25,6 +25,10 @@ pub const LABEL_CLUSTER: &str = "shanraq.org/cluster";
 pub const ANNOTATION_CONFIG_HASH: &str = "shanraq.org/config-hash";
 /// Request a planned switchover: the value is the target instance name, or `any`.
 pub const ANNOTATION_SWITCHOVER: &str = "shanraq.org/switchover";
+/// Request a failover drill: the value is an opaque request id (the kubectl plugin and the
+/// Argo CD action write the current time). The operator deletes the current primary's Pod
+/// and records the failover it causes in `status.drill`.
+pub const ANNOTATION_DRILL: &str = "shanraq.org/drill";
 
 pub const ROLE_PRIMARY: &str = "primary";
 pub const ROLE_REPLICA: &str = "replica";

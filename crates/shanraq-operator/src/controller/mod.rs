@@ -6,6 +6,7 @@ pub mod apply;
 pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod failover_drill;
 pub mod reconcile;
 pub mod secrets;
 pub mod status;

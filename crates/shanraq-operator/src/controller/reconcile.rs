@@ -18,7 +18,7 @@ use tracing::instrument;
 use super::error::Error;
 use super::events::{self, Notice};
 use super::status::{self, Observed};
-use super::{Context, apply, secrets, switchover};
+use super::{Context, apply, failover_drill, secrets, switchover};
 use crate::ha::objectives as ha_objectives;
 use crate::ha::task::Deps;
 use crate::metrics::ObjectiveLabels;
@@ -29,6 +29,8 @@ use shanraq_ha::objectives::RpoMeasurement;
 pub const STEADY_REQUEUE: Duration = Duration::from_secs(60);
 /// Requeue while a rollout is in progress (child watches usually trigger sooner).
 pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(15);
+/// Requeue while a failover drill waits for its failover (status writes usually trigger sooner).
+pub const DRILL_REQUEUE: Duration = Duration::from_secs(5);
 
 #[instrument(skip(cluster, ctx), fields(name = %cluster.name_any(), namespace = cluster.namespace().unwrap_or_default()))]
 pub async fn reconcile(cluster: Arc<ShanraqCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -97,6 +99,23 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         .set_desired_hash(&key_of(&cluster), postgres_config_hash(&cluster, &rendered));
     let switchover =
         switchover::handle(&ctx.client, &ctx.ha, object, cluster.spec.postgres.enabled).await?;
+    let engine = ctx
+        .ha
+        .handle(&key_of(&cluster))
+        .map(|handle| handle.state())
+        .map(|state| failover_drill::EngineView {
+            phase: state.phase.to_string(),
+            primary: state.current_primary.map(|p| p.0),
+        });
+    let drill = failover_drill::handle(
+        &ctx.client,
+        object,
+        &cluster,
+        &previous,
+        engine.as_ref(),
+        Timestamp::now(),
+    )
+    .await?;
 
     let mut observed = Observed::from_applied(&applied.objects, inputs.monitoring_available);
     observed.last_failover_rto = ha_objectives::last_failover_rto(
@@ -111,7 +130,11 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         let fresh = ha_objectives::probe_verdicts(&cluster, &window);
         observed.probes = ctx.ha.publishable_probes(&key_of(&cluster), fresh);
     }
-    let next = status::desired(&previous, &cluster, &observed, &now);
+    let mut next = status::desired(&previous, &cluster, &observed, &now);
+    if let Some(record) = &drill.drill {
+        next.drill = Some(record.clone());
+    }
+    let drill_running = drill.running(&previous);
     let written = status::write(&ctx.client, object, &previous, &next).await?;
     publish_objectives(ctx, &cluster, &observed);
 
@@ -141,6 +164,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         ))
     }));
     notices.extend(switchover);
+    notices.extend(drill.notices);
     notices.extend(events::transitions(&previous.conditions, &next.conditions));
     events::publish(&ctx.recorder, &reference, &notices).await;
 
@@ -151,7 +175,9 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         "reconciled"
     );
     let ready = conditions::is_true(&next.conditions, READY) == Some(true);
-    Ok(Action::requeue(if ready {
+    Ok(Action::requeue(if drill_running {
+        DRILL_REQUEUE
+    } else if ready {
         STEADY_REQUEUE
     } else {
         PROGRESS_REQUEUE
