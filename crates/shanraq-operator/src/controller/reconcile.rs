@@ -21,7 +21,7 @@ use super::status::{self, Observed};
 use super::{Context, apply, failover_drill, secrets, switchover};
 use crate::ha::objectives as ha_objectives;
 use crate::ha::task::Deps;
-use crate::metrics::ObjectiveLabels;
+use crate::metrics::{ComponentLabels, ObjectiveLabels};
 use shanraq_api::ShanraqClusterStatus;
 use shanraq_ha::objectives::RpoMeasurement;
 
@@ -127,6 +127,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     observed.rpo = measure_rpo(ctx, &cluster, &previous);
     observed.postgres_instances = sampled_instances(ctx, &cluster, &previous);
     if let Some(window) = ctx.ha.probe_window(&key_of(&cluster)) {
+        window.count_into(ctx.metrics.probe_counter(&cluster.name, &cluster.namespace));
         let fresh = ha_objectives::probe_verdicts(&cluster, &window);
         observed.probes = ctx.ha.publishable_probes(&key_of(&cluster), fresh);
     }
@@ -137,6 +138,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     let drill_running = drill.running(&previous);
     let written = status::write(&ctx.client, object, &previous, &next).await?;
     publish_objectives(ctx, &cluster, &observed);
+    publish_components(ctx, &cluster, &observed);
 
     let mut notices: Vec<Notice> = created
         .iter()
@@ -292,6 +294,32 @@ fn sampled_instances(
         primary.as_deref(),
         &sample,
     ))
+}
+
+/// Each component's ready and desired instances in the `shanraq_component_*` gauges, from the
+/// workloads just applied (Jobs are not instances).
+fn publish_components(ctx: &Context, cluster: &ValidCluster, observed: &Observed) {
+    let mut totals: std::collections::BTreeMap<&'static str, (i32, i32)> = Default::default();
+    for workload in observed
+        .workloads
+        .iter()
+        .filter(|w| w.kind != status::WorkloadKind::Job)
+    {
+        let entry = totals.entry(workload.component.as_str()).or_default();
+        entry.0 += workload.ready;
+        entry.1 += workload.desired;
+    }
+    for (component, (ready, desired)) in totals {
+        ctx.metrics.set_component(
+            ComponentLabels {
+                cluster: cluster.name.clone(),
+                namespace: cluster.namespace.clone(),
+                component: component.to_owned(),
+            },
+            ready,
+            desired,
+        );
+    }
 }
 
 /// Mirrors the objective conditions in the `shanraq_objective_*` gauges.
