@@ -13,7 +13,9 @@ use kubectl_shanraq::actions::{self, Waiting};
 use kubectl_shanraq::cli::{Command, Format};
 use kubectl_shanraq::error::{ClusterRef, PluginError};
 use serde_json::{Value, json};
-use shanraq_api::names::{ANNOTATION_DRILL, ANNOTATION_SWITCHOVER, LABEL_COMPONENT, LABEL_ROLE};
+use shanraq_api::names::{
+    ANNOTATION_DRILL, ANNOTATION_SWITCHOVER, LABEL_CLUSTER, LABEL_COMPONENT, LABEL_ROLE,
+};
 use shanraq_api::status::{
     DrillStatus, FailoverRecord, ObjectiveStatus, ObjectivesStatus, PostgresInstanceStatus,
     PostgresStatus, RedisStatus, WorkloadStatus,
@@ -136,13 +138,15 @@ fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Conditio
     }
 }
 
-fn member(name: &str, role: &str, lag: i64, synchronous: bool) -> PostgresInstanceStatus {
+/// A member as the operator reports it: it leaves `lagBytes` empty (the RPO condition
+/// carries the lag), so the plugin shows `-` rather than a number nobody measured.
+fn member(name: &str, role: &str, synchronous: bool) -> PostgresInstanceStatus {
     PostgresInstanceStatus {
         name: name.into(),
         role: role.into(),
         ready: true,
         timeline: Some(4),
-        lag_bytes: Some(lag),
+        lag_bytes: None,
         synchronous,
     }
 }
@@ -185,9 +189,9 @@ fn healthy_cluster() -> ShanraqCluster {
             phase: Some("Healthy".into()),
             ready_instances: 3,
             instances: vec![
-                member("payments-pg-0", "replica", 0, false),
-                member("payments-pg-1", "primary", 0, false),
-                member("payments-pg-2", "replica", 120, true),
+                member("payments-pg-0", "replica", false),
+                member("payments-pg-1", "primary", false),
+                member("payments-pg-2", "replica", true),
             ],
             last_failover: Some(FailoverRecord {
                 kind: "failover".into(),
@@ -227,7 +231,7 @@ fn healthy_cluster() -> ShanraqCluster {
 fn pod(name: &str, component: &str, ready: bool, role: Option<&str>) -> Pod {
     let mut labels = BTreeMap::from([
         (LABEL_COMPONENT.to_owned(), component.to_owned()),
-        ("shanraq.org/cluster".to_owned(), NAME.to_owned()),
+        (LABEL_CLUSTER.to_owned(), NAME.to_owned()),
     ]);
     if let Some(role) = role {
         labels.insert(LABEL_ROLE.to_owned(), role.to_owned());
@@ -342,10 +346,10 @@ async fn status_prints_every_component_and_objective() {
 ShanraqCluster fintech/payments: Ready=True (All components ready); generation 4, observed 4
 
 PostgreSQL: 3/3 ready, primary payments-pg-1, epoch 4, phase Healthy
-  INSTANCE       ROLE     READY  SYNC  LAG   TIMELINE
-  payments-pg-0  replica  yes    no    0B    4
-  payments-pg-1  primary  yes    no    0B    4
-  payments-pg-2  replica  yes    yes   120B  4
+  INSTANCE       ROLE     READY  SYNC  LAG  TIMELINE
+  payments-pg-0  replica  yes    no    -    4
+  payments-pg-1  primary  yes    no    -    4
+  payments-pg-2  replica  yes    yes   -    4
 
 Redis: 2/3 ready (Redis 2/3 instances ready)
   INSTANCE          ROLE  READY  OFFSET
@@ -392,7 +396,7 @@ async fn status_json_carries_the_same_measurements() {
     let postgres = &report["components"][0];
     assert_eq!(postgres["component"], "postgres");
     assert_eq!(postgres["primary"], "payments-pg-1");
-    assert_eq!(postgres["members"][2]["lagBytes"], 120);
+    assert_eq!(postgres["members"][2]["lagBytes"], Value::Null);
     assert_eq!(postgres["members"][2]["synchronous"], true);
     assert_eq!(postgres["members"][2]["timeline"], 4);
     let redis = &report["components"][1];
