@@ -16,8 +16,9 @@ pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
-/// `primary` or `replica` on PostgreSQL pods (`master`/`replica` on Redis pods); the `-rw` and
-/// `-ro` Services select on it, so routing follows the label the operator moves at promotion.
+/// `primary` or `replica` on PostgreSQL pods; the `-rw` and `-ro` Services select on it, so
+/// routing follows the label the operator moves at promotion. The Redis `-master`/`-replicas`
+/// Services select `master`/`replica`, which nothing sets on Redis pods yet.
 pub const LABEL_ROLE: &str = "shanraq.org/role";
 /// The cluster a pod belongs to; the controller maps pod events back to the cluster with it.
 pub const LABEL_CLUSTER: &str = "shanraq.org/cluster";

@@ -128,6 +128,8 @@ pub struct FailoverRecord {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisStatus {
+    /// Not populated yet: no Redis failover engine follows the master (HAProxy finds it by
+    /// asking each node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_master: Option<String>,
     #[serde(default)]
