@@ -7,6 +7,8 @@
 //! `DrillCompleted` or `DrillFailed`; `DrillRefused` naming why when it cannot start). The
 //! annotation is removed either way, so one request is acted on once.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -189,9 +191,11 @@ fn seconds(duration: Duration) -> String {
 }
 
 /// Acts on the annotation and follows a running drill. `engine` is the running HA engine's
-/// view of the cluster (`None` when it does not run).
+/// view of the cluster (`None` when it does not run); `acted` remembers the requests this
+/// operator already started.
 pub async fn handle(
     client: &kube::Client,
+    acted: &Requests,
     object: &ShanraqCluster,
     cluster: &ValidCluster,
     previous: &ShanraqClusterStatus,
@@ -215,6 +219,17 @@ pub async fn handle(
         return Ok(outcome);
     };
     let key = format!("{}/{}", cluster.namespace, cluster.name);
+    // A request already acted on (recorded in the status, or by this operator while its own
+    // status write or the annotation's removal has not reached the cache yet) is only
+    // cleared: one request never takes down two primaries.
+    let recorded = previous
+        .drill
+        .as_ref()
+        .is_some_and(|d| d.request == request);
+    if recorded || acted.contains(&key, &request) {
+        remove_annotation(client, object).await?;
+        return Ok(outcome);
+    }
     // A drill that just finished is no longer running, whatever the previous status said.
     let mut current = previous.clone();
     if let Some(done) = &outcome.drill {
@@ -222,24 +237,44 @@ pub async fn handle(
     }
     match admit(cluster, &current, engine) {
         Ok(primary) => {
+            // The annotation goes first, so that a failure below cannot repeat the drill.
+            remove_annotation(client, object).await?;
+            acted.remember(&key, &request);
             let started_at = now.to_string();
-            delete_primary(client, &cluster.namespace, &primary).await?;
-            let message = format!(
-                "failover drill: deleted the Pod of primary {primary} (grace period 0s); waiting for the failover"
-            );
-            tracing::info!(cluster = %key, %request, %primary, "failover drill started");
-            outcome
-                .notices
-                .push(Notice::warning(DRILL_STARTED, message.clone()));
-            outcome.drill = Some(DrillStatus {
-                request,
-                phase: PHASE_RUNNING.to_owned(),
-                from: Some(primary),
-                to: None,
-                started_at: Some(started_at),
-                rto_ms: None,
-                message,
-            });
+            match delete_primary(client, &cluster.namespace, &primary).await {
+                Ok(()) => {
+                    let message = format!(
+                        "failover drill: deleted the Pod of primary {primary} (grace period 0s); waiting for the failover"
+                    );
+                    tracing::info!(cluster = %key, %request, %primary, "failover drill started");
+                    outcome
+                        .notices
+                        .push(Notice::warning(DRILL_STARTED, message.clone()));
+                    outcome.drill = Some(DrillStatus {
+                        request,
+                        phase: PHASE_RUNNING.to_owned(),
+                        from: Some(primary),
+                        to: None,
+                        started_at: Some(started_at),
+                        rto_ms: None,
+                        message,
+                    });
+                }
+                Err(error) => {
+                    let message = format!("failover drill {request} failed: {error}");
+                    tracing::warn!(cluster = %key, %message, "failover drill failed");
+                    outcome
+                        .notices
+                        .push(Notice::warning(DRILL_FAILED, message.clone()));
+                    outcome.drill = Some(DrillStatus {
+                        request,
+                        phase: PHASE_FAILED.to_owned(),
+                        from: Some(primary),
+                        message,
+                        ..DrillStatus::default()
+                    });
+                }
+            }
         }
         Err(why) => {
             let message = format!("failover drill {request} refused: {why}");
@@ -247,8 +282,8 @@ pub async fn handle(
             outcome
                 .notices
                 .push(Notice::warning(DRILL_REFUSED, message.clone()));
-            // A refusal does not overwrite the record of a drill still running.
-            if !outcome.running(previous) {
+            // A refusal keeps the record of a drill still running or just finished.
+            if outcome.drill.is_none() && !outcome.running(previous) {
                 outcome.drill = Some(DrillStatus {
                     request,
                     phase: PHASE_REFUSED.to_owned(),
@@ -256,10 +291,31 @@ pub async fn handle(
                     ..DrillStatus::default()
                 });
             }
+            remove_annotation(client, object).await?;
         }
     }
-    remove_annotation(client, object).await?;
     Ok(outcome)
+}
+
+/// The drill requests this operator acted on, per cluster (`namespace/name`): the last one of
+/// each, which is all a repeated request can be.
+#[derive(Debug, Default)]
+pub struct Requests {
+    acted: Mutex<HashMap<String, String>>,
+}
+
+impl Requests {
+    fn contains(&self, key: &str, request: &str) -> bool {
+        self.acted
+            .lock()
+            .is_ok_and(|acted| acted.get(key).is_some_and(|last| last == request))
+    }
+
+    fn remember(&self, key: &str, request: &str) {
+        if let Ok(mut acted) = self.acted.lock() {
+            acted.insert(key.to_owned(), request.to_owned());
+        }
+    }
 }
 
 /// Deletes the primary's Pod at once, as a crash or a lost node would take it.

@@ -109,6 +109,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         });
     let drill = failover_drill::handle(
         &ctx.client,
+        &ctx.drills,
         object,
         &cluster,
         &previous,

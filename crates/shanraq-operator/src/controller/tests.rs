@@ -809,8 +809,9 @@ async fn a_running_drill_records_the_rto_of_its_failover() {
     assert!(note.contains("RTO 810ms"), "{note}");
 }
 
-/// A drill admitted by the engine deletes the primary's Pod at once, then removes the
-/// annotation; `status.drill` is Running with the primary it took down.
+/// A drill admitted by the engine removes the annotation, then deletes the primary's Pod at
+/// once; `status.drill` is Running with the primary it took down. The same request seen again
+/// deletes nothing.
 #[tokio::test]
 async fn an_admitted_drill_deletes_the_primary_pod_with_no_grace_period() {
     use super::failover_drill::{self, DRILL_STARTED, EngineView, PHASE_RUNNING};
@@ -845,7 +846,14 @@ async fn an_admitted_drill_deletes_the_primary_pod_with_no_grace_period() {
     let cluster_path =
         format!("/apis/shanraq.org/v1alpha1/namespaces/{NAMESPACE}/shanraqclusters/{NAME}");
     let answer = serde_json::to_value(&object).expect("serialises");
+    let answer_again = answer.clone();
     let scenario = Scenario::new(NAMESPACE)
+        .expect(
+            "PATCH annotation removal",
+            Method::PATCH,
+            &cluster_path,
+            move |_| (http::StatusCode::OK, answer),
+        )
         .expect("DELETE the primary Pod", Method::DELETE, &pod_path, |_| {
             (
                 http::StatusCode::OK,
@@ -853,10 +861,107 @@ async fn an_admitted_drill_deletes_the_primary_pod_with_no_grace_period() {
             )
         })
         .expect(
+            "PATCH annotation removal of the repeated request",
+            Method::PATCH,
+            &cluster_path,
+            move |_| (http::StatusCode::OK, answer_again),
+        );
+    let (ctx, handle) = fixtures::context(Some(false));
+    let server = scenario.serve(handle);
+    let engine = EngineView {
+        phase: "Healthy".into(),
+        primary: Some("payments-pg-0".into()),
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let outcome = failover_drill::handle(
+        &ctx.client,
+        &ctx.drills,
+        &object,
+        &valid,
+        &previous,
+        Some(&engine),
+        now,
+    )
+    .await
+    .expect("drill started");
+    // The same request seen again (a cache that has not caught up) only clears the annotation.
+    let again = failover_drill::handle(
+        &ctx.client,
+        &ctx.drills,
+        &object,
+        &valid,
+        &previous,
+        Some(&engine),
+        now,
+    )
+    .await
+    .expect("repeat ignored");
+    assert!(
+        again.drill.is_none() && again.notices.is_empty(),
+        "{again:?}"
+    );
+    drop(ctx);
+    let report = fixtures::finish(server).await;
+    assert_eq!(report.deletes().len(), 1, "one request deletes one Pod");
+    let delete = report.deletes()[0].body.clone().expect("delete options");
+    assert_eq!(delete["gracePeriodSeconds"], 0);
+    let drill = outcome.drill.expect("status.drill");
+    assert_eq!(drill.phase, PHASE_RUNNING);
+    assert_eq!(drill.from.as_deref(), Some("payments-pg-0"));
+    assert_eq!(outcome.notices[0].reason, DRILL_STARTED);
+}
+
+/// A primary Pod the operator may not delete fails the drill, naming the Pod and the reason;
+/// the annotation is gone already, so the request is not retried.
+#[tokio::test]
+async fn a_drill_whose_pod_cannot_be_deleted_fails_and_says_why() {
+    use super::failover_drill::{self, DRILL_FAILED, EngineView, PHASE_FAILED};
+    use shanraq_api::names::ANNOTATION_DRILL;
+    use shanraq_api::status::{PostgresInstanceStatus, PostgresStatus};
+
+    let mut object = cluster(ShanraqClusterSpec::default(), 4);
+    object
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ANNOTATION_DRILL.into(), "r3".into());
+    let instance = |name: &str, role: &str| PostgresInstanceStatus {
+        name: name.into(),
+        role: role.into(),
+        ready: true,
+        ..PostgresInstanceStatus::default()
+    };
+    let previous = ShanraqClusterStatus {
+        postgres: Some(PostgresStatus {
+            instances: vec![
+                instance("payments-pg-0", "primary"),
+                instance("payments-pg-1", "replica"),
+            ],
+            ..PostgresStatus::default()
+        }),
+        ..ShanraqClusterStatus::default()
+    };
+    let valid = shanraq_api::validate(&object, &LiveState::default()).expect("valid");
+    let cluster_path =
+        format!("/apis/shanraq.org/v1alpha1/namespaces/{NAMESPACE}/shanraqclusters/{NAME}");
+    let answer = serde_json::to_value(&object).expect("serialises");
+    let scenario = Scenario::new(NAMESPACE)
+        .expect(
             "PATCH annotation removal",
             Method::PATCH,
             &cluster_path,
             move |_| (http::StatusCode::OK, answer),
+        )
+        .expect(
+            "DELETE the primary Pod",
+            Method::DELETE,
+            &format!("/api/v1/namespaces/{NAMESPACE}/pods/payments-pg-0"),
+            |_| {
+                (
+                    http::StatusCode::FORBIDDEN,
+                    fixtures::status_body(403, "Forbidden", "pods \"payments-pg-0\" is forbidden"),
+                )
+            },
         );
     let (ctx, handle) = fixtures::context(Some(false));
     let server = scenario.serve(handle);
@@ -866,6 +971,7 @@ async fn an_admitted_drill_deletes_the_primary_pod_with_no_grace_period() {
     };
     let outcome = failover_drill::handle(
         &ctx.client,
+        &ctx.drills,
         &object,
         &valid,
         &previous,
@@ -873,13 +979,15 @@ async fn an_admitted_drill_deletes_the_primary_pod_with_no_grace_period() {
         k8s_openapi::jiff::Timestamp::now(),
     )
     .await
-    .expect("drill started");
+    .expect("a failed drill is an outcome, not a reconcile error");
     drop(ctx);
-    let report = fixtures::finish(server).await;
-    let delete = report.deletes()[0].body.clone().expect("delete options");
-    assert_eq!(delete["gracePeriodSeconds"], 0);
+    fixtures::finish(server).await;
     let drill = outcome.drill.expect("status.drill");
-    assert_eq!(drill.phase, PHASE_RUNNING);
-    assert_eq!(drill.from.as_deref(), Some("payments-pg-0"));
-    assert_eq!(outcome.notices[0].reason, DRILL_STARTED);
+    assert_eq!(drill.phase, PHASE_FAILED);
+    assert_eq!(outcome.notices[0].reason, DRILL_FAILED);
+    assert!(
+        drill.message.contains("Pod fintech/payments-pg-0") && drill.message.contains("forbidden"),
+        "{}",
+        drill.message
+    );
 }
