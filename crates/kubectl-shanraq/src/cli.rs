@@ -34,12 +34,14 @@ pub enum Command {
     /// Each component's instances (role, ready, lag, timeline or offset) and the objectives
     /// measured against their targets.
     Status {
+        /// The ShanraqCluster's name.
         name: String,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
     /// Ask the operator for a planned PostgreSQL switchover (annotation shanraq.org/switchover).
     Switchover {
+        /// The ShanraqCluster's name.
         name: String,
         /// The instance to promote, e.g. payments-pg-2 (default: the best replica).
         #[arg(long)]
@@ -48,6 +50,7 @@ pub enum Command {
     /// Run a failover drill: the operator deletes the primary's Pod, fails over, and records
     /// the measured RTO in status.drill and an Event (annotation shanraq.org/drill).
     Drill {
+        /// The ShanraqCluster's name.
         name: String,
         /// Do not ask for confirmation.
         #[arg(short, long)]
