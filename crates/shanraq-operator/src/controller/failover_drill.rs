@@ -115,8 +115,14 @@ fn parse(text: &str) -> Option<Timestamp> {
     text.parse().ok()
 }
 
+/// How much earlier than the Pod's deletion the engine may date the loss: it dates it by the
+/// first failed probe, whose round may have begun just before the deletion (and it counts
+/// whole milliseconds). No earlier failover can pass for the drill's: one away from the same
+/// primary would have made another instance the primary the drill took down.
+const DETECTION_SLACK: Duration = Duration::from_secs(5);
+
 /// The failover `record` is the one the running `drill` caused: away from the drilled primary,
-/// detected after its Pod was deleted, and routed.
+/// detected once its Pod was deleted, and routed.
 fn caused_by(drill: &DrillStatus, record: &FailoverRecord) -> bool {
     let (Some(started), Some(detected)) = (
         drill.started_at.as_deref().and_then(parse),
@@ -124,9 +130,12 @@ fn caused_by(drill: &DrillStatus, record: &FailoverRecord) -> bool {
     ) else {
         return false;
     };
+    let Ok(slack) = jiff::SignedDuration::try_from(DETECTION_SLACK) else {
+        return false;
+    };
     record.kind == "failover"
         && drill.from.as_deref() == Some(record.from.as_str())
-        && detected >= started
+        && detected.duration_since(started) >= -slack
         && record.routed_at.is_some()
 }
 
@@ -480,6 +489,10 @@ mod tests {
         assert!(progress(&drill, Some(&other), target, now).is_none());
         assert!(progress(&drill, None, target, now).is_none());
 
+        // Dated by a probe round that began just before the Pod was deleted: still this one.
+        let just_before = failover("payments-pg-0", "2026-12-01T09:59:59.900Z", 640);
+        let (early, _) = progress(&drill, Some(&just_before), target, now).expect("finished");
+        assert_eq!(early.rto_ms, Some(640));
         let caused = failover("payments-pg-0", "2026-12-01T10:00:00.300Z", 812);
         let (done, notice) = progress(&drill, Some(&caused), target, now).expect("finished");
         assert_eq!(done.phase, PHASE_COMPLETED);
