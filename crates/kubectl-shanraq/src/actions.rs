@@ -7,10 +7,11 @@ use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use shanraq_api::ShanraqCluster;
-use shanraq_api::names::{ANNOTATION_DRILL, ANNOTATION_SWITCHOVER, LABEL_CLUSTER};
+use shanraq_api::names::{ANNOTATION_DRILL, ANNOTATION_SWITCHOVER, KIND, LABEL_CLUSTER};
 use shanraq_api::status::DrillStatus;
 
 use crate::error::{ClusterRef, PluginError, is_not_found, reason};
@@ -92,11 +93,22 @@ fn members(cluster: &ShanraqCluster, at: &ClusterRef) -> Vec<String> {
         .collect()
 }
 
-/// Asks for a switchover to `to` (the best replica when `None`); returns what was asked.
+/// The reasons of the operator's answer to a switchover request (`controller/switchover.rs`).
+pub const SWITCHOVER_REQUESTED: &str = "SwitchoverRequested";
+pub const SWITCHOVER_REFUSED: &str = "SwitchoverRefused";
+
+/// How far the operator's clock may be behind this machine's when its answer is matched to
+/// the request by time.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// Asks for a switchover to `to` (the best replica when `None`) and, unless `waiting` says
+/// not to, waits for the operator's answer: its `SwitchoverRequested` Event, or the reason of
+/// its `SwitchoverRefused` as an error.
 pub async fn switchover(
     client: &kube::Client,
     at: &ClusterRef,
     to: Option<&str>,
+    waiting: Waiting,
     out: &mut dyn Write,
 ) -> Result<(), PluginError> {
     let cluster = get(client, at).await?;
@@ -140,21 +152,100 @@ pub async fn switchover(
         }
     }
     let value = to.unwrap_or("any");
+    let requested_at = jiff::Timestamp::now();
     annotate(client, at, &cluster, ANNOTATION_SWITCHOVER, value).await?;
+    let output = |e: std::io::Error| PluginError::Output(e.to_string());
     let target = to.map_or_else(|| "the best replica".to_owned(), str::to_owned);
     writeln!(
         out,
-        "{at}: switchover from {} to {target} requested ({ANNOTATION_SWITCHOVER}={value}).\n\
-         The operator answers with a SwitchoverRequested or SwitchoverRefused Event: \
-         kubectl get events -n {} --field-selector involvedObject.name={}",
+        "{at}: switchover from {} to {target} requested ({ANNOTATION_SWITCHOVER}={value})",
         primary.as_deref().unwrap_or("the current primary"),
-        at.namespace,
-        at.name,
     )
-    .map_err(|e| PluginError::Output(e.to_string()))
+    .map_err(output)?;
+    let Some(timeout) = waiting.timeout else {
+        return writeln!(
+            out,
+            "The operator answers with a {SWITCHOVER_REQUESTED} or {SWITCHOVER_REFUSED} Event: \
+             kubectl get events -n {} --field-selector involvedObject.name={}",
+            at.namespace, at.name
+        )
+        .map_err(output);
+    };
+    // The operator removes the annotation once it has answered.
+    let started = Instant::now();
+    loop {
+        let seen = get(client, at).await?;
+        let pending = seen
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ANNOTATION_SWITCHOVER));
+        if !pending {
+            break;
+        }
+        if started.elapsed() >= timeout {
+            return Err(refused(
+                at,
+                format!(
+                    "the operator did not answer the switchover request within {}s (is it running?)",
+                    timeout.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(waiting.interval).await;
+    }
+    match switchover_answer(client, at, requested_at).await? {
+        Some((reason, note)) if reason == SWITCHOVER_REFUSED => Err(refused(at, note)),
+        Some((_, note)) => writeln!(out, "{at}: {note}").map_err(output),
+        None => writeln!(
+            out,
+            "{at}: the operator removed the request but no {SWITCHOVER_REQUESTED} or \
+             {SWITCHOVER_REFUSED} Event was found (kubectl get events -n {} --field-selector involvedObject.name={})",
+            at.namespace, at.name
+        )
+        .map_err(output),
+    }
 }
 
-/// How `drill` waits for the operator's answer.
+/// The newest `SwitchoverRequested` or `SwitchoverRefused` Event about the cluster, if it is
+/// recent enough to answer a request made at `requested_at`: `(reason, note)`.
+async fn switchover_answer(
+    client: &kube::Client,
+    at: &ClusterRef,
+    requested_at: jiff::Timestamp,
+) -> Result<Option<(String, String)>, PluginError> {
+    let api: Api<Event> = Api::namespaced(client.clone(), &at.namespace);
+    let params = ListParams::default().fields(&format!("regarding.name={}", at.name));
+    let events = api
+        .list(&params)
+        .await
+        .map_err(|error| PluginError::ListEvents {
+            cluster: at.clone(),
+            reason: reason(&error),
+        })?;
+    let skew = jiff::SignedDuration::try_from(CLOCK_SKEW).unwrap_or_default();
+    let newest = events
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some(KIND))
+        .filter_map(|e| {
+            let reason = e.reason.clone()?;
+            if reason != SWITCHOVER_REQUESTED && reason != SWITCHOVER_REFUSED {
+                return None;
+            }
+            let time = e
+                .series
+                .as_ref()
+                .map(|s| s.last_observed_time.0)
+                .or(e.event_time.as_ref().map(|t| t.0))?;
+            Some((time, reason, e.note.clone().unwrap_or_default()))
+        })
+        .filter(|(time, _, _)| time.duration_since(requested_at) >= -skew)
+        .max_by_key(|(time, _, _)| *time);
+    Ok(newest.map(|(_, reason, note)| (reason, note)))
+}
+
+/// How `switchover` and `drill` wait for the operator's answer.
 #[derive(Clone, Copy, Debug)]
 pub struct Waiting {
     /// `None`: return once the request is made.

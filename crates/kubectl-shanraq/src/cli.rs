@@ -46,6 +46,12 @@ pub enum Command {
         /// The instance to promote, e.g. payments-pg-2 (default: the best replica).
         #[arg(long)]
         to: Option<String>,
+        /// Return once the switchover is requested instead of waiting for the operator's answer.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the operator's answer, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
     },
     /// Run a failover drill: the operator deletes the primary's Pod, fails over, and records
     /// the measured RTO in status.drill and an Event (annotation shanraq.org/drill).
@@ -67,7 +73,7 @@ pub enum Command {
 }
 
 impl Command {
-    /// The drill's wait for its result.
+    /// The wait for the operator's answer.
     pub fn waiting(no_wait: bool, timeout: u64) -> crate::actions::Waiting {
         crate::actions::Waiting {
             timeout: (!no_wait).then(|| Duration::from_secs(timeout)),

@@ -24,6 +24,8 @@ pub enum PluginError {
     Read { cluster: ClusterRef, reason: String },
     #[error("cannot list the Pods of {cluster}: {reason}")]
     ListPods { cluster: ClusterRef, reason: String },
+    #[error("cannot list the Events of {cluster}: {reason}")]
+    ListEvents { cluster: ClusterRef, reason: String },
     #[error("cannot annotate {cluster} with {annotation}: {reason}")]
     Annotate {
         cluster: ClusterRef,

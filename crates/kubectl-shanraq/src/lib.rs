@@ -45,8 +45,14 @@ pub async fn run(
             };
             out.write_all(text.as_bytes()).map_err(output)
         }
-        Command::Switchover { name, to } => {
-            actions::switchover(client, &at(name), to.as_deref(), out).await
+        Command::Switchover {
+            name,
+            to,
+            no_wait,
+            timeout,
+        } => {
+            let waiting = Command::waiting(*no_wait, *timeout);
+            actions::switchover(client, &at(name), to.as_deref(), waiting, out).await
         }
         Command::Drill {
             name,

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodCondition, PodStatus};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::client::Body;
 use kubectl_shanraq::actions::{self, Waiting};
 use kubectl_shanraq::cli::{Command, Format};
@@ -455,6 +456,8 @@ async fn switchover_sets_the_annotation_the_operator_acts_on() {
     let command = Command::Switchover {
         name: NAME.into(),
         to: Some("payments-pg-2".into()),
+        no_wait: true,
+        timeout: 0,
     };
     let (result, out, seen) = run(script, command, "").await;
     result.expect("switchover requested");
@@ -481,6 +484,8 @@ async fn switchover_sets_the_annotation_the_operator_acts_on() {
     let command = Command::Switchover {
         name: NAME.into(),
         to: None,
+        no_wait: true,
+        timeout: 0,
     };
     let (result, _, seen) = run(script, command, "").await;
     result.expect("switchover requested");
@@ -507,11 +512,115 @@ async fn switchover_to_an_unknown_or_current_primary_is_refused_without_writing(
         let command = Command::Switchover {
             name: NAME.into(),
             to: Some(to.into()),
+            no_wait: true,
+            timeout: 0,
         };
         let (result, _, seen) = run(script, command, "").await;
         assert_eq!(result.expect_err("refused").to_string(), why);
         assert_eq!(seen.len(), 1, "nothing is written");
     }
+}
+
+/// An Event the operator published about the cluster `seconds_ago` seconds ago.
+fn event(reason: &str, note: &str, seconds_ago: i64) -> Event {
+    let at = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(seconds_ago);
+    Event {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("payments.{seconds_ago}")),
+            namespace: Some(NAMESPACE.into()),
+            ..Default::default()
+        },
+        event_time: Some(MicroTime(at)),
+        reason: Some(reason.into()),
+        note: Some(note.into()),
+        type_: Some("Normal".into()),
+        regarding: Some(ObjectReference {
+            kind: Some("ShanraqCluster".into()),
+            name: Some(NAME.into()),
+            namespace: Some(NAMESPACE.into()),
+            ..ObjectReference::default()
+        }),
+        ..Event::default()
+    }
+}
+
+fn event_list(events: Vec<Event>) -> Value {
+    json!({
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "EventList",
+        "metadata": { "resourceVersion": "1" },
+        "items": events,
+    })
+}
+
+const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/fintech/events";
+
+/// Waits for the operator: polls until it removed the annotation, then reads its answer.
+async fn switchover_waiting(script: Script) -> (Result<(), PluginError>, String, Vec<Seen>) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let server = script.serve(handle);
+    let client = kube::Client::new(service, NAMESPACE);
+    let mut out = Vec::new();
+    let waiting = Waiting {
+        timeout: Some(Duration::from_secs(5)),
+        interval: Duration::from_millis(5),
+    };
+    let result =
+        actions::switchover(&client, &at(), Some("payments-pg-2"), waiting, &mut out).await;
+    drop(client);
+    let seen = server.await.expect("verifier");
+    (result, String::from_utf8(out).expect("utf-8"), seen)
+}
+
+#[tokio::test]
+async fn switchover_waits_for_the_operators_answer_and_reports_a_refusal() {
+    let cluster = healthy_cluster();
+    let mut pending = cluster.clone();
+    pending
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ANNOTATION_SWITCHOVER.into(), "payments-pg-2".into());
+    let refused = "switchover to payments-pg-2 refused: payments-pg-2 is not a streaming replica";
+    let events = event_list(vec![
+        // An older answer, to an earlier request, is not this one's.
+        event(
+            "SwitchoverRequested",
+            "switchover to payments-pg-0 requested",
+            3600,
+        ),
+        event("SwitchoverRefused", refused, 1),
+        event("FailoverCompleted", "not an answer", 0),
+    ]);
+    let script = Script::default()
+        .get_cluster(&cluster)
+        .patch_cluster(&cluster)
+        .get_cluster(&pending)
+        .get_cluster(&cluster)
+        .then(Method::GET, EVENTS_PATH, move |_| (StatusCode::OK, events));
+    let (result, _, seen) = switchover_waiting(script).await;
+    assert_eq!(
+        result.expect_err("refused").to_string(),
+        format!("ShanraqCluster fintech/payments: {refused}")
+    );
+    assert!(
+        seen[4]
+            .query
+            .contains("fieldSelector=regarding.name%3Dpayments"),
+        "{}",
+        seen[4].query
+    );
+
+    let accepted = "switchover to payments-pg-2 requested (shanraq.org/switchover=payments-pg-2)";
+    let events = event_list(vec![event("SwitchoverRequested", accepted, 0)]);
+    let script = Script::default()
+        .get_cluster(&cluster)
+        .patch_cluster(&cluster)
+        .get_cluster(&cluster)
+        .then(Method::GET, EVENTS_PATH, move |_| (StatusCode::OK, events));
+    let (result, out, _) = switchover_waiting(script).await;
+    result.expect("accepted");
+    assert!(out.contains(accepted), "{out}");
 }
 
 fn drill(yes: bool) -> Command {
