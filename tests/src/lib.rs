@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+pub mod lua;
 pub mod schema;
 
 /// The workspace root (this crate lives in `tests/`).

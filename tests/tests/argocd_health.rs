@@ -3,50 +3,13 @@
 //! through a real Lua interpreter, the way Argo CD runs it: the object is a global `obj` table
 //! and the script returns `{status, message}`.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde_json::Value;
+use shanraq_repo_tests::lua::{lua_literal, lua_string};
 use shanraq_repo_tests::{read_yaml, repo_root, run, tool};
 
 const HEALTH_DIR: &str = "deploy/argocd/shanraq.org/ShanraqCluster";
-
-/// A Lua string literal holding `text` exactly: every byte outside a safe set is escaped as
-/// `\ddd`, so quotes, backslashes, newlines and UTF-8 all survive.
-fn lua_string(text: &str) -> String {
-    let mut literal = String::from("\"");
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b" .,:;-_/()[]{}<>=+*%#@!?'^~|&$".contains(&byte) {
-            literal.push(char::from(byte));
-        } else {
-            let _ = write!(literal, "\\{byte:03}");
-        }
-    }
-    literal.push('"');
-    literal
-}
-
-/// A Lua table constructor for a JSON value, as Argo CD hands objects to health scripts.
-fn lua_literal(value: &Value) -> String {
-    match value {
-        Value::Null => "nil".to_string(),
-        Value::Bool(flag) => flag.to_string(),
-        Value::Number(number) => number.to_string(),
-        Value::String(text) => lua_string(text),
-        Value::Array(items) => {
-            let items: Vec<String> = items.iter().map(lua_literal).collect();
-            format!("{{{}}}", items.join(", "))
-        }
-        Value::Object(fields) => {
-            let fields: Vec<String> = fields
-                .iter()
-                .filter(|(_, field)| !field.is_null())
-                .map(|(key, field)| format!("[{}] = {}", lua_string(key), lua_literal(field)))
-                .collect();
-            format!("{{{}}}", fields.join(", "))
-        }
-    }
-}
 
 /// Runs health.lua on `object` with lua5.4; returns (status, message).
 fn evaluate(object: &Value) -> (String, String) {

@@ -358,6 +358,10 @@ fn service_monitor_selects_the_metrics_service() {
         service["spec"]["ports"][0]["name"]
     );
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["honorLabels"], true,
+        "the metrics' own namespace label must win over the target's"
+    );
     // Off by default: the Prometheus Operator may not be installed.
     assert!(of_kind(&helm_template(&[]), "ServiceMonitor").is_empty());
 }

@@ -16,8 +16,9 @@ pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
-/// `primary` or `replica` on PostgreSQL pods (`master`/`replica` on Redis pods); the `-rw` and
-/// `-ro` Services select on it, so routing follows the label the operator moves at promotion.
+/// `primary` or `replica` on PostgreSQL pods; the `-rw` and `-ro` Services select on it, so
+/// routing follows the label the operator moves at promotion. The Redis `-master`/`-replicas`
+/// Services select `master`/`replica`, which nothing sets on Redis pods yet.
 pub const LABEL_ROLE: &str = "shanraq.org/role";
 /// The cluster a pod belongs to; the controller maps pod events back to the cluster with it.
 pub const LABEL_CLUSTER: &str = "shanraq.org/cluster";
@@ -25,6 +26,10 @@ pub const LABEL_CLUSTER: &str = "shanraq.org/cluster";
 pub const ANNOTATION_CONFIG_HASH: &str = "shanraq.org/config-hash";
 /// Request a planned switchover: the value is the target instance name, or `any`.
 pub const ANNOTATION_SWITCHOVER: &str = "shanraq.org/switchover";
+/// Request a failover drill: the value is an opaque request id (the kubectl plugin and the
+/// Argo CD action write the current time). The operator deletes the current primary's Pod
+/// and records the failover it causes in `status.drill`.
+pub const ANNOTATION_DRILL: &str = "shanraq.org/drill";
 
 pub const ROLE_PRIMARY: &str = "primary";
 pub const ROLE_REPLICA: &str = "replica";

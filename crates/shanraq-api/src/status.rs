@@ -26,6 +26,35 @@ pub struct ShanraqClusterStatus {
     pub haproxy: Option<WorkloadStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objectives: Option<ObjectivesStatus>,
+    /// The last failover drill asked for with the `shanraq.org/drill` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillStatus>,
+}
+
+/// One failover drill: the operator deleted the primary's Pod and measured the failover that
+/// followed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillStatus {
+    /// The value of the `shanraq.org/drill` annotation that asked for it.
+    pub request: String,
+    /// `Running`, `Completed`, `Failed` or `Refused`.
+    pub phase: String,
+    /// The primary whose Pod was deleted (absent when the drill was refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The instance promoted by the failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// RFC 3339 time the primary's Pod was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// The failover's measured RTO (`status.postgres.lastFailover.rtoMs` of that failover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_ms: Option<i64>,
+    /// What happened, in words (why it was refused or failed, or the result).
+    #[serde(default)]
+    pub message: String,
 }
 
 /// PostgreSQL state, including what the failover engine persists (epoch, target, phase) so that
@@ -99,6 +128,8 @@ pub struct FailoverRecord {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisStatus {
+    /// Not populated yet: no Redis failover engine follows the master (HAProxy finds it by
+    /// asking each node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_master: Option<String>,
     #[serde(default)]

@@ -173,8 +173,7 @@ pub fn primary_conninfo_empty(data_dir: &Path) -> bool {
     let text = std::fs::read_to_string(data_dir.join(AUTO_CONF)).unwrap_or_default();
     text.lines()
         .filter_map(|line| line.split_once('='))
-        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("primary_conninfo"))
-        .last()
+        .rfind(|(name, _)| name.trim().eq_ignore_ascii_case("primary_conninfo"))
         .is_none_or(|(_, value)| matches!(value.trim(), "" | "''"))
 }
 

@@ -36,7 +36,8 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum InstanceCommand {
     /// Bootstrap, supervise and serve the status of one PostgreSQL instance.
-    Postgres(shanraq_instance::InstanceArgs),
+    // Boxed: its many flags would make every `Command` as large as it is.
+    Postgres(Box<shanraq_instance::InstanceArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,7 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::Render(args) => shanraq_operator::render_cmd::render(args),
         Command::Demo(args) => shanraq_operator::drill::demo(args),
         Command::Bench(args) => shanraq_operator::drill::bench(args),
-        Command::Instance(InstanceCommand::Postgres(args)) => shanraq_instance::main(args),
+        Command::Instance(InstanceCommand::Postgres(args)) => shanraq_instance::main(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

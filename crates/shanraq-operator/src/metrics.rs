@@ -1,5 +1,7 @@
 //! The operator's Prometheus metrics (prefix `shanraq_`): reconcile counts, durations and failures
-//! by step, and one gauge per objective so that alerts can fire on what the status reports.
+//! by step, one gauge per objective so that alerts can fire on what the status reports, the
+//! critical-path probes by result (the availability burn-rate rules' input), and each
+//! component's ready and desired instances (the only Kafka health the operator can see).
 
 use std::time::Duration;
 
@@ -32,6 +34,46 @@ pub struct FailoverLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub cluster: String,
+    pub namespace: String,
+    /// `read` (`SELECT 1`) or `write` (a transactional WAL message) through HAProxy's `pg-rw`.
+    pub kind: String,
+    /// `success` or `failure`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabels {
+    pub cluster: String,
+    pub namespace: String,
+    /// `postgres`, `redis`, `kafka-controller`, `kafka-broker` or `haproxy`.
+    pub component: String,
+}
+
+/// Counts one cluster's probe rounds into `shanraq_probe_total`.
+#[derive(Clone, Debug)]
+pub struct ProbeCounter {
+    family: Family<ProbeLabels, Counter>,
+    cluster: String,
+    namespace: String,
+}
+
+impl ProbeCounter {
+    /// One probe of `kind` that succeeded or not.
+    pub fn count(&self, kind: &str, ok: bool) {
+        self.family
+            .get_or_create(&ProbeLabels {
+                cluster: self.cluster.clone(),
+                namespace: self.namespace.clone(),
+                kind: kind.to_owned(),
+                result: if ok { "success" } else { "failure" }.to_owned(),
+            })
+            .inc();
+    }
+}
+
 /// Handles on every metric; cheap to clone (each metric is an `Arc` inside).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -43,6 +85,9 @@ pub struct Metrics {
     pub objective_measured_seconds: Family<ObjectiveLabels, Gauge<f64, AtomicU64>>,
     pub failovers: Family<FailoverLabels, Counter>,
     pub failover_duration: Family<FailoverLabels, Histogram>,
+    pub probes: Family<ProbeLabels, Counter>,
+    pub component_ready: Family<ComponentLabels, Gauge>,
+    pub component_desired: Family<ComponentLabels, Gauge>,
 }
 
 fn failover_buckets() -> Histogram {
@@ -62,6 +107,9 @@ impl Default for Metrics {
             objective_measured_seconds: Family::default(),
             failovers: Family::default(),
             failover_duration: Family::new_with_constructor(failover_buckets),
+            probes: Family::default(),
+            component_ready: Family::default(),
+            component_desired: Family::default(),
         }
     }
 }
@@ -120,6 +168,40 @@ impl Metrics {
             Unit::Seconds,
             self.failover_duration.clone(),
         );
+        registry.register(
+            "probe",
+            "Critical-path probes through HAProxy (read and write), by result",
+            self.probes.clone(),
+        );
+        registry.register(
+            "component_ready_instances",
+            "Ready instances of each component, from its workload's status",
+            self.component_ready.clone(),
+        );
+        registry.register(
+            "component_desired_instances",
+            "Desired instances of each component, from its workload's status",
+            self.component_desired.clone(),
+        );
+    }
+
+    /// The probe counter of one cluster.
+    pub fn probe_counter(&self, cluster: &str, namespace: &str) -> ProbeCounter {
+        ProbeCounter {
+            family: self.probes.clone(),
+            cluster: cluster.to_owned(),
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    /// Publishes one component's ready and desired instances.
+    pub fn set_component(&self, labels: ComponentLabels, ready: i32, desired: i32) {
+        self.component_ready
+            .get_or_create(&labels)
+            .set(i64::from(ready));
+        self.component_desired
+            .get_or_create(&labels)
+            .set(i64::from(desired));
     }
 
     /// Counts one completed failover or switchover and its measured RTO.
@@ -222,8 +304,25 @@ mod tests {
             },
             Some(Duration::from_millis(900)),
         );
+        let probes = metrics.probe_counter("payments", "fintech");
+        probes.count("write", false);
+        probes.count("write", true);
+        probes.count("write", true);
+        metrics.set_component(
+            ComponentLabels {
+                cluster: "payments".into(),
+                namespace: "fintech".into(),
+                component: "kafka-broker".into(),
+            },
+            2,
+            3,
+        );
         let text = encode(&registry).expect("encodes");
         for name in [
+            "shanraq_probe_total{cluster=\"payments\",namespace=\"fintech\",kind=\"write\",result=\"failure\"} 1",
+            "shanraq_probe_total{cluster=\"payments\",namespace=\"fintech\",kind=\"write\",result=\"success\"} 2",
+            "shanraq_component_ready_instances{cluster=\"payments\",namespace=\"fintech\",component=\"kafka-broker\"} 2",
+            "shanraq_component_desired_instances{cluster=\"payments\",namespace=\"fintech\",component=\"kafka-broker\"} 3",
             "shanraq_failovers_total{cluster=\"payments\",namespace=\"fintech\",component=\"postgres\",kind=\"failover\"} 1",
             "shanraq_failover_duration_seconds_count{cluster=\"payments\",namespace=\"fintech\",component=\"postgres\",kind=\"failover\"} 1",
             "shanraq_reconcile_total 1",
@@ -241,6 +340,31 @@ mod tests {
         assert!(
             text.ends_with("# EOF\n"),
             "OpenMetrics text ends with # EOF"
+        );
+    }
+
+    #[test]
+    fn probe_rounds_are_counted_once_a_counter_is_attached() {
+        let (metrics, registry) = Metrics::registered();
+        let window = crate::ha::probes::ProbeWindow::default();
+        window.record(Some(Duration::from_millis(1)), true);
+        window.count_into(metrics.probe_counter("payments", "fintech"));
+        window.record(Some(Duration::from_millis(1)), false);
+        window.record(None, false);
+        let text = encode(&registry).expect("encodes");
+        for (kind, result, count) in [
+            ("read", "success", 1),
+            ("read", "failure", 1),
+            ("write", "failure", 2),
+        ] {
+            let line = format!(
+                "shanraq_probe_total{{cluster=\"payments\",namespace=\"fintech\",kind=\"{kind}\",result=\"{result}\"}} {count}"
+            );
+            assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+        }
+        assert!(
+            !text.contains("kind=\"write\",result=\"success\""),
+            "the round before the counter was attached is not counted: {text}"
         );
     }
 }

@@ -3,7 +3,8 @@
 //! ShanraqCluster and its pods and enforces `metadata.resourceVersion` preconditions like the
 //! real one: a killed primary is failed over with the state and the role labels written where
 //! the Services and a restarted operator read them, and no acknowledged commit is lost; an
-//! operator that finds a newer epoch in the status executes nothing.
+//! operator that finds a newer epoch in the status executes nothing; a requested failover drill
+//! deletes the primary's Pod and records the RTO of the failover that follows.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -43,6 +44,8 @@ struct ApiState {
     /// Field managers of every PATCH.
     managers: Vec<String>,
     conflicts: usize,
+    /// Pods deleted through the API, in order (the test plays the kubelet and kills them).
+    deleted: Vec<String>,
 }
 
 type Shared = Arc<Mutex<ApiState>>;
@@ -116,6 +119,25 @@ fn answer(
         state.resource_version += 1;
         return (StatusCode::OK, cluster_with_version(state));
     }
+    if *method == Method::PATCH && path == cluster_path {
+        if let Some(metadata) = body.get("metadata") {
+            merge(&mut state.cluster["metadata"], metadata);
+        }
+        state.resource_version += 1;
+        return (StatusCode::OK, cluster_with_version(state));
+    }
+    if *method == Method::DELETE
+        && let Some(pod) = path.strip_prefix(&pods_prefix)
+    {
+        if !state.pods.contains_key(pod) {
+            return failure(404, "NotFound");
+        }
+        state.deleted.push(pod.to_owned());
+        return (
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "Status", "status": "Success"}),
+        );
+    }
     if *method == Method::PATCH
         && let Some(pod) = path.strip_prefix(&pods_prefix)
     {
@@ -150,6 +172,7 @@ fn api_server(pods: &[String]) -> (kube::Client, Shared) {
         pods: pods.iter().map(|p| (p.clone(), BTreeMap::new())).collect(),
         managers: Vec::new(),
         conflicts: 0,
+        deleted: Vec::new(),
     }));
     let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let state = shared.clone();
@@ -182,6 +205,8 @@ fn api_server(pods: &[String]) -> (kube::Client, Shared) {
 struct Running {
     topology: LocalTopology,
     api: Shared,
+    /// A client of the in-memory API server, as the reconcile has one.
+    client: kube::Client,
     handle: shanraq_ha::adapters::driver::DriverHandle,
     events: tokio::sync::broadcast::Receiver<DriverEvent>,
     run: tokio::task::JoinHandle<HaState>,
@@ -193,6 +218,7 @@ async fn start() -> Running {
         .unwrap_or_else(|error| panic!("topology starts: {error}"));
     let names: Vec<String> = topology.members().iter().map(|m| m.name.clone()).collect();
     let (client, api) = api_server(&names);
+    let api_client = client.clone();
     let engine = PostgresHaConfig {
         probe_period: Duration::from_millis(100),
         failure_threshold: 3,
@@ -246,6 +272,7 @@ async fn start() -> Running {
     Running {
         topology,
         api,
+        client: api_client,
         handle,
         events,
         run,
@@ -488,4 +515,131 @@ async fn probes_through_haproxy_measure_what_an_application_sees() {
     let (read, write_ok) = probe_once(&options, &mut connection).await;
     assert!(read.is_none() && !write_ok);
     assert!(connection.is_none(), "a broken connection is not kept");
+}
+
+/// `kubectl shanraq drill`: the annotation makes the operator delete the primary's Pod (here
+/// the test plays the kubelet and kills the instance whose Pod was deleted), the engine fails
+/// over by itself, and the drill is completed with the RTO the engine measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_deletes_the_primary_pod_and_records_the_rto_of_its_failover() {
+    use shanraq_api::names::ANNOTATION_DRILL;
+    use shanraq_api::status::PostgresInstanceStatus;
+    use shanraq_operator::controller::failover_drill::{
+        self, EngineView, PHASE_COMPLETED, PHASE_RUNNING, Requests,
+    };
+
+    let mut running = start().await;
+    healthy(&running).await;
+    running.api.lock().expect("api state").cluster["metadata"]["annotations"] =
+        json!({ ANNOTATION_DRILL: "r1" });
+    let read = |api: &Shared| -> ShanraqCluster {
+        serde_json::from_value(cluster_with_version(&api.lock().expect("api state")))
+            .expect("a ShanraqCluster")
+    };
+    let object = read(&running.api);
+    let valid = shanraq_api::validate(&object, &shanraq_api::LiveState::default()).expect("valid");
+    // `status.postgres.instances` as the reconcile samples them: both replicas stream.
+    let mut previous = object.status.clone().unwrap_or_default();
+    let postgres = previous.postgres.get_or_insert_with(Default::default);
+    postgres.instances = ["pg-0", "pg-1", "pg-2"]
+        .into_iter()
+        .map(|name| PostgresInstanceStatus {
+            name: name.to_owned(),
+            role: if name == "pg-0" { "primary" } else { "replica" }.to_owned(),
+            ready: true,
+            ..PostgresInstanceStatus::default()
+        })
+        .collect();
+    let view = |handle: &shanraq_ha::adapters::driver::DriverHandle| {
+        let state = handle.state();
+        EngineView {
+            phase: state.phase.to_string(),
+            primary: state.current_primary.map(|p| p.0),
+        }
+    };
+    let acted = Requests::default();
+    let started = failover_drill::handle(
+        &running.client,
+        &acted,
+        &object,
+        &valid,
+        &previous,
+        Some(&view(&running.handle)),
+        jiff::Timestamp::now(),
+    )
+    .await
+    .expect("the drill starts");
+    let drill = started.drill.expect("status.drill");
+    assert_eq!(drill.phase, PHASE_RUNNING);
+    assert_eq!(drill.from.as_deref(), Some("pg-0"));
+    let deleted = running.api.lock().expect("api state").deleted.clone();
+    assert_eq!(deleted, vec!["pg-0".to_owned()], "the primary's Pod, once");
+    assert!(
+        !read(&running.api)
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(ANNOTATION_DRILL),
+        "the request is cleared"
+    );
+
+    // The kubelet kills the deleted Pod's containers; the engine notices by itself.
+    running.topology.kill(0).expect("kill pg-0");
+    let after = running
+        .handle
+        .wait_for_state(BOUND, |s| {
+            s.phase == Phase::Healthy && s.last_failover.is_some()
+        })
+        .await
+        .unwrap_or_else(|| panic!("no failover; pg-1 log:\n{}", running.topology.log(1)));
+    let new_primary = after.current_primary.clone().expect("a new primary");
+
+    // The next reconcile reads the failover the engine recorded and completes the drill.
+    let mut status = read(&running.api).status.unwrap_or_default();
+    status.drill = Some(drill);
+    let recorded = status
+        .postgres
+        .as_ref()
+        .and_then(|p| p.last_failover.clone())
+        .expect("lastFailover");
+    let object = read(&running.api);
+    let finished = failover_drill::handle(
+        &running.client,
+        &acted,
+        &object,
+        &valid,
+        &status,
+        Some(&view(&running.handle)),
+        jiff::Timestamp::now(),
+    )
+    .await
+    .expect("the drill is followed");
+    let done = finished.drill.unwrap_or_else(|| {
+        panic!(
+            "the drill did not finish: {:?} against {recorded:?}",
+            status.drill
+        )
+    });
+    assert_eq!(done.phase, PHASE_COMPLETED, "{done:?}");
+    assert_eq!(done.to.as_deref(), Some(new_primary.as_str()));
+    assert_eq!(done.rto_ms, recorded.rto_ms);
+    assert!(done.rto_ms.is_some_and(|ms| ms > 0), "{done:?}");
+    let notice = &finished.notices[0];
+    println!("{}: {}", notice.reason, notice.note);
+    assert_eq!(notice.reason, failover_drill::DRILL_COMPLETED);
+    assert!(
+        notice
+            .note
+            .contains(&format!("RTO {}ms", done.rto_ms.unwrap_or_default())),
+        "{}",
+        notice.note
+    );
+    assert_eq!(
+        running.api.lock().expect("api state").deleted.len(),
+        1,
+        "following the drill deletes nothing more"
+    );
+
+    running.handle.stop().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), &mut running.run).await;
 }

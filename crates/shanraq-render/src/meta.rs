@@ -395,28 +395,11 @@ pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hash_covers_names_and_contents() {
-        let base = config_hash(&[("a", "x"), ("b", "y")]);
-        assert_eq!(base.len(), 64);
-        assert_eq!(base, config_hash(&[("a", "x"), ("b", "y")]));
-        assert_ne!(base, config_hash(&[("a", "xb"), ("", "y")]));
-        assert_ne!(base, config_hash(&[("a", "x"), ("b", "z")]));
-    }
-
-    #[test]
-    fn shell_quoting_survives_single_quotes() {
-        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
-    }
-}
-
 /// A one-shot Job of a component (forming a Redis Cluster, creating Kafka topics): restricted,
 /// no service-account token, retried on failure and bounded to an hour. Its pod template is
 /// immutable, so callers put a hash of what the Job does in `name`: a changed task is a new Job.
+// Each argument is one independent field of the Job; a struct of them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn one_shot_job(
     cluster: &ValidCluster,
     name: &str,
@@ -452,5 +435,24 @@ pub fn one_shot_job(
             ..JobSpec::default()
         }),
         status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_covers_names_and_contents() {
+        let base = config_hash(&[("a", "x"), ("b", "y")]);
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, config_hash(&[("a", "x"), ("b", "y")]));
+        assert_ne!(base, config_hash(&[("a", "xb"), ("", "y")]));
+        assert_ne!(base, config_hash(&[("a", "x"), ("b", "z")]));
+    }
+
+    #[test]
+    fn shell_quoting_survives_single_quotes() {
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
     }
 }

@@ -319,17 +319,37 @@ pub fn rule_spec(cluster: &ValidCluster) -> RuleSpec {
                 format!("No Redis master in {who}"),
                 "No Redis node reports the master role: cache writes are unavailable.".to_owned(),
             )),
-            RedisMode::Cluster => component_rules.push(alert(
-                "ShanraqRedisClusterDown",
-                format!("redis_cluster_state{{{sel}}} == 0"),
-                "1m",
-                "critical",
-                cluster,
-                format!("Redis Cluster of {who} is not ok on {{{{ $labels.pod }}}}"),
-                "A Redis Cluster node reports cluster_state:fail: some slots have no master."
-                    .to_owned(),
-            )),
+            RedisMode::Cluster => {
+                // Every shard needs a master; fewer masters than shards leaves slots unserved.
+                // (redis_exporter reports each node's role in `redis_instance_info`.)
+                let per_shard = cluster.spec.redis.replicas_per_shard.max(0) + 1;
+                let shards = cluster.spec.redis.instances / per_shard;
+                component_rules.push(alert(
+                    "ShanraqRedisClusterDown",
+                    format!(
+                        "(count(redis_instance_info{{{sel}, role=\"master\"}}) or vector(0)) < {shards}"
+                    ),
+                    "1m",
+                    "critical",
+                    cluster,
+                    format!("Redis Cluster of {who} has fewer than {shards} masters"),
+                    "Fewer nodes report the master role than the cluster has shards: the slots of a shard without a master are unavailable.".to_owned(),
+                ));
+            }
         }
+    }
+    if cluster.spec.kafka.enabled {
+        component_rules.push(alert(
+            "ShanraqKafkaBrokersNotReady",
+            format!(
+                "shanraq_component_ready_instances{{{sel}, component=\"kafka-broker\"}} < shanraq_component_desired_instances{{{sel}, component=\"kafka-broker\"}}"
+            ),
+            "5m",
+            "warning",
+            cluster,
+            format!("Kafka brokers of {who} are not all ready"),
+            "Fewer Kafka brokers are ready than desired for five minutes: partitions may be under-replicated.".to_owned(),
+        ));
     }
     let backends = haproxy::critical_backends(cluster);
     if cluster.spec.haproxy.enabled && !backends.is_empty() {

@@ -117,48 +117,77 @@ fn promtool_accepts_the_rules() {
     }
 }
 
+/// Every alert of the rendered rules, for the fixture clusters the promtool cases use.
+fn alert_names(cluster: &ValidCluster) -> Vec<String> {
+    monitoring::rule_spec(cluster)
+        .groups
+        .iter()
+        .flat_map(|group| group.rules.iter().filter_map(|rule| rule.alert.clone()))
+        .collect()
+}
+
+/// The `alertname`s a `promtool test rules` file tests.
+fn tested_alerts(case: &str) -> Vec<String> {
+    case.lines()
+        .filter_map(|line| line.trim().strip_prefix("alertname:"))
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+/// Each alert has a case in `tests/promtool/<fixture>/` that shows it silent and firing, and
+/// every case passes `promtool test rules` against that fixture's rendered rules.
 #[test]
-fn the_objective_alert_fires_after_one_minute_of_a_missed_objective() {
-    let cluster = production();
-    let dir = tempfile::tempdir().expect("tempdir");
-    rules_file(&cluster, dir.path());
-    let test = r#"rule_files:
-  - rules.yaml
-evaluation_interval: 30s
-tests:
-  - interval: 30s
-    input_series:
-      - series: 'shanraq_objective_met{cluster="payments", namespace="fintech", objective="rpo"}'
-        values: '1 1 1 1 0 0 0 0 0 0'
-      - series: 'shanraq_objective_met{cluster="other", namespace="fintech", objective="rpo"}'
-        values: '0 0 0 0 0 0 0 0 0 0'
-    alert_rule_test:
-      - eval_time: 2m30s
-        alertname: ShanraqObjectiveViolated
-        exp_alerts: []
-      - eval_time: 4m
-        alertname: ShanraqObjectiveViolated
-        exp_alerts:
-          - exp_labels:
-              severity: critical
-              cluster: payments
-              namespace: fintech
-              objective: rpo
-            exp_annotations:
-              summary: 'Objective rpo is not met on ShanraqCluster fintech/payments'
-              description: 'The operator measures objective rpo of fintech/payments as not met. `kubectl describe shanraqcluster -n fintech payments` shows the measured value next to the target.'
-"#;
-    let test_path = dir.path().join("test.yaml");
-    write(&test_path, test);
-    let output = run(
-        Command::new(promtool())
-            .current_dir(dir.path())
-            .arg("test")
-            .arg("rules")
-            .arg(&test_path),
-        "promtool test rules",
+fn every_alert_has_a_passing_promtool_test() {
+    let cases_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/promtool");
+    let mut alerts = std::collections::BTreeSet::new();
+    let mut tested = std::collections::BTreeSet::new();
+    for (fixture, cluster) in [("production", production()), ("minimal", minimal())] {
+        alerts.extend(alert_names(&cluster));
+        let dir = tempfile::tempdir().expect("tempdir");
+        rules_file(&cluster, dir.path());
+        let mut cases: Vec<_> = std::fs::read_dir(cases_dir.join(fixture))
+            .unwrap_or_else(|error| panic!("tests/promtool/{fixture}: {error}"))
+            .flatten()
+            .map(|entry| entry.path())
+            .collect();
+        cases.sort();
+        for case in cases {
+            let text = std::fs::read_to_string(&case)
+                .unwrap_or_else(|error| panic!("{}: {error}", case.display()));
+            let names = tested_alerts(&text);
+            let file_alert = case
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            assert!(
+                !names.is_empty() && names.iter().all(|name| *name == file_alert),
+                "{} must test {file_alert} and only it: {names:?}",
+                case.display()
+            );
+            assert!(
+                alert_names(&cluster).contains(&file_alert),
+                "{}: {fixture} renders no alert {file_alert}",
+                case.display()
+            );
+            tested.insert(file_alert);
+            let test_path = dir.path().join("test.yaml");
+            write(&test_path, &text);
+            let output = run(
+                Command::new(promtool())
+                    .current_dir(dir.path())
+                    .arg("test")
+                    .arg("rules")
+                    .arg(&test_path),
+                &format!("promtool test rules {}", case.display()),
+            );
+            assert!(output.contains("SUCCESS"), "{}: {output}", case.display());
+        }
+    }
+    let untested: Vec<&String> = alerts.difference(&tested).collect();
+    assert!(
+        untested.is_empty(),
+        "alerts without a promtool case in tests/promtool/: {untested:?}"
     );
-    assert!(output.contains("SUCCESS"), "{output}");
 }
 
 // ---------------------------------------------------------------- Redis

@@ -886,3 +886,40 @@ fn a_changed_redis_cluster_init_script_is_a_new_job() {
     );
     assert!(six.len() - "Job/".len() <= 63, "{six} fits a label value");
 }
+
+/// The dashboard has a row for every component, each with panels that query it: the
+/// exporter's series, or the operator's `shanraq_component_*` gauges for Kafka, which runs
+/// without an exporter.
+#[test]
+fn the_dashboard_has_panels_for_every_component() {
+    let text = shanraq_render::monitoring::dashboard_json(&production()).expect("dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let panels = dashboard["panels"].as_array().cloned().unwrap_or_default();
+    for (row, queried) in [
+        ("PostgreSQL", "pg_"),
+        ("Redis", "redis_"),
+        ("Kafka", "component=\"kafka-"),
+        ("HAProxy", "haproxy_"),
+    ] {
+        let start = panels
+            .iter()
+            .position(|p| p["type"] == "row" && p["title"] == row)
+            .unwrap_or_else(|| panic!("no {row} row"));
+        let under: Vec<&serde_json::Value> = panels[start + 1..]
+            .iter()
+            .take_while(|p| p["type"] != "row")
+            .collect();
+        assert!(!under.is_empty(), "the {row} row has no panels");
+        for panel in under {
+            let exprs: Vec<&str> = panel["targets"]
+                .as_array()
+                .map(|t| t.iter().filter_map(|t| t["expr"].as_str()).collect())
+                .unwrap_or_default();
+            assert!(
+                !exprs.is_empty() && exprs.iter().all(|e| e.contains(queried)),
+                "{row} panel {:?} does not query {queried}: {exprs:?}",
+                panel["title"]
+            );
+        }
+    }
+}

@@ -95,6 +95,25 @@ pub enum SwitchoverError {
     },
 }
 
+/// Starting a failover drill.
+#[derive(Debug, thiserror::Error)]
+pub enum DrillError {
+    #[error("cannot delete Pod {namespace}/{pod} (the primary) for a failover drill: {source}")]
+    DeletePrimary {
+        namespace: String,
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot remove the drill annotation of ShanraqCluster {namespace}/{name}: {source}")]
+    RemoveAnnotation {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
 /// Everything a reconcile can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -123,6 +142,8 @@ pub enum Error {
     Status(#[from] StatusError),
     #[error(transparent)]
     Switchover(#[from] SwitchoverError),
+    #[error(transparent)]
+    Drill(#[from] DrillError),
 }
 
 impl Error {
@@ -137,6 +158,7 @@ impl Error {
             Error::Apply(_) => "apply",
             Error::Status(_) => "status",
             Error::Switchover(_) => "switchover",
+            Error::Drill(_) => "drill",
         }
     }
 }

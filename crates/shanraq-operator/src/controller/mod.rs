@@ -6,6 +6,7 @@ pub mod apply;
 pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod failover_drill;
 pub mod reconcile;
 pub mod secrets;
 pub mod status;
@@ -57,6 +58,8 @@ pub struct Context {
     pub owned_kinds: Vec<ApiResource>,
     /// One PostgreSQL HA task per cluster.
     pub ha: HaRegistry,
+    /// The failover drills this operator started, so a request is acted on once.
+    pub drills: failover_drill::Requests,
     /// Consecutive failures per cluster (`namespace/name`), for the retry back-off.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -90,6 +93,7 @@ impl Context {
                 enabled: false,
                 ..HaSettings::default()
             }),
+            drills: failover_drill::Requests::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }

@@ -18,10 +18,10 @@ use tracing::instrument;
 use super::error::Error;
 use super::events::{self, Notice};
 use super::status::{self, Observed};
-use super::{Context, apply, secrets, switchover};
+use super::{Context, apply, failover_drill, secrets, switchover};
 use crate::ha::objectives as ha_objectives;
 use crate::ha::task::Deps;
-use crate::metrics::ObjectiveLabels;
+use crate::metrics::{ComponentLabels, ObjectiveLabels};
 use shanraq_api::ShanraqClusterStatus;
 use shanraq_ha::objectives::RpoMeasurement;
 
@@ -29,6 +29,8 @@ use shanraq_ha::objectives::RpoMeasurement;
 pub const STEADY_REQUEUE: Duration = Duration::from_secs(60);
 /// Requeue while a rollout is in progress (child watches usually trigger sooner).
 pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(15);
+/// Requeue while a failover drill waits for its failover (status writes usually trigger sooner).
+pub const DRILL_REQUEUE: Duration = Duration::from_secs(5);
 
 #[instrument(skip(cluster, ctx), fields(name = %cluster.name_any(), namespace = cluster.namespace().unwrap_or_default()))]
 pub async fn reconcile(cluster: Arc<ShanraqCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -104,6 +106,24 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         .set_desired_hash(&key_of(&cluster), postgres_config_hash(&cluster, &rendered));
     let switchover =
         switchover::handle(&ctx.client, &ctx.ha, object, cluster.spec.postgres.enabled).await?;
+    let engine = ctx
+        .ha
+        .handle(&key_of(&cluster))
+        .map(|handle| handle.state())
+        .map(|state| failover_drill::EngineView {
+            phase: state.phase.to_string(),
+            primary: state.current_primary.map(|p| p.0),
+        });
+    let drill = failover_drill::handle(
+        &ctx.client,
+        &ctx.drills,
+        object,
+        &cluster,
+        &previous,
+        engine.as_ref(),
+        Timestamp::now(),
+    )
+    .await?;
 
     let mut observed = Observed::from_applied(&applied.objects, inputs.monitoring_available);
     observed.last_failover_rto = ha_objectives::last_failover_rto(
@@ -115,12 +135,18 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     observed.rpo = measure_rpo(ctx, &cluster, &previous);
     observed.postgres_instances = sampled_instances(ctx, &cluster, &previous);
     if let Some(window) = ctx.ha.probe_window(&key_of(&cluster)) {
+        window.count_into(ctx.metrics.probe_counter(&cluster.name, &cluster.namespace));
         let fresh = ha_objectives::probe_verdicts(&cluster, &window);
         observed.probes = ctx.ha.publishable_probes(&key_of(&cluster), fresh);
     }
-    let next = status::desired(&previous, &cluster, &observed, &now);
+    let mut next = status::desired(&previous, &cluster, &observed, &now);
+    if let Some(record) = &drill.drill {
+        next.drill = Some(record.clone());
+    }
+    let drill_running = drill.running(&previous);
     let written = status::write(&ctx.client, object, &previous, &next).await?;
     publish_objectives(ctx, &cluster, &observed);
+    publish_components(ctx, &cluster, &observed);
 
     let mut notices: Vec<Notice> = created
         .iter()
@@ -148,6 +174,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         ))
     }));
     notices.extend(switchover);
+    notices.extend(drill.notices);
     notices.extend(events::transitions(&previous.conditions, &next.conditions));
     events::publish(&ctx.recorder, &reference, &notices).await;
 
@@ -158,7 +185,9 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         "reconciled"
     );
     let ready = conditions::is_true(&next.conditions, READY) == Some(true);
-    Ok(Action::requeue(if ready {
+    Ok(Action::requeue(if drill_running {
+        DRILL_REQUEUE
+    } else if ready {
         STEADY_REQUEUE
     } else {
         PROGRESS_REQUEUE
@@ -273,6 +302,32 @@ fn sampled_instances(
         primary.as_deref(),
         &sample,
     ))
+}
+
+/// Each component's ready and desired instances in the `shanraq_component_*` gauges, from the
+/// workloads just applied (Jobs are not instances).
+fn publish_components(ctx: &Context, cluster: &ValidCluster, observed: &Observed) {
+    let mut totals: std::collections::BTreeMap<&'static str, (i32, i32)> = Default::default();
+    for workload in observed
+        .workloads
+        .iter()
+        .filter(|w| w.kind != status::WorkloadKind::Job)
+    {
+        let entry = totals.entry(workload.component.as_str()).or_default();
+        entry.0 += workload.ready;
+        entry.1 += workload.desired;
+    }
+    for (component, (ready, desired)) in totals {
+        ctx.metrics.set_component(
+            ComponentLabels {
+                cluster: cluster.name.clone(),
+                namespace: cluster.namespace.clone(),
+                component: component.to_owned(),
+            },
+            ready,
+            desired,
+        );
+    }
 }
 
 /// Mirrors the objective conditions in the `shanraq_objective_*` gauges.

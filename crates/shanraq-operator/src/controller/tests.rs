@@ -725,3 +725,290 @@ fn switchover_target_any_means_the_best_replica() {
         Some("payments-pg-2".to_owned())
     );
 }
+
+/// `shanraq.org/drill` on a cluster whose HA engine does not run is refused: the Event and
+/// `status.drill` say why, and the annotation is removed so the request is not retried.
+#[tokio::test]
+async fn a_drill_request_without_a_running_engine_is_refused_and_recorded() {
+    use super::failover_drill::{DRILL_REFUSED, PHASE_REFUSED};
+    use shanraq_api::names::ANNOTATION_DRILL;
+
+    let mut object = cluster(ShanraqClusterSpec::default(), 4);
+    object.status = Some(ready_status(&object).await);
+    object
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ANNOTATION_DRILL.into(), "2026-12-01T11:00:00Z".into());
+    let rendered = render(&object, false);
+    let cluster_path =
+        format!("/apis/shanraq.org/v1alpha1/namespaces/{NAMESPACE}/shanraqclusters/{NAME}");
+    let answer = serde_json::to_value(&object).expect("serialises");
+    let scenario = Scenario::new(NAMESPACE)
+        .secrets(&rendered.secrets, &secret_names(&rendered))
+        .apply(&rendered.children, Rollout::Ready)
+        .collect(&owned(), false, &[], &rendered.children)
+        .expect(
+            "PATCH annotation removal",
+            Method::PATCH,
+            &cluster_path,
+            move |_| (http::StatusCode::OK, answer),
+        )
+        .status_patch(&object)
+        .events(1);
+    let (result, report, _) = run_once(&object, scenario, Some(false)).await;
+    result.expect("reconcile");
+    assert_eq!(report.event_reasons(), vec![DRILL_REFUSED]);
+    assert!(report.deletes().is_empty(), "no Pod is deleted");
+    let written = patched_status(&report);
+    let drill = written.drill.expect("status.drill");
+    assert_eq!(drill.phase, PHASE_REFUSED);
+    assert_eq!(drill.request, "2026-12-01T11:00:00Z");
+    assert!(drill.message.contains("HA engine"), "{}", drill.message);
+    let removal = report
+        .with_method(&Method::PATCH)
+        .into_iter()
+        .find(|r| r.path == cluster_path)
+        .and_then(|r| r.body.clone())
+        .expect("annotation patch");
+    assert_eq!(
+        removal["metadata"]["annotations"][ANNOTATION_DRILL],
+        serde_json::Value::Null
+    );
+}
+
+/// A running drill is completed by the failover it caused: `status.drill` gets the RTO the
+/// engine measured and a `DrillCompleted` Event says it.
+#[tokio::test]
+async fn a_running_drill_records_the_rto_of_its_failover() {
+    use super::failover_drill::{DRILL_COMPLETED, PHASE_COMPLETED, PHASE_RUNNING};
+    use shanraq_api::status::{DrillStatus, FailoverRecord};
+
+    let mut object = cluster(ShanraqClusterSpec::default(), 4);
+    let mut status = ready_status(&object).await;
+    status.drill = Some(DrillStatus {
+        request: "r1".into(),
+        phase: PHASE_RUNNING.into(),
+        from: Some("payments-pg-0".into()),
+        started_at: Some("2026-12-01T11:00:00Z".into()),
+        message: "waiting for the failover".into(),
+        ..DrillStatus::default()
+    });
+    let postgres = status.postgres.get_or_insert_with(Default::default);
+    postgres.current_primary = Some("payments-pg-1".into());
+    postgres.last_failover = Some(FailoverRecord {
+        kind: "failover".into(),
+        from: "payments-pg-0".into(),
+        to: "payments-pg-1".into(),
+        detected_at: "2026-12-01T11:00:00.250Z".into(),
+        promoted_at: Some("2026-12-01T11:00:00.700Z".into()),
+        routed_at: Some("2026-12-01T11:00:00.810Z".into()),
+        rto_ms: Some(810),
+        lost_bytes: Some(0),
+    });
+    object.status = Some(status);
+    let rendered = render(&object, false);
+    let scenario = Scenario::new(NAMESPACE)
+        .secrets(&rendered.secrets, &secret_names(&rendered))
+        .apply(&rendered.children, Rollout::Ready)
+        .collect(&owned(), false, &[], &rendered.children)
+        .status_patch(&object)
+        .events(1);
+    let (result, report, _) = run_once(&object, scenario, Some(false)).await;
+    result.expect("reconcile");
+    assert_eq!(report.event_reasons(), vec![DRILL_COMPLETED]);
+    let drill = patched_status(&report).drill.expect("status.drill");
+    assert_eq!(drill.phase, PHASE_COMPLETED);
+    assert_eq!(drill.rto_ms, Some(810));
+    assert_eq!(drill.to.as_deref(), Some("payments-pg-1"));
+    let note = report
+        .requests
+        .iter()
+        .find(|r| r.path.contains("/events"))
+        .and_then(|r| r.body.as_ref()?.get("note")?.as_str().map(str::to_owned))
+        .expect("event note");
+    assert!(note.contains("RTO 810ms"), "{note}");
+}
+
+/// A drill admitted by the engine removes the annotation, then deletes the primary's Pod at
+/// once; `status.drill` is Running with the primary it took down. The same request seen again
+/// deletes nothing.
+#[tokio::test]
+async fn an_admitted_drill_deletes_the_primary_pod_with_no_grace_period() {
+    use super::failover_drill::{self, DRILL_STARTED, EngineView, PHASE_RUNNING};
+    use shanraq_api::names::ANNOTATION_DRILL;
+    use shanraq_api::status::{PostgresInstanceStatus, PostgresStatus};
+
+    let mut object = cluster(ShanraqClusterSpec::default(), 4);
+    object
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ANNOTATION_DRILL.into(), "r2".into());
+    let instance = |name: &str, role: &str| PostgresInstanceStatus {
+        name: name.into(),
+        role: role.into(),
+        ready: true,
+        ..PostgresInstanceStatus::default()
+    };
+    let previous = ShanraqClusterStatus {
+        postgres: Some(PostgresStatus {
+            current_primary: Some("payments-pg-0".into()),
+            instances: vec![
+                instance("payments-pg-0", "primary"),
+                instance("payments-pg-1", "replica"),
+            ],
+            ..PostgresStatus::default()
+        }),
+        ..ShanraqClusterStatus::default()
+    };
+    let valid = shanraq_api::validate(&object, &LiveState::default()).expect("valid");
+    let pod_path = format!("/api/v1/namespaces/{NAMESPACE}/pods/payments-pg-0");
+    let cluster_path =
+        format!("/apis/shanraq.org/v1alpha1/namespaces/{NAMESPACE}/shanraqclusters/{NAME}");
+    let answer = serde_json::to_value(&object).expect("serialises");
+    let answer_again = answer.clone();
+    let scenario = Scenario::new(NAMESPACE)
+        .expect(
+            "PATCH annotation removal",
+            Method::PATCH,
+            &cluster_path,
+            move |_| (http::StatusCode::OK, answer),
+        )
+        .expect("DELETE the primary Pod", Method::DELETE, &pod_path, |_| {
+            (
+                http::StatusCode::OK,
+                serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Success"}),
+            )
+        })
+        .expect(
+            "PATCH annotation removal of the repeated request",
+            Method::PATCH,
+            &cluster_path,
+            move |_| (http::StatusCode::OK, answer_again),
+        );
+    let (ctx, handle) = fixtures::context(Some(false));
+    let server = scenario.serve(handle);
+    let engine = EngineView {
+        phase: "Healthy".into(),
+        primary: Some("payments-pg-0".into()),
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let outcome = failover_drill::handle(
+        &ctx.client,
+        &ctx.drills,
+        &object,
+        &valid,
+        &previous,
+        Some(&engine),
+        now,
+    )
+    .await
+    .expect("drill started");
+    // The same request seen again (a cache that has not caught up) only clears the annotation.
+    let again = failover_drill::handle(
+        &ctx.client,
+        &ctx.drills,
+        &object,
+        &valid,
+        &previous,
+        Some(&engine),
+        now,
+    )
+    .await
+    .expect("repeat ignored");
+    assert!(
+        again.drill.is_none() && again.notices.is_empty(),
+        "{again:?}"
+    );
+    drop(ctx);
+    let report = fixtures::finish(server).await;
+    assert_eq!(report.deletes().len(), 1, "one request deletes one Pod");
+    let delete = report.deletes()[0].body.clone().expect("delete options");
+    assert_eq!(delete["gracePeriodSeconds"], 0);
+    let drill = outcome.drill.expect("status.drill");
+    assert_eq!(drill.phase, PHASE_RUNNING);
+    assert_eq!(drill.from.as_deref(), Some("payments-pg-0"));
+    assert_eq!(outcome.notices[0].reason, DRILL_STARTED);
+}
+
+/// A primary Pod the operator may not delete fails the drill, naming the Pod and the reason;
+/// the annotation is gone already, so the request is not retried.
+#[tokio::test]
+async fn a_drill_whose_pod_cannot_be_deleted_fails_and_says_why() {
+    use super::failover_drill::{self, DRILL_FAILED, EngineView, PHASE_FAILED};
+    use shanraq_api::names::ANNOTATION_DRILL;
+    use shanraq_api::status::{PostgresInstanceStatus, PostgresStatus};
+
+    let mut object = cluster(ShanraqClusterSpec::default(), 4);
+    object
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ANNOTATION_DRILL.into(), "r3".into());
+    let instance = |name: &str, role: &str| PostgresInstanceStatus {
+        name: name.into(),
+        role: role.into(),
+        ready: true,
+        ..PostgresInstanceStatus::default()
+    };
+    let previous = ShanraqClusterStatus {
+        postgres: Some(PostgresStatus {
+            instances: vec![
+                instance("payments-pg-0", "primary"),
+                instance("payments-pg-1", "replica"),
+            ],
+            ..PostgresStatus::default()
+        }),
+        ..ShanraqClusterStatus::default()
+    };
+    let valid = shanraq_api::validate(&object, &LiveState::default()).expect("valid");
+    let cluster_path =
+        format!("/apis/shanraq.org/v1alpha1/namespaces/{NAMESPACE}/shanraqclusters/{NAME}");
+    let answer = serde_json::to_value(&object).expect("serialises");
+    let scenario = Scenario::new(NAMESPACE)
+        .expect(
+            "PATCH annotation removal",
+            Method::PATCH,
+            &cluster_path,
+            move |_| (http::StatusCode::OK, answer),
+        )
+        .expect(
+            "DELETE the primary Pod",
+            Method::DELETE,
+            &format!("/api/v1/namespaces/{NAMESPACE}/pods/payments-pg-0"),
+            |_| {
+                (
+                    http::StatusCode::FORBIDDEN,
+                    fixtures::status_body(403, "Forbidden", "pods \"payments-pg-0\" is forbidden"),
+                )
+            },
+        );
+    let (ctx, handle) = fixtures::context(Some(false));
+    let server = scenario.serve(handle);
+    let engine = EngineView {
+        phase: "Healthy".into(),
+        primary: Some("payments-pg-0".into()),
+    };
+    let outcome = failover_drill::handle(
+        &ctx.client,
+        &ctx.drills,
+        &object,
+        &valid,
+        &previous,
+        Some(&engine),
+        k8s_openapi::jiff::Timestamp::now(),
+    )
+    .await
+    .expect("a failed drill is an outcome, not a reconcile error");
+    drop(ctx);
+    fixtures::finish(server).await;
+    let drill = outcome.drill.expect("status.drill");
+    assert_eq!(drill.phase, PHASE_FAILED);
+    assert_eq!(outcome.notices[0].reason, DRILL_FAILED);
+    assert!(
+        drill.message.contains("Pod fintech/payments-pg-0") && drill.message.contains("forbidden"),
+        "{}",
+        drill.message
+    );
+}

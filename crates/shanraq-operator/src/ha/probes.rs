@@ -6,15 +6,18 @@
 //! it fails on anything but a writable primary. (Merely assigning a transaction id writes no
 //! WAL and would not wait.) No table is created in the application's database.
 //! Results are kept over a sliding window for the `LatencyMet` and `AvailabilityMet`
-//! conditions.
+//! conditions, and counted in `shanraq_probe_total` once the reconcile has attached the
+//! cluster's counter (`count_into`) for the burn-rate alerts.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
+
+use crate::metrics::ProbeCounter;
 
 /// How often both probes run.
 pub const PROBE_PERIOD: Duration = Duration::from_secs(1);
@@ -45,11 +48,21 @@ struct Sample {
 #[derive(Debug, Default)]
 pub struct ProbeWindow {
     samples: Mutex<VecDeque<Sample>>,
+    counter: OnceLock<ProbeCounter>,
 }
 
 impl ProbeWindow {
+    /// Counts every later round in `counter` too (the first counter attached stays).
+    pub fn count_into(&self, counter: ProbeCounter) {
+        let _ = self.counter.set(counter);
+    }
+
     /// Records one round (`read` is `None` when the read failed).
     pub fn record(&self, read: Option<Duration>, write_ok: bool) {
+        if let Some(counter) = self.counter.get() {
+            counter.count("read", read.is_some());
+            counter.count("write", write_ok);
+        }
         let now = Instant::now();
         if let Ok(mut samples) = self.samples.lock() {
             samples.push_back(Sample {
