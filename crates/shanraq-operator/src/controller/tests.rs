@@ -626,19 +626,21 @@ async fn the_reconcile_keeps_the_ha_fields_and_uses_the_last_failover() {
         rto.message
     );
 
-    let set = report
+    // The known primary reaches the pods through the config ConfigMap (an emptied volume
+    // clones, whatever its ordinal), not through the pod template.
+    let config = report
         .child_applies()
         .into_iter()
-        .find(|r| r.applied() == Some(("StatefulSet".into(), "payments-pg".into())))
+        .find(|r| r.applied() == Some(("ConfigMap".into(), "payments-pg-config".into())))
         .and_then(|r| r.body.clone())
-        .expect("the PostgreSQL StatefulSet applied");
-    let script = set
-        .pointer("/spec/template/spec/containers/0/command/2")
-        .cloned();
-    let script = script
-        .and_then(|s| s.as_str().map(str::to_owned))
-        .expect("script");
-    assert!(!script.contains("bootstrap=primary"), "{script}");
+        .expect("the PostgreSQL ConfigMap applied");
+    assert_eq!(
+        config
+            .pointer("/data/primary-known")
+            .and_then(|v| v.as_str()),
+        Some("true"),
+        "{config}"
+    );
 
     // What the reconcile computes still holds them (so comparing with the previous status
     // does not see a change that is not there).

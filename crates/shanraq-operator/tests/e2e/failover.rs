@@ -48,10 +48,12 @@ async fn postgres_status(clusters: &Api<ShanraqCluster>) -> Option<PostgresStatu
     clusters.get(CLUSTER).await.ok()?.status?.postgres
 }
 
-async fn healthy_primary(clusters: &Api<ShanraqCluster>, ready: i32) -> Option<PostgresStatus> {
+/// A settled engine and `ready` instances serving as the engine's last probe round saw them (a
+/// primary out of recovery, replicas streaming), not merely pods kwok marks Ready.
+async fn healthy_primary(clusters: &Api<ShanraqCluster>, ready: usize) -> Option<PostgresStatus> {
     let postgres = postgres_status(clusters).await?;
-    (postgres.phase.as_deref() == Some("Healthy") && postgres.ready_instances == ready)
-        .then_some(postgres)
+    let serving = postgres.instances.iter().filter(|i| i.ready).count();
+    (postgres.phase.as_deref() == Some("Healthy") && serving == ready).then_some(postgres)
 }
 
 /// The pods carrying `shanraq.org/role=primary`.
@@ -141,6 +143,27 @@ fn kubectl(args: &[&str]) -> std::process::Output {
         .expect("kubectl is installed (scripts/install-deps)")
 }
 
+/// `kubectl shanraq ARGS...` in `namespace`, through the plugin's own code; its output.
+async fn plugin(client: &Client, namespace: &str, args: &[&str]) -> String {
+    use clap::Parser;
+    let cli = kubectl_shanraq::cli::Cli::try_parse_from(
+        std::iter::once("kubectl-shanraq").chain(args.iter().copied()),
+    )
+    .expect("plugin arguments");
+    let mut out = Vec::new();
+    let mut input = std::io::Cursor::new(Vec::new());
+    if let Err(error) =
+        kubectl_shanraq::run(client, namespace, &cli.command, &mut input, &mut out).await
+    {
+        panic!(
+            "kubectl shanraq {}: {error}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out)
+        );
+    }
+    String::from_utf8(out).expect("UTF-8 output")
+}
+
 /// The Argo CD health status of the live object, from the shipped `health.lua`.
 fn argocd_health(cluster: &ShanraqCluster) -> String {
     let script = repo_root().join("deploy/argocd/shanraq.org/ShanraqCluster/health.lua");
@@ -207,6 +230,9 @@ async fn postgres_fails_over_switches_over_and_resumes_through_the_api() {
     }
     let first_ip = host.ip(&first).to_string();
     wait_rw_endpoint(&client, &ns, &first_ip, SHORT).await;
+    let status = plugin(&client, &ns, &["status", CLUSTER]).await;
+    println!("kubectl shanraq status {CLUSTER}:\n{status}");
+    assert!(status.contains(&format!("primary {first}")), "{status}");
     assert_eq!(labelled_primaries(&client, &ns).await, vec![first.clone()]);
     let mut connection = connect(&client, &ns, &database, &first_ip).await;
     insert_rows(&mut connection, 0, 100).await;
@@ -298,12 +324,10 @@ async fn postgres_fails_over_switches_over_and_resumes_through_the_api() {
         Some(ROLE_REPLICA)
     );
 
-    // A switchover by annotation moves the primary without losing a row.
-    let annotate = json!({"metadata": {"annotations": {ANNOTATION_SWITCHOVER: "any"}}});
-    clusters
-        .patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&annotate))
-        .await
-        .expect("annotated");
+    // A switchover by annotation (set by `kubectl shanraq switchover`, which waits for the
+    // operator's answer) moves the primary without losing a row.
+    let answer = plugin(&client, &ns, &["switchover", CLUSTER]).await;
+    println!("kubectl shanraq switchover {CLUSTER}: {answer}");
     let switched = wait_every("the switchover to complete", LONG, FAST, || async {
         let cluster = clusters.get(CLUSTER).await.ok()?;
         let annotated = cluster
@@ -439,6 +463,30 @@ async fn postgres_fails_over_switches_over_and_resumes_through_the_api() {
         Some("True")
     );
     assert_eq!(argocd_health(&ready), "Healthy");
+
+    // An on-demand failover drill through the plugin: the operator deletes the primary's Pod,
+    // the StatefulSet controller recreates it (this host restarts its process), the engine
+    // fails over, and status.drill records the achieved RTO.
+    wait_for("3 ready instances before the drill", LONG, || {
+        healthy_primary(&clusters, 3)
+    })
+    .await;
+    let drill = plugin(&client, &ns, &["drill", CLUSTER, "--yes"]).await;
+    println!("kubectl shanraq drill {CLUSTER} --yes: {drill}");
+    let drilled = clusters.get(CLUSTER).await.expect("cluster");
+    let record = drilled
+        .status
+        .as_ref()
+        .and_then(|s| s.drill.clone())
+        .expect("status.drill");
+    assert_eq!(record.phase, "Completed", "{record:?}");
+    assert!(record.rto_ms.is_some(), "{record:?}");
+    wait_for("3 ready instances after the drill", LONG, || {
+        healthy_primary(&clusters, 3)
+    })
+    .await;
+    let status = plugin(&client, &ns, &["status", CLUSTER]).await;
+    println!("kubectl shanraq status {CLUSTER} after the drill:\n{status}");
     operator.stop().await;
     drop(host);
 }
