@@ -119,3 +119,20 @@ async fn slow_and_absent_instances_are_timeouts_and_transport_errors() {
         "errors name the instance: {error}"
     );
 }
+
+#[tokio::test]
+async fn a_moved_instance_is_reached_by_every_clone_of_its_client() {
+    let (_model, servers) = cluster(2).await;
+    let client = InstanceClient::new("pg-0", &servers[0].1, BearerToken::new(TOKEN), timeouts())
+        .expect("client");
+    let clone = client.clone();
+    assert_eq!(clone.status().await.expect("status").name, "pg-0");
+    // The pod came back with another address (here: another instance's server, to tell).
+    assert!(client.set_base_url(&format!("{}/", servers[1].1)));
+    assert!(
+        !client.set_base_url(&servers[1].1),
+        "the same address is no change"
+    );
+    assert_eq!(clone.base_url(), servers[1].1.trim_end_matches('/'));
+    assert_eq!(clone.status().await.expect("status").name, "pg-1");
+}
