@@ -1,46 +1,10 @@
 //! Objects as Argo CD hands them to its Lua scripts: JSON values written as Lua table
 //! constructors, and Lua tables read back as JSON (for the actions, which return the object).
 
-use std::fmt::Write as _;
-
 use serde_json::Value;
 
-/// A Lua string literal holding `text` exactly: every byte outside a safe set is escaped as
-/// `\ddd`, so quotes, backslashes, newlines and UTF-8 all survive.
-pub fn lua_string(text: &str) -> String {
-    let mut literal = String::from("\"");
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b" .,:;-_/()[]{}<>=+*%#@!?'^~|&$".contains(&byte) {
-            literal.push(char::from(byte));
-        } else {
-            let _ = write!(literal, "\\{byte:03}");
-        }
-    }
-    literal.push('"');
-    literal
-}
-
-/// A Lua table constructor for a JSON value, as Argo CD hands objects to health scripts.
-pub fn lua_literal(value: &Value) -> String {
-    match value {
-        Value::Null => "nil".to_string(),
-        Value::Bool(flag) => flag.to_string(),
-        Value::Number(number) => number.to_string(),
-        Value::String(text) => lua_string(text),
-        Value::Array(items) => {
-            let items: Vec<String> = items.iter().map(lua_literal).collect();
-            format!("{{{}}}", items.join(", "))
-        }
-        Value::Object(fields) => {
-            let fields: Vec<String> = fields
-                .iter()
-                .filter(|(_, field)| !field.is_null())
-                .map(|(key, field)| format!("[{}] = {}", lua_string(key), lua_literal(field)))
-                .collect();
-            format!("{{{}}}", fields.join(", "))
-        }
-    }
-}
+/// JSON values as Lua literals, the same code the e2e suite's health check runs on live objects.
+pub use shanraq_testkit::lua::{lua_literal, lua_string};
 
 /// A Lua function `to_json(value)` that writes a table back as JSON: a table whose keys are
 /// exactly 1..n is an array, any other table an object (an empty table is `{}`).
