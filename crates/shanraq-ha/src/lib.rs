@@ -4,4 +4,5 @@
 pub mod adapters;
 pub mod objectives;
 pub mod postgres;
+pub mod redis;
 pub mod wire;

@@ -1,0 +1,926 @@
+//! The Redis HA state machine: observations in, commands and events out, the persisted
+//! `RedisHaState` in between. No IO and no clock: the caller passes `now`, executes the
+//! commands, reports their results with `command_done`, and persists `state()` whenever it
+//! changed, before it executes the commands of that step.
+//!
+//! Safety rules kept here rather than in adapters:
+//! - every failover and switchover bumps the epoch before it detaches or promotes anyone;
+//! - nobody is promoted before the old master cannot take an acknowledged write: it was made a
+//!   replica, or enough replicas are detached that `min-replicas-to-write` cannot be met;
+//! - a master that restarted without its data (new replication id, lower offset) is failed over
+//!   at once, before its replicas could resync from it and empty themselves;
+//! - a node claiming the master role without the designation is made a replica of the master;
+//! - a persisted failover resumes at its phase and target, never re-elects or reverts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::command::{Command, CommandResult, CommandTarget, Event, EventKind, StepOutput, join};
+use super::config::RedisHaConfig;
+use super::election::{Candidate, LossBound, elect};
+use super::info::ReplicationInfo;
+use super::model::{Observation, ProbeOutcome, RedisMember};
+use super::state::{FailoverKind, FailoverRecord, Phase, RedisHaState, Suspicion};
+use crate::postgres::{Millis, NodeId};
+
+/// What the engine remembers about one member between steps (rebuilt from probes on restart).
+#[derive(Clone, Debug, Default)]
+pub(super) struct NodeView {
+    pub(super) last: Option<Observation>,
+    pub(super) consecutive_failures: u32,
+    pub(super) first_failure_at: Option<Millis>,
+    pub(super) refused_streak: u32,
+    /// When the last command on this node finished: older observations do not show its effect.
+    pub(super) last_done_at: Option<Millis>,
+    /// The designated master came back with another replication id and a lower offset.
+    pub(super) restarted: bool,
+}
+
+const MAX_TRANSITIONS_PER_STEP: usize = 10;
+
+/// The HA engine of one Redis replication group.
+#[derive(Debug)]
+pub struct RedisHa {
+    pub(super) config: RedisHaConfig,
+    pub(super) members: Vec<RedisMember>,
+    pub(super) state: RedisHaState,
+    pub(super) nodes: BTreeMap<NodeId, NodeView>,
+    pub(super) outstanding: BTreeMap<CommandTarget, Command>,
+    pub(super) retry_after: BTreeMap<CommandTarget, Millis>,
+    /// The master the router was last confirmed to send writes to, with its epoch.
+    pub(super) routed: Option<(NodeId, u64)>,
+    /// The current master's last reported offset and replication id.
+    pub(super) master_offset: Option<u64>,
+    pub(super) master_replid: Option<String>,
+    /// Seconds since each replica's last acknowledgement, from the master's last report.
+    pub(super) replica_lag: BTreeMap<NodeId, u64>,
+    /// A switchover's old master, still paused until it follows the new one.
+    pub(super) pending_unpause: Option<NodeId>,
+    pub(super) events: Vec<Event>,
+    /// (node, epoch) pairs already reported, to report once.
+    pub(super) reported: BTreeSet<(NodeId, u64)>,
+}
+
+impl RedisHa {
+    /// An engine resuming from `state` (`RedisHaState::default()` for a new group).
+    pub fn new(config: RedisHaConfig, members: Vec<RedisMember>, state: RedisHaState) -> RedisHa {
+        let nodes = members
+            .iter()
+            .map(|member| (member.name.clone(), NodeView::default()))
+            .collect();
+        let master_offset = state.in_flight.as_ref().and_then(|r| r.master_offset);
+        let pending_unpause = state
+            .in_flight
+            .as_ref()
+            .filter(|record| record.kind == FailoverKind::Switchover)
+            .map(|record| record.from.clone());
+        RedisHa {
+            config,
+            members,
+            state,
+            nodes,
+            outstanding: BTreeMap::new(),
+            retry_after: BTreeMap::new(),
+            routed: None,
+            master_offset,
+            master_replid: None,
+            replica_lag: BTreeMap::new(),
+            pending_unpause,
+            events: Vec::new(),
+            reported: BTreeSet::new(),
+        }
+    }
+
+    pub fn state(&self) -> &RedisHaState {
+        &self.state
+    }
+
+    pub fn config(&self) -> &RedisHaConfig {
+        &self.config
+    }
+
+    pub fn members(&self) -> &[RedisMember] {
+        &self.members
+    }
+
+    pub fn outstanding(&self) -> impl Iterator<Item = &Command> {
+        self.outstanding.values()
+    }
+
+    pub fn last_observation(&self, node: &NodeId) -> Option<&Observation> {
+        self.nodes.get(node).and_then(|view| view.last.as_ref())
+    }
+
+    pub fn routed_master(&self) -> Option<&NodeId> {
+        self.routed.as_ref().map(|(node, _)| node)
+    }
+
+    /// The current master's last reported offset.
+    pub fn master_offset(&self) -> Option<u64> {
+        self.master_offset
+    }
+
+    /// Feeds one probe round. A round in which every probe timed out is inconclusive and counts
+    /// for nobody: the fault is then on the engine's side, and failing over would only move the
+    /// master away from where writes still work.
+    pub fn observe_round(&mut self, observations: Vec<Observation>) {
+        let inconclusive = observations.len() > 1
+            && observations
+                .iter()
+                .all(|o| matches!(o.outcome, ProbeOutcome::Unreachable(_)));
+        if inconclusive {
+            return;
+        }
+        for observation in observations {
+            self.observe(observation);
+        }
+    }
+
+    /// Feeds one probe result. Unknown members and results older than the latest are ignored.
+    pub fn observe(&mut self, observation: Observation) {
+        let reporting = self.reporting_master().cloned();
+        let is_reporting = reporting.as_ref() == Some(&observation.node);
+        let restarted = is_reporting
+            && observation.info().is_some_and(|info| {
+                self.master_replid
+                    .as_ref()
+                    .is_some_and(|known| known != &info.replid)
+                    && info.offset < self.master_offset.unwrap_or(0)
+            });
+        let serving = observation
+            .info()
+            .is_some_and(|info| info.is_master() && !restarted);
+        {
+            let Some(view) = self.nodes.get_mut(&observation.node) else {
+                return;
+            };
+            if view
+                .last
+                .as_ref()
+                .is_some_and(|last| last.at > observation.at)
+            {
+                return;
+            }
+            if matches!(observation.outcome, ProbeOutcome::Refused(_)) {
+                view.refused_streak = view.refused_streak.saturating_add(1);
+            } else {
+                view.refused_streak = 0;
+            }
+            if restarted {
+                view.restarted = true;
+            }
+            if serving && !view.restarted {
+                view.consecutive_failures = 0;
+                view.first_failure_at = None;
+            } else {
+                view.consecutive_failures = view.consecutive_failures.saturating_add(1);
+                view.first_failure_at.get_or_insert(observation.at);
+            }
+        }
+        if is_reporting
+            && serving
+            && let Some(info) = observation.info()
+        {
+            let info = info.clone();
+            self.learn_from_master(&info);
+        }
+        if let Some(view) = self.nodes.get_mut(&observation.node) {
+            view.last = Some(observation);
+        }
+    }
+
+    fn learn_from_master(&mut self, info: &ReplicationInfo) {
+        self.master_offset = Some(info.offset);
+        self.master_replid = Some(info.replid.clone());
+        let mut lags = BTreeMap::new();
+        for link in &info.replicas {
+            if let Some(member) = self
+                .members
+                .iter()
+                .find(|m| m.port == link.port && (m.host == link.ip || m.host == "localhost"))
+            {
+                lags.insert(member.name.clone(), link.lag_seconds);
+            }
+        }
+        self.replica_lag = lags;
+    }
+
+    /// Reports how an emitted command ended, with the node's `INFO replication` after it.
+    pub fn command_done(&mut self, command: &Command, result: CommandResult, now: Millis) {
+        let target = command.target();
+        if self.outstanding.get(&target) == Some(command) {
+            self.outstanding.remove(&target);
+        }
+        if let CommandTarget::Instance(node) = &target
+            && let Some(view) = self.nodes.get_mut(node)
+        {
+            view.last_done_at = Some(now);
+        }
+        match &result {
+            Ok(_) => {
+                self.retry_after.remove(&target);
+            }
+            Err(error) => {
+                self.retry_after
+                    .insert(target.clone(), now.plus(self.config.probe_period));
+                self.event(
+                    now,
+                    EventKind::CommandFailed {
+                        command: command.to_string(),
+                        error: error.to_string(),
+                    },
+                );
+            }
+        }
+        if let Ok(Some(info)) = &result {
+            self.observe(Observation::reachable(
+                command.node().clone(),
+                now,
+                info.clone(),
+            ));
+        }
+        if command.epoch() != self.state.epoch {
+            return;
+        }
+        let ok = result.is_ok();
+        match command {
+            Command::Detach { node, .. } if ok => self.detach_done(node, &result, now),
+            Command::Promote { node, .. } => self.promote_done(node, ok, now),
+            Command::Route { master, epoch } if ok => {
+                if self.state.current_master.as_ref() == Some(master) {
+                    self.routed = Some((master.clone(), *epoch));
+                    if self.state.phase == Phase::Routing {
+                        self.complete(now);
+                    }
+                }
+            }
+            Command::PauseWrites { node, .. } => self.pause_done(node, &result, now),
+            Command::Unpause { node, .. } if ok => {
+                if self.pending_unpause.as_ref() == Some(node) {
+                    self.pending_unpause = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Decides what to do at `now`.
+    pub fn step(&mut self, now: Millis) -> StepOutput {
+        let mut commands = Vec::new();
+        for _ in 0..MAX_TRANSITIONS_PER_STEP {
+            let before = self.state.phase;
+            self.step_phase(now, &mut commands);
+            if self.state.phase == before {
+                break;
+            }
+        }
+        StepOutput {
+            commands,
+            events: std::mem::take(&mut self.events),
+        }
+    }
+
+    fn step_phase(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        match self.state.phase {
+            Phase::Bootstrapping => self.step_bootstrapping(now),
+            Phase::Healthy | Phase::Detecting => {
+                self.step_detection(now);
+                if self.state.phase == Phase::Healthy {
+                    self.converge(now, commands);
+                }
+            }
+            Phase::Detaching => self.step_detaching(now, commands),
+            Phase::Electing => self.step_electing(now),
+            Phase::Promoting => self.step_promoting(now, commands),
+            Phase::Routing => self.step_routing(now, commands),
+            Phase::SwitchoverPausing => self.step_switchover_pausing(now, commands),
+            Phase::SwitchoverDraining => self.step_switchover_draining(now, commands),
+        }
+    }
+
+    // ---- helpers -------------------------------------------------------------------------
+
+    pub(super) fn event(&mut self, at: Millis, kind: EventKind) {
+        self.events.push(Event {
+            at,
+            epoch: self.state.epoch,
+            kind,
+        });
+    }
+
+    /// Queues `command` unless its target is busy or backing off after a failure.
+    pub(super) fn emit(
+        &mut self,
+        command: Command,
+        now: Millis,
+        commands: &mut Vec<Command>,
+    ) -> bool {
+        let target = command.target();
+        if self.outstanding.contains_key(&target)
+            || self
+                .retry_after
+                .get(&target)
+                .is_some_and(|until| now < *until)
+        {
+            return false;
+        }
+        self.outstanding.insert(target, command.clone());
+        commands.push(command);
+        true
+    }
+
+    pub(super) fn member(&self, node: &NodeId) -> Option<&RedisMember> {
+        self.members.iter().find(|member| &member.name == node)
+    }
+
+    /// The latest answer of `node`, if taken at or after `since`.
+    pub(super) fn info_since(&self, node: &NodeId, since: Millis) -> Option<&ReplicationInfo> {
+        let last = self.nodes.get(node)?.last.as_ref()?;
+        (last.at >= since).then_some(())?;
+        last.info()
+    }
+
+    /// The latest answer of `node`, if taken after the last command on it finished.
+    pub(super) fn settled_info(&self, node: &NodeId) -> Option<&ReplicationInfo> {
+        let view = self.nodes.get(node)?;
+        let last = view.last.as_ref()?;
+        if view.last_done_at.is_some_and(|done| last.at < done) {
+            return None;
+        }
+        last.info()
+    }
+
+    pub(super) fn answers_as_master(&self, node: &NodeId) -> bool {
+        self.nodes.get(node).is_some_and(|view| {
+            !view.restarted
+                && view
+                    .last
+                    .as_ref()
+                    .and_then(Observation::info)
+                    .is_some_and(ReplicationInfo::is_master)
+        })
+    }
+
+    fn reporting_master(&self) -> Option<&NodeId> {
+        match self.state.phase {
+            Phase::Healthy | Phase::Detecting | Phase::Routing => {
+                self.state.current_master.as_ref()
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn others(&self, node: &NodeId) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .map(|m| m.name.clone())
+            .filter(|n| n != node)
+            .collect()
+    }
+
+    fn in_flight_mut(&mut self) -> Option<&mut FailoverRecord> {
+        self.state.in_flight.as_mut()
+    }
+
+    // ---- bootstrap and steady state --------------------------------------------------------
+
+    fn step_bootstrapping(&mut self, now: Millis) {
+        if self.state.current_master.is_some() {
+            self.state.phase = Phase::Healthy;
+            return;
+        }
+        let masters: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, view)| {
+                view.last
+                    .as_ref()
+                    .and_then(Observation::info)
+                    .is_some_and(ReplicationInfo::is_master)
+            })
+            .map(|(node, _)| node.clone())
+            .collect();
+        match masters.as_slice() {
+            [one] => {
+                let node = one.clone();
+                self.state.epoch += 1;
+                self.state.current_master = Some(node.clone());
+                self.state.phase = Phase::Healthy;
+                if let Some(info) = self.last_observation(&node).and_then(Observation::info) {
+                    let info = info.clone();
+                    self.learn_from_master(&info);
+                }
+                self.event(now, EventKind::MasterAdopted { node });
+            }
+            [] => {
+                // Every pod starts detached: promote the most advanced once all answered and
+                // none follows a live master.
+                let mut best: Option<(u64, NodeId)> = None;
+                for member in &self.members {
+                    let Some(info) = self
+                        .nodes
+                        .get(&member.name)
+                        .and_then(|v| v.last.as_ref())
+                        .and_then(Observation::info)
+                    else {
+                        return;
+                    };
+                    if info.link_up {
+                        return;
+                    }
+                    let better = best.as_ref().is_none_or(|(offset, name)| {
+                        info.offset > *offset || (info.offset == *offset && &member.name < name)
+                    });
+                    if better {
+                        best = Some((info.offset, member.name.clone()));
+                    }
+                }
+                let Some((offset, node)) = best else {
+                    return;
+                };
+                self.state.epoch += 1;
+                self.state.target_master = Some(node.clone());
+                self.state.phase = Phase::Promoting;
+                self.event(now, EventKind::MasterBootstrapped { node, offset });
+            }
+            several => {
+                let nodes = several.to_vec();
+                if self
+                    .reported
+                    .insert((NodeId::new("several-masters"), self.state.epoch))
+                {
+                    self.event(now, EventKind::SeveralMasters { nodes });
+                }
+            }
+        }
+    }
+
+    fn step_detection(&mut self, now: Millis) {
+        let Some(master) = self.state.current_master.clone() else {
+            self.state.phase = Phase::Bootstrapping;
+            return;
+        };
+        let Some(view) = self.nodes.get(&master) else {
+            return;
+        };
+        let threshold = self.config.failure_threshold.max(1);
+        let failing = view.restarted
+            || view.consecutive_failures >= threshold
+            || (view.refused_streak > 0
+                && view.refused_streak >= threshold.saturating_sub(1).max(1));
+        match self.state.phase {
+            Phase::Healthy if failing => {
+                let reason = failure_reason(view);
+                let first_failure_at = view.first_failure_at.unwrap_or(now);
+                let restarted = view.restarted;
+                self.state.suspect = Some(Suspicion {
+                    node: master.clone(),
+                    first_failure_at,
+                    confirmed_at: now,
+                    reason: reason.clone(),
+                });
+                self.state.phase = Phase::Detecting;
+                self.event(
+                    now,
+                    EventKind::MasterSuspected {
+                        node: master.clone(),
+                        reason,
+                    },
+                );
+                // Its replicas would resync from it and empty themselves: no delay.
+                if restarted {
+                    self.start_failover(master, now);
+                }
+            }
+            Phase::Detecting => {
+                if !failing && self.answers_as_master(&master) {
+                    self.state.suspect = None;
+                    self.state.phase = Phase::Healthy;
+                    self.event(now, EventKind::MasterRecovered { node: master });
+                    return;
+                }
+                let due = self.state.suspect.as_ref().is_none_or(|suspect| {
+                    now >= suspect.confirmed_at.plus(self.config.failover_delay)
+                });
+                if due {
+                    self.start_failover(master, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn start_failover(&mut self, from: NodeId, now: Millis) {
+        let suspect = self.state.suspect.take();
+        let reason = suspect
+            .as_ref()
+            .map_or_else(|| "master failing".to_owned(), |s| s.reason.clone());
+        self.state.epoch += 1;
+        self.state.in_flight = Some(FailoverRecord {
+            kind: FailoverKind::Failover,
+            epoch: self.state.epoch,
+            from: from.clone(),
+            to: None,
+            detected_at: suspect.as_ref().map_or(now, |s| s.first_failure_at),
+            started_at: now,
+            master_offset: self.master_offset,
+            detached: Vec::new(),
+            fenced_at: None,
+            fenced_how: None,
+            elected_offset: None,
+            promoted_at: None,
+            routed_at: None,
+            rto_ms: None,
+            lost_bytes: None,
+            refusal: None,
+            aborted: None,
+        });
+        self.state.target_master = None;
+        self.state.phase = Phase::Detaching;
+        self.event(now, EventKind::FailoverStarted { from, reason });
+    }
+
+    /// Healthy: route to the master and bring every other member under it.
+    fn converge(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        let Some(master) = self.state.current_master.clone() else {
+            return;
+        };
+        let epoch = self.state.epoch;
+        if !self.answers_as_master(&master) {
+            return;
+        }
+        if self.routed.as_ref() != Some(&(master.clone(), epoch)) {
+            self.emit(
+                Command::Route {
+                    master: master.clone(),
+                    epoch,
+                },
+                now,
+                commands,
+            );
+        }
+        self.bring_under(&master, now, commands);
+    }
+
+    /// Points every other member that answers at `master`: stale masters are demoted (made
+    /// replicas), replicas of anyone else or detached ones re-pointed, and a switchover's old
+    /// master unpaused once it follows.
+    pub(super) fn bring_under(
+        &mut self,
+        master: &NodeId,
+        now: Millis,
+        commands: &mut Vec<Command>,
+    ) {
+        let epoch = self.state.epoch;
+        let Some(endpoint) = self.member(master).map(RedisMember::endpoint) else {
+            return;
+        };
+        for node in self.others(master) {
+            let Some(info) = self.settled_info(&node).cloned() else {
+                continue;
+            };
+            let follows = info.replicates_from(&endpoint.host, endpoint.port);
+            if follows {
+                if self.pending_unpause.as_ref() == Some(&node) {
+                    self.emit(Command::Unpause { node, epoch }, now, commands);
+                }
+                continue;
+            }
+            let replicate = Command::Replicate {
+                node: node.clone(),
+                master: endpoint.clone(),
+                epoch,
+            };
+            if self.emit(replicate, now, commands)
+                && info.is_master()
+                && self.reported.insert((node.clone(), epoch))
+            {
+                self.event(now, EventKind::StaleMasterDemoted { node });
+            }
+        }
+    }
+
+    // ---- failover --------------------------------------------------------------------------
+
+    /// Detaching: every other member is detached from the old master (the old master too,
+    /// when it answers: a read-only replica of nothing takes no write). The election starts once
+    /// the old master cannot take an acknowledged write (see `fenced`).
+    fn step_detaching(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        let Some(record) = self.state.in_flight.clone() else {
+            self.state.phase = Phase::Healthy;
+            return;
+        };
+        let epoch = self.state.epoch;
+        match self.fenced(&record) {
+            Ok(how) => {
+                if let Some(record) = self.in_flight_mut() {
+                    record.fenced_at = Some(now);
+                    record.fenced_how = Some(how.clone());
+                    record.refusal = None;
+                }
+                self.event(
+                    now,
+                    EventKind::MasterFenced {
+                        from: record.from.clone(),
+                        how,
+                    },
+                );
+                self.state.phase = Phase::Electing;
+            }
+            Err(blocked) => {
+                let pending: Vec<NodeId> = self
+                    .members
+                    .iter()
+                    .map(|m| m.name.clone())
+                    .filter(|node| !record.detached.contains(node))
+                    .collect();
+                for node in pending {
+                    self.emit(Command::Detach { node, epoch }, now, commands);
+                }
+                let patient = now >= record.started_at.plus(self.config.fence_timeout);
+                if patient && record.refusal.as_deref() != Some(blocked.as_str()) {
+                    if let Some(record) = self.in_flight_mut() {
+                        record.refusal = Some(blocked.clone());
+                    }
+                    self.event(now, EventKind::FencingBlocked { reason: blocked });
+                }
+            }
+        }
+    }
+
+    /// Why the old master can no longer take an acknowledged write, or why that is not shown.
+    ///
+    /// - It was detached itself: a read-only replica.
+    /// - `min-replicas-to-write M` over R replicas: with R - M + 1 of them detached at most
+    ///   M - 1 stay attached, so it refuses every write, whatever it can still reach.
+    fn fenced(&self, record: &FailoverRecord) -> Result<String, String> {
+        if record.detached.contains(&record.from) {
+            return Ok("it was made a read-only replica".to_owned());
+        }
+        let replicas: Vec<NodeId> = self.others(&record.from);
+        let detached: Vec<NodeId> = replicas
+            .iter()
+            .filter(|node| record.detached.contains(node))
+            .cloned()
+            .collect();
+        let minimum = usize::try_from(self.config.min_replicas_to_write).unwrap_or(usize::MAX);
+        if minimum == 0 {
+            return Err(format!(
+                "{} is unreachable and min-replicas-to-write is 0, so detaching replicas cannot stop it \
+                 taking writes",
+                record.from
+            ));
+        }
+        let required = (replicas.len() + 1).saturating_sub(minimum);
+        if detached.len() >= required {
+            Ok(format!(
+                "{} of its replicas [{}] detached ([{}]), so min-replicas-to-write {minimum} cannot be met",
+                detached.len(),
+                join(&replicas),
+                join(&detached)
+            ))
+        } else {
+            Err(format!(
+                "{} is not reachable and only {} of its replicas [{}] are detached ([{}]); {required} are needed \
+                 before min-replicas-to-write {minimum} is out of its reach",
+                record.from,
+                detached.len(),
+                join(&replicas),
+                join(&detached)
+            ))
+        }
+    }
+
+    fn detach_done(&mut self, node: &NodeId, result: &CommandResult, now: Millis) {
+        if !matches!(self.state.phase, Phase::Detaching | Phase::Electing) {
+            return;
+        }
+        let offset = match result {
+            Ok(Some(info)) if info.is_detached() => info.offset,
+            _ => return,
+        };
+        let Some(record) = self.in_flight_mut() else {
+            return;
+        };
+        if record.detached.contains(node) {
+            return;
+        }
+        record.detached.push(node.clone());
+        record.detached.sort();
+        self.event(
+            now,
+            EventKind::Detached {
+                node: node.clone(),
+                offset,
+            },
+        );
+    }
+
+    fn step_electing(&mut self, now: Millis) {
+        let Some(record) = self.state.in_flight.clone() else {
+            self.state.phase = Phase::Healthy;
+            return;
+        };
+        let candidates: Vec<Candidate> = self
+            .others(&record.from)
+            .into_iter()
+            .filter(|node| record.detached.contains(node))
+            .filter_map(|node| {
+                let info = self.info_since(&node, record.started_at)?;
+                info.is_detached().then(|| Candidate {
+                    offset: info.offset,
+                    lag_seconds: self.replica_lag.get(&node).copied(),
+                    node,
+                })
+            })
+            .collect();
+        let bound = LossBound {
+            max_lag_bytes: self.config.max_lag_bytes,
+            max_lag_seconds: self.config.max_lag_seconds,
+        };
+        let reason = match elect(&candidates, record.master_offset, bound) {
+            Ok(elected) => {
+                self.choose(elected.node.clone(), elected.offset, elected.lost_bytes);
+                self.event(
+                    now,
+                    EventKind::Elected {
+                        node: elected.node,
+                        offset: elected.offset,
+                        lost_bytes: elected.lost_bytes,
+                    },
+                );
+                return;
+            }
+            Err(reason) => reason,
+        };
+        // The old master, detached and answering, loses nothing when it is at least as far
+        // as the best candidate: take it back.
+        let best = candidates.iter().map(|c| c.offset).max().unwrap_or(0);
+        if record.detached.contains(&record.from)
+            && let Some(info) = self.info_since(&record.from, record.started_at)
+            && info.is_detached()
+            && info.offset >= best
+            && info.offset >= record.master_offset.unwrap_or(0)
+        {
+            let offset = info.offset;
+            self.choose(record.from.clone(), offset, Some(0));
+            self.event(
+                now,
+                EventKind::Elected {
+                    node: record.from,
+                    offset,
+                    lost_bytes: Some(0),
+                },
+            );
+            return;
+        }
+        if record.refusal.as_deref() != Some(reason.as_str()) {
+            if let Some(record) = self.in_flight_mut() {
+                record.refusal = Some(reason.clone());
+            }
+            self.event(now, EventKind::FailoverRefused { reason });
+        }
+    }
+
+    pub(super) fn choose(&mut self, node: NodeId, offset: u64, lost_bytes: Option<u64>) {
+        if let Some(record) = self.in_flight_mut() {
+            record.to = Some(node.clone());
+            record.elected_offset = Some(offset);
+            record.lost_bytes = lost_bytes;
+            record.refusal = None;
+        }
+        self.state.target_master = Some(node);
+        self.state.phase = Phase::Promoting;
+    }
+
+    fn step_promoting(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        let Some(target) = self.state.target_master.clone() else {
+            self.state.phase = if self.state.in_flight.is_some() {
+                Phase::Electing
+            } else {
+                Phase::Bootstrapping
+            };
+            return;
+        };
+        let epoch = self.state.epoch;
+        let started = self
+            .state
+            .in_flight
+            .as_ref()
+            .map_or(Millis(0), |record| record.started_at);
+        let already = self
+            .info_since(&target, started)
+            .is_some_and(ReplicationInfo::is_master);
+        if already {
+            self.promoted(target, now);
+            return;
+        }
+        self.emit(
+            Command::Promote {
+                node: target,
+                epoch,
+            },
+            now,
+            commands,
+        );
+    }
+
+    fn promote_done(&mut self, node: &NodeId, ok: bool, now: Millis) {
+        if self.state.phase != Phase::Promoting || self.state.target_master.as_ref() != Some(node) {
+            return;
+        }
+        if ok {
+            self.promoted(node.clone(), now);
+        } else if self.state.in_flight.is_some() {
+            self.state.target_master = None;
+            if let Some(record) = self.in_flight_mut() {
+                record.to = None;
+            }
+            self.state.phase = Phase::Electing;
+        }
+    }
+
+    fn promoted(&mut self, node: NodeId, now: Millis) {
+        let offset = self
+            .last_observation(&node)
+            .and_then(Observation::info)
+            .map(|info| (info.offset, info.replid.clone()));
+        if let Some(record) = self.in_flight_mut() {
+            record.promoted_at = Some(now);
+            record.to = Some(node.clone());
+        }
+        if let Some(view) = self.nodes.get_mut(&node) {
+            view.consecutive_failures = 0;
+            view.first_failure_at = None;
+            view.refused_streak = 0;
+            view.restarted = false;
+        }
+        self.state.current_master = Some(node.clone());
+        self.state.target_master = None;
+        self.master_offset = offset.as_ref().map(|(offset, _)| *offset);
+        self.master_replid = offset.map(|(_, replid)| replid);
+        self.replica_lag.clear();
+        self.state.phase = Phase::Routing;
+        self.event(now, EventKind::Promoted { node });
+    }
+
+    fn step_routing(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        let Some(master) = self.state.current_master.clone() else {
+            self.state.phase = Phase::Bootstrapping;
+            return;
+        };
+        let epoch = self.state.epoch;
+        if self.routed.as_ref() == Some(&(master.clone(), epoch)) {
+            self.complete(now);
+            return;
+        }
+        // Replicas first: the new master takes writes only once min-replicas-to-write of them
+        // are attached.
+        self.bring_under(&master, now, commands);
+        self.emit(Command::Route { master, epoch }, now, commands);
+    }
+
+    fn complete(&mut self, now: Millis) {
+        let node = self.state.current_master.clone();
+        self.state.phase = Phase::Healthy;
+        self.state.target_master = None;
+        self.state.suspect = None;
+        let Some(mut record) = self.state.in_flight.take() else {
+            if let Some(node) = node {
+                self.event(now, EventKind::Routed { node });
+            }
+            return;
+        };
+        record.routed_at = Some(now);
+        record.rto_ms = Some(now.since(record.detected_at));
+        match record.kind {
+            FailoverKind::Failover => self.state.failovers += 1,
+            FailoverKind::Switchover => self.state.switchovers += 1,
+        }
+        self.state.last_failover = Some(record.clone());
+        let to = record.to.clone().unwrap_or_else(|| record.from.clone());
+        self.event(now, EventKind::Routed { node: to });
+        let kind = match record.kind {
+            FailoverKind::Failover => EventKind::FailoverCompleted { record },
+            FailoverKind::Switchover => EventKind::SwitchoverCompleted { record },
+        };
+        self.event(now, kind);
+    }
+}
+
+fn failure_reason(view: &NodeView) -> String {
+    if view.restarted {
+        return "it restarted without its data (new replication id, lower offset): its replicas must not \
+                resync from it"
+            .to_owned();
+    }
+    let streak = view.consecutive_failures;
+    match view.last.as_ref().map(|last| &last.outcome) {
+        Some(ProbeOutcome::Unreachable(why) | ProbeOutcome::Refused(why)) => {
+            format!("{streak} failed probes, last: {why}")
+        }
+        Some(ProbeOutcome::Reachable(info)) => {
+            format!("{streak} probes without a master, reports {:?}", info.role).to_lowercase()
+        }
+        None => format!("{streak} failed probes"),
+    }
+}

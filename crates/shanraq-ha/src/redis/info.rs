@@ -1,0 +1,170 @@
+//! `INFO replication` parsed into what the engine decides on: the role, where a replica points
+//! and whether its link is up, the replication offset and id, and the replicas a master sees
+//! (offset and lag). Pure text in, data out, so tests feed captured replies.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Master,
+    Replica,
+}
+
+/// One replica as its master reports it (`slaveN:ip=..,port=..,state=..,offset=..,lag=..`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaLink {
+    pub ip: String,
+    pub port: u16,
+    /// `state=online`: past the initial sync and streaming.
+    pub online: bool,
+    pub offset: u64,
+    /// Seconds since the replica's last acknowledgement.
+    pub lag_seconds: u64,
+}
+
+/// What one `INFO replication` reply says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationInfo {
+    pub role: Role,
+    /// Replica: its configured master.
+    #[serde(default)]
+    pub master_host: Option<String>,
+    #[serde(default)]
+    pub master_port: Option<u16>,
+    /// Replica: `master_link_status:up`.
+    #[serde(default)]
+    pub link_up: bool,
+    /// Replica: a full sync is running (its data set is being replaced).
+    #[serde(default)]
+    pub sync_in_progress: bool,
+    /// The replication offset: `master_repl_offset` on a master, the offset processed from the
+    /// master (`slave_repl_offset`) on a replica.
+    pub offset: u64,
+    /// The replication history id (`master_replid`): changes on promotion, and when a master
+    /// restarts without its data.
+    pub replid: String,
+    /// Master: the replicas it sees.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaLink>,
+    /// Master: `min_slaves_good_slaves`, present when `min-replicas-to-write` is set.
+    #[serde(default)]
+    pub good_replicas: Option<u32>,
+}
+
+impl ReplicationInfo {
+    pub fn is_master(&self) -> bool {
+        self.role == Role::Master
+    }
+
+    /// A replica pointed at `host:port`.
+    pub fn replicates_from(&self, host: &str, port: u16) -> bool {
+        self.role == Role::Replica
+            && self.master_host.as_deref() == Some(host)
+            && self.master_port == Some(port)
+    }
+
+    /// A replica pointed at the address that refuses: detached by a failover.
+    pub fn is_detached(&self) -> bool {
+        self.replicates_from(super::model::DETACHED_HOST, super::model::DETACHED_PORT)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InfoError {
+    #[error("INFO replication has no {field} field")]
+    Missing { field: &'static str },
+    #[error("INFO replication field {field} is not valid: {value:?}")]
+    Invalid { field: &'static str, value: String },
+}
+
+fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let line = line.trim_end_matches('\r');
+        let (key, value) = line.split_once(':')?;
+        (key == name).then_some(value)
+    })
+}
+
+fn number<T: std::str::FromStr>(text: &str, name: &'static str) -> Result<Option<T>, InfoError> {
+    match field(text, name) {
+        None => Ok(None),
+        Some(value) => value.parse().map(Some).map_err(|_| InfoError::Invalid {
+            field: name,
+            value: value.to_owned(),
+        }),
+    }
+}
+
+fn replica_link(value: &str) -> Option<ReplicaLink> {
+    let mut ip = None;
+    let mut port = None;
+    let mut online = false;
+    let mut offset = 0;
+    let mut lag_seconds = 0;
+    for pair in value.split(',') {
+        let (key, value) = pair.split_once('=')?;
+        match key {
+            "ip" => ip = Some(value.to_owned()),
+            "port" => port = value.parse().ok(),
+            "state" => online = value == "online",
+            "offset" => offset = value.parse().unwrap_or(0),
+            "lag" => lag_seconds = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    Some(ReplicaLink {
+        ip: ip?,
+        port: port?,
+        online,
+        offset,
+        lag_seconds,
+    })
+}
+
+/// Parses the text of `INFO replication`.
+pub fn parse_replication_info(text: &str) -> Result<ReplicationInfo, InfoError> {
+    let role = match field(text, "role") {
+        Some("master") => Role::Master,
+        Some("slave") => Role::Replica,
+        Some(other) => {
+            return Err(InfoError::Invalid {
+                field: "role",
+                value: other.to_owned(),
+            });
+        }
+        None => return Err(InfoError::Missing { field: "role" }),
+    };
+    let replid = field(text, "master_replid")
+        .ok_or(InfoError::Missing {
+            field: "master_replid",
+        })?
+        .to_owned();
+    let master_offset: u64 = number(text, "master_repl_offset")?.unwrap_or(0);
+    let offset = match role {
+        Role::Master => master_offset,
+        Role::Replica => number(text, "slave_repl_offset")?.unwrap_or(master_offset),
+    };
+    let mut replicas = Vec::new();
+    for index in 0.. {
+        let Some(value) = field(text, &format!("slave{index}")) else {
+            break;
+        };
+        if let Some(link) = replica_link(value) {
+            replicas.push(link);
+        }
+    }
+    Ok(ReplicationInfo {
+        role,
+        master_host: field(text, "master_host").map(str::to_owned),
+        master_port: number(text, "master_port")?,
+        link_up: field(text, "master_link_status") == Some("up"),
+        sync_in_progress: field(text, "master_sync_in_progress") == Some("1"),
+        offset,
+        replid,
+        replicas,
+        good_replicas: number(text, "min_slaves_good_slaves")?,
+    })
+}

@@ -1,0 +1,227 @@
+//! Planned switchover without loss: pause writes on the master (`CLIENT PAUSE WRITE`: clients
+//! block, nothing is refused), wait until the target has the paused master's offset, then
+//! promote it through the same Promoting and Routing phases as a failover; the old master is
+//! made its replica and only then unpaused, so the writes that were blocked meet a replica and
+//! fail (`READONLY`) instead of landing on the old master. On timeout the old master is
+//! unpaused and stays master.
+
+use std::cmp::Reverse;
+
+use super::command::{Command, CommandResult, EventKind};
+use super::engine::RedisHa;
+use super::info::ReplicationInfo;
+use super::model::Observation;
+use super::state::{FailoverKind, FailoverRecord, Phase};
+use crate::postgres::{Millis, NodeId, duration_ms};
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SwitchoverError {
+    #[error("switchover refused: Redis is in phase {phase}, not Healthy")]
+    NotHealthy { phase: Phase },
+    #[error("switchover refused: no Redis master is designated")]
+    NoMaster,
+    #[error("switchover refused: Redis master {master} is not routed or not answering yet")]
+    MasterNotReady { master: NodeId },
+    #[error("switchover refused: {target} is not a Redis member")]
+    UnknownMember { target: NodeId },
+    #[error("switchover refused: {target} is already the Redis master")]
+    TargetIsMaster { target: NodeId },
+    #[error("switchover refused: {target} is not a replica streaming from the master")]
+    TargetNotReplica { target: NodeId },
+    #[error("switchover refused: no replica is streaming from the master")]
+    NoReplica,
+    #[error("switchover request replaced by a newer one")]
+    Superseded,
+}
+
+impl RedisHa {
+    /// Starts a planned switchover to `target`, or to the most advanced streaming replica.
+    pub fn request_switchover(
+        &mut self,
+        target: Option<NodeId>,
+        now: Millis,
+    ) -> Result<NodeId, SwitchoverError> {
+        if self.state.phase != Phase::Healthy {
+            return Err(SwitchoverError::NotHealthy {
+                phase: self.state.phase,
+            });
+        }
+        let master = self
+            .state
+            .current_master
+            .clone()
+            .ok_or(SwitchoverError::NoMaster)?;
+        let routed = self.routed.as_ref() == Some(&(master.clone(), self.state.epoch));
+        if !routed || !self.answers_as_master(&master) {
+            return Err(SwitchoverError::MasterNotReady { master });
+        }
+        let Some(endpoint) = self.member(&master).map(|m| m.endpoint()) else {
+            return Err(SwitchoverError::NoMaster);
+        };
+        let streaming = |engine: &RedisHa, node: &NodeId| -> Option<u64> {
+            let info = engine.last_observation(node).and_then(Observation::info)?;
+            (info.replicates_from(&endpoint.host, endpoint.port) && info.link_up)
+                .then_some(info.offset)
+        };
+        let target = match target {
+            Some(target) => {
+                if self.member(&target).is_none() {
+                    return Err(SwitchoverError::UnknownMember { target });
+                }
+                if target == master {
+                    return Err(SwitchoverError::TargetIsMaster { target });
+                }
+                if streaming(self, &target).is_none() {
+                    return Err(SwitchoverError::TargetNotReplica { target });
+                }
+                target
+            }
+            None => self
+                .others(&master)
+                .into_iter()
+                .filter_map(|node| streaming(self, &node).map(|offset| (offset, node)))
+                .max_by_key(|(offset, node)| (*offset, Reverse(node.clone())))
+                .map(|(_, node)| node)
+                .ok_or(SwitchoverError::NoReplica)?,
+        };
+        self.state.epoch += 1;
+        self.state.in_flight = Some(FailoverRecord {
+            kind: FailoverKind::Switchover,
+            epoch: self.state.epoch,
+            from: master.clone(),
+            to: Some(target.clone()),
+            detected_at: now,
+            started_at: now,
+            master_offset: None,
+            detached: Vec::new(),
+            fenced_at: None,
+            fenced_how: None,
+            elected_offset: None,
+            promoted_at: None,
+            routed_at: None,
+            rto_ms: None,
+            lost_bytes: None,
+            refusal: None,
+            aborted: None,
+        });
+        self.state.target_master = Some(target.clone());
+        self.state.phase = Phase::SwitchoverPausing;
+        self.pending_unpause = Some(master.clone());
+        self.event(
+            now,
+            EventKind::SwitchoverStarted {
+                from: master,
+                to: target.clone(),
+            },
+        );
+        Ok(target)
+    }
+
+    pub(super) fn step_switchover_pausing(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        let Some(record) = self.state.in_flight.clone() else {
+            self.state.phase = Phase::Healthy;
+            return;
+        };
+        if now >= record.started_at.plus(self.config.switchover_timeout) {
+            self.abort_switchover(
+                "writes could not be paused in time".to_owned(),
+                now,
+                commands,
+            );
+            return;
+        }
+        let timeout_ms = duration_ms(self.config.switchover_timeout);
+        self.emit(
+            Command::PauseWrites {
+                node: record.from,
+                timeout_ms,
+                epoch: self.state.epoch,
+            },
+            now,
+            commands,
+        );
+    }
+
+    pub(super) fn pause_done(&mut self, node: &NodeId, result: &CommandResult, now: Millis) {
+        if self.state.phase != Phase::SwitchoverPausing {
+            return;
+        }
+        let Some(record) = self.state.in_flight.as_mut() else {
+            return;
+        };
+        if &record.from != node {
+            return;
+        }
+        match result {
+            Ok(Some(info)) => {
+                record.master_offset = Some(info.offset);
+                record.fenced_at = Some(now);
+                record.fenced_how = Some("writes paused".to_owned());
+                self.state.phase = Phase::SwitchoverDraining;
+            }
+            Ok(None) | Err(_) => {}
+        }
+    }
+
+    pub(super) fn step_switchover_draining(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        let Some(record) = self.state.in_flight.clone() else {
+            self.state.phase = Phase::Healthy;
+            return;
+        };
+        let Some(target) = self.state.target_master.clone() else {
+            self.abort_switchover("no target".to_owned(), now, commands);
+            return;
+        };
+        let paused_at = record.fenced_at.unwrap_or(record.started_at);
+        // The master's offset can still move while paused (a write already running when the
+        // pause began): take its latest answer.
+        let master_offset = self
+            .info_since(&record.from, paused_at)
+            .filter(|info| info.is_master())
+            .map(|info| info.offset)
+            .max(record.master_offset)
+            .unwrap_or(0);
+        let caught_up = self
+            .info_since(&target, paused_at)
+            .is_some_and(|info: &ReplicationInfo| info.offset >= master_offset && info.link_up);
+        if caught_up {
+            if let Some(record) = self.state.in_flight.as_mut() {
+                record.master_offset = Some(master_offset);
+                record.elected_offset = Some(master_offset);
+                record.lost_bytes = Some(0);
+            }
+            self.state.phase = Phase::Promoting;
+            return;
+        }
+        if now >= record.started_at.plus(self.config.switchover_timeout) {
+            self.abort_switchover(
+                format!("{target} did not reach the master's offset {master_offset} in time"),
+                now,
+                commands,
+            );
+        }
+    }
+
+    fn abort_switchover(&mut self, reason: String, now: Millis, commands: &mut Vec<Command>) {
+        let Some(mut record) = self.state.in_flight.take() else {
+            return;
+        };
+        record.aborted = Some(reason.clone());
+        record.to = None;
+        let from = record.from.clone();
+        self.state.last_failover = Some(record);
+        self.state.target_master = None;
+        self.state.phase = Phase::Healthy;
+        // The epoch moved on: route again so the router holds the current one.
+        self.routed = None;
+        self.emit(
+            Command::Unpause {
+                node: from,
+                epoch: self.state.epoch,
+            },
+            now,
+            commands,
+        );
+        self.event(now, EventKind::SwitchoverAborted { reason });
+    }
+}

@@ -1,0 +1,249 @@
+//! Unplanned failover: who is detached before anyone is promoted, who wins, when the engine
+//! refuses, and that a returning or emptied old master never comes back as master.
+
+use super::fixtures::Sim;
+use crate::redis::{Command, EventKind, Phase, RedisHaConfig, Role};
+
+fn config() -> RedisHaConfig {
+    RedisHaConfig::default()
+}
+
+fn promote_index(sim: &Sim) -> usize {
+    sim.executed
+        .iter()
+        .position(|c| matches!(c, Command::Promote { .. }))
+        .expect("a promotion")
+}
+
+#[test]
+fn a_dead_master_is_replaced_by_the_most_advanced_replica_after_every_replica_is_detached() {
+    let mut sim = Sim::healthy(&["r0", "r1", "r2"], config());
+    sim.frozen_offsets.push("r2".to_owned());
+    sim.rounds(1);
+    sim.frozen_offsets.clear();
+    sim.nodes.get_mut("r0").expect("r0").up = false;
+    sim.rounds(8);
+    assert_eq!(sim.master(), Some("r1"), "{:?}", sim.kinds());
+    let promote = promote_index(&sim);
+    for replica in ["r1", "r2"] {
+        let detached = sim
+            .executed
+            .iter()
+            .position(|c| matches!(c, Command::Detach { node, .. } if node.as_str() == replica));
+        assert!(
+            detached.is_some_and(|at| at < promote),
+            "{replica} detached before the promotion: {:?}",
+            sim.executed
+        );
+    }
+    assert_eq!(sim.failovers_completed(), 1);
+    assert_eq!(sim.engine.state().failovers, 1);
+    assert_eq!(sim.engine.state().phase, Phase::Healthy);
+    let r2 = &sim.nodes["r2"];
+    assert_eq!(
+        r2.master,
+        Some(("r1.host".to_owned(), 6379)),
+        "r2 follows r1"
+    );
+    assert_eq!(sim.engine.routed_master().map(|n| n.as_str()), Some("r1"));
+    let record = sim.engine.state().last_failover.clone().expect("recorded");
+    assert!(record.rto_ms.is_some());
+    assert_eq!(record.epoch, sim.engine.state().epoch);
+}
+
+#[test]
+fn a_returning_old_master_is_made_a_replica_and_nothing_fails_over_again() {
+    let mut sim = Sim::healthy(&["r0", "r1", "r2"], config());
+    sim.nodes.get_mut("r0").expect("r0").up = false;
+    sim.rounds(8);
+    let new_master = sim.master().expect("a master").to_owned();
+    // It comes back as it went: a master of its old history.
+    sim.nodes.get_mut("r0").expect("r0").up = true;
+    sim.rounds(10);
+    assert_eq!(sim.master(), Some(new_master.as_str()));
+    assert_eq!(sim.masters_up(), vec![new_master.as_str()]);
+    assert_eq!(sim.nodes["r0"].role, Role::Replica);
+    assert!(
+        sim.kinds().contains(&"RedisStaleMasterDemoted"),
+        "{:?}",
+        sim.kinds()
+    );
+    assert_eq!(sim.failovers_completed(), 1, "{:?}", sim.kinds());
+}
+
+#[test]
+fn a_master_back_without_its_data_is_failed_over_at_once() {
+    let mut sim = Sim::healthy(&["r0", "r1", "r2"], config());
+    // Restarted between two probes with an empty data set, as a master.
+    let r0 = sim.nodes.get_mut("r0").expect("r0");
+    r0.offset = 0;
+    r0.replid = "fresh".to_owned();
+    sim.frozen_offsets = vec!["r1".to_owned(), "r2".to_owned()];
+    sim.rounds(1);
+    assert!(
+        sim.executed
+            .iter()
+            .any(|c| matches!(c, Command::Detach { .. })),
+        "one round is enough to detach its replicas: {:?}",
+        sim.kinds()
+    );
+    sim.frozen_offsets.clear();
+    sim.rounds(6);
+    assert_ne!(sim.master(), Some("r0"));
+    assert!(
+        sim.nodes["r1"].offset >= 100 && sim.nodes["r2"].offset >= 100,
+        "nobody emptied"
+    );
+}
+
+#[test]
+fn an_unreachable_master_with_an_unreachable_replica_is_not_fenced_and_nobody_is_promoted() {
+    let mut sim = Sim::healthy(&["r0", "r1", "r2"], config());
+    sim.nodes.get_mut("r0").expect("r0").up = false;
+    sim.nodes.get_mut("r2").expect("r2").up = false;
+    sim.rounds(40);
+    assert!(
+        !sim.executed
+            .iter()
+            .any(|c| matches!(c, Command::Promote { .. })),
+        "r0 may still take writes acknowledged by r2: {:?}",
+        sim.executed
+    );
+    assert_eq!(sim.engine.state().phase, Phase::Detaching);
+    assert!(
+        sim.kinds().contains(&"RedisFencingBlocked"),
+        "{:?}",
+        sim.kinds()
+    );
+    // The replica comes back: it is detached and the failover completes.
+    sim.nodes.get_mut("r2").expect("r2").up = true;
+    sim.rounds(6);
+    assert_eq!(sim.failovers_completed(), 1, "{:?}", sim.kinds());
+}
+
+#[test]
+fn with_two_of_four_required_one_unreachable_replica_does_not_block_the_failover() {
+    let config = RedisHaConfig {
+        min_replicas_to_write: 2,
+        ..RedisHaConfig::default()
+    };
+    let mut sim = Sim::healthy(&["r0", "r1", "r2", "r3"], config);
+    sim.nodes.get_mut("r0").expect("r0").up = false;
+    sim.nodes.get_mut("r3").expect("r3").up = false;
+    sim.rounds(8);
+    assert_eq!(sim.failovers_completed(), 1, "{:?}", sim.kinds());
+}
+
+#[test]
+fn a_candidate_beyond_the_loss_bound_is_refused_with_an_event() {
+    let config = RedisHaConfig {
+        max_lag_bytes: 15,
+        ..RedisHaConfig::default()
+    };
+    let mut sim = Sim::healthy(&["r0", "r1", "r2"], config);
+    sim.frozen_offsets = vec!["r1".to_owned(), "r2".to_owned()];
+    sim.rounds(3);
+    sim.nodes.get_mut("r0").expect("r0").up = false;
+    sim.rounds(10);
+    assert!(
+        !sim.executed
+            .iter()
+            .any(|c| matches!(c, Command::Promote { .. })),
+        "{:?}",
+        sim.executed
+    );
+    let refusal = sim.events.iter().find_map(|e| match &e.kind {
+        EventKind::FailoverRefused { reason } => Some(reason.clone()),
+        _ => None,
+    });
+    let refusal = refusal.expect("a refusal event");
+    assert!(refusal.contains("loss bound of 15 bytes"), "{refusal}");
+    assert_eq!(
+        sim.engine
+            .state()
+            .in_flight
+            .as_ref()
+            .and_then(|r| r.refusal.clone()),
+        Some(refusal)
+    );
+}
+
+#[test]
+fn a_master_that_answers_again_during_detection_is_kept() {
+    let config = RedisHaConfig {
+        failover_delay: std::time::Duration::from_secs(2),
+        ..RedisHaConfig::default()
+    };
+    let mut sim = Sim::healthy(&["r0", "r1", "r2"], config);
+    sim.nodes.get_mut("r0").expect("r0").up = false;
+    sim.rounds(4);
+    assert_eq!(sim.engine.state().phase, Phase::Detecting);
+    sim.nodes.get_mut("r0").expect("r0").up = true;
+    sim.rounds(3);
+    assert_eq!(sim.engine.state().phase, Phase::Healthy);
+    assert_eq!(sim.master(), Some("r0"));
+    assert!(sim.kinds().contains(&"RedisMasterRecovered"));
+}
+
+#[test]
+fn a_round_in_which_nobody_answers_counts_for_nobody() {
+    let mut sim = Sim::healthy(&["r0", "r1", "r2"], config());
+    for node in sim.nodes.values_mut() {
+        node.up = false;
+    }
+    sim.rounds(20);
+    assert_eq!(
+        sim.engine.state().phase,
+        Phase::Healthy,
+        "{:?}",
+        sim.kinds()
+    );
+}
+
+#[test]
+fn nodes_that_all_start_detached_get_the_most_advanced_promoted() {
+    use crate::redis::{DETACHED_HOST, DETACHED_PORT, RedisHa, RedisHaState};
+    let mut sim = Sim::healthy(&["r0", "r1", "r2"], config());
+    for (name, offset) in [("r0", 50), ("r1", 70), ("r2", 70)] {
+        let node = sim.nodes.get_mut(name).expect("node");
+        node.role = Role::Replica;
+        node.master = Some((DETACHED_HOST.to_owned(), DETACHED_PORT));
+        node.offset = offset;
+    }
+    sim.engine = RedisHa::new(
+        config(),
+        super::fixtures::members(&["r0", "r1", "r2"]),
+        RedisHaState::default(),
+    );
+    sim.rounds(5);
+    assert_eq!(sim.master(), Some("r1"), "{:?}", sim.kinds());
+    assert_eq!(sim.masters_up(), vec!["r1"]);
+    assert_eq!(sim.nodes["r0"].master, Some(("r1.host".to_owned(), 6379)));
+    assert_eq!(sim.engine.state().failovers, 0);
+}
+
+#[test]
+fn a_hundred_back_to_back_failovers_each_fail_over_exactly_once() {
+    let names = ["r0", "r1", "r2"];
+    let mut sim = Sim::healthy(&names, config());
+    for fault in 1..=100_usize {
+        let master = sim.master().expect("a master").to_owned();
+        sim.nodes.get_mut(&master).expect("master").up = false;
+        sim.rounds(8);
+        assert_eq!(
+            sim.failovers_completed(),
+            fault,
+            "fault {fault}: {:?}",
+            sim.kinds()
+        );
+        sim.nodes.get_mut(&master).expect("old master").up = true;
+        sim.rounds(8);
+        assert_eq!(sim.masters_up().len(), 1, "fault {fault}");
+        assert_eq!(
+            sim.failovers_completed(),
+            fault,
+            "no failover without a fault ({fault})"
+        );
+    }
+    assert_eq!(sim.engine.state().failovers, 100);
+}
