@@ -2,6 +2,7 @@
 
 pub mod controller;
 pub mod drill;
+pub mod engines;
 pub mod ha;
 pub mod http;
 pub mod metrics;

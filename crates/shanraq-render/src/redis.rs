@@ -1,10 +1,13 @@
 //! Redis: a StatefulSet in replication mode (one master, replicas, Services by role label that
-//! the operator moves on failover) or cluster mode (Redis Cluster shards formed once by an
-//! idempotent Job), the ConfigMap with redis.conf, and a redis_exporter sidecar.
+//! the operator's Redis engine moves on failover) or cluster mode (Redis Cluster shards formed
+//! once by an idempotent Job), the ConfigMap with redis.conf, and a redis_exporter sidecar.
 //!
 //! The password never enters the ConfigMap: each pod writes a small runtime config in memory
 //! that includes the rendered redis.conf and adds `requirepass`/`masterauth` from the mounted
-//! Secret (and, on replicas, the first `replicaof`).
+//! Secret. In replication mode every pod starts as a read-only replica of nothing (see
+//! `DETACHED_REPLICAOF`): the operator's engine promotes the first master and points every
+//! other pod at the current one, so a pod that restarts (possibly empty) never comes back as a
+//! master that its replicas would resync from and empty themselves.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -40,14 +43,48 @@ const DATA_DIR: &str = "/data";
 /// Services and the disruption budget never select it.
 const CLUSTER_INIT_COMPONENT: &str = "redis-cluster-init";
 
+/// Where a replication-mode pod points at start: nothing listens on port 0, so it stays a
+/// read-only replica that serves no sync until the engine points it at the master (the same
+/// address the engine's detach uses, `shanraq_ha::redis::DETACHED_HOST`/`DETACHED_PORT`).
+pub const DETACHED_REPLICAOF: &str = "replicaof 127.0.0.1 0";
+
+/// What a failover may lose, rendered into redis.conf and applied by the engine's election.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LossBound {
+    /// `min-replicas-to-write`: the master refuses writes with fewer attached replicas. It is
+    /// also what lets the engine fence a master it cannot reach: detaching
+    /// `replicas - this + 1` of them makes it refuse every write.
+    pub min_replicas_to_write: u32,
+    /// `min-replicas-max-lag` (seconds): a replica silent for longer no longer counts. The RPO
+    /// objective tightens it (`min(redis.minReplicasMaxLag, max(1 s, rpo))`): writes a client
+    /// did not confirm with `WAIT` are lost at most this far back.
+    pub max_lag_seconds: u32,
+}
+
+/// The loss bound of `cluster` (replication mode).
+pub fn loss_bound(cluster: &ValidCluster) -> LossBound {
+    let spec = &cluster.spec.redis;
+    let rpo_seconds = cluster.spec.objectives.rpo.as_std().as_secs_f64().ceil();
+    let rpo_seconds = if rpo_seconds >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        (rpo_seconds as u32).max(1)
+    };
+    let configured = u32::try_from(spec.min_replicas_max_lag.max(1)).unwrap_or(1);
+    LossBound {
+        min_replicas_to_write: u32::try_from(spec.min_replicas_to_write.max(0)).unwrap_or(0),
+        max_lag_seconds: configured.min(rpo_seconds),
+    }
+}
+
 /// redis.conf as rendered into the ConfigMap.
 pub fn redis_conf(cluster: &ValidCluster) -> String {
     let spec = &cluster.spec.redis;
     let yes_no = |flag: bool| if flag { "yes" } else { "no" };
     let mut text = String::from(
         "# Rendered by the shanraq operator from the ShanraqCluster spec; edits are overwritten.\n\
-         # requirepass, masterauth and a replica's first replicaof are added at start from the\n\
-         # Secret and the pod's ordinal: they are never written here.\n",
+         # requirepass, masterauth and (replication mode) the start as a replica of nothing are\n\
+         # added by the pod's start script: they are never written here.\n",
     );
     let mut settings: Vec<(&str, String)> = vec![
         ("port", PORT.to_string()),
@@ -67,17 +104,18 @@ pub fn redis_conf(cluster: &ValidCluster) -> String {
         ("replica-read-only", "yes".to_owned()),
         ("replica-serve-stale-data", "yes".to_owned()),
         ("repl-diskless-sync", "yes".to_owned()),
+        // A replica re-pointed after a failover, or a pod back without its data, needs a full
+        // sync: start it at once instead of waiting 5 s for more replicas to share it.
+        ("repl-diskless-sync-delay", "0".to_owned()),
     ];
     match spec.mode {
         RedisMode::Replication => {
+            let bound = loss_bound(cluster);
             settings.push((
                 "min-replicas-to-write",
-                spec.min_replicas_to_write.to_string(),
+                bound.min_replicas_to_write.to_string(),
             ));
-            settings.push((
-                "min-replicas-max-lag",
-                spec.min_replicas_max_lag.to_string(),
-            ));
+            settings.push(("min-replicas-max-lag", bound.max_lag_seconds.to_string()));
         }
         RedisMode::Cluster => {
             settings.push(("cluster-enabled", "yes".to_owned()));
@@ -103,13 +141,11 @@ fn start_script(cluster: &ValidCluster) -> String {
          \x20 printf 'requirepass \"%s\"\\nmasterauth \"%s\"\\n' \"$password\" \"$password\"\n"
     );
     if cluster.spec.redis.mode == RedisMode::Replication {
-        let master = meta::pod_fqdn(cluster, Component::Redis, 0);
         let _ = write!(
             script,
-            "  # One pod template serves every node: pod 0 starts as the master and the others as\n\
-             \x20 # its replicas. After a failover the operator re-points them with REPLICAOF.\n\
-             \x20 ordinal=\"${{POD_NAME##*-}}\"\n\
-             \x20 if [ \"$ordinal\" != \"0\" ]; then echo 'replicaof {master} {PORT}'; fi\n"
+            "  # Every pod starts as a replica of nothing; the operator promotes the master and\n\
+             \x20 # points the others at it with REPLICAOF, before any of them takes traffic.\n\
+             \x20 echo '{DETACHED_REPLICAOF}'\n"
         );
     }
     let _ = write!(

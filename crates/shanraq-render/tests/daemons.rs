@@ -243,7 +243,12 @@ async fn redis_runs_the_replication_config() {
     assert_eq!(redis_config_get(port, "appendonly").await, "yes");
     assert_eq!(redis_config_get(port, "appendfsync").await, "everysec");
     assert_eq!(redis_config_get(port, "min-replicas-to-write").await, "1");
-    assert_eq!(redis_config_get(port, "min-replicas-max-lag").await, "10");
+    // The default RPO of 0s tightens the lag bound to its smallest, 1 s.
+    assert_eq!(redis_config_get(port, "min-replicas-max-lag").await, "1");
+    assert_eq!(
+        redis_config_get(port, "repl-diskless-sync-delay").await,
+        "0"
+    );
     // The password is added at start from the Secret, never rendered.
     assert_eq!(redis_config_get(port, "requirepass").await, "");
 }

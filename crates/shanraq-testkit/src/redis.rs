@@ -1,15 +1,23 @@
-//! A running redis-server on a caller's config, on a free 127.0.0.1 port, killed on drop.
-//! `port`, `bind`, `dir` and `daemonize` are forced on the command line (which overrides the
-//! file), so a rendered redis.conf can be started as it is.
+//! A running redis-server on a caller's config, on a free 127.0.0.1 port (or a given port, or
+//! inside a `NetLab` node on its lab address), killed on drop. `port`, `bind`, `dir` and
+//! `daemonize` are forced on the command line (which overrides the file), so a rendered
+//! redis.conf can be started as it is. A server started on a given port is how tests restart a
+//! node in place: same address, empty directory.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::process::{kill_and_reap, signal_group, spawn_logged, tail, wait_for_port};
-use crate::{TestkitError, binaries, free_port};
+use crate::process::{
+    ensure_alive, kill_and_reap, signal_group, spawn_logged, tail, wait_for_port,
+};
+use crate::{NetLab, TestkitError, binaries, free_port};
+
+/// What redis-server logs once it accepts clients.
+const READY_LINE: &str = "Ready to accept connections";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const PORT_ATTEMPTS: u32 = 5;
@@ -67,8 +75,70 @@ impl RedisServer {
         }
     }
 
+    /// A server on `bind:port` (in `lab`'s node `node` when given), with an empty directory.
+    /// Ready once it logs that it accepts connections (a lab address cannot be dialled from
+    /// the caller's namespace).
+    pub async fn start_at(
+        config: &str,
+        bind: Ipv4Addr,
+        port: u16,
+        lab: Option<(&NetLab, &str)>,
+    ) -> Result<RedisServer, TestkitError> {
+        let redis_server = binaries::redis_server()?;
+        let dir = tempfile::Builder::new()
+            .prefix("shanraq-redis-")
+            .tempdir()
+            .map_err(|source| TestkitError::io("creating temp dir", source))?;
+        let config_path = dir.path().join("redis.conf");
+        std::fs::write(&config_path, config).map_err(|source| {
+            TestkitError::io(format!("writing {}", config_path.display()), source)
+        })?;
+        let log = dir.path().join("redis.log");
+        let mut command = match lab {
+            Some((lab, node)) => lab.command(node, &redis_server)?,
+            None => Command::new(&redis_server),
+        };
+        command
+            .arg(&config_path)
+            .args(["--port", &port.to_string()])
+            .args(["--bind", &bind.to_string()])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--daemonize", "no", "--logfile", ""]);
+        let mut child = spawn_logged(&mut command, &log, "redis-server")?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Err(error) = ensure_alive(&mut child, "redis-server", &log) {
+                kill_and_reap(&mut child);
+                return Err(error);
+            }
+            if std::fs::read_to_string(&log).is_ok_and(|text| text.contains(READY_LINE)) {
+                return Ok(RedisServer {
+                    child,
+                    port,
+                    log,
+                    dir,
+                });
+            }
+            if Instant::now() >= deadline {
+                kill_and_reap(&mut child);
+                return Err(TestkitError::NotReady {
+                    what: "redis-server".to_owned(),
+                    seconds: READY_TIMEOUT.as_secs(),
+                    detail: format!("{bind}:{port} never logged readiness:\n{}", tail(&log, 40)),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// SIGKILL of the server (kill -9); the directory stays until drop.
+    pub fn kill(&mut self) {
+        kill_and_reap(&mut self.child);
     }
 
     /// `redis://127.0.0.1:PORT` (no password: add one if the config sets `requirepass`).

@@ -3,6 +3,7 @@
 
 pub mod driver;
 pub mod instance_client;
+pub mod redis;
 pub mod state_store;
 
 #[cfg(test)]

@@ -24,7 +24,9 @@ mod switchover;
 #[cfg(test)]
 mod tests;
 
-pub use command::{Command, CommandError, CommandTarget, Endpoint, Event, EventKind, StepOutput};
+pub use command::{
+    Command, CommandError, CommandResult, CommandTarget, Endpoint, Event, EventKind, StepOutput,
+};
 pub use config::RedisHaConfig;
 pub use election::{Candidate, Elected, LossBound, elect};
 pub use engine::RedisHa;

@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod load;
 pub mod local;
 pub mod product;
+pub mod redis;
 pub mod scenario;
 pub mod timeline;
 pub mod watch;

@@ -1,0 +1,91 @@
+//! Chaos on real redis-server processes started from the rendered redis.conf, driven by the
+//! Redis engine and its redis-rs driver, each under a writer that `SET`s then `WAIT 1`s: kill
+//! -9 of the master, SIGSTOP of the master, the master restarting empty, a partition between
+//! the engine and the master (network namespaces), and back-to-back failovers. Each asserts
+//! that no write acknowledged by `WAIT` was lost, that no two nodes took an acknowledged write
+//! in the same round, that the group recovered with the old master as a replica, and that the
+//! fault caused exactly one failover.
+
+use std::sync::Arc;
+
+use shanraq_operator::drill::redis::bench::{RedisFault, RedisRun, describe, run_once};
+use shanraq_operator::drill::redis::{LocalRedis, RedisLab, RedisOptions};
+
+fn check(run: &RedisRun) {
+    eprintln!("{}", describe(run));
+    assert_ne!(run.from, run.to, "the master moved");
+    assert!(run.acknowledged > 0, "the writer got acknowledgements");
+    assert_eq!(run.lost_writes, 0, "no write acknowledged by WAIT lost");
+    assert!(
+        run.max_writable_at_once <= 1,
+        "two nodes took acknowledged writes at once"
+    );
+    assert_eq!(run.failovers, 1, "exactly one failover for one fault");
+    assert_eq!(run.false_failovers, 0);
+}
+
+async fn one(fault: RedisFault) -> RedisRun {
+    let mut group = LocalRedis::start(&RedisOptions::default(), None)
+        .await
+        .unwrap_or_else(|error| panic!("the group starts: {error}"));
+    let run = run_once(&mut group, fault, 1)
+        .await
+        .unwrap_or_else(|error| panic!("{} run: {error}", fault.name()));
+    group.stop_driver().await;
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_master_fails_over_without_losing_an_acknowledged_write() {
+    check(&one(RedisFault::Kill).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_master_is_failed_over_and_rejoins_as_a_replica_when_thawed() {
+    check(&one(RedisFault::Freeze).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_restarting_empty_never_empties_its_replicas() {
+    check(&one(RedisFault::RestartEmpty).await);
+}
+
+#[test]
+fn a_master_cut_off_from_the_engine_alone_is_fenced_through_its_replicas() {
+    let runs = shanraq_operator::drill::redis::bench::in_lab(
+        RedisFault::EnginePartition,
+        1,
+        &RedisOptions::default(),
+    )
+    .unwrap_or_else(|error| panic!("the lab run: {error}"));
+    for run in &runs {
+        check(run);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_failovers_never_fail_the_new_master_over_without_a_fault() {
+    let runs: u64 = std::env::var("SHANRAQ_REDIS_SOAK_RUNS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(20);
+    let mut group = LocalRedis::start(&RedisOptions::default(), None)
+        .await
+        .unwrap_or_else(|error| panic!("the group starts: {error}"));
+    let faults = [
+        RedisFault::Kill,
+        RedisFault::Freeze,
+        RedisFault::RestartEmpty,
+    ];
+    for run in 1..=runs {
+        let fault = faults[usize::try_from(run).unwrap_or(0) % faults.len()];
+        let figures = run_once(&mut group, fault, run)
+            .await
+            .unwrap_or_else(|error| panic!("run {run} ({}): {error}", fault.name()));
+        check(&figures);
+    }
+    let state = group.stop_driver().await.expect("the driver's last state");
+    assert_eq!(state.failovers, runs, "one failover per fault, none more");
+    let _ = Arc::new(());
+    let _ = RedisLab::create;
+}
