@@ -128,12 +128,26 @@ pub struct FailoverRecord {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisStatus {
-    /// Not populated yet: no Redis failover engine follows the master (HAProxy finds it by
-    /// asking each node).
+    /// Replication mode: the node the Redis engine designated master for the current epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_master: Option<String>,
     #[serde(default)]
     pub ready_instances: i32,
+    /// Fencing epoch of the Redis engine: bumped by every failover and switchover.
+    #[serde(default)]
+    pub epoch: i64,
+    /// `Healthy`, or the failover/switchover phase in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Unplanned failovers the engine completed.
+    #[serde(default)]
+    pub failovers: i64,
+    /// The last failover or switchover; `lostBytes` counts replication offset bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<FailoverRecord>,
+    /// The Redis engine's full persisted state (JSON), owned by the operator; do not edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_state: Option<String>,
 }
 
 /// Readiness of a workload the operator does not fail over itself.

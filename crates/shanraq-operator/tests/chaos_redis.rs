@@ -4,12 +4,10 @@
 //! the engine and the master (network namespaces), and back-to-back failovers. Each asserts
 //! that no write acknowledged by `WAIT` was lost, that no two nodes took an acknowledged write
 //! in the same round, that the group recovered with the old master as a replica, and that the
-//! fault caused exactly one failover.
-
-use std::sync::Arc;
+//! fault caused exactly one failover. A planned switchover under the same writer loses nothing.
 
 use shanraq_operator::drill::redis::bench::{RedisFault, RedisRun, describe, run_once};
-use shanraq_operator::drill::redis::{LocalRedis, RedisLab, RedisOptions};
+use shanraq_operator::drill::redis::{LocalRedis, RedisOptions};
 
 fn check(run: &RedisRun) {
     eprintln!("{}", describe(run));
@@ -86,6 +84,23 @@ async fn back_to_back_failovers_never_fail_the_new_master_over_without_a_fault()
     }
     let state = group.stop_driver().await.expect("the driver's last state");
     assert_eq!(state.failovers, runs, "one failover per fault, none more");
-    let _ = Arc::new(());
-    let _ = RedisLab::create;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_under_writes_loses_nothing_and_fails_nothing_over() {
+    let mut group = LocalRedis::start(&RedisOptions::default(), None)
+        .await
+        .unwrap_or_else(|error| panic!("the group starts: {error}"));
+    for run in 1..=3 {
+        let switchover = shanraq_operator::drill::redis::bench::switch_over(&mut group, run)
+            .await
+            .unwrap_or_else(|error| panic!("switchover {run}: {error}"));
+        eprintln!("{switchover:?}");
+        assert_ne!(switchover.from, switchover.to);
+        assert!(switchover.acknowledged > 0);
+        assert_eq!(switchover.lost_writes, 0, "a switchover loses nothing");
+        assert!(switchover.max_writable_at_once <= 1);
+        assert_eq!(switchover.failovers, 0);
+    }
+    group.stop_driver().await;
 }

@@ -60,6 +60,8 @@ pub struct Context {
     pub ha: HaRegistry,
     /// The failover drills this operator started, so a request is acted on once.
     pub drills: failover_drill::Requests,
+    /// One Redis HA task per cluster with Redis in replication mode.
+    pub redis_ha: crate::engines::redis::RedisHaRegistry,
     /// Consecutive failures per cluster (`namespace/name`), for the retry back-off.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -94,12 +96,14 @@ impl Context {
                 ..HaSettings::default()
             }),
             drills: failover_drill::Requests::default(),
+            redis_ha: crate::engines::redis::RedisHaRegistry::new(false),
             failures: Mutex::new(HashMap::new()),
         }
     }
 
     /// Runs an HA task per cluster with these settings.
     pub fn with_ha(mut self, settings: HaSettings) -> Self {
+        self.redis_ha = crate::engines::redis::RedisHaRegistry::new(settings.enabled);
         self.ha = HaRegistry::new(settings);
         self
     }
@@ -280,5 +284,6 @@ pub async fn run(
     readiness.abort();
     // Not leading (or shutting down): no engine may act any more.
     ctx.ha.stop_all().await;
+    ctx.redis_ha.stop_all().await;
     tracing::info!("controllers stopped");
 }

@@ -102,6 +102,12 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         metrics: ctx.metrics.clone(),
         reference: cluster_reference(object),
     });
+    ctx.redis_ha.ensure(&cluster, || Deps {
+        client: ctx.client.clone(),
+        recorder: ctx.recorder.clone(),
+        metrics: ctx.metrics.clone(),
+        reference: cluster_reference(object),
+    });
     ctx.ha
         .set_desired_hash(&key_of(&cluster), postgres_config_hash(&cluster, &rendered));
     let switchover =
@@ -124,6 +130,8 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         Timestamp::now(),
     )
     .await?;
+    let redis_switchover =
+        crate::engines::redis::switchover::handle(&ctx.client, &ctx.redis_ha, object).await?;
 
     let mut observed = Observed::from_applied(&applied.objects, inputs.monitoring_available);
     observed.last_failover_rto = ha_objectives::last_failover_rto(
@@ -132,7 +140,12 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
             .as_ref()
             .and_then(|p| p.last_failover.as_ref()),
     );
-    observed.rpo = measure_rpo(ctx, &cluster, &previous);
+    observed.rpo = crate::engines::redis::objectives::worse(
+        measure_rpo(ctx, &cluster, &previous),
+        ctx.redis_ha
+            .handle(&key_of(&cluster))
+            .and_then(|handle| crate::engines::redis::objectives::measure(&handle)),
+    );
     observed.postgres_instances = sampled_instances(ctx, &cluster, &previous);
     if let Some(window) = ctx.ha.probe_window(&key_of(&cluster)) {
         window.count_into(ctx.metrics.probe_counter(&cluster.name, &cluster.namespace));
@@ -175,6 +188,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     }));
     notices.extend(switchover);
     notices.extend(drill.notices);
+    notices.extend(redis_switchover);
     notices.extend(events::transitions(&previous.conditions, &next.conditions));
     events::publish(&ctx.recorder, &reference, &notices).await;
 

@@ -522,12 +522,10 @@ pub fn desired(
         next.postgres.get_or_insert_with(Default::default).instances = instances.clone();
     }
     next.redis = if cluster.spec.redis.enabled {
+        // The Redis engine owns everything but the counts (it writes them with its state).
         counts(&[Component::Redis]).map(|counts| RedisStatus {
-            current_master: previous
-                .redis
-                .as_ref()
-                .and_then(|r| r.current_master.clone()),
             ready_instances: counts.ready_replicas,
+            ..previous.redis.clone().unwrap_or_default()
         })
     } else {
         None
@@ -628,6 +626,7 @@ pub async fn write(
     // manager, resourceVersion-checked writes): this writer neither owns nor resends them.
     let mut status = serde_json::to_value(next).unwrap_or_else(|_| json!({}));
     strip_ha_fields(&mut status);
+    crate::engines::redis::status_map::strip_ha_fields(&mut status);
     let patch = json!({
         "apiVersion": API_VERSION,
         "kind": KIND,

@@ -76,6 +76,13 @@ pub struct FailoverBenchArgs {
     /// How long lossy-link degrades the primary's link (30 % loss, 200 ms delay), in seconds.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub lossy_seconds: u64,
+    /// What to fail over: postgres, or redis (a 3-node replication group).
+    #[arg(long, default_value = "postgres", value_parser = ["postgres", "redis"])]
+    pub component: String,
+    /// With --component redis: the fault, kill (kill -9), freeze (SIGSTOP), restart-empty,
+    /// engine-partition (network lab, needs root), a comma-separated list, or all.
+    #[arg(long, default_value = "kill")]
+    pub redis_fault: redis::bench::RedisFaults,
 }
 
 /// Flags of `shanraq bench load`.
@@ -113,7 +120,10 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 }
 
 /// Runs `work` on a fresh runtime; Ctrl-C drops it, which kills every process it started.
-fn block_on<T>(work: impl Future<Output = Result<T, DrillError>>) -> anyhow::Result<T> {
+fn block_on<T, E>(work: impl Future<Output = Result<T, E>>) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -139,12 +149,32 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         instances: args.instances,
         asynchronous_max_lag: args.asynchronous.then_some(args.max_lag),
     };
-    block_on(demo::run(&binary, plan))
+    block_on(demo::run(&binary, plan))?;
+    block_on(redis::demo::run())
 }
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let binary = std::env::current_exe()?;
     match args.target {
+        BenchTarget::Failover(args) if args.component == "redis" => {
+            let options = redis::RedisOptions::default();
+            let reports = block_on(redis::bench::failover(
+                &args.redis_fault.0,
+                args.runs,
+                &options,
+            ))?;
+            if args.json {
+                match reports.as_slice() {
+                    [one] => println!("{}", serde_json::to_string(one)?),
+                    several => println!("{}", serde_json::to_string(several)?),
+                }
+            } else {
+                for report in &reports {
+                    print!("{}", redis::bench::table(report));
+                }
+            }
+            Ok(())
+        }
         BenchTarget::Failover(args) => {
             let plan = bench::BenchPlan {
                 scenarios: args.scenario.0,

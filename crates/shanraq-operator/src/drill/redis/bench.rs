@@ -85,6 +85,18 @@ impl RedisFault {
     }
 }
 
+/// `--redis-fault`: one fault, a comma-separated list, or `all`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisFaults(pub Vec<RedisFault>);
+
+impl std::str::FromStr for RedisFaults {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<RedisFaults, String> {
+        RedisFault::parse(text).map(RedisFaults)
+    }
+}
+
 /// One run's figures.
 #[derive(Clone, Debug)]
 pub struct RedisRun {
@@ -230,10 +242,12 @@ pub async fn run_once(
 #[derive(Clone, Debug, Serialize)]
 pub struct RedisBenchReport {
     pub component: &'static str,
-    pub scenario: &'static str,
     pub runs: u32,
+    /// Injection to the first write acknowledged by `WAIT 1` on the new master.
     pub rto_ms: RtoFigures,
+    /// Writes acknowledged by `WAIT 1` that the master lacks after the heal.
     pub lost_writes: u64,
+    pub scenario: &'static str,
     pub acknowledged_writes: u64,
     pub max_writable_at_once: usize,
     pub false_failovers: u64,
@@ -374,4 +388,82 @@ pub fn table(report: &RedisBenchReport) -> String {
         report.max_writable_at_once,
         report.false_failovers
     )
+}
+
+/// One planned switchover under the writer.
+#[derive(Clone, Debug)]
+pub struct RedisSwitchover {
+    pub from: NodeId,
+    pub to: NodeId,
+    /// Request to the first write acknowledged on the new master.
+    pub pause_ms: u64,
+    pub acknowledged: usize,
+    pub lost_writes: usize,
+    pub max_writable_at_once: usize,
+    /// Unplanned failovers during the switchover (there must be none).
+    pub failovers: u64,
+}
+
+/// Switches over (to the most advanced replica) under a `SET`+`WAIT 1` writer.
+pub async fn switch_over(
+    group: &mut LocalRedis,
+    run: u64,
+) -> Result<RedisSwitchover, RedisDrillError> {
+    let from = group.wait_converged(STEP_TIMEOUT).await?;
+    let clock = shanraq_ha::adapters::driver::system_clock();
+    let before = group.handle().state();
+    let watch = SplitBrainWatch::start(group.members(), group.password().to_owned(), clock.clone());
+    let (progress_tx, progress) = tokio::sync::watch::channel(0_usize);
+    let writer = WaitWriter::start(
+        group.routed(),
+        group.password().to_owned(),
+        clock.clone(),
+        run * IDS_PER_RUN,
+        progress_tx,
+    );
+    let warm = wait_until("the writer's warm-up", STEP_TIMEOUT, || {
+        (*progress.borrow() >= WARM_UP_ACKS).then_some(())
+    })
+    .await;
+    let requested_at = clock();
+    let outcome = async {
+        warm?;
+        let to = group.handle().request_switchover(None).await?;
+        let handle = group.handle().clone();
+        wait_until("the switchover", STEP_TIMEOUT, || {
+            (handle.state().switchovers > before.switchovers).then_some(())
+        })
+        .await?;
+        let master = group.wait_converged(STEP_TIMEOUT).await?;
+        let settled = *progress.borrow();
+        wait_until("writes after the switchover", STEP_TIMEOUT, || {
+            (*progress.borrow() >= settled + WARM_UP_ACKS).then_some(())
+        })
+        .await?;
+        Ok::<_, RedisDrillError>((to, master))
+    }
+    .await;
+    let report = writer.stop().await;
+    let split = watch.stop().await;
+    let (to, master) = outcome?;
+    let master_index = group
+        .index_of(&master)
+        .ok_or_else(|| RedisDrillError::Render(format!("{master} is not a member")))?;
+    let master_member = group.members()[master_index].clone();
+    let missing = missing_on(&master_member, group.password(), &report.acks).await?;
+    Ok(RedisSwitchover {
+        pause_ms: report
+            .first_ack_on_other(&from, requested_at)
+            .map_or(0, |ack| ack.at.since(requested_at)),
+        from,
+        to,
+        acknowledged: report.acks.len(),
+        lost_writes: missing.len(),
+        max_writable_at_once: split.max_writable_at_once,
+        failovers: group
+            .handle()
+            .state()
+            .failovers
+            .saturating_sub(before.failovers),
+    })
 }

@@ -1,4 +1,14 @@
-//! The Redis engine wired to Kubernetes: its settings from the spec (`config`), and what the
-//! status says about Redis.
+//! The Redis engine wired to Kubernetes: its settings from the spec (`config`), one HA task per
+//! cluster with Redis in replication mode (`task`, started by the reconcile), its state in
+//! `status.redis` (`store`, `status_map`), routing by the pods' role label (`router`), and the
+//! RPO it measures (`objectives`), and the switchover annotation (`switchover`).
 
 pub mod config;
+pub mod objectives;
+pub mod router;
+pub mod status_map;
+pub mod store;
+pub mod switchover;
+pub mod task;
+
+pub use task::RedisHaRegistry;

@@ -1,0 +1,100 @@
+//! What bounds Redis data loss right now, from the driver's last probe round: the master's view
+//! of its replicas (offset and seconds since the last acknowledgement). Writes confirmed with
+//! `WAIT` are on a replica; the rest may be lost up to the best replica's lag.
+
+use std::time::Duration;
+
+use shanraq_ha::adapters::redis::RedisDriverHandle;
+use shanraq_ha::objectives::RpoMeasurement;
+
+/// The RPO measurement of a Redis group, or `None` before the engine knows its master.
+pub fn measure(handle: &RedisDriverHandle) -> Option<RpoMeasurement> {
+    let state = handle.state();
+    let master = state.current_master?;
+    let infos = handle.infos();
+    let Some(info) = infos.get(&master).filter(|info| info.is_master()) else {
+        return Some(RpoMeasurement::NoPromotableReplica {
+            reason: format!("Redis master {master} did not answer as a master in the last probe"),
+        });
+    };
+    let best = info
+        .replicas
+        .iter()
+        .filter(|link| link.online)
+        .max_by_key(|link| (link.offset, std::cmp::Reverse(link.lag_seconds)));
+    Some(match best {
+        Some(link) => RpoMeasurement::Asynchronous {
+            replica: format!("redis {}:{}", link.ip, link.port),
+            lag_bytes: info.offset.saturating_sub(link.offset),
+            lag: Duration::from_secs(link.lag_seconds),
+        },
+        None => RpoMeasurement::NoPromotableReplica {
+            reason: format!("no Redis replica streams from master {master}"),
+        },
+    })
+}
+
+/// How much a measurement may lose, for picking the worse of two: unbounded first, then the
+/// larger asynchronous lag, synchronous last.
+fn exposure(measurement: &RpoMeasurement) -> (u8, Duration, u64) {
+    match measurement {
+        RpoMeasurement::NoPromotableReplica { .. } => (2, Duration::MAX, u64::MAX),
+        RpoMeasurement::Synchronous {
+            streaming,
+            required,
+        } => {
+            let enough = u32::try_from(streaming.len()).unwrap_or(u32::MAX) >= (*required).max(1);
+            if enough {
+                (0, Duration::ZERO, 0)
+            } else {
+                (2, Duration::MAX, u64::MAX)
+            }
+        }
+        RpoMeasurement::Asynchronous { lag_bytes, lag, .. } => (1, *lag, *lag_bytes),
+    }
+}
+
+/// One RPO for the cluster: the worse of PostgreSQL's and Redis's measurements.
+pub fn worse(
+    postgres: Option<RpoMeasurement>,
+    redis: Option<RpoMeasurement>,
+) -> Option<RpoMeasurement> {
+    match (postgres, redis) {
+        (Some(postgres), Some(redis)) => {
+            if exposure(&redis) > exposure(&postgres) {
+                Some(redis)
+            } else {
+                Some(postgres)
+            }
+        }
+        (postgres, redis) => postgres.or(redis),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_lag_outweighs_a_synchronous_postgres_and_unbounded_outweighs_everything() {
+        let sync = RpoMeasurement::Synchronous {
+            streaming: vec!["pg-1".to_owned()],
+            required: 1,
+        };
+        let redis = RpoMeasurement::Asynchronous {
+            replica: "redis 10.0.0.5:6379".to_owned(),
+            lag_bytes: 14,
+            lag: Duration::from_secs(1),
+        };
+        assert_eq!(
+            worse(Some(sync.clone()), Some(redis.clone())),
+            Some(redis.clone())
+        );
+        let none = RpoMeasurement::NoPromotableReplica {
+            reason: "no Redis replica".to_owned(),
+        };
+        assert_eq!(worse(Some(none.clone()), Some(redis.clone())), Some(none));
+        assert_eq!(worse(None, Some(redis.clone())), Some(redis));
+        assert_eq!(worse(Some(sync.clone()), None), Some(sync));
+    }
+}

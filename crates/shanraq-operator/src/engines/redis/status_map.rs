@@ -1,0 +1,94 @@
+//! The Redis engine's state as it appears in `status.redis`: the full `RedisHaState` as JSON
+//! (what a restarted operator resumes from) and the fields people read (current master, epoch,
+//! phase, failovers, the last failover's timeline). Pure.
+
+use serde_json::{Value, json};
+use shanraq_api::status::FailoverRecord as StatusRecord;
+use shanraq_ha::redis::{FailoverKind, FailoverRecord, RedisHaState};
+
+use crate::ha::status_map::rfc3339;
+
+/// The `status.redis` keys the Redis HA task owns; the reconcile's status writer never sends
+/// them.
+pub const HA_FIELDS: [&str; 6] = [
+    "currentMaster",
+    "epoch",
+    "phase",
+    "failovers",
+    "lastFailover",
+    "haState",
+];
+
+pub fn failover_record(record: &FailoverRecord) -> StatusRecord {
+    StatusRecord {
+        kind: match record.kind {
+            FailoverKind::Failover => "failover",
+            FailoverKind::Switchover => "switchover",
+        }
+        .to_owned(),
+        from: record.from.to_string(),
+        to: record
+            .to
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        detected_at: rfc3339(record.detected_at),
+        promoted_at: record.promoted_at.map(rfc3339),
+        routed_at: record.routed_at.map(rfc3339),
+        rto_ms: record.rto_ms.and_then(|ms| i64::try_from(ms).ok()),
+        lost_bytes: record.lost_bytes.and_then(|b| i64::try_from(b).ok()),
+    }
+}
+
+/// The JSON merge patch body of `status.redis` for `state`.
+pub fn redis_patch(state: &RedisHaState) -> Result<Value, serde_json::Error> {
+    let last = state.last_failover.as_ref().map(failover_record);
+    Ok(json!({
+        "currentMaster": state.current_master.as_ref().map(ToString::to_string),
+        "epoch": state.epoch,
+        "phase": state.phase.to_string(),
+        "failovers": state.failovers,
+        "lastFailover": serde_json::to_value(last)?,
+        "haState": serde_json::to_string(state)?,
+    }))
+}
+
+pub fn parse_state(text: Option<&str>) -> Result<Option<RedisHaState>, serde_json::Error> {
+    text.map(serde_json::from_str).transpose()
+}
+
+/// Removes the Redis HA-owned keys from a `status` JSON object (the reconcile's SSA body).
+pub fn strip_ha_fields(status: &mut Value) {
+    if let Some(redis) = status.get_mut("redis").and_then(Value::as_object_mut) {
+        for key in HA_FIELDS {
+            redis.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shanraq_ha::redis::{NodeId, Phase};
+
+    #[test]
+    fn the_state_round_trips_and_the_readable_fields_follow_it() {
+        let state = RedisHaState {
+            epoch: 4,
+            current_master: Some(NodeId::new("demo-redis-1")),
+            phase: Phase::Healthy,
+            failovers: 2,
+            ..RedisHaState::default()
+        };
+        let patch = redis_patch(&state).expect("serialises");
+        assert_eq!(patch["currentMaster"], "demo-redis-1");
+        assert_eq!(patch["epoch"], 4);
+        assert_eq!(patch["failovers"], 2);
+        let text = patch["haState"].as_str().expect("a string");
+        assert_eq!(parse_state(Some(text)).expect("parses"), Some(state));
+        let mut status = json!({ "redis": patch, "postgres": { "epoch": 1 } });
+        strip_ha_fields(&mut status);
+        assert_eq!(status["redis"], json!({}));
+        assert_eq!(status["postgres"]["epoch"], 1);
+    }
+}

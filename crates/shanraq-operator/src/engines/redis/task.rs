@@ -1,0 +1,306 @@
+//! One Redis HA task per ShanraqCluster with Redis in replication mode: started and restarted
+//! by the reconcile (`RedisHaRegistry::ensure`), stopped when Redis is disabled or the operator
+//! loses leadership. The task reads the Redis password from its Secret, reaches the nodes by
+//! pod IP (a failover must not depend on cluster DNS), runs the Redis engine's driver with the
+//! state in `status.redis` and routing by role label, and turns the engine's events into Events
+//! on the ShanraqCluster. A pod recreated with another IP restarts the driver with the new
+//! address; the state it resumes from is in the status.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use shanraq_api::names::{Component, LABEL_CLUSTER, LABEL_COMPONENT};
+use shanraq_api::redis::RedisMode;
+use shanraq_api::{ShanraqCluster, ValidCluster};
+use shanraq_ha::adapters::driver::system_clock;
+use shanraq_ha::adapters::redis::{
+    RedisDriver, RedisDriverConfig, RedisDriverEvent, RedisDriverHandle, RedisPassword,
+};
+use shanraq_ha::redis::{Event, EventKind, RedisHaConfig, RedisMember};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::config::engine_config;
+use super::router::KubeRedisRouter;
+use super::store::KubeRedisStateStore;
+use crate::controller::events::{self, Notice};
+use crate::ha::task::Deps;
+
+const RETRY: Duration = Duration::from_secs(5);
+/// How often the task checks the pods' addresses.
+const POD_CHECK: Duration = Duration::from_secs(5);
+
+/// What a task runs with; a change restarts it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedisTaskSpec {
+    pub namespace: String,
+    pub name: String,
+    pub workload: String,
+    pub secret: String,
+    pub instances: usize,
+    pub port: u16,
+    pub ha: RedisHaConfig,
+}
+
+/// The task of `cluster`, or `None` when Redis is off or in cluster mode (Redis Cluster fails
+/// over on its own).
+pub fn task_spec(cluster: &ValidCluster) -> Option<RedisTaskSpec> {
+    let spec = &cluster.spec.redis;
+    if !spec.enabled || spec.mode != RedisMode::Replication {
+        return None;
+    }
+    Some(RedisTaskSpec {
+        namespace: cluster.namespace.clone(),
+        name: cluster.name.clone(),
+        workload: cluster.names.workload(Component::Redis),
+        secret: cluster.names.redis_secret(),
+        instances: usize::try_from(spec.instances.max(1)).unwrap_or(1),
+        port: u16::try_from(shanraq_render::redis::PORT).unwrap_or(6379),
+        ha: engine_config(cluster),
+    })
+}
+
+struct Entry {
+    spec: RedisTaskSpec,
+    stop: watch::Sender<bool>,
+    handle: Arc<Mutex<Option<RedisDriverHandle>>>,
+    join: JoinHandle<()>,
+}
+
+/// The running Redis HA tasks, keyed by `namespace/name`.
+pub struct RedisHaRegistry {
+    enabled: bool,
+    tasks: Mutex<HashMap<String, Entry>>,
+}
+
+impl std::fmt::Debug for RedisHaRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisHaRegistry")
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisHaRegistry {
+    /// `enabled: false` never talks to a Redis node (mocked-API tests).
+    pub fn new(enabled: bool) -> RedisHaRegistry {
+        RedisHaRegistry {
+            enabled,
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts, restarts (changed spec, or ended) or stops the task of `cluster`. A restarted
+    /// task waits for its predecessor first, so two drivers never run for one group.
+    pub fn ensure(&self, cluster: &ValidCluster, deps: impl FnOnce() -> Deps) {
+        let key = format!("{}/{}", cluster.namespace, cluster.name);
+        let wanted = if self.enabled {
+            task_spec(cluster)
+        } else {
+            None
+        };
+        let Ok(mut tasks) = self.tasks.lock() else {
+            return;
+        };
+        let Some(wanted) = wanted else {
+            if let Some(entry) = tasks.remove(&key) {
+                let _ = entry.stop.send(true);
+            }
+            return;
+        };
+        if let Some(entry) = tasks.get(&key)
+            && entry.spec == wanted
+            && !entry.join.is_finished()
+        {
+            return;
+        }
+        let previous = tasks.remove(&key).map(|entry| {
+            let _ = entry.stop.send(true);
+            entry.join
+        });
+        let (stop, stopped) = watch::channel(false);
+        let handle = Arc::new(Mutex::new(None));
+        let deps = deps();
+        let spec = wanted.clone();
+        let slot = Arc::clone(&handle);
+        let join = tokio::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            run(spec, deps, slot, stopped).await;
+        });
+        tasks.insert(
+            key,
+            Entry {
+                spec: wanted,
+                stop,
+                handle,
+                join,
+            },
+        );
+    }
+
+    /// The running driver of `key`.
+    pub fn handle(&self, key: &str) -> Option<RedisDriverHandle> {
+        let tasks = self.tasks.lock().ok()?;
+        let entry = tasks.get(key)?;
+        entry.handle.lock().ok()?.clone()
+    }
+
+    pub async fn stop_all(&self) {
+        let entries: Vec<Entry> = match self.tasks.lock() {
+            Ok(mut tasks) => tasks.drain().map(|(_, e)| e).collect(),
+            Err(_) => return,
+        };
+        for entry in &entries {
+            let _ = entry.stop.send(true);
+        }
+        let joins = entries.into_iter().map(|e| e.join);
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(joins)).await;
+    }
+}
+
+/// The Event an engine event deserves, if any (timeline steps stay in the logs).
+pub fn notice_of(event: &Event) -> Option<Notice> {
+    let note = event.message();
+    let reason = event.reason();
+    match &event.kind {
+        EventKind::FailoverCompleted { .. }
+        | EventKind::SwitchoverStarted { .. }
+        | EventKind::SwitchoverCompleted { .. }
+        | EventKind::MasterAdopted { .. }
+        | EventKind::MasterBootstrapped { .. } => Some(Notice::normal(reason, note)),
+        EventKind::FailoverStarted { .. }
+        | EventKind::FailoverRefused { .. }
+        | EventKind::FencingBlocked { .. }
+        | EventKind::SwitchoverAborted { .. }
+        | EventKind::StaleMasterDemoted { .. }
+        | EventKind::SeveralMasters { .. }
+        | EventKind::MasterSuspected { .. } => Some(Notice::warning(reason, note)),
+        _ => None,
+    }
+}
+
+async fn read_password(client: &Client, spec: &RedisTaskSpec) -> Result<RedisPassword, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &spec.namespace);
+    let secret = secrets
+        .get(&spec.secret)
+        .await
+        .map_err(|error| format!("cannot read Secret {}: {error}", spec.secret))?;
+    secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get("password"))
+        .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
+        .filter(|password| !password.is_empty())
+        .map(RedisPassword::new)
+        .ok_or_else(|| format!("Secret {} has no key password", spec.secret))
+}
+
+/// Every node by pod IP, in ordinal order; `Err` while a pod has no IP yet.
+async fn pod_members(client: &Client, spec: &RedisTaskSpec) -> Result<Vec<RedisMember>, String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &spec.namespace);
+    let selector = format!("{LABEL_CLUSTER}={},{LABEL_COMPONENT}=redis", spec.name);
+    let listed = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|error| format!("cannot list the Redis pods of {}: {error}", spec.name))?;
+    let ips: BTreeMap<String, String> = listed
+        .items
+        .iter()
+        .filter_map(|pod| {
+            let ip = pod.status.as_ref()?.pod_ip.clone()?;
+            Some((pod.name_any(), ip))
+        })
+        .collect();
+    (0..spec.instances)
+        .map(|ordinal| {
+            let name = format!("{}-{ordinal}", spec.workload);
+            let ip = ips
+                .get(&name)
+                .ok_or_else(|| format!("Redis pod {name} has no IP yet"))?;
+            Ok(RedisMember::new(name, ip.clone(), spec.port))
+        })
+        .collect()
+}
+
+async fn run(
+    spec: RedisTaskSpec,
+    deps: Deps,
+    slot: Arc<Mutex<Option<RedisDriverHandle>>>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let cluster = format!("{}/{}", spec.namespace, spec.name);
+    while !*stopped.borrow() {
+        let prepared = async {
+            let password = read_password(&deps.client, &spec).await?;
+            let members = pod_members(&deps.client, &spec).await?;
+            Ok::<_, String>((password, members))
+        }
+        .await;
+        let (password, members) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                tracing::info!(%cluster, %error, "Redis HA task waiting");
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    () = tokio::time::sleep(RETRY) => continue,
+                }
+            }
+        };
+        let api: Api<ShanraqCluster> = Api::namespaced(deps.client.clone(), &spec.namespace);
+        let store = KubeRedisStateStore::new(api, spec.name.clone());
+        let pods: Api<Pod> = Api::namespaced(deps.client.clone(), &spec.namespace);
+        let router = KubeRedisRouter::new(pods, members.iter().map(|m| m.name.clone()).collect());
+        let config = RedisDriverConfig::new(spec.ha.clone(), members.clone(), Some(password));
+        let (driver, handle) = match RedisDriver::start(config, store, router, system_clock()).await
+        {
+            Ok(started) => started,
+            Err(error) => {
+                tracing::warn!(%cluster, %error, "cannot start the Redis HA driver");
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    () = tokio::time::sleep(RETRY) => continue,
+                }
+            }
+        };
+        let mut events = handle.subscribe();
+        if let Ok(mut slot) = slot.lock() {
+            *slot = Some(handle.clone());
+        }
+        let join = tokio::spawn(driver.run());
+        let mut check = tokio::time::interval(POD_CHECK);
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                received = events.recv() => match received {
+                    Ok(RedisDriverEvent::Engine(event)) => {
+                        if let Some(notice) = notice_of(&event) {
+                            events::publish(&deps.recorder, &deps.reference, &[notice]).await;
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                _ = check.tick() => {
+                    if let Ok(now) = pod_members(&deps.client, &spec).await
+                        && now != members
+                    {
+                        tracing::info!(%cluster, "a Redis pod changed address: restarting the HA driver");
+                        break;
+                    }
+                }
+            }
+        }
+        handle.stop().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), join).await;
+        if let Ok(mut slot) = slot.lock() {
+            *slot = None;
+        }
+    }
+}
