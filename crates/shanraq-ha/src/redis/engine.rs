@@ -245,19 +245,17 @@ impl RedisHa {
         match command {
             Command::Detach { node, .. } if ok => self.detach_done(node, &result, now),
             Command::Promote { node, .. } => self.promote_done(node, ok, now),
-            Command::Route { master, epoch } if ok => {
-                if self.state.current_master.as_ref() == Some(master) {
-                    self.routed = Some((master.clone(), *epoch));
-                    if self.state.phase == Phase::Routing {
-                        self.complete(now);
-                    }
+            Command::Route { master, epoch }
+                if ok && self.state.current_master.as_ref() == Some(master) =>
+            {
+                self.routed = Some((master.clone(), *epoch));
+                if self.state.phase == Phase::Routing {
+                    self.complete(now);
                 }
             }
             Command::PauseWrites { node, .. } => self.pause_done(node, &result, now),
-            Command::Unpause { node, .. } if ok => {
-                if self.pending_unpause.as_ref() == Some(node) {
-                    self.pending_unpause = None;
-                }
+            Command::Unpause { node, .. } if ok && self.pending_unpause.as_ref() == Some(node) => {
+                self.pending_unpause = None;
             }
             _ => {}
         }

@@ -152,14 +152,13 @@ impl RedisHa {
         if &record.from != node {
             return;
         }
-        match result {
-            Ok(Some(info)) => {
-                record.master_offset = Some(info.offset);
-                record.fenced_at = Some(now);
-                record.fenced_how = Some("writes paused".to_owned());
-                self.state.phase = Phase::SwitchoverDraining;
-            }
-            Ok(None) | Err(_) => {}
+        // Without the node's answer after the pause there is no offset to wait for: the
+        // pause is retried at the next step.
+        if let Ok(Some(info)) = result {
+            record.master_offset = Some(info.offset);
+            record.fenced_at = Some(now);
+            record.fenced_how = Some("writes paused".to_owned());
+            self.state.phase = Phase::SwitchoverDraining;
         }
     }
 
