@@ -147,10 +147,23 @@ pub fn haproxy_cfg(cluster: &ValidCluster) -> String {
                 )
             })
             .collect();
+        // A master without `min-replicas-to-write` attached replicas refuses writes: an old
+        // master whose replicas a failover detached, while HAProxy still reaches it, must not
+        // be chosen (`balance first`) over the new one.
+        let minimum = crate::redis::loss_bound(cluster).min_replicas_to_write;
+        let good_replicas = if redis.mode == RedisMode::Replication && minimum > 0 {
+            format!(
+                "  tcp-check expect rstring min_slaves_good_slaves:({})\n",
+                at_least(minimum)
+            )
+        } else {
+            String::new()
+        };
         let _ = write!(
             cfg,
             "\n# Redis master: AUTH, INFO and QUIT in one send, so a replica fails the check at once\n\
-             # instead of after `timeout check`. The password comes from the environment.\n\
+             # instead of after `timeout check`. The password comes from the environment. The\n\
+             # master must also have enough good replicas to take writes.\n\
              listen redis-master\n\
              \x20 bind :{REDIS_PORT}\n\
              \x20 mode tcp\n\
@@ -159,7 +172,7 @@ pub fn haproxy_cfg(cluster: &ValidCluster) -> String {
              \x20 tcp-check connect\n\
              \x20 tcp-check send \"AUTH ${{{REDIS_PASSWORD_ENV}}}\\r\\ninfo replication\\r\\nQUIT\\r\\n\"\n\
              \x20 tcp-check expect string role:master\n\
-             {servers}"
+             {good_replicas}{servers}"
         );
     }
 
@@ -359,4 +372,33 @@ pub fn render(cluster: &ValidCluster) -> Vec<Child> {
             Component::HAProxy,
         )),
     ]
+}
+
+/// A regular expression for the decimal numbers `>= minimum` (1 to 99), without anchors: the
+/// alternatives never match a prefix of a smaller number.
+fn at_least(minimum: u32) -> String {
+    let minimum = minimum.clamp(1, 99);
+    if minimum <= 9 {
+        return format!("[{minimum}-9]|[1-9][0-9]+");
+    }
+    let (tens, units) = (minimum / 10, minimum % 10);
+    let mut alternatives = vec![format!("{tens}[{units}-9]")];
+    if tens < 9 {
+        alternatives.push(format!("[{}-9][0-9]", tens + 1));
+    }
+    alternatives.push("[1-9][0-9][0-9]+".to_owned());
+    alternatives.join("|")
+}
+
+#[cfg(test)]
+mod at_least_tests {
+    use super::at_least;
+
+    #[test]
+    fn numbers_at_least_the_minimum_match_and_smaller_ones_do_not() {
+        assert_eq!(at_least(1), "[1-9]|[1-9][0-9]+");
+        assert_eq!(at_least(3), "[3-9]|[1-9][0-9]+");
+        assert_eq!(at_least(23), "2[3-9]|[3-9][0-9]|[1-9][0-9][0-9]+");
+        assert_eq!(at_least(95), "9[5-9]|[1-9][0-9][0-9]+");
+    }
 }

@@ -397,9 +397,12 @@ fn server_statuses(csv: &str, proxy: &str) -> BTreeMap<String, String> {
 #[tokio::test]
 async fn haproxy_routes_redis_traffic_to_the_master_only() {
     let password = shanraq_testkit::secrets::random_secret(32);
-    let master = RedisServer::start(&format!("requirepass {password}\nmasterauth {password}\n"))
-        .await
-        .unwrap_or_else(|error| panic!("{error}"));
+    // As rendered: a master takes writes (and passes the check) with one good replica.
+    let master = RedisServer::start(&format!(
+        "requirepass {password}\nmasterauth {password}\nmin-replicas-to-write 1\nmin-replicas-max-lag 10\nrepl-diskless-sync-delay 0\n"
+    ))
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
     let replica = RedisServer::start(&format!(
         "requirepass {password}\nmasterauth {password}\nreplicaof 127.0.0.1 {}\n",
         master.port()
@@ -479,13 +482,22 @@ async fn haproxy_routes_redis_traffic_to_the_master_only() {
         "the replica must fail the role:master check: {statuses:?}"
     );
 
-    // A write through HAProxy lands on the master.
-    let reply = redis_command(
-        redis_port,
-        &format!("AUTH {password}\r\nSET shanraq-route ok\r\nQUIT\r\n"),
-    )
-    .await;
-    assert!(reply.starts_with("+OK"), "{reply}");
+    // A write through HAProxy lands on the master. HAProxy starts a server as up before its
+    // first check, and the master refuses writes (NOREPLICAS) until its replica has synced:
+    // bounded retries until the write is taken.
+    let mut reply = String::new();
+    for _ in 0..100 {
+        reply = redis_command(
+            redis_port,
+            &format!("AUTH {password}\r\nSET shanraq-route ok\r\nQUIT\r\n"),
+        )
+        .await;
+        if reply.starts_with("+OK\r\n+OK") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(reply.starts_with("+OK\r\n+OK"), "{reply}");
     let mut seen = String::new();
     for _ in 0..20 {
         seen = redis_command(
