@@ -28,6 +28,8 @@ pub struct RedisServer {
     port: u16,
     log: PathBuf,
     dir: TempDir,
+    /// How it was started, for `restart_in_place` (`None`: started by `start`).
+    bind: Option<Ipv4Addr>,
 }
 
 impl RedisServer {
@@ -62,6 +64,7 @@ impl RedisServer {
                         port,
                         log,
                         dir,
+                        bind: None,
                     });
                 }
                 Err(error) => {
@@ -118,6 +121,7 @@ impl RedisServer {
                     port,
                     log,
                     dir,
+                    bind: Some(bind),
                 });
             }
             if Instant::now() >= deadline {
@@ -139,6 +143,47 @@ impl RedisServer {
     /// SIGKILL of the server (kill -9); the directory stays until drop.
     pub fn kill(&mut self) {
         kill_and_reap(&mut self.child);
+    }
+
+    /// Starts the server again (after `kill`) on its address, with its directory as it was:
+    /// what a pod restarted on its volume does. Loopback servers of `start_at` only.
+    pub async fn restart_in_place(&mut self) -> Result<(), TestkitError> {
+        let bind = self.bind.unwrap_or(Ipv4Addr::LOCALHOST);
+        kill_and_reap(&mut self.child);
+        let redis_server = binaries::redis_server()?;
+        let config_path = self.dir.path().join("redis.conf");
+        let mut command = Command::new(&redis_server);
+        command
+            .arg(&config_path)
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", &bind.to_string()])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--daemonize", "no", "--logfile", ""]);
+        let before =
+            std::fs::read_to_string(&self.log).map_or(0, |text| text.matches(READY_LINE).count());
+        self.child = spawn_logged(&mut command, &self.log, "redis-server")?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            ensure_alive(&mut self.child, "redis-server", &self.log)?;
+            let ready = std::fs::read_to_string(&self.log)
+                .map_or(0, |text| text.matches(READY_LINE).count());
+            if ready > before {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(TestkitError::NotReady {
+                    what: "redis-server".to_owned(),
+                    seconds: READY_TIMEOUT.as_secs(),
+                    detail: format!(
+                        "restart on {bind}:{} never logged readiness:\n{}",
+                        self.port,
+                        tail(&self.log, 40)
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `redis://127.0.0.1:PORT` (no password: add one if the config sets `requirepass`).

@@ -12,6 +12,7 @@
 //! `WAIT`, so the old master cannot take an acknowledged write once the replicas are detached,
 //! whether or not the engine can reach it.
 
+pub mod cluster;
 mod command;
 mod config;
 mod election;

@@ -178,6 +178,26 @@ impl NodeClient {
         })
     }
 
+    /// `CLUSTER INFO` and `CLUSTER NODES`, parsed (cluster mode).
+    pub async fn cluster_view(
+        &self,
+    ) -> Result<crate::redis::cluster::ClusterView, RedisClientError> {
+        let mut info = redis::cmd("CLUSTER");
+        info.arg("INFO");
+        let info: String = self.run("CLUSTER INFO", info).await?;
+        let mut nodes = redis::cmd("CLUSTER");
+        nodes.arg("NODES");
+        let nodes: String = self.run("CLUSTER NODES", nodes).await?;
+        crate::redis::cluster::parse_cluster(&info, &nodes).map_err(|error| {
+            RedisClientError::Redis {
+                node: self.name.clone(),
+                address: self.address(),
+                command: "CLUSTER NODES",
+                message: error.to_string(),
+            }
+        })
+    }
+
     /// `REPLICAOF host port`.
     pub async fn replicate_from(&self, host: &str, port: u16) -> Result<(), RedisClientError> {
         let mut cmd = redis::cmd("REPLICAOF");

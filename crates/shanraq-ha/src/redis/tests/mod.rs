@@ -3,6 +3,7 @@
 
 mod fixtures;
 
+mod cluster;
 mod failover;
 mod info;
 mod switchover;

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod cluster_mode;
 pub mod demo;
 pub mod error;
 pub mod writer;

@@ -190,6 +190,16 @@ pub async fn missing_on(
     password: &str,
     acks: &[RedisAck],
 ) -> Result<Vec<u64>, RedisDrillError> {
+    missing_with_prefix(master, password, acks, KEY_PREFIX).await
+}
+
+/// Ids of `acks` whose keys (`prefix` + id) `master` does not hold.
+pub async fn missing_with_prefix(
+    master: &RedisMember,
+    password: &str,
+    acks: &[RedisAck],
+    prefix: &str,
+) -> Result<Vec<u64>, RedisDrillError> {
     let read_back = |message: String| RedisDrillError::ReadBack {
         node: master.name.to_string(),
         message,
@@ -199,10 +209,7 @@ pub async fn missing_on(
         .map_err(|e| read_back(e.to_string()))?;
     let mut missing = Vec::new();
     for chunk in acks.chunks(500) {
-        let keys: Vec<String> = chunk
-            .iter()
-            .map(|a| format!("{KEY_PREFIX}{}", a.id))
-            .collect();
+        let keys: Vec<String> = chunk.iter().map(|a| format!("{prefix}{}", a.id)).collect();
         let values: Vec<Option<u64>> = redis::cmd("MGET")
             .arg(&keys)
             .query_async(&mut connection)

@@ -1,0 +1,63 @@
+//! `CLUSTER INFO`/`CLUSTER NODES` as redis-server 7.0 prints them, and the failover tracker.
+
+use crate::redis::cluster::{FailoverTracker, parse_cluster};
+
+const INFO: &str = "cluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\n\
+cluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:6\r\ncluster_size:3\r\n\
+cluster_current_epoch:6\r\ncluster_my_epoch:1\r\n";
+
+const NODES: &str = "\
+a1 127.0.0.1:21001@31001 myself,master - 0 0 1 connected 0-5460\n\
+a2 127.0.0.1:21002@31002 master - 0 1 2 connected 5461-10922\n\
+a3 127.0.0.1:21003@31003 master - 0 1 3 connected 10923-16383\n\
+b1 127.0.0.1:21004@31004 slave a1 0 1 1 connected\n\
+b2 127.0.0.1:21005@31005 slave a2 0 1 2 connected\n\
+b3 127.0.0.1:21006@31006 slave a3 0 1 3 connected\n";
+
+#[test]
+fn a_formed_cluster_reports_its_slots_masters_and_replicas() {
+    let view = parse_cluster(INFO, NODES).expect("parses");
+    assert!(view.covered());
+    assert_eq!(view.masters().len(), 3);
+    assert_eq!(view.masters()[0].slots, 5461);
+    assert_eq!(view.replicas_of("a2"), 1);
+    assert_eq!(
+        view.summary(),
+        "cluster_state ok, 16384 of 16384 slots covered, masters: 127.0.0.1:21001 (5461 slots, 1 replicas), \
+         127.0.0.1:21002 (5462 slots, 1 replicas), 127.0.0.1:21003 (5462 slots, 1 replicas)"
+    );
+}
+
+#[test]
+fn a_replica_taking_over_a_failed_master_counts_as_one_failover() {
+    let mut tracker = FailoverTracker::default();
+    let view = parse_cluster(INFO, NODES).expect("parses");
+    assert!(tracker.observe(&view).is_empty());
+    let after = NODES
+        .replace(
+            "a2 127.0.0.1:21002@31002 master - 0 1 2 connected 5461-10922",
+            "a2 127.0.0.1:21002@31002 master,fail - 0 1 2 connected",
+        )
+        .replace(
+            "b2 127.0.0.1:21005@31005 slave a2 0 1 2 connected",
+            "b2 127.0.0.1:21005@31005 master - 0 1 7 connected 5461-10922",
+        );
+    let view = parse_cluster(&INFO.replace("epoch:6", "epoch:7"), &after).expect("parses");
+    assert_eq!(tracker.observe(&view), vec!["127.0.0.1:21005".to_owned()]);
+    assert_eq!(tracker.observe(&view), Vec::<String>::new(), "counted once");
+    assert_eq!(tracker.failovers_seen, 1);
+    assert_eq!(
+        view.masters().len(),
+        3,
+        "the failed master no longer counts"
+    );
+}
+
+#[test]
+fn slots_in_migration_are_not_counted_as_served() {
+    let nodes = "a1 127.0.0.1:21001@31001 myself,master - 0 0 1 connected 0-99 [100->-b1]\n";
+    let info = INFO.replace("cluster_state:ok", "cluster_state:fail");
+    let view = parse_cluster(&info, nodes).expect("parses");
+    assert_eq!(view.nodes[0].slots, 100);
+    assert!(!view.covered());
+}

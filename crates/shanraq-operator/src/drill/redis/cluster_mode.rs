@@ -1,0 +1,357 @@
+//! Redis Cluster mode on real processes: six redis-server processes started from the rendered
+//! cluster-mode redis.conf, formed as the rendered Job does it (`redis-cli --cluster create`
+//! with one replica per master), observed through `CLUSTER INFO`/`CLUSTER NODES` (state, slots
+//! covered, masters, failovers Redis Cluster performed), and a writer that `SET`s keys of one
+//! hash slot then `WAIT 1`s, following `MOVED` redirections. Failover in cluster mode is Redis
+//! Cluster's own; this is what the operator observes and reports.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use shanraq_api::redis::RedisMode;
+use shanraq_ha::adapters::driver::Clock;
+use shanraq_ha::adapters::redis::{NodeClient, RedisPassword};
+use shanraq_ha::redis::cluster::{ClusterView, FailoverTracker};
+use shanraq_ha::redis::{NodeId, RedisMember};
+use shanraq_testkit::{RedisServer, free_port};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::cluster::{RedisOptions, drill_cluster};
+use super::error::RedisDrillError;
+use super::writer::{RedisAck, WriterReport, connect};
+
+/// Every writer key is in this hash slot's shard: `{shanraq}:<id>`.
+pub const HASH_TAG: &str = "{shanraq}";
+const POLL: Duration = Duration::from_millis(50);
+const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+const MAX_RUN: Duration = Duration::from_secs(600);
+
+/// Six (or more) nodes in cluster mode.
+#[derive(Debug)]
+pub struct LocalRedisCluster {
+    pub servers: Vec<RedisServer>,
+    pub members: Vec<RedisMember>,
+    password: String,
+    tracker: FailoverTracker,
+}
+
+impl LocalRedisCluster {
+    /// Starts `instances` nodes from the rendered cluster-mode config and forms the cluster.
+    pub async fn start(instances: usize) -> Result<LocalRedisCluster, RedisDrillError> {
+        let mut cluster = drill_cluster(&RedisOptions {
+            instances,
+            ..RedisOptions::default()
+        })?;
+        cluster.spec.redis.mode = RedisMode::Cluster;
+        cluster.spec.redis.appendonly = false;
+        let password = shanraq_testkit::secrets::random_secret(32);
+        let rendered = shanraq_render::redis::redis_conf(&cluster).replace(
+            "\ndir /data\n",
+            &format!("\ndir {}\n", std::env::temp_dir().display()),
+        );
+        let config = format!("{rendered}requirepass \"{password}\"\nmasterauth \"{password}\"\n");
+        let mut servers = Vec::new();
+        let mut members = Vec::new();
+        for index in 0..instances {
+            // The cluster bus listens on port + 10000: keep both below the ephemeral range.
+            let port = loop {
+                let port = free_port()?;
+                if port <= 22_700 {
+                    break port;
+                }
+            };
+            let server = RedisServer::start_at(&config, Ipv4Addr::LOCALHOST, port, None).await?;
+            members.push(RedisMember::new(
+                format!("redis-{index}"),
+                "127.0.0.1",
+                port,
+            ));
+            servers.push(server);
+        }
+        let addresses: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}:{}", m.host, m.port))
+            .collect();
+        let replicas = cluster.spec.redis.replicas_per_shard.to_string();
+        let output = Command::new("redis-cli")
+            .env("REDISCLI_AUTH", &password)
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", &replicas, "--cluster-yes"])
+            .output()
+            .map_err(|error| RedisDrillError::Render(format!("cannot run redis-cli: {error}")))?;
+        if !output.status.success() {
+            return Err(RedisDrillError::Render(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&output.stdout)
+            )));
+        }
+        let per_shard = usize::try_from(cluster.spec.redis.replicas_per_shard.max(0)).unwrap_or(1);
+        let mut group = LocalRedisCluster {
+            servers,
+            members,
+            password,
+            tracker: FailoverTracker::default(),
+        };
+        group
+            .wait_view(
+                "the Redis Cluster forming",
+                Duration::from_secs(60),
+                // Replicas show as masters until their CLUSTER REPLICATE has spread.
+                |view| {
+                    view.covered()
+                        && view.masters().len() * (per_shard + 1) == instances
+                        && view
+                            .masters()
+                            .iter()
+                            .all(|master| view.replicas_of(&master.id) == per_shard)
+                },
+            )
+            .await?;
+        Ok(group)
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    fn client(&self, index: usize) -> NodeClient {
+        let member = &self.members[index];
+        NodeClient::new(
+            member.name.as_str(),
+            member.host.clone(),
+            member.port,
+            Some(RedisPassword::new(self.password.clone())),
+            Duration::from_millis(500),
+        )
+    }
+
+    /// The view of the first node that answers, fed to the failover tracker.
+    pub async fn view(&mut self) -> Option<ClusterView> {
+        for index in 0..self.members.len() {
+            if let Ok(view) = self.client(index).cluster_view().await {
+                self.tracker.observe(&view);
+                return Some(view);
+            }
+        }
+        None
+    }
+
+    pub fn failovers_seen(&self) -> u64 {
+        self.tracker.failovers_seen
+    }
+
+    /// Waits (bounded) until a node's view satisfies `done`.
+    pub async fn wait_view(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&ClusterView) -> bool,
+    ) -> Result<ClusterView, RedisDrillError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(view) = self.view().await {
+                if done(&view) {
+                    return Ok(view);
+                }
+                last = Some(view.summary());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RedisDrillError::Timeout {
+                    what: what.to_owned(),
+                    seconds: timeout.as_secs(),
+                    detail: format!(": last view {last:?}"),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The index of the master serving the writer's hash slot.
+    pub async fn master_of_writes(&self) -> Option<usize> {
+        let owner = owner(&self.members, &self.password).await?;
+        self.members.iter().position(|m| m.name == owner.name)
+    }
+
+    pub fn kill(&mut self, index: usize) {
+        if let Some(server) = self.servers.get_mut(index) {
+            server.kill();
+        }
+    }
+
+    /// Restarts node `index` on its address and directory (its nodes.conf kept).
+    pub async fn restart_in_place(&mut self, index: usize) -> Result<(), RedisDrillError> {
+        let len = self.servers.len();
+        let server = self
+            .servers
+            .get_mut(index)
+            .ok_or(RedisDrillError::UnknownNode { index, len })?;
+        server.restart_in_place().await?;
+        Ok(())
+    }
+}
+
+/// The node serving the writer's slot: a `GET` of a key in it is served there or redirected
+/// there (`MOVED slot address`).
+async fn owner(members: &[RedisMember], password: &str) -> Option<RedisMember> {
+    for member in members {
+        let Ok(mut connection) = connect(member, password, WRITE_TIMEOUT).await else {
+            continue;
+        };
+        let probe: Result<Option<String>, redis::RedisError> = redis::cmd("GET")
+            .arg(format!("{HASH_TAG}:probe"))
+            .query_async(&mut connection)
+            .await;
+        match probe {
+            Ok(_) => return Some(member.clone()),
+            Err(error) => {
+                if let Some((address, _)) = error.redirect_node() {
+                    return members
+                        .iter()
+                        .find(|m| format!("{}:{}", m.host, m.port) == address)
+                        .cloned();
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A writer of keys in one hash slot: `SET` then `WAIT 1`, following `MOVED`.
+#[derive(Debug)]
+pub struct SlotWriter {
+    stop: watch::Sender<bool>,
+    join: JoinHandle<WriterReport>,
+}
+
+impl SlotWriter {
+    pub fn start(
+        members: Vec<RedisMember>,
+        password: String,
+        clock: Clock,
+        progress: watch::Sender<usize>,
+    ) -> SlotWriter {
+        let (stop, stopped) = watch::channel(false);
+        let join = tokio::spawn(slot_write_loop(members, password, clock, stopped, progress));
+        SlotWriter { stop, join }
+    }
+
+    pub async fn stop(self) -> WriterReport {
+        let _ = self.stop.send(true);
+        self.join.await.unwrap_or_default()
+    }
+}
+
+async fn slot_write_loop(
+    members: Vec<RedisMember>,
+    password: String,
+    clock: Clock,
+    stopped: watch::Receiver<bool>,
+    progress: watch::Sender<usize>,
+) -> WriterReport {
+    let mut report = WriterReport::default();
+    let mut target: Option<RedisMember> = members.first().cloned();
+    let mut next_guess = 0_usize;
+    let mut connection: Option<MultiplexedConnection> = None;
+    let mut id = 0_u64;
+    let started = tokio::time::Instant::now();
+    while !*stopped.borrow() && started.elapsed() < MAX_RUN {
+        let Some(member) = target.clone() else {
+            break;
+        };
+        if connection.is_none() {
+            match connect(&member, &password, WRITE_TIMEOUT).await {
+                Ok(made) => connection = Some(made),
+                Err(_) => {
+                    next_guess = (next_guess + 1) % members.len().max(1);
+                    target = members.get(next_guess).cloned();
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            }
+        }
+        let Some(conn) = connection.as_mut() else {
+            continue;
+        };
+        id += 1;
+        report.attempts += 1;
+        let key = format!("{HASH_TAG}:{id}");
+        let set: Result<(), redis::RedisError> = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            redis::cmd("SET").arg(&key).arg(id).query_async(conn),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from(std::io::Error::from(
+                std::io::ErrorKind::TimedOut,
+            )))
+        });
+        match set {
+            Ok(()) => {
+                let waited: Result<i64, redis::RedisError> = tokio::time::timeout(
+                    WRITE_TIMEOUT,
+                    redis::cmd("WAIT").arg(1).arg(200).query_async(conn),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from(std::io::Error::from(
+                        std::io::ErrorKind::TimedOut,
+                    )))
+                });
+                if waited.is_ok_and(|replicas| replicas >= 1) {
+                    report.acks.push(RedisAck {
+                        id,
+                        node: member.name.clone(),
+                        at: clock(),
+                    });
+                    progress.send_replace(report.acks.len());
+                } else {
+                    report.unacknowledged += 1;
+                }
+            }
+            Err(error) => {
+                report.unacknowledged += 1;
+                if let Some((address, _)) = error.redirect_node() {
+                    target = members
+                        .iter()
+                        .find(|m| format!("{}:{}", m.host, m.port) == address)
+                        .cloned()
+                        .or(target);
+                } else if matches!(error.kind(), redis::ErrorKind::Io) || error.is_timeout() {
+                    next_guess = (next_guess + 1) % members.len().max(1);
+                    target = members.get(next_guess).cloned();
+                }
+                connection = None;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    report
+}
+
+/// Ids of `acks` whose keys the node serving the writer's slot does not hold.
+pub async fn missing_in_cluster(
+    members: &[RedisMember],
+    password: &str,
+    acks: &[RedisAck],
+) -> Result<Vec<u64>, RedisDrillError> {
+    let owner = owner(members, password)
+        .await
+        .ok_or_else(|| RedisDrillError::ReadBack {
+            node: "the Redis Cluster".to_owned(),
+            message: "no node answered for the writer's slot".to_owned(),
+        })?;
+    super::writer::missing_with_prefix(&owner, password, acks, &format!("{HASH_TAG}:")).await
+}
+
+/// Names used in reports.
+pub fn node_of(members: &[RedisMember], index: usize) -> NodeId {
+    members
+        .get(index)
+        .map_or_else(|| NodeId::new("unknown"), |m| m.name.clone())
+}
