@@ -18,6 +18,9 @@ use crate::storage::StorageSpec;
 #[x_kube(validation = Rule::new("self.mode != 'replication' || self.minReplicasToWrite < self.instances").field_path(".minReplicasToWrite").message(
     "redis.minReplicasToWrite must be lower than redis.instances, or the master would refuse every write"
 ))]
+#[x_kube(validation = Rule::new("self.mode != 'cluster' || oldSelf.mode != 'cluster' || self.instances >= oldSelf.instances").field_path(".instances").message(
+    "redis.instances cannot shrink in cluster mode: the operator does not migrate hash slots off the nodes a shrink would delete, so their slots (and keys) would be dropped"
+))]
 #[x_kube(validation = Rule::new("self.mode == oldSelf.mode").field_path(".mode").message(
     "redis.mode is immutable: moving between replication and cluster mode needs a new cluster"
 ))]

@@ -243,6 +243,23 @@ fn transition_rules_guard_immutable_fields() {
         "{errors:#?}"
     );
 
+    let redis_cluster =
+        cluster(json!({"redis": {"mode": "cluster", "instances": 8, "replicasPerShard": 1}}));
+    let smaller =
+        cluster(json!({"redis": {"mode": "cluster", "instances": 6, "replicasPerShard": 1}}));
+    let errors = admission::check(&smaller, Some(&redis_cluster));
+    assert!(
+        errors.iter().any(|e| e.field == "spec.redis.instances"
+            && e.message.contains("cannot shrink in cluster mode")),
+        "{errors:#?}"
+    );
+    let larger =
+        cluster(json!({"redis": {"mode": "cluster", "instances": 10, "replicasPerShard": 1}}));
+    assert!(
+        admission::check(&larger, Some(&redis_cluster)).is_empty(),
+        "growing a Redis Cluster is allowed"
+    );
+
     let shrunk = cluster(json!({"postgres": {"storage": {"size": "5Gi"}}}));
     let errors = admission::check(&shrunk, Some(&cluster(json!({}))));
     assert!(
