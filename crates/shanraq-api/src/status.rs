@@ -148,6 +148,25 @@ pub struct RedisStatus {
     /// The Redis engine's full persisted state (JSON), owned by the operator; do not edit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha_state: Option<String>,
+    /// Cluster mode: the cluster as last observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<RedisClusterStatus>,
+}
+
+/// Cluster mode, as the operator last observed it (`CLUSTER INFO`, `CLUSTER NODES`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisClusterStatus {
+    /// `cluster_state`: `ok` or `fail`.
+    pub state: String,
+    /// Slots served by a healthy master, of 16384.
+    pub slots_covered: i32,
+    /// The masters serving slots, as `address (slots, replicas)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masters: Vec<String>,
+    /// Failovers Redis Cluster performed that the operator saw (a replica turned master).
+    #[serde(default)]
+    pub failovers_seen: i64,
 }
 
 /// Readiness of a workload the operator does not fail over itself.

@@ -147,6 +147,9 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
             .and_then(|handle| crate::engines::redis::objectives::measure(&handle)),
     );
     observed.postgres_instances = sampled_instances(ctx, &cluster, &previous);
+    if cluster.spec.redis.mode == shanraq_api::redis::RedisMode::Cluster {
+        observed.redis_cluster = previous.redis.as_ref().and_then(|r| r.cluster.clone());
+    }
     if let Some(window) = ctx.ha.probe_window(&key_of(&cluster)) {
         window.count_into(ctx.metrics.probe_counter(&cluster.name, &cluster.namespace));
         let fresh = ha_objectives::probe_verdicts(&cluster, &window);

@@ -186,6 +186,8 @@ pub struct Observed {
     pub postgres_instances: Option<Vec<PostgresInstanceStatus>>,
     /// Latency and availability from the probes through HAProxy.
     pub probes: ha_objectives::ProbeVerdicts,
+    /// Redis cluster mode, as the Redis task last observed it (`status.redis.cluster`).
+    pub redis_cluster: Option<shanraq_api::status::RedisClusterStatus>,
 }
 
 impl Observed {
@@ -197,6 +199,7 @@ impl Observed {
             last_failover_rto: None,
             postgres_instances: None,
             probes: ha_objectives::ProbeVerdicts::default(),
+            redis_cluster: None,
         }
     }
 }
@@ -364,13 +367,16 @@ pub fn conditions(cluster: &ValidCluster, observed: &Observed) -> Vec<Want> {
             &[Component::Postgres],
             observed,
         ),
-        component_condition(
-            REDIS_READY,
-            "Redis",
-            "redis",
-            spec.redis.enabled,
-            &[Component::Redis],
-            observed,
+        crate::engines::redis::objectives::cluster_condition(
+            component_condition(
+                REDIS_READY,
+                "Redis",
+                "redis",
+                spec.redis.enabled,
+                &[Component::Redis],
+                observed,
+            ),
+            observed.redis_cluster.as_ref(),
         ),
         component_condition(
             KAFKA_READY,

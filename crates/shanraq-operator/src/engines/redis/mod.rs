@@ -3,6 +3,7 @@
 //! `status.redis` (`store`, `status_map`), routing by the pods' role label (`router`), and the
 //! RPO it measures (`objectives`), and the switchover annotation (`switchover`).
 
+pub mod cluster_observer;
 pub mod config;
 pub mod objectives;
 pub mod router;

@@ -34,6 +34,41 @@ pub fn measure(handle: &RedisDriverHandle) -> Option<RpoMeasurement> {
     })
 }
 
+/// `RedisReady` in cluster mode: the workloads being ready is not enough, the cluster must
+/// serve every slot; the message carries what the Redis task last observed.
+pub fn cluster_condition(
+    mut want: crate::controller::status::Want,
+    observed: Option<&shanraq_api::status::RedisClusterStatus>,
+) -> crate::controller::status::Want {
+    use crate::controller::status::Truth;
+    let Some(cluster) = observed else {
+        return want;
+    };
+    let summary = format!(
+        "cluster_state {}, {} of {} slots covered, masters: {}, failovers seen: {}",
+        cluster.state,
+        cluster.slots_covered,
+        shanraq_ha::redis::cluster::CLUSTER_SLOTS,
+        if cluster.masters.is_empty() {
+            "none".to_owned()
+        } else {
+            cluster.masters.join(", ")
+        },
+        cluster.failovers_seen
+    );
+    let covered = cluster.state == "ok"
+        && u32::try_from(cluster.slots_covered)
+            .is_ok_and(|slots| slots == shanraq_ha::redis::cluster::CLUSTER_SLOTS);
+    if want.truth == Truth::True && !covered {
+        want.truth = Truth::False;
+        want.reason = "ClusterNotServing".to_owned();
+        want.message = summary;
+    } else if want.truth == Truth::True {
+        want.message = format!("{}; {summary}", want.message);
+    }
+    want
+}
+
 /// How much a measurement may lose, for picking the worse of two: unbounded first, then the
 /// larger asynchronous lag, synchronous last.
 fn exposure(measurement: &RpoMeasurement) -> (u8, Duration, u64) {
@@ -74,6 +109,48 @@ pub fn worse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::status::{Truth, Want};
+    use shanraq_api::status::RedisClusterStatus;
+
+    fn ready() -> Want {
+        Want::new(
+            "RedisReady",
+            Truth::True,
+            "Ready",
+            "StatefulSet demo-redis 6/6 ready",
+        )
+    }
+
+    #[test]
+    fn a_cluster_that_does_not_serve_every_slot_is_not_ready_and_says_why() {
+        let failing = RedisClusterStatus {
+            state: "fail".to_owned(),
+            slots_covered: 10923,
+            masters: vec!["10.0.0.4:6379 (5461 slots, 1 replicas)".to_owned()],
+            failovers_seen: 1,
+        };
+        let want = cluster_condition(ready(), Some(&failing));
+        assert_eq!(want.truth, Truth::False);
+        assert_eq!(want.reason, "ClusterNotServing");
+        assert!(
+            want.message.contains("10923 of 16384 slots covered"),
+            "{}",
+            want.message
+        );
+        let ok = RedisClusterStatus {
+            state: "ok".to_owned(),
+            slots_covered: 16384,
+            ..failing
+        };
+        let want = cluster_condition(ready(), Some(&ok));
+        assert_eq!(want.truth, Truth::True);
+        assert!(
+            want.message.ends_with("failovers seen: 1"),
+            "{}",
+            want.message
+        );
+        assert_eq!(cluster_condition(ready(), None), ready());
+    }
 
     #[test]
     fn redis_lag_outweighs_a_synchronous_postgres_and_unbounded_outweighs_everything() {

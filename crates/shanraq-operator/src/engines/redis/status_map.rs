@@ -10,7 +10,8 @@ use crate::ha::status_map::rfc3339;
 
 /// The `status.redis` keys the Redis HA task owns; the reconcile's status writer never sends
 /// them.
-pub const HA_FIELDS: [&str; 6] = [
+pub const HA_FIELDS: [&str; 7] = [
+    "cluster",
     "currentMaster",
     "epoch",
     "phase",
@@ -51,6 +52,30 @@ pub fn redis_patch(state: &RedisHaState) -> Result<Value, serde_json::Error> {
         "lastFailover": serde_json::to_value(last)?,
         "haState": serde_json::to_string(state)?,
     }))
+}
+
+/// `status.redis.cluster` for a view, with the failovers seen so far.
+pub fn cluster_status(
+    view: &shanraq_ha::redis::cluster::ClusterView,
+    failovers_seen: u64,
+) -> shanraq_api::status::RedisClusterStatus {
+    shanraq_api::status::RedisClusterStatus {
+        state: if view.state_ok { "ok" } else { "fail" }.to_owned(),
+        slots_covered: i32::try_from(view.slots_ok).unwrap_or(i32::MAX),
+        masters: view
+            .masters()
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} ({} slots, {} replicas)",
+                    m.address,
+                    m.slots,
+                    view.replicas_of(&m.id)
+                )
+            })
+            .collect(),
+        failovers_seen: i64::try_from(failovers_seen).unwrap_or(i64::MAX),
+    }
 }
 
 pub fn parse_state(text: Option<&str>) -> Result<Option<RedisHaState>, serde_json::Error> {

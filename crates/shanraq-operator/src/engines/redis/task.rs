@@ -1,4 +1,5 @@
-//! One Redis HA task per ShanraqCluster with Redis in replication mode: started and restarted
+//! One Redis HA task per ShanraqCluster with Redis (in cluster mode it only observes, see
+//! `cluster_observer`): started and restarted
 //! by the reconcile (`RedisHaRegistry::ensure`), stopped when Redis is disabled or the operator
 //! loses leadership. The task reads the Redis password from its Secret, reaches the nodes by
 //! pod IP (a failover must not depend on cluster DNS), runs the Redis engine's driver with the
@@ -37,6 +38,7 @@ const POD_CHECK: Duration = Duration::from_secs(5);
 /// What a task runs with; a change restarts it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RedisTaskSpec {
+    pub mode: RedisMode,
     pub namespace: String,
     pub name: String,
     pub workload: String,
@@ -46,14 +48,15 @@ pub struct RedisTaskSpec {
     pub ha: RedisHaConfig,
 }
 
-/// The task of `cluster`, or `None` when Redis is off or in cluster mode (Redis Cluster fails
-/// over on its own).
+/// The task of `cluster`, or `None` when Redis is off. In cluster mode the task only observes
+/// (Redis Cluster fails over on its own).
 pub fn task_spec(cluster: &ValidCluster) -> Option<RedisTaskSpec> {
     let spec = &cluster.spec.redis;
-    if !spec.enabled || spec.mode != RedisMode::Replication {
+    if !spec.enabled {
         return None;
     }
     Some(RedisTaskSpec {
+        mode: spec.mode,
         namespace: cluster.namespace.clone(),
         name: cluster.name.clone(),
         workload: cluster.names.workload(Component::Redis),
@@ -186,7 +189,10 @@ pub fn notice_of(event: &Event) -> Option<Notice> {
     }
 }
 
-async fn read_password(client: &Client, spec: &RedisTaskSpec) -> Result<RedisPassword, String> {
+pub(super) async fn read_password(
+    client: &Client,
+    spec: &RedisTaskSpec,
+) -> Result<RedisPassword, String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &spec.namespace);
     let secret = secrets
         .get(&spec.secret)
@@ -203,7 +209,10 @@ async fn read_password(client: &Client, spec: &RedisTaskSpec) -> Result<RedisPas
 }
 
 /// Every node by pod IP, in ordinal order; `Err` while a pod has no IP yet.
-async fn pod_members(client: &Client, spec: &RedisTaskSpec) -> Result<Vec<RedisMember>, String> {
+pub(super) async fn pod_members(
+    client: &Client,
+    spec: &RedisTaskSpec,
+) -> Result<Vec<RedisMember>, String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &spec.namespace);
     let selector = format!("{LABEL_CLUSTER}={},{LABEL_COMPONENT}=redis", spec.name);
     let listed = pods
@@ -235,6 +244,10 @@ async fn run(
     slot: Arc<Mutex<Option<RedisDriverHandle>>>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    if spec.mode == RedisMode::Cluster {
+        super::cluster_observer::run(spec, deps, stopped).await;
+        return;
+    }
     let cluster = format!("{}/{}", spec.namespace, spec.name);
     while !*stopped.borrow() {
         let prepared = async {
