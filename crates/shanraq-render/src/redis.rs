@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ExecAction, PodSpec, PodTemplateSpec, Probe, TCPSocketAction,
@@ -293,6 +293,15 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
             // Cluster members must all run before the cluster can form; replicas retry their
             // master on their own. Neither needs ordered start.
             pod_management_policy: Some("Parallel".to_owned()),
+            // Replication mode: the kubelet's rolling update would restart the master whenever
+            // the template changes; with OnDelete the operator's Redis task restarts stale pods
+            // itself, replicas first, and switches over before the master's turn.
+            update_strategy: (spec.mode == RedisMode::Replication).then(|| {
+                StatefulSetUpdateStrategy {
+                    type_: Some("OnDelete".to_owned()),
+                    rolling_update: None,
+                }
+            }),
             selector: meta::label_selector(cluster, Component::Redis),
             template: PodTemplateSpec {
                 metadata: Some(meta::pod_meta(cluster, Component::Redis, config_hash)),

@@ -110,6 +110,10 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     });
     ctx.ha
         .set_desired_hash(&key_of(&cluster), postgres_config_hash(&cluster, &rendered));
+    ctx.redis_ha.set_desired_hash(
+        &key_of(&cluster),
+        crate::engines::redis::restart::desired_hash(&cluster, &rendered),
+    );
     let switchover =
         switchover::handle(&ctx.client, &ctx.ha, object, cluster.spec.postgres.enabled).await?;
     let engine = ctx

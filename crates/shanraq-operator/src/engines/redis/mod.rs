@@ -6,6 +6,7 @@
 pub mod cluster_observer;
 pub mod config;
 pub mod objectives;
+pub mod restart;
 pub mod router;
 pub mod status_map;
 pub mod store;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt};
 use shanraq_api::names::{Component, LABEL_CLUSTER, LABEL_COMPONENT};
 use shanraq_api::redis::RedisMode;
@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::config::engine_config;
+use super::restart::{RestartStep, next_step};
 use super::router::KubeRedisRouter;
 use super::store::KubeRedisStateStore;
 use crate::controller::events::{self, Notice};
@@ -71,6 +72,8 @@ struct Entry {
     spec: RedisTaskSpec,
     stop: watch::Sender<bool>,
     handle: Arc<Mutex<Option<RedisDriverHandle>>>,
+    /// The `shanraq.org/config-hash` the pods should run (replication mode roll-outs).
+    desired_hash: Arc<Mutex<Option<String>>>,
     join: JoinHandle<()>,
 }
 
@@ -127,14 +130,16 @@ impl RedisHaRegistry {
         });
         let (stop, stopped) = watch::channel(false);
         let handle = Arc::new(Mutex::new(None));
+        let desired_hash = Arc::new(Mutex::new(None));
         let deps = deps();
         let spec = wanted.clone();
         let slot = Arc::clone(&handle);
+        let desired = Arc::clone(&desired_hash);
         let join = tokio::spawn(async move {
             if let Some(previous) = previous {
                 let _ = previous.await;
             }
-            run(spec, deps, slot, stopped).await;
+            run(spec, deps, slot, desired, stopped).await;
         });
         tasks.insert(
             key,
@@ -142,9 +147,21 @@ impl RedisHaRegistry {
                 spec: wanted,
                 stop,
                 handle,
+                desired_hash,
                 join,
             },
         );
+    }
+
+    /// The configuration hash the Redis pods of `key` should run; stale pods are restarted
+    /// by the task, replicas first, with a switchover before the master's turn.
+    pub fn set_desired_hash(&self, key: &str, hash: Option<String>) {
+        if let Ok(tasks) = self.tasks.lock()
+            && let Some(entry) = tasks.get(key)
+            && let Ok(mut slot) = entry.desired_hash.lock()
+        {
+            *slot = hash;
+        }
     }
 
     /// The running driver of `key`.
@@ -187,6 +204,62 @@ pub fn notice_of(event: &Event) -> Option<Notice> {
         | EventKind::MasterSuspected { .. } => Some(Notice::warning(reason, note)),
         _ => None,
     }
+}
+
+/// One step of a configuration roll-out, if one is due (see `restart::next_step`).
+async fn roll_out(
+    spec: &RedisTaskSpec,
+    deps: &Deps,
+    members: &[RedisMember],
+    handle: &RedisDriverHandle,
+    hash: &str,
+) {
+    let pods: Api<Pod> = Api::namespaced(deps.client.clone(), &spec.namespace);
+    let selector = format!("{LABEL_CLUSTER}={},{LABEL_COMPONENT}=redis", spec.name);
+    let Ok(listed) = pods.list(&ListParams::default().labels(&selector)).await else {
+        return;
+    };
+    let by_name: BTreeMap<String, Pod> = listed
+        .items
+        .into_iter()
+        .map(|pod| (pod.name_any(), pod))
+        .collect();
+    let step = next_step(
+        members,
+        &by_name,
+        &handle.state(),
+        &handle.infos(),
+        hash,
+        spec.ha.min_replicas_to_write,
+    );
+    let notice = match step {
+        None => return,
+        Some(RestartStep::DeleteReplica(name)) => {
+            match pods.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => Notice::normal(
+                    crate::ha::task::CONFIG_RESTART,
+                    format!("restarting Redis replica {name} to pick up the new configuration"),
+                ),
+                Err(error) => {
+                    tracing::warn!(pod = %name, %error, "cannot restart a stale Redis pod");
+                    return;
+                }
+            }
+        }
+        Some(RestartStep::Switchover { master }) => match handle.request_switchover(None).await {
+            Ok(target) => Notice::normal(
+                crate::ha::task::CONFIG_RESTART,
+                format!(
+                    "every Redis replica runs the new configuration: switching over from {master} to {target} before restarting it"
+                ),
+            ),
+            Err(error) => {
+                tracing::info!(%master, %error, "roll-out switchover not started");
+                return;
+            }
+        },
+    };
+    events::publish(&deps.recorder, &deps.reference, &[notice]).await;
 }
 
 pub(super) async fn read_password(
@@ -242,6 +315,7 @@ async fn run(
     spec: RedisTaskSpec,
     deps: Deps,
     slot: Arc<Mutex<Option<RedisDriverHandle>>>,
+    desired: Arc<Mutex<Option<String>>>,
     mut stopped: watch::Receiver<bool>,
 ) {
     if spec.mode == RedisMode::Cluster {
@@ -306,6 +380,10 @@ async fn run(
                     {
                         tracing::info!(%cluster, "a Redis pod changed address: restarting the HA driver");
                         break;
+                    }
+                    let hash = desired.lock().ok().and_then(|hash| hash.clone());
+                    if let Some(hash) = hash {
+                        roll_out(&spec, &deps, &members, &handle, &hash).await;
                     }
                 }
             }
