@@ -206,6 +206,25 @@ pub fn notice_of(event: &Event) -> Option<Notice> {
     }
 }
 
+/// A completed failover or switchover in `shanraq_failovers_total` and its RTO histogram,
+/// with `component="redis"`.
+fn count_failover(spec: &RedisTaskSpec, deps: &Deps, event: &Event) {
+    let (kind, record) = match &event.kind {
+        EventKind::FailoverCompleted { record } => ("failover", record),
+        EventKind::SwitchoverCompleted { record } => ("switchover", record),
+        _ => return,
+    };
+    deps.metrics.count_failover(
+        crate::metrics::FailoverLabels {
+            cluster: spec.name.clone(),
+            namespace: spec.namespace.clone(),
+            component: "redis".to_owned(),
+            kind: kind.to_owned(),
+        },
+        record.rto_ms.map(Duration::from_millis),
+    );
+}
+
 /// One step of a configuration roll-out, if one is due (see `restart::next_step`).
 async fn roll_out(
     spec: &RedisTaskSpec,
@@ -367,6 +386,7 @@ async fn run(
                 _ = stopped.changed() => break,
                 received = events.recv() => match received {
                     Ok(RedisDriverEvent::Engine(event)) => {
+                        count_failover(&spec, &deps, &event);
                         if let Some(notice) = notice_of(&event) {
                             events::publish(&deps.recorder, &deps.reference, &[notice]).await;
                         }
