@@ -608,7 +608,19 @@ impl RedisHa {
             return;
         };
         let epoch = self.state.epoch;
-        match self.fenced(&record) {
+        // The election also waits for every replica that answers to be detached: a write
+        // acknowledged by `WAIT 1` may be on any one of them, and only their final offsets
+        // show which one is the most advanced.
+        let waiting = self.replicas_still_attached(&record, now);
+        let fenced = match self.fenced(&record) {
+            Ok(how) if waiting.is_empty() => Ok(how),
+            Ok(_) => Err(format!(
+                "waiting for [{}] to be detached: they answer, and may hold acknowledged writes the others lack",
+                join(&waiting)
+            )),
+            Err(blocked) => Err(blocked),
+        };
+        match fenced {
             Ok(how) => {
                 if let Some(record) = self.in_flight_mut() {
                     record.fenced_at = Some(now);
@@ -643,6 +655,26 @@ impl RedisHa {
                 }
             }
         }
+    }
+
+    /// Replicas not yet detached whose latest answer since the failover started was an answer
+    /// (or that have not been probed since): the election waits for them, at most
+    /// `fence_timeout`. A replica that no longer answers cannot be waited for; the loss bound
+    /// then applies to what the others have.
+    fn replicas_still_attached(&self, record: &FailoverRecord, now: Millis) -> Vec<NodeId> {
+        if now >= record.started_at.plus(self.config.fence_timeout) {
+            return Vec::new();
+        }
+        self.others(&record.from)
+            .into_iter()
+            .filter(|node| !record.detached.contains(node))
+            .filter(|node| {
+                self.nodes
+                    .get(node)
+                    .and_then(|view| view.last.as_ref())
+                    .is_none_or(|last| last.at < record.started_at || last.info().is_some())
+            })
+            .collect()
     }
 
     /// Why the old master can no longer take an acknowledged write, or why that is not shown.

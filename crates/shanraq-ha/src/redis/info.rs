@@ -143,9 +143,14 @@ pub fn parse_replication_info(text: &str) -> Result<ReplicationInfo, InfoError> 
         })?
         .to_owned();
     let master_offset: u64 = number(text, "master_repl_offset")?.unwrap_or(0);
+    // A replica's own `master_repl_offset` follows what it applied, like `slave_repl_offset`,
+    // but survives the loss of its cached master (then `slave_repl_offset` reads 1): the larger
+    // of the two is where its data is.
     let offset = match role {
         Role::Master => master_offset,
-        Role::Replica => number(text, "slave_repl_offset")?.unwrap_or(master_offset),
+        Role::Replica => number::<u64>(text, "slave_repl_offset")?
+            .unwrap_or(0)
+            .max(master_offset),
     };
     let mut replicas = Vec::new();
     for index in 0.. {

@@ -24,7 +24,7 @@ fn a_formed_cluster_reports_its_slots_masters_and_replicas() {
     assert_eq!(
         view.summary(),
         "cluster_state ok, 16384 of 16384 slots covered, masters: 127.0.0.1:21001 (5461 slots, 1 replicas), \
-         127.0.0.1:21002 (5462 slots, 1 replicas), 127.0.0.1:21003 (5462 slots, 1 replicas)"
+         127.0.0.1:21002 (5462 slots, 1 replicas), 127.0.0.1:21003 (5461 slots, 1 replicas)"
     );
 }
 

@@ -247,3 +247,46 @@ fn a_hundred_back_to_back_failovers_each_fail_over_exactly_once() {
     }
     assert_eq!(sim.engine.state().failovers, 100);
 }
+
+#[test]
+fn the_election_waits_for_every_answering_replica_even_when_the_old_master_was_detached() {
+    // The old master restarted empty and answers (it is detached at once), redis r1 lags, and
+    // r2, the most advanced, is slow to detach: electing r1 would lose what only r2 has.
+    let mut sim = Sim::healthy(&["r0", "r1", "r2"], config());
+    sim.frozen_offsets.push("r1".to_owned());
+    sim.rounds(2);
+    let r0 = sim.nodes.get_mut("r0").expect("r0");
+    r0.role = Role::Replica;
+    r0.master = None;
+    r0.offset = 0;
+    r0.replid = "fresh".to_owned();
+    sim.failing_detach.push("r2".to_owned());
+    sim.rounds(6);
+    assert!(
+        !sim.executed
+            .iter()
+            .any(|c| matches!(c, Command::Promote { .. })),
+        "nobody promoted while r2 answers and is not detached: {:?}",
+        sim.kinds()
+    );
+    sim.failing_detach.clear();
+    sim.frozen_offsets.clear();
+    sim.rounds(6);
+    assert_eq!(sim.master(), Some("r2"), "{:?}", sim.kinds());
+    assert_eq!(sim.failovers_completed(), 1);
+}
+
+#[test]
+fn a_replica_that_stops_answering_is_not_waited_for() {
+    let mut sim = Sim::healthy(
+        &["r0", "r1", "r2", "r3"],
+        RedisHaConfig {
+            min_replicas_to_write: 2,
+            ..RedisHaConfig::default()
+        },
+    );
+    sim.nodes.get_mut("r0").expect("r0").up = false;
+    sim.nodes.get_mut("r3").expect("r3").up = false;
+    sim.rounds(8);
+    assert_eq!(sim.failovers_completed(), 1, "{:?}", sim.kinds());
+}

@@ -38,6 +38,8 @@ pub struct Sim {
     pub executed: Vec<Command>,
     /// Replicas that lag: they do not follow the master's offset.
     pub frozen_offsets: Vec<String>,
+    /// Nodes whose `Detach` fails (slow or refused) while they still answer probes.
+    pub failing_detach: Vec<String>,
     pub counter: u64,
 }
 
@@ -72,6 +74,7 @@ impl Sim {
             events: Vec::new(),
             executed: Vec::new(),
             frozen_offsets: Vec::new(),
+            failing_detach: Vec::new(),
             counter: 0,
         };
         sim.rounds(4);
@@ -221,7 +224,9 @@ impl Sim {
         let Some(node) = self.nodes.get_mut(&name) else {
             return Err(crate::redis::CommandError::Failed("no such node".into()));
         };
-        if !node.up {
+        if !node.up
+            || (matches!(command, Command::Detach { .. }) && self.failing_detach.contains(&name))
+        {
             return Err(crate::redis::CommandError::Failed("timed out".into()));
         }
         match command {

@@ -44,3 +44,10 @@ fn a_reply_without_a_role_is_an_error_that_names_the_field() {
         parse_replication_info("# Replication\r\nmaster_replid:x\r\n").expect_err("no role");
     assert!(error.to_string().contains("role"), "{error}");
 }
+
+#[test]
+fn a_replica_without_its_cached_master_still_reports_where_its_data_is() {
+    let text = DETACHED.replace("slave_repl_offset:2916", "slave_repl_offset:1");
+    let info = parse_replication_info(&text).expect("parses");
+    assert_eq!(info.offset, 2916);
+}
