@@ -94,3 +94,63 @@ async fn six_nodes_form_a_cluster_and_a_killed_master_is_replaced_without_losing
     );
     assert_eq!(cluster.failovers_seen(), 1, "no further failover");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_out_by_a_pair_and_back_in_moves_the_slots_and_loses_no_key() {
+    use shanraq_operator::drill::redis::cluster_mode::{cluster_get, cluster_set};
+    let mut cluster = LocalRedisCluster::start(6)
+        .await
+        .unwrap_or_else(|error| panic!("the cluster forms: {error}"));
+    let keys: Vec<String> = (0..500).map(|i| format!("scale:{i}")).collect();
+    for key in &keys {
+        cluster_set(&cluster.members, cluster.password(), key, key)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+    }
+    let (master, _replica) = cluster
+        .add_pair()
+        .await
+        .unwrap_or_else(|error| panic!("scale out: {error}"));
+    let grown = cluster
+        .wait_view("four masters serving", STEP, |view| {
+            view.covered()
+                && view.masters().len() == 4
+                && view.masters().iter().all(|m| view.replicas_of(&m.id) == 1)
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    eprintln!("scaled out: {}", grown.summary());
+    for key in &keys {
+        let value = cluster_get(&cluster.members, cluster.password(), key)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            value.as_deref(),
+            Some(key.as_str()),
+            "{key} after scaling out"
+        );
+    }
+    cluster
+        .remove_pair(master)
+        .await
+        .unwrap_or_else(|error| panic!("scale in: {error}"));
+    let shrunk = cluster
+        .wait_view("three masters serving again", STEP, |view| {
+            view.covered() && view.masters().len() == 3 && view.known_nodes == 6
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    eprintln!("scaled in: {}", shrunk.summary());
+    let remaining: Vec<_> = cluster.members[..6].to_vec();
+    for key in &keys {
+        let value = cluster_get(&remaining, cluster.password(), key)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            value.as_deref(),
+            Some(key.as_str()),
+            "{key} after scaling in"
+        );
+    }
+    assert_eq!(cluster.failovers_seen(), 0, "scaling is not a failover");
+}

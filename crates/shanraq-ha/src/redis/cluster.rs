@@ -172,12 +172,13 @@ pub fn parse_cluster(info: &str, nodes: &str) -> Result<ClusterView, ClusterPars
 }
 
 /// Counts the failovers a Redis Cluster performed: a node id last seen as a replica that is now
-/// a master serving slots. Kept by the observer between views.
+/// a master serving slots. A master that was empty and received slots (scaling out) is not a
+/// failover. Kept by the observer between views.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FailoverTracker {
-    /// Node id to whether it was last seen as a master.
-    pub roles: BTreeMap<String, bool>,
+    /// Node id to whether it was last seen as a replica.
+    pub replicas: BTreeMap<String, bool>,
     pub failovers_seen: u64,
 }
 
@@ -186,13 +187,14 @@ impl FailoverTracker {
     pub fn observe(&mut self, view: &ClusterView) -> Vec<String> {
         let mut promoted = Vec::new();
         for node in &view.nodes {
-            let serving = node.master && node.slots > 0;
-            if let Some(was_master) = self.roles.insert(node.id.clone(), serving)
-                && !was_master
-                && serving
-            {
+            let was_replica = self.replicas.get(&node.id).copied();
+            if was_replica == Some(true) && node.master && node.slots > 0 {
                 self.failovers_seen += 1;
                 promoted.push(node.address.clone());
+            }
+            // A master without slots keeps its last role: it may be a replica on its way up.
+            if !node.master || node.slots > 0 {
+                self.replicas.insert(node.id.clone(), !node.master);
             }
         }
         promoted

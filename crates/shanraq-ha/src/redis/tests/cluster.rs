@@ -61,3 +61,17 @@ fn slots_in_migration_are_not_counted_as_served() {
     assert_eq!(view.nodes[0].slots, 100);
     assert!(!view.covered());
 }
+
+#[test]
+fn an_empty_master_receiving_slots_is_not_a_failover() {
+    let mut tracker = FailoverTracker::default();
+    let before = format!("{NODES}c1 127.0.0.1:21007@31007 master - 0 1 8 connected\n");
+    tracker.observe(&parse_cluster(INFO, &before).expect("parses"));
+    let after = format!("{NODES}c1 127.0.0.1:21007@31007 master - 0 1 8 connected 0-100\n");
+    assert!(
+        tracker
+            .observe(&parse_cluster(INFO, &after).expect("parses"))
+            .is_empty()
+    );
+    assert_eq!(tracker.failovers_seen, 0);
+}

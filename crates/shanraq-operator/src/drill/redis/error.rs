@@ -27,6 +27,10 @@ pub enum RedisDrillError {
         node: String,
         sample: Vec<u64>,
     },
+    #[error("redis node {node}: {message}")]
+    Node { node: String, message: String },
+    #[error("{command} failed: {output}")]
+    Tool { command: String, output: String },
     #[error("cannot read the acknowledged writes back from {node}: {message}")]
     ReadBack { node: String, message: String },
 }
