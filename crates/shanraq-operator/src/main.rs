@@ -16,10 +16,6 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "parsed once at start; boxing a variant buys nothing"
-)]
 enum Command {
     /// Run the Kubernetes operator.
     Operator(shanraq_operator::run::OperatorArgs),
