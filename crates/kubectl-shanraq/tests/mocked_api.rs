@@ -209,6 +209,7 @@ fn healthy_cluster() -> ShanraqCluster {
         redis: Some(RedisStatus {
             current_master: None,
             ready_instances: 2,
+            ..RedisStatus::default()
         }),
         kafka: Some(WorkloadStatus {
             ready_replicas: 6,
