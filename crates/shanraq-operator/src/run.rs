@@ -47,7 +47,9 @@ pub struct OperatorArgs {
     /// Namespace of the leader-election Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "shanraq-system")]
     pub lease_namespace: String,
-    /// Run the PostgreSQL failover engine for each cluster (probes, failover, switchover).
+    /// Run the PostgreSQL and Redis failover engines for each cluster (probes, failover,
+    /// switchover). Without them Redis in replication mode has no master: every Redis pod
+    /// starts as a replica of nothing and waits for the engine to promote one.
     #[arg(long, env = "SHANRAQ_HA", default_value_t = true, action = clap::ArgAction::Set)]
     pub ha: bool,
     /// The cluster DNS domain, used to reach each PostgreSQL pod's instance manager at
