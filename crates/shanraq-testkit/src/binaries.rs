@@ -91,6 +91,11 @@ pub fn iptables_restore() -> Result<PathBuf, TestkitError> {
     on_path("iptables-restore", SYSTEM_DIRS, "iptables")
 }
 
+/// `lua5.4`, which runs the Argo CD health script as Argo CD would.
+pub fn lua() -> Result<PathBuf, TestkitError> {
+    on_path("lua5.4", SYSTEM_DIRS, "lua5.4")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,9 +121,4 @@ mod tests {
         assert!(message.contains("no-such-package"), "{message}");
         assert!(message.contains("no-such-server"), "{message}");
     }
-}
-
-/// `lua5.4`, which runs the Argo CD health script as Argo CD would.
-pub fn lua() -> Result<PathBuf, TestkitError> {
-    on_path("lua5.4", SYSTEM_DIRS, "lua5.4")
 }
