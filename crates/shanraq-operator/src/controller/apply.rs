@@ -5,6 +5,8 @@
 
 use std::collections::BTreeSet;
 
+use futures::StreamExt;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject};
@@ -30,6 +32,9 @@ pub struct Deleted {
     pub kind: String,
     pub name: String,
 }
+
+/// Child applies of one reconcile in flight at once.
+const APPLY_CONCURRENCY: usize = 8;
 
 /// Kinds never deleted by the clean-up, whatever their labels say.
 const NEVER_DELETED: &[&str] = &["Secret", "PersistentVolumeClaim"];
@@ -75,6 +80,35 @@ fn is_prometheus_operator_kind(resource: &ApiResource) -> bool {
     resource.group == "monitoring.coreos.com"
 }
 
+/// Server-side apply of one child; returns its kind, name and the object as stored.
+async fn apply_one(
+    client: &kube::Client,
+    cluster: &ValidCluster,
+    child: &Child,
+    params: &PatchParams,
+) -> Result<(String, String, DynamicObject), ApplyError> {
+    let namespace = &cluster.namespace;
+    let resource = child.api_resource();
+    let name = child.name().to_owned();
+    let mut body = child.to_json().map_err(|source| ApplyError::Serialise {
+        kind: resource.kind.clone(),
+        name: name.clone(),
+        source,
+    })?;
+    prepare(&mut body, cluster);
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let object = api
+        .patch(&name, params, &Patch::Apply(&body))
+        .await
+        .map_err(|source| ApplyError::Patch {
+            kind: resource.kind.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
+    Ok((resource.kind, name, object))
+}
+
 /// Applies every child, then deletes the orphans among `owned_kinds`.
 pub async fn run(
     client: &kube::Client,
@@ -87,26 +121,20 @@ pub async fn run(
     let mut applied = Applied::default();
     let mut kept: BTreeSet<(String, String)> = BTreeSet::new();
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    for child in children {
-        let resource = child.api_resource();
-        let name = child.name().to_owned();
-        let mut body = child.to_json().map_err(|source| ApplyError::Serialise {
-            kind: resource.kind.clone(),
-            name: name.clone(),
-            source,
-        })?;
-        prepare(&mut body, cluster);
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-        let object = api
-            .patch(&name, &params, &Patch::Apply(&body))
-            .await
-            .map_err(|source| ApplyError::Patch {
-                kind: resource.kind.clone(),
-                namespace: namespace.clone(),
-                name: name.clone(),
-                source,
-            })?;
-        kept.insert((resource.kind.clone(), name));
+    // The children are independent objects: applying a few at once cuts a reconcile's wall
+    // time to a fraction of one round trip per child. `buffered` keeps the rendered order in
+    // the results and starts the requests in that order.
+    let patches: Vec<_> = children
+        .iter()
+        .map(|child| apply_one(client, cluster, child, &params))
+        .collect();
+    let results: Vec<Result<_, ApplyError>> = futures::stream::iter(patches)
+        .buffered(APPLY_CONCURRENCY)
+        .collect()
+        .await;
+    for result in results {
+        let (kind, name, object) = result?;
+        kept.insert((kind, name));
         applied.objects.push(object);
     }
 

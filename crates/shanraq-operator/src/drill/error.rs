@@ -48,6 +48,16 @@ pub enum DrillError {
         scenario: &'static str,
         problem: String,
     },
+    #[error("{what} failed")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the watch of {what} failed: {detail}")]
+    Watch { what: String, detail: String },
+    #[error("the operator under measurement: {problem}")]
+    Operator { problem: String },
     #[error("interrupted; every process the drill started was stopped")]
     Interrupted,
     #[error("invalid drill option {option}: {reason}")]

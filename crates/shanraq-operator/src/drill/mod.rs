@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod load;
 pub mod local;
 pub mod product;
+pub mod reconcile_bench;
 pub mod redis;
 pub mod scenario;
 pub mod timeline;
@@ -54,6 +55,30 @@ pub enum BenchTarget {
     /// Load the cluster (pgbench and busy threads) and switch over periodically; report
     /// unplanned failovers, switchover refusals, throughput and lost commits.
     Load(LoadBenchArgs),
+    /// Apply N ShanraqClusters to a real API server with the operator running as its own
+    /// process, and report the time until all converged, the apply-to-status latency of one
+    /// cluster and the operator's peak RSS.
+    Reconcile(ReconcileBenchArgs),
+}
+
+/// Flags of `shanraq bench reconcile`.
+#[derive(Debug, clap::Args)]
+pub struct ReconcileBenchArgs {
+    /// ShanraqClusters applied at once, each the spec of deploy/examples/minimal.yaml.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    pub clusters: u32,
+    /// Spec changes of the single cluster whose apply-to-status latency is measured.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub samples: u32,
+    /// Cluster applies in flight at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    /// The API server's kubeconfig (else KUBECONFIG, else SHANRAQ_E2E_KUBECONFIG).
+    #[arg(long)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `shanraq bench failover`.
@@ -194,6 +219,21 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 for (report, figures) in &results {
                     print!("{}", bench::table(report, figures));
                 }
+            }
+            Ok(())
+        }
+        BenchTarget::Reconcile(args) => {
+            let plan = reconcile_bench::ReconcilePlan {
+                clusters: args.clusters as usize,
+                samples: args.samples as usize,
+                concurrency: args.concurrency as usize,
+                kubeconfig: args.kubeconfig,
+            };
+            let report = block_on(reconcile_bench::run(&binary, &plan))?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", reconcile_bench::summary(&report));
             }
             Ok(())
         }
