@@ -25,7 +25,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::core::ApiResource;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -162,8 +162,8 @@ fn cluster_of<K: ResourceExt>(object: &K, label: &str) -> Option<ObjectRef<Shanr
 }
 
 /// Runs one controller per namespace in `namespaces` (all namespaces when empty) until `stop`
-/// turns true; in-flight reconciles finish first. `synced` turns true once every controller's
-/// cache of ShanraqClusters has been filled.
+/// turns true; in-flight reconciles finish first. `synced` turns true once the ShanraqClusters
+/// of every watched namespace can be listed.
 pub async fn run(
     ctx: Arc<Context>,
     namespaces: &[String],
@@ -193,7 +193,6 @@ pub async fn run(
     }
 
     let mut stoppers = Vec::new();
-    let mut stores = Vec::new();
     let mut loops = Vec::new();
     for scope in &scopes {
         let (stopper, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -241,7 +240,6 @@ pub async fn run(
         .graceful_shutdown_on(async move {
             let _ = stopped.await;
         });
-        stores.push(controller.store());
         let ctx = ctx.clone();
         loops.push(
             controller
@@ -254,14 +252,28 @@ pub async fn run(
         );
     }
 
+    // Ready once every scope's ShanraqClusters can be listed: the API server answers and RBAC
+    // grants the controller its watch. (The controller's own store was seen never to report its
+    // first listing on a real API server, which left /readyz at 503 and the Deployment never
+    // Available.) Retried every second until it succeeds.
+    let lists: Vec<Api<ShanraqCluster>> = scopes.iter().map(|scope| api(&client, scope)).collect();
     let readiness = tokio::spawn(async move {
-        for store in stores {
-            if store.wait_until_ready().await.is_err() {
-                return;
+        for clusters in lists {
+            loop {
+                match clusters
+                    .list_metadata(&ListParams::default().limit(1))
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot list ShanraqClusters yet; not ready");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
             }
         }
         synced.store(true, Ordering::SeqCst);
-        tracing::info!("ShanraqCluster caches synced");
+        tracing::info!("ShanraqClusters listed in every watched namespace: ready");
     });
     tracing::info!(namespaces = ?scopes, "starting controllers");
     let controllers = futures::future::join_all(loops);

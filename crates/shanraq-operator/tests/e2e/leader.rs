@@ -2,6 +2,7 @@
 //! the Lease holder reconciles (every Event on the cluster comes from it, the standby never
 //! starts its controllers), and SIGKILL of the holder hands over within the Lease duration
 //! (plus the standby's retry period), after which the new holder reconciles a changed spec.
+//! The holder's `/readyz` answers 200, as the chart's readiness probe needs.
 
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,12 @@ async fn only_the_lease_holder_acts_and_a_killed_holder_hands_over() {
         (holder(&leases, &lease).await.as_deref() == Some("operator-a")).then_some(())
     })
     .await;
+    wait_for(
+        "the Lease holder's /readyz to answer 200",
+        SHORT,
+        || async { first.is_ready().await.then_some(()) },
+    )
+    .await;
     let second = OperatorProcess::start(&client, options("operator-b")).await;
 
     let clusters: Api<ShanraqCluster> = Api::namespaced(client.clone(), &ns);
@@ -124,6 +131,10 @@ async fn only_the_lease_holder_acts_and_a_killed_holder_hands_over() {
         .expect("spec changed");
     let after = wait_for("the new holder to reconcile the change", SHORT, || {
         observed(&clusters)
+    })
+    .await;
+    wait_for("the new holder's /readyz to answer 200", SHORT, || async {
+        second.is_ready().await.then_some(())
     })
     .await;
     assert_eq!(after.spec.objectives.rto.as_std(), Duration::from_secs(45));

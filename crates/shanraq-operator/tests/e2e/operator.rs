@@ -244,6 +244,12 @@ impl OperatorProcess {
         .await;
     }
 
+    /// `/readyz` answers 200: what the chart's readiness probe, and so the Deployment's
+    /// availability, waits for.
+    pub async fn is_ready(&self) -> bool {
+        self.get("/readyz").await.is_some_and(|s| s.is_success())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
