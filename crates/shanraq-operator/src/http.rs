@@ -1,6 +1,6 @@
 //! The operator's HTTP endpoints: `/metrics` (OpenMetrics text), `/healthz` (the process
-//! serves) and `/readyz` (ready to act: the ShanraqClusters of every watched namespace were listed, or this replica
-//! is a leader-election standby, which is healthy while it waits).
+//! serves) and `/readyz` (ready to act: the ShanraqClusters of every watched namespace were
+//! listed, or this replica is a leader-election standby, which is healthy while it waits).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
