@@ -15,7 +15,7 @@ use shanraq_api::{LiveState, ShanraqCluster};
 use shanraq_operator::controller::discovery::Discovery;
 use shanraq_render::Inputs;
 
-use super::operator::{OperatorOptions, OperatorProcess};
+use super::operator::OperatorProcess;
 use super::pods::PodHost;
 use super::{
     GC_TIMEOUT, LONG, SHORT, TestNamespace, apply_cluster, client, condition_status, examples,
@@ -34,16 +34,7 @@ async fn examples_get_their_children_status_and_printer_columns() {
         let namespace = TestNamespace::create(&client, "example").await;
         let ns = namespace.name.clone();
         let _pods = PodHost::start(&client, &ns);
-        let operator = OperatorProcess::start(
-            &client,
-            OperatorOptions {
-                namespace: &ns,
-                lease: &format!("shanraq-{ns}"),
-                identity: "operator-0",
-                ha: false,
-            },
-        )
-        .await;
+        let operator = OperatorProcess::start_alone(&client, &ns).await;
         let created = apply_cluster(&client, &ns, &example).await;
         let name = created.name_any();
         let uid = created.uid().expect("uid");
@@ -177,16 +168,7 @@ async fn a_deleted_child_comes_back_and_children_go_with_the_cluster() {
     let namespace = TestNamespace::create(&client, "lifecycle").await;
     let ns = namespace.name.clone();
     let _pods = PodHost::start(&client, &ns);
-    let operator = OperatorProcess::start(
-        &client,
-        OperatorOptions {
-            namespace: &ns,
-            lease: &format!("shanraq-{ns}"),
-            identity: "operator-0",
-            ha: false,
-        },
-    )
-    .await;
+    let operator = OperatorProcess::start_alone(&client, &ns).await;
     let (_, example) = examples().into_iter().next().expect("an example");
     let created = apply_cluster(&client, &ns, &example).await;
     let names = shanraq_api::names::Names::new(&created.name_any());
@@ -271,16 +253,7 @@ async fn a_cluster_becomes_ready_for_its_current_generation() {
     let namespace = TestNamespace::create(&client, "ready").await;
     let ns = namespace.name.clone();
     let _pods = PodHost::start(&client, &ns);
-    let operator = OperatorProcess::start(
-        &client,
-        OperatorOptions {
-            namespace: &ns,
-            lease: &format!("shanraq-{ns}"),
-            identity: "operator-0",
-            ha: false,
-        },
-    )
-    .await;
+    let operator = OperatorProcess::start_alone(&client, &ns).await;
     let (_, example) = examples().into_iter().next().expect("an example");
     let created = apply_cluster(&client, &ns, &example).await;
     let name = created.name_any();

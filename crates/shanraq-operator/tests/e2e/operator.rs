@@ -226,6 +226,22 @@ impl OperatorProcess {
         operator
     }
 
+    /// The one operator of `namespace`, HA tasks off (no instance runs behind its pods), on a
+    /// Lease of its own.
+    pub async fn start_alone(client: &Client, namespace: &str) -> OperatorProcess {
+        let lease = format!("shanraq-{namespace}");
+        OperatorProcess::start(
+            client,
+            OperatorOptions {
+                namespace,
+                lease: &lease,
+                identity: "operator-0",
+                ha: false,
+            },
+        )
+        .await
+    }
+
     async fn get(&self, path: &str) -> Option<reqwest::StatusCode> {
         let url = format!("http://127.0.0.1:{}{path}", self.metrics_port);
         let client = reqwest::Client::builder()
