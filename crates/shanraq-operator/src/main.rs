@@ -28,6 +28,8 @@ enum Command {
     Demo(shanraq_operator::drill::DemoArgs),
     /// Measure failovers and switchovers on 127.0.0.1 and print figures.
     Bench(shanraq_operator::drill::BenchArgs),
+    /// Verify on 127.0.0.1: `restore` backs up a local cluster and restores it into a scratch one.
+    Drill(shanraq_operator::drill::DrillArgs),
     /// Run inside a managed pod (the PostgreSQL instance manager).
     #[command(subcommand)]
     Instance(InstanceCommand),
@@ -48,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Render(args) => shanraq_operator::render_cmd::render(args),
         Command::Demo(args) => shanraq_operator::drill::demo(args),
         Command::Bench(args) => shanraq_operator::drill::bench(args),
+        Command::Drill(args) => shanraq_operator::drill::drill(args),
         Command::Instance(InstanceCommand::Postgres(args)) => shanraq_instance::main(*args),
     };
     match result {

@@ -3,6 +3,7 @@
 //! over all namespaces).
 
 pub mod apply;
+pub mod backup_status;
 pub mod discovery;
 pub mod error;
 pub mod events;
