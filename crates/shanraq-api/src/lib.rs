@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod backup;
+pub mod backup_request;
 pub mod backup_validate;
 pub mod cluster;
 pub mod conditions;

@@ -223,6 +223,12 @@ pub struct BackupStatus {
     /// When it was archived (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_archived_at: Option<String>,
+    /// The slot of `spec.backup.schedules.full` the operator last acted on (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_full: Option<String>,
+    /// The slot of `spec.backup.schedules.differential` last acted on (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_differential: Option<String>,
 }
 
 /// One backup pgBackRest completed.

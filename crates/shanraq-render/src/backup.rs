@@ -209,6 +209,83 @@ mod tests {
         assert!(!conf.contains("s3-creds") && !conf.contains("repo1-s3-key="));
     }
 
+    fn valid(spec: shanraq_api::ShanraqClusterSpec) -> ValidCluster {
+        let mut object = shanraq_api::ShanraqCluster::new("payments", spec);
+        object.metadata.namespace = Some("fintech".to_owned());
+        shanraq_api::validate(&object, &shanraq_api::LiveState::default()).expect("valid")
+    }
+
+    #[test]
+    fn the_pod_gets_the_key_pair_from_the_secret_and_the_ca_as_a_volume() {
+        let mut backup = BackupSpec::new("https://s3.example.com", "backups", "s3-creds");
+        backup.tls.ca = Some(shanraq_api::backup::CaBundle {
+            secret: None,
+            config_map: Some(shanraq_api::backup::KeyRef {
+                name: "corp-ca".to_owned(),
+                key: "bundle.pem".to_owned(),
+            }),
+        });
+        let cluster = valid(shanraq_api::ShanraqClusterSpec {
+            backup: Some(backup),
+            ..shanraq_api::ShanraqClusterSpec::default()
+        });
+        let env = env(&cluster);
+        let names: Vec<&str> = env.iter().map(|var| var.name.as_str()).collect();
+        assert_eq!(names, [ENV_ACCESS_KEY, ENV_SECRET_KEY, ENV_CA_FILE]);
+        let from = env[1]
+            .value_from
+            .as_ref()
+            .and_then(|from| from.secret_key_ref.as_ref())
+            .expect("from the Secret");
+        assert_eq!(
+            (from.name.as_str(), from.key.as_str()),
+            ("s3-creds", "SECRET_ACCESS_KEY")
+        );
+        assert!(env[0].value.is_none() && env[1].value.is_none());
+        let (volume, mount) = ca_volume(&cluster).expect("CA volume");
+        let items = volume.config_map.and_then(|cm| cm.items).expect("items");
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            ("bundle.pem", CA_FILE)
+        );
+        assert_eq!(mount.mount_path, CA_DIR);
+    }
+
+    #[test]
+    fn without_backup_nothing_is_rendered() {
+        let cluster = valid(shanraq_api::ShanraqClusterSpec::default());
+        assert!(pgbackrest_conf(&cluster).is_none());
+        assert!(archive_settings(&cluster).is_empty());
+        assert!(env(&cluster).is_empty() && manager_flags(&cluster, "/etc").is_empty());
+    }
+
+    #[test]
+    fn a_recovering_cluster_passes_its_target_to_the_manager() {
+        let mut spec = shanraq_api::ShanraqClusterSpec {
+            backup: Some(BackupSpec::new("https://s3.example.com", "backups", "s")),
+            ..shanraq_api::ShanraqClusterSpec::default()
+        };
+        spec.bootstrap.recovery = Some(shanraq_api::backup::RecoverySpec {
+            source: "old".to_owned(),
+            target_time: Some("2026-12-02T03:00:00Z".to_owned()),
+            target_lsn: None,
+            latest: None,
+        });
+        let flags = manager_flags(&valid(spec), "/etc/shanraq/postgres");
+        assert_eq!(
+            flags,
+            [
+                (
+                    "--backup-config",
+                    "/etc/shanraq/postgres/pgbackrest.conf".to_owned()
+                ),
+                ("--backup-stanza", "payments".to_owned()),
+                ("--recovery-source", "old".to_owned()),
+                ("--recovery-target-time", "2026-12-02T03:00:00Z".to_owned()),
+            ]
+        );
+    }
+
     #[test]
     fn the_default_port_is_left_out() {
         let conf = render_conf(&BackupSpec::new("https://s3.example.com", "b", "s"));

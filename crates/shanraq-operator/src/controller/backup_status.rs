@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use shanraq_api::ValidCluster;
-use shanraq_api::conditions::{CONTINUOUS_ARCHIVING, DR_RPO_MET};
+use shanraq_api::conditions::{CONTINUOUS_ARCHIVING, DR_RPO_MET, LAST_BACKUP_SUCCEEDED};
 use shanraq_api::status::{BackupRecord, BackupStatus, ObjectiveStatus};
 use shanraq_ha::wire::{ArchiverStatus, InstanceStatus, Lsn};
 
@@ -185,6 +185,45 @@ pub fn conditions(
         ),
     };
     (vec![archiving, rpo], objective)
+}
+
+/// `LastBackupSucceeded` from the newest finished ShanraqBackup: True with its label, False
+/// with pgBackRest's error; nothing without `spec.backup`.
+pub fn last_backup_condition(
+    cluster: &ValidCluster,
+    last: Option<&(String, shanraq_api::backup_request::ShanraqBackupStatus)>,
+) -> Option<Want> {
+    cluster.spec.backup.as_ref()?;
+    Some(match last {
+        None => Want::new(
+            LAST_BACKUP_SUCCEEDED,
+            Truth::Unknown,
+            "NoBackupYet",
+            "no ShanraqBackup of this cluster has finished yet",
+        ),
+        Some((name, status)) if super::backup_schedule::succeeded(status) => Want::new(
+            LAST_BACKUP_SUCCEEDED,
+            Truth::True,
+            "BackupCompleted",
+            format!(
+                "ShanraqBackup {name} completed{}",
+                status
+                    .label
+                    .as_ref()
+                    .map(|label| format!(": {label}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        Some((name, status)) => Want::new(
+            LAST_BACKUP_SUCCEEDED,
+            Truth::False,
+            "BackupFailed",
+            format!(
+                "ShanraqBackup {name} failed: {}",
+                status.message.as_deref().unwrap_or("no message")
+            ),
+        ),
+    })
 }
 
 /// `status.backup` from the observation; `None` without `spec.backup`.

@@ -152,6 +152,9 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     );
     observed.postgres_instances = sampled_instances(ctx, &cluster, &previous);
     observed.archive = sampled_archive(ctx, &cluster, &previous);
+    if cluster.spec.backup.is_some() {
+        observed.last_backup = super::backup_schedule::last_finished(&ctx.client, object).await;
+    }
     if cluster.spec.redis.mode == shanraq_api::redis::RedisMode::Cluster {
         observed.redis_cluster = previous.redis.as_ref().and_then(|r| r.cluster.clone());
     }
@@ -161,6 +164,11 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         observed.probes = ctx.ha.publishable_probes(&key_of(&cluster), fresh);
     }
     let mut next = status::desired(&previous, &cluster, &observed, &now);
+    if let Some(backup) = &cluster.spec.backup {
+        let mut slots = next.backup.take().unwrap_or_default();
+        super::backup_schedule::run(&ctx.client, &cluster, backup, &mut slots, now.0).await;
+        next.backup = Some(slots);
+    }
     if let Some(record) = &drill.drill {
         next.drill = Some(record.clone());
     }

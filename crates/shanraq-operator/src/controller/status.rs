@@ -190,6 +190,8 @@ pub struct Observed {
     pub redis_cluster: Option<shanraq_api::status::RedisClusterStatus>,
     /// WAL archiving and backups, from the primary's last sampled status (`spec.backup`).
     pub archive: Option<super::backup_status::ArchiveObservation>,
+    /// The newest finished ShanraqBackup of the cluster (name, status), when listed.
+    pub last_backup: Option<(String, shanraq_api::backup_request::ShanraqBackupStatus)>,
 }
 
 impl Observed {
@@ -203,6 +205,7 @@ impl Observed {
             probes: ha_objectives::ProbeVerdicts::default(),
             redis_cluster: None,
             archive: None,
+            last_backup: None,
         }
     }
 }
@@ -450,6 +453,10 @@ pub fn conditions(cluster: &ValidCluster, observed: &Observed, now: &Time) -> Ve
     wants.push(monitoring_condition(cluster, observed));
     wants.extend(measured_objective_conditions(cluster, observed));
     wants.extend(super::backup_status::conditions(cluster, observed.archive.as_ref(), now.0).0);
+    wants.extend(super::backup_status::last_backup_condition(
+        cluster,
+        observed.last_backup.as_ref(),
+    ));
     wants
 }
 

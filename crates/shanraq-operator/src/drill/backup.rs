@@ -8,9 +8,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::json;
 use shanraq_api::ValidCluster;
 use shanraq_api::backup::RecoverySpec;
+use shanraq_ha::adapters::instance_client::{BearerToken, ClientTimeouts, InstanceClient};
 use shanraq_ha::wire::{BackupKind, BackupReply};
 use shanraq_render::backup as rendered;
 use shanraq_testkit::{LocalTopology, S3Server};
@@ -143,18 +143,29 @@ pub fn prepare(cluster: &ValidCluster, backup: &DrillBackup) -> Result<LocalBack
     })
 }
 
-/// `POST /backup` on member `index`, as the operator asks for one.
+/// `POST /backup` on member `index`, through the client the ShanraqBackup controller uses.
 pub async fn take(
     topology: &LocalTopology,
     index: usize,
     kind: BackupKind,
 ) -> Result<BackupReply, DrillError> {
-    let (code, body) = topology
-        .command(index, "/backup", &json!({ "type": kind.as_str() }))
-        .await?;
-    let reply: BackupReply =
-        serde_json::from_value(body.clone()).map_err(|error| DrillError::Operator {
-            problem: format!("POST /backup answered {code} with {body}: {error}"),
-        })?;
-    Ok(reply)
+    let member = topology.member(index)?;
+    let client = InstanceClient::new(
+        member.name.clone(),
+        member.http_url.clone(),
+        BearerToken::new(topology.token()),
+        ClientTimeouts::for_probe_period(Duration::from_secs(1)),
+    )
+    .map_err(|error| DrillError::Operator {
+        problem: format!("building the client of {}: {error}", member.name),
+    })?;
+    client
+        .backup(kind, BACKUP_TIMEOUT)
+        .await
+        .map_err(|error| DrillError::Operator {
+            problem: format!("POST /backup on {}: {error}", member.name),
+        })
 }
+
+/// The longest a drill's backup may take.
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(600);
