@@ -365,6 +365,95 @@ mod tests {
         ));
     }
 
+    /// Against the mocked API server: a backup of a cluster that does not exist fails, with
+    /// the reason in its status, and is not retried.
+    #[tokio::test]
+    async fn a_backup_of_a_missing_cluster_fails_in_its_status() {
+        use crate::fixtures::{Scenario, context, finish, status_body};
+        use http::{Method, StatusCode};
+        let (ctx, handle) = context(Some(false));
+        let scenario = Scenario::new("fintech")
+            .expect(
+                "GET the cluster",
+                Method::GET,
+                "/apis/shanraq.org/v1alpha1/namespaces/fintech/shanraqclusters/payments",
+                |_| {
+                    (
+                        StatusCode::NOT_FOUND,
+                        status_body(404, "NotFound", "shanraqclusters payments not found"),
+                    )
+                },
+            )
+            .expect(
+                "PATCH the backup's status",
+                Method::PATCH,
+                "/apis/shanraq.org/v1alpha1/namespaces/fintech/shanraqbackups/nightly/status",
+                |request| {
+                    let mut object = serde_json::to_value(backup()).expect("json");
+                    object["status"] = request
+                        .body
+                        .as_ref()
+                        .and_then(|body| body.get("status").cloned())
+                        .unwrap_or_default();
+                    (StatusCode::OK, object)
+                },
+            );
+        let server = scenario.serve(handle);
+        let action = reconcile(Arc::new(backup()), ctx).await.expect("reconcile");
+        let report = finish(server).await;
+        assert_eq!(action, Action::await_change());
+        let patch = report.requests[1].body.clone().expect("status patch");
+        assert_eq!(patch["status"]["phase"], PHASE_FAILED);
+        assert_eq!(patch["status"]["conditions"][0]["type"], SUCCEEDED);
+        assert_eq!(patch["status"]["conditions"][0]["status"], "False");
+        let message = patch["status"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("no ShanraqCluster payments"), "{message}");
+    }
+
+    /// A cluster without a primary yet: the backup waits (Running, with the reason) and is
+    /// retried, instead of failing.
+    #[tokio::test]
+    async fn a_backup_waits_for_a_primary() {
+        use crate::fixtures::{Scenario, context, finish};
+        use http::{Method, StatusCode};
+        let (ctx, handle) = context(Some(false));
+        let waiting = cluster(true, None);
+        let scenario = Scenario::new("fintech")
+            .expect(
+                "GET the cluster",
+                Method::GET,
+                "/apis/shanraq.org/v1alpha1/namespaces/fintech/shanraqclusters/payments",
+                move |_| {
+                    (
+                        StatusCode::OK,
+                        serde_json::to_value(&waiting).expect("json"),
+                    )
+                },
+            )
+            .expect(
+                "PATCH the backup's status",
+                Method::PATCH,
+                "/apis/shanraq.org/v1alpha1/namespaces/fintech/shanraqbackups/nightly/status",
+                |_| {
+                    (
+                        StatusCode::OK,
+                        serde_json::to_value(backup()).expect("json"),
+                    )
+                },
+            );
+        let server = scenario.serve(handle);
+        let action = reconcile(Arc::new(backup()), ctx).await.expect("reconcile");
+        let report = finish(server).await;
+        assert_eq!(action, Action::requeue(NOT_YET));
+        let patch = report.requests[1].body.clone().expect("status patch");
+        assert_eq!(patch["status"]["phase"], PHASE_RUNNING);
+        assert!(
+            patch["status"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no primary yet"))
+        );
+    }
+
     #[test]
     fn a_finished_backup_is_never_run_again() {
         let mut done = backup();
