@@ -305,6 +305,24 @@ pub struct CommandReply {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn archiving_is_healthy_until_a_failure_newer_than_the_last_success() {
+        let status = |archived: Option<&str>, failed: Option<&str>| super::ArchiverStatus {
+            last_archived_at: archived.map(str::to_owned),
+            last_failed_at: failed.map(str::to_owned),
+            ..super::ArchiverStatus::default()
+        };
+        assert!(status(None, None).healthy());
+        assert!(status(Some("2026-12-02T04:00:00Z"), None).healthy());
+        assert!(
+            status(Some("2026-12-02T04:00:05Z"), Some("2026-12-02T04:00:00.5Z")).healthy(),
+            "a success after the failure"
+        );
+        assert!(!status(Some("2026-12-02T04:00:00Z"), Some("2026-12-02T04:00:05Z")).healthy());
+        assert!(!status(None, Some("2026-12-02T04:00:05Z")).healthy());
+    }
+
     use super::*;
 
     #[test]

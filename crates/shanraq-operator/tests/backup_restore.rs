@@ -97,6 +97,18 @@ async fn restores_to_a_time_and_to_the_latest_wal_across_a_failover() {
         .expect("create pitr");
     insert(&mut rw, 1..=100).await;
 
+    let (code, _) = source
+        .topology()
+        .command_with_token(
+            0,
+            "/backup",
+            &serde_json::json!({ "type": "full" }),
+            Some("wrong"),
+        )
+        .await
+        .expect("POST /backup answers");
+    assert_eq!(code, 401, "a backup needs the bearer token");
+
     let started = Instant::now();
     let reply = backup::take(source.topology(), 0, BackupKind::Full)
         .await
@@ -214,6 +226,18 @@ async fn restores_to_a_time_and_to_the_latest_wal_across_a_failover() {
         status.timeline.is_some_and(|tli| i64::from(tli) > timeline),
         "the restored primary runs on a new timeline after {timeline}: {status:?}"
     );
+
+    // The key pair reached pgBackRest through the environment only: no log holds it.
+    for (cluster, members) in [(&source, 3), (&latest, 2)] {
+        for index in 0..members {
+            let log = cluster.topology().log(index);
+            assert!(!log.is_empty(), "pg-{index} has a log");
+            assert!(
+                !log.contains(s3.access_key()) && !log.contains(s3.secret_key()),
+                "an S3 key appears in the log of pg-{index}"
+            );
+        }
+    }
 
     println!(
         "measured: backup {} ({}) {backup_ms} ms; archive of {segment} after pg_switch_wal {archive_ms} ms; \

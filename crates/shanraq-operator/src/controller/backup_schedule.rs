@@ -220,6 +220,69 @@ mod tests {
         );
     }
 
+    /// Against the mocked API server: a due slot creates its ShanraqBackup, owned by the
+    /// cluster, and is recorded; an empty differential schedule creates nothing.
+    #[tokio::test]
+    async fn a_due_slot_creates_its_backup_and_is_recorded() {
+        use crate::fixtures::{Scenario, context, finish};
+        use http::{Method, StatusCode};
+        let mut spec = shanraq_api::cluster::ShanraqClusterSpec {
+            backup: Some(BackupSpec::new(
+                "https://s3.example.com",
+                "backups",
+                "creds",
+            )),
+            ..shanraq_api::cluster::ShanraqClusterSpec::default()
+        };
+        if let Some(backup) = spec.backup.as_mut() {
+            backup.schedules.full = "0 * * * *".to_owned();
+            backup.schedules.differential = String::new();
+        }
+        let mut object = ShanraqCluster::new("payments", spec);
+        object.metadata.namespace = Some("fintech".to_owned());
+        object.metadata.uid = Some("uid".to_owned());
+        let valid =
+            shanraq_api::validate(&object, &shanraq_api::LiveState::default()).expect("valid");
+        let (ctx, handle) = context(Some(false));
+        let server = Scenario::new("fintech")
+            .expect(
+                "POST the scheduled ShanraqBackup",
+                Method::POST,
+                "/apis/shanraq.org/v1alpha1/namespaces/fintech/shanraqbackups",
+                |request| {
+                    (
+                        StatusCode::CREATED,
+                        request.body.clone().unwrap_or_default(),
+                    )
+                },
+            )
+            .serve(handle);
+        let mut status = BackupStatus {
+            last_scheduled_full: Some("2026-12-02T03:00:00Z".to_owned()),
+            ..BackupStatus::default()
+        };
+        let spec = valid.spec.backup.clone().expect("backup");
+        run(
+            &ctx.client,
+            &valid,
+            &spec,
+            &mut status,
+            at("2026-12-02T04:00:10Z"),
+        )
+        .await;
+        drop(ctx);
+        let report = finish(server).await;
+        let created = report.requests[0].body.clone().expect("body");
+        assert_eq!(created["metadata"]["name"], "payments-full-202612020400");
+        assert_eq!(created["spec"]["cluster"], "payments");
+        assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], "uid");
+        assert_eq!(
+            status.last_scheduled_full.as_deref(),
+            Some("2026-12-02T04:00:00Z")
+        );
+        assert_eq!(status.last_scheduled_differential, None);
+    }
+
     #[test]
     fn the_newest_finished_backup_decides() {
         let backup = |name: &str, phase: &str, completed: &str| {
