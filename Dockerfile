@@ -20,6 +20,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 # PostgreSQL pods. Same Debian release (bookworm) as the builder, so the binary's glibc matches.
 FROM postgres:15-bookworm AS postgres
+# pgBackRest: WAL archiving, backups and restores to the object store of spec.backup.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends pgbackrest ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /usr/local/bin/shanraq /usr/local/bin/shanraq
 USER postgres
 ENTRYPOINT ["shanraq", "instance", "postgres"]

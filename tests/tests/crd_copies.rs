@@ -5,21 +5,26 @@
 use shanraq_repo_tests::repo_root;
 
 const SOURCE: &str = "crds/shanraq.org_shanraqclusters.yaml";
+const BACKUP_SOURCE: &str = "crds/shanraq.org_shanraqbackups.yaml";
 
 fn assert_copy(copy: &str) {
+    assert_copy_of(SOURCE, copy);
+}
+
+fn assert_copy_of(source_file: &str, copy: &str) {
     let root = repo_root();
-    let source = root.join(SOURCE);
+    let source = root.join(source_file);
     let expected = std::fs::read_to_string(&source).unwrap_or_else(|error| {
         panic!(
-            "{SOURCE} cannot be read ({error}); generate it with \
-             `cargo run -p shanraq-operator --bin shanraq -- crdgen > {SOURCE}`"
+            "{source_file} cannot be read ({error}); generate it with \
+             `cargo run -p shanraq-operator --bin shanraq -- crdgen [--backup] > {source_file}`"
         )
     });
     let actual = std::fs::read_to_string(root.join(copy))
         .unwrap_or_else(|error| panic!("{copy} cannot be read ({error}); run scripts/sync-crds"));
     assert!(
         actual == expected,
-        "{copy} differs from {SOURCE}; run scripts/sync-crds"
+        "{copy} differs from {source_file}; run scripts/sync-crds"
     );
 }
 
@@ -31,6 +36,18 @@ fn chart_crd_equals_the_generated_crd() {
 #[test]
 fn kustomize_crd_equals_the_generated_crd() {
     assert_copy("deploy/crds/shanraq.org_shanraqclusters.yaml");
+}
+
+#[test]
+fn the_backup_crd_is_shipped_with_the_cluster_crd() {
+    assert_copy_of(
+        BACKUP_SOURCE,
+        "charts/shanraq-operator/crds/shanraq.org_shanraqbackups.yaml",
+    );
+    assert_copy_of(BACKUP_SOURCE, "deploy/crds/shanraq.org_shanraqbackups.yaml");
+    let crd = shanraq_repo_tests::read_yaml(BACKUP_SOURCE);
+    assert_eq!(crd["metadata"]["name"], "shanraqbackups.shanraq.org");
+    assert_eq!(crd["spec"]["names"]["kind"], "ShanraqBackup");
 }
 
 #[test]

@@ -226,8 +226,10 @@ fn healthy_cluster() -> ShanraqCluster {
             rto: Some(objective("30s", "last failover 900ms", true)),
             latency_p99: Some(objective("1ms", "0.8ms", true)),
             availability: None,
+            dr_rpo: None,
         }),
         drill: None,
+        backup: None,
     });
     cluster
 }

@@ -9,6 +9,7 @@ use kube::CustomResource;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::backup::{BackupSpec, ClusterBootstrap};
 use crate::failover::FailoverSpec;
 use crate::haproxy::HAProxySpec;
 use crate::kafka::KafkaSpec;
@@ -52,6 +53,16 @@ use crate::status::ShanraqClusterStatus;
 ).field_path(".objectives.rpo").message(
     "objectives.rpo 0s requires kafka.minInsyncReplicas >= 2, so that an acknowledged write survives the loss of a broker"
 ))]
+#[x_kube(validation = Rule::new(
+    "!has(self.bootstrap) || !has(self.bootstrap.recovery) || has(self.backup)"
+).field_path(".bootstrap.recovery").message(
+    "bootstrap.recovery restores from spec.backup's object store: set spec.backup"
+))]
+#[x_kube(validation = Rule::new(
+    "!has(self.backup) || !self.postgres.enabled || duration(self.backup.archiveTimeout) <= duration(self.objectives.dr.rpo)"
+).field_path(".backup.archiveTimeout").message(
+    "backup.archiveTimeout must not exceed objectives.dr.rpo: a WAL segment may wait that long before it is archived"
+))]
 pub struct ShanraqClusterSpec {
     /// Recovery and service objectives, measured and reported in the status.
     #[serde(default)]
@@ -69,4 +80,10 @@ pub struct ShanraqClusterSpec {
     /// How fast failures are detected and acted on.
     #[serde(default)]
     pub failover: FailoverSpec,
+    /// WAL archiving and backups to an S3-compatible object store (pgBackRest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+    /// How the first primary gets its data: empty (the default) or restored from backups.
+    #[serde(default, skip_serializing_if = "ClusterBootstrap::is_empty")]
+    pub bootstrap: ClusterBootstrap,
 }

@@ -15,6 +15,9 @@ pub const RPO_MET: &str = "RPOMet";
 pub const RTO_MET: &str = "RTOMet";
 pub const LATENCY_MET: &str = "LatencyMet";
 pub const AVAILABILITY_MET: &str = "AvailabilityMet";
+pub const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
+pub const LAST_BACKUP_SUCCEEDED: &str = "LastBackupSucceeded";
+pub const DR_RPO_MET: &str = "DRRPOMet";
 
 /// Reason of `Stalled=True` when the spec cannot be acted on.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";

@@ -2,6 +2,9 @@
 //! defaults, CEL validation rules, offline admission, and well-known names and labels. No IO.
 
 pub mod admission;
+pub mod backup;
+pub mod backup_request;
+pub mod backup_validate;
 pub mod cluster;
 pub mod conditions;
 pub mod crd;

@@ -32,6 +32,31 @@ pub struct Objectives {
     #[serde(default = "default_availability")]
     #[schemars(regex(pattern = r"^(100|[0-9]{1,2})(\.[0-9]{1,4})?$"), length(max = 8))]
     pub availability: String,
+    /// Disaster recovery from the object store (`spec.backup`).
+    #[serde(default)]
+    pub dr: DrObjectives,
+}
+
+/// Disaster-recovery objectives, measured when `spec.backup` is set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrObjectives {
+    /// The most committed data a restore from the object store may lose: the age of the last
+    /// archived WAL segment must stay below it.
+    #[serde(default = "default_dr_rpo")]
+    pub rpo: Duration,
+}
+
+fn default_dr_rpo() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for DrObjectives {
+    fn default() -> Self {
+        DrObjectives {
+            rpo: default_dr_rpo(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -62,6 +87,7 @@ impl Default for Objectives {
             rto: default_rto(),
             latency: LatencyObjective::default(),
             availability: default_availability(),
+            dr: DrObjectives::default(),
         }
     }
 }

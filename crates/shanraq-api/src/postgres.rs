@@ -26,6 +26,8 @@ pub const RESERVED_POSTGRES_PARAMETERS: &[&str] = &[
     "hba_file",
     "ident_file",
     "archive_mode",
+    "archive_command",
+    "archive_library",
 ];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -34,9 +36,9 @@ pub const RESERVED_POSTGRES_PARAMETERS: &[&str] = &[
     "postgres.synchronous.number must be lower than postgres.instances: each synchronous standby is a replica"
 ))]
 #[x_kube(validation = Rule::new(
-    "!has(self.parameters) || self.parameters.all(k, !(k in ['port', 'listen_addresses', 'wal_level', 'hot_standby', 'wal_log_hints', 'synchronous_standby_names', 'primary_conninfo', 'restore_command', 'recovery_target_timeline', 'cluster_name', 'data_directory', 'hba_file', 'ident_file', 'archive_mode']))"
+    "!has(self.parameters) || self.parameters.all(k, !(k in ['port', 'listen_addresses', 'wal_level', 'hot_standby', 'wal_log_hints', 'synchronous_standby_names', 'primary_conninfo', 'restore_command', 'recovery_target_timeline', 'cluster_name', 'data_directory', 'hba_file', 'ident_file', 'archive_mode', 'archive_command', 'archive_library']))"
 ).field_path(".parameters").message(
-    "postgres.parameters must not set a setting the operator owns (port, listen_addresses, wal_level, hot_standby, wal_log_hints, synchronous_standby_names, primary_conninfo, restore_command, recovery_target_timeline, cluster_name, data_directory, hba_file, ident_file, archive_mode)"
+    "postgres.parameters must not set a setting the operator owns (port, listen_addresses, wal_level, hot_standby, wal_log_hints, synchronous_standby_names, primary_conninfo, restore_command, recovery_target_timeline, cluster_name, data_directory, hba_file, ident_file, archive_mode, archive_command, archive_library)"
 ))]
 pub struct PostgresSpec {
     /// Turn the component off. Turning it off deletes its workloads; volumes and secrets are kept.

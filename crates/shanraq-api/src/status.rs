@@ -26,6 +26,9 @@ pub struct ShanraqClusterStatus {
     pub haproxy: Option<WorkloadStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objectives: Option<ObjectivesStatus>,
+    /// WAL archiving and backups (when `spec.backup` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
     /// The last failover drill asked for with the `shanraq.org/drill` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillStatus>,
@@ -190,6 +193,9 @@ pub struct ObjectivesStatus {
     pub latency_p99: Option<ObjectiveStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability: Option<ObjectiveStatus>,
+    /// The disaster-recovery RPO: the age of the last archived WAL (`spec.backup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dr_rpo: Option<ObjectiveStatus>,
 }
 
 /// One objective: its target, the measured value, and whether the target is met.
@@ -199,4 +205,45 @@ pub struct ObjectiveStatus {
     pub target: String,
     pub measured: String,
     pub met: bool,
+}
+
+/// WAL archiving and backups, as the operator last observed them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// The last backup that completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupRecord>,
+    /// The earliest time a restore can reach (RFC 3339): the start of the oldest backup kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_recoverability_point: Option<String>,
+    /// The last WAL segment the primary archived (`pg_stat_archiver`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_wal: Option<String>,
+    /// When it was archived (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_at: Option<String>,
+    /// The slot of `spec.backup.schedules.full` the operator last acted on (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_full: Option<String>,
+    /// The slot of `spec.backup.schedules.differential` last acted on (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_differential: Option<String>,
+}
+
+/// One backup pgBackRest completed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    /// pgBackRest's label, e.g. `20261202-031500F`.
+    pub label: String,
+    /// `full`, `diff` or `incr`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// RFC 3339 start and stop times.
+    pub started_at: String,
+    pub completed_at: String,
+    /// The instance it was taken on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }

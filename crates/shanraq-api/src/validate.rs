@@ -62,6 +62,7 @@ pub fn validate(cluster: &ShanraqCluster, live: &LiveState) -> Result<ValidClust
     let namespace = cluster.namespace().unwrap_or_else(|| "default".to_owned());
     let mut errors = admission::check(cluster, None);
     errors.extend(check_live(&name, &cluster.spec, live));
+    errors.extend(crate::backup_validate::check(&name, &cluster.spec));
     if !errors.is_empty() {
         return Err(InvalidSpec { errors });
     }

@@ -137,6 +137,111 @@ pub struct InstanceStatus {
     pub final_lsn: Option<Lsn>,
     /// Human-readable reason when postgres is not running or not answering.
     pub message: Option<String>,
+    /// WAL archiving (`pg_stat_archiver`), when backups are configured and postgres answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archiver: Option<Box<ArchiverStatus>>,
+    /// Primary with backups: the stanza's backups as pgBackRest last listed them (refreshed
+    /// after every backup and once a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<Box<RepositoryInfo>>,
+}
+
+/// `pg_stat_archiver`: what `archive_command` (pgBackRest's `archive-push`) did last.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiverStatus {
+    pub archived_count: i64,
+    pub last_archived_wal: Option<String>,
+    /// RFC 3339.
+    pub last_archived_at: Option<String>,
+    pub failed_count: i64,
+    pub last_failed_wal: Option<String>,
+    /// RFC 3339.
+    pub last_failed_at: Option<String>,
+}
+
+impl ArchiverStatus {
+    /// Archiving works: nothing failed since the last success.
+    pub fn healthy(&self) -> bool {
+        match (&self.last_failed_at, &self.last_archived_at) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(failed), Some(archived)) => {
+                let parse = |text: &str| text.parse::<jiff::Timestamp>().ok();
+                match (parse(failed), parse(archived)) {
+                    (Some(failed), Some(archived)) => archived > failed,
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
+/// The kind of a pgBackRest backup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    #[default]
+    Full,
+    Diff,
+    Incr,
+}
+
+impl BackupKind {
+    /// pgBackRest's `--type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Full => "full",
+            BackupKind::Diff => "diff",
+            BackupKind::Incr => "incr",
+        }
+    }
+}
+
+/// `POST /backup`: take a pgBackRest backup of this instance now; answers when it is done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRequest {
+    #[serde(default, rename = "type")]
+    pub kind: BackupKind,
+}
+
+/// One backup in the repository.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupInfo {
+    pub label: String,
+    /// `full`, `diff` or `incr`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// RFC 3339.
+    pub started_at: String,
+    pub completed_at: String,
+    /// The instance that took it, when known.
+    #[serde(default)]
+    pub instance: Option<String>,
+}
+
+/// A stanza's contents: backups oldest first, the archived WAL range.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryInfo {
+    pub backups: Vec<BackupInfo>,
+    pub archive_min: Option<String>,
+    pub archive_max: Option<String>,
+}
+
+/// The answer to `POST /backup` and `GET /backups`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupReply {
+    pub ok: bool,
+    /// What happened; pgBackRest's error on failure (secrets scrubbed).
+    pub message: String,
+    /// The backup taken.
+    #[serde(default)]
+    pub backup: Option<BackupInfo>,
+    /// The repository after it.
+    #[serde(default)]
+    pub repository: Option<RepositoryInfo>,
+    /// Wall time of the backup, in milliseconds.
+    #[serde(default)]
+    pub elapsed_ms: Option<u64>,
 }
 
 /// `POST /promote`: end recovery (`pg_promote(wait => true)`) and take `epoch`.
@@ -200,6 +305,24 @@ pub struct CommandReply {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn archiving_is_healthy_until_a_failure_newer_than_the_last_success() {
+        let status = |archived: Option<&str>, failed: Option<&str>| super::ArchiverStatus {
+            last_archived_at: archived.map(str::to_owned),
+            last_failed_at: failed.map(str::to_owned),
+            ..super::ArchiverStatus::default()
+        };
+        assert!(status(None, None).healthy());
+        assert!(status(Some("2026-12-02T04:00:00Z"), None).healthy());
+        assert!(
+            status(Some("2026-12-02T04:00:05Z"), Some("2026-12-02T04:00:00.5Z")).healthy(),
+            "a success after the failure"
+        );
+        assert!(!status(Some("2026-12-02T04:00:00Z"), Some("2026-12-02T04:00:05Z")).healthy());
+        assert!(!status(None, Some("2026-12-02T04:00:05Z")).healthy());
+    }
+
     use super::*;
 
     #[test]

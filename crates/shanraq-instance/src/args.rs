@@ -42,6 +42,9 @@ pub enum BootstrapMode {
     Primary,
     /// Clone the upstream with pg_basebackup and follow it.
     Replica,
+    /// Restore the backups of `--recovery-source` with pgBackRest, then run as the primary on
+    /// a new timeline.
+    Recovery,
 }
 
 /// Flags of `shanraq instance postgres`.
@@ -132,6 +135,27 @@ pub struct InstanceArgs {
     /// How long a replica bootstrap keeps retrying pg_basebackup, in seconds.
     #[arg(long, env = "SHANRAQ_BOOTSTRAP_TIMEOUT", default_value_t = 600)]
     pub bootstrap_timeout_secs: u64,
+
+    /// pgbackrest.conf rendered from `spec.backup`: with it the manager creates the stanza,
+    /// takes backups on request (`POST /backup`) and can restore at bootstrap.
+    #[arg(long, env = "SHANRAQ_BACKUP_CONFIG", requires = "backup_stanza")]
+    pub backup_config: Option<PathBuf>,
+    /// The cluster's stanza in the repository (the cluster's name).
+    #[arg(long, env = "SHANRAQ_BACKUP_STANZA", requires = "backup_config")]
+    pub backup_stanza: Option<String>,
+    /// `--bootstrap recovery`: the stanza (cluster name) whose backups to restore.
+    #[arg(long, env = "SHANRAQ_RECOVERY_SOURCE")]
+    pub recovery_source: Option<String>,
+    /// Restore up to this time (RFC 3339) instead of everything archived.
+    #[arg(
+        long,
+        env = "SHANRAQ_RECOVERY_TARGET_TIME",
+        conflicts_with = "recovery_target_lsn"
+    )]
+    pub recovery_target_time: Option<String>,
+    /// Restore up to this LSN instead of everything archived.
+    #[arg(long, env = "SHANRAQ_RECOVERY_TARGET_LSN")]
+    pub recovery_target_lsn: Option<String>,
 }
 
 /// Resolved, validated settings.
@@ -161,6 +185,35 @@ pub struct Settings {
     pub bootstrap_timeout: std::time::Duration,
     /// The primary's lease (`--lease-ms`); `None` when turned off.
     pub lease: Option<std::time::Duration>,
+    /// pgBackRest, when the cluster has `spec.backup`.
+    pub backup: Option<BackupSettings>,
+    /// What `--bootstrap recovery` restores.
+    pub recovery: Option<Recovery>,
+}
+
+/// pgBackRest's configuration for this instance.
+#[derive(Clone, Debug)]
+pub struct BackupSettings {
+    /// The rendered pgbackrest.conf.
+    pub config: PathBuf,
+    /// The cluster's stanza.
+    pub stanza: String,
+    /// pgBackRest's lock and spool dir, beside the data dir (instances never share one).
+    pub lock_dir: PathBuf,
+}
+
+/// A restore: the source stanza and where recovery stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    pub source: String,
+    pub target: RecoveryTarget,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    Latest,
+    Time(String),
+    Lsn(String),
 }
 
 /// The application database created once, at the first primary's bootstrap.
@@ -258,8 +311,53 @@ impl Settings {
                 "no --upstream-host: this instance can only start on an existing data dir"
             );
         }
+        let backup = match (args.backup_config, args.backup_stanza) {
+            (Some(config), Some(stanza)) => {
+                if !is_stanza(&stanza) {
+                    return Err(InstanceError::InvalidArg {
+                        flag: "--backup-stanza",
+                        reason: "use lowercase letters, digits and '-'".to_string(),
+                    });
+                }
+                Some(BackupSettings {
+                    config: absolute(&config)?,
+                    stanza,
+                    lock_dir: beside("pgbackrest"),
+                })
+            }
+            _ => None,
+        };
+        let recovery = match &args.recovery_source {
+            Some(source) => {
+                if !is_stanza(source) {
+                    return Err(InstanceError::InvalidArg {
+                        flag: "--recovery-source",
+                        reason: "use lowercase letters, digits and '-'".to_string(),
+                    });
+                }
+                let target = match (args.recovery_target_time, args.recovery_target_lsn) {
+                    (Some(time), _) => RecoveryTarget::Time(time),
+                    (None, Some(lsn)) => RecoveryTarget::Lsn(lsn),
+                    (None, None) => RecoveryTarget::Latest,
+                };
+                Some(Recovery {
+                    source: source.clone(),
+                    target,
+                })
+            }
+            None => None,
+        };
+        if args.bootstrap == BootstrapMode::Recovery && (recovery.is_none() || backup.is_none()) {
+            return Err(InstanceError::InvalidArg {
+                flag: "--bootstrap",
+                reason: "recovery needs --recovery-source, --backup-config and --backup-stanza"
+                    .to_string(),
+            });
+        }
         Ok(Settings {
             name: args.name,
+            backup,
+            recovery,
             passfile: beside("pgpass"),
             data_dir,
             bin_dir: args.bin_dir,
@@ -294,6 +392,16 @@ impl Settings {
     pub fn tool(&self, program: &str) -> PathBuf {
         self.bin_dir.join(program)
     }
+}
+
+/// A stanza is a cluster name: a DNS label.
+fn is_stanza(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !text.starts_with('-')
 }
 
 fn is_identifier(text: &str) -> bool {

@@ -32,6 +32,13 @@ pub async fn run(manager: &Arc<Manager>) -> Result<(), InstanceError> {
             }
             BootstrapMode::Primary => bootstrap_primary(manager).await,
             BootstrapMode::Replica => bootstrap_replica(manager).await,
+            // Like a fresh primary: a known member with an empty data dir must re-clone.
+            BootstrapMode::Recovery if known_member => hold_for_operator(
+                manager,
+                "data dir is empty but this instance was a cluster member; demote it to re-clone",
+            )
+            .await,
+            BootstrapMode::Recovery => bootstrap_recovery(manager).await,
         };
     }
     if !data_dir.join("PG_VERSION").exists() {
@@ -90,6 +97,7 @@ async fn bootstrap_primary(manager: &Arc<Manager>) -> Result<(), InstanceError> 
     })?;
     // Only now: with a synchronous standby required, every commit waits for one from here on.
     manager.ensure_synchronous().await?;
+    create_stanza(manager).await;
     manager.set_message(None);
     tracing::info!(
         epoch,
@@ -97,6 +105,183 @@ async fn bootstrap_primary(manager: &Arc<Manager>) -> Result<(), InstanceError> 
         "primary bootstrapped"
     );
     Ok(())
+}
+
+/// The cluster's stanza in the repository, on its first primary. A failure (the object store
+/// unreachable, say) does not stop the primary: archiving fails and shows it in
+/// `pg_stat_archiver` until the stanza exists, and every backup creates it first.
+async fn create_stanza(manager: &Arc<Manager>) {
+    if manager.settings.backup.is_none() {
+        return;
+    }
+    let started = Instant::now();
+    match crate::pgbackrest::stanza_create(&manager.settings, &manager.user).await {
+        Ok(()) => tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "pgbackrest stanza ready"
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "pgbackrest stanza-create failed; archiving waits for it")
+        }
+    }
+}
+
+/// How long a restored instance may take to replay the archive up to its target.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Restores `--recovery-source`'s backups (pgBackRest), starts postgres, which replays the
+/// archive up to the target and promotes itself onto a new timeline, then runs as this
+/// cluster's first primary. Replicas clone from it as from any primary.
+async fn bootstrap_recovery(manager: &Arc<Manager>) -> Result<(), InstanceError> {
+    let settings = &manager.settings;
+    let recovery = settings.recovery.clone().ok_or_else(|| {
+        InstanceError::Refused("--bootstrap recovery without --recovery-source".to_string())
+    })?;
+    let started = Instant::now();
+    manager.set_message(Some(format!(
+        "bootstrapping: restoring the backups of {}",
+        recovery.source
+    )));
+    tools::prepare_data_dir(&settings.data_dir, &manager.user)?;
+    config::write_passfile(settings, &manager.user)?;
+    crate::pgbackrest::restore(settings, &manager.user, &recovery).await?;
+    // The source's own settings must not come along: a synchronous standby list would make
+    // the first commit wait for standbys that do not exist yet, an upstream would be wrong.
+    for key in ["synchronous_standby_names", "primary_conninfo"] {
+        config::set_auto_conf(&settings.data_dir, key, None, &manager.user)?;
+    }
+    let restored_ms = started.elapsed().as_millis() as u64;
+    manager.set_message(Some(format!(
+        "bootstrapping: replaying the archive of {}",
+        recovery.source
+    )));
+    let _ops = manager.lock_ops().await;
+    manager.start_locked()?;
+    wait_promoted(manager, RECOVERY_TIMEOUT).await?;
+    // The restored roles carry the source cluster's passwords: this cluster's own take over,
+    // first the superuser's through the socket, then the others as at an initdb.
+    set_superuser_password(manager).await?;
+    manager.wait_ready(START_TIMEOUT).await?;
+    // The recovery settings pgBackRest wrote would stop a later standby of this instance at
+    // the same target, and fetch WAL from the source's stanza: gone once promoted.
+    status::reset_system(
+        &manager.pool()?,
+        &[
+            "restore_command",
+            "recovery_target",
+            "recovery_target_time",
+            "recovery_target_lsn",
+            "recovery_target_action",
+        ],
+    )
+    .await?;
+    create_replication_role(manager).await?;
+    if let Some(app) = &settings.app {
+        create_app_database(manager, app).await?;
+    }
+    let epoch = settings
+        .initial_epoch
+        .max(manager.snapshot().persisted.epoch);
+    manager.persist(|state| {
+        state.epoch = epoch;
+        state.primary_epoch = Some(epoch);
+        state.fenced = false;
+    })?;
+    manager.ensure_synchronous().await?;
+    create_stanza(manager).await;
+    manager.set_message(None);
+    tracing::info!(
+        epoch,
+        source = %recovery.source,
+        restored_ms,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "primary recovered from backups"
+    );
+    Ok(())
+}
+
+/// Runs `statements` with psql over the unix socket in the manager's private dir (peer
+/// authentication as the postgres OS user), statements on stdin, never on a command line;
+/// returns what psql printed (unaligned, tuples only).
+async fn psql(manager: &Arc<Manager>, statements: &str) -> Result<String, InstanceError> {
+    use tokio::io::AsyncWriteExt;
+    let settings = &manager.settings;
+    let socket_dir = settings
+        .backup
+        .as_ref()
+        .map(|backup| backup.lock_dir.clone())
+        .ok_or_else(|| InstanceError::Refused("recovery without --backup-config".to_string()))?;
+    let mut command = manager.user.command(&settings.tool("psql"));
+    command
+        .args(["--no-psqlrc", "--quiet", "--tuples-only", "--no-align"])
+        .arg("--set=ON_ERROR_STOP=1")
+        .arg(format!("--host={}", socket_dir.display()))
+        .arg(format!("--port={}", settings.pg_port))
+        .args(["--username=postgres", "--dbname=postgres"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .map_err(|source| InstanceError::io("running psql", source))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(statements.as_bytes())
+            .await
+            .map_err(|source| InstanceError::io("writing to psql", source))?;
+    }
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|source| InstanceError::io("running psql", source))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        Err(InstanceError::ToolFailed {
+            program: "psql".to_string(),
+            status: output.status.to_string(),
+            output: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// `ALTER ROLE postgres PASSWORD`, through the socket: the restored role has the source's.
+async fn set_superuser_password(manager: &Arc<Manager>) -> Result<(), InstanceError> {
+    let statements = format!(
+        "SET log_statement = 'none';\nSET log_min_error_statement = 'panic';\nSET log_min_duration_statement = -1;\nALTER ROLE postgres WITH PASSWORD {};\n",
+        config::quote_conf(manager.settings.superuser_password.expose())
+    );
+    psql(manager, &statements).await.map(|_| ())
+}
+
+/// Waits until postgres has left recovery (reached its target and promoted), asked through
+/// the socket: the superuser's password is still the source cluster's.
+async fn wait_promoted(manager: &Arc<Manager>, timeout: Duration) -> Result<(), InstanceError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(answer) = psql(manager, "SELECT pg_is_in_recovery();\n").await
+            && answer == "f"
+        {
+            return Ok(());
+        }
+        if let Some(postmaster) = manager.snapshot().postmaster
+            && postmaster.has_exited()
+        {
+            return Err(InstanceError::Refused(format!(
+                "postgres exited during recovery ({})",
+                postmaster.wait().await
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Err(InstanceError::Timeout {
+                what: "waiting for the restored instance to reach its target and promote"
+                    .to_string(),
+                seconds: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The role replicas (and pg_basebackup) connect as. The statement carries a password, so

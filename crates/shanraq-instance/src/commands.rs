@@ -155,10 +155,37 @@ pub async fn promote(
         tracing::warn!(%error, "setting synchronous_standby_names after promote");
     }
     tracing::info!(epoch = request.epoch, promoted_ms, "promoted");
+    push_previous_timeline(manager, &pool);
     Ok(format!(
         "primary at epoch {} (promoted in {promoted_ms} ms)",
         request.epoch
     ))
+}
+
+/// In the background, once promoted: archive the old timeline's segments this instance holds
+/// (see `pgbackrest::push_previous_timeline`), without delaying the promotion's answer.
+fn push_previous_timeline(manager: &Arc<Manager>, pool: &sqlx::PgPool) {
+    if manager.settings.backup.is_none() {
+        return;
+    }
+    let manager = Arc::clone(manager);
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let timeline = match status::observe(&pool).await {
+            Ok(observed) => observed.timeline,
+            Err(error) => {
+                tracing::warn!(%error, "reading the timeline after promote");
+                return;
+            }
+        };
+        let Some(timeline) = timeline else { return };
+        match crate::pgbackrest::push_previous_timeline(&manager.settings, &manager.user, timeline)
+            .await
+        {
+            Ok(count) => tracing::info!(count, timeline, "previous timeline's segments archived"),
+            Err(error) => tracing::warn!(%error, "archiving the previous timeline's segments"),
+        }
+    });
 }
 
 pub async fn fence(manager: &Arc<Manager>, request: FenceRequest) -> Result<String, CommandError> {

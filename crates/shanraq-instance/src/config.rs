@@ -43,7 +43,18 @@ pub fn render_owned(settings: &Settings) -> String {
     let owned: Vec<(&str, String)> = vec![
         ("listen_addresses", quote_conf(&settings.pg_listen)),
         ("port", settings.pg_port.to_string()),
-        ("unix_socket_directories", quote_conf("")),
+        // TCP only, except with backups: a socket in a private dir lets the manager set the
+        // new cluster's passwords on a restored primary, whose roles hold the source's.
+        (
+            "unix_socket_directories",
+            quote_conf(
+                &settings
+                    .backup
+                    .as_ref()
+                    .map(|backup| backup.lock_dir.display().to_string())
+                    .unwrap_or_default(),
+            ),
+        ),
         ("hba_file", quote_conf(&hba)),
         ("cluster_name", quote_conf(&settings.name)),
         ("wal_level", "replica".to_string()),
@@ -68,9 +79,11 @@ pub fn render_owned(settings: &Settings) -> String {
     text
 }
 
-/// The built-in pg_hba.conf: scram-sha-256 from loopback for everything and for replication.
+/// The built-in pg_hba.conf: scram-sha-256 from loopback for everything and for replication,
+/// and the postgres OS user as the postgres role over the unix socket (peer), when there is one.
 pub fn render_hba() -> String {
     "# Written by the shanraq instance manager (no --hba-file given).\n\
+     local all postgres peer\n\
      host all all 127.0.0.1/32 scram-sha-256\n\
      host replication all 127.0.0.1/32 scram-sha-256\n"
         .to_string()
@@ -107,9 +120,22 @@ pub fn write_passfile(settings: &Settings, user: &PgUser) -> Result<(), Instance
     user.write(&settings.passfile, &render_pgpass(settings), 0o600)
 }
 
+/// A dir only the postgres user can enter (pgBackRest's locks, postgres' socket).
+pub fn private_dir(dir: &Path, user: &PgUser) -> Result<(), InstanceError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .map_err(|source| InstanceError::io(format!("creating {}", dir.display()), source))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|source| InstanceError::io(format!("chmod {}", dir.display()), source))?;
+    user.own(dir)
+}
+
 /// Makes the data dir ready to start: owned settings, hba, include line, ownership.
 pub fn apply(settings: &Settings, user: &PgUser) -> Result<(), InstanceError> {
     let data_dir = &settings.data_dir;
+    if let Some(backup) = &settings.backup {
+        private_dir(&backup.lock_dir, user)?;
+    }
     user.write(&data_dir.join(OWNED_CONF), &render_owned(settings), 0o600)?;
     if settings.hba_file.is_none() {
         user.write(&data_dir.join("pg_hba.conf"), &render_hba(), 0o600)?;
@@ -228,6 +254,8 @@ mod tests {
             replication_password: Secret::new("re'p"),
             bootstrap_timeout: std::time::Duration::from_secs(1),
             lease: Some(std::time::Duration::from_millis(1500)),
+            backup: None,
+            recovery: None,
         }
     }
 

@@ -11,8 +11,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
-use shanraq_ha::wire::{CommandReply, InstanceRole, InstanceStatus};
+use shanraq_ha::wire::{BackupReply, BackupRequest, CommandReply, InstanceRole, InstanceStatus};
 
+use crate::InstanceError;
 use crate::commands::{self, CommandError};
 use crate::lease;
 use crate::status;
@@ -29,6 +30,8 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/demote", post(demote))
         .route("/repoint", post(repoint))
         .route("/detach", post(detach))
+        .route("/backup", post(backup))
+        .route("/backups", get(backups))
         .with_state(manager)
 }
 
@@ -86,6 +89,8 @@ pub async fn collect_status(manager: &Manager) -> InstanceStatus {
         synchronous_standby_names: None,
         final_lsn: snapshot.final_lsn,
         message,
+        archiver: None,
+        repository: None,
     };
     if let Some(observed) = observed {
         status.in_recovery = Some(observed.in_recovery);
@@ -102,6 +107,14 @@ pub async fn collect_status(manager: &Manager) -> InstanceStatus {
         status.synchronous_standby_names = observed.synchronous_standby_names;
         if role == InstanceRole::Primary {
             status.writable = Some(primary_answer(manager).await.is_ok());
+        }
+        if manager.settings.backup.is_some()
+            && let Some(pool) = &snapshot.pool
+        {
+            status.archiver = status::archiver(pool).await.ok().map(Box::new);
+            if role == InstanceRole::Primary {
+                status.repository = manager.repository().map(Box::new);
+            }
         }
     }
     status
@@ -350,6 +363,118 @@ async fn detach(State(manager): State<Arc<Manager>>, headers: HeaderMap, body: B
         commands::detach(&manager, request).await
     })
     .await
+}
+
+fn backup_reply(code: StatusCode, reply: BackupReply) -> Response {
+    (code, Json(reply)).into_response()
+}
+
+fn backup_error(code: StatusCode, message: String) -> Response {
+    backup_reply(
+        code,
+        BackupReply {
+            ok: false,
+            message,
+            backup: None,
+            repository: None,
+            elapsed_ms: None,
+        },
+    )
+}
+
+/// `POST /backup`: a pgBackRest backup of this instance, answered when it is done. One runs at
+/// a time; the backup runs in its own task, so a client that gives up does not abort it.
+async fn backup(State(manager): State<Arc<Manager>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorised(&manager, &headers) {
+        return backup_error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token".to_string(),
+        );
+    }
+    let request: BackupRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return backup_error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {error}"),
+            );
+        }
+    };
+    let task = tokio::spawn(async move {
+        let Ok(_running) = manager.backup_running.try_lock() else {
+            return backup_error(
+                StatusCode::CONFLICT,
+                "a backup is already running on this instance".to_string(),
+            );
+        };
+        let started = std::time::Instant::now();
+        let taken = crate::pgbackrest::backup(&manager.settings, &manager.user, request.kind).await;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match taken {
+            Ok(info) => {
+                tracing::info!(label = %info.label, kind = %info.kind, elapsed_ms, "backup completed");
+                manager.refresh_repository().await;
+                backup_reply(
+                    StatusCode::OK,
+                    BackupReply {
+                        ok: true,
+                        message: format!("backup {} completed", info.label),
+                        backup: Some(info),
+                        repository: None,
+                        elapsed_ms: Some(elapsed_ms),
+                    },
+                )
+            }
+            Err(error) => {
+                let message = crate::pgbackrest::scrub(&error.to_string());
+                tracing::warn!(%message, "backup failed");
+                let code = match error {
+                    InstanceError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                backup_error(code, message)
+            }
+        }
+    });
+    match task.await {
+        Ok(response) => response,
+        Err(error) => backup_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("backup task failed: {error}"),
+        ),
+    }
+}
+
+/// `GET /backups`: the backups and archived WAL range of this cluster's stanza.
+async fn backups(State(manager): State<Arc<Manager>>, headers: HeaderMap) -> Response {
+    if !authorised(&manager, &headers) {
+        return backup_error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token".to_string(),
+        );
+    }
+    let Some(settings) = &manager.settings.backup else {
+        return backup_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "backups are not configured (no --backup-config)".to_string(),
+        );
+    };
+    match crate::pgbackrest::info(&manager.settings, &manager.user, &settings.stanza).await {
+        Ok(repository) => backup_reply(
+            StatusCode::OK,
+            BackupReply {
+                ok: true,
+                message: format!("{} backups", repository.backups.len()),
+                backup: repository.backups.last().cloned(),
+                repository: Some(repository),
+                elapsed_ms: None,
+            },
+        ),
+        Err(error) => backup_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            crate::pgbackrest::scrub(&error.to_string()),
+        ),
+    }
 }
 
 #[cfg(test)]

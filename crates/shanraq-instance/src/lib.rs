@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod lease;
 pub mod osuser;
+pub mod pgbackrest;
 pub mod postmaster;
 pub mod status;
 pub mod supervisor;
@@ -57,6 +58,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%http_addr, name = %manager.settings.name, "instance manager listening");
     let server = tokio::spawn(http::serve(listener, Arc::clone(&manager)));
     let guard = tokio::spawn(lease::guard(Arc::clone(&manager)));
+    let repository = tokio::spawn(list_backups(Arc::clone(&manager)));
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -88,7 +90,28 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         None => Ok(()),
     };
     guard.abort();
+    repository.abort();
     manager.shutdown().await;
     server.abort();
     outcome
+}
+
+/// How often a primary with backups lists its stanza's backups for `/status`.
+const REPOSITORY_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// On the primary, lists the stanza's backups once a minute (the operator reports the last
+/// one and the first recoverability point from it).
+async fn list_backups(manager: Arc<supervisor::Manager>) {
+    if manager.settings.backup.is_none() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(REPOSITORY_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let snapshot = manager.snapshot();
+        if snapshot.running && snapshot.persisted.holds_primary_epoch() {
+            manager.refresh_repository().await;
+        }
+    }
 }

@@ -39,6 +39,8 @@ impl Postmaster {
         command
             .arg("-D")
             .arg(&settings.data_dir)
+            // archive_command and restore_command run pgBackRest with this environment.
+            .envs(crate::pgbackrest::environment(settings))
             .process_group(0)
             .stdin(Stdio::null())
             .kill_on_drop(false);

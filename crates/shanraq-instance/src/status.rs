@@ -251,3 +251,50 @@ pub async fn alter_system(
         })?;
     Ok(())
 }
+
+const ARCHIVER_QUERY: &str = "SELECT archived_count, last_archived_wal,
+  to_char(last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+  failed_count, last_failed_wal,
+  to_char(last_failed_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+  FROM pg_stat_archiver";
+
+/// `pg_stat_archiver`: the last WAL segment `archive_command` pushed, and the last failure.
+pub async fn archiver(pool: &PgPool) -> Result<shanraq_ha::wire::ArchiverStatus, InstanceError> {
+    let row = bounded("archiver", sqlx::query(ARCHIVER_QUERY).fetch_one(pool)).await?;
+    let sql = |source| InstanceError::Sql {
+        query: "pg_stat_archiver",
+        source,
+    };
+    Ok(shanraq_ha::wire::ArchiverStatus {
+        archived_count: row.try_get(0).map_err(sql)?,
+        last_archived_wal: row.try_get(1).map_err(sql)?,
+        last_archived_at: row.try_get(2).map_err(sql)?,
+        failed_count: row.try_get(3).map_err(sql)?,
+        last_failed_wal: row.try_get(4).map_err(sql)?,
+        last_failed_at: row.try_get(5).map_err(sql)?,
+    })
+}
+
+/// `ALTER SYSTEM RESET` of each setting, then one reload.
+pub async fn reset_system(
+    pool: &sqlx::PgPool,
+    names: &[&'static str],
+) -> Result<(), InstanceError> {
+    for name in names {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ALTER SYSTEM RESET {name}")))
+            .execute(pool)
+            .await
+            .map_err(|source| InstanceError::Sql {
+                query: "ALTER SYSTEM RESET",
+                source,
+            })?;
+    }
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(pool)
+        .await
+        .map_err(|source| InstanceError::Sql {
+            query: "pg_reload_conf()",
+            source,
+        })?;
+    Ok(())
+}

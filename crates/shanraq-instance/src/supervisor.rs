@@ -88,6 +88,10 @@ pub struct Manager {
     state_file: StateFile,
     runtime: Mutex<Runtime>,
     ops: tokio::sync::Mutex<()>,
+    /// Held while a pgBackRest backup runs: one at a time per instance.
+    pub backup_running: tokio::sync::Mutex<()>,
+    /// The stanza's backups as pgBackRest last listed them (`GET /status` of a primary).
+    repository: Mutex<Option<shanraq_ha::wire::RepositoryInfo>>,
 }
 
 impl Manager {
@@ -103,6 +107,8 @@ impl Manager {
                 ..Runtime::default()
             }),
             ops: tokio::sync::Mutex::new(()),
+            backup_running: tokio::sync::Mutex::new(()),
+            repository: Mutex::new(None),
         }))
     }
 
@@ -233,6 +239,30 @@ impl Manager {
     }
 
     /// The pool of the running postmaster.
+    /// The repository as last listed, if ever.
+    pub fn repository(&self) -> Option<shanraq_ha::wire::RepositoryInfo> {
+        self.repository
+            .lock()
+            .map(|slot| slot.clone())
+            .unwrap_or_default()
+    }
+
+    /// Lists the stanza's backups with pgBackRest and keeps the answer; a failure keeps the
+    /// previous one (and is logged).
+    pub async fn refresh_repository(&self) {
+        let Some(backup) = &self.settings.backup else {
+            return;
+        };
+        match crate::pgbackrest::info(&self.settings, &self.user, &backup.stanza).await {
+            Ok(info) => {
+                if let Ok(mut slot) = self.repository.lock() {
+                    *slot = Some(info);
+                }
+            }
+            Err(error) => tracing::info!(%error, "pgbackrest info failed"),
+        }
+    }
+
     pub fn pool(&self) -> Result<PgPool, InstanceError> {
         self.runtime()
             .pool

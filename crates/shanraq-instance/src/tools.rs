@@ -12,7 +12,10 @@ use crate::config::quote_conninfo;
 use crate::error::InstanceError;
 use crate::osuser::PgUser;
 
-async fn run(mut command: tokio::process::Command, program: &str) -> Result<String, InstanceError> {
+pub(crate) async fn run(
+    mut command: tokio::process::Command,
+    program: &str,
+) -> Result<String, InstanceError> {
     let output = command
         .stdin(Stdio::null())
         .kill_on_drop(true)

@@ -96,6 +96,8 @@ pub struct Metrics {
     pub probes: Family<ProbeLabels, Counter>,
     pub component_ready: Family<ComponentLabels, Gauge>,
     pub component_desired: Family<ComponentLabels, Gauge>,
+    /// 1 while the primary's `archive_command` succeeds, 0 while it fails (`spec.backup`).
+    pub wal_archiving: Family<ComponentLabels, Gauge>,
 }
 
 fn failover_buckets() -> Histogram {
@@ -119,6 +121,7 @@ impl Default for Metrics {
             probes: Family::default(),
             component_ready: Family::default(),
             component_desired: Family::default(),
+            wal_archiving: Family::default(),
         }
     }
 }
@@ -153,6 +156,11 @@ impl Metrics {
             "reconcile_child_rounds",
             "How each successful reconcile handled the children: applied in full, or read back",
             self.child_rounds.clone(),
+        );
+        registry.register(
+            "wal_archiving",
+            "1 while the PostgreSQL primary archives WAL to the object store, 0 while archiving fails; absent without spec.backup",
+            self.wal_archiving.clone(),
         );
         registry.register(
             "objective_met",

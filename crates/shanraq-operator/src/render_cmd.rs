@@ -20,8 +20,13 @@ pub struct RenderArgs {
     pub manifest: std::path::PathBuf,
 }
 
-pub fn crdgen() -> anyhow::Result<()> {
-    print!("{}", shanraq_api::crd::crd_yaml()?);
+/// Prints the ShanraqCluster CRD, or with `backup` the ShanraqBackup CRD.
+pub fn crdgen(backup: bool) -> anyhow::Result<()> {
+    if backup {
+        print!("{}", shanraq_api::crd::backup_crd_yaml()?);
+    } else {
+        print!("{}", shanraq_api::crd::crd_yaml()?);
+    }
     Ok(())
 }
 

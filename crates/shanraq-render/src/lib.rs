@@ -5,6 +5,7 @@
 //! builders in `meta`, and the Secrets to create in `secrets`. A disabled component renders
 //! nothing.
 
+pub mod backup;
 pub mod child;
 pub mod haproxy;
 pub mod kafka;

@@ -351,6 +351,28 @@ pub fn rule_spec(cluster: &ValidCluster) -> RuleSpec {
             "Fewer Kafka brokers are ready than desired for five minutes: partitions may be under-replicated.".to_owned(),
         ));
     }
+    if cluster.spec.postgres.enabled && cluster.spec.backup.is_some() {
+        component_rules.push(alert(
+            "ShanraqWALArchivingFailing",
+            format!("shanraq_wal_archiving{{{sel}}} == 0"),
+            "5m",
+            "critical",
+            cluster,
+            format!("PostgreSQL WAL archiving of {who} is failing"),
+            "The primary's archive_command (pgBackRest archive-push) has failed for five minutes: WAL accumulates on the primary and a restore from the object store would lose everything since the last archived segment. The ContinuousArchiving condition and the instance's log give pgBackRest's error.".to_owned(),
+        ));
+        component_rules.push(alert(
+            "ShanraqDisasterRecoveryRPOExceeded",
+            format!(
+                "shanraq_objective_measured_seconds{{{sel}, objective=\"dr_rpo\"}} > on (cluster, namespace, objective) shanraq_objective_target_seconds{{{sel}, objective=\"dr_rpo\"}}"
+            ),
+            "2m",
+            "critical",
+            cluster,
+            format!("The disaster-recovery RPO of {who} exceeds its target"),
+            "The last archived WAL segment is older than objectives.dr.rpo while the primary has WAL waiting: a restore from the object store would lose more than the target allows.".to_owned(),
+        ));
+    }
     let backends = haproxy::critical_backends(cluster);
     if cluster.spec.haproxy.enabled && !backends.is_empty() {
         component_rules.push(alert(

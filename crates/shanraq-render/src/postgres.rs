@@ -20,6 +20,7 @@ use shanraq_api::names::{Component, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA};
 use shanraq_api::postgres::RESERVED_POSTGRES_PARAMETERS;
 use shanraq_api::storage::quantity_bytes;
 
+use crate::backup;
 use crate::meta::{self, shell_quote};
 use crate::{Child, Inputs, RenderError};
 
@@ -53,7 +54,10 @@ pub fn postgresql_conf(cluster: &ValidCluster) -> Result<String, RenderError> {
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value.to_owned()))
         .collect();
-    for (key, value) in from_typed_spec(cluster) {
+    for (key, value) in from_typed_spec(cluster)
+        .into_iter()
+        .chain(backup::archive_settings(cluster))
+    {
         settings.insert(key.to_owned(), value);
     }
     let mut user = BTreeMap::new();
@@ -261,13 +265,24 @@ fn start_script(cluster: &ValidCluster) -> String {
     flags.push(("--lease-ms", lease_ms.to_string()));
     flags.push(("--config-file", format!("{CONFIG_DIR}/postgresql.conf")));
     flags.push(("--hba-file", format!("{CONFIG_DIR}/pg_hba.conf")));
+    flags.extend(
+        backup::manager_flags(cluster, CONFIG_DIR)
+            .into_iter()
+            .map(|(flag, value)| (flag, shell_quote(&value))),
+    );
+    // A cluster bootstrapped from backups restores on ordinal 0 instead of initdb.
+    let first = if cluster.spec.bootstrap.recovery.is_some() {
+        "recovery"
+    } else {
+        "primary"
+    };
     let choose = format!(
         "# On an empty data directory, ordinal 0 of a cluster that never had a primary creates it;\n\
          # every other instance, and any instance once the cluster has had a primary, clones the\n\
          # primary through the -rw Service. Afterwards roles follow the operator's commands.\n\
          ordinal=\"${{POD_NAME##*-}}\"\n\
          if [ \"$(cat {CONFIG_DIR}/{PRIMARY_KNOWN_FILE} 2>/dev/null)\" != \"true\" ] && [ \"$ordinal\" = \"0\" ]; then\n\
-         \x20 bootstrap=primary\n\
+         \x20 bootstrap={first}\n\
          else\n\
          \x20 bootstrap=replica\n\
          fi\n"
@@ -289,18 +304,30 @@ pub fn render(cluster: &ValidCluster, inputs: &Inputs) -> Result<Vec<Child>, Ren
     let workload = names.workload(Component::Postgres);
     let conf = postgresql_conf(cluster)?;
     let hba = pg_hba_conf();
-    let hash = meta::config_hash(&[("postgresql.conf", &conf), ("pg_hba.conf", &hba)]);
+    let pgbackrest = backup::pgbackrest_conf(cluster);
+    let mut hashed = vec![
+        ("postgresql.conf", conf.as_str()),
+        ("pg_hba.conf", hba.as_str()),
+    ];
+    if let Some(text) = &pgbackrest {
+        hashed.push((backup::PGBACKREST_CONF, text.as_str()));
+    }
+    let hash = meta::config_hash(&hashed);
 
+    let mut data = BTreeMap::from([
+        ("pg_hba.conf".to_owned(), hba),
+        ("postgresql.conf".to_owned(), conf),
+        (
+            PRIMARY_KNOWN_FILE.to_owned(),
+            inputs.postgres_primary.is_some().to_string(),
+        ),
+    ]);
+    if let Some(text) = pgbackrest {
+        data.insert(backup::PGBACKREST_CONF.to_owned(), text);
+    }
     let config_map = ConfigMap {
         metadata: meta::object_meta(cluster, &names.pg_config(), Component::Postgres),
-        data: Some(BTreeMap::from([
-            ("pg_hba.conf".to_owned(), hba),
-            ("postgresql.conf".to_owned(), conf),
-            (
-                PRIMARY_KNOWN_FILE.to_owned(),
-                inputs.postgres_primary.is_some().to_string(),
-            ),
-        ])),
+        data: Some(data),
         ..ConfigMap::default()
     };
 
@@ -367,7 +394,7 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
         "-c".to_owned(),
         start_script(cluster),
     ]);
-    postgres.env = Some(vec![
+    let mut env = vec![
         meta::pod_name_env(),
         meta::env(
             "SHANRAQ_SUPERUSER_PASSWORD_FILE",
@@ -389,7 +416,10 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
             "SHANRAQ_APP_PASSWORD_FILE",
             &format!("{SECRETS_DIR}/app/password"),
         ),
-    ]);
+    ];
+    // pgBackRest's key pair, straight from the user's Secret into its own variables.
+    env.extend(backup::env(cluster));
+    postgres.env = Some(env);
     postgres.ports = Some(vec![
         meta::container_port("postgres", PORT),
         meta::container_port("status", STATUS_PORT),
@@ -399,7 +429,7 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
     postgres.readiness_probe = Some(http_probe("/health", 2, 3));
     postgres.liveness_probe = Some(http_probe("/status", 10, 6));
     postgres.resources = spec.resources.clone();
-    postgres.volume_mounts = Some(vec![
+    let mut mounts = vec![
         meta::mount("pgdata", DATA_MOUNT, false),
         meta::mount("config", CONFIG_DIR, true),
         meta::mount("superuser", &format!("{SECRETS_DIR}/superuser"), true),
@@ -408,13 +438,30 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
         meta::mount("app", &format!("{SECRETS_DIR}/app"), true),
         meta::mount("tmp", "/tmp", false),
         meta::mount("run", "/var/run/postgresql", false),
-    ]);
+    ];
+    let ca = backup::ca_volume(cluster);
+    if let Some((_, mount)) = &ca {
+        mounts.push(mount.clone());
+    }
+    postgres.volume_mounts = Some(mounts);
 
     let mut containers = vec![postgres];
     if cluster.spec.monitoring.pod_monitors {
         containers.push(exporter());
     }
 
+    let mut volumes = vec![
+        meta::config_map_volume("config", &names.pg_config()),
+        meta::secret_volume("superuser", &names.pg_superuser_secret()),
+        meta::secret_volume("replication", &names.pg_replication_secret()),
+        meta::secret_volume("token", &names.instance_token_secret()),
+        meta::secret_volume("app", &names.pg_app_secret()),
+        meta::empty_dir_volume("tmp"),
+        meta::empty_dir_volume("run"),
+    ];
+    if let Some((volume, _)) = ca {
+        volumes.push(volume);
+    }
     let pod = PodSpec {
         containers,
         security_context: Some(meta::pod_security_context(POSTGRES_UID)),
@@ -422,15 +469,7 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some(60),
-        volumes: Some(vec![
-            meta::config_map_volume("config", &names.pg_config()),
-            meta::secret_volume("superuser", &names.pg_superuser_secret()),
-            meta::secret_volume("replication", &names.pg_replication_secret()),
-            meta::secret_volume("token", &names.instance_token_secret()),
-            meta::secret_volume("app", &names.pg_app_secret()),
-            meta::empty_dir_volume("tmp"),
-            meta::empty_dir_volume("run"),
-        ]),
+        volumes: Some(volumes),
         ..PodSpec::default()
     };
 

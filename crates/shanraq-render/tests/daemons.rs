@@ -141,7 +141,11 @@ fn every_alert_has_a_passing_promtool_test() {
     let cases_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/promtool");
     let mut alerts = std::collections::BTreeSet::new();
     let mut tested = std::collections::BTreeSet::new();
-    for (fixture, cluster) in [("production", production()), ("minimal", minimal())] {
+    for (fixture, cluster) in [
+        ("production", production()),
+        ("minimal", minimal()),
+        ("backup", backup()),
+    ] {
         alerts.extend(alert_names(&cluster));
         let dir = tempfile::tempdir().expect("tempdir");
         rules_file(&cluster, dir.path());

@@ -46,6 +46,20 @@ fn postgresql_conf() {
     );
 }
 
+/// With `spec.backup`: the archiving settings in postgresql.conf, and pgbackrest.conf.
+#[test]
+fn postgresql_and_pgbackrest_conf_with_backup() {
+    let rendered = render(&backup(), true);
+    golden(
+        "postgresql-backup.conf",
+        &config_file(&rendered, "demo-pg-config", "postgresql.conf"),
+    );
+    golden(
+        "pgbackrest.conf",
+        &config_file(&rendered, "demo-pg-config", "pgbackrest.conf"),
+    );
+}
+
 #[test]
 fn pg_hba_conf() {
     let rendered = render(&production(), true);

@@ -96,6 +96,40 @@ pub fn lua() -> Result<PathBuf, TestkitError> {
     on_path("lua5.4", SYSTEM_DIRS, "lua5.4")
 }
 
+/// `openssl`, which makes the test CA and server certificates.
+pub fn openssl() -> Result<PathBuf, TestkitError> {
+    on_path("openssl", SYSTEM_DIRS, "openssl")
+}
+
+/// `pgbackrest` (Debian's 2.45), which archives WAL and takes and restores backups.
+pub fn pgbackrest() -> Result<PathBuf, TestkitError> {
+    on_path("pgbackrest", SYSTEM_DIRS, "pgbackrest")
+}
+
+/// The SeaweedFS release `scripts/install-s3-server` builds (kept equal by a test).
+pub const SEAWEEDFS_VERSION: &str = "v0.0.0-20261109003541-7506e5f91cd6";
+
+/// SeaweedFS's `weed`, the S3-compatible store of the backup tests: `$SHANRAQ_WEED`, else
+/// where `scripts/install-s3-server` caches it.
+pub fn weed() -> Result<PathBuf, TestkitError> {
+    let path = match std::env::var_os("SHANRAQ_WEED") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let cache = std::env::var_os("SHANRAQ_TOOLS_CACHE")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("XDG_CACHE_HOME").map(|dir| PathBuf::from(dir).join("shanraq"))
+                })
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/shanraq"))
+                })
+                .unwrap_or_else(|| PathBuf::from("/root/.cache/shanraq"));
+            cache.join(format!("seaweedfs-{SEAWEEDFS_VERSION}/bin/weed"))
+        }
+    };
+    existing("weed", path, "SeaweedFS with scripts/install-s3-server")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
-    #[error("binary `{binary}` not found at {path}: install the Debian package `{package}`")]
+    #[error("binary `{binary}` not found at {path}: install {package}")]
     MissingBinary {
         binary: &'static str,
         path: PathBuf,

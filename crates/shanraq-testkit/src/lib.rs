@@ -15,6 +15,7 @@ pub mod ports;
 pub mod postgres;
 mod process;
 pub mod redis;
+pub mod s3;
 pub mod secrets;
 pub mod topology;
 pub mod user;
@@ -27,6 +28,7 @@ pub use podnet::PodNetwork;
 pub use ports::free_port;
 pub use postgres::TempPostgres;
 pub use redis::RedisServer;
+pub use s3::S3Server;
 pub use topology::{
     HaproxyConfigFn, HaproxyLayout, LocalTopology, MemberInfo, Network, TopologyOptions,
 };

@@ -83,6 +83,12 @@ pub struct TopologyOptions {
     /// The primary's lease (`--lease-ms`). `None` turns it off: without an HA engine nobody
     /// renews it, and a primary would fence itself.
     pub lease: Option<Duration>,
+    /// More flags for every instance manager (for example the backup flags).
+    pub extra_args: Vec<String>,
+    /// More environment for every instance manager (for example pgBackRest's key pair).
+    pub env: Vec<(String, String)>,
+    /// `--bootstrap` of instance 0 instead of `primary` (for example `recovery`).
+    pub first_bootstrap: Option<String>,
 }
 
 impl std::fmt::Debug for TopologyOptions {
@@ -93,6 +99,12 @@ impl std::fmt::Debug for TopologyOptions {
             .field("extra_config", &self.extra_config)
             .field("network", &self.network)
             .field("lease", &self.lease)
+            .field("extra_args", &self.extra_args)
+            .field(
+                "env",
+                &self.env.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
+            .field("first_bootstrap", &self.first_bootstrap)
             .field(
                 "haproxy_config",
                 &self.haproxy_config.as_ref().map(|_| "custom"),
@@ -110,6 +122,9 @@ impl Default for TopologyOptions {
             network: Network::Loopback,
             haproxy_config: None,
             lease: None,
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            first_bootstrap: None,
         }
     }
 }
@@ -144,7 +159,19 @@ pub struct MemberInfo {
 struct Member {
     info: MemberInfo,
     args: Vec<String>,
+    env: RedactedEnv,
     child: Option<Child>,
+}
+
+/// Environment that may hold secrets: `Debug` shows the names only.
+struct RedactedEnv(Vec<(String, String)>);
+
+impl std::fmt::Debug for RedactedEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
 }
 
 /// The application database and owner every topology bootstraps.
@@ -334,7 +361,11 @@ impl LocalTopology {
                     ),
                     format!(
                         "--bootstrap={}",
-                        if index == 0 { "primary" } else { "replica" }
+                        match (index, &options.first_bootstrap) {
+                            (0, Some(mode)) => mode.as_str(),
+                            (0, None) => "primary",
+                            _ => "replica",
+                        }
                     ),
                     format!(
                         "--synchronous={}",
@@ -348,9 +379,11 @@ impl LocalTopology {
                     args.push("--pg-listen=0.0.0.0".to_string());
                     args.push(format!("--hba-file={}", path.display()));
                 }
+                args.extend(options.extra_args.iter().cloned());
                 Member {
                     info,
                     args,
+                    env: RedactedEnv(options.env.clone()),
                     child: None,
                 }
             })
@@ -439,6 +472,7 @@ impl LocalTopology {
         };
         command
             .args(&member.args)
+            .envs(member.env.0.iter().map(|(name, value)| (name, value)))
             .env("SHANRAQ_INSTANCE_TOKEN", &self.token)
             .env("SHANRAQ_SUPERUSER_PASSWORD", &self.superuser_password)
             .env("SHANRAQ_REPLICATION_PASSWORD", &self.replication_password)

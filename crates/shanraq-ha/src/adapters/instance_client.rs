@@ -314,6 +314,36 @@ impl InstanceClient {
         .await
     }
 
+    /// `POST /backup`: a pgBackRest backup of this instance, answered when it is done (or
+    /// failed, with pgBackRest's error in the reply). `timeout` bounds the whole backup.
+    pub async fn backup(
+        &self,
+        kind: crate::wire::BackupKind,
+        timeout: Duration,
+    ) -> Result<crate::wire::BackupReply, InstanceClientError> {
+        let endpoint = "/backup";
+        let request = self
+            .http
+            .post(self.url(endpoint))
+            .bearer_auth(self.token.expose())
+            .json(&crate::wire::BackupRequest { kind });
+        let response = self.send(request, endpoint, timeout).await?;
+        let status = response.status();
+        // Failures carry a BackupReply too (409 when one runs already, 5xx with the error).
+        match self
+            .read::<crate::wire::BackupReply>(endpoint, response)
+            .await
+        {
+            Ok(reply) => Ok(reply),
+            Err(_) if !status.is_success() => Err(InstanceClientError::Refused {
+                node: self.node.clone(),
+                endpoint,
+                message: format!("POST /backup answered {status}"),
+            }),
+            Err(error) => Err(error),
+        }
+    }
+
     fn url(&self, endpoint: &str) -> String {
         format!("{}{endpoint}", self.base_url())
     }

@@ -9,6 +9,9 @@
 
 pub mod applied;
 pub mod apply;
+pub mod backup_schedule;
+pub mod backup_status;
+pub mod backups;
 pub mod discovery;
 pub mod error;
 pub mod events;
@@ -342,6 +345,12 @@ pub async fn run(
         tracing::info!("ShanraqClusters listed in every watched namespace: ready");
     });
     tracing::info!(namespaces = ?scopes, "starting controllers");
+    let backups = tokio::spawn(backups::run(
+        client.clone(),
+        ctx.clone(),
+        scopes.clone(),
+        stop.clone(),
+    ));
     let controllers = futures::future::join_all(loops);
     tokio::pin!(controllers);
     tokio::select! {
@@ -360,6 +369,9 @@ pub async fn run(
         }
     }
     readiness.abort();
+    if tokio::time::timeout(SHUTDOWN_GRACE, backups).await.is_err() {
+        tracing::warn!("the ShanraqBackup controllers did not stop in time");
+    }
     // Not leading (or shutting down): no engine may act any more.
     ctx.ha.stop_all().await;
     ctx.redis_ha.stop_all().await;

@@ -146,6 +146,10 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
             .and_then(|handle| crate::engines::redis::objectives::measure(&handle)),
     );
     observed.postgres_instances = sampled_instances(ctx, &cluster, &previous);
+    observed.archive = sampled_archive(ctx, &cluster, &previous);
+    if cluster.spec.backup.is_some() {
+        observed.last_backup = super::backup_schedule::last_finished(&ctx.client, object).await;
+    }
     if cluster.spec.redis.mode == shanraq_api::redis::RedisMode::Cluster {
         observed.redis_cluster = previous.redis.as_ref().and_then(|r| r.cluster.clone());
     }
@@ -155,6 +159,11 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         observed.probes = ctx.ha.publishable_probes(&key_of(&cluster), fresh);
     }
     let mut next = status::desired(&previous, &cluster, &observed, &now);
+    if let Some(backup) = &cluster.spec.backup {
+        let mut slots = next.backup.take().unwrap_or_default();
+        super::backup_schedule::run(&ctx.client, &cluster, backup, &mut slots, now.0).await;
+        next.backup = Some(slots);
+    }
     if let Some(record) = &drill.drill {
         next.drill = Some(record.clone());
     }
@@ -342,6 +351,24 @@ fn designated_primary(ctx: &Context, key: &str, previous: &ShanraqClusterStatus)
         })
 }
 
+/// What the designated primary last said about WAL archiving and its backups (`spec.backup`).
+fn sampled_archive(
+    ctx: &Context,
+    cluster: &ValidCluster,
+    previous: &ShanraqClusterStatus,
+) -> Option<super::backup_status::ArchiveObservation> {
+    if cluster.spec.backup.is_none() || !cluster.spec.postgres.enabled {
+        return None;
+    }
+    let key = format!("{}/{}", cluster.namespace, cluster.name);
+    let primary = designated_primary(ctx, &key, previous)?;
+    ctx.ha
+        .sample(&key)?
+        .iter()
+        .find(|status| status.name == primary)
+        .map(super::backup_status::ArchiveObservation::of)
+}
+
 /// `status.postgres.instances[]` from the HA task's last sample; `None` before the first.
 fn sampled_instances(
     ctx: &Context,
@@ -440,6 +467,43 @@ fn publish_objectives(ctx: &Context, cluster: &ValidCluster, observed: &Observed
         observed.probes.latency.as_ref().map(|v| v.met),
         observed.probes.p99,
     );
+    let dr_labels = labels("dr_rpo");
+    let archiving = ComponentLabels {
+        cluster: cluster.name.clone(),
+        namespace: cluster.namespace.clone(),
+        component: "postgres".to_owned(),
+    };
+    if cluster.spec.backup.is_some() {
+        let measured = observed
+            .archive
+            .as_ref()
+            .and_then(|archive| super::backup_status::dr_rpo(archive, jiff::Timestamp::now()));
+        let target = objectives.dr.rpo.as_std();
+        ctx.metrics.set_objective(
+            dr_labels,
+            Some(target),
+            measured.map(|measured| measured <= target),
+            measured,
+        );
+        match observed
+            .archive
+            .as_ref()
+            .and_then(|archive| archive.archiver.as_ref())
+        {
+            Some(archiver) => {
+                ctx.metrics
+                    .wal_archiving
+                    .get_or_create(&archiving)
+                    .set(i64::from(archiver.healthy()));
+            }
+            None => {
+                ctx.metrics.wal_archiving.remove(&archiving);
+            }
+        }
+    } else {
+        ctx.metrics.set_objective(dr_labels, None, None, None);
+        ctx.metrics.wal_archiving.remove(&archiving);
+    }
     // A percentage, not seconds: only whether it is met.
     ctx.metrics.set_objective(
         labels("availability"),

@@ -188,6 +188,10 @@ pub struct Observed {
     pub probes: ha_objectives::ProbeVerdicts,
     /// Redis cluster mode, as the Redis task last observed it (`status.redis.cluster`).
     pub redis_cluster: Option<shanraq_api::status::RedisClusterStatus>,
+    /// WAL archiving and backups, from the primary's last sampled status (`spec.backup`).
+    pub archive: Option<super::backup_status::ArchiveObservation>,
+    /// The newest finished ShanraqBackup of the cluster (name, status), when listed.
+    pub last_backup: Option<(String, shanraq_api::backup_request::ShanraqBackupStatus)>,
 }
 
 impl Observed {
@@ -200,6 +204,8 @@ impl Observed {
             postgres_instances: None,
             probes: ha_objectives::ProbeVerdicts::default(),
             redis_cluster: None,
+            archive: None,
+            last_backup: None,
         }
     }
 }
@@ -356,7 +362,7 @@ pub fn objective_conditions(cluster: &ValidCluster) -> Vec<Want> {
 }
 
 /// Every condition of a valid cluster, from what was observed this round.
-pub fn conditions(cluster: &ValidCluster, observed: &Observed) -> Vec<Want> {
+pub fn conditions(cluster: &ValidCluster, observed: &Observed, now: &Time) -> Vec<Want> {
     let spec = &cluster.spec;
     let components = [
         component_condition(
@@ -446,6 +452,11 @@ pub fn conditions(cluster: &ValidCluster, observed: &Observed) -> Vec<Want> {
     wants.extend(components);
     wants.push(monitoring_condition(cluster, observed));
     wants.extend(measured_objective_conditions(cluster, observed));
+    wants.extend(super::backup_status::conditions(cluster, observed.archive.as_ref(), now.0).0);
+    wants.extend(super::backup_status::last_backup_condition(
+        cluster,
+        observed.last_backup.as_ref(),
+    ));
     wants
 }
 
@@ -499,7 +510,7 @@ pub fn desired(
         };
         &gated
     };
-    let wants = conditions(cluster, observed);
+    let wants = conditions(cluster, observed, now);
     let mut next = previous.clone();
     next.observed_generation = cluster.generation;
     next.conditions = merge(&previous.conditions, &wants, cluster.generation, now);
@@ -585,7 +596,11 @@ pub fn desired(
     if let Some(verdict) = &observed.probes.availability {
         objectives.availability = Some(shown(verdict));
     }
+    objectives.dr_rpo =
+        super::backup_status::conditions(cluster, observed.archive.as_ref(), now.0).1;
     next.objectives = Some(ObjectivesStatus { ..objectives });
+    next.backup =
+        super::backup_status::status(cluster, previous.backup.as_ref(), observed.archive.as_ref());
     next
 }
 
@@ -808,7 +823,11 @@ mod tests {
                 monitoring_available: true,
                 ..Observed::default()
             };
-            let wants = conditions(&cluster(spec, 4), &observed);
+            let wants = conditions(
+                &cluster(spec, 4),
+                &observed,
+                &Time(jiff::Timestamp::UNIX_EPOCH),
+            );
             let ready = find(&wants, READY);
             assert_eq!(ready.truth, case.ready, "{}: Ready", case.name);
             let reconciling = find(&wants, RECONCILING);
@@ -847,7 +866,11 @@ mod tests {
             monitoring_available: false,
             ..Observed::default()
         };
-        let wants = conditions(&cluster(ShanraqClusterSpec::default(), 1), &observed);
+        let wants = conditions(
+            &cluster(ShanraqClusterSpec::default(), 1),
+            &observed,
+            &Time(jiff::Timestamp::UNIX_EPOCH),
+        );
         let monitoring = find(&wants, MONITORING_READY);
         assert_eq!(monitoring.truth, Truth::False);
         assert_eq!(monitoring.reason, REASON_PROMETHEUS_OPERATOR_MISSING);
@@ -861,7 +884,11 @@ mod tests {
         spec.monitoring.pod_monitors = false;
         spec.monitoring.prometheus_rules = false;
         spec.monitoring.grafana_dashboards = false;
-        let wants = conditions(&cluster(spec, 1), &observed);
+        let wants = conditions(
+            &cluster(spec, 1),
+            &observed,
+            &Time(jiff::Timestamp::UNIX_EPOCH),
+        );
         let monitoring = find(&wants, MONITORING_READY);
         assert_eq!(
             (monitoring.truth, monitoring.reason.as_str()),

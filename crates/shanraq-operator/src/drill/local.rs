@@ -30,6 +30,7 @@ use shanraq_testkit::{
 };
 use tokio::task::JoinHandle;
 
+use super::backup::{self, DrillBackup, LocalBackup};
 use super::error::DrillError;
 use super::haproxy_config::LocalHaproxy;
 use super::haproxy_router::HaproxyRouter;
@@ -48,6 +49,8 @@ pub struct ClusterOptions {
     /// The engine's settings, which must be what a ShanraqCluster spec can say;
     /// `ha.replication` also decides the spec's `synchronous.number`.
     pub ha: PostgresHaConfig,
+    /// `spec.backup` (and a recovery bootstrap): archive and back up to an object store.
+    pub backup: Option<DrillBackup>,
 }
 
 impl ClusterOptions {
@@ -60,6 +63,7 @@ impl ClusterOptions {
                 replication: ReplicationMode::Synchronous { number: 1 },
                 ..PostgresHaConfig::default()
             },
+            backup: None,
         }
     }
 
@@ -72,7 +76,14 @@ impl ClusterOptions {
                 maximum_lag_on_failover,
                 ..PostgresHaConfig::default()
             },
+            backup: None,
         }
+    }
+
+    /// The same cluster with `spec.backup`.
+    pub fn with_backup(mut self, backup: DrillBackup) -> ClusterOptions {
+        self.backup = Some(backup);
+        self
     }
 }
 
@@ -118,6 +129,8 @@ pub struct LocalCluster {
     store_path: PathBuf,
     driver: Option<RunningDriver>,
     events: Arc<Mutex<Vec<DriverEvent>>>,
+    /// The rendered pgbackrest.conf's dir: kept (not read) for as long as the cluster runs.
+    _backup: Option<LocalBackup>,
 }
 
 impl LocalCluster {
@@ -169,6 +182,10 @@ impl LocalCluster {
         let localiser = haproxy.clone();
         let haproxy_config: HaproxyConfigFn =
             Arc::new(move |layout| localiser.localise(layout, stats_bind));
+        let backup = match &options.backup {
+            Some(drill) => Some(backup::prepare(&cluster, drill)?),
+            None => None,
+        };
         let topology_options = TopologyOptions {
             instances: options.instances,
             synchronous: shanraq_render::postgres::synchronous_standby_names(&cluster),
@@ -181,6 +198,9 @@ impl LocalCluster {
             } else {
                 Network::Loopback
             },
+            extra_args: backup.as_ref().map(|b| b.args.clone()).unwrap_or_default(),
+            env: backup.as_ref().map(|b| b.env.clone()).unwrap_or_default(),
+            first_bootstrap: backup.as_ref().and_then(|b| b.first_bootstrap.clone()),
         };
         let (topology, engine) = match placement {
             Some(placement) => (
@@ -199,6 +219,7 @@ impl LocalCluster {
             store_path,
             driver: None,
             events: Arc::new(Mutex::new(Vec::new())),
+            _backup: backup,
         })
     }
 

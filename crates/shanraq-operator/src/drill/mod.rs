@@ -3,6 +3,7 @@
 //! timeline; `shanraq bench failover` runs it N times and prints figures. The pieces
 //! (`LocalCluster`, the ledger writer, the scenario moves) are also what the chaos tests use.
 
+pub mod backup;
 pub mod bench;
 pub mod demo;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod local;
 pub mod product;
 pub mod reconcile_bench;
 pub mod redis;
+pub mod restore;
 pub mod scenario;
 pub mod timeline;
 pub mod watch;
@@ -37,6 +39,32 @@ pub struct DemoArgs {
     /// With --async: the most WAL a failover may lose (bytes; k, M suffixes accepted).
     #[arg(long, requires = "asynchronous", value_parser = parse_bytes, default_value = "1M")]
     pub max_lag: u64,
+}
+
+/// Flags of `shanraq drill`.
+#[derive(Debug, clap::Args)]
+pub struct DrillArgs {
+    #[command(subcommand)]
+    pub target: DrillTarget,
+}
+
+/// What `shanraq drill` verifies.
+#[derive(Debug, clap::Subcommand)]
+pub enum DrillTarget {
+    /// Back up a local cluster to a local S3 store, restore the latest backup into a scratch
+    /// cluster, check its rows and report the backup, archive and restore times.
+    Restore(RestoreArgs),
+}
+
+/// Flags of `shanraq drill restore`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// Rows written before the backup (as many again after it), one commit each.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rows: u32,
+    /// Print one JSON object instead of the steps and a summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `shanraq bench`.
@@ -176,6 +204,42 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     };
     block_on(demo::run(&binary, plan))?;
     block_on(redis::demo::run())
+}
+
+pub fn drill(args: DrillArgs) -> anyhow::Result<()> {
+    let binary = std::env::current_exe()?;
+    match args.target {
+        DrillTarget::Restore(args) => {
+            let json = args.json;
+            let report = block_on(restore::run(&binary, args.rows, |line| {
+                if !json {
+                    println!("{line}");
+                }
+            }))?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "backup {} of {} rows: {} ms; archive after pg_switch_wal: {} ms; restore into a scratch cluster: {} ms; {} rows restored, checksum {}",
+                    report.backup_label,
+                    report.rows,
+                    report.backup_ms,
+                    report.archive_ms,
+                    report.restore_ms,
+                    report.restored_rows,
+                    if report.verified {
+                        "matches"
+                    } else {
+                        "DIFFERS"
+                    }
+                );
+            }
+            if !report.verified {
+                anyhow::bail!("the restored cluster does not hold the source's rows");
+            }
+            Ok(())
+        }
+    }
 }
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {

@@ -4,11 +4,13 @@
 //! HAProxy, PostgreSQL and the engine run with what the product would render for a user, not
 //! with settings of the drill's own.
 
+use shanraq_api::backup::{BackupSpec, CaBundle, KeyRef};
 use shanraq_api::cluster::{ShanraqCluster, ShanraqClusterSpec};
 use shanraq_api::duration::Duration;
 use shanraq_api::{LiveState, ValidCluster};
 use shanraq_ha::postgres::ReplicationMode;
 
+use super::backup::{CA_SECRET, CREDENTIALS_SECRET};
 use super::error::DrillError;
 use super::local::ClusterOptions;
 use crate::ha::spec::engine_config;
@@ -55,7 +57,26 @@ pub fn cluster(options: &ClusterOptions) -> Result<ValidCluster, DrillError> {
     spec.monitoring.prometheus_rules = false;
     spec.monitoring.grafana_dashboards = false;
 
-    let mut object = ShanraqCluster::new(CLUSTER_NAME, spec);
+    let mut name = CLUSTER_NAME;
+    if let Some(backup) = &options.backup {
+        name = &backup.cluster;
+        let mut spec_backup = BackupSpec::new(
+            &backup.store.endpoint,
+            &backup.store.bucket,
+            CREDENTIALS_SECRET,
+        );
+        spec_backup.tls.ca = Some(CaBundle {
+            secret: Some(KeyRef {
+                name: CA_SECRET.to_owned(),
+                key: "ca.crt".to_owned(),
+            }),
+            config_map: None,
+        });
+        spec_backup.archive_timeout = backup.archive_timeout.into();
+        spec.backup = Some(spec_backup);
+        spec.bootstrap.recovery = backup.recovery.clone();
+    }
+    let mut object = ShanraqCluster::new(name, spec);
     object.metadata.namespace = Some(NAMESPACE.to_owned());
     let valid = shanraq_api::validate(&object, &LiveState::default())
         .map_err(|error| invalid(format!("as a ShanraqCluster: {error}")))?;

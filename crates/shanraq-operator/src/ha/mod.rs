@@ -176,6 +176,17 @@ impl HaRegistry {
             .and_then(|tasks| tasks.get(key).map(|e| e.shared.clone()))
     }
 
+    /// The client of instance `node` of `key`'s HA task, once the task runs.
+    pub fn instance_client(
+        &self,
+        key: &str,
+        node: &str,
+    ) -> Option<shanraq_ha::adapters::instance_client::InstanceClient> {
+        let shared = self.shared(key)?;
+        let clients = shared.clients.lock().ok()?;
+        clients.get(&NodeId::new(node.to_owned())).cloned()
+    }
+
     /// The running driver of `key`.
     pub fn handle(&self, key: &str) -> Option<DriverHandle> {
         self.shared(key)?.handle()

@@ -42,6 +42,8 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub struct Shared {
     /// The running driver, once started.
     pub handle: Mutex<Option<DriverHandle>>,
+    /// The instance managers' clients (following pod IPs), once started: backups use them.
+    pub clients: Mutex<Clients>,
     /// The RPO measurement last published in the status.
     pub published_rpo: super::objectives::Published<bool, shanraq_ha::objectives::RpoMeasurement>,
     /// The latency and availability probes through HAProxy.
@@ -171,7 +173,7 @@ fn clients(
         .collect()
 }
 
-type Clients = BTreeMap<NodeId, InstanceClient>;
+pub type Clients = BTreeMap<NodeId, InstanceClient>;
 type Started = (Driver<KubeStateStore, KubeRouter>, DriverHandle, Clients);
 
 fn pod_selector(spec: &TaskSpec) -> String {
@@ -256,6 +258,9 @@ pub async fn run(spec: TaskSpec, deps: Deps, shared: Arc<Shared>, mut stop: watc
     let (driver, handle, clients) = started;
     if let Ok(mut slot) = shared.handle.lock() {
         *slot = Some(handle.clone());
+    }
+    if let Ok(mut slot) = shared.clients.lock() {
+        slot.clone_from(&clients);
     }
     tracing::info!(cluster = %key, members = spec.members.len(), "HA task started");
 

@@ -504,6 +504,8 @@ fn primary_status(rows: &[(&str, &str, &str, u64)], current: u64) -> InstanceSta
         synchronous_standby_names: None,
         final_lsn: None,
         message: None,
+        archiver: None,
+        repository: None,
     }
 }
 

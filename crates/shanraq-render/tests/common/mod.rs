@@ -36,6 +36,13 @@ pub fn minimal() -> ValidCluster {
     with_spec("  {}")
 }
 
+/// Every default plus `spec.backup` (the backup alerts' fixture, `fintech/demo`).
+pub fn backup() -> ValidCluster {
+    with_spec(
+        "  backup:\n    endpoint: https://s3.example.com\n    bucket: demo-backups\n    credentials:\n      secretName: demo-s3",
+    )
+}
+
 pub fn production() -> ValidCluster {
     let text = std::fs::read_to_string(repo_file("deploy/examples/production.yaml"))
         .expect("deploy/examples/production.yaml");

@@ -58,6 +58,8 @@ pub fn status(name: &str, role: InstanceRole, epoch: u64) -> InstanceStatus {
         synchronous_standby_names: None,
         final_lsn: None,
         message: None,
+        archiver: None,
+        repository: None,
     }
 }
 

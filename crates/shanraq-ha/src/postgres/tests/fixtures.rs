@@ -34,6 +34,8 @@ fn base(name: &str, role: InstanceRole) -> InstanceStatus {
         synchronous_standby_names: None,
         final_lsn: None,
         message: None,
+        archiver: None,
+        repository: None,
     }
 }
 

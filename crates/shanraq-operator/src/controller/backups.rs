@@ -1,0 +1,479 @@
+//! The ShanraqBackup controller: each ShanraqBackup is carried out once, by asking the
+//! instance manager of its cluster's primary to back up (`POST /backup`, the same bearer
+//! token and pod-IP client as the HA engine). The status goes `Running`, then `Completed`
+//! with pgBackRest's label or `Failed` with pgBackRest's error (which the instance manager
+//! has already scrubbed of credentials); a finished backup is never run again. Backups run on
+//! the primary: pgBackRest's backup from a standby needs the primary reachable over SSH or
+//! its TLS server, which the PostgreSQL pods do not run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use shanraq_api::ShanraqCluster;
+use shanraq_api::backup_request::{
+    BackupType, PHASE_COMPLETED, PHASE_FAILED, PHASE_RUNNING, SUCCEEDED, ShanraqBackup,
+    ShanraqBackupStatus,
+};
+use shanraq_api::conditions::{Desired, Truth, merge};
+use shanraq_api::names::FIELD_MANAGER;
+use shanraq_ha::wire::BackupKind;
+
+use super::Context;
+
+/// The longest one backup may take before it is failed.
+pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// How soon a backup that cannot start yet (no primary, HA task starting) is tried again.
+const NOT_YET: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("writing the status of ShanraqBackup {name}: {source}")]
+    Status {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// What to do with a ShanraqBackup, from what is known about its cluster. Pure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Completed or failed already: nothing.
+    Done,
+    /// It cannot be carried out: fail it with this message.
+    Fail(String),
+    /// Not yet (no primary known, the HA task not running): retry later, saying why.
+    Wait(String),
+    /// Back up on this instance.
+    Run { instance: String },
+}
+
+pub fn step(
+    backup: &ShanraqBackup,
+    cluster: Option<&ShanraqCluster>,
+    client_known: impl Fn(&str) -> bool,
+) -> Step {
+    if backup
+        .status
+        .as_ref()
+        .is_some_and(ShanraqBackupStatus::is_finished)
+    {
+        return Step::Done;
+    }
+    let Some(cluster) = cluster else {
+        return Step::Fail(format!(
+            "no ShanraqCluster {} in namespace {}",
+            backup.spec.cluster,
+            backup.namespace().unwrap_or_default()
+        ));
+    };
+    if cluster.spec.backup.is_none() {
+        return Step::Fail(format!(
+            "ShanraqCluster {} has no spec.backup",
+            backup.spec.cluster
+        ));
+    }
+    let Some(primary) = cluster
+        .status
+        .as_ref()
+        .and_then(|status| status.postgres.as_ref())
+        .and_then(|postgres| postgres.current_primary.clone())
+    else {
+        return Step::Wait(format!(
+            "ShanraqCluster {} has no primary yet",
+            backup.spec.cluster
+        ));
+    };
+    if !client_known(&primary) {
+        return Step::Wait(format!(
+            "the HA task of ShanraqCluster {} does not reach {primary} yet",
+            backup.spec.cluster
+        ));
+    }
+    Step::Run { instance: primary }
+}
+
+fn kind(kind: BackupType) -> BackupKind {
+    match kind {
+        BackupType::Full => BackupKind::Full,
+        BackupType::Diff => BackupKind::Diff,
+        BackupType::Incr => BackupKind::Incr,
+    }
+}
+
+/// The status after `phase`, with the `Succeeded` condition when finished.
+pub fn next_status(
+    previous: Option<&ShanraqBackupStatus>,
+    generation: Option<i64>,
+    phase: &str,
+    message: String,
+    now: &Time,
+) -> ShanraqBackupStatus {
+    let mut next = previous.cloned().unwrap_or_default();
+    next.observed_generation = generation;
+    next.phase = Some(phase.to_owned());
+    let truth = match phase {
+        PHASE_COMPLETED => Truth::True,
+        PHASE_FAILED => Truth::False,
+        _ => Truth::Unknown,
+    };
+    let reason = match phase {
+        PHASE_COMPLETED => "BackupCompleted",
+        PHASE_FAILED => "BackupFailed",
+        _ => "BackupRunning",
+    };
+    next.conditions = merge(
+        &next.conditions,
+        &[Desired::new(SUCCEEDED, truth, reason, message.clone())],
+        generation,
+        now,
+    );
+    next.message = Some(message);
+    next
+}
+
+async fn write_status(
+    api: &Api<ShanraqBackup>,
+    name: &str,
+    status: &ShanraqBackupStatus,
+) -> Result<(), BackupError> {
+    let patch = json!({
+        "apiVersion": "shanraq.org/v1alpha1",
+        "kind": "ShanraqBackup",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| BackupError::Status {
+        name: name.to_owned(),
+        source,
+    })
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+pub async fn reconcile(
+    backup: Arc<ShanraqBackup>,
+    ctx: Arc<Context>,
+) -> Result<Action, BackupError> {
+    let name = backup.name_any();
+    let namespace = backup.namespace().unwrap_or_default();
+    let backups: Api<ShanraqBackup> = Api::namespaced(ctx.client.clone(), &namespace);
+    let clusters: Api<ShanraqCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let cluster = clusters.get_opt(&backup.spec.cluster).await.ok().flatten();
+    let key = format!("{namespace}/{}", backup.spec.cluster);
+    let generation = backup.metadata.generation;
+    let previous = backup.status.as_ref();
+    match step(&backup, cluster.as_ref(), |node| {
+        ctx.ha.instance_client(&key, node).is_some()
+    }) {
+        Step::Done => Ok(Action::await_change()),
+        Step::Fail(message) => {
+            tracing::warn!(backup = %name, %message, "backup refused");
+            let status = next_status(previous, generation, PHASE_FAILED, message, &now());
+            write_status(&backups, &name, &status).await?;
+            Ok(Action::await_change())
+        }
+        Step::Wait(message) => {
+            let status = next_status(previous, generation, PHASE_RUNNING, message, &now());
+            if Some(&status) != previous {
+                write_status(&backups, &name, &status).await?;
+            }
+            Ok(Action::requeue(NOT_YET))
+        }
+        Step::Run { instance } => {
+            let Some(client) = ctx.ha.instance_client(&key, &instance) else {
+                return Ok(Action::requeue(NOT_YET));
+            };
+            let mut running = next_status(
+                previous,
+                generation,
+                PHASE_RUNNING,
+                format!(
+                    "pgBackRest {} backup running on {instance}",
+                    backup.spec.kind.as_str()
+                ),
+                &now(),
+            );
+            running.instance = Some(instance.clone());
+            running.started_at = Some(jiff::Timestamp::now().to_string());
+            write_status(&backups, &name, &running).await?;
+            let outcome = client.backup(kind(backup.spec.kind), BACKUP_TIMEOUT).await;
+            let mut finished = match outcome {
+                Ok(reply) if reply.ok => {
+                    let mut status = next_status(
+                        Some(&running),
+                        generation,
+                        PHASE_COMPLETED,
+                        reply.message.clone(),
+                        &now(),
+                    );
+                    if let Some(taken) = reply.backup {
+                        status.label = Some(taken.label);
+                    }
+                    status
+                }
+                Ok(reply) if reply.message.contains("already running") => {
+                    // Another request of this object (an operator restart) is still running.
+                    return Ok(Action::requeue(NOT_YET));
+                }
+                Ok(reply) => next_status(
+                    Some(&running),
+                    generation,
+                    PHASE_FAILED,
+                    reply.message,
+                    &now(),
+                ),
+                Err(error) => next_status(
+                    Some(&running),
+                    generation,
+                    PHASE_FAILED,
+                    error.to_string(),
+                    &now(),
+                ),
+            };
+            finished.completed_at = Some(jiff::Timestamp::now().to_string());
+            tracing::info!(backup = %name, phase = ?finished.phase, "backup finished");
+            write_status(&backups, &name, &finished).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+pub fn error_policy(backup: Arc<ShanraqBackup>, error: &BackupError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(backup = %backup.name_any(), %error, "ShanraqBackup reconcile failed");
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// Runs one ShanraqBackup controller per scope until `stop`, when the ShanraqBackup CRD is
+/// installed (a cluster without it simply has no on-demand backups).
+pub async fn run(
+    client: Client,
+    ctx: Arc<Context>,
+    scopes: Vec<Option<String>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let probe: Api<ShanraqBackup> = match scopes.first().cloned().flatten() {
+        Some(namespace) => Api::namespaced(client.clone(), &namespace),
+        None => Api::all(client.clone()),
+    };
+    if let Err(error) = probe.list_metadata(&ListParams::default().limit(1)).await {
+        tracing::warn!(%error, "ShanraqBackups cannot be listed (CRD not installed?): on-demand and scheduled backups are off");
+        return;
+    }
+    let loops = scopes.into_iter().map(|scope| {
+        let api: Api<ShanraqBackup> = match &scope {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        };
+        let mut stop = stop.clone();
+        Controller::new(api, watcher::Config::default().any_semantic())
+            .graceful_shutdown_on(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "ShanraqBackup controller event");
+                }
+            })
+    });
+    futures::future::join_all(loops).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shanraq_api::backup::BackupSpec;
+    use shanraq_api::backup_request::ShanraqBackupSpec;
+    use shanraq_api::cluster::ShanraqClusterSpec;
+    use shanraq_api::status::{PostgresStatus, ShanraqClusterStatus};
+
+    fn backup() -> ShanraqBackup {
+        let mut backup = ShanraqBackup::new(
+            "nightly",
+            ShanraqBackupSpec {
+                cluster: "payments".to_owned(),
+                kind: BackupType::Full,
+            },
+        );
+        backup.metadata.namespace = Some("fintech".to_owned());
+        backup
+    }
+
+    fn cluster(with_backup: bool, primary: Option<&str>) -> ShanraqCluster {
+        let spec = ShanraqClusterSpec {
+            backup: with_backup
+                .then(|| BackupSpec::new("https://s3.example.com", "backups", "creds")),
+            ..ShanraqClusterSpec::default()
+        };
+        let mut cluster = ShanraqCluster::new("payments", spec);
+        cluster.status = Some(ShanraqClusterStatus {
+            postgres: Some(PostgresStatus {
+                current_primary: primary.map(str::to_owned),
+                ..PostgresStatus::default()
+            }),
+            ..ShanraqClusterStatus::default()
+        });
+        cluster
+    }
+
+    #[test]
+    fn a_backup_runs_on_the_primary() {
+        let found = step(
+            &backup(),
+            Some(&cluster(true, Some("payments-pg-1"))),
+            |_| true,
+        );
+        assert_eq!(
+            found,
+            Step::Run {
+                instance: "payments-pg-1".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_backed_up_fails_and_what_is_not_ready_waits() {
+        assert!(
+            matches!(step(&backup(), None, |_| true), Step::Fail(m) if m.contains("no ShanraqCluster payments"))
+        );
+        assert!(
+            matches!(step(&backup(), Some(&cluster(false, Some("p"))), |_| true), Step::Fail(m) if m.contains("no spec.backup"))
+        );
+        assert!(matches!(
+            step(&backup(), Some(&cluster(true, None)), |_| true),
+            Step::Wait(_)
+        ));
+        assert!(matches!(
+            step(&backup(), Some(&cluster(true, Some("p"))), |_| false),
+            Step::Wait(_)
+        ));
+    }
+
+    /// Against the mocked API server: a backup of a cluster that does not exist fails, with
+    /// the reason in its status, and is not retried.
+    #[tokio::test]
+    async fn a_backup_of_a_missing_cluster_fails_in_its_status() {
+        use crate::fixtures::{Scenario, context, finish, status_body};
+        use http::{Method, StatusCode};
+        let (ctx, handle) = context(Some(false));
+        let scenario = Scenario::new("fintech")
+            .expect(
+                "GET the cluster",
+                Method::GET,
+                "/apis/shanraq.org/v1alpha1/namespaces/fintech/shanraqclusters/payments",
+                |_| {
+                    (
+                        StatusCode::NOT_FOUND,
+                        status_body(404, "NotFound", "shanraqclusters payments not found"),
+                    )
+                },
+            )
+            .expect(
+                "PATCH the backup's status",
+                Method::PATCH,
+                "/apis/shanraq.org/v1alpha1/namespaces/fintech/shanraqbackups/nightly/status",
+                |request| {
+                    let mut object = serde_json::to_value(backup()).expect("json");
+                    object["status"] = request
+                        .body
+                        .as_ref()
+                        .and_then(|body| body.get("status").cloned())
+                        .unwrap_or_default();
+                    (StatusCode::OK, object)
+                },
+            );
+        let server = scenario.serve(handle);
+        let action = reconcile(Arc::new(backup()), ctx).await.expect("reconcile");
+        let report = finish(server).await;
+        assert_eq!(action, Action::await_change());
+        let patch = report.requests[1].body.clone().expect("status patch");
+        assert_eq!(patch["status"]["phase"], PHASE_FAILED);
+        assert_eq!(patch["status"]["conditions"][0]["type"], SUCCEEDED);
+        assert_eq!(patch["status"]["conditions"][0]["status"], "False");
+        let message = patch["status"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("no ShanraqCluster payments"), "{message}");
+    }
+
+    /// A cluster without a primary yet: the backup waits (Running, with the reason) and is
+    /// retried, instead of failing.
+    #[tokio::test]
+    async fn a_backup_waits_for_a_primary() {
+        use crate::fixtures::{Scenario, context, finish};
+        use http::{Method, StatusCode};
+        let (ctx, handle) = context(Some(false));
+        let waiting = cluster(true, None);
+        let scenario = Scenario::new("fintech")
+            .expect(
+                "GET the cluster",
+                Method::GET,
+                "/apis/shanraq.org/v1alpha1/namespaces/fintech/shanraqclusters/payments",
+                move |_| {
+                    (
+                        StatusCode::OK,
+                        serde_json::to_value(&waiting).expect("json"),
+                    )
+                },
+            )
+            .expect(
+                "PATCH the backup's status",
+                Method::PATCH,
+                "/apis/shanraq.org/v1alpha1/namespaces/fintech/shanraqbackups/nightly/status",
+                |_| {
+                    (
+                        StatusCode::OK,
+                        serde_json::to_value(backup()).expect("json"),
+                    )
+                },
+            );
+        let server = scenario.serve(handle);
+        let action = reconcile(Arc::new(backup()), ctx).await.expect("reconcile");
+        let report = finish(server).await;
+        assert_eq!(action, Action::requeue(NOT_YET));
+        let patch = report.requests[1].body.clone().expect("status patch");
+        assert_eq!(patch["status"]["phase"], PHASE_RUNNING);
+        assert!(
+            patch["status"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no primary yet"))
+        );
+    }
+
+    #[test]
+    fn a_finished_backup_is_never_run_again() {
+        let mut done = backup();
+        done.status = Some(next_status(
+            None,
+            Some(1),
+            PHASE_FAILED,
+            "ERROR: [039]: HTTP request failed".to_owned(),
+            &Time(jiff::Timestamp::UNIX_EPOCH),
+        ));
+        assert_eq!(
+            step(&done, Some(&cluster(true, Some("p"))), |_| true),
+            Step::Done
+        );
+        let status = done.status.expect("status");
+        let condition = &status.conditions[0];
+        assert_eq!(
+            (condition.type_.as_str(), condition.status.as_str()),
+            (SUCCEEDED, "False")
+        );
+        assert!(condition.message.contains("[039]"));
+    }
+}
