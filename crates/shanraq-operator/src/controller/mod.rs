@@ -56,7 +56,7 @@ pub const RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// A burst of triggers for one cluster (its children changing one after another while it comes
 /// up) starts one reconcile once the burst has been quiet this long.
-pub const DEBOUNCE: Duration = Duration::from_millis(100);
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// Reconciles running at once (each applies a few children at once): enough to keep the API
 /// server busy, few enough that a burst of new clusters does not time its requests out.
 pub const RECONCILE_CONCURRENCY: u16 = 16;
