@@ -108,6 +108,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         metrics: ctx.metrics.clone(),
         reference: cluster_reference(object),
     });
+    ctx.kafka.ensure(&cluster, managed_topics(&previous));
     ctx.ha
         .set_desired_hash(&key_of(&cluster), postgres_config_hash(&cluster, &rendered));
     ctx.redis_ha.set_desired_hash(
@@ -150,6 +151,13 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
             .handle(&key_of(&cluster))
             .and_then(|handle| crate::engines::redis::objectives::measure(&handle)),
     );
+    observed.kafka = ctx.kafka.view(&key_of(&cluster));
+    if let Some(crate::engines::kafka::health::AdminView::Seen { figures, .. }) = &observed.kafka {
+        observed.rpo = crate::engines::redis::objectives::worse(
+            observed.rpo.take(),
+            crate::engines::kafka::health::rpo(figures),
+        );
+    }
     observed.postgres_instances = sampled_instances(ctx, &cluster, &previous);
     if cluster.spec.redis.mode == shanraq_api::redis::RedisMode::Cluster {
         observed.redis_cluster = previous.redis.as_ref().and_then(|r| r.cluster.clone());
@@ -213,6 +221,15 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     } else {
         PROGRESS_REQUEUE
     }))
+}
+
+/// The topics this cluster manages: those its status lists (declared or retained).
+fn managed_topics(previous: &ShanraqClusterStatus) -> std::collections::BTreeSet<String> {
+    previous
+        .kafka
+        .iter()
+        .flat_map(|kafka| kafka.topics.iter().map(|topic| topic.name.clone()))
+        .collect()
 }
 
 fn related(api_version: &str, kind: &str, name: &str, namespace: &str) -> ObjectReference {

@@ -188,6 +188,8 @@ pub struct Observed {
     pub probes: ha_objectives::ProbeVerdicts,
     /// Redis cluster mode, as the Redis task last observed it (`status.redis.cluster`).
     pub redis_cluster: Option<shanraq_api::status::RedisClusterStatus>,
+    /// What the Kafka task last learnt from the admin API.
+    pub kafka: Option<crate::engines::kafka::health::AdminView>,
 }
 
 impl Observed {
@@ -200,6 +202,7 @@ impl Observed {
             postgres_instances: None,
             probes: ha_objectives::ProbeVerdicts::default(),
             redis_cluster: None,
+            kafka: None,
         }
     }
 }
@@ -378,13 +381,17 @@ pub fn conditions(cluster: &ValidCluster, observed: &Observed) -> Vec<Want> {
             ),
             observed.redis_cluster.as_ref(),
         ),
-        component_condition(
-            KAFKA_READY,
-            "Kafka",
-            "kafka",
-            spec.kafka.enabled,
-            &[Component::KafkaController, Component::KafkaBroker],
-            observed,
+        crate::engines::kafka::health::kafka_condition(
+            component_condition(
+                KAFKA_READY,
+                "Kafka",
+                "kafka",
+                spec.kafka.enabled,
+                &[Component::KafkaController, Component::KafkaBroker],
+                observed,
+            ),
+            cluster,
+            observed.kafka.as_ref(),
         ),
         component_condition(
             HAPROXY_READY,
@@ -537,7 +544,13 @@ pub fn desired(
         None
     };
     next.kafka = if cluster.spec.kafka.enabled {
-        counts(&[Component::KafkaController, Component::KafkaBroker])
+        counts(&[Component::KafkaController, Component::KafkaBroker]).map(|counts| {
+            crate::engines::kafka::health::kafka_status(
+                counts,
+                observed.kafka.as_ref(),
+                previous.kafka.as_ref(),
+            )
+        })
     } else {
         None
     };

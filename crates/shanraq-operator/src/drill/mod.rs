@@ -8,6 +8,7 @@ pub mod demo;
 pub mod error;
 pub mod haproxy_config;
 pub mod haproxy_router;
+pub mod kafka;
 pub mod ledger;
 pub mod load;
 pub mod local;
