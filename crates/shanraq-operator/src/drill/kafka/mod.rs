@@ -2,6 +2,8 @@
 //! (`local`), and a rolling restart driven by the roll planner under an `acks=all` producer
 //! (`roll`), which `shanraq bench kafka` and the roll test run.
 
+pub mod bench;
 pub mod local;
+pub mod roll;
 
 pub use local::{LocalKafka, drill_cluster, seed_topics};
