@@ -50,6 +50,27 @@ async fn converge(
     }
 }
 
+/// The `kafka_*` series names in a text of queries.
+fn kafka_series(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("kafka_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let preceded_by_word = rest[..at]
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !preceded_by_word {
+            names.insert(tail[..end].to_owned());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
 fn managed(outcome: &RoundOutcome) -> BTreeSet<String> {
     outcome.topics.iter().map(|t| t.name.clone()).collect()
 }
@@ -110,6 +131,42 @@ async fn topics_converge_through_the_admin_api_on_real_brokers() {
             );
         }
         other => panic!("RPO with every ISR full: {other:?}"),
+    }
+
+    // Every Kafka series the alert rules and the dashboard query is one the real nodes'
+    // JMX exporter (with the rendered rules) serves.
+    let mut served = String::new();
+    for id in kafka
+        .nodes
+        .controller_ids()
+        .into_iter()
+        .chain(kafka.nodes.broker_ids())
+    {
+        let url = kafka.nodes.metrics_url(id).expect("metrics url");
+        served.push_str(
+            &reqwest::get(&url)
+                .await
+                .expect("scrape")
+                .text()
+                .await
+                .expect("body"),
+        );
+    }
+    let queried = format!(
+        "{}\n{}",
+        serde_json::to_string(&shanraq_render::monitoring::rule_spec(&cluster)).expect("rules"),
+        shanraq_render::monitoring::dashboard_json(&cluster).expect("dashboard")
+    );
+    let names = kafka_series(&queried);
+    assert!(names.len() >= 8, "{names:?}");
+    for name in &names {
+        assert!(
+            served
+                .lines()
+                .any(|line| line.starts_with(&format!("{name} "))
+                    || line.starts_with(&format!("{name}{{"))),
+            "{name} is queried but no Kafka node serves it"
+        );
     }
 
     // More partitions, and configuration set.

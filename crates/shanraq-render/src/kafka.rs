@@ -177,6 +177,25 @@ pub fn broker_properties(cluster: &ValidCluster, ordinal: i32) -> String {
 
 /// The port of the JMX exporter agent's `/metrics` in every Kafka pod.
 pub const METRICS_PORT: i32 = 9404;
+/// The JMX exporter java agent from Maven Central, and the SHA-256 the init container checks.
+pub const JMX_AGENT_VERSION: &str = "1.0.1";
+pub const JMX_AGENT_SHA256: &str =
+    "7d61f737fd661610ccc14aea79764faa1ea94a340cbc8f0029b3d2edea3d80c1";
+const JMX_AGENT_IMAGE: &str = "docker.io/curlimages/curl:8.11.1";
+const AGENT_DIR: &str = "/opt/shanraq/agent";
+const AGENT_JAR: &str = "jmx_prometheus_javaagent.jar";
+const EXPORTER_CONFIG: &str = "jmx-exporter.yaml";
+
+/// The init container's script: fetch the agent jar from Maven Central and refuse it unless its
+/// SHA-256 is the pinned one.
+fn agent_fetch_script() -> String {
+    format!(
+        "set -eu\n\
+         curl -fsSL --retry 5 -o {AGENT_DIR}/{AGENT_JAR} \
+         https://repo1.maven.org/maven2/io/prometheus/jmx/jmx_prometheus_javaagent/{JMX_AGENT_VERSION}/jmx_prometheus_javaagent-{JMX_AGENT_VERSION}.jar\n\
+         echo '{JMX_AGENT_SHA256}  {AGENT_DIR}/{AGENT_JAR}' | sha256sum -c -\n"
+    )
+}
 
 /// The Prometheus JMX exporter's rules: only the series the dashboard, the alert rules and the
 /// roller read, named in lower case. Controllers export their raft state (leader, high
@@ -229,6 +248,7 @@ pub fn config_files(cluster: &ValidCluster) -> BTreeMap<String, String> {
             broker_properties(cluster, ordinal),
         );
     }
+    files.insert(EXPORTER_CONFIG.to_owned(), jmx_exporter_config());
     files
 }
 
@@ -324,8 +344,18 @@ fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str)
         meta::pod_name_env(),
         // kafka-run-class.sh writes its own logs here; the root filesystem is read-only.
         meta::env("LOG_DIR", "/opt/kafka/logs"),
+        // kafka-run-class.sh passes KAFKA_OPTS to the JVM: the exporter serves /metrics.
+        meta::env(
+            "KAFKA_OPTS",
+            &format!(
+                "-javaagent:{AGENT_DIR}/{AGENT_JAR}={METRICS_PORT}:{CONFIG_DIR}/{EXPORTER_CONFIG}"
+            ),
+        ),
     ]);
-    kafka.ports = Some(vec![meta::container_port(port_name, port)]);
+    kafka.ports = Some(vec![
+        meta::container_port(port_name, port),
+        meta::container_port("metrics", METRICS_PORT),
+    ]);
     let tcp_probe = |period: i32, failures: i32| Probe {
         tcp_socket: Some(TCPSocketAction {
             port: IntOrString::String(port_name.to_owned()),
@@ -347,9 +377,15 @@ fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str)
         meta::mount("config", CONFIG_DIR, true),
         meta::mount("logs", "/opt/kafka/logs", false),
         meta::mount("tmp", "/tmp", false),
+        meta::mount("agent", AGENT_DIR, true),
     ]);
+    let mut fetch = meta::container("jmx-agent", JMX_AGENT_IMAGE, KAFKA_UID, true);
+    fetch.command = Some(vec!["sh".to_owned(), "-c".to_owned(), agent_fetch_script()]);
+    fetch.volume_mounts = Some(vec![meta::mount("agent", AGENT_DIR, false)]);
+    fetch.resources = Some(meta::sidecar_resources());
 
     let pod = PodSpec {
+        init_containers: Some(vec![fetch]),
         containers: vec![kafka],
         security_context: Some(meta::pod_security_context(KAFKA_UID)),
         affinity: Some(meta::spread_across_nodes(cluster, component)),
@@ -360,6 +396,7 @@ fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str)
             meta::config_map_volume("config", &cluster.names.kafka_config()),
             meta::empty_dir_volume("logs"),
             meta::empty_dir_volume("tmp"),
+            meta::empty_dir_volume("agent"),
         ]),
         ..PodSpec::default()
     };

@@ -57,10 +57,17 @@ impl LocalKafka {
     /// metadata lists every broker.
     pub async fn start(cluster: ValidCluster) -> Result<LocalKafka, String> {
         let files = shanraq_render::kafka::config_files(&cluster);
-        let properties: Vec<String> = files.values().cloned().collect();
+        let properties: Vec<String> = files
+            .iter()
+            .filter(|(name, _)| name.ends_with(".properties"))
+            .map(|(_, text)| text.clone())
+            .collect();
         let options = KafkaOptions {
             metrics: Some(MetricsAgent {
-                config_yaml: shanraq_render::kafka::jmx_exporter_config(),
+                config_yaml: files
+                    .get("jmx-exporter.yaml")
+                    .cloned()
+                    .unwrap_or_else(shanraq_render::kafka::jmx_exporter_config),
             }),
             ..KafkaOptions::default()
         };
