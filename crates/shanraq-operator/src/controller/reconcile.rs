@@ -108,7 +108,12 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         metrics: ctx.metrics.clone(),
         reference: cluster_reference(object),
     });
-    ctx.kafka.ensure(&cluster, managed_topics(&previous));
+    ctx.kafka.ensure(
+        &cluster,
+        managed_topics(&previous),
+        kafka_config_hash(&cluster, &rendered),
+        || ctx.client.clone(),
+    );
     ctx.ha
         .set_desired_hash(&key_of(&cluster), postgres_config_hash(&cluster, &rendered));
     ctx.redis_ha.set_desired_hash(
@@ -276,9 +281,27 @@ fn postgres_config_hash(
     cluster: &ValidCluster,
     rendered: &shanraq_render::Rendered,
 ) -> Option<String> {
-    let workload = cluster
-        .names
-        .workload(shanraq_api::names::Component::Postgres);
+    template_hash(cluster, rendered, shanraq_api::names::Component::Postgres)
+}
+
+/// The configuration hash of the Kafka pods' template (controllers and brokers share it).
+fn kafka_config_hash(
+    cluster: &ValidCluster,
+    rendered: &shanraq_render::Rendered,
+) -> Option<String> {
+    template_hash(
+        cluster,
+        rendered,
+        shanraq_api::names::Component::KafkaBroker,
+    )
+}
+
+fn template_hash(
+    cluster: &ValidCluster,
+    rendered: &shanraq_render::Rendered,
+    component: shanraq_api::names::Component,
+) -> Option<String> {
+    let workload = cluster.names.workload(component);
     rendered.children.iter().find_map(|child| match child {
         shanraq_render::Child::StatefulSet(set)
             if set.metadata.name.as_deref() == Some(&workload) =>

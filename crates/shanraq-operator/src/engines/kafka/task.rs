@@ -1,6 +1,7 @@
 //! One Kafka task per ShanraqCluster with Kafka: started by the reconcile
 //! (`KafkaRegistry::ensure`), it runs a topic round (`round::topics_round`) against the
-//! cluster's bootstrap Service every few seconds and keeps the last `AdminView`, which the
+//! cluster's bootstrap Service every few seconds, then one step of the ISR-safe roll of pods
+//! whose configuration is stale (`roll::step`), and keeps the last `AdminView`, which the
 //! reconcile turns into `status.kafka`, `KafkaReady` and Kafka's part of `RPOMet`. Running
 //! beside the reconcile keeps a slow or unreachable Kafka from delaying it.
 
@@ -13,8 +14,11 @@ use shanraq_api::kafka::KafkaSpec;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use kube::Client;
+
 use super::admin::KafkaAdmin;
 use super::health::AdminView;
+use super::roll::{self, RollState};
 use super::round::topics_round;
 
 /// How often a task describes the cluster and converges its topics.
@@ -29,6 +33,10 @@ pub struct KafkaTaskSpec {
     pub kafka: KafkaSpec,
     /// The topics `status.kafka.topics` listed.
     pub managed: BTreeSet<String>,
+    pub namespace: String,
+    pub name: String,
+    /// The `shanraq.org/config-hash` the Kafka pods should run.
+    pub desired_hash: Option<String>,
 }
 
 /// The bootstrap Service of `cluster`, by its cluster DNS name.
@@ -71,7 +79,13 @@ impl KafkaRegistry {
     }
 
     /// Starts the task of `cluster`, hands it the current spec, or stops it when Kafka is off.
-    pub fn ensure(&self, cluster: &ValidCluster, managed: BTreeSet<String>) {
+    pub fn ensure(
+        &self,
+        cluster: &ValidCluster,
+        managed: BTreeSet<String>,
+        desired_hash: Option<String>,
+        client: impl FnOnce() -> Client,
+    ) {
         let key = format!("{}/{}", cluster.namespace, cluster.name);
         let Ok(mut tasks) = self.tasks.lock() else {
             return;
@@ -86,6 +100,9 @@ impl KafkaRegistry {
             bootstrap: bootstrap(cluster),
             kafka: cluster.spec.kafka.clone(),
             managed,
+            namespace: cluster.namespace.clone(),
+            name: cluster.name.clone(),
+            desired_hash,
         };
         if let Some(entry) = tasks.get(&key)
             && !entry.join.is_finished()
@@ -99,7 +116,7 @@ impl KafkaRegistry {
         }
         let (sender, receiver) = watch::channel(wanted);
         let view = Arc::new(Mutex::new(None));
-        let join = tokio::spawn(run(receiver, Arc::clone(&view)));
+        let join = tokio::spawn(run(receiver, Arc::clone(&view), client()));
         tasks.insert(
             key,
             Entry {
@@ -125,9 +142,14 @@ impl KafkaRegistry {
     }
 }
 
-async fn run(mut spec: watch::Receiver<KafkaTaskSpec>, view: Arc<Mutex<Option<AdminView>>>) {
+async fn run(
+    mut spec: watch::Receiver<KafkaTaskSpec>,
+    view: Arc<Mutex<Option<AdminView>>>,
+    client: Client,
+) {
     let mut admin: Option<KafkaAdmin> = None;
     let mut reached = false;
+    let mut roll = RollState::default();
     loop {
         let current = spec.borrow_and_update().clone();
         if admin
@@ -146,10 +168,24 @@ async fn run(mut spec: watch::Receiver<KafkaTaskSpec>, view: Arc<Mutex<Option<Ad
                     for (topic, failure) in &outcome.failures {
                         tracing::warn!(topic, %failure, "kafka topic not reconciled");
                     }
+                    let waiting = match &current.desired_hash {
+                        Some(hash) => roll::step(
+                            &client,
+                            &current.namespace,
+                            &current.name,
+                            current.kafka.brokers,
+                            hash,
+                            &outcome.info,
+                            &mut roll,
+                        )
+                        .await
+                        .unwrap_or_else(Some),
+                        None => None,
+                    };
                     AdminView::Seen {
                         figures: outcome.figures,
                         topics: outcome.topics,
-                        roll: None,
+                        roll: waiting,
                     }
                 }
                 Err(error) if reached => AdminView::Unreachable {
