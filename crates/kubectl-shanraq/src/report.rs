@@ -172,18 +172,37 @@ pub fn build(cluster: &ShanraqCluster, pods: &[Pod]) -> StatusReport {
         });
     }
     if spec.redis.enabled {
+        let redis = status.redis.clone().unwrap_or_default();
         let redis_pods = pods_of(pods, &["redis"]);
+        // Replication mode: the engine's current master, and every other pod is its replica
+        // (the engine starts each pod as one). Cluster mode has a master per shard, known by
+        // address only, so only a pod's own label says.
+        let replication = spec.redis.mode != shanraq_api::redis::RedisMode::Cluster;
+        let role_of = |pod: &Pod| -> Option<String> {
+            if let Some(label) = pod.labels().get(LABEL_ROLE) {
+                return Some(label.clone());
+            }
+            let master = redis.current_master.as_ref().filter(|_| replication)?;
+            Some(
+                if *master == pod.name_any() {
+                    "master"
+                } else {
+                    "replica"
+                }
+                .to_owned(),
+            )
+        };
         components.push(ComponentReport {
             component: "redis".into(),
-            ready_instances: status.redis.as_ref().map_or(0, |r| r.ready_instances),
+            ready_instances: redis.ready_instances,
             instances: i32::try_from(redis_pods.len()).unwrap_or(i32::MAX),
             condition: summary(REDIS_READY),
-            primary: None,
-            epoch: None,
-            phase: None,
+            primary: redis.current_master.clone(),
+            epoch: (redis.epoch > 0).then_some(redis.epoch),
+            phase: redis.phase.clone(),
             members: redis_pods
                 .iter()
-                .map(|pod| plain_member(pod, pod.labels().get(LABEL_ROLE).cloned()))
+                .map(|pod| plain_member(pod, role_of(pod)))
                 .collect(),
         });
     }
@@ -348,6 +367,15 @@ pub fn text(report: &StatusReport) -> String {
             let _ = write!(
                 heading,
                 ", primary {}, epoch {}, phase {}",
+                dash(component.primary.as_deref()),
+                dash(component.epoch),
+                dash(component.phase.as_deref())
+            );
+        }
+        if component.component == "redis" && component.primary.is_some() {
+            let _ = write!(
+                heading,
+                ", master {}, epoch {}, phase {}",
                 dash(component.primary.as_deref()),
                 dash(component.epoch),
                 dash(component.phase.as_deref())

@@ -207,7 +207,9 @@ fn healthy_cluster() -> ShanraqCluster {
             ..PostgresStatus::default()
         }),
         redis: Some(RedisStatus {
-            current_master: None,
+            current_master: Some("payments-redis-1".into()),
+            epoch: 3,
+            phase: Some("Healthy".into()),
             ready_instances: 2,
             ..RedisStatus::default()
         }),
@@ -354,11 +356,11 @@ PostgreSQL: 3/3 ready, primary payments-pg-1, epoch 4, phase Healthy
   payments-pg-1  primary  yes    no    -    4
   payments-pg-2  replica  yes    yes   -    4
 
-Redis: 2/3 ready (Redis 2/3 instances ready)
-  INSTANCE          ROLE  READY  OFFSET
-  payments-redis-0  -     yes    -
-  payments-redis-1  -     yes    -
-  payments-redis-2  -     no     -
+Redis: 2/3 ready, master payments-redis-1, epoch 3, phase Healthy (Redis 2/3 instances ready)
+  INSTANCE          ROLE     READY  OFFSET
+  payments-redis-0  replica  yes    -
+  payments-redis-1  master   yes    -
+  payments-redis-2  replica  no     -
 
 Kafka: 6/6 ready
   INSTANCE                     ROLE        READY
@@ -404,6 +406,9 @@ async fn status_json_carries_the_same_measurements() {
     assert_eq!(postgres["members"][2]["timeline"], 4);
     let redis = &report["components"][1];
     assert_eq!(redis["members"][2]["ready"], false);
+    assert_eq!(redis["primary"], "payments-redis-1");
+    assert_eq!(redis["members"][1]["role"], "master");
+    assert_eq!(redis["members"][0]["role"], "replica");
     assert_eq!(
         redis["members"][0]["offset"],
         Value::Null,

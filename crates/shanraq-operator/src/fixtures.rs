@@ -347,6 +347,31 @@ impl Scenario {
         self
     }
 
+    /// The read-back of an unchanged rendering: a GET of each workload child (StatefulSet,
+    /// Deployment, Job) in (kind, name) order, answered as the last apply left it with a
+    /// workload status.
+    pub fn read_workloads(mut self, children: &[Child], rollout: Rollout) -> Self {
+        let mut workloads: Vec<&Child> = children
+            .iter()
+            .filter(|c| {
+                crate::controller::applied::WORKLOAD_KINDS.contains(&c.api_resource().kind.as_str())
+            })
+            .collect();
+        workloads.sort_by_key(|c| (c.api_resource().kind, c.name().to_owned()));
+        for child in workloads {
+            let resource = child.api_resource();
+            let path = path_of(&resource, &self.namespace, Some(child.name()));
+            let body = child.to_json().unwrap_or(Value::Null);
+            self.push(
+                format!("GET {} {}", resource.kind, child.name()),
+                Method::GET,
+                path,
+                Box::new(move |_| (StatusCode::OK, with_workload_status(body, rollout))),
+            );
+        }
+        self
+    }
+
     /// The orphan clean-up: a labelled list of each owned kind answering `present`, then a
     /// delete of each present object that is not in `applied`.
     pub fn collect(

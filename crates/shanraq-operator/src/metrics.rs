@@ -45,6 +45,13 @@ pub struct ProbeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChildRoundLabels {
+    /// `apply` (every child applied, orphans collected) or `read` (the rendering unchanged
+    /// since the last full apply: only the workloads read back).
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ComponentLabels {
     pub cluster: String,
     pub namespace: String,
@@ -80,6 +87,7 @@ pub struct Metrics {
     pub reconciles: Counter,
     pub reconcile_duration: Histogram,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub child_rounds: Family<ChildRoundLabels, Counter>,
     pub objective_met: Family<ObjectiveLabels, Gauge>,
     pub objective_target_seconds: Family<ObjectiveLabels, Gauge<f64, AtomicU64>>,
     pub objective_measured_seconds: Family<ObjectiveLabels, Gauge<f64, AtomicU64>>,
@@ -102,6 +110,7 @@ impl Default for Metrics {
             // 1 ms .. ~65 s
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             reconcile_errors: Family::default(),
+            child_rounds: Family::default(),
             objective_met: Family::default(),
             objective_target_seconds: Family::default(),
             objective_measured_seconds: Family::default(),
@@ -139,6 +148,11 @@ impl Metrics {
             "reconcile_errors",
             "Failed reconciles, by the step that failed",
             self.reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_child_rounds",
+            "How each successful reconcile handled the children: applied in full, or read back",
+            self.child_rounds.clone(),
         );
         registry.register(
             "objective_met",
@@ -217,6 +231,15 @@ impl Metrics {
     pub fn count_reconcile(&self, took: Duration) {
         self.reconciles.inc();
         self.reconcile_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts one reconcile's handling of the children (`apply` or `read`).
+    pub fn count_child_round(&self, mode: &str) {
+        self.child_rounds
+            .get_or_create(&ChildRoundLabels {
+                mode: mode.to_owned(),
+            })
+            .inc();
     }
 
     pub fn count_error(&self, label: &str) {

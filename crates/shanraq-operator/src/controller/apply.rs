@@ -192,6 +192,61 @@ pub async fn run(
     Ok(applied)
 }
 
+/// The workloads `(kind, name)` of `cluster` as they stand, read instead of applied because
+/// the last full apply of the same rendering still holds (`applied::AppliedMarks`); `None` when
+/// one is missing or no longer the one that apply left, and the reconcile must apply in full.
+pub async fn read_workloads(
+    client: &kube::Client,
+    cluster: &ValidCluster,
+    owned_kinds: &[ApiResource],
+    workloads: &[(String, String)],
+    still_ours: impl Fn(&DynamicObject) -> bool,
+) -> Result<Option<Applied>, ApplyError> {
+    let mut reads = Vec::with_capacity(workloads.len());
+    for (kind, name) in workloads {
+        let Some(resource) = owned_kinds.iter().find(|r| &r.kind == kind) else {
+            return Ok(None);
+        };
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &cluster.namespace, resource);
+        reads.push(read_one(
+            api,
+            kind.clone(),
+            cluster.namespace.clone(),
+            name.clone(),
+        ));
+    }
+    let results: Vec<Result<Option<DynamicObject>, ApplyError>> = futures::stream::iter(reads)
+        .buffered(APPLY_CONCURRENCY)
+        .collect()
+        .await;
+    let mut objects = Vec::with_capacity(results.len());
+    for result in results {
+        match result? {
+            Some(object) if still_ours(&object) => objects.push(object),
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(Applied {
+        objects,
+        deleted: Vec::new(),
+    }))
+}
+
+async fn read_one(
+    api: Api<DynamicObject>,
+    kind: String,
+    namespace: String,
+    name: String,
+) -> Result<Option<DynamicObject>, ApplyError> {
+    api.get_opt(&name).await.map_err(|source| ApplyError::Read {
+        kind,
+        namespace,
+        name,
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,14 @@ pub enum ApplyError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("cannot read {kind} {namespace}/{name}: {source}")]
+    Read {
+        kind: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("cannot apply {kind} {namespace}/{name}: {source}")]
     Patch {
         kind: String,

@@ -1,7 +1,13 @@
-//! The ShanraqCluster controller: watches clusters, the children they own and their pods, and
-//! runs [`reconcile::reconcile`] for each change. One controller per watched namespace (or one
-//! over all namespaces).
+//! The ShanraqCluster controller: watches clusters and the children they own, and runs
+//! [`reconcile::reconcile`] for each change. One controller per watched namespace (or one over
+//! all namespaces).
+//!
+//! Pods are not watched here: a rollout's progress reaches the controller through its
+//! workload's status (StatefulSet and Deployment ready and updated replicas), and each engine
+//! watches its own pods. With pod events the controller would reconcile a cluster once per pod
+//! status change, dozens of times while a single cluster comes up.
 
+pub mod applied;
 pub mod apply;
 pub mod discovery;
 pub mod error;
@@ -23,17 +29,17 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::core::ApiResource;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use shanraq_api::ShanraqCluster;
-use shanraq_api::names::{LABEL_CLUSTER, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
+use shanraq_api::names::{API_VERSION, KIND, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
 
 use crate::ha::{HaRegistry, HaSettings};
 use crate::metrics::Metrics;
@@ -44,6 +50,13 @@ pub use error::Error;
 pub const RETRY_BASE: Duration = Duration::from_secs(2);
 /// ...up to this.
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// A burst of triggers for one cluster (its children changing one after another while it comes
+/// up) starts one reconcile once the burst has been quiet this long.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Reconciles running at once (each applies a few children at once): enough to keep the API
+/// server busy, few enough that a burst of new clusters does not time its requests out.
+pub const RECONCILE_CONCURRENCY: u16 = 16;
 
 /// How long a stop waits for in-flight reconciles before the controllers are dropped.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -64,6 +77,8 @@ pub struct Context {
     pub redis_ha: crate::engines::redis::RedisHaRegistry,
     /// One Kafka task per cluster with Kafka (topics, admin API figures).
     pub kafka: crate::engines::kafka::KafkaRegistry,
+    /// Each cluster's last full apply, so that an unchanged rendering is read, not re-applied.
+    pub applied: applied::AppliedMarks,
     /// Consecutive failures per cluster (`namespace/name`), for the retry back-off.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -100,6 +115,7 @@ impl Context {
             drills: failover_drill::Requests::default(),
             redis_ha: crate::engines::redis::RedisHaRegistry::new(false),
             kafka: crate::engines::kafka::KafkaRegistry::new(false),
+            applied: applied::AppliedMarks::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -165,6 +181,52 @@ fn cluster_of<K: ResourceExt>(object: &K, label: &str) -> Option<ObjectRef<Shanr
     Some(ObjectRef::new(name).within(&namespace))
 }
 
+/// The trigger of one owned kind: the child's controlling ShanraqCluster (as `owns` maps it),
+/// after telling that cluster's applied mark what version of the child was seen.
+fn owned_child<K>(
+    ctx: Arc<Context>,
+) -> impl Fn(PartialObjectMeta<K>) -> Option<ObjectRef<ShanraqCluster>> + Send + Sync + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Send + Sync + 'static,
+{
+    move |child| {
+        let namespace = child.namespace()?;
+        let owner = child
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true) && o.kind == KIND && o.api_version == API_VERSION)?
+            .name
+            .clone();
+        ctx.applied.observe_child(
+            &format!("{namespace}/{owner}"),
+            &K::kind(&()),
+            &child.name_any(),
+            child.metadata.generation,
+            child.metadata.resource_version.as_deref(),
+        );
+        Some(ObjectRef::new(&owner).within(&namespace))
+    }
+}
+
+/// The trigger of a generated Secret (no owner reference: mapped by its instance label).
+fn generated_secret(
+    ctx: Arc<Context>,
+) -> impl Fn(PartialObjectMeta<Secret>) -> Option<ObjectRef<ShanraqCluster>> + Send + Sync + 'static
+{
+    move |secret| {
+        let cluster = cluster_of(&secret, LABEL_INSTANCE)?;
+        let namespace = cluster.namespace.clone().unwrap_or_default();
+        ctx.applied.observe_child(
+            &format!("{namespace}/{}", cluster.name),
+            "Secret",
+            &secret.name_any(),
+            None,
+            secret.metadata.resource_version.as_deref(),
+        );
+        Some(cluster)
+    }
+}
+
 /// Runs one controller per namespace in `namespaces` (all namespaces when empty) until `stop`
 /// turns true; in-flight reconciles finish first. `synced` turns true once the ShanraqClusters
 /// of every watched namespace can be listed.
@@ -205,41 +267,45 @@ pub async fn run(
             api::<ShanraqCluster>(&client, scope),
             watcher::Config::default().any_semantic(),
         )
-        .owns(
+        .watches(
             api::<PartialObjectMeta<StatefulSet>>(&client, scope),
             managed_children(),
+            owned_child::<StatefulSet>(ctx.clone()),
         )
-        .owns(
+        .watches(
             api::<PartialObjectMeta<Deployment>>(&client, scope),
             managed_children(),
+            owned_child::<Deployment>(ctx.clone()),
         )
-        .owns(
+        .watches(
             api::<PartialObjectMeta<Service>>(&client, scope),
             managed_children(),
+            owned_child::<Service>(ctx.clone()),
         )
-        .owns(
+        .watches(
             api::<PartialObjectMeta<ConfigMap>>(&client, scope),
             managed_children(),
+            owned_child::<ConfigMap>(ctx.clone()),
         )
-        .owns(
+        .watches(
             api::<PartialObjectMeta<PodDisruptionBudget>>(&client, scope),
             managed_children(),
+            owned_child::<PodDisruptionBudget>(ctx.clone()),
         )
-        .owns(
+        .watches(
             api::<PartialObjectMeta<Job>>(&client, scope),
             managed_children(),
+            owned_child::<Job>(ctx.clone()),
         )
-        // Generated Secrets carry no owner reference: map them back by their instance label.
         .watches(
             api::<PartialObjectMeta<Secret>>(&client, scope),
             managed_children(),
-            |secret| cluster_of(&secret, LABEL_INSTANCE),
+            generated_secret(ctx.clone()),
         )
-        // A pod's readiness changing (or the pod going away) is what a rollout waits for.
-        .watches(
-            api::<PartialObjectMeta<Pod>>(&client, scope),
-            watcher::Config::default().labels(LABEL_CLUSTER),
-            |pod| cluster_of(&pod, LABEL_CLUSTER),
+        .with_config(
+            controller::Config::default()
+                .debounce(DEBOUNCE)
+                .concurrency(RECONCILE_CONCURRENCY),
         )
         .graceful_shutdown_on(async move {
             let _ = stopped.await;

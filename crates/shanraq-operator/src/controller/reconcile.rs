@@ -18,7 +18,7 @@ use tracing::instrument;
 use super::error::Error;
 use super::events::{self, Notice};
 use super::status::{self, Observed};
-use super::{Context, apply, failover_drill, secrets, switchover};
+use super::{Context, applied, apply, failover_drill, secrets, switchover};
 use crate::ha::objectives as ha_objectives;
 use crate::ha::task::Deps;
 use crate::metrics::{ComponentLabels, ObjectiveLabels};
@@ -49,7 +49,9 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     // the cluster object still exists). Applying them again would undo the deletion, so the
     // cluster's last reconcile is its HA task's stop.
     if object.metadata.deletion_timestamp.is_some() {
-        ctx.ha.stop(&format!("{namespace}/{}", object.name_any()));
+        let key = format!("{namespace}/{}", object.name_any());
+        ctx.ha.stop(&key);
+        ctx.applied.forget(&key);
         return Ok(Action::await_change());
     }
     let previous = object.status.clone().unwrap_or_default();
@@ -85,15 +87,8 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         name: cluster.name.clone(),
         source,
     })?;
-    let created = secrets::ensure(&ctx.client, &cluster, &rendered.secrets).await?;
-    let applied = apply::run(
-        &ctx.client,
-        &cluster,
-        &rendered.children,
-        &ctx.owned_kinds,
-        inputs.monitoring_available,
-    )
-    .await?;
+    let (created, applied) =
+        apply_or_read(ctx, &cluster, &rendered, inputs.monitoring_available).await?;
 
     // The engine of this cluster: started, restarted on a changed configuration, or stopped.
     ctx.ha.ensure(&cluster, || Deps {
@@ -235,6 +230,56 @@ fn managed_topics(previous: &ShanraqClusterStatus) -> std::collections::BTreeSet
         .iter()
         .flat_map(|kafka| kafka.topics.iter().map(|topic| topic.name.clone()))
         .collect()
+}
+
+/// The children applied in full (with the generated Secrets ensured first), or only the
+/// workloads read back when the last full apply of this same rendering still holds. Returns the
+/// Secrets created and what was applied or read.
+async fn apply_or_read(
+    ctx: &Context,
+    cluster: &ValidCluster,
+    rendered: &shanraq_render::Rendered,
+    monitoring_available: bool,
+) -> Result<(Vec<String>, apply::Applied), Error> {
+    let key = key_of(cluster);
+    let secret_names: Vec<String> = rendered.secrets.iter().map(|t| t.name.clone()).collect();
+    let digest = applied::digest(&rendered.children, &secret_names, monitoring_available);
+    if let Some(workloads) = ctx
+        .applied
+        .holds(&key, &cluster.uid, digest, Instant::now())
+        && let Some(read) = apply::read_workloads(
+            &ctx.client,
+            cluster,
+            &ctx.owned_kinds,
+            &workloads,
+            |object| ctx.applied.still_ours(&key, object),
+        )
+        .await?
+    {
+        ctx.metrics.count_child_round("read");
+        return Ok((Vec::new(), read));
+    }
+    // A full apply replaces the mark; one that fails leaves none, so the next round retries it.
+    ctx.applied.forget(&key);
+    let ensured = secrets::ensure(&ctx.client, cluster, &rendered.secrets).await?;
+    let applied = apply::run(
+        &ctx.client,
+        cluster,
+        &rendered.children,
+        &ctx.owned_kinds,
+        monitoring_available,
+    )
+    .await?;
+    ctx.applied.record(
+        &key,
+        &cluster.uid,
+        digest,
+        &applied.objects,
+        &ensured.versions,
+        Instant::now(),
+    );
+    ctx.metrics.count_child_round("apply");
+    Ok((ensured.created, applied))
 }
 
 fn related(api_version: &str, kind: &str, name: &str, namespace: &str) -> ObjectReference {

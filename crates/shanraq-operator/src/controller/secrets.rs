@@ -44,15 +44,24 @@ pub fn build(template: &SecretTemplate, namespace: &str) -> Secret {
     }
 }
 
-/// Creates every Secret of `templates` that does not exist yet. Returns the names created.
+/// What [`ensure`] found or made.
+#[derive(Clone, Debug, Default)]
+pub struct Ensured {
+    /// The names of the Secrets created this round.
+    pub created: Vec<String>,
+    /// Every template's Secret as it now stands: name and resourceVersion.
+    pub versions: Vec<(String, Option<String>)>,
+}
+
+/// Creates every Secret of `templates` that does not exist yet.
 pub async fn ensure(
     client: &kube::Client,
     cluster: &ValidCluster,
     templates: &[SecretTemplate],
-) -> Result<Vec<String>, SecretError> {
+) -> Result<Ensured, SecretError> {
     let namespace = &cluster.namespace;
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let mut created = Vec::new();
+    let mut ensured = Ensured::default();
     for template in templates {
         // Metadata only: the operator has no reason to hold existing values in memory.
         let existing = api
@@ -63,7 +72,10 @@ pub async fn ensure(
                 name: template.name.clone(),
                 source,
             })?;
-        if existing.is_some() {
+        if let Some(existing) = existing {
+            ensured
+                .versions
+                .push((template.name.clone(), existing.metadata.resource_version));
             continue;
         }
         let params = PostParams {
@@ -71,12 +83,18 @@ pub async fn ensure(
             ..PostParams::default()
         };
         match api.create(&params, &build(template, namespace)).await {
-            Ok(_) => {
+            Ok(secret) => {
                 tracing::info!(secret = %template.name, "created generated Secret");
-                created.push(template.name.clone());
+                ensured.created.push(template.name.clone());
+                ensured
+                    .versions
+                    .push((template.name.clone(), secret.metadata.resource_version));
             }
-            // Created in between by another writer: theirs stays.
-            Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+            // Created in between by another writer: theirs stays (its version unknown here,
+            // so the next round applies in full again).
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {
+                ensured.versions.push((template.name.clone(), None));
+            }
             Err(source) => {
                 return Err(SecretError::Create {
                     namespace: namespace.clone(),
@@ -86,7 +104,7 @@ pub async fn ensure(
             }
         }
     }
-    Ok(created)
+    Ok(ensured)
 }
 
 #[cfg(test)]

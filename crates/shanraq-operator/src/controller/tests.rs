@@ -1014,3 +1014,120 @@ async fn a_drill_whose_pod_cannot_be_deleted_fails_and_says_why() {
         drill.message
     );
 }
+
+/// Reconciles `object` twice in one context (one operator's memory) against one script.
+async fn reconcile_twice(
+    object: &ShanraqCluster,
+    script: Scenario,
+    between: impl FnOnce(&super::Context),
+) -> Report {
+    let (ctx, handle) = fixtures::context(Some(false));
+    let server = script.serve(handle);
+    reconcile::reconcile(Arc::new(object.clone()), ctx.clone())
+        .await
+        .expect("first reconcile");
+    between(&ctx);
+    reconcile::reconcile(Arc::new(object.clone()), ctx.clone())
+        .await
+        .expect("second reconcile");
+    drop(ctx);
+    fixtures::finish(server).await
+}
+
+/// The first reconcile of a new cluster: every Secret created, every child applied, the
+/// orphans collected, a Progressing status and one event per Secret.
+fn first_round(object: &ShanraqCluster, rendered: &Rendered) -> Scenario {
+    Scenario::new(NAMESPACE)
+        .secrets(&rendered.secrets, &[])
+        .apply(&rendered.children, Rollout::Pending)
+        .collect(&owned(), false, &[], &rendered.children)
+        .status_patch(object)
+        .events(rendered.secrets.len())
+}
+
+#[tokio::test]
+async fn an_unchanged_rendering_is_read_back_not_applied_again() {
+    let object = cluster(ShanraqClusterSpec::default(), 1);
+    let rendered = render(&object, false);
+    // Second round: only the workloads read (now ready), no apply, no list, no Secret lookup;
+    // the status turns Ready.
+    let script = first_round(&object, &rendered)
+        .read_workloads(&rendered.children, Rollout::Ready)
+        .status_patch(&object)
+        .events(1);
+    let report = reconcile_twice(&object, script, |_| {}).await;
+    assert_eq!(
+        report.child_applies().len(),
+        rendered.children.len(),
+        "the children are applied once"
+    );
+    assert_eq!(report.status_patches().len(), 2);
+    let ready: ShanraqClusterStatus = serde_json::from_value(
+        report.status_patches()[1].body.as_ref().expect("body")["status"].clone(),
+    )
+    .expect("status");
+    assert_eq!(condition(&ready, READY).status, "True");
+}
+
+#[tokio::test]
+async fn a_child_changed_by_someone_else_is_applied_again_at_once() {
+    let object = cluster(ShanraqClusterSpec::default(), 1);
+    let rendered = render(&object, false);
+    let config_map = rendered
+        .children
+        .iter()
+        .find(|c| c.api_resource().kind == "ConfigMap")
+        .expect("a ConfigMap child")
+        .name()
+        .to_owned();
+    // Second round: a full apply again (Secrets looked up, every child applied, orphans
+    // collected), because the ConfigMap's watch event carried another resourceVersion.
+    let names = secret_names(&rendered);
+    let script = first_round(&object, &rendered)
+        .secrets(&rendered.secrets, &names)
+        .apply(&rendered.children, Rollout::Ready)
+        .collect(&owned(), false, &[], &rendered.children)
+        .status_patch(&object)
+        .events(1);
+    let report = reconcile_twice(&object, script, |ctx| {
+        ctx.applied.observe_child(
+            &format!("{NAMESPACE}/{NAME}"),
+            "ConfigMap",
+            &config_map,
+            None,
+            Some("999"),
+        );
+    })
+    .await;
+    assert_eq!(report.child_applies().len(), 2 * rendered.children.len());
+}
+
+#[tokio::test]
+async fn a_spec_change_is_applied_in_full() {
+    let object = cluster(ShanraqClusterSpec::default(), 1);
+    let rendered = render(&object, false);
+    let mut changed = object.clone();
+    changed.spec.postgres.instances = 5;
+    changed.metadata.generation = Some(2);
+    let changed_rendered = render(&changed, false);
+    let names = secret_names(&changed_rendered);
+    let script = first_round(&object, &rendered)
+        .secrets(&changed_rendered.secrets, &names)
+        .apply(&changed_rendered.children, Rollout::Pending)
+        .collect(&owned(), false, &[], &changed_rendered.children)
+        .status_patch(&changed);
+    let (ctx, handle) = fixtures::context(Some(false));
+    let server = script.serve(handle);
+    reconcile::reconcile(Arc::new(object.clone()), ctx.clone())
+        .await
+        .expect("first reconcile");
+    reconcile::reconcile(Arc::new(changed.clone()), ctx.clone())
+        .await
+        .expect("second reconcile");
+    drop(ctx);
+    let report = fixtures::finish(server).await;
+    assert_eq!(
+        report.child_applies().len(),
+        rendered.children.len() + changed_rendered.children.len()
+    );
+}

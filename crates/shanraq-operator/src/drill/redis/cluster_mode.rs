@@ -426,18 +426,20 @@ impl LocalRedisCluster {
             })
     }
 
-    /// Waits (bounded) until every node knows `count` nodes (gossip has spread).
+    /// Waits (bounded) until every node knows `count` nodes (gossip has spread) and reports
+    /// `cluster_state:ok`: a node that has just joined answers CLUSTERDOWN until it has learned
+    /// the slot map, and a rebalance through it then fails.
     pub async fn wait_all_know(&self, count: usize) -> Result<(), RedisDrillError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let mut all = true;
             for index in 0..self.members.len() {
-                let known = self
+                let settled = self
                     .client(index)
                     .cluster_view()
                     .await
-                    .map(|view| view.known_nodes as usize);
-                if known.ok() != Some(count) {
+                    .map(|view| (view.known_nodes as usize, view.state_ok));
+                if settled.ok() != Some((count, true)) {
                     all = false;
                     break;
                 }
@@ -447,7 +449,7 @@ impl LocalRedisCluster {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(RedisDrillError::Timeout {
-                    what: format!("every Redis Cluster node knowing {count} nodes"),
+                    what: format!("every Redis Cluster node knowing {count} nodes, state ok"),
                     seconds: 60,
                     detail: String::new(),
                 });
@@ -566,6 +568,7 @@ impl LocalRedisCluster {
                 len: self.members.len(),
             })?;
         let entry = address(&self.members[other]);
+        self.wait_all_know(self.members.len()).await?;
         wait_agreement(&self.password, &entry).await?;
         redis_cli_cluster(
             &self.password,
