@@ -1101,13 +1101,13 @@ mod tests {
         let job: DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": { "name": "payments-kafka-topics", "labels": { LABEL_COMPONENT: "kafka-broker" } },
+            "metadata": { "name": "payments-redis-cluster-init-0a1b2c", "labels": { LABEL_COMPONENT: "redis" } },
             "spec": { "template": {} },
             "status": { "active": 1, "failed": 2 }
         }))
         .expect("object");
         let workload = Workload::from_object(&job).expect("a Job");
-        assert_eq!(workload.component, Component::KafkaBroker);
+        assert_eq!(workload.component, Component::Redis);
         assert!(!workload.is_ready(), "a running Job is not done");
     }
 }

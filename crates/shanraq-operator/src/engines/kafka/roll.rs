@@ -159,6 +159,101 @@ mod tests {
         }
     }
 
+    fn pod_json(name: &str, component: &str, hash: &str) -> serde_json::Value {
+        serde_json::to_value(pod(name, component, hash)).expect("pod json")
+    }
+
+    /// Against a mocked API server: with every partition in sync, the one stale broker pod is
+    /// deleted, and the next step waits for that broker instead of deleting another.
+    #[tokio::test]
+    async fn the_stale_broker_pod_is_deleted_and_the_next_step_waits_for_it() {
+        use crate::engines::kafka::admin::{PartitionInfo, TopicInfo};
+        use crate::fixtures::{Scenario, finish};
+        use http::{Method, Request, Response, StatusCode};
+        use kube::client::Body;
+
+        let list = || {
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "PodList",
+                "metadata": {},
+                "items": [
+                    pod_json("payments-kafka-controller-0", CONTROLLER, "new"),
+                    pod_json("payments-kafka-broker-0", BROKER, "new"),
+                    pod_json("payments-kafka-broker-1", BROKER, "old"),
+                    pod_json("payments-kafka-broker-2", BROKER, "new"),
+                ],
+            })
+        };
+        let pods = "/api/v1/namespaces/fintech/pods";
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = Scenario::new("fintech")
+            .expect("list the Kafka pods", Method::GET, pods, move |_| {
+                (StatusCode::OK, list())
+            })
+            .expect(
+                "delete the stale broker's pod",
+                Method::DELETE,
+                "/api/v1/namespaces/fintech/pods/payments-kafka-broker-1",
+                |_| {
+                    (
+                        StatusCode::OK,
+                        pod_json("payments-kafka-broker-1", BROKER, "old"),
+                    )
+                },
+            )
+            .expect("list the Kafka pods again", Method::GET, pods, move |_| {
+                let mut listed = list();
+                if let Some(items) = listed["items"].as_array_mut() {
+                    items.retain(|p| p["metadata"]["name"] != "payments-kafka-broker-1");
+                }
+                (StatusCode::OK, listed)
+            })
+            .serve(handle);
+        let client = kube::Client::new(service, "default");
+        let mut info = ClusterInfo {
+            brokers: BTreeSet::from([100, 101, 102]),
+            topics: BTreeMap::from([(
+                "payments".to_owned(),
+                TopicInfo {
+                    partitions: vec![PartitionInfo {
+                        id: 0,
+                        leader: 100,
+                        replicas: vec![100, 101, 102],
+                        isr: vec![100, 101, 102],
+                    }],
+                    own_config: BTreeMap::new(),
+                    min_isr: 2,
+                },
+            )]),
+        };
+        let mut state = RollState::default();
+        let first = step(&client, "fintech", "payments", 3, "new", &info, &mut state)
+            .await
+            .expect("a step");
+        assert_eq!(state.in_flight, Some(KafkaNode::Broker(101)));
+        assert!(
+            first
+                .as_deref()
+                .is_some_and(|r| r.contains("restarting broker 101")),
+            "{first:?}"
+        );
+        // The broker is gone from the metadata: the roll waits and deletes nothing.
+        info.brokers.remove(&101);
+        let second = step(&client, "fintech", "payments", 3, "new", &info, &mut state)
+            .await
+            .expect("a step");
+        assert!(
+            second
+                .as_deref()
+                .is_some_and(|r| r.contains("broker 101 is not registered yet")),
+            "{second:?}"
+        );
+        drop(client);
+        let report = finish(server).await;
+        assert_eq!(report.deletes().len(), 1);
+    }
+
     #[test]
     fn stale_pods_map_to_their_nodes() {
         let pods: Vec<KafkaPod> = [
