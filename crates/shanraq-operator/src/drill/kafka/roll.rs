@@ -52,6 +52,8 @@ pub struct RollReport {
     pub roll_ms: u64,
     /// The nodes in the order they restarted.
     pub restarts: Vec<String>,
+    /// The last node restarted was the controller leading the quorum at that moment.
+    pub active_controller_last: bool,
     /// Observations that found a partition under `min.insync.replicas`, of all taken.
     pub samples_under_min_isr: u64,
     pub samples: u64,
@@ -197,6 +199,7 @@ pub async fn roll_under_load(
         .collect();
     let mut in_flight = None;
     let mut restarts = Vec::new();
+    let mut last_was_active = false;
     let mut waits: Vec<String> = Vec::new();
     let outcome = loop {
         if Instant::now() >= deadline {
@@ -219,6 +222,7 @@ pub async fn roll_under_load(
             RollStep::Restart(node) => {
                 tracing::info!(%node, "restarting");
                 let id = node.id();
+                last_was_active = matches!(node, KafkaNode::Controller(c) if observation.active_controller == Some(c));
                 kafka.nodes.stop(id).await.map_err(|e| e.to_string())?;
                 kafka
                     .nodes
@@ -263,6 +267,7 @@ pub async fn roll_under_load(
         longest_produce_stall_ms: millis(longest_stall),
         roll_ms,
         restarts,
+        active_controller_last: last_was_active,
         samples_under_min_isr: samples.under_min_isr,
         samples: samples.taken,
         smallest_isr_seen: samples.smallest_isr,
