@@ -1,6 +1,6 @@
-//! Redis Cluster mode on six real redis-server processes started from the rendered cluster-mode
-//! redis.conf: formation as the rendered Job does it, and a killed master under a `SET` +
-//! `WAIT 1` writer. Failover is Redis Cluster's own (`cluster-node-timeout` as rendered); the
+//! Redis Cluster mode on real redis-server processes started from the rendered cluster-mode
+//! redis.conf: formation and scale-out by the rendered Job's own script, scaling out and in as
+//! the drill does it, and a killed master under a `SET` + `WAIT 1` writer. Failover is Redis Cluster's own (`cluster-node-timeout` as rendered); the
 //! test proves what the operator observes: the state, slots covered, masters and replicas, one
 //! failover seen, the killed node back as a replica, and no acknowledged write lost.
 
@@ -153,4 +153,78 @@ async fn scaling_out_by_a_pair_and_back_in_moves_the_slots_and_loses_no_key() {
         );
     }
     assert_eq!(cluster.failovers_seen(), 0, "scaling is not a failover");
+}
+
+/// The rendered cluster Job's own script (only pod names and the password's directory
+/// substituted), run as Kubernetes would run it: it forms six fresh nodes, does nothing when
+/// run again, and after a scale-out to eight joins the two new nodes as a master and its
+/// replica and moves slots onto the new master, keys and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rendered_cluster_job_forms_the_cluster_and_joins_a_scale_out_without_losing_a_key() {
+    use shanraq_operator::drill::redis::cluster_mode::{cluster_get, cluster_set};
+    let mut cluster = LocalRedisCluster::start_unformed(6)
+        .await
+        .unwrap_or_else(|error| panic!("six nodes start: {error}"));
+    let printed = cluster
+        .run_cluster_job()
+        .unwrap_or_else(|error| panic!("the Job forms the cluster: {error}"));
+    eprintln!("{printed}");
+    let formed = cluster
+        .wait_view("three masters with a replica each", STEP, |view| {
+            view.covered()
+                && view.masters().len() == 3
+                && view.masters().iter().all(|m| view.replicas_of(&m.id) == 1)
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    eprintln!("formed: {}", formed.summary());
+    let again = cluster
+        .run_cluster_job()
+        .unwrap_or_else(|error| panic!("a rerun succeeds: {error}"));
+    assert!(
+        again.contains("nothing to do"),
+        "a rerun changes nothing: {again}"
+    );
+
+    let keys: Vec<String> = (0..500).map(|i| format!("job:{i}")).collect();
+    for key in &keys {
+        cluster_set(&cluster.members, cluster.password(), key, key)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+    }
+    cluster
+        .add_unformed(2)
+        .await
+        .unwrap_or_else(|error| panic!("two more nodes start: {error}"));
+    let printed = cluster
+        .run_cluster_job()
+        .unwrap_or_else(|error| panic!("the Job joins the new nodes: {error}"));
+    eprintln!("{printed}");
+    assert!(printed.contains("as a master"), "{printed}");
+    assert!(printed.contains("as a replica of"), "{printed}");
+    let grown = cluster
+        .wait_view("four masters serving, each with a replica", STEP, |view| {
+            view.covered()
+                && view.known_nodes == 8
+                && view.masters().len() == 4
+                && view.masters().iter().all(|m| view.replicas_of(&m.id) == 1)
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    eprintln!("scaled out: {}", grown.summary());
+    for key in &keys {
+        let value = cluster_get(&cluster.members, cluster.password(), key)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            value.as_deref(),
+            Some(key.as_str()),
+            "{key} after the scale-out"
+        );
+    }
+    assert_eq!(
+        cluster.failovers_seen(),
+        0,
+        "joining nodes is not a failover"
+    );
 }

@@ -36,7 +36,8 @@ const EXPORTER_IMAGE: &str = "docker.io/oliver006/redis_exporter:v1.62.0";
 /// The uid the redis_exporter image runs as.
 const EXPORTER_UID: i64 = 59000;
 const CONFIG_DIR: &str = "/etc/shanraq/redis";
-const SECRET_DIR: &str = "/etc/shanraq/secrets/redis";
+/// Where the Redis pods and the cluster Job find the password (`<SECRET_DIR>/password`).
+pub const SECRET_DIR: &str = "/etc/shanraq/secrets/redis";
 const RUN_DIR: &str = "/run/redis";
 const DATA_DIR: &str = "/data";
 /// Component label of the cluster-forming Job's pod, distinct from the Redis pods' so that the
@@ -334,38 +335,92 @@ fn exporter(cluster: &ValidCluster) -> Container {
     exporter
 }
 
-/// The script of the cluster-forming Job. It waits (bounded) for every node, then does nothing
-/// when the cluster is formed or forming (a node already knows other nodes), and otherwise runs
-/// `redis-cli --cluster create`. CLUSTER MEET needs addresses, so names are resolved first.
+/// The script of the cluster Job: it forms the Redis Cluster, and after a scale-out joins the new
+/// nodes. It waits (bounded) for every node, resolves each name (CLUSTER MEET needs addresses)
+/// and sorts the nodes into members (they know other nodes) and newcomers (they know only
+/// themselves). With no member yet it runs `redis-cli --cluster create`. Otherwise each
+/// newcomer, in ordinal order, joins as the replica of a master that lacks replicas, or else as
+/// a new master, and the next waits until the entry node knows it (the join is gossip, so the
+/// next newcomer would not see it otherwise); once every node agrees on the slots and reports `cluster_state:ok` (a node
+/// that has just joined answers CLUSTERDOWN until it has learned the slot map), the slots are
+/// rebalanced onto the empty masters, keys moving with them. With no newcomer it does nothing,
+/// so a rerun (the Job is retried, or recreated) is harmless.
 pub fn cluster_init_script(cluster: &ValidCluster) -> String {
     let spec = &cluster.spec.redis;
     let hosts: Vec<String> = (0..spec.instances)
         .map(|ordinal| meta::pod_fqdn(cluster, Component::Redis, ordinal))
         .collect();
-    let first = hosts.first().cloned().unwrap_or_default();
     format!(
         "set -eu\n\
          REDISCLI_AUTH=\"$(cat {SECRET_DIR}/password)\"\n\
          export REDISCLI_AUTH\n\
          hosts={hosts}\n\
-         addresses=''\n\
-         for host in $hosts; do\n\
+         replicas={replicas}\n\
+         retry() {{\n\
+         \x20 what=$1\n\
+         \x20 shift\n\
          \x20 tries=0\n\
-         \x20 until redis-cli -h \"$host\" -p {PORT} ping 2>/dev/null | grep -q PONG; do\n\
+         \x20 until \"$@\" >/dev/null 2>&1; do\n\
          \x20   tries=$((tries + 1))\n\
-         \x20   if [ \"$tries\" -ge 120 ]; then echo \"redis node $host did not answer\" >&2; exit 1; fi\n\
-         \x20   sleep 5\n\
+         \x20   if [ \"$tries\" -ge 300 ]; then echo \"gave up waiting for $what\" >&2; exit 1; fi\n\
+         \x20   sleep 1\n\
          \x20 done\n\
-         \x20 address=\"$(getent hosts \"$host\" | awk '{{print $1; exit}}')\"\n\
+         }}\n\
+         info() {{ redis-cli -h \"${{1%:*}}\" -p {PORT} cluster info | tr -d '\\r' | sed -n \"s/^$2://p\"; }}\n\
+         state_ok() {{ [ \"$(info \"$1\" cluster_state)\" = ok ]; }}\n\
+         knows() {{ [ \"$(info \"$1\" cluster_known_nodes)\" = \"$2\" ]; }}\n\
+         lacking_master() {{\n\
+         \x20 redis-cli -h \"${{1%:*}}\" -p {PORT} cluster nodes | tr -d '\\r' | awk -v want=\"$replicas\" '\n\
+         \x20   $3 ~ /master/ && $3 !~ /fail/ {{ masters[$1] = 1 }}\n\
+         \x20   $4 != \"-\" && $3 !~ /fail/ {{ count[$4]++ }}\n\
+         \x20   END {{ for (m in masters) if (count[m] + 0 < want) {{ print m; exit }} }}'\n\
+         }}\n\
+         addresses=''\n\
+         members=''\n\
+         newcomers=''\n\
+         for host in $hosts; do\n\
+         \x20 retry \"redis node $host\" sh -c \"redis-cli -h '$host' -p {PORT} ping | grep -q PONG\"\n\
+         \x20 address=\"$(getent ahosts \"$host\" | awk '{{print $1; exit}}')\"\n\
          \x20 if [ -z \"$address\" ]; then echo \"cannot resolve $host\" >&2; exit 1; fi\n\
          \x20 addresses=\"$addresses $address:{PORT}\"\n\
+         \x20 if [ \"$(info \"$address\" cluster_known_nodes)\" -gt 1 ]; then\n\
+         \x20   members=\"$members $address:{PORT}\"\n\
+         \x20 else\n\
+         \x20   newcomers=\"$newcomers $address:{PORT}\"\n\
+         \x20 fi\n\
          done\n\
-         known=\"$(redis-cli -h {first} -p {PORT} cluster info | tr -d '\\r' | sed -n 's/^cluster_known_nodes://p')\"\n\
-         if [ \"${{known:-1}}\" -gt 1 ]; then\n\
-         \x20 echo \"Redis Cluster already formed ($known nodes known); nothing to do\"\n\
+         total=0\n\
+         for node in $addresses; do total=$((total + 1)); done\n\
+         if [ -z \"$members\" ]; then\n\
+         \x20 redis-cli --cluster create $addresses --cluster-replicas \"$replicas\" --cluster-yes\n\
          \x20 exit 0\n\
          fi\n\
-         redis-cli --cluster create $addresses --cluster-replicas {replicas} --cluster-yes\n",
+         if [ -z \"$newcomers\" ]; then\n\
+         \x20 echo \"Redis Cluster formed and every node a member; nothing to do\"\n\
+         \x20 exit 0\n\
+         fi\n\
+         set -- $members\n\
+         entry=$1\n\
+         known=$#\n\
+         for node in $newcomers; do\n\
+         \x20 retry \"the cluster to agree before $node joins\" redis-cli --cluster check \"$entry\"\n\
+         \x20 master=\"$(lacking_master \"$entry\")\"\n\
+         \x20 if [ -n \"$master\" ]; then\n\
+         \x20   echo \"joining $node as a replica of $master\"\n\
+         \x20   redis-cli --cluster add-node \"$node\" \"$entry\" --cluster-slave --cluster-master-id \"$master\"\n\
+         \x20 else\n\
+         \x20   echo \"joining $node as a master\"\n\
+         \x20   redis-cli --cluster add-node \"$node\" \"$entry\"\n\
+         \x20 fi\n\
+         \x20 known=$((known + 1))\n\
+         \x20 retry \"$entry to know $node\" knows \"$entry\" \"$known\"\n\
+         done\n\
+         for node in $addresses; do\n\
+         \x20 retry \"$node to know all $total nodes\" knows \"$node\" \"$total\"\n\
+         \x20 retry \"$node to report cluster_state:ok\" state_ok \"$node\"\n\
+         done\n\
+         retry \"the cluster to agree before the rebalance\" redis-cli --cluster check \"$entry\"\n\
+         redis-cli --cluster rebalance \"$entry\" --cluster-use-empty-masters\n",
         hosts = shell_quote(&hosts.join(" ")),
         replicas = spec.replicas_per_shard,
     )

@@ -14,6 +14,10 @@
 //!   the kinds without status, anything at all);
 //! - a workload read back is missing or has another generation;
 //! - [`FULL_APPLY_PERIOD`] passed since the last full apply (a safety net).
+//!
+//! A child may be changed or deleted while a full apply is still in flight (after its own
+//! patch returned, before the mark is written). What the watches report in that window is kept
+//! and checked against the versions once they are known, so such a change is not lost.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -50,6 +54,16 @@ impl Version {
     }
 }
 
+/// What a child watch reported: kind, name, generation, resourceVersion.
+type Seen = (String, String, Option<i64>, Option<String>);
+
+#[derive(Debug)]
+enum Entry {
+    /// A full apply is in flight: what the watches reported since it began.
+    Applying(Vec<Seen>),
+    Applied(Mark),
+}
+
 #[derive(Debug)]
 struct Mark {
     uid: String,
@@ -62,7 +76,7 @@ struct Mark {
 /// The marks of every cluster this operator reconciles, by `namespace/name`.
 #[derive(Debug, Default)]
 pub struct AppliedMarks {
-    marks: Mutex<HashMap<String, Mark>>,
+    marks: Mutex<HashMap<String, Entry>>,
 }
 
 /// The digest of one rendering: every child and Secret template as JSON, and whether the
@@ -94,7 +108,9 @@ impl AppliedMarks {
         now: Instant,
     ) -> Option<Vec<(String, String)>> {
         let marks = self.marks.lock().ok()?;
-        let mark = marks.get(key)?;
+        let Entry::Applied(mark) = marks.get(key)? else {
+            return None;
+        };
         let holds = mark.uid == uid
             && mark.digest == digest
             && !mark.dirty
@@ -122,15 +138,23 @@ impl AppliedMarks {
         let Ok(marks) = self.marks.lock() else {
             return false;
         };
-        marks
-            .get(key)
-            .and_then(|mark| mark.children.get(&(kind, name)))
-            .is_some_and(|version| {
-                version.matches(
-                    object.metadata.generation,
-                    object.metadata.resource_version.as_deref(),
-                )
-            })
+        let Some(Entry::Applied(mark)) = marks.get(key) else {
+            return false;
+        };
+        mark.children.get(&(kind, name)).is_some_and(|version| {
+            version.matches(
+                object.metadata.generation,
+                object.metadata.resource_version.as_deref(),
+            )
+        })
+    }
+
+    /// A full apply of `key` begins: the old mark no longer holds, and what the watches report
+    /// from now on is kept for [`AppliedMarks::record`].
+    pub fn begin(&self, key: &str) {
+        if let Ok(mut marks) = self.marks.lock() {
+            marks.insert(key.to_owned(), Entry::Applying(Vec::new()));
+        }
     }
 
     /// Records a full apply of `key` at `now`: the objects as the API server returned them and
@@ -167,15 +191,27 @@ impl AppliedMarks {
             );
         }
         if let Ok(mut marks) = self.marks.lock() {
+            // A child reported during the apply that is not what the apply left was changed by
+            // someone else in the meantime (or is an older echo): apply in full again.
+            let dirty = match marks.get(key) {
+                Some(Entry::Applying(seen)) => {
+                    seen.iter().any(|(kind, name, generation, version)| {
+                        !children
+                            .get(&(kind.clone(), name.clone()))
+                            .is_some_and(|ours| ours.matches(*generation, version.as_deref()))
+                    })
+                }
+                _ => false,
+            };
             marks.insert(
                 key.to_owned(),
-                Mark {
+                Entry::Applied(Mark {
                     uid: uid.to_owned(),
                     digest,
                     at: now,
                     children,
-                    dirty: false,
-                },
+                    dirty,
+                }),
             );
         }
     }
@@ -193,8 +229,18 @@ impl AppliedMarks {
         let Ok(mut marks) = self.marks.lock() else {
             return;
         };
-        let Some(mark) = marks.get_mut(key) else {
-            return;
+        let mark = match marks.get_mut(key) {
+            Some(Entry::Applied(mark)) => mark,
+            Some(Entry::Applying(seen)) => {
+                seen.push((
+                    kind.to_owned(),
+                    name.to_owned(),
+                    generation,
+                    resource_version.map(str::to_owned),
+                ));
+                return;
+            }
+            None => return,
         };
         let ours = mark
             .children
@@ -323,6 +369,51 @@ mod tests {
             None,
             Some("31"),
         );
+        assert_eq!(marks.holds("fintech/payments", "uid-1", 7, now), None);
+    }
+
+    #[test]
+    fn a_child_changed_while_the_apply_was_in_flight_is_not_lost() {
+        let marks = AppliedMarks::default();
+        let now = Instant::now();
+        let applied = [
+            object("StatefulSet", "payments-pg", Some(1), "10"),
+            object("Service", "payments-pg-rw", None, "11"),
+        ];
+        // The apply's own echoes, a status update: the mark holds.
+        marks.begin("fintech/payments");
+        marks.observe_child(
+            "fintech/payments",
+            "Service",
+            "payments-pg-rw",
+            None,
+            Some("11"),
+        );
+        marks.observe_child(
+            "fintech/payments",
+            "StatefulSet",
+            "payments-pg",
+            Some(1),
+            Some("12"),
+        );
+        assert_eq!(
+            marks.holds("fintech/payments", "uid-1", 7, now),
+            None,
+            "not while applying"
+        );
+        marks.record("fintech/payments", "uid-1", 7, &applied, &[], now);
+        assert!(marks.holds("fintech/payments", "uid-1", 7, now).is_some());
+
+        // The Service deleted after its patch returned, before the apply ended.
+        marks.begin("fintech/payments");
+        marks.observe_child(
+            "fintech/payments",
+            "Service",
+            "payments-pg-rw",
+            None,
+            Some("13"),
+        );
+        marks.record("fintech/payments", "uid-1", 7, &applied, &[], now);
         assert_eq!(marks.holds("fintech/payments", "uid-1", 7, now), None);
     }
 

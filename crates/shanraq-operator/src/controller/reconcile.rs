@@ -259,8 +259,9 @@ async fn apply_or_read(
         ctx.metrics.count_child_round("read");
         return Ok((Vec::new(), read));
     }
-    // A full apply replaces the mark; one that fails leaves none, so the next round retries it.
-    ctx.applied.forget(&key);
+    // A full apply replaces the mark; one that fails leaves none that holds, so the next round
+    // applies in full again.
+    ctx.applied.begin(&key);
     let ensured = secrets::ensure(&ctx.client, cluster, &rendered.secrets).await?;
     let applied = apply::run(
         &ctx.client,

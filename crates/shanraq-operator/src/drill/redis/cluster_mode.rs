@@ -359,6 +359,127 @@ pub fn node_of(members: &[RedisMember], index: usize) -> NodeId {
         .map_or_else(|| NodeId::new("unknown"), |m| m.name.clone())
 }
 
+/// The nodes the rendered cluster Job's script forms listen on the rendered port, each on its
+/// own loopback address (as pods have their own IPs): 127.0.77.1, 127.0.77.2, ...
+const SCRIPT_NET: [u8; 3] = [127, 0, 77];
+
+/// The cluster-mode ValidCluster of `instances` nodes the drill renders from.
+fn cluster_mode_spec(instances: usize) -> Result<shanraq_api::ValidCluster, RedisDrillError> {
+    let mut cluster = drill_cluster(&RedisOptions {
+        instances,
+        ..RedisOptions::default()
+    })?;
+    cluster.spec.redis.mode = RedisMode::Cluster;
+    cluster.spec.redis.appendonly = false;
+    Ok(cluster)
+}
+
+impl LocalRedisCluster {
+    /// Starts `instances` nodes from the rendered cluster-mode config, each on its own loopback
+    /// address and the rendered port, and leaves them unformed: the rendered cluster Job's
+    /// script ([`LocalRedisCluster::run_cluster_job`]) forms them.
+    pub async fn start_unformed(instances: usize) -> Result<LocalRedisCluster, RedisDrillError> {
+        let mut group = LocalRedisCluster {
+            servers: Vec::new(),
+            members: Vec::new(),
+            password: shanraq_testkit::secrets::random_secret(32),
+            tracker: FailoverTracker::default(),
+        };
+        group.add_unformed(instances).await?;
+        Ok(group)
+    }
+
+    /// Starts `count` more unformed nodes, as a scale-out's new pods.
+    pub async fn add_unformed(&mut self, count: usize) -> Result<(), RedisDrillError> {
+        let cluster = cluster_mode_spec(self.members.len() + count)?;
+        let config = node_config(&cluster, &self.password);
+        let port = u16::try_from(shanraq_render::redis::PORT).unwrap_or(6379);
+        for _ in 0..count {
+            let index = self.members.len();
+            let last = u8::try_from(index + 1).map_err(|_| RedisDrillError::UnknownNode {
+                index,
+                len: self.members.len(),
+            })?;
+            let ip = Ipv4Addr::new(SCRIPT_NET[0], SCRIPT_NET[1], SCRIPT_NET[2], last);
+            // Outgoing connections from a loopback address start at 127.0.0.1 unless told
+            // otherwise, and Redis Cluster records a peer at the address its connection came
+            // from; a pod's connections leave from the pod's own IP.
+            let config = format!("{config}bind-source-addr {ip}\n");
+            let server = RedisServer::start_at(&config, ip, port, None).await?;
+            self.members.push(RedisMember::new(
+                format!("redis-{index}"),
+                ip.to_string(),
+                port,
+            ));
+            self.servers.push(server);
+        }
+        Ok(())
+    }
+
+    /// Runs the script of the rendered cluster Job for as many instances as there are nodes,
+    /// with only the pod names replaced by the nodes' addresses and the password's directory
+    /// by a temporary one. Returns what it printed.
+    pub fn run_cluster_job(&self) -> Result<String, RedisDrillError> {
+        let cluster = cluster_mode_spec(self.members.len())?;
+        let script = shanraq_render::redis::cluster_init_script(&cluster);
+        let secrets = tempfile::tempdir().map_err(|error| RedisDrillError::Tool {
+            command: "mktemp".to_owned(),
+            output: error.to_string(),
+        })?;
+        std::fs::write(secrets.path().join("password"), &self.password).map_err(|error| {
+            RedisDrillError::Tool {
+                command: "writing the password file".to_owned(),
+                output: error.to_string(),
+            }
+        })?;
+        let hosts: Vec<&str> = self.members.iter().map(|m| m.host.as_str()).collect();
+        let script: String = script
+            .lines()
+            .map(|line| {
+                if line.starts_with("hosts=") {
+                    format!("hosts='{}'", hosts.join(" "))
+                } else {
+                    line.replace(
+                        shanraq_render::redis::SECRET_DIR,
+                        &secrets.path().display().to_string(),
+                    )
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env_remove("REDISCLI_AUTH")
+            .output()
+            .map_err(|error| RedisDrillError::Tool {
+                command: "sh".to_owned(),
+                output: error.to_string(),
+            })?;
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if !output.status.success() {
+            return Err(RedisDrillError::Tool {
+                command: "the rendered Redis cluster Job script".to_owned(),
+                output: printed,
+            });
+        }
+        Ok(printed)
+    }
+}
+
+/// The rendered cluster-mode redis.conf of `cluster` with the drill's password.
+fn node_config(cluster: &shanraq_api::ValidCluster, password: &str) -> String {
+    let rendered = shanraq_render::redis::redis_conf(cluster).replace(
+        "\ndir /data\n",
+        &format!("\ndir {}\n", std::env::temp_dir().display()),
+    );
+    format!("{rendered}requirepass \"{password}\"\nmasterauth \"{password}\"\n")
+}
+
 /// `redis-cli --cluster ...` with the password in the environment (never on the command line).
 fn redis_cli_cluster(password: &str, args: &[String]) -> Result<String, RedisDrillError> {
     let output = Command::new("redis-cli")
