@@ -213,9 +213,10 @@ fn healthy_cluster() -> ShanraqCluster {
             ready_instances: 2,
             ..RedisStatus::default()
         }),
-        kafka: Some(WorkloadStatus {
+        kafka: Some(shanraq_api::kafka::KafkaStatus {
             ready_replicas: 6,
             replicas: 6,
+            ..Default::default()
         }),
         haproxy: Some(WorkloadStatus {
             ready_replicas: 2,

@@ -53,15 +53,28 @@ pub struct KafkaSpec {
     #[serde(default = "default_three")]
     #[schemars(range(min = 1, max = 32))]
     pub default_replication_factor: i32,
-    /// Topics reconciled from the spec (Kubernetes to Kafka).
+    /// Topics reconciled from the spec (Kubernetes to Kafka) through the admin API.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub topics: Vec<KafkaTopic>,
+    /// What happens to a topic removed from `topics`: `Retain` (default) keeps it and its data
+    /// in Kafka, `Delete` deletes it. Only topics this cluster created or managed are ever deleted.
+    #[serde(default)]
+    pub deletion_policy: TopicDeletionPolicy,
     #[serde(default = "default_storage")]
     pub storage: StorageSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+}
+
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum TopicDeletionPolicy {
+    #[default]
+    Retain,
+    Delete,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -88,7 +101,7 @@ pub struct KafkaTopic {
 }
 
 fn default_image() -> String {
-    "docker.io/apache/kafka:3.9.1".to_owned()
+    "docker.io/apache/kafka:4.4.0".to_owned()
 }
 fn default_three() -> i32 {
     3
@@ -113,6 +126,7 @@ impl Default for KafkaSpec {
             min_insync_replicas: default_min_insync(),
             default_replication_factor: default_three(),
             topics: Vec::new(),
+            deletion_policy: TopicDeletionPolicy::Retain,
             storage: default_storage(),
             resources: None,
         }
@@ -128,4 +142,50 @@ impl KafkaTopic {
             config: BTreeMap::new(),
         }
     }
+}
+
+/// `status.kafka`: the workloads' counts, and what the admin API showed of the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaStatus {
+    /// Controllers and brokers ready (pods).
+    #[serde(default)]
+    pub ready_replicas: i32,
+    #[serde(default)]
+    pub replicas: i32,
+    /// Brokers in the cluster's metadata (admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brokers_registered: Option<i32>,
+    /// Partitions without a leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_partitions: Option<i32>,
+    /// Partitions whose ISR is smaller than their replica set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub under_replicated_partitions: Option<i32>,
+    /// The smallest ISR of any partition, next to the lowest `min.insync.replicas` in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_isr: Option<i32>,
+    /// One entry per topic of `spec.kafka.topics` (and per retained topic this cluster managed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub topics: Vec<KafkaTopicStatus>,
+}
+
+/// One topic as the operator last reconciled it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaTopicStatus {
+    pub name: String,
+    /// `Ready`, `Refused` (the spec asks for what Kafka cannot do in place), `Failed` (the admin
+    /// API refused or did not answer), `Retained` (removed from the spec, kept in Kafka).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub under_replicated_partitions: Option<i32>,
+    /// Why it is not `Ready`, naming the field.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }

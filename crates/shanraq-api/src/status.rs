@@ -21,7 +21,7 @@ pub struct ShanraqClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kafka: Option<WorkloadStatus>,
+    pub kafka: Option<crate::kafka::KafkaStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub haproxy: Option<WorkloadStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,7 +1,9 @@
 //! The HA brain: sans-IO state machines for failover and switchover, election, fencing
-//! epochs and the objectives evaluator, with IO adapters at its edge.
+//! epochs, the Kafka rolling-restart planner and the objectives evaluator, with IO adapters at
+//! its edge.
 
 pub mod adapters;
+pub mod kafka;
 pub mod objectives;
 pub mod postgres;
 pub mod redis;

@@ -1,6 +1,9 @@
 //! Kafka in KRaft mode with a dedicated controller quorum: two StatefulSets (controllers,
-//! brokers) with their headless Services, a bootstrap Service, disruption budgets, a ConfigMap
-//! with one server.properties per node, and a Job that creates the declared topics.
+//! brokers) with their headless Services, a bootstrap Service, disruption budgets and a
+//! ConfigMap with one server.properties per node. The declared topics are not rendered: the
+//! operator reconciles them through Kafka's admin API (`engines::kafka` of shanraq-operator).
+//! Both StatefulSets roll `OnDelete`: the operator deletes one pod at a time, only when the
+//! partitions' in-sync replicas and the controller quorum allow it.
 //!
 //! Every node formats its storage with a cluster id derived from the ShanraqCluster's uid, so
 //! the id is stable across reconciles and distinct between clusters, without any state.
@@ -8,16 +11,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, PodTemplateSpec, Probe, TCPSocketAction};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 use shanraq_api::ValidCluster;
-use shanraq_api::kafka::KafkaTopic;
-use shanraq_api::names::{Component, LABEL_COMPONENT};
+use shanraq_api::names::Component;
 
-use crate::meta::{self, shell_quote};
+use crate::meta;
 use crate::{Child, RenderError};
 
 /// uid and gid of `appuser` in the apache/kafka image.
@@ -33,7 +34,6 @@ const CONFIG_DIR: &str = "/etc/shanraq/kafka";
 const DATA_MOUNT: &str = "/var/lib/kafka/data";
 /// Below the volume's root, which may hold `lost+found` (not a valid partition directory).
 const LOG_DIRS: &str = "/var/lib/kafka/data/kraft-logs";
-const TOPICS_COMPONENT: &str = "kafka-topics";
 
 /// The KRaft cluster id: the cluster uid's 16 bytes in unpadded base64url (22 characters).
 /// A uid that is not a UUID is hashed instead.
@@ -118,6 +118,13 @@ pub fn controller_properties(cluster: &ValidCluster, ordinal: i32) -> String {
     settings.insert("process.roles", "controller".to_owned());
     settings.insert("node.id", ordinal.to_string());
     settings.insert("listeners", format!("CONTROLLER://:{CONTROLLER_PORT}"));
+    // With eligible leader replicas (on by default since Kafka 4.1) the controllers hold the
+    // cluster-wide min.insync.replicas, and it overrides the brokers' static value: without
+    // it here, every topic would run with Kafka's default of 1.
+    settings.insert(
+        "min.insync.replicas",
+        cluster.spec.kafka.min_insync_replicas.to_string(),
+    );
     properties(
         &settings,
         &format!(
@@ -168,6 +175,63 @@ pub fn broker_properties(cluster: &ValidCluster, ordinal: i32) -> String {
     )
 }
 
+/// The port of the JMX exporter agent's `/metrics` in every Kafka pod.
+pub const METRICS_PORT: i32 = 9404;
+/// The JMX exporter java agent from Maven Central, and the SHA-256 the init container checks.
+pub const JMX_AGENT_VERSION: &str = "1.0.1";
+pub const JMX_AGENT_SHA256: &str =
+    "7d61f737fd661610ccc14aea79764faa1ea94a340cbc8f0029b3d2edea3d80c1";
+const JMX_AGENT_IMAGE: &str = "docker.io/curlimages/curl:8.11.1";
+const AGENT_DIR: &str = "/opt/shanraq/agent";
+const AGENT_JAR: &str = "jmx_prometheus_javaagent.jar";
+const EXPORTER_CONFIG: &str = "jmx-exporter.yaml";
+
+/// The init container's script: fetch the agent jar from Maven Central and refuse it unless its
+/// SHA-256 is the pinned one.
+fn agent_fetch_script() -> String {
+    format!(
+        "set -eu\n\
+         curl -fsSL --retry 5 -o {AGENT_DIR}/{AGENT_JAR} \
+         https://repo1.maven.org/maven2/io/prometheus/jmx/jmx_prometheus_javaagent/{JMX_AGENT_VERSION}/jmx_prometheus_javaagent-{JMX_AGENT_VERSION}.jar\n\
+         echo '{JMX_AGENT_SHA256}  {AGENT_DIR}/{AGENT_JAR}' | sha256sum -c -\n"
+    )
+}
+
+/// The Prometheus JMX exporter's rules: only the series the dashboard, the alert rules and the
+/// roller read, named in lower case. Controllers export their raft state (leader, high
+/// watermark, log end offset) and the offline partition count; brokers their replica manager
+/// (under-replicated and under-min-ISR partitions, ISR shrinks and expands), bytes and
+/// messages in and out, and request latency percentiles.
+pub fn jmx_exporter_config() -> String {
+    r#"# Rendered by the shanraq operator; read by the JMX exporter java agent in every Kafka pod.
+lowercaseOutputName: true
+lowercaseOutputLabelNames: true
+rules:
+  - pattern: 'kafka.server<type=raft-metrics><>(current-leader|current-epoch|high-watermark|log-end-offset|number-of-voters|commit-latency-avg): (.*)'
+    name: kafka_server_raft_metrics_$1
+    type: GAUGE
+  - pattern: 'kafka.controller<type=KafkaController, name=(OfflinePartitionsCount|ActiveControllerCount|GlobalPartitionCount|GlobalTopicCount)><>Value'
+    name: kafka_controller_kafkacontroller_$1
+    type: GAUGE
+  - pattern: 'kafka.server<type=ReplicaManager, name=(UnderReplicatedPartitions|UnderMinIsrPartitionCount|AtMinIsrPartitionCount|OfflineReplicaCount|PartitionCount|LeaderCount)><>Value'
+    name: kafka_server_replicamanager_$1
+    type: GAUGE
+  - pattern: 'kafka.server<type=ReplicaManager, name=(IsrShrinksPerSec|IsrExpandsPerSec)><>Count'
+    name: kafka_server_replicamanager_$1_total
+    type: COUNTER
+  - pattern: 'kafka.server<type=BrokerTopicMetrics, name=(BytesInPerSec|BytesOutPerSec|MessagesInPerSec)><>Count'
+    name: kafka_server_brokertopicmetrics_$1_total
+    type: COUNTER
+  - pattern: 'kafka.network<type=RequestMetrics, name=TotalTimeMs, request=(Produce|FetchConsumer|FetchFollower)><>(50|99|999)thPercentile'
+    name: kafka_network_requestmetrics_totaltimems
+    type: GAUGE
+    labels:
+      request: "$1"
+      quantile: "0.$2"
+"#
+    .to_owned()
+}
+
 /// Every node's file, keyed `controller-N.properties` / `broker-N.properties`.
 pub fn config_files(cluster: &ValidCluster) -> BTreeMap<String, String> {
     let spec = &cluster.spec.kafka;
@@ -184,6 +248,7 @@ pub fn config_files(cluster: &ValidCluster) -> BTreeMap<String, String> {
             broker_properties(cluster, ordinal),
         );
     }
+    files.insert(EXPORTER_CONFIG.to_owned(), jmx_exporter_config());
     files
 }
 
@@ -215,7 +280,7 @@ pub fn render(cluster: &ValidCluster) -> Result<Vec<Child>, RenderError> {
 
     let controllers = names.workload(Component::KafkaController);
     let brokers = names.workload(Component::KafkaBroker);
-    let mut children = vec![
+    let children = vec![
         Child::StatefulSet(stateful_set(cluster, Component::KafkaController, &hash)),
         Child::StatefulSet(stateful_set(cluster, Component::KafkaBroker, &hash)),
         Child::Service(meta::headless_service(
@@ -253,9 +318,6 @@ pub fn render(cluster: &ValidCluster) -> Result<Vec<Child>, RenderError> {
             Component::KafkaBroker,
         )),
     ];
-    if !spec.topics.is_empty() {
-        children.push(Child::Job(topics_job(cluster)?));
-    }
     Ok(children)
 }
 
@@ -282,8 +344,18 @@ fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str)
         meta::pod_name_env(),
         // kafka-run-class.sh writes its own logs here; the root filesystem is read-only.
         meta::env("LOG_DIR", "/opt/kafka/logs"),
+        // kafka-run-class.sh passes KAFKA_OPTS to the JVM: the exporter serves /metrics.
+        meta::env(
+            "KAFKA_OPTS",
+            &format!(
+                "-javaagent:{AGENT_DIR}/{AGENT_JAR}={METRICS_PORT}:{CONFIG_DIR}/{EXPORTER_CONFIG}"
+            ),
+        ),
     ]);
-    kafka.ports = Some(vec![meta::container_port(port_name, port)]);
+    kafka.ports = Some(vec![
+        meta::container_port(port_name, port),
+        meta::container_port("metrics", METRICS_PORT),
+    ]);
     let tcp_probe = |period: i32, failures: i32| Probe {
         tcp_socket: Some(TCPSocketAction {
             port: IntOrString::String(port_name.to_owned()),
@@ -305,9 +377,15 @@ fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str)
         meta::mount("config", CONFIG_DIR, true),
         meta::mount("logs", "/opt/kafka/logs", false),
         meta::mount("tmp", "/tmp", false),
+        meta::mount("agent", AGENT_DIR, true),
     ]);
+    let mut fetch = meta::container("jmx-agent", JMX_AGENT_IMAGE, KAFKA_UID, true);
+    fetch.command = Some(vec!["sh".to_owned(), "-c".to_owned(), agent_fetch_script()]);
+    fetch.volume_mounts = Some(vec![meta::mount("agent", AGENT_DIR, false)]);
+    fetch.resources = Some(meta::sidecar_resources());
 
     let pod = PodSpec {
+        init_containers: Some(vec![fetch]),
         containers: vec![kafka],
         security_context: Some(meta::pod_security_context(KAFKA_UID)),
         affinity: Some(meta::spread_across_nodes(cluster, component)),
@@ -318,6 +396,7 @@ fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str)
             meta::config_map_volume("config", &cluster.names.kafka_config()),
             meta::empty_dir_volume("logs"),
             meta::empty_dir_volume("tmp"),
+            meta::empty_dir_volume("agent"),
         ]),
         ..PodSpec::default()
     };
@@ -330,6 +409,12 @@ fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str)
             // The quorum needs a majority of controllers up before any of them is ready, and
             // brokers wait for the quorum: start every pod at once.
             pod_management_policy: Some("Parallel".to_owned()),
+            // The operator's roller deletes the pods one at a time (ISR and quorum checked):
+            // the StatefulSet controller never restarts a Kafka pod by itself.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_owned()),
+                rolling_update: None,
+            }),
             selector: meta::label_selector(cluster, component),
             template: PodTemplateSpec {
                 metadata: Some(meta::pod_meta(cluster, component, config_hash)),
@@ -345,107 +430,6 @@ fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str)
         },
         status: None,
     }
-}
-
-/// A short hash of the declared topics: a changed list gets a new Job (a Job's pod template is
-/// immutable), an unchanged one keeps the finished Job.
-pub fn topics_hash(topics: &[KafkaTopic]) -> Result<String, RenderError> {
-    let json = serde_json::to_vec(topics).map_err(|source| RenderError::Serialise {
-        what: "spec.kafka.topics".to_owned(),
-        source,
-    })?;
-    Ok(meta::hex(&Sha256::digest(&json)[..5]))
-}
-
-/// The topics Job's script: create each topic if absent, grow its partitions when the spec asks
-/// for more (Kafka cannot shrink them), and set its configuration.
-pub fn topics_script(cluster: &ValidCluster) -> String {
-    let bootstrap = format!("{}:{BROKER_PORT}", cluster.names.kafka_bootstrap());
-    let bin = format!("{KAFKA_HOME}/bin");
-    let mut script = format!(
-        "set -eu\n\
-         bootstrap={bootstrap}\n\
-         tries=0\n\
-         until {bin}/kafka-topics.sh --bootstrap-server \"$bootstrap\" --list >/dev/null 2>&1; do\n\
-         \x20 tries=$((tries + 1))\n\
-         \x20 if [ \"$tries\" -ge 120 ]; then echo \"brokers at $bootstrap did not answer\" >&2; exit 1; fi\n\
-         \x20 sleep 5\n\
-         done\n"
-    );
-    for topic in &cluster.spec.kafka.topics {
-        let name = shell_quote(&topic.name);
-        let configs: Vec<String> = topic
-            .config
-            .iter()
-            .map(|(key, value)| format!("{key}={value}"))
-            .collect();
-        let config_flags: String = configs
-            .iter()
-            .map(|pair| format!(" --config {}", shell_quote(pair)))
-            .collect();
-        let _ = write!(
-            script,
-            "\n# topic {name}\n\
-             {bin}/kafka-topics.sh --bootstrap-server \"$bootstrap\" --create --if-not-exists --topic {name} --partitions {partitions} --replication-factor {rf}{config_flags}\n\
-             current=\"$({bin}/kafka-topics.sh --bootstrap-server \"$bootstrap\" --describe --topic {name} | sed -n 's/.*PartitionCount: *\\([0-9]*\\).*/\\1/p' | head -n 1)\"\n\
-             if [ \"${{current:-0}}\" -lt {partitions} ]; then\n\
-             \x20 {bin}/kafka-topics.sh --bootstrap-server \"$bootstrap\" --alter --topic {name} --partitions {partitions}\n\
-             fi\n",
-            partitions = topic.partitions,
-            rf = topic.replication_factor,
-        );
-        for pair in &configs {
-            let _ = writeln!(
-                script,
-                "{bin}/kafka-configs.sh --bootstrap-server \"$bootstrap\" --alter --entity-type topics --entity-name {name} --add-config {}",
-                shell_quote(pair)
-            );
-        }
-    }
-    script
-}
-
-fn topics_job(cluster: &ValidCluster) -> Result<Job, RenderError> {
-    let spec = &cluster.spec.kafka;
-    let name = format!(
-        "{}-kafka-topics-{}",
-        cluster.name,
-        topics_hash(&spec.topics)?
-    );
-    let mut labels = cluster.names.labels(Component::KafkaBroker);
-    labels.insert(LABEL_COMPONENT.to_owned(), TOPICS_COMPONENT.to_owned());
-
-    let mut container = meta::container("topics", &spec.image, KAFKA_UID, true);
-    container.command = Some(vec![
-        "sh".to_owned(),
-        "-c".to_owned(),
-        topics_script(cluster),
-    ]);
-    container.env = Some(vec![meta::env("LOG_DIR", "/tmp/kafka-logs")]);
-    container.volume_mounts = Some(vec![meta::mount("tmp", "/tmp", false)]);
-    container.resources = Some(meta::sidecar_resources());
-    // The admin client's JVM needs more than a sidecar's memory.
-    if let Some(limits) = container
-        .resources
-        .as_mut()
-        .and_then(|resources| resources.limits.as_mut())
-    {
-        limits.insert(
-            "memory".to_owned(),
-            k8s_openapi::apimachinery::pkg::api::resource::Quantity("512Mi".to_owned()),
-        );
-    }
-
-    Ok(meta::one_shot_job(
-        cluster,
-        &name,
-        Component::KafkaBroker,
-        labels,
-        container,
-        KAFKA_UID,
-        10,
-        vec![meta::empty_dir_volume("tmp")],
-    ))
 }
 
 #[cfg(test)]

@@ -44,6 +44,11 @@ pub fn render(cluster: &ValidCluster, inputs: &Inputs) -> Result<Vec<Child>, Ren
         if cluster.spec.haproxy.enabled {
             monitors.push((Component::HAProxy, "stats", "/metrics"));
         }
+        if cluster.spec.kafka.enabled {
+            // The JMX exporter agent in every Kafka pod.
+            monitors.push((Component::KafkaController, "metrics", "/metrics"));
+            monitors.push((Component::KafkaBroker, "metrics", "/metrics"));
+        }
         for (component, port, path) in monitors {
             children.push(Child::PodMonitor(pod_monitor(
                 cluster, component, port, path,
@@ -349,6 +354,24 @@ pub fn rule_spec(cluster: &ValidCluster) -> RuleSpec {
             cluster,
             format!("Kafka brokers of {who} are not all ready"),
             "Fewer Kafka brokers are ready than desired for five minutes: partitions may be under-replicated.".to_owned(),
+        ));
+        component_rules.push(alert(
+            "ShanraqKafkaUnderReplicatedPartitions",
+            format!("sum(kafka_server_replicamanager_underreplicatedpartitions{{{sel}}}) > 0"),
+            "5m",
+            "warning",
+            cluster,
+            format!("Kafka partitions of {who} are under-replicated"),
+            "Some partitions have fewer in-sync replicas than replicas for five minutes: one more broker loss may stop acks=all writes.".to_owned(),
+        ));
+        component_rules.push(alert(
+            "ShanraqKafkaOfflinePartitions",
+            format!("max(kafka_controller_kafkacontroller_offlinepartitionscount{{{sel}}}) > 0"),
+            "1m",
+            "critical",
+            cluster,
+            format!("Kafka partitions of {who} are offline"),
+            "Some partitions have no leader: reads and writes to them fail.".to_owned(),
         ));
     }
     if cluster.spec.postgres.enabled && cluster.spec.backup.is_some() {

@@ -40,6 +40,8 @@ fn empty_spec_renders_every_component_with_defaults() {
             "PodDisruptionBudget/demo-pg",
             "PodDisruptionBudget/demo-redis",
             "PodMonitor/demo-haproxy",
+            "PodMonitor/demo-kafka-broker",
+            "PodMonitor/demo-kafka-controller",
             "PodMonitor/demo-pg",
             "PodMonitor/demo-redis",
             "PrometheusRule/demo-objectives",
@@ -74,13 +76,9 @@ fn empty_spec_renders_every_component_with_defaults() {
 }
 
 #[test]
-fn production_example_renders_the_cluster_mode_and_topics_objects() {
+fn production_example_renders_the_cluster_mode_objects() {
     let rendered = render(&production(), true);
     let names = kinds_and_names(&rendered);
-    let topics_job = format!(
-        "Job/payments-kafka-topics-{}",
-        kafka::topics_hash(&production().spec.kafka.topics).expect("hash")
-    );
     let mut expected = owned(&[
         "ConfigMap/payments-dashboards",
         "ConfigMap/payments-haproxy-config",
@@ -94,6 +92,8 @@ fn production_example_renders_the_cluster_mode_and_topics_objects() {
         "PodDisruptionBudget/payments-pg",
         "PodDisruptionBudget/payments-redis",
         "PodMonitor/payments-haproxy",
+        "PodMonitor/payments-kafka-broker",
+        "PodMonitor/payments-kafka-controller",
         "PodMonitor/payments-pg",
         "PodMonitor/payments-redis",
         "PrometheusRule/payments-objectives",
@@ -111,7 +111,6 @@ fn production_example_renders_the_cluster_mode_and_topics_objects() {
         "StatefulSet/payments-pg",
         "StatefulSet/payments-redis",
     ]);
-    expected.push(topics_job);
     let init_jobs: Vec<&String> = names
         .iter()
         .filter(|name| name.starts_with("Job/payments-redis-cluster-init-"))
@@ -651,8 +650,9 @@ fn kafka_nodes_have_distinct_ids_and_a_stable_cluster_id() {
     let cluster = production();
     let files = kafka::config_files(&cluster);
     let ids: Vec<String> = files
-        .values()
-        .map(|text| {
+        .iter()
+        .filter(|(name, _)| name.ends_with(".properties"))
+        .map(|(_, text)| {
             text.lines()
                 .find_map(|line| line.strip_prefix("node.id="))
                 .expect("node.id")
@@ -663,7 +663,8 @@ fn kafka_nodes_have_distinct_ids_and_a_stable_cluster_id() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), ids.len(), "{ids:?}");
-    assert_eq!(files.len(), 6);
+    assert_eq!(ids.len(), 6);
+    assert!(files.contains_key("jmx-exporter.yaml"));
 
     let id = kafka::cluster_id(&cluster);
     assert_eq!(id.len(), 22);
@@ -674,27 +675,33 @@ fn kafka_nodes_have_distinct_ids_and_a_stable_cluster_id() {
 }
 
 #[test]
-fn a_changed_topic_list_gets_a_new_job() {
-    let job = |spec: &str| {
-        let rendered = render(&with_spec(spec), true);
-        kinds_and_names(&rendered)
-            .into_iter()
-            .find(|name| name.starts_with("Job/demo-kafka-topics-"))
-            .expect("topics job")
-    };
-    let one = job("  kafka:\n    topics:\n      - name: ledger\n        partitions: 6");
-    let same = job("  kafka:\n    topics:\n      - name: ledger\n        partitions: 6");
-    let grown = job("  kafka:\n    topics:\n      - name: ledger\n        partitions: 12");
-    assert_eq!(one, same);
-    assert_ne!(one, grown);
-    let script = kafka::topics_script(&with_spec(
-        "  kafka:\n    topics:\n      - name: ledger\n        partitions: 12\n        config:\n          retention.ms: \"604800000\"",
-    ));
-    assert!(script.contains("--create --if-not-exists --topic 'ledger' --partitions 12 --replication-factor 3 --config 'retention.ms=604800000'"), "{script}");
-    assert!(
-        script.contains("--alter --topic 'ledger' --partitions 12"),
-        "{script}"
+fn topics_are_left_to_the_operator_and_kafka_pods_roll_on_delete() {
+    let rendered = render(
+        &with_spec("  kafka:\n    topics:\n      - name: ledger\n        partitions: 6"),
+        true,
     );
+    let names = kinds_and_names(&rendered);
+    assert!(
+        !names.iter().any(|name| name.starts_with("Job/")),
+        "topics go through the admin API, not a Job: {names:?}"
+    );
+    for child in &rendered.children {
+        if let Child::StatefulSet(set) = child
+            && set
+                .metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.contains("-kafka-"))
+        {
+            let strategy = set.spec.update_strategy.as_ref();
+            assert_eq!(
+                strategy.and_then(|s| s.type_.as_deref()),
+                Some("OnDelete"),
+                "{}",
+                child.name()
+            );
+        }
+    }
 }
 
 #[test]
@@ -888,8 +895,8 @@ fn a_changed_redis_cluster_init_script_is_a_new_job() {
 }
 
 /// The dashboard has a row for every component, each with panels that query it: the
-/// exporter's series, or the operator's `shanraq_component_*` gauges for Kafka, which runs
-/// without an exporter.
+/// exporter's series (Kafka's JMX exporter, beside the operator's `shanraq_component_*`
+/// gauges of its pods).
 #[test]
 fn the_dashboard_has_panels_for_every_component() {
     let text = shanraq_render::monitoring::dashboard_json(&production()).expect("dashboard");
@@ -898,7 +905,7 @@ fn the_dashboard_has_panels_for_every_component() {
     for (row, queried) in [
         ("PostgreSQL", "pg_"),
         ("Redis", "redis_"),
-        ("Kafka", "component=\"kafka-"),
+        ("Kafka", "kafka"),
         ("HAProxy", "haproxy_"),
     ] {
         let start = panels

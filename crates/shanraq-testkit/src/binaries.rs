@@ -96,6 +96,16 @@ pub fn lua() -> Result<PathBuf, TestkitError> {
     on_path("lua5.4", SYSTEM_DIRS, "lua5.4")
 }
 
+/// Where the install scripts cache what they build or fetch: `$SHANRAQ_TOOLS_CACHE`, else
+/// `$XDG_CACHE_HOME/shanraq`, else `~/.cache/shanraq`.
+fn tools_cache() -> PathBuf {
+    std::env::var_os("SHANRAQ_TOOLS_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|dir| PathBuf::from(dir).join("shanraq")))
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/shanraq")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cache/shanraq"))
+}
+
 /// `openssl`, which makes the test CA and server certificates.
 pub fn openssl() -> Result<PathBuf, TestkitError> {
     on_path("openssl", SYSTEM_DIRS, "openssl")
@@ -115,24 +125,82 @@ pub fn weed() -> Result<PathBuf, TestkitError> {
     let path = match std::env::var_os("SHANRAQ_WEED") {
         Some(path) => PathBuf::from(path),
         None => {
-            let cache = std::env::var_os("SHANRAQ_TOOLS_CACHE")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("XDG_CACHE_HOME").map(|dir| PathBuf::from(dir).join("shanraq"))
-                })
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/shanraq"))
-                })
-                .unwrap_or_else(|| PathBuf::from("/root/.cache/shanraq"));
-            cache.join(format!("seaweedfs-{SEAWEEDFS_VERSION}/bin/weed"))
+            tools_cache().join(format!("seaweedfs-{SEAWEEDFS_VERSION}/bin/weed"))
         }
     };
     existing("weed", path, "SeaweedFS with scripts/install-s3-server")
 }
 
+
+/// The Apache Kafka release the tests run; `scripts/kafka/pom.xml` pins the same (a test checks).
+pub const KAFKA_VERSION: &str = "4.4.0";
+/// The Prometheus JMX exporter agent release in the same pom.
+pub const JMX_EXPORTER_VERSION: &str = "1.0.1";
+
+/// `java` (Debian's `openjdk-17-jre-headless`; Kafka 4 brokers need Java 17).
+pub fn java() -> Result<PathBuf, TestkitError> {
+    on_path("java", SYSTEM_DIRS, "openjdk-17-jre-headless")
+}
+
+/// The directory `scripts/install-kafka` fills from Maven Central: `lib/` (the broker's
+/// classpath) and `agent/`. `SHANRAQ_KAFKA_HOME` overrides the cache path.
+pub fn kafka_home() -> Result<PathBuf, TestkitError> {
+    let home = match std::env::var_os("SHANRAQ_KAFKA_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => {
+            tools_cache().join(format!("kafka-{KAFKA_VERSION}"))
+        }
+    };
+    let broker_jar = home
+        .join("lib")
+        .join(format!("kafka_2.13-{KAFKA_VERSION}.jar"));
+    if broker_jar.is_file() {
+        Ok(home)
+    } else {
+        Err(TestkitError::MissingKafka { path: broker_jar })
+    }
+}
+
+/// The JMX exporter's `-javaagent` jar in a `kafka_home()`.
+pub fn jmx_exporter_agent(home: &Path) -> Result<PathBuf, TestkitError> {
+    let jar = home.join("agent").join(format!(
+        "jmx_prometheus_javaagent-{JMX_EXPORTER_VERSION}.jar"
+    ));
+    if jar.is_file() {
+        Ok(jar)
+    } else {
+        Err(TestkitError::MissingKafka { path: jar })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kafka_versions_match_the_pom_install_kafka_resolves() {
+        let pom = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka/pom.xml"),
+        )
+        .expect("scripts/kafka/pom.xml");
+        assert!(
+            pom.contains(&format!("<kafka.version>{KAFKA_VERSION}</kafka.version>")),
+            "KAFKA_VERSION differs from the pom"
+        );
+        assert!(
+            pom.contains(&format!(
+                "<jmx.exporter.version>{JMX_EXPORTER_VERSION}</jmx.exporter.version>"
+            )),
+            "JMX_EXPORTER_VERSION differs from the pom"
+        );
+    }
+
+    #[test]
+    fn kafka_is_installed() {
+        let home = kafka_home().expect("Kafka jars (scripts/install-kafka)");
+        jmx_exporter_agent(&home).expect("JMX exporter agent (scripts/install-kafka)");
+        java().expect("java");
+    }
 
     #[test]
     fn every_server_this_machine_needs_is_installed() {

@@ -11,6 +11,10 @@ pub enum TestkitError {
         path: PathBuf,
         package: &'static str,
     },
+    #[error("Apache Kafka is not installed ({path} is missing): run scripts/install-kafka")]
+    MissingKafka { path: PathBuf },
+    #[error("kafka cluster: {problem}")]
+    Kafka { problem: String },
     #[error("user `postgres` is not in /etc/passwd: install the Debian package `postgresql-15`")]
     NoPostgresUser,
     #[error("{what}: {source}")]

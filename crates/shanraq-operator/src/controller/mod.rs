@@ -78,6 +78,8 @@ pub struct Context {
     pub drills: failover_drill::Requests,
     /// One Redis HA task per cluster with Redis in replication mode.
     pub redis_ha: crate::engines::redis::RedisHaRegistry,
+    /// One Kafka task per cluster with Kafka (topics, admin API figures).
+    pub kafka: crate::engines::kafka::KafkaRegistry,
     /// Each cluster's last full apply, so that an unchanged rendering is read, not re-applied.
     pub applied: applied::AppliedMarks,
     /// Consecutive failures per cluster (`namespace/name`), for the retry back-off.
@@ -115,6 +117,7 @@ impl Context {
             }),
             drills: failover_drill::Requests::default(),
             redis_ha: crate::engines::redis::RedisHaRegistry::new(false),
+            kafka: crate::engines::kafka::KafkaRegistry::new(false),
             applied: applied::AppliedMarks::default(),
             failures: Mutex::new(HashMap::new()),
         }
@@ -123,6 +126,7 @@ impl Context {
     /// Runs an HA task per cluster with these settings.
     pub fn with_ha(mut self, settings: HaSettings) -> Self {
         self.redis_ha = crate::engines::redis::RedisHaRegistry::new(settings.enabled);
+        self.kafka = crate::engines::kafka::KafkaRegistry::new(settings.enabled);
         self.ha = HaRegistry::new(settings);
         self
     }
@@ -375,5 +379,6 @@ pub async fn run(
     // Not leading (or shutting down): no engine may act any more.
     ctx.ha.stop_all().await;
     ctx.redis_ha.stop_all().await;
+    ctx.kafka.stop_all();
     tracing::info!("controllers stopped");
 }

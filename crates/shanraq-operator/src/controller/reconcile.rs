@@ -103,6 +103,12 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         metrics: ctx.metrics.clone(),
         reference: cluster_reference(object),
     });
+    ctx.kafka.ensure(
+        &cluster,
+        managed_topics(&previous),
+        kafka_config_hash(&cluster, &rendered),
+        || ctx.client.clone(),
+    );
     ctx.ha
         .set_desired_hash(&key_of(&cluster), postgres_config_hash(&cluster, &rendered));
     ctx.redis_ha.set_desired_hash(
@@ -145,6 +151,13 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
             .handle(&key_of(&cluster))
             .and_then(|handle| crate::engines::redis::objectives::measure(&handle)),
     );
+    observed.kafka = ctx.kafka.view(&key_of(&cluster));
+    if let Some(crate::engines::kafka::health::AdminView::Seen { figures, .. }) = &observed.kafka {
+        observed.rpo = crate::engines::redis::objectives::worse(
+            observed.rpo.take(),
+            crate::engines::kafka::health::rpo(figures),
+        );
+    }
     observed.postgres_instances = sampled_instances(ctx, &cluster, &previous);
     observed.archive = sampled_archive(ctx, &cluster, &previous);
     if cluster.spec.backup.is_some() {
@@ -217,6 +230,15 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     } else {
         PROGRESS_REQUEUE
     }))
+}
+
+/// The topics this cluster manages: those its status lists (declared or retained).
+fn managed_topics(previous: &ShanraqClusterStatus) -> std::collections::BTreeSet<String> {
+    previous
+        .kafka
+        .iter()
+        .flat_map(|kafka| kafka.topics.iter().map(|topic| topic.name.clone()))
+        .collect()
 }
 
 /// The children applied in full (with the generated Secrets ensured first), or only the
@@ -314,9 +336,27 @@ fn postgres_config_hash(
     cluster: &ValidCluster,
     rendered: &shanraq_render::Rendered,
 ) -> Option<String> {
-    let workload = cluster
-        .names
-        .workload(shanraq_api::names::Component::Postgres);
+    template_hash(cluster, rendered, shanraq_api::names::Component::Postgres)
+}
+
+/// The configuration hash of the Kafka pods' template (controllers and brokers share it).
+fn kafka_config_hash(
+    cluster: &ValidCluster,
+    rendered: &shanraq_render::Rendered,
+) -> Option<String> {
+    template_hash(
+        cluster,
+        rendered,
+        shanraq_api::names::Component::KafkaBroker,
+    )
+}
+
+fn template_hash(
+    cluster: &ValidCluster,
+    rendered: &shanraq_render::Rendered,
+    component: shanraq_api::names::Component,
+) -> Option<String> {
+    let workload = cluster.names.workload(component);
     rendered.children.iter().find_map(|child| match child {
         shanraq_render::Child::StatefulSet(set)
             if set.metadata.name.as_deref() == Some(&workload) =>

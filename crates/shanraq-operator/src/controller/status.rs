@@ -192,6 +192,8 @@ pub struct Observed {
     pub archive: Option<super::backup_status::ArchiveObservation>,
     /// The newest finished ShanraqBackup of the cluster (name, status), when listed.
     pub last_backup: Option<(String, shanraq_api::backup_request::ShanraqBackupStatus)>,
+    /// What the Kafka task last learnt from the admin API.
+    pub kafka: Option<crate::engines::kafka::health::AdminView>,
 }
 
 impl Observed {
@@ -206,6 +208,7 @@ impl Observed {
             redis_cluster: None,
             archive: None,
             last_backup: None,
+            kafka: None,
         }
     }
 }
@@ -384,13 +387,17 @@ pub fn conditions(cluster: &ValidCluster, observed: &Observed, now: &Time) -> Ve
             ),
             observed.redis_cluster.as_ref(),
         ),
-        component_condition(
-            KAFKA_READY,
-            "Kafka",
-            "kafka",
-            spec.kafka.enabled,
-            &[Component::KafkaController, Component::KafkaBroker],
-            observed,
+        crate::engines::kafka::health::kafka_condition(
+            component_condition(
+                KAFKA_READY,
+                "Kafka",
+                "kafka",
+                spec.kafka.enabled,
+                &[Component::KafkaController, Component::KafkaBroker],
+                observed,
+            ),
+            cluster,
+            observed.kafka.as_ref(),
         ),
         component_condition(
             HAPROXY_READY,
@@ -548,7 +555,13 @@ pub fn desired(
         None
     };
     next.kafka = if cluster.spec.kafka.enabled {
-        counts(&[Component::KafkaController, Component::KafkaBroker])
+        counts(&[Component::KafkaController, Component::KafkaBroker]).map(|counts| {
+            crate::engines::kafka::health::kafka_status(
+                counts,
+                observed.kafka.as_ref(),
+                previous.kafka.as_ref(),
+            )
+        })
     } else {
         None
     };
@@ -1115,13 +1128,13 @@ mod tests {
         let job: DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": { "name": "payments-kafka-topics", "labels": { LABEL_COMPONENT: "kafka-broker" } },
+            "metadata": { "name": "payments-redis-cluster-init-0a1b2c", "labels": { LABEL_COMPONENT: "redis" } },
             "spec": { "template": {} },
             "status": { "active": 1, "failed": 2 }
         }))
         .expect("object");
         let workload = Workload::from_object(&job).expect("a Job");
-        assert_eq!(workload.component, Component::KafkaBroker);
+        assert_eq!(workload.component, Component::Redis);
         assert!(!workload.is_ready(), "a running Job is not done");
     }
 }

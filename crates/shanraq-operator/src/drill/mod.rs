@@ -9,6 +9,7 @@ pub mod demo;
 pub mod error;
 pub mod haproxy_config;
 pub mod haproxy_router;
+pub mod kafka;
 pub mod ledger;
 pub mod load;
 pub mod local;
@@ -87,6 +88,25 @@ pub enum BenchTarget {
     /// process, and report the time until all converged, the apply-to-status latency of one
     /// cluster and the operator's peak RSS.
     Reconcile(ReconcileBenchArgs),
+    /// Start 3 Kafka controllers and 3 brokers from the rendered configuration, create the
+    /// seeds' topics, restart every node one at a time as the ISR-safe roll planner allows
+    /// under an acks=all producer, and report acknowledged and lost messages, the longest
+    /// produce stall and the roll's time.
+    Kafka(KafkaBenchArgs),
+}
+
+/// Flags of `shanraq bench kafka`.
+#[derive(Debug, clap::Args)]
+pub struct KafkaBenchArgs {
+    /// The most messages the producer sends (it stops earlier when the roll is over).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub messages: u64,
+    /// The roll's bound in seconds.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(30..=7_200))]
+    pub timeout_seconds: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `shanraq bench reconcile`.
@@ -298,6 +318,22 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", reconcile_bench::summary(&report));
+            }
+            Ok(())
+        }
+        BenchTarget::Kafka(args) => {
+            let report = block_on(async {
+                kafka::bench::run(
+                    args.messages,
+                    std::time::Duration::from_secs(args.timeout_seconds),
+                )
+                .await
+                .map_err(std::io::Error::other)
+            })?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", kafka::bench::summary(&report));
             }
             Ok(())
         }

@@ -2,4 +2,5 @@
 //! lives in `crate::ha`): its settings from the cluster's spec, its state store, its router,
 //! its status and conditions.
 
+pub mod kafka;
 pub mod redis;

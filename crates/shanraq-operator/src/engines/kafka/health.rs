@@ -1,0 +1,333 @@
+//! What the admin API's view of the cluster means for the status: the per-topic entries of
+//! `status.kafka.topics`, the cluster figures (brokers registered, offline and
+//! under-replicated partitions, the smallest ISR beside `min.insync.replicas`), `KafkaReady`
+//! and Kafka's part of `RPOMet`. Pure.
+
+use std::collections::BTreeMap;
+
+use shanraq_api::ValidCluster;
+use shanraq_api::kafka::{KafkaStatus, KafkaTopicStatus};
+use shanraq_api::status::WorkloadStatus;
+use shanraq_ha::kafka::PartitionView;
+use shanraq_ha::objectives::RpoMeasurement;
+
+use super::admin::ClusterInfo;
+use super::topics::{TopicAction, TopicPlan};
+use crate::controller::status::{Truth, Want};
+
+pub const STATE_READY: &str = "Ready";
+pub const STATE_REFUSED: &str = "Refused";
+pub const STATE_FAILED: &str = "Failed";
+pub const STATE_RETAINED: &str = "Retained";
+
+/// The figures of one admin API round.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterFigures {
+    pub brokers_registered: i32,
+    pub offline_partitions: i32,
+    pub under_replicated_partitions: i32,
+    /// The smallest ISR of any partition (`None`: no partitions).
+    pub min_isr_seen: Option<i32>,
+    /// The lowest `min.insync.replicas` of any topic.
+    pub lowest_min_insync: Option<i32>,
+    /// Partitions whose ISR is below their topic's `min.insync.replicas`.
+    pub below_min_isr: Vec<String>,
+}
+
+fn len(items: usize) -> i32 {
+    i32::try_from(items).unwrap_or(i32::MAX)
+}
+
+pub fn figures(info: &ClusterInfo) -> ClusterFigures {
+    let mut figures = ClusterFigures {
+        brokers_registered: len(info.brokers.len()),
+        ..ClusterFigures::default()
+    };
+    for (name, topic) in &info.topics {
+        figures.lowest_min_insync = Some(
+            figures
+                .lowest_min_insync
+                .map_or(topic.min_isr, |low| low.min(topic.min_isr)),
+        );
+        for partition in &topic.partitions {
+            let isr = len(partition.isr.len());
+            if partition.leader < 0 {
+                figures.offline_partitions += 1;
+            }
+            if partition.isr.len() < partition.replicas.len() {
+                figures.under_replicated_partitions += 1;
+            }
+            if isr < topic.min_isr {
+                figures
+                    .below_min_isr
+                    .push(format!("{name}-{}", partition.id));
+            }
+            figures.min_isr_seen = Some(figures.min_isr_seen.map_or(isr, |low| low.min(isr)));
+        }
+    }
+    figures
+}
+
+/// Every partition for the roll planner.
+pub fn partition_views(info: &ClusterInfo) -> Vec<PartitionView> {
+    info.topics
+        .iter()
+        .flat_map(|(name, topic)| {
+            topic.partitions.iter().map(|p| PartitionView {
+                topic: name.clone(),
+                partition: p.id,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                min_isr: topic.min_isr,
+            })
+        })
+        .collect()
+}
+
+/// `status.kafka.topics` after a round: each declared topic, and each retained one, with what
+/// Kafka holds now and why it is not `Ready`.
+pub fn topic_statuses(
+    plan: &TopicPlan,
+    failures: &BTreeMap<String, String>,
+    after: &ClusterInfo,
+) -> Vec<KafkaTopicStatus> {
+    let mut statuses = Vec::new();
+    for (name, actions) in plan {
+        if actions.contains(&TopicAction::Delete) && !failures.contains_key(name) {
+            continue;
+        }
+        let refusals: Vec<&str> = actions
+            .iter()
+            .filter_map(|action| match action {
+                TopicAction::Refuse { message, .. } => Some(message.as_str()),
+                _ => None,
+            })
+            .collect();
+        let (state, message) = if !refusals.is_empty() {
+            (STATE_REFUSED, refusals.join("; "))
+        } else if let Some(failure) = failures.get(name) {
+            (STATE_FAILED, failure.clone())
+        } else if actions.contains(&TopicAction::Retain) {
+            (
+                STATE_RETAINED,
+                format!(
+                    "topic {name} is no longer in spec.kafka.topics; kept because spec.kafka.deletionPolicy is Retain"
+                ),
+            )
+        } else {
+            (STATE_READY, String::new())
+        };
+        let live = after.topics.get(name);
+        statuses.push(KafkaTopicStatus {
+            name: name.clone(),
+            state: state.to_owned(),
+            partitions: live.map(|t| len(t.partitions.len())),
+            replication_factor: live.map(super::admin::TopicInfo::replication_factor),
+            under_replicated_partitions: live.map(super::admin::TopicInfo::under_replicated),
+            message,
+        });
+    }
+    statuses
+}
+
+/// `status.kafka`: the workloads' counts and the admin API's figures and topics. While the
+/// admin API does not answer, the figures and topics of the last round that did are kept.
+pub fn kafka_status(
+    counts: WorkloadStatus,
+    view: Option<&AdminView>,
+    previous: Option<&KafkaStatus>,
+) -> KafkaStatus {
+    let mut status = match (view, previous) {
+        (
+            Some(AdminView::Seen {
+                figures, topics, ..
+            }),
+            _,
+        ) => KafkaStatus {
+            brokers_registered: Some(figures.brokers_registered),
+            offline_partitions: Some(figures.offline_partitions),
+            under_replicated_partitions: Some(figures.under_replicated_partitions),
+            min_isr: figures.min_isr_seen,
+            topics: topics.clone(),
+            ..KafkaStatus::default()
+        },
+        (_, Some(previous)) => previous.clone(),
+        (_, None) => KafkaStatus::default(),
+    };
+    status.ready_replicas = counts.ready_replicas;
+    status.replicas = counts.replicas;
+    status
+}
+
+/// `KafkaReady` from the workloads' condition and, once the admin API answered, the cluster's
+/// own view: every broker registered, no partition offline, every topic reconciled.
+pub fn kafka_condition(workloads: Want, cluster: &ValidCluster, view: Option<&AdminView>) -> Want {
+    let Some(view) = view else {
+        return workloads;
+    };
+    if workloads.truth != Truth::True {
+        return workloads;
+    }
+    let brokers = cluster.spec.kafka.brokers;
+    match view {
+        AdminView::NeverReached { error } => Want {
+            message: format!("{}; admin API not reached yet: {error}", workloads.message),
+            ..workloads
+        },
+        AdminView::Unreachable { error } => Want::new(
+            workloads.type_,
+            Truth::False,
+            "AdminUnreachable",
+            format!("the admin API stopped answering: {error}"),
+        ),
+        AdminView::Seen {
+            figures,
+            topics,
+            roll,
+        } => {
+            let summary = format!(
+                "{}/{brokers} brokers registered, {} offline and {} under-replicated partitions",
+                figures.brokers_registered,
+                figures.offline_partitions,
+                figures.under_replicated_partitions
+            );
+            let troubled: Vec<String> = topics
+                .iter()
+                .filter(|t| t.state == STATE_REFUSED || t.state == STATE_FAILED)
+                .map(|t| t.message.clone())
+                .collect();
+            if figures.brokers_registered < brokers {
+                Want::new(workloads.type_, Truth::False, "BrokersMissing", summary)
+            } else if figures.offline_partitions > 0 {
+                Want::new(workloads.type_, Truth::False, "OfflinePartitions", summary)
+            } else if let Some(first) = troubled.first() {
+                let reason = if topics.iter().any(|t| t.state == STATE_REFUSED) {
+                    "TopicRefused"
+                } else {
+                    "TopicFailed"
+                };
+                let more = if troubled.len() > 1 {
+                    format!(" (and {} more topics)", troubled.len() - 1)
+                } else {
+                    String::new()
+                };
+                Want::new(
+                    workloads.type_,
+                    Truth::False,
+                    reason,
+                    format!("{first}{more}; {summary}"),
+                )
+            } else if let Some(reason) = roll {
+                Want::new(
+                    workloads.type_,
+                    Truth::False,
+                    "RollWaiting",
+                    format!("{reason}; {summary}"),
+                )
+            } else {
+                Want::new(workloads.type_, Truth::True, "Ready", summary)
+            }
+        }
+    }
+}
+
+/// What the Kafka task last learnt from the admin API.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AdminView {
+    /// No round succeeded since the task started.
+    NeverReached { error: String },
+    /// Rounds succeeded before; the last one failed.
+    Unreachable { error: String },
+    Seen {
+        figures: ClusterFigures,
+        topics: Vec<KafkaTopicStatus>,
+        /// Why a rolling restart waits, while one does.
+        roll: Option<String>,
+    },
+}
+
+/// Kafka's part of the RPO: with `acks=all` an acknowledged message is on at least
+/// `min.insync.replicas` replicas, so it survives the loss of one broker when every ISR holds
+/// at least that many and that many is at least 2.
+pub fn rpo(figures: &ClusterFigures) -> Option<RpoMeasurement> {
+    let lowest = figures.lowest_min_insync?;
+    let seen = figures.min_isr_seen?;
+    if lowest < 2 {
+        return Some(RpoMeasurement::NoPromotableReplica {
+            reason: format!(
+                "a Kafka topic has min.insync.replicas {lowest}: an acks=all write may be on one broker only"
+            ),
+        });
+    }
+    if let Some(first) = figures.below_min_isr.first() {
+        return Some(RpoMeasurement::NoPromotableReplica {
+            reason: format!(
+                "Kafka partition {first} (and {} more) has fewer in-sync replicas than min.insync.replicas",
+                figures.below_min_isr.len() - 1
+            ),
+        });
+    }
+    Some(RpoMeasurement::Synchronous {
+        streaming: vec![format!(
+            "Kafka: every partition's ISR >= {seen}, min.insync.replicas {lowest}, acks=all"
+        )],
+        required: 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::engines::kafka::admin::{PartitionInfo, TopicInfo};
+
+    fn info(isr: &[&[i32]], leader: i32) -> ClusterInfo {
+        ClusterInfo {
+            brokers: BTreeSet::from([100, 101, 102]),
+            topics: BTreeMap::from([(
+                "payments".to_owned(),
+                TopicInfo {
+                    partitions: isr
+                        .iter()
+                        .enumerate()
+                        .map(|(i, isr)| PartitionInfo {
+                            id: i32::try_from(i).expect("small"),
+                            leader,
+                            replicas: vec![100, 101, 102],
+                            isr: isr.to_vec(),
+                        })
+                        .collect(),
+                    own_config: BTreeMap::new(),
+                    min_isr: 2,
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn figures_count_offline_under_replicated_and_the_smallest_isr() {
+        let figures = figures(&info(&[&[100, 101, 102], &[100]], 100));
+        assert_eq!(figures.under_replicated_partitions, 1);
+        assert_eq!(figures.min_isr_seen, Some(1));
+        assert_eq!(figures.below_min_isr, vec!["payments-1".to_owned()]);
+        assert_eq!(figures.offline_partitions, 0);
+        assert_eq!(super::figures(&info(&[&[]], -1)).offline_partitions, 1);
+    }
+
+    #[test]
+    fn rpo_holds_only_with_every_isr_at_min_insync_of_two_or_more() {
+        let healthy = figures(&info(&[&[100, 101, 102], &[100, 101]], 100));
+        match rpo(&healthy) {
+            Some(RpoMeasurement::Synchronous { streaming, .. }) => {
+                assert!(streaming[0].contains("ISR >= 2"), "{streaming:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let short = figures(&info(&[&[100]], 100));
+        assert!(matches!(
+            rpo(&short),
+            Some(RpoMeasurement::NoPromotableReplica { reason }) if reason.contains("payments-0")
+        ));
+    }
+}

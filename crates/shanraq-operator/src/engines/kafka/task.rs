@@ -1,0 +1,211 @@
+//! One Kafka task per ShanraqCluster with Kafka: started by the reconcile
+//! (`KafkaRegistry::ensure`), it runs a topic round (`round::topics_round`) against the
+//! cluster's bootstrap Service every few seconds, then one step of the ISR-safe roll of pods
+//! whose configuration is stale (`roll::step`), and keeps the last `AdminView`, which the
+//! reconcile turns into `status.kafka`, `KafkaReady` and Kafka's part of `RPOMet`. Running
+//! beside the reconcile keeps a slow or unreachable Kafka from delaying it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shanraq_api::ValidCluster;
+use shanraq_api::kafka::KafkaSpec;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use kube::Client;
+
+use super::admin::KafkaAdmin;
+use super::health::AdminView;
+use super::roll::{self, RollState};
+use super::round::topics_round;
+
+/// How often a task describes the cluster and converges its topics.
+pub const ROUND_PERIOD: Duration = Duration::from_secs(10);
+/// The admin client's bound on each request.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a task works from; a change reaches the running task at its next round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaTaskSpec {
+    pub bootstrap: String,
+    pub kafka: KafkaSpec,
+    /// The topics `status.kafka.topics` listed.
+    pub managed: BTreeSet<String>,
+    pub namespace: String,
+    pub name: String,
+    /// The `shanraq.org/config-hash` the Kafka pods should run.
+    pub desired_hash: Option<String>,
+}
+
+/// The bootstrap Service of `cluster`, by its cluster DNS name.
+pub fn bootstrap(cluster: &ValidCluster) -> String {
+    format!(
+        "{}.{}.svc:{}",
+        cluster.names.kafka_bootstrap(),
+        cluster.namespace,
+        shanraq_render::kafka::BROKER_PORT
+    )
+}
+
+struct Entry {
+    spec: watch::Sender<KafkaTaskSpec>,
+    view: Arc<Mutex<Option<AdminView>>>,
+    join: JoinHandle<()>,
+}
+
+/// The running Kafka tasks, keyed by `namespace/name`.
+pub struct KafkaRegistry {
+    enabled: bool,
+    tasks: Mutex<HashMap<String, Entry>>,
+}
+
+impl std::fmt::Debug for KafkaRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaRegistry")
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaRegistry {
+    /// `enabled: false` never talks to Kafka (mocked-API tests).
+    pub fn new(enabled: bool) -> KafkaRegistry {
+        KafkaRegistry {
+            enabled,
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts the task of `cluster`, hands it the current spec, or stops it when Kafka is off.
+    pub fn ensure(
+        &self,
+        cluster: &ValidCluster,
+        managed: BTreeSet<String>,
+        desired_hash: Option<String>,
+        client: impl FnOnce() -> Client,
+    ) {
+        let key = format!("{}/{}", cluster.namespace, cluster.name);
+        let Ok(mut tasks) = self.tasks.lock() else {
+            return;
+        };
+        if !self.enabled || !cluster.spec.kafka.enabled {
+            if let Some(entry) = tasks.remove(&key) {
+                entry.join.abort();
+            }
+            return;
+        }
+        let wanted = KafkaTaskSpec {
+            bootstrap: bootstrap(cluster),
+            kafka: cluster.spec.kafka.clone(),
+            managed,
+            namespace: cluster.namespace.clone(),
+            name: cluster.name.clone(),
+            desired_hash,
+        };
+        if let Some(entry) = tasks.get(&key)
+            && !entry.join.is_finished()
+        {
+            entry.spec.send_if_modified(|current| {
+                let changed = *current != wanted;
+                *current = wanted.clone();
+                changed
+            });
+            return;
+        }
+        let (sender, receiver) = watch::channel(wanted);
+        let view = Arc::new(Mutex::new(None));
+        let join = tokio::spawn(run(receiver, Arc::clone(&view), client()));
+        tasks.insert(
+            key,
+            Entry {
+                spec: sender,
+                view,
+                join,
+            },
+        );
+    }
+
+    /// What the task of `key` last learnt, `None` before its first round.
+    pub fn view(&self, key: &str) -> Option<AdminView> {
+        let tasks = self.tasks.lock().ok()?;
+        tasks.get(key)?.view.lock().ok()?.clone()
+    }
+
+    pub fn stop_all(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for (_, entry) in tasks.drain() {
+                entry.join.abort();
+            }
+        }
+    }
+}
+
+async fn run(
+    mut spec: watch::Receiver<KafkaTaskSpec>,
+    view: Arc<Mutex<Option<AdminView>>>,
+    client: Client,
+) {
+    let mut admin: Option<KafkaAdmin> = None;
+    let mut reached = false;
+    let mut roll = RollState::default();
+    loop {
+        let current = spec.borrow_and_update().clone();
+        if admin
+            .as_ref()
+            .is_none_or(|a| a.bootstrap() != current.bootstrap)
+        {
+            admin = KafkaAdmin::new(&current.bootstrap, ADMIN_TIMEOUT).ok();
+        }
+        let next = match &admin {
+            None => AdminView::NeverReached {
+                error: format!("cannot create an admin client for {}", current.bootstrap),
+            },
+            Some(admin) => match topics_round(admin, &current.kafka, &current.managed).await {
+                Ok(outcome) => {
+                    reached = true;
+                    for (topic, failure) in &outcome.failures {
+                        tracing::warn!(topic, %failure, "kafka topic not reconciled");
+                    }
+                    let waiting = match &current.desired_hash {
+                        Some(hash) => roll::step(
+                            &client,
+                            &current.namespace,
+                            &current.name,
+                            current.kafka.brokers,
+                            hash,
+                            &outcome.info,
+                            &mut roll,
+                        )
+                        .await
+                        .unwrap_or_else(Some),
+                        None => None,
+                    };
+                    AdminView::Seen {
+                        figures: outcome.figures,
+                        topics: outcome.topics,
+                        roll: waiting,
+                    }
+                }
+                Err(error) if reached => AdminView::Unreachable {
+                    error: error.to_string(),
+                },
+                Err(error) => AdminView::NeverReached {
+                    error: error.to_string(),
+                },
+            },
+        };
+        if let Ok(mut slot) = view.lock() {
+            *slot = Some(next);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(ROUND_PERIOD) => {}
+            changed = spec.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
