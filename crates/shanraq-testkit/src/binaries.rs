@@ -101,7 +101,9 @@ pub fn lua() -> Result<PathBuf, TestkitError> {
 fn tools_cache() -> PathBuf {
     std::env::var_os("SHANRAQ_TOOLS_CACHE")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|dir| PathBuf::from(dir).join("shanraq")))
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|dir| PathBuf::from(dir).join("shanraq"))
+        })
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/shanraq")))
         .unwrap_or_else(|| PathBuf::from("/root/.cache/shanraq"))
 }
@@ -124,13 +126,10 @@ pub const SEAWEEDFS_VERSION: &str = "v0.0.0-20261109003541-7506e5f91cd6";
 pub fn weed() -> Result<PathBuf, TestkitError> {
     let path = match std::env::var_os("SHANRAQ_WEED") {
         Some(path) => PathBuf::from(path),
-        None => {
-            tools_cache().join(format!("seaweedfs-{SEAWEEDFS_VERSION}/bin/weed"))
-        }
+        None => tools_cache().join(format!("seaweedfs-{SEAWEEDFS_VERSION}/bin/weed")),
     };
     existing("weed", path, "SeaweedFS with scripts/install-s3-server")
 }
-
 
 /// The Apache Kafka release the tests run; `scripts/kafka/pom.xml` pins the same (a test checks).
 pub const KAFKA_VERSION: &str = "4.4.0";
@@ -147,9 +146,7 @@ pub fn java() -> Result<PathBuf, TestkitError> {
 pub fn kafka_home() -> Result<PathBuf, TestkitError> {
     let home = match std::env::var_os("SHANRAQ_KAFKA_HOME") {
         Some(home) => PathBuf::from(home),
-        None => {
-            tools_cache().join(format!("kafka-{KAFKA_VERSION}"))
-        }
+        None => tools_cache().join(format!("kafka-{KAFKA_VERSION}")),
     };
     let broker_jar = home
         .join("lib")
