@@ -83,6 +83,21 @@ async fn bootstrap_primary(manager: &Arc<Manager>) -> Result<(), InstanceError> 
     let _ops = manager.lock_ops().await;
     manager.start_locked()?;
     manager.wait_ready(START_TIMEOUT).await?;
+    let epoch = take_office(manager).await?;
+    tracing::info!(
+        epoch,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "primary bootstrapped"
+    );
+    Ok(())
+}
+
+/// What a first primary does once it runs, whether made by initdb or restored from backups:
+/// the replication role and the application database, its epoch persisted (unfenced), the
+/// synchronous standby requirement (only now: from here on every commit waits for one), and
+/// the repository's stanza. Returns the epoch.
+async fn take_office(manager: &Arc<Manager>) -> Result<u64, InstanceError> {
+    let settings = &manager.settings;
     create_replication_role(manager).await?;
     if let Some(app) = &settings.app {
         create_app_database(manager, app).await?;
@@ -95,16 +110,10 @@ async fn bootstrap_primary(manager: &Arc<Manager>) -> Result<(), InstanceError> 
         state.primary_epoch = Some(epoch);
         state.fenced = false;
     })?;
-    // Only now: with a synchronous standby required, every commit waits for one from here on.
     manager.ensure_synchronous().await?;
     create_stanza(manager).await;
     manager.set_message(None);
-    tracing::info!(
-        epoch,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "primary bootstrapped"
-    );
-    Ok(())
+    Ok(epoch)
 }
 
 /// The cluster's stanza in the repository, on its first primary. A failure (the object store
@@ -175,21 +184,7 @@ async fn bootstrap_recovery(manager: &Arc<Manager>) -> Result<(), InstanceError>
         ],
     )
     .await?;
-    create_replication_role(manager).await?;
-    if let Some(app) = &settings.app {
-        create_app_database(manager, app).await?;
-    }
-    let epoch = settings
-        .initial_epoch
-        .max(manager.snapshot().persisted.epoch);
-    manager.persist(|state| {
-        state.epoch = epoch;
-        state.primary_epoch = Some(epoch);
-        state.fenced = false;
-    })?;
-    manager.ensure_synchronous().await?;
-    create_stanza(manager).await;
-    manager.set_message(None);
+    let epoch = take_office(manager).await?;
     tracing::info!(
         epoch,
         source = %recovery.source,

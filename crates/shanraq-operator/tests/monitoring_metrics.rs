@@ -218,7 +218,10 @@ fn exporter_names() -> BTreeSet<String> {
                 .map(str::to_owned),
         );
     }
-    assert_eq!(lists, 3, "one list per exporter: postgres, redis, haproxy");
+    assert_eq!(
+        lists, 4,
+        "one list per exporter: postgres, redis, haproxy, kafka (JMX)"
+    );
     names
 }
 

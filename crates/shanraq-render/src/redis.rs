@@ -339,8 +339,10 @@ fn exporter(cluster: &ValidCluster) -> Container {
 /// nodes. It waits (bounded) for every node, resolves each name (CLUSTER MEET needs addresses)
 /// and sorts the nodes into members (they know other nodes) and newcomers (they know only
 /// themselves). With no member yet it runs `redis-cli --cluster create`. Otherwise each
-/// newcomer, in ordinal order, joins as the replica of a master that lacks replicas, or else as
-/// a new master, and the next waits until the entry node knows it (the join is gossip, so the
+/// newcomer, in ordinal order, joins as the replica of a master that lacks replicas (added, then
+/// `CLUSTER REPLICATE` once it has learnt of that master: `add-node --cluster-slave` asks too
+/// early and fails with "Unknown node"), or else as a new master, and the next waits until the
+/// entry node knows it (the join is gossip, so the
 /// next newcomer would not see it otherwise); once every node agrees on the slots and reports `cluster_state:ok` (a node
 /// that has just joined answers CLUSTERDOWN until it has learned the slot map), the slots are
 /// rebalanced onto the empty masters, keys moving with them. With no newcomer it does nothing,
@@ -369,6 +371,10 @@ pub fn cluster_init_script(cluster: &ValidCluster) -> String {
          info() {{ redis-cli -h \"${{1%:*}}\" -p {PORT} cluster info | tr -d '\\r' | sed -n \"s/^$2://p\"; }}\n\
          state_ok() {{ [ \"$(info \"$1\" cluster_state)\" = ok ]; }}\n\
          knows() {{ [ \"$(info \"$1\" cluster_known_nodes)\" = \"$2\" ]; }}\n\
+         nodes() {{ redis-cli -h \"${{1%:*}}\" -p {PORT} cluster nodes | tr -d '\\r'; }}\n\
+         knows_id() {{ nodes \"$1\" | grep -q \"^$2 \"; }}\n\
+         replicate() {{ redis-cli -h \"${{1%:*}}\" -p {PORT} cluster replicate \"$2\" | grep -q OK; }}\n\
+         is_replica() {{ nodes \"$1\" | awk -v id=\"$2\" '$1 == id && $3 ~ /slave/ {{ found = 1 }} END {{ exit !found }}'; }}\n\
          lacking_master() {{\n\
          \x20 redis-cli -h \"${{1%:*}}\" -p {PORT} cluster nodes | tr -d '\\r' | awk -v want=\"$replicas\" '\n\
          \x20   $3 ~ /master/ && $3 !~ /fail/ {{ masters[$1] = 1 }}\n\
@@ -407,7 +413,11 @@ pub fn cluster_init_script(cluster: &ValidCluster) -> String {
          \x20 master=\"$(lacking_master \"$entry\")\"\n\
          \x20 if [ -n \"$master\" ]; then\n\
          \x20   echo \"joining $node as a replica of $master\"\n\
-         \x20   redis-cli --cluster add-node \"$node\" \"$entry\" --cluster-slave --cluster-master-id \"$master\"\n\
+         \x20   redis-cli --cluster add-node \"$node\" \"$entry\"\n\
+         \x20   id=\"$(redis-cli -h \"${{node%:*}}\" -p {PORT} cluster myid | tr -d '\\r')\"\n\
+         \x20   retry \"$node to learn of $master\" knows_id \"$node\" \"$master\"\n\
+         \x20   retry \"$node to replicate $master\" replicate \"$node\" \"$master\"\n\
+         \x20   retry \"$entry to see $node as a replica\" is_replica \"$entry\" \"$id\"\n\
          \x20 else\n\
          \x20   echo \"joining $node as a master\"\n\
          \x20   redis-cli --cluster add-node \"$node\" \"$entry\"\n\

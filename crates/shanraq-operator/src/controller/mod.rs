@@ -117,7 +117,10 @@ impl Context {
             }),
             drills: failover_drill::Requests::default(),
             redis_ha: crate::engines::redis::RedisHaRegistry::new(false),
-            kafka: crate::engines::kafka::KafkaRegistry::new(false),
+            kafka: crate::engines::kafka::KafkaRegistry::new(
+                false,
+                crate::ha::InstanceAddress::default(),
+            ),
             applied: applied::AppliedMarks::default(),
             failures: Mutex::new(HashMap::new()),
         }
@@ -126,7 +129,8 @@ impl Context {
     /// Runs an HA task per cluster with these settings.
     pub fn with_ha(mut self, settings: HaSettings) -> Self {
         self.redis_ha = crate::engines::redis::RedisHaRegistry::new(settings.enabled);
-        self.kafka = crate::engines::kafka::KafkaRegistry::new(settings.enabled);
+        self.kafka =
+            crate::engines::kafka::KafkaRegistry::new(settings.enabled, settings.instance_address);
         self.ha = HaRegistry::new(settings);
         self
     }

@@ -47,6 +47,33 @@ pub fn kafka_pod(pod: &Pod) -> Option<KafkaPod> {
     })
 }
 
+/// The bootstrap list `ip:port,...` of the broker pods of `cluster` that have an IP (the
+/// operator reaches Kafka by pod IP, as it reaches the instance managers, unless told to use
+/// cluster DNS); `Ok(None)` while no broker pod has one.
+pub async fn broker_bootstrap(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Option<String>, String> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{LABEL_CLUSTER}={cluster},{LABEL_COMPONENT}={BROKER}");
+    let listed = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|error| {
+            format!("listing the Kafka broker pods of {namespace}/{cluster}: {error}")
+        })?;
+    let mut addresses: Vec<String> = listed
+        .items
+        .iter()
+        .filter_map(kafka_pod)
+        .filter_map(|pod| pod.ip)
+        .map(|ip| format!("{ip}:{}", shanraq_render::kafka::BROKER_PORT))
+        .collect();
+    addresses.sort();
+    Ok((!addresses.is_empty()).then(|| addresses.join(",")))
+}
+
 /// The nodes whose pods run another configuration than `desired`.
 pub fn stale(pods: &[KafkaPod], desired: &str) -> BTreeSet<KafkaNode> {
     pods.iter()

@@ -1,6 +1,7 @@
 //! One Kafka task per ShanraqCluster with Kafka: started by the reconcile
 //! (`KafkaRegistry::ensure`), it runs a topic round (`round::topics_round`) against the
-//! cluster's bootstrap Service every few seconds, then one step of the ISR-safe roll of pods
+//! cluster's brokers every few seconds (by pod IP, or through the bootstrap Service's DNS name
+//! with `--instance-address dns`), then one step of the ISR-safe roll of pods
 //! whose configuration is stale (`roll::step`), and keeps the last `AdminView`, which the
 //! reconcile turns into `status.kafka`, `KafkaReady` and Kafka's part of `RPOMet`. Running
 //! beside the reconcile keeps a slow or unreachable Kafka from delaying it.
@@ -16,6 +17,8 @@ use tokio::task::JoinHandle;
 
 use kube::Client;
 
+use crate::ha::InstanceAddress;
+
 use super::admin::KafkaAdmin;
 use super::health::AdminView;
 use super::roll::{self, RollState};
@@ -29,7 +32,10 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// What a task works from; a change reaches the running task at its next round.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KafkaTaskSpec {
+    /// The bootstrap Service's DNS name and port.
     pub bootstrap: String,
+    /// Bootstrap from the broker pods' IPs instead (`InstanceAddress::PodIp`).
+    pub by_pod_ip: bool,
     pub kafka: KafkaSpec,
     /// The topics `status.kafka.topics` listed.
     pub managed: BTreeSet<String>,
@@ -58,6 +64,7 @@ struct Entry {
 /// The running Kafka tasks, keyed by `namespace/name`.
 pub struct KafkaRegistry {
     enabled: bool,
+    address: InstanceAddress,
     tasks: Mutex<HashMap<String, Entry>>,
 }
 
@@ -71,9 +78,10 @@ impl std::fmt::Debug for KafkaRegistry {
 
 impl KafkaRegistry {
     /// `enabled: false` never talks to Kafka (mocked-API tests).
-    pub fn new(enabled: bool) -> KafkaRegistry {
+    pub fn new(enabled: bool, address: InstanceAddress) -> KafkaRegistry {
         KafkaRegistry {
             enabled,
+            address,
             tasks: Mutex::new(HashMap::new()),
         }
     }
@@ -98,6 +106,7 @@ impl KafkaRegistry {
         }
         let wanted = KafkaTaskSpec {
             bootstrap: bootstrap(cluster),
+            by_pod_ip: self.address == InstanceAddress::PodIp,
             kafka: cluster.spec.kafka.clone(),
             managed,
             namespace: cluster.namespace.clone(),
@@ -152,49 +161,66 @@ async fn run(
     let mut roll = RollState::default();
     loop {
         let current = spec.borrow_and_update().clone();
-        if admin
-            .as_ref()
-            .is_none_or(|a| a.bootstrap() != current.bootstrap)
+        let bootstrap = if current.by_pod_ip {
+            roll::broker_bootstrap(&client, &current.namespace, &current.name).await
+        } else {
+            Ok(Some(current.bootstrap.clone()))
+        };
+        let bootstrap = match bootstrap {
+            Ok(Some(bootstrap)) => Ok(bootstrap),
+            Ok(None) => Err("no Kafka broker pod has an IP yet".to_owned()),
+            Err(error) => Err(error),
+        };
+        if let Ok(bootstrap) = &bootstrap
+            && admin.as_ref().is_none_or(|a| a.bootstrap() != bootstrap)
         {
-            admin = KafkaAdmin::new(&current.bootstrap, ADMIN_TIMEOUT).ok();
+            admin = KafkaAdmin::new(bootstrap, ADMIN_TIMEOUT).ok();
         }
-        let next = match &admin {
-            None => AdminView::NeverReached {
-                error: format!("cannot create an admin client for {}", current.bootstrap),
+        let next = match (&bootstrap, &admin) {
+            (Err(error), _) if reached => AdminView::Unreachable {
+                error: error.clone(),
             },
-            Some(admin) => match topics_round(admin, &current.kafka, &current.managed).await {
-                Ok(outcome) => {
-                    reached = true;
-                    for (topic, failure) in &outcome.failures {
-                        tracing::warn!(topic, %failure, "kafka topic not reconciled");
+            (Err(error), _) => AdminView::NeverReached {
+                error: error.clone(),
+            },
+            (Ok(bootstrap), None) => AdminView::NeverReached {
+                error: format!("cannot create an admin client for {bootstrap}"),
+            },
+            (Ok(_), Some(admin)) => {
+                match topics_round(admin, &current.kafka, &current.managed).await {
+                    Ok(outcome) => {
+                        reached = true;
+                        for (topic, failure) in &outcome.failures {
+                            tracing::warn!(topic, %failure, "kafka topic not reconciled");
+                        }
+                        let waiting = match &current.desired_hash {
+                            Some(hash) => roll::step(
+                                &client,
+                                &current.namespace,
+                                &current.name,
+                                current.kafka.brokers,
+                                hash,
+                                &outcome.info,
+                                &mut roll,
+                            )
+                            .await
+                            .unwrap_or_else(Some),
+                            None => None,
+                        };
+                        AdminView::Seen {
+                            figures: outcome.figures,
+                            topics: outcome.topics,
+                            roll: waiting,
+                        }
                     }
-                    let waiting = match &current.desired_hash {
-                        Some(hash) => roll::step(
-                            &client,
-                            &current.namespace,
-                            &current.name,
-                            current.kafka.brokers,
-                            hash,
-                            &outcome.info,
-                            &mut roll,
-                        )
-                        .await
-                        .unwrap_or_else(Some),
-                        None => None,
-                    };
-                    AdminView::Seen {
-                        figures: outcome.figures,
-                        topics: outcome.topics,
-                        roll: waiting,
-                    }
+                    Err(error) if reached => AdminView::Unreachable {
+                        error: error.to_string(),
+                    },
+                    Err(error) => AdminView::NeverReached {
+                        error: error.to_string(),
+                    },
                 }
-                Err(error) if reached => AdminView::Unreachable {
-                    error: error.to_string(),
-                },
-                Err(error) => AdminView::NeverReached {
-                    error: error.to_string(),
-                },
-            },
+            }
         };
         if let Ok(mut slot) = view.lock() {
             *slot = Some(next);
