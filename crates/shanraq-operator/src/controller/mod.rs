@@ -57,9 +57,10 @@ pub const RETRY_MAX: Duration = Duration::from_secs(300);
 /// A burst of triggers for one cluster (its children changing one after another while it comes
 /// up) starts one reconcile once the burst has been quiet this long.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
-/// Reconciles running at once (each applies a few children at once): enough to keep the API
-/// server busy, few enough that a burst of new clusters does not time its requests out.
-pub const RECONCILE_CONCURRENCY: u16 = 16;
+/// Reconciles running at once (each applies up to 8 children at once): enough to keep the API
+/// server busy; each request in flight holds a connection and its buffers, so at 16 the
+/// operator peaked at 70 MiB holding 200 clusters, at 8 at 58 MiB, converging as fast.
+pub const RECONCILE_CONCURRENCY: u16 = 8;
 
 /// How long a stop waits for in-flight reconciles before the controllers are dropped.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);

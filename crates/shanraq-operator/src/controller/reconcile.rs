@@ -217,7 +217,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     events::publish(&ctx.recorder, &reference, &notices).await;
 
     tracing::debug!(
-        children = applied.objects.len(),
+        workloads = applied.objects.len(),
         orphans_deleted = applied.deleted.len(),
         status_written = written,
         "reconciled"
@@ -289,6 +289,15 @@ async fn apply_or_read(
         Instant::now(),
     );
     ctx.metrics.count_child_round("apply");
+    // Only the workloads' status is read from here on; the rest (ConfigMaps with whole
+    // configurations and dashboards among them) need not stay in memory until the status write.
+    let mut applied = applied;
+    applied.objects.retain(|object| {
+        object
+            .types
+            .as_ref()
+            .is_some_and(|t| applied::WORKLOAD_KINDS.contains(&t.kind.as_str()))
+    });
     Ok((ensured.created, applied))
 }
 
