@@ -41,18 +41,9 @@ pub struct LocalRedisCluster {
 impl LocalRedisCluster {
     /// Starts `instances` nodes from the rendered cluster-mode config and forms the cluster.
     pub async fn start(instances: usize) -> Result<LocalRedisCluster, RedisDrillError> {
-        let mut cluster = drill_cluster(&RedisOptions {
-            instances,
-            ..RedisOptions::default()
-        })?;
-        cluster.spec.redis.mode = RedisMode::Cluster;
-        cluster.spec.redis.appendonly = false;
+        let cluster = cluster_mode_spec(instances)?;
         let password = shanraq_testkit::secrets::random_secret(32);
-        let rendered = shanraq_render::redis::redis_conf(&cluster).replace(
-            "\ndir /data\n",
-            &format!("\ndir {}\n", std::env::temp_dir().display()),
-        );
-        let config = format!("{rendered}requirepass \"{password}\"\nmasterauth \"{password}\"\n");
+        let config = node_config(&cluster, &password);
         let mut servers = Vec::new();
         let mut members = Vec::new();
         for index in 0..instances {
