@@ -242,6 +242,11 @@ pub async fn alter_system(
             query: "ALTER SYSTEM",
             source,
         })?;
+    reload(pool).await
+}
+
+/// `pg_reload_conf()`: what `ALTER SYSTEM` wrote takes effect.
+async fn reload(pool: &PgPool) -> Result<(), InstanceError> {
     sqlx::query("SELECT pg_reload_conf()")
         .execute(pool)
         .await
@@ -289,12 +294,5 @@ pub async fn reset_system(
                 source,
             })?;
     }
-    sqlx::query("SELECT pg_reload_conf()")
-        .execute(pool)
-        .await
-        .map_err(|source| InstanceError::Sql {
-            query: "pg_reload_conf()",
-            source,
-        })?;
-    Ok(())
+    reload(pool).await
 }
