@@ -1,7 +1,7 @@
 //! The `ShanraqBackup` custom resource: one backup of one ShanraqCluster, asked for by
 //! creating the object (by hand, from Git, or by the operator's schedules) and carried out
-//! once by the operator on the cluster's primary. Its status says how it went, with
-//! pgBackRest's own error when it failed. The spec cannot change: a new backup is a new object.
+//! once by the operator, on a streaming replica when one qualifies, else on the primary. Its
+//! status says how it went, with pgBackRest's own error when it failed. The spec cannot change: a new backup is a new object.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;

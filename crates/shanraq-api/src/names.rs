@@ -119,6 +119,10 @@ impl Names {
     pub fn pg_app_secret(&self) -> String {
         format!("{}-pg-app", self.cluster)
     }
+    /// The certificate authority of pgBackRest's TLS server between the PostgreSQL instances.
+    pub fn pg_backup_tls_secret(&self) -> String {
+        format!("{}-pg-backup-tls", self.cluster)
+    }
     /// Bearer token the operator uses to command the PostgreSQL instance managers.
     pub fn instance_token_secret(&self) -> String {
         format!("{}-instance-token", self.cluster)

@@ -63,7 +63,7 @@ impl std::fmt::Display for Lsn {
 }
 
 /// What an instance believes it is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceRole {
     /// Running and out of recovery.
@@ -73,6 +73,7 @@ pub enum InstanceRole {
     /// Stopped on the operator's order; will not start until demoted.
     Fenced,
     /// Bootstrapping, restarting, or crashed and waiting for backoff.
+    #[default]
     Starting,
     /// Not running, and not fenced.
     Stopped,
@@ -94,7 +95,7 @@ pub struct ReplicationPeer {
 }
 
 /// `GET /status`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceStatus {
     /// The instance's stable name (pod name in Kubernetes), also its `application_name`.
     pub name: String,
@@ -144,6 +145,10 @@ pub struct InstanceStatus {
     /// after every backup and once a minute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<Box<RepositoryInfo>>,
+    /// With backups and the cluster's pgBackRest CA: how peers reach this instance's
+    /// pgBackRest TLS server, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_peer: Option<Box<BackupPeer>>,
 }
 
 /// `pg_stat_archiver`: what `archive_command` (pgBackRest's `archive-push`) did last.
@@ -202,6 +207,21 @@ impl BackupKind {
 pub struct BackupRequest {
     #[serde(default, rename = "type")]
     pub kind: BackupKind,
+    /// On a replica: the primary, whose pgBackRest starts and stops the backup while the
+    /// replica copies the data (`backup-standby`). Absent: this instance is the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<BackupPeer>,
+}
+
+/// How another instance's pgBackRest reaches this one's (its TLS server) and its postgres.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupPeer {
+    /// The address the TLS server listens on and its certificate names.
+    pub host: String,
+    pub tls_port: u16,
+    /// postgres, as seen on that instance: its data dir and port.
+    pub data_dir: String,
+    pub pg_port: u16,
 }
 
 /// One backup in the repository.

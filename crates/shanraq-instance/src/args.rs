@@ -143,6 +143,17 @@ pub struct InstanceArgs {
     /// The cluster's stanza in the repository (the cluster's name).
     #[arg(long, env = "SHANRAQ_BACKUP_STANZA", requires = "backup_config")]
     pub backup_stanza: Option<String>,
+    /// The cluster's pgBackRest CA (`ca.crt`, `ca.key`): with it the manager runs pgBackRest's
+    /// TLS server, so that a replica can back up with the primary's help (`backup-standby`).
+    #[arg(long, env = "SHANRAQ_BACKUP_TLS_DIR", requires = "backup_config")]
+    pub backup_tls_dir: Option<PathBuf>,
+    /// The address peers reach this instance's pgBackRest TLS server by (the pod IP), which
+    /// its certificate names. Defaults to the address postgres listens on.
+    #[arg(long, env = "SHANRAQ_BACKUP_TLS_ADDRESS")]
+    pub backup_tls_address: Option<String>,
+    /// The port of pgBackRest's TLS server.
+    #[arg(long, env = "SHANRAQ_BACKUP_TLS_PORT", default_value_t = 8432)]
+    pub backup_tls_port: u16,
     /// `--bootstrap recovery`: the stanza (cluster name) whose backups to restore.
     #[arg(long, env = "SHANRAQ_RECOVERY_SOURCE")]
     pub recovery_source: Option<String>,
@@ -200,6 +211,20 @@ pub struct BackupSettings {
     pub stanza: String,
     /// pgBackRest's lock and spool dir, beside the data dir (instances never share one).
     pub lock_dir: PathBuf,
+    /// pgBackRest's TLS server, when the cluster's CA is given.
+    pub tls: Option<BackupTls>,
+}
+
+/// pgBackRest's TLS server of this instance (see `backup_tls`).
+#[derive(Clone, Debug)]
+pub struct BackupTls {
+    /// The mounted CA Secret.
+    pub ca_dir: PathBuf,
+    /// Where this instance's certificate, key and CA copy are written at start.
+    pub dir: PathBuf,
+    /// The address its certificate names and the server listens on.
+    pub address: String,
+    pub port: u16,
 }
 
 /// A restore: the source stanza and where recovery stops.
@@ -319,10 +344,23 @@ impl Settings {
                         reason: "use lowercase letters, digits and '-'".to_string(),
                     });
                 }
+                let tls = match &args.backup_tls_dir {
+                    Some(ca_dir) => Some(BackupTls {
+                        ca_dir: absolute(ca_dir)?,
+                        dir: beside("pgbackrest-tls"),
+                        address: args
+                            .backup_tls_address
+                            .clone()
+                            .unwrap_or_else(|| local_host_of(&args.pg_listen).to_owned()),
+                        port: args.backup_tls_port,
+                    }),
+                    None => None,
+                };
                 Some(BackupSettings {
                     config: absolute(&config)?,
                     stanza,
                     lock_dir: beside("pgbackrest"),
+                    tls,
                 })
             }
             _ => None,
@@ -383,14 +421,19 @@ impl Settings {
 
     /// Host the manager uses to reach its own postgres.
     pub fn local_host(&self) -> &str {
-        match self.pg_listen.as_str() {
-            "*" | "0.0.0.0" | "" | "::" => "127.0.0.1",
-            other => other.split(',').next().unwrap_or("127.0.0.1").trim(),
-        }
+        local_host_of(&self.pg_listen)
     }
 
     pub fn tool(&self, program: &str) -> PathBuf {
         self.bin_dir.join(program)
+    }
+}
+
+/// The host to reach a postgres listening on `pg_listen` from the same machine.
+fn local_host_of(pg_listen: &str) -> &str {
+    match pg_listen {
+        "*" | "0.0.0.0" | "" | "::" => "127.0.0.1",
+        other => other.split(',').next().unwrap_or("127.0.0.1").trim(),
     }
 }
 

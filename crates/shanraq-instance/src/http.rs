@@ -91,6 +91,11 @@ pub async fn collect_status(manager: &Manager) -> InstanceStatus {
         message,
         archiver: None,
         repository: None,
+        backup_peer: manager
+            .backup_peer
+            .lock()
+            .ok()
+            .and_then(|peer| peer.clone().map(Box::new)),
     };
     if let Some(observed) = observed {
         status.in_recovery = Some(observed.in_recovery);
@@ -408,7 +413,13 @@ async fn backup(State(manager): State<Arc<Manager>>, headers: HeaderMap, body: B
             );
         };
         let started = std::time::Instant::now();
-        let taken = crate::pgbackrest::backup(&manager.settings, &manager.user, request.kind).await;
+        let taken = crate::pgbackrest::backup(
+            &manager.settings,
+            &manager.user,
+            request.kind,
+            request.primary.as_ref(),
+        )
+        .await;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match taken {
             Ok(info) => {

@@ -4,6 +4,7 @@
 //! operator rely on. It never promotes itself: only the operator's `promote` does.
 
 pub mod args;
+pub mod backup_tls;
 pub mod bootstrap;
 pub mod commands;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod http;
 pub mod lease;
 pub mod osuser;
 pub mod pgbackrest;
+pub mod pgbackrest_server;
 pub mod postmaster;
 pub mod status;
 pub mod supervisor;
@@ -59,6 +61,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let server = tokio::spawn(http::serve(listener, Arc::clone(&manager)));
     let guard = tokio::spawn(lease::guard(Arc::clone(&manager)));
     let repository = tokio::spawn(list_backups(Arc::clone(&manager)));
+    let backup_server = tokio::spawn(pgbackrest_server::run(Arc::clone(&manager)));
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -91,6 +94,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     guard.abort();
     repository.abort();
+    backup_server.abort();
     manager.shutdown().await;
     server.abort();
     outcome

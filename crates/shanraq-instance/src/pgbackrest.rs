@@ -10,7 +10,7 @@
 use std::ffi::OsString;
 
 use serde::Deserialize;
-use shanraq_ha::wire::{BackupInfo, BackupKind, RepositoryInfo};
+use shanraq_ha::wire::{BackupInfo, BackupKind, BackupPeer, RepositoryInfo};
 
 use crate::args::{BackupSettings, Recovery, RecoveryTarget, Settings};
 use crate::error::InstanceError;
@@ -80,8 +80,11 @@ fn settings_of(settings: &Settings) -> Result<&BackupSettings, InstanceError> {
 }
 
 /// pgBackRest's exit code when another of its processes holds the stanza's lock (an
-/// `archive-push` of postgres' archiver, typically): retried for up to `LOCK_WAIT`.
+/// `archive-push` of postgres' archiver, typically): retried for up to `LOCK_WAIT`. So is a
+/// lock held on a remote host: a backup from a standby right after its `stanza-create` can
+/// find the primary's pgBackRest process of that command still holding the lock.
 const LOCK_HELD: &str = "exit status: 50";
+const REMOTE_LOCK_HELD: &str = "LockAcquireError";
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn run(
@@ -94,8 +97,9 @@ async fn run(
     let mut delay = std::time::Duration::from_millis(100);
     loop {
         match run_once(settings, user, stanza, args).await {
-            Err(InstanceError::ToolFailed { status, .. })
-                if status == LOCK_HELD && std::time::Instant::now() + delay < deadline =>
+            Err(InstanceError::ToolFailed { status, output, .. })
+                if (status == LOCK_HELD || output.contains(REMOTE_LOCK_HELD))
+                    && std::time::Instant::now() + delay < deadline =>
             {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(std::time::Duration::from_secs(2));
@@ -141,21 +145,43 @@ pub async fn stanza_create(settings: &Settings, user: &PgUser) -> Result<(), Ins
         .map(|_| ())
 }
 
-/// A backup of this instance (the primary), then what the repository says about it.
+/// A backup, then what the repository says about it. On the primary (`primary` is `None`)
+/// pgBackRest backs this instance up alone. On a replica it backs up with `backup-standby`:
+/// pg1 is the primary, reached through its pgBackRest TLS server, which starts and stops the
+/// backup; the data files are copied from this standby (pg2) once it has replayed up to the
+/// backup's start.
 pub async fn backup(
     settings: &Settings,
     user: &PgUser,
     kind: BackupKind,
+    primary: Option<&BackupPeer>,
 ) -> Result<BackupInfo, InstanceError> {
-    let stanza = settings_of(settings)?.stanza.clone();
-    stanza_create(settings, user).await?;
-    run(
-        settings,
-        user,
-        &stanza,
-        &[format!("--type={}", kind.as_str()), "backup".to_string()],
-    )
-    .await?;
+    let backup = settings_of(settings)?;
+    let stanza = backup.stanza.clone();
+    let mut args = Vec::new();
+    if let Some(primary) = primary {
+        let tls = backup.tls.as_ref().ok_or_else(|| {
+            InstanceError::Refused(
+                "a backup from this standby needs the cluster's pgBackRest CA (no --backup-tls-dir)"
+                    .to_string(),
+            )
+        })?;
+        args = crate::pgbackrest_server::standby_args(
+            settings,
+            &crate::pgbackrest_server::files(tls),
+            primary,
+        );
+    }
+    let mut create = args.clone();
+    create.push("stanza-create".to_string());
+    run(settings, user, &stanza, &create).await?;
+    if primary.is_some() {
+        args.push("--backup-standby".to_string());
+    }
+    args.push(format!("--type={}", kind.as_str()));
+    args.push("backup".to_string());
+    let output = run(settings, user, &stanza, &args).await?;
+    tracing::debug!(output = %scrub(&output), "pgbackrest backup");
     let repository = info(settings, user, &stanza).await?;
     let mut last = repository.backups.last().cloned().ok_or_else(|| {
         InstanceError::Refused("pgbackrest backup succeeded but lists no backup".to_string())

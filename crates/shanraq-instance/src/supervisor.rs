@@ -92,6 +92,8 @@ pub struct Manager {
     pub backup_running: tokio::sync::Mutex<()>,
     /// The stanza's backups as pgBackRest last listed them (`GET /status` of a primary).
     repository: Mutex<Option<shanraq_ha::wire::RepositoryInfo>>,
+    /// How peers reach this instance's pgBackRest TLS server, while it runs.
+    pub backup_peer: Mutex<Option<shanraq_ha::wire::BackupPeer>>,
 }
 
 impl Manager {
@@ -109,6 +111,7 @@ impl Manager {
             ops: tokio::sync::Mutex::new(()),
             backup_running: tokio::sync::Mutex::new(()),
             repository: Mutex::new(None),
+            backup_peer: Mutex::new(None),
         }))
     }
 

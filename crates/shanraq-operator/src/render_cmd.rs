@@ -47,6 +47,10 @@ pub fn secret_preview(template: &SecretTemplate, namespace: &str) -> Value {
     for key in template.generated.keys() {
         data.insert(key, GENERATED_PLACEHOLDER);
     }
+    if template.authority.is_some() {
+        data.insert(shanraq_render::secrets::CA_CERT_KEY, GENERATED_PLACEHOLDER);
+        data.insert(shanraq_render::secrets::CA_KEY_KEY, GENERATED_PLACEHOLDER);
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -135,6 +139,7 @@ spec:
             labels: BTreeMap::new(),
             fixed: BTreeMap::from([("username".into(), "app".into())]),
             generated: BTreeMap::from([("password".into(), 32)]),
+            authority: None,
         };
         let preview = secret_preview(&template, "fintech");
         assert_eq!(preview["stringData"]["password"], GENERATED_PLACEHOLDER);

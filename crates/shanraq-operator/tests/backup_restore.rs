@@ -1,7 +1,7 @@
 //! Point-in-time recovery end to end, on real PostgreSQL 15 and a real S3-compatible store
 //! (SeaweedFS with TLS and access keys): a three-instance cluster whose ShanraqCluster has
-//! `spec.backup` archives WAL with pgBackRest from every member (`archive_mode = always`),
-//! takes a backup, keeps writing, fails over once (SIGKILL of the primary; the HA engine
+//! `spec.backup` archives WAL with pgBackRest from its primary, takes a backup on a
+//! streaming replica (`backup-standby`, the primary's pgBackRest reached over TLS), keeps writing, fails over once (SIGKILL of the primary; the HA engine
 //! promotes a synchronous standby onto timeline 2) and keeps writing. Two new clusters then
 //! bootstrap from its backups through `spec.bootstrap.recovery`: one to a time T noted before
 //! the failover holds exactly the rows committed at or before T; one to `latest` holds every
@@ -109,14 +109,22 @@ async fn restores_to_a_time_and_to_the_latest_wal_across_a_failover() {
         .expect("POST /backup answers");
     assert_eq!(code, 401, "a backup needs the bearer token");
 
+    // Where the ShanraqBackup controller takes it: on a streaming replica, whose pgBackRest
+    // copies the data while the primary's, reached through its TLS server, starts and stops
+    // the backup. pgBackRest on a standby cannot back up without the primary, so a completed
+    // backup there proves the TLS server, the certificates and the standby options work.
     let started = Instant::now();
-    let reply = backup::take(source.topology(), 0, BackupKind::Full)
+    let (plan, reply) = backup::take_planned(source.topology(), BackupKind::Full)
         .await
         .expect("POST /backup answers");
     let backup_ms = started.elapsed().as_millis();
     assert!(reply.ok, "the backup failed: {}", reply.message);
+    assert!(plan.from_standby(), "a replica takes the backup: {plan:?}");
+    let primary_name = source.topology().member(0).expect("member").name.clone();
+    assert_ne!(plan.instance, primary_name, "not the primary");
     let taken = reply.backup.expect("the reply names the backup");
     assert_eq!(taken.kind, "full");
+    assert_eq!(taken.instance.as_deref(), Some(plan.instance.as_str()));
 
     insert(&mut rw, 101..=200).await;
     // T: after row 200's commit was acknowledged, before row 201 is sent.
@@ -240,11 +248,12 @@ async fn restores_to_a_time_and_to_the_latest_wal_across_a_failover() {
     }
 
     println!(
-        "measured: backup {} ({}) {backup_ms} ms; archive of {segment} after pg_switch_wal {archive_ms} ms; \
+        "measured: backup {} ({}, on the replica {}) {backup_ms} ms; archive of {segment} after pg_switch_wal {archive_ms} ms; \
          restore to T {restore_t_ms} ms; restore to latest {restore_latest_ms} ms (each until the engine routed writes); \
          {} ledger commits acknowledged across the failover (RTO {} ms)",
         taken.label,
         taken.kind,
+        plan.instance,
         report.acks.len(),
         outcome.timeline.rto_ms().unwrap_or_default()
     );

@@ -26,6 +26,14 @@ pub const CA_FILE: &str = "ca.crt";
 pub const ENV_ACCESS_KEY: &str = "PGBACKREST_REPO1_S3_KEY";
 pub const ENV_SECRET_KEY: &str = "PGBACKREST_REPO1_S3_KEY_SECRET";
 pub const ENV_CA_FILE: &str = "PGBACKREST_REPO1_STORAGE_CA_FILE";
+/// Where the cluster's pgBackRest CA Secret is mounted: each instance manager issues its own
+/// certificate from it and runs pgBackRest's TLS server on the pod IP, which a replica's
+/// pgBackRest reaches when it backs up with `backup-standby`.
+pub const TLS_DIR: &str = "/etc/shanraq/backup-tls";
+/// The TLS server's port (the instance manager's default).
+pub const TLS_PORT: i32 = 8432;
+/// The manager takes the address its certificate names from this variable (the pod IP).
+pub const ENV_TLS_ADDRESS: &str = "SHANRAQ_BACKUP_TLS_ADDRESS";
 
 /// The stanza of a cluster: its name (one stanza per cluster in a repository).
 pub fn stanza(cluster: &ValidCluster) -> &str {
@@ -123,7 +131,17 @@ pub fn env(cluster: &ValidCluster) -> Vec<EnvVar> {
     if backup.tls.ca.is_some() {
         env.push(meta::env(ENV_CA_FILE, &format!("{CA_DIR}/{CA_FILE}")));
     }
+    env.push(meta::field_env(ENV_TLS_ADDRESS, "status.podIP"));
     env
+}
+
+/// The pgBackRest CA Secret's volume and mount, with `spec.backup`.
+pub fn tls_volume(cluster: &ValidCluster) -> Option<(Volume, VolumeMount)> {
+    cluster.spec.backup.as_ref()?;
+    Some((
+        meta::secret_volume("backup-tls", &cluster.names.pg_backup_tls_secret()),
+        meta::mount("backup-tls", TLS_DIR, true),
+    ))
 }
 
 /// The CA bundle's volume and mount, when `tls.ca` is set.
@@ -165,15 +183,20 @@ pub fn ca_volume(cluster: &ValidCluster) -> Option<(Volume, VolumeMount)> {
     Some((volume, meta::mount("backup-ca", CA_DIR, true)))
 }
 
-/// The instance manager's flags for backups and recovery, given the config dir; the values
-/// are raw (the pod's start script quotes them).
-pub fn manager_flags(cluster: &ValidCluster, config_dir: &str) -> Vec<(&'static str, String)> {
+/// The instance manager's flags for backups and recovery, given the config dir and the dir
+/// of the pgBackRest CA; the values are raw (the pod's start script quotes them).
+pub fn manager_flags(
+    cluster: &ValidCluster,
+    config_dir: &str,
+    tls_dir: &str,
+) -> Vec<(&'static str, String)> {
     if cluster.spec.backup.is_none() {
         return Vec::new();
     }
     let mut flags = vec![
         ("--backup-config", format!("{config_dir}/{PGBACKREST_CONF}")),
         ("--backup-stanza", stanza(cluster).to_owned()),
+        ("--backup-tls-dir", tls_dir.to_owned()),
     ];
     if let Some(recovery) = &cluster.spec.bootstrap.recovery {
         flags.push(("--recovery-source", recovery.source.clone()));
@@ -231,7 +254,10 @@ mod tests {
         });
         let env = env(&cluster);
         let names: Vec<&str> = env.iter().map(|var| var.name.as_str()).collect();
-        assert_eq!(names, [ENV_ACCESS_KEY, ENV_SECRET_KEY, ENV_CA_FILE]);
+        assert_eq!(
+            names,
+            [ENV_ACCESS_KEY, ENV_SECRET_KEY, ENV_CA_FILE, ENV_TLS_ADDRESS]
+        );
         let from = env[1]
             .value_from
             .as_ref()
@@ -256,7 +282,8 @@ mod tests {
         let cluster = valid(shanraq_api::ShanraqClusterSpec::default());
         assert!(pgbackrest_conf(&cluster).is_none());
         assert!(archive_settings(&cluster).is_empty());
-        assert!(env(&cluster).is_empty() && manager_flags(&cluster, "/etc").is_empty());
+        assert!(env(&cluster).is_empty() && manager_flags(&cluster, "/etc", "/tls").is_empty());
+        assert!(tls_volume(&cluster).is_none());
     }
 
     #[test]
@@ -271,7 +298,8 @@ mod tests {
             target_lsn: None,
             latest: None,
         });
-        let flags = manager_flags(&valid(spec), "/etc/shanraq/postgres");
+        let cluster = valid(spec);
+        let flags = manager_flags(&cluster, "/etc/shanraq/postgres", TLS_DIR);
         assert_eq!(
             flags,
             [
@@ -280,10 +308,25 @@ mod tests {
                     "/etc/shanraq/postgres/pgbackrest.conf".to_owned()
                 ),
                 ("--backup-stanza", "payments".to_owned()),
+                ("--backup-tls-dir", TLS_DIR.to_owned()),
                 ("--recovery-source", "old".to_owned()),
                 ("--recovery-target-time", "2026-12-02T03:00:00Z".to_owned()),
             ]
         );
+        // The TLS server's CA, and the pod IP its certificate names.
+        let (volume, mount) = tls_volume(&cluster).expect("the CA volume");
+        assert_eq!(
+            volume.secret.and_then(|s| s.secret_name).as_deref(),
+            Some("payments-pg-backup-tls")
+        );
+        assert_eq!(mount.mount_path, TLS_DIR);
+        let address = env(&cluster)
+            .into_iter()
+            .find(|var| var.name == ENV_TLS_ADDRESS)
+            .and_then(|var| var.value_from)
+            .and_then(|from| from.field_ref)
+            .map(|field| field.field_path);
+        assert_eq!(address.as_deref(), Some("status.podIP"));
     }
 
     #[test]

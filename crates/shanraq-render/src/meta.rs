@@ -269,11 +269,16 @@ pub fn volume_claim(
 
 /// `POD_NAME` from the downward API: the scripts pick the pod's ordinal from it.
 pub fn pod_name_env() -> EnvVar {
+    field_env("POD_NAME", "metadata.name")
+}
+
+/// `name` from the downward API's `field_path` (`status.podIP`, ...).
+pub fn field_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
-        name: "POD_NAME".to_owned(),
+        name: name.to_owned(),
         value_from: Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
-                field_path: "metadata.name".to_owned(),
+                field_path: field_path.to_owned(),
                 ..ObjectFieldSelector::default()
             }),
             ..EnvVarSource::default()

@@ -266,7 +266,7 @@ fn start_script(cluster: &ValidCluster) -> String {
     flags.push(("--config-file", format!("{CONFIG_DIR}/postgresql.conf")));
     flags.push(("--hba-file", format!("{CONFIG_DIR}/pg_hba.conf")));
     flags.extend(
-        backup::manager_flags(cluster, CONFIG_DIR)
+        backup::manager_flags(cluster, CONFIG_DIR, backup::TLS_DIR)
             .into_iter()
             .map(|(flag, value)| (flag, shell_quote(&value))),
     );
@@ -420,10 +420,14 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
     // pgBackRest's key pair, straight from the user's Secret into its own variables.
     env.extend(backup::env(cluster));
     postgres.env = Some(env);
-    postgres.ports = Some(vec![
+    let mut ports = vec![
         meta::container_port("postgres", PORT),
         meta::container_port("status", STATUS_PORT),
-    ]);
+    ];
+    if cluster.spec.backup.is_some() {
+        ports.push(meta::container_port("pgbackrest", backup::TLS_PORT));
+    }
+    postgres.ports = Some(ports);
     // Readiness follows postgres itself; liveness asks only the manager, which stays up while
     // it restarts or fences postgres, so the kubelet never kills an instance mid-recovery.
     postgres.readiness_probe = Some(http_probe("/health", 2, 3));
@@ -443,6 +447,10 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
     if let Some((_, mount)) = &ca {
         mounts.push(mount.clone());
     }
+    let tls = backup::tls_volume(cluster);
+    if let Some((_, mount)) = &tls {
+        mounts.push(mount.clone());
+    }
     postgres.volume_mounts = Some(mounts);
 
     let mut containers = vec![postgres];
@@ -460,6 +468,9 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
         meta::empty_dir_volume("run"),
     ];
     if let Some((volume, _)) = ca {
+        volumes.push(volume);
+    }
+    if let Some((volume, _)) = tls {
         volumes.push(volume);
     }
     let pod = PodSpec {

@@ -16,7 +16,14 @@ pub struct SecretTemplate {
     pub fixed: BTreeMap<String, String>,
     /// Keys whose value the operator generates: key -> length in characters.
     pub generated: BTreeMap<String, usize>,
+    /// A certificate authority the operator generates, named after this subject: the keys
+    /// [`CA_CERT_KEY`] and [`CA_KEY_KEY`].
+    pub authority: Option<String>,
 }
+
+/// The keys of a generated certificate authority.
+pub const CA_CERT_KEY: &str = "ca.crt";
+pub const CA_KEY_KEY: &str = "ca.key";
 
 /// Length of every generated password.
 pub const PASSWORD_LENGTH: usize = 32;
@@ -40,6 +47,7 @@ fn template(
             .iter()
             .map(|(key, length)| ((*key).to_owned(), *length))
             .collect(),
+        authority: None,
     }
 }
 
@@ -78,10 +86,16 @@ pub fn templates(cluster: &ValidCluster) -> Vec<SecretTemplate> {
         ));
         secrets.push(template(
             names.instance_token_secret(),
-            labels,
+            labels.clone(),
             &[],
             &[("token", TOKEN_LENGTH)],
         ));
+        if cluster.spec.backup.is_some() {
+            // pgBackRest's TLS server, for backups taken from a replica.
+            let mut authority = template(names.pg_backup_tls_secret(), labels, &[], &[]);
+            authority.authority = Some(cluster.name.clone());
+            secrets.push(authority);
+        }
     }
     if cluster.spec.redis.enabled {
         secrets.push(template(

@@ -319,7 +319,14 @@ impl LocalTopology {
             None => None,
         };
         let mut infos = Vec::with_capacity(instances);
+        // pgBackRest's TLS server of each member (used when the cluster has backups): on its
+        // own address, at the default port in the lab, at a free one on the shared loopback.
+        let mut tls_ports = Vec::with_capacity(instances);
         for index in 0..instances {
+            tls_ports.push(match &lab {
+                Some(_) => None,
+                None => Some(free_port()?),
+            });
             let name = format!("pg-{index}");
             let dir = root.path().join(&name);
             std::fs::create_dir(&dir).map_err(|source| {
@@ -378,6 +385,10 @@ impl LocalTopology {
                 if let Some(path) = &hba_file {
                     args.push("--pg-listen=0.0.0.0".to_string());
                     args.push(format!("--hba-file={}", path.display()));
+                }
+                args.push(format!("--backup-tls-address={}", info.host));
+                if let Some(port) = tls_ports[index] {
+                    args.push(format!("--backup-tls-port={port}"));
                 }
                 args.extend(options.extra_args.iter().cloned());
                 Member {

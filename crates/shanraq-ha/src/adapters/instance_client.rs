@@ -318,7 +318,7 @@ impl InstanceClient {
     /// failed, with pgBackRest's error in the reply). `timeout` bounds the whole backup.
     pub async fn backup(
         &self,
-        kind: crate::wire::BackupKind,
+        request: &crate::wire::BackupRequest,
         timeout: Duration,
     ) -> Result<crate::wire::BackupReply, InstanceClientError> {
         let endpoint = "/backup";
@@ -326,7 +326,7 @@ impl InstanceClient {
             .http
             .post(self.url(endpoint))
             .bearer_auth(self.token.expose())
-            .json(&crate::wire::BackupRequest { kind });
+            .json(request);
         let response = self.send(request, endpoint, timeout).await?;
         let status = response.status();
         // Failures carry a BackupReply too (409 when one runs already, 5xx with the error).

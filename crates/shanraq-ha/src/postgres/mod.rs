@@ -3,6 +3,7 @@
 //! persists. No IO, no clock and no async here: the same engine runs under the local driver
 //! (`crate::adapters::driver`), under the Kubernetes controller, and in table-driven tests.
 
+pub mod backup_source;
 mod command;
 mod config;
 mod election;

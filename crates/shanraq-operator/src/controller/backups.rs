@@ -1,10 +1,11 @@
-//! The ShanraqBackup controller: each ShanraqBackup is carried out once, by asking the
-//! instance manager of its cluster's primary to back up (`POST /backup`, the same bearer
-//! token and pod-IP client as the HA engine). The status goes `Running`, then `Completed`
-//! with pgBackRest's label or `Failed` with pgBackRest's error (which the instance manager
-//! has already scrubbed of credentials); a finished backup is never run again. Backups run on
-//! the primary: pgBackRest's backup from a standby needs the primary reachable over SSH or
-//! its TLS server, which the PostgreSQL pods do not run.
+//! The ShanraqBackup controller: each ShanraqBackup is carried out once, by asking an
+//! instance manager of its cluster to back up (`POST /backup`, the same bearer token and
+//! pod-IP client as the HA engine). Where: `backup_source::plan` over the HA task's last
+//! `/status` sample, so a streaming replica takes it with pgBackRest's `backup-standby` (the
+//! primary's pgBackRest, reached over TLS, only starts and stops it), and the primary takes it
+//! alone when no replica qualifies. The status goes `Running`, then `Completed` with
+//! pgBackRest's label or `Failed` with pgBackRest's error (which the instance manager has
+//! already scrubbed of credentials); a finished backup is never run again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,8 @@ use shanraq_api::backup_request::{
 };
 use shanraq_api::conditions::{Desired, Truth, merge};
 use shanraq_api::names::FIELD_MANAGER;
-use shanraq_ha::wire::BackupKind;
+use shanraq_ha::postgres::backup_source::{self, BackupPlan};
+use shanraq_ha::wire::{BackupKind, BackupRequest, InstanceStatus};
 
 use super::Context;
 
@@ -51,13 +53,15 @@ pub enum Step {
     Fail(String),
     /// Not yet (no primary known, the HA task not running): retry later, saying why.
     Wait(String),
-    /// Back up on this instance.
-    Run { instance: String },
+    /// Back up as planned (on a replica with the primary's help, or on the primary).
+    Run { plan: BackupPlan },
 }
 
+/// `sample` is the HA task's last `/status` of every instance, when it runs.
 pub fn step(
     backup: &ShanraqBackup,
     cluster: Option<&ShanraqCluster>,
+    sample: Option<&[InstanceStatus]>,
     client_known: impl Fn(&str) -> bool,
 ) -> Step {
     if backup
@@ -91,13 +95,39 @@ pub fn step(
             backup.spec.cluster
         ));
     };
+    let kind = kind(backup.spec.kind);
+    let planned = sample
+        .and_then(|sample| backup_source::plan(sample, &primary, kind))
+        .filter(|plan| client_known(&plan.instance));
+    if let Some(plan) = planned {
+        return Step::Run { plan };
+    }
     if !client_known(&primary) {
         return Step::Wait(format!(
             "the HA task of ShanraqCluster {} does not reach {primary} yet",
             backup.spec.cluster
         ));
     }
-    Step::Run { instance: primary }
+    Step::Run {
+        plan: BackupPlan {
+            instance: primary,
+            request: BackupRequest {
+                kind,
+                primary: None,
+            },
+        },
+    }
+}
+
+/// What the `Running` status says about where the backup runs.
+fn where_it_runs(plan: &BackupPlan) -> String {
+    match &plan.request.primary {
+        Some(primary) => format!(
+            "on the replica {} (backup-standby, with the primary at {})",
+            plan.instance, primary.host
+        ),
+        None => format!("on the primary {}", plan.instance),
+    }
 }
 
 fn kind(kind: BackupType) -> BackupKind {
@@ -178,7 +208,8 @@ pub async fn reconcile(
     let key = format!("{namespace}/{}", backup.spec.cluster);
     let generation = backup.metadata.generation;
     let previous = backup.status.as_ref();
-    match step(&backup, cluster.as_ref(), |node| {
+    let sample = ctx.ha.sample(&key);
+    match step(&backup, cluster.as_ref(), sample.as_deref(), |node| {
         ctx.ha.instance_client(&key, node).is_some()
     }) {
         Step::Done => Ok(Action::await_change()),
@@ -195,8 +226,8 @@ pub async fn reconcile(
             }
             Ok(Action::requeue(NOT_YET))
         }
-        Step::Run { instance } => {
-            let Some(client) = ctx.ha.instance_client(&key, &instance) else {
+        Step::Run { plan } => {
+            let Some(client) = ctx.ha.instance_client(&key, &plan.instance) else {
                 return Ok(Action::requeue(NOT_YET));
             };
             let mut running = next_status(
@@ -204,15 +235,16 @@ pub async fn reconcile(
                 generation,
                 PHASE_RUNNING,
                 format!(
-                    "pgBackRest {} backup running on {instance}",
-                    backup.spec.kind.as_str()
+                    "pgBackRest {} backup running {}",
+                    backup.spec.kind.as_str(),
+                    where_it_runs(&plan)
                 ),
                 &now(),
             );
-            running.instance = Some(instance.clone());
+            running.instance = Some(plan.instance.clone());
             running.started_at = Some(jiff::Timestamp::now().to_string());
             write_status(&backups, &name, &running).await?;
-            let outcome = client.backup(kind(backup.spec.kind), BACKUP_TIMEOUT).await;
+            let outcome = client.backup(&plan.request, BACKUP_TIMEOUT).await;
             let mut finished = match outcome {
                 Ok(reply) if reply.ok => {
                     let mut status = next_status(
@@ -302,6 +334,7 @@ mod tests {
     use shanraq_api::backup_request::ShanraqBackupSpec;
     use shanraq_api::cluster::ShanraqClusterSpec;
     use shanraq_api::status::{PostgresStatus, ShanraqClusterStatus};
+    use shanraq_ha::wire::{BackupPeer, InstanceRole};
 
     fn backup() -> ShanraqBackup {
         let mut backup = ShanraqBackup::new(
@@ -332,35 +365,63 @@ mod tests {
         cluster
     }
 
+    fn instance(name: &str, role: InstanceRole) -> InstanceStatus {
+        InstanceStatus {
+            name: name.to_owned(),
+            role,
+            running: true,
+            in_recovery: Some(role == InstanceRole::Replica),
+            streaming: (role == InstanceRole::Replica).then_some(true),
+            backup_peer: Some(Box::new(BackupPeer {
+                host: format!("10.78.0.{}", name.len()),
+                tls_port: 8432,
+                data_dir: "/var/lib/postgresql/data/pgdata".to_owned(),
+                pg_port: 5432,
+            })),
+            ..InstanceStatus::default()
+        }
+    }
+
+    fn planned(found: Step) -> (String, bool) {
+        match found {
+            Step::Run { plan } => (plan.instance.clone(), plan.from_standby()),
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
     #[test]
-    fn a_backup_runs_on_the_primary() {
-        let found = step(
-            &backup(),
-            Some(&cluster(true, Some("payments-pg-1"))),
-            |_| true,
-        );
-        assert_eq!(
-            found,
-            Step::Run {
-                instance: "payments-pg-1".to_owned()
-            }
-        );
+    fn a_backup_runs_on_a_streaming_replica_else_on_the_primary() {
+        let primary_only = cluster(true, Some("payments-pg-1"));
+        let sample = [
+            instance("payments-pg-1", InstanceRole::Primary),
+            instance("payments-pg-0", InstanceRole::Replica),
+        ];
+        let found = step(&backup(), Some(&primary_only), Some(&sample), |_| true);
+        assert_eq!(planned(found), ("payments-pg-0".to_owned(), true));
+        // The replica's client not known yet: the primary, alone.
+        let found = step(&backup(), Some(&primary_only), Some(&sample), |node| {
+            node == "payments-pg-1"
+        });
+        assert_eq!(planned(found), ("payments-pg-1".to_owned(), false));
+        // No sample yet: the primary, alone.
+        let found = step(&backup(), Some(&primary_only), None, |_| true);
+        assert_eq!(planned(found), ("payments-pg-1".to_owned(), false));
     }
 
     #[test]
     fn what_cannot_be_backed_up_fails_and_what_is_not_ready_waits() {
         assert!(
-            matches!(step(&backup(), None, |_| true), Step::Fail(m) if m.contains("no ShanraqCluster payments"))
+            matches!(step(&backup(), None, None, |_| true), Step::Fail(m) if m.contains("no ShanraqCluster payments"))
         );
         assert!(
-            matches!(step(&backup(), Some(&cluster(false, Some("p"))), |_| true), Step::Fail(m) if m.contains("no spec.backup"))
+            matches!(step(&backup(), Some(&cluster(false, Some("p"))), None, |_| true), Step::Fail(m) if m.contains("no spec.backup"))
         );
         assert!(matches!(
-            step(&backup(), Some(&cluster(true, None)), |_| true),
+            step(&backup(), Some(&cluster(true, None)), None, |_| true),
             Step::Wait(_)
         ));
         assert!(matches!(
-            step(&backup(), Some(&cluster(true, Some("p"))), |_| false),
+            step(&backup(), Some(&cluster(true, Some("p"))), None, |_| false),
             Step::Wait(_)
         ));
     }
@@ -465,7 +526,7 @@ mod tests {
             &Time(jiff::Timestamp::UNIX_EPOCH),
         ));
         assert_eq!(
-            step(&done, Some(&cluster(true, Some("p"))), |_| true),
+            step(&done, Some(&cluster(true, Some("p"))), None, |_| true),
             Step::Done
         );
         let status = done.status.expect("status");

@@ -32,6 +32,12 @@ pub enum SecretError {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot generate the values of Secret {namespace}/{name}: {problem}")]
+    Generate {
+        namespace: String,
+        name: String,
+        problem: String,
+    },
 }
 
 /// Server-side apply of the children and the orphan clean-up.

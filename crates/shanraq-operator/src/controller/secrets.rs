@@ -13,6 +13,7 @@ use rand::distr::Alphanumeric;
 use shanraq_api::ValidCluster;
 use shanraq_api::names::FIELD_MANAGER;
 use shanraq_render::SecretTemplate;
+use shanraq_render::secrets::{CA_CERT_KEY, CA_KEY_KEY};
 
 use super::error::SecretError;
 
@@ -25,13 +26,25 @@ pub fn generate(length: usize) -> String {
         .collect()
 }
 
-/// The Secret for `template` with fresh values for its generated keys.
-pub fn build(template: &SecretTemplate, namespace: &str) -> Secret {
+/// The Secret for `template` with fresh values for its generated keys (and a new certificate
+/// authority, when it asks for one).
+pub fn build(template: &SecretTemplate, namespace: &str) -> Result<Secret, SecretError> {
     let mut values: BTreeMap<String, String> = template.fixed.clone();
     for (key, length) in &template.generated {
         values.insert(key.clone(), generate(*length));
     }
-    Secret {
+    if let Some(subject) = &template.authority {
+        let authority = shanraq_instance::backup_tls::new_authority(subject).map_err(|error| {
+            SecretError::Generate {
+                namespace: namespace.to_owned(),
+                name: template.name.clone(),
+                problem: error.to_string(),
+            }
+        })?;
+        values.insert(CA_CERT_KEY.to_owned(), authority.cert_pem);
+        values.insert(CA_KEY_KEY.to_owned(), authority.key_pem);
+    }
+    Ok(Secret {
         metadata: ObjectMeta {
             name: Some(template.name.clone()),
             namespace: Some(namespace.to_owned()),
@@ -41,7 +54,7 @@ pub fn build(template: &SecretTemplate, namespace: &str) -> Secret {
         string_data: Some(values),
         type_: Some("Opaque".to_owned()),
         ..Secret::default()
-    }
+    })
 }
 
 /// What [`ensure`] found or made.
@@ -82,7 +95,7 @@ pub async fn ensure(
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PostParams::default()
         };
-        match api.create(&params, &build(template, namespace)).await {
+        match api.create(&params, &build(template, namespace)?).await {
             Ok(secret) => {
                 tracing::info!(secret = %template.name, "created generated Secret");
                 ensured.created.push(template.name.clone());
@@ -118,9 +131,10 @@ mod tests {
             labels: BTreeMap::from([("app.kubernetes.io/instance".into(), "payments".into())]),
             fixed: BTreeMap::from([("username".into(), "app".into())]),
             generated: BTreeMap::from([("password".into(), 32)]),
+            authority: None,
         };
-        let first = build(&template, "fintech");
-        let second = build(&template, "fintech");
+        let first = build(&template, "fintech").expect("built");
+        let second = build(&template, "fintech").expect("built");
         let password = |s: &Secret| {
             s.string_data
                 .as_ref()
@@ -136,5 +150,34 @@ mod tests {
         );
         assert_eq!(first.metadata.namespace.as_deref(), Some("fintech"));
         assert!(first.metadata.owner_references.is_none());
+    }
+
+    #[test]
+    fn an_authority_template_gets_a_fresh_ca_each_time_it_is_built() {
+        let template = SecretTemplate {
+            name: "payments-pg-backup-tls".into(),
+            labels: BTreeMap::new(),
+            fixed: BTreeMap::new(),
+            generated: BTreeMap::new(),
+            authority: Some("payments".into()),
+        };
+        let value = |secret: &Secret, key: &str| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key).cloned())
+                .expect("key")
+        };
+        let first = build(&template, "fintech").expect("built");
+        let second = build(&template, "fintech").expect("built");
+        assert!(value(&first, CA_CERT_KEY).starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(value(&first, CA_KEY_KEY).contains("PRIVATE KEY"));
+        assert_ne!(value(&first, CA_KEY_KEY), value(&second, CA_KEY_KEY));
+        // What an instance issues itself from it chains to it.
+        let authority = shanraq_instance::backup_tls::Pair {
+            cert_pem: value(&first, CA_CERT_KEY),
+            key_pem: value(&first, CA_KEY_KEY),
+        };
+        shanraq_instance::backup_tls::issue(&authority, "10.78.0.5").expect("issues");
     }
 }

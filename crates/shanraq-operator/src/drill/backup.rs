@@ -11,7 +11,8 @@ use std::time::Duration;
 use shanraq_api::ValidCluster;
 use shanraq_api::backup::RecoverySpec;
 use shanraq_ha::adapters::instance_client::{BearerToken, ClientTimeouts, InstanceClient};
-use shanraq_ha::wire::{BackupKind, BackupReply};
+use shanraq_ha::postgres::backup_source::{self, BackupPlan};
+use shanraq_ha::wire::{BackupKind, BackupReply, BackupRequest, InstanceRole, InstanceStatus};
 use shanraq_render::backup as rendered;
 use shanraq_testkit::{LocalTopology, S3Server};
 use tempfile::TempDir;
@@ -117,10 +118,35 @@ pub fn prepare(cluster: &ValidCluster, backup: &DrillBackup) -> Result<LocalBack
     std::fs::write(&path, conf).map_err(|source| io("writing pgbackrest.conf", source))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
         .map_err(|source| io("chmod pgbackrest.conf", source))?;
-    let args = rendered::manager_flags(cluster, &dir.path().display().to_string())
-        .into_iter()
-        .map(|(flag, value)| format!("{flag}={value}"))
-        .collect();
+    // The cluster's pgBackRest CA, as the operator generates it into the Secret the pods
+    // mount (readable by the postgres user, which runs the managers' pgBackRest).
+    let tls_dir = dir.path().join("backup-tls");
+    std::fs::create_dir(&tls_dir).map_err(|source| io("creating the CA dir", source))?;
+    std::fs::set_permissions(&tls_dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|source| io("chmod the CA dir", source))?;
+    let authority =
+        shanraq_instance::backup_tls::new_authority(&cluster.name).map_err(|error| {
+            DrillError::Operator {
+                problem: format!("generating the pgBackRest CA: {error}"),
+            }
+        })?;
+    for (file, text) in [
+        (shanraq_instance::backup_tls::CA_CERT, &authority.cert_pem),
+        (shanraq_instance::backup_tls::CA_KEY, &authority.key_pem),
+    ] {
+        let path = tls_dir.join(file);
+        std::fs::write(&path, text).map_err(|source| io("writing the CA", source))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+            .map_err(|source| io("chmod the CA", source))?;
+    }
+    let args = rendered::manager_flags(
+        cluster,
+        &dir.path().display().to_string(),
+        &tls_dir.display().to_string(),
+    )
+    .into_iter()
+    .map(|(flag, value)| format!("{flag}={value}"))
+    .collect();
     let env = vec![
         (
             rendered::ENV_ACCESS_KEY.to_owned(),
@@ -143,11 +169,49 @@ pub fn prepare(cluster: &ValidCluster, backup: &DrillBackup) -> Result<LocalBack
     })
 }
 
+/// A backup where the ShanraqBackup controller would take it (`backup_source::plan`: a
+/// streaming replica with the primary's help, else the primary), from every member's
+/// `/status`. Returns the plan and the reply.
+pub async fn take_planned(
+    topology: &LocalTopology,
+    kind: BackupKind,
+) -> Result<(BackupPlan, BackupReply), DrillError> {
+    let mut sample = Vec::with_capacity(topology.len());
+    for index in 0..topology.len() {
+        // A member that does not answer is left out, as the engine's probe would leave it.
+        if let Ok(value) = topology.status(index).await
+            && let Ok(status) = serde_json::from_value::<InstanceStatus>(value)
+        {
+            sample.push(status);
+        }
+    }
+    let primary = sample
+        .iter()
+        .find(|status| status.role == InstanceRole::Primary && status.writable == Some(true))
+        .map(|status| status.name.clone())
+        .ok_or_else(|| DrillError::Operator {
+            problem: "no member answers as a writable primary".to_owned(),
+        })?;
+    let plan =
+        backup_source::plan(&sample, &primary, kind).ok_or_else(|| DrillError::Operator {
+            problem: format!("no backup plan: {primary} is not serving"),
+        })?;
+    let index = topology
+        .members()
+        .iter()
+        .position(|member| member.name == plan.instance)
+        .ok_or_else(|| DrillError::Operator {
+            problem: format!("{} is not a member", plan.instance),
+        })?;
+    let reply = take(topology, index, &plan.request).await?;
+    Ok((plan, reply))
+}
+
 /// `POST /backup` on member `index`, through the client the ShanraqBackup controller uses.
 pub async fn take(
     topology: &LocalTopology,
     index: usize,
-    kind: BackupKind,
+    request: &BackupRequest,
 ) -> Result<BackupReply, DrillError> {
     let member = topology.member(index)?;
     let client = InstanceClient::new(
@@ -160,7 +224,7 @@ pub async fn take(
         problem: format!("building the client of {}: {error}", member.name),
     })?;
     client
-        .backup(kind, BACKUP_TIMEOUT)
+        .backup(request, BACKUP_TIMEOUT)
         .await
         .map_err(|error| DrillError::Operator {
             problem: format!("POST /backup on {}: {error}", member.name),

@@ -240,9 +240,15 @@ pub fn drill(args: DrillArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!(
-                    "backup {} of {} rows: {} ms; archive after pg_switch_wal: {} ms; restore into a scratch cluster: {} ms; {} rows restored, checksum {}",
+                    "backup {} of {} rows on {}{}: {} ms; archive after pg_switch_wal: {} ms; restore into a scratch cluster: {} ms; {} rows restored, checksum {}",
                     report.backup_label,
                     report.rows,
+                    report.backup_instance,
+                    if report.backup_from_standby {
+                        " (a replica)"
+                    } else {
+                        " (the primary)"
+                    },
                     report.backup_ms,
                     report.archive_ms,
                     report.restore_ms,

@@ -28,6 +28,9 @@ pub struct RestoreReport {
     /// Rows written before and after the backup, each its own commit.
     pub rows: u32,
     pub backup_label: String,
+    /// The instance that took the backup, and whether it was a replica (`backup-standby`).
+    pub backup_instance: String,
+    pub backup_from_standby: bool,
     /// `POST /backup` until pgBackRest finished.
     pub backup_ms: u64,
     /// `pg_switch_wal()` until the primary had archived the segment.
@@ -108,9 +111,10 @@ pub async fn run(
         .map_err(sql("create drill_restore"))?;
     insert(&mut connection, 1..=rows).await?;
 
-    say("taking a full backup on the primary");
+    say("taking a full backup (from a streaming replica, with the primary's help)");
     let started = Instant::now();
-    let reply = backup::take(source.topology(), primary, BackupKind::Full).await?;
+    let (plan, reply) = backup::take_planned(source.topology(), BackupKind::Full).await?;
+    say(&format!("the backup ran on {}", plan.instance));
     let backup_ms = millis(started);
     let taken = match (reply.ok, reply.backup) {
         (true, Some(taken)) => taken,
@@ -174,6 +178,8 @@ pub async fn run(
     Ok(RestoreReport {
         rows: rows * 2,
         backup_label: taken.label,
+        backup_from_standby: plan.from_standby(),
+        backup_instance: plan.instance,
         backup_ms,
         archive_ms,
         restore_ms,

@@ -506,6 +506,7 @@ fn primary_status(rows: &[(&str, &str, &str, u64)], current: u64) -> InstanceSta
         message: None,
         archiver: None,
         repository: None,
+        backup_peer: None,
     }
 }
 

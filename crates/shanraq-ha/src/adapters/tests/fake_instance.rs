@@ -60,6 +60,7 @@ pub fn status(name: &str, role: InstanceRole, epoch: u64) -> InstanceStatus {
         message: None,
         archiver: None,
         repository: None,
+        backup_peer: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn base(name: &str, role: InstanceRole) -> InstanceStatus {
         message: None,
         archiver: None,
         repository: None,
+        backup_peer: None,
     }
 }
 
@@ -135,8 +136,10 @@ fn peer(name: &str, state: &str, sync_state: &str) -> ReplicationPeer {
     }
 }
 
-/// One member's probe result in a round.
+/// One member's probe result in a round. (Test rounds are a few values each: the size of a
+/// report does not matter here.)
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Probe {
     Up(Report),
     /// Timed out.
