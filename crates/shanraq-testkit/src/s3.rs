@@ -109,14 +109,7 @@ impl S3Server {
         let ca_file = make_certificates(&openssl, dir.path(), &listen)?;
         let access_key = random_secret(20).to_ascii_uppercase();
         let secret_key = random_secret(40);
-        let identities = serde_json::json!({
-            "identities": [{
-                "name": "shanraq-backup",
-                "credentials": [{ "accessKey": access_key, "secretKey": secret_key }],
-                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-            }]
-        });
-        write_private(&dir.path().join("identities.json"), &identities.to_string())?;
+        write_identities(dir.path(), &access_key, &secret_key)?;
         std::fs::create_dir(dir.path().join("data"))
             .map_err(|source| TestkitError::io("creating S3 data", source))?;
 
@@ -215,6 +208,21 @@ impl S3Server {
     /// Starts a stopped server again on the same address, ports, data, keys and certificate.
     pub async fn restart(&mut self) -> Result<(), TestkitError> {
         self.stop();
+        self.spawn().await
+    }
+
+    /// With `refuse`, restarts the server knowing only a key pair nobody was given, so that
+    /// every request signed with `access_key()` is refused (403, as after a rotation at the
+    /// store that the clients missed); without, restarts it with the real pair again.
+    pub async fn refuse_keys(&mut self, refuse: bool) -> Result<(), TestkitError> {
+        self.stop();
+        if refuse {
+            let other_access = random_secret(20).to_ascii_uppercase();
+            let other_secret = random_secret(40);
+            write_identities(self.dir.path(), &other_access, &other_secret)?;
+        } else {
+            write_identities(self.dir.path(), &self.access_key, &self.secret_key)?;
+        }
         self.spawn().await
     }
 
@@ -352,6 +360,18 @@ fn grpc_safe_ports() -> Result<[u16; 8], TestkitError> {
         *port = free_port()?;
     }
     Ok(ports)
+}
+
+/// The identities file: one identity with every action, holding the given key pair.
+fn write_identities(dir: &Path, access_key: &str, secret_key: &str) -> Result<(), TestkitError> {
+    let identities = serde_json::json!({
+        "identities": [{
+            "name": "shanraq-backup",
+            "credentials": [{ "accessKey": access_key, "secretKey": secret_key }],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }]
+    });
+    write_private(&dir.join("identities.json"), &identities.to_string())
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), TestkitError> {
