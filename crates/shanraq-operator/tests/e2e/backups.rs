@@ -506,6 +506,20 @@ async fn shanraq_backups_run_through_the_api_and_a_failed_one_leaves_the_next_wo
     )
     .await;
 
+    // Each ShanraqBackup was carried out once: its finished status never changed afterwards
+    // (a second run would have replaced its label and times), and the repository's newest
+    // backup is the last one's.
+    let last = last_backup_label(&clusters, &back_label).await;
+    assert_eq!(last.last_backup.map(|b| b.label), Some(back_label.clone()));
+    for first_seen in [&early, &by_hand, &ghost, &down, &back] {
+        let name = first_seen.name_any();
+        let now = backups.get(&name).await.expect("the ShanraqBackup");
+        assert_eq!(
+            now.status, first_seen.status,
+            "ShanraqBackup {name} changed after it finished"
+        );
+    }
+
     assert_no_key_anywhere(&client, &ns, &s3, &operator).await;
     operator.stop().await;
     drop(host);
