@@ -127,6 +127,25 @@ async fn restores_to_a_time_and_to_the_latest_wal_across_a_failover() {
     assert_eq!(taken.instance.as_deref(), Some(plan.instance.as_str()));
 
     insert(&mut rw, 101..=200).await;
+    // pgBackRest keeps a backup's stop time in whole seconds and restores to T from a backup
+    // that stopped before T: T must lie past the second the backup ended.
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let past: bool =
+            sqlx::query_scalar("SELECT clock_timestamp() >= $1::timestamptz + interval '1 second'")
+                .bind(&taken.completed_at)
+                .fetch_one(&mut rw)
+                .await
+                .expect("compare with the backup's stop time");
+        if past {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the clock did not pass the backup's stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // T: after row 200's commit was acknowledged, before row 201 is sent.
     let target: String = sqlx::query_scalar(
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",

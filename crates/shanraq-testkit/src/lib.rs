@@ -30,7 +30,7 @@ pub use podnet::PodNetwork;
 pub use ports::free_port;
 pub use postgres::TempPostgres;
 pub use redis::RedisServer;
-pub use s3::S3Server;
+pub use s3::{S3Listen, S3Server};
 pub use topology::{
     HaproxyConfigFn, HaproxyLayout, LocalTopology, MemberInfo, Network, TopologyOptions,
 };

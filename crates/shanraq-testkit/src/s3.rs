@@ -1,10 +1,14 @@
 //! `S3Server`: a real S3-compatible object store (SeaweedFS's `weed server -s3`, Apache-2.0,
-//! built by `scripts/install-s3-server`) on 127.0.0.1, for the backup and restore tests.
+//! built by `scripts/install-s3-server`) on 127.0.0.1, for the backup and restore tests. The
+//! S3 gateway alone may listen on another address of this machine instead (`S3Listen`): the
+//! host's end of a pod network, for pods in network namespaces; the master, volume and filer
+//! stay on 127.0.0.1.
 //! pgBackRest speaks S3 over HTTPS only, so the server serves TLS with a certificate signed by
 //! a CA made here with openssl, and authenticates every request against an identities file
 //! holding one random access key pair. The keys never reach a log: the accessors hand them to
 //! the caller, who passes them to pgBackRest through its environment, as a pod does.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -12,7 +16,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::binaries;
-use crate::process::{kill_and_reap, spawn_logged, tail, wait_for_port};
+use crate::process::{kill_and_reap, spawn_logged, tail, wait_for_addr};
 use crate::secrets::random_secret;
 use crate::{TestkitError, free_port};
 
@@ -22,9 +26,44 @@ pub const S3_HOST: &str = "localhost";
 /// The S3 region the server accepts (any; pgBackRest needs one to sign requests).
 pub const S3_REGION: &str = "us-east-1";
 
+/// Where the S3 gateway listens and the name its clients use for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Listen {
+    /// An address of this machine: 127.0.0.1, or one of a network device the test made.
+    pub addr: Ipv4Addr,
+    /// The host name of `endpoint()`; the certificate names it and `addr`.
+    pub host: String,
+}
+
+impl S3Listen {
+    /// `localhost` on 127.0.0.1.
+    pub fn local() -> S3Listen {
+        S3Listen {
+            addr: Ipv4Addr::LOCALHOST,
+            host: S3_HOST.to_string(),
+        }
+    }
+}
+
+/// The ports of one server: master, volume, filer and S3, each with its gRPC port.
+#[derive(Clone, Copy, Debug)]
+struct Ports {
+    master: u16,
+    master_grpc: u16,
+    volume: u16,
+    volume_grpc: u16,
+    filer: u16,
+    filer_grpc: u16,
+    s3: u16,
+    s3_grpc: u16,
+}
+
 /// A running object store with one bucket.
 pub struct S3Server {
     child: Option<Child>,
+    weed: PathBuf,
+    listen: S3Listen,
+    ports: Ports,
     port: u16,
     bucket: String,
     access_key: String,
@@ -37,6 +76,7 @@ pub struct S3Server {
 impl std::fmt::Debug for S3Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Server")
+            .field("listen", &self.listen)
             .field("port", &self.port)
             .field("bucket", &self.bucket)
             .field("dir", &self.dir.path())
@@ -45,9 +85,15 @@ impl std::fmt::Debug for S3Server {
 }
 
 impl S3Server {
-    /// Starts the store with TLS and one bucket named `bucket`, and waits until the bucket
-    /// exists.
+    /// Starts the store with TLS and one bucket named `bucket` on 127.0.0.1, and waits until
+    /// the bucket exists.
     pub async fn start(bucket: &str) -> Result<S3Server, TestkitError> {
+        S3Server::start_on(bucket, S3Listen::local()).await
+    }
+
+    /// `start`, with the S3 gateway listening on `listen.addr` and its certificate naming
+    /// `listen.host` and `listen.addr` (besides `localhost` and 127.0.0.1).
+    pub async fn start_on(bucket: &str, listen: S3Listen) -> Result<S3Server, TestkitError> {
         let weed = binaries::weed()?;
         let openssl = binaries::openssl()?;
         let dir = tempfile::Builder::new()
@@ -60,20 +106,11 @@ impl S3Server {
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
                 .map_err(|source| TestkitError::io("chmod S3 dir", source))?;
         }
-        let ca_file = make_certificates(&openssl, dir.path())?;
+        let ca_file = make_certificates(&openssl, dir.path(), &listen)?;
         let access_key = random_secret(20).to_ascii_uppercase();
         let secret_key = random_secret(40);
-        let identities = serde_json::json!({
-            "identities": [{
-                "name": "shanraq-backup",
-                "credentials": [{ "accessKey": access_key, "secretKey": secret_key }],
-                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-            }]
-        });
-        let identities_file = dir.path().join("identities.json");
-        write_private(&identities_file, &identities.to_string())?;
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data)
+        write_identities(dir.path(), &access_key, &secret_key)?;
+        std::fs::create_dir(dir.path().join("data"))
             .map_err(|source| TestkitError::io("creating S3 data", source))?;
 
         let [
@@ -87,38 +124,20 @@ impl S3Server {
             s3_grpc,
         ] = grpc_safe_ports()?;
         let log = dir.path().join("weed.log");
-        let mut command = Command::new(&weed);
-        command
-            .arg("server")
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
-            .arg(format!("-dir={}", data.display()))
-            .arg(format!("-master.port={master}"))
-            .arg(format!("-master.port.grpc={master_grpc}"))
-            .arg("-master.telemetry=false")
-            .arg("-master.volumeSizeLimitMB=64")
-            .arg(format!("-volume.port={volume}"))
-            .arg(format!("-volume.port.grpc={volume_grpc}"))
-            .arg("-filer")
-            .arg(format!("-filer.port={filer}"))
-            .arg(format!("-filer.port.grpc={filer_grpc}"))
-            .arg("-s3")
-            .arg(format!("-s3.port={s3}"))
-            .arg(format!("-s3.port.grpc={s3_grpc}"))
-            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
-            .arg(format!("-s3.config={}", identities_file.display()))
-            .arg(format!(
-                "-s3.cert.file={}",
-                dir.path().join("server.crt").display()
-            ))
-            .arg(format!(
-                "-s3.key.file={}",
-                dir.path().join("server.key").display()
-            ))
-            .current_dir(dir.path());
-        let mut child = spawn_logged(&mut command, &log, "weed server")?;
-        let ready = wait_for_port(&mut child, s3, "weed s3", &log, START_TIMEOUT).await;
         let mut server = S3Server {
-            child: Some(child),
+            child: None,
+            weed,
+            listen,
+            ports: Ports {
+                master,
+                master_grpc,
+                volume,
+                volume_grpc,
+                filer,
+                filer_grpc,
+                s3,
+                s3_grpc,
+            },
             port: s3,
             bucket: bucket.to_string(),
             access_key,
@@ -127,11 +146,89 @@ impl S3Server {
             log,
             dir,
         };
-        ready?;
-        server
-            .create_bucket(&weed, (master, master_grpc), (filer, filer_grpc))
-            .await?;
+        server.spawn().await?;
         Ok(server)
+    }
+
+    /// `weed server` on this server's ports, data and keys; waits until the S3 gateway
+    /// accepts connections and the bucket exists (created the first time, found afterwards).
+    async fn spawn(&mut self) -> Result<(), TestkitError> {
+        let dir = self.dir.path();
+        let ports = self.ports;
+        let mut command = Command::new(&self.weed);
+        command
+            .arg("server")
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-dir={}", dir.join("data").display()))
+            .arg(format!("-master.port={}", ports.master))
+            .arg(format!("-master.port.grpc={}", ports.master_grpc))
+            .arg("-master.telemetry=false")
+            .arg("-master.volumeSizeLimitMB=64")
+            .arg(format!("-volume.port={}", ports.volume))
+            .arg(format!("-volume.port.grpc={}", ports.volume_grpc))
+            .arg("-filer")
+            .arg(format!("-filer.port={}", ports.filer))
+            .arg(format!("-filer.port.grpc={}", ports.filer_grpc))
+            .arg("-s3")
+            .arg(format!("-s3.ip.bind={}", self.listen.addr))
+            .arg(format!("-s3.port={}", ports.s3))
+            .arg(format!("-s3.port.grpc={}", ports.s3_grpc))
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .arg(format!(
+                "-s3.config={}",
+                dir.join("identities.json").display()
+            ))
+            .arg(format!(
+                "-s3.cert.file={}",
+                dir.join("server.crt").display()
+            ))
+            .arg(format!("-s3.key.file={}", dir.join("server.key").display()))
+            .current_dir(dir);
+        let mut child = spawn_logged(&mut command, &self.log, "weed server")?;
+        let addr = SocketAddr::new(IpAddr::V4(self.listen.addr), ports.s3);
+        let ready = wait_for_addr(&mut child, addr, "weed s3", &self.log, START_TIMEOUT).await;
+        self.child = Some(child);
+        ready?;
+        let weed = self.weed.clone();
+        self.create_bucket(
+            &weed,
+            (ports.master, ports.master_grpc),
+            (ports.filer, ports.filer_grpc),
+        )
+        .await
+    }
+
+    /// Stops the server (SIGKILL, as a crashed store); its data stays for `restart`.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
+        }
+    }
+
+    /// Starts a stopped server again on the same address, ports, data, keys and certificate.
+    pub async fn restart(&mut self) -> Result<(), TestkitError> {
+        self.stop();
+        self.spawn().await
+    }
+
+    /// With `refuse`, restarts the server knowing only a key pair nobody was given, so that
+    /// every request signed with `access_key()` is refused (403, as after a rotation at the
+    /// store that the clients missed); without, restarts it with the real pair again.
+    pub async fn refuse_keys(&mut self, refuse: bool) -> Result<(), TestkitError> {
+        self.stop();
+        if refuse {
+            let other_access = random_secret(20).to_ascii_uppercase();
+            let other_secret = random_secret(40);
+            write_identities(self.dir.path(), &other_access, &other_secret)?;
+        } else {
+            write_identities(self.dir.path(), &self.access_key, &self.secret_key)?;
+        }
+        self.spawn().await
+    }
+
+    /// True while the server process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// `s3.bucket.create` through `weed shell` (which reaches the master and filer over
@@ -193,9 +290,15 @@ impl S3Server {
         }
     }
 
-    /// `https://localhost:PORT`: what `spec.backup.endpoint` holds for this server.
+    /// `https://HOST:PORT` (`localhost` unless `start_on` named another host): what
+    /// `spec.backup.endpoint` holds for this server.
     pub fn endpoint(&self) -> String {
-        format!("https://{S3_HOST}:{}", self.port)
+        format!("https://{}:{}", self.listen.host, self.port)
+    }
+
+    /// The address the S3 gateway listens on.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.listen.addr
     }
 
     pub fn port(&self) -> u16 {
@@ -259,6 +362,18 @@ fn grpc_safe_ports() -> Result<[u16; 8], TestkitError> {
     Ok(ports)
 }
 
+/// The identities file: one identity with every action, holding the given key pair.
+fn write_identities(dir: &Path, access_key: &str, secret_key: &str) -> Result<(), TestkitError> {
+    let identities = serde_json::json!({
+        "identities": [{
+            "name": "shanraq-backup",
+            "credentials": [{ "accessKey": access_key, "secretKey": secret_key }],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }]
+    });
+    write_private(&dir.join("identities.json"), &identities.to_string())
+}
+
 fn write_private(path: &Path, text: &str) -> Result<(), TestkitError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -273,9 +388,29 @@ fn write_private(path: &Path, text: &str) -> Result<(), TestkitError> {
         .map_err(|source| TestkitError::io(format!("writing {}", path.display()), source))
 }
 
-/// A CA and a server certificate for `localhost` and 127.0.0.1 signed by it, in `dir`;
-/// returns the CA's PEM file.
-fn make_certificates(openssl: &Path, dir: &Path) -> Result<PathBuf, TestkitError> {
+/// The certificate's subjectAltName: `localhost` and 127.0.0.1, and the listen host and
+/// address. pgBackRest before 2.46 matches DNS names only, so the address is a DNS name too.
+fn subject_alt_names(listen: &S3Listen) -> String {
+    let mut names = vec![format!("DNS:{S3_HOST}"), "IP:127.0.0.1".to_string()];
+    for name in [
+        format!("DNS:{}", listen.host),
+        format!("IP:{}", listen.addr),
+        format!("DNS:{}", listen.addr),
+    ] {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names.join(",")
+}
+
+/// A CA and a server certificate for the names of `subject_alt_names` signed by it, in
+/// `dir`; returns the CA's PEM file.
+fn make_certificates(
+    openssl: &Path,
+    dir: &Path,
+    listen: &S3Listen,
+) -> Result<PathBuf, TestkitError> {
     let run = |args: &[&str]| -> Result<(), TestkitError> {
         let output = Command::new(openssl)
             .args(args)
@@ -294,7 +429,10 @@ fn make_certificates(openssl: &Path, dir: &Path) -> Result<PathBuf, TestkitError
     };
     std::fs::write(
         dir.join("server.ext"),
-        format!("subjectAltName=DNS:{S3_HOST},IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"),
+        format!(
+            "subjectAltName={}\nbasicConstraints=CA:FALSE\n",
+            subject_alt_names(listen)
+        ),
     )
     .map_err(|source| TestkitError::io("writing server.ext", source))?;
     run(&[
@@ -352,6 +490,22 @@ fn make_certificates(openssl: &Path, dir: &Path) -> Result<PathBuf, TestkitError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_certificate_names_the_listen_host_and_address_once() {
+        assert_eq!(
+            subject_alt_names(&S3Listen::local()),
+            "DNS:localhost,IP:127.0.0.1,DNS:127.0.0.1"
+        );
+        let listen = S3Listen {
+            addr: Ipv4Addr::new(10, 78, 255, 254),
+            host: "s3.example.test".to_string(),
+        };
+        assert_eq!(
+            subject_alt_names(&listen),
+            "DNS:localhost,IP:127.0.0.1,DNS:s3.example.test,IP:10.78.255.254,DNS:10.78.255.254"
+        );
+    }
 
     #[test]
     fn the_binary_path_follows_the_install_script() {

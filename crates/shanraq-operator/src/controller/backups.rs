@@ -36,6 +36,12 @@ const NOT_YET: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    #[error("reading ShanraqBackup {name}: {source}")]
+    Read {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("writing the status of ShanraqBackup {name}: {source}")]
     Status {
         name: String,
@@ -192,6 +198,26 @@ async fn write_status(
     })
 }
 
+/// True when ShanraqBackup `name`, read from the API server rather than the watch cache, is
+/// still there and not finished. The cache can lag this controller's own last write: the
+/// reconcile queued by the `Running` status write may see that version after the backup has
+/// completed, and would otherwise take the backup a second time.
+async fn unfinished_now(api: &Api<ShanraqBackup>, name: &str) -> Result<bool, BackupError> {
+    let fresh = api
+        .get_opt(name)
+        .await
+        .map_err(|source| BackupError::Read {
+            name: name.to_owned(),
+            source,
+        })?;
+    Ok(fresh.is_some_and(|backup| {
+        !backup
+            .status
+            .as_ref()
+            .is_some_and(ShanraqBackupStatus::is_finished)
+    }))
+}
+
 fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
@@ -230,6 +256,9 @@ pub async fn reconcile(
             let Some(client) = ctx.ha.instance_client(&key, &plan.instance) else {
                 return Ok(Action::requeue(NOT_YET));
             };
+            if !unfinished_now(&backups, &name).await? {
+                return Ok(Action::await_change());
+            }
             let mut running = next_status(
                 previous,
                 generation,

@@ -10,6 +10,7 @@
 //! stopped by PID when the test ends.
 
 mod admission;
+mod backups;
 mod basics;
 mod chart;
 mod failover;
@@ -66,7 +67,7 @@ pub async fn client() -> Option<Client> {
         .await
         .expect("a usable kubeconfig");
     let client = Client::try_from(config).expect("a Kubernetes client");
-    install_crd(&client).await;
+    install_crds(&client).await;
     Some(client)
 }
 
@@ -117,31 +118,47 @@ where
     wait_every(what, timeout, Duration::from_millis(200), check).await
 }
 
-async fn install_crd(client: &Client) {
-    let text = std::fs::read_to_string(repo_root().join(shanraq_api::crd::CRD_FILE))
-        .expect("the generated CRD file");
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("a CRD");
+/// The CRDs the operator serves, as `shanraq crdgen` writes them.
+const CRD_FILES: [&str; 2] = [
+    shanraq_api::crd::CRD_FILE,
+    shanraq_api::crd::BACKUP_CRD_FILE,
+];
+
+/// Applies every CRD the operator serves and waits until each is Established.
+async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        CRD_NAME,
-        &PatchParams::apply("shanraq-e2e").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("CRD applied");
-    wait_for("the CRD to be Established", SHORT, || {
-        let api = api.clone();
-        async move {
-            let crd = api.get(CRD_NAME).await.ok()?;
-            let established = crd
-                .status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            established.then_some(())
-        }
-    })
-    .await;
+    let mut names = Vec::new();
+    for file in CRD_FILES {
+        let text = std::fs::read_to_string(repo_root().join(file))
+            .unwrap_or_else(|error| panic!("the generated CRD file {file}: {error}"));
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&text).unwrap_or_else(|error| panic!("{file}: {error}"));
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("shanraq-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("CRD {name} applied: {error}"));
+        names.push(name);
+    }
+    assert!(names.iter().any(|name| name == CRD_NAME), "{names:?}");
+    for name in &names {
+        wait_for(&format!("the CRD {name} to be Established"), SHORT, || {
+            let api = api.clone();
+            async move {
+                let crd = api.get(name).await.ok()?;
+                let established = crd
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            }
+        })
+        .await;
+    }
 }
 
 /// A fresh namespace, deleted when dropped (best effort).

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, ConfigMap, Container, ObjectReference, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    Binding, ConfigMap, Container, KeyToPath, ObjectReference, Pod, Secret,
+};
 use kube::api::{Api, PostParams};
 use kube::core::ObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -115,6 +117,8 @@ struct Inner {
     user: PostgresUser,
     /// Clusters whose PostgreSQL pods run here.
     clusters: Mutex<BTreeSet<String>>,
+    /// Names outside the cluster every pod resolves (`resolve`), as cluster DNS would.
+    names: Mutex<Vec<(String, Ipv4Addr)>>,
     running: Mutex<BTreeMap<String, Running>>,
     starts: std::sync::atomic::AtomicU32,
 }
@@ -139,6 +143,7 @@ impl PodHost {
             bin_dir,
             user: PostgresUser::lookup().expect("the postgres user"),
             clusters: Mutex::new(BTreeSet::new()),
+            names: Mutex::new(Vec::new()),
             running: Mutex::new(BTreeMap::new()),
             starts: std::sync::atomic::AtomicU32::new(0),
         });
@@ -180,6 +185,22 @@ impl PodHost {
             let pod = pods.get(name).await.expect("the pod");
             self.inner.start(&pod).await;
         }
+    }
+
+    /// Every pod started from now on resolves `name` to `addr` (a service outside the
+    /// cluster, such as the object store, that cluster DNS would answer for).
+    pub fn resolve(&self, name: &str, addr: Ipv4Addr) {
+        self.inner
+            .names
+            .lock()
+            .expect("names")
+            .push((name.to_owned(), addr));
+    }
+
+    /// The host's address on the pod network: a server the test runs there is reachable
+    /// from every pod.
+    pub fn gateway() -> Ipv4Addr {
+        network().gateway()
     }
 
     /// SIGKILL of the pod's instance manager and postgres (a crashed node); the pod object is
@@ -306,6 +327,39 @@ async fn follow(inner: Arc<Inner>) {
     }
 }
 
+/// The files of a ConfigMap or Secret volume in `dir`, as the kubelet projects them: every key
+/// under its own name, or with `items` only the keys listed, each at its `path`. A listed key
+/// the object lacks fails, as the kubelet fails a volume that is not `optional`.
+fn write_volume(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    what: &str,
+) {
+    let files: Vec<(&str, &[u8])> = match items {
+        Some(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| {
+                let value = data
+                    .get(&item.key)
+                    .unwrap_or_else(|| panic!("{what} has no key {}", item.key));
+                (item.path.as_str(), value.as_slice())
+            })
+            .collect(),
+        _ => data
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_slice()))
+            .collect(),
+    };
+    for (path, value) in files {
+        let file = dir.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).expect("volume subdir");
+        }
+        std::fs::write(&file, value).unwrap_or_else(|error| panic!("{what}: {path}: {error}"));
+    }
+}
+
 /// Replaces each mount path by its host directory where it starts a path, in one pass (a host
 /// directory is never rewritten again), the longest mount path winning.
 fn substitute(text: &str, mounts: &[(String, PathBuf)]) -> String {
@@ -376,7 +430,7 @@ impl Inner {
             )))
             .await
             .expect("PostgreSQL pods");
-        let mut hosts = Vec::new();
+        let mut hosts = self.names.lock().expect("names").clone();
         let namespace = &self.namespace;
         let headless = format!("{cluster}-pg");
         let mut rw = None;
@@ -513,17 +567,26 @@ impl Inner {
             let dir = &volume_dirs[&volume.name];
             if let Some(source) = &volume.config_map {
                 let map = config_maps.get(&source.name).await.expect("the ConfigMap");
-                for (key, value) in map.data.unwrap_or_default() {
-                    std::fs::write(dir.join(&key), substitute(&value, &mounts))
-                        .expect("ConfigMap file");
-                }
+                let data: BTreeMap<String, Vec<u8>> = map
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(key, value)| (key, substitute(&value, &mounts).into_bytes()))
+                    .collect();
+                let what = format!("pod {name}: ConfigMap {}", source.name);
+                write_volume(dir, &data, source.items.as_deref(), &what);
             }
             if let Some(source) = &volume.secret {
                 let secret_name = source.secret_name.clone().expect("a Secret name");
                 let secret = secrets.get(&secret_name).await.expect("the Secret");
-                for (key, value) in secret.data.unwrap_or_default() {
-                    std::fs::write(dir.join(&key), &value.0).expect("Secret file");
-                }
+                let data: BTreeMap<String, Vec<u8>> = secret
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(key, value)| (key, value.0))
+                    .collect();
+                let what = format!("pod {name}: Secret {secret_name}");
+                write_volume(dir, &data, source.items.as_deref(), &what);
             }
             self.own_tree(dir);
         }
