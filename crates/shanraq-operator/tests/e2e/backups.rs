@@ -422,6 +422,21 @@ async fn shanraq_backups_run_through_the_api_and_a_failed_one_leaves_the_next_wo
     let by_hand = finished(&backups, "vault-by-hand", LONG).await;
     let label = assert_completed(&by_hand);
     assert_ne!(label, early_label, "a second backup has a label of its own");
+    // With the cluster healthy, its replica streams: it takes the backup (backup-standby,
+    // the primary's pgBackRest reached through its TLS server), not the primary.
+    let primary = clusters
+        .get(CLUSTER)
+        .await
+        .expect("the cluster")
+        .status
+        .and_then(|status| status.postgres)
+        .and_then(|postgres| postgres.current_primary)
+        .expect("a current primary");
+    assert_ne!(
+        by_hand.status.as_ref().and_then(|s| s.instance.clone()),
+        Some(primary),
+        "a streaming replica takes the backup"
+    );
     println!(
         "vault-by-hand: {label} on {:?}, {:?} to {:?}",
         by_hand.status.as_ref().and_then(|s| s.instance.clone()),
