@@ -135,6 +135,17 @@ pub struct Files {
     pub key: PathBuf,
 }
 
+impl Files {
+    /// The files [`prepare`] writes into `dir`.
+    pub fn in_dir(dir: &Path) -> Files {
+        Files {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("instance.crt"),
+            key: dir.join("instance.key"),
+        }
+    }
+}
+
 /// Reads the CA from `ca_dir`, issues this instance's certificate for `address` and writes
 /// the three files into `dir` (private to the postgres user, which runs pgBackRest).
 pub fn prepare(
@@ -154,11 +165,7 @@ pub fn prepare(
     };
     let pair = issue(&authority, address)?;
     crate::config::private_dir(dir, user)?;
-    let files = Files {
-        ca: dir.join("ca.crt"),
-        cert: dir.join("instance.crt"),
-        key: dir.join("instance.key"),
-    };
+    let files = Files::in_dir(dir);
     user.write(&files.ca, &authority.cert_pem, 0o600)?;
     user.write(&files.cert, &pair.cert_pem, 0o600)?;
     user.write(&files.key, &pair.key_pem, 0o600)?;

@@ -64,13 +64,9 @@ pub fn standby_args(
     ]
 }
 
-/// This instance's TLS files, once `prepare` wrote them.
+/// This instance's TLS files, once `backup_tls::prepare` wrote them.
 pub fn files(tls: &BackupTls) -> Files {
-    Files {
-        ca: tls.dir.join("ca.crt"),
-        cert: tls.dir.join("instance.crt"),
-        key: tls.dir.join("instance.key"),
-    }
+    Files::in_dir(&tls.dir)
 }
 
 /// Issues this instance's certificate, then runs the server until the manager stops (the
