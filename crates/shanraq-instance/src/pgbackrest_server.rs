@@ -86,7 +86,6 @@ pub async fn run(manager: Arc<Manager>) {
             return;
         }
     };
-    debug_assert_eq!(files, self::files(&tls));
     let peer = BackupPeer {
         host: tls.address.clone(),
         tls_port: tls.port,
@@ -131,7 +130,25 @@ async fn serve_once(
     let mut child = command
         .spawn()
         .map_err(|source| InstanceError::io("starting pgbackrest server", source))?;
-    tracing::info!(address = %tls.address, port = tls.port, "pgBackRest TLS server started");
+    // Advertised in `/status` only once it accepts connections: a server that cannot bind
+    // exits instead, and no backup is planned against it.
+    let listening = async {
+        let mut delay = Duration::from_millis(20);
+        while tokio::net::TcpStream::connect((tls.address.as_str(), tls.port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    };
+    tokio::select! {
+        exited = child.wait() => {
+            return exited.map_err(|source| InstanceError::io("waiting for pgbackrest server", source));
+        }
+        () = listening => {}
+    }
+    tracing::info!(address = %tls.address, port = tls.port, "pgBackRest TLS server listening");
     set_peer(manager, Some(peer.clone()));
     child
         .wait()

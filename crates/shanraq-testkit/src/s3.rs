@@ -64,7 +64,6 @@ pub struct S3Server {
     weed: PathBuf,
     listen: S3Listen,
     ports: Ports,
-    port: u16,
     bucket: String,
     access_key: String,
     secret_key: String,
@@ -77,7 +76,7 @@ impl std::fmt::Debug for S3Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Server")
             .field("listen", &self.listen)
-            .field("port", &self.port)
+            .field("port", &self.ports.s3)
             .field("bucket", &self.bucket)
             .field("dir", &self.dir.path())
             .finish_non_exhaustive()
@@ -138,7 +137,6 @@ impl S3Server {
                 s3,
                 s3_grpc,
             },
-            port: s3,
             bucket: bucket.to_string(),
             access_key,
             secret_key,
@@ -293,7 +291,7 @@ impl S3Server {
     /// `https://HOST:PORT` (`localhost` unless `start_on` named another host): what
     /// `spec.backup.endpoint` holds for this server.
     pub fn endpoint(&self) -> String {
-        format!("https://{}:{}", self.listen.host, self.port)
+        format!("https://{}:{}", self.listen.host, self.ports.s3)
     }
 
     /// The address the S3 gateway listens on.
@@ -302,7 +300,7 @@ impl S3Server {
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.ports.s3
     }
 
     pub fn bucket(&self) -> &str {
