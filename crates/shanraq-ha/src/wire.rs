@@ -14,8 +14,10 @@
 //!   when E is the epoch the instance holds the primary role at (see [`LEASE_EPOCH_PARAM`]).
 //! - `POST /promote`, `/fence`, `/demote`, `/repoint`, `/detach`: bearer-token authenticated
 //!   commands,
-//!   bodies below, answered with [`CommandReply`]. A command carrying an epoch lower than the
-//!   instance's own is refused with 409 so that a stale operator cannot act.
+//!   bodies below, answered with [`CommandReply`]. Each carries a fencing token: the epoch and
+//!   the identity of the engine that claimed it (`owner`). A command whose epoch is lower than
+//!   the instance's own, or equal to it but claimed by another owner, is refused with 409 so
+//!   that a stale engine cannot act (see [`admits`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +25,41 @@ use serde::{Deserialize, Serialize};
 pub const LEASE_EPOCH_PARAM: &str = "lease_epoch";
 /// Query parameter of `GET /status`: how long the renewed lease lasts, in milliseconds.
 pub const LEASE_MS_PARAM: &str = "lease_ms";
+/// Query parameter of `GET /status`: the engine renewing the lease (the owner of its epoch).
+pub const LEASE_OWNER_PARAM: &str = "lease_owner";
+
+/// Why an instance refuses a fencing token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// The token's epoch is lower than the instance's: a newer engine acted since.
+    Older,
+    /// Same epoch, claimed by another engine: two engines can never share an epoch, so the
+    /// sender's view is stale (or it never claimed the epoch at all).
+    OtherOwner,
+}
+
+/// The fencing rule every instance applies to a command (PostgreSQL's instance manager) and
+/// every engine applies to what it sees: `(epoch, owner)` is admitted by an instance that
+/// holds `(held_epoch, held_owner)` when its epoch is higher, or equal and from the same
+/// owner. An instance that holds no owner yet (never commanded since it was created) admits
+/// any owner at its epoch and records it.
+pub fn admits(
+    held_epoch: u64,
+    held_owner: Option<&str>,
+    epoch: u64,
+    owner: Option<&str>,
+) -> Result<(), TokenRefusal> {
+    if epoch < held_epoch {
+        return Err(TokenRefusal::Older);
+    }
+    if epoch == held_epoch
+        && let Some(held) = held_owner
+        && owner != Some(held)
+    {
+        return Err(TokenRefusal::OtherOwner);
+    }
+    Ok(())
+}
 
 /// A standby counts as connected to its primary (for `/primary` and the self-fence) while it
 /// streams and replied within the primary's lease plus this slack. A standby partitioned away
@@ -102,6 +139,9 @@ pub struct InstanceStatus {
     pub role: InstanceRole,
     /// The highest epoch this instance has been told about (promote, fence, demote, repoint).
     pub epoch: u64,
+    /// The engine that claimed `epoch` (sent the first command at it), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_owner: Option<String>,
     /// True after `fence` until `demote`.
     pub fenced: bool,
     /// True when a postgres postmaster is running under this manager.
@@ -268,6 +308,9 @@ pub struct BackupReply {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromoteRequest {
     pub epoch: u64,
+    /// The engine that claimed `epoch` (see [`admits`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// `POST /fence`: stop answering `/primary` at once, stop postgres (fast shutdown; immediate if
@@ -275,6 +318,9 @@ pub struct PromoteRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FenceRequest {
     pub epoch: u64,
+    /// The engine that claimed `epoch` (see [`admits`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub timeout_ms: u64,
 }
 
@@ -285,6 +331,9 @@ pub struct FenceRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DetachRequest {
     pub epoch: u64,
+    /// The engine that claimed `epoch` (see [`admits`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Where a replica streams from.
@@ -302,6 +351,9 @@ pub struct Upstream {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DemoteRequest {
     pub epoch: u64,
+    /// The engine that claimed `epoch` (see [`admits`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub upstream: Upstream,
 }
 
@@ -309,6 +361,9 @@ pub struct DemoteRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepointRequest {
     pub epoch: u64,
+    /// The engine that claimed `epoch` (see [`admits`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub upstream: Upstream,
 }
 
@@ -318,6 +373,9 @@ pub struct CommandReply {
     pub ok: bool,
     /// The instance's epoch after the command.
     pub epoch: u64,
+    /// The engine that claimed that epoch, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
     pub message: String,
     /// The status right after the command.
     pub status: Option<InstanceStatus>,
@@ -353,6 +411,24 @@ mod tests {
         assert_eq!(Lsn::parse("0/0"), Some(Lsn(0)));
         assert_eq!(Lsn::parse("nonsense"), None);
         assert_eq!(Lsn::parse("1FFFFFFFF/0"), None);
+    }
+
+    #[test]
+    fn a_token_is_admitted_only_when_newer_or_the_same_claim() {
+        assert_eq!(admits(2, Some("a"), 3, Some("b")), Ok(()), "a newer epoch");
+        assert_eq!(admits(2, Some("a"), 2, Some("a")), Ok(()), "the same claim");
+        assert_eq!(admits(2, None, 2, Some("b")), Ok(()), "an unclaimed epoch");
+        assert_eq!(admits(2, None, 2, None), Ok(()));
+        assert_eq!(admits(2, Some("a"), 1, Some("a")), Err(TokenRefusal::Older));
+        assert_eq!(
+            admits(2, Some("a"), 2, Some("b")),
+            Err(TokenRefusal::OtherOwner)
+        );
+        assert_eq!(
+            admits(2, Some("a"), 2, None),
+            Err(TokenRefusal::OtherOwner),
+            "a token without an owner cannot use a claimed epoch"
+        );
     }
 
     #[test]

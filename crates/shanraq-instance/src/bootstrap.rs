@@ -106,6 +106,10 @@ async fn take_office(manager: &Arc<Manager>) -> Result<u64, InstanceError> {
         .initial_epoch
         .max(manager.snapshot().persisted.epoch);
     manager.persist(|state| {
+        if state.epoch != epoch {
+            // A bootstrap epoch has not been claimed by any engine yet.
+            state.owner = None;
+        }
         state.epoch = epoch;
         state.primary_epoch = Some(epoch);
         state.fenced = false;
@@ -372,6 +376,9 @@ async fn bootstrap_replica(manager: &Arc<Manager>) -> Result<(), InstanceError> 
         .initial_epoch
         .max(manager.snapshot().persisted.epoch);
     manager.persist(|state| {
+        if state.epoch != epoch {
+            state.owner = None;
+        }
         state.epoch = epoch;
         state.primary_epoch = None;
         state.fenced = false;

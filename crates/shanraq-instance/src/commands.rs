@@ -47,29 +47,35 @@ impl From<InstanceError> for CommandError {
 impl std::fmt::Display for CommandError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CommandError::Stale(stale) => write!(
-                f,
-                "stale epoch {} < instance epoch {}",
-                stale.requested, stale.current
-            ),
+            CommandError::Stale(stale) => write!(f, "{stale}"),
             CommandError::Refused(reason) => f.write_str(reason),
             CommandError::Failed(error) => write!(f, "{error}"),
         }
     }
 }
 
-/// Every command's start: take the epoch (refused when older than the instance's; `fence`
-/// also sets the fence at once), wait for the lifecycle lock, and refuse if a newer epoch
-/// arrived meanwhile. The guard holds the lock for the rest of the command.
-async fn begin(
-    manager: &Manager,
+/// Every command's start: take the token (refused when older than the instance's, or its
+/// epoch claimed by another engine; `fence` also sets the fence at once), wait for the
+/// lifecycle lock, and refuse if a newer token arrived meanwhile. The guard holds the lock for
+/// the rest of the command. A refusal is logged: it means a stale engine tried to act.
+async fn begin<'m>(
+    manager: &'m Manager,
+    command: &'static str,
     epoch: u64,
+    owner: Option<&str>,
     fence: bool,
-) -> Result<tokio::sync::MutexGuard<'_, ()>, CommandError> {
-    manager.take_epoch(epoch, fence)??;
-    let ops = manager.lock_ops().await;
-    manager.still_current(epoch)?;
-    Ok(ops)
+) -> Result<tokio::sync::MutexGuard<'m, ()>, CommandError> {
+    let admitted = async {
+        manager.take_epoch(epoch, owner, fence)??;
+        let ops = manager.lock_ops().await;
+        manager.still_current(epoch, owner)?;
+        Ok(ops)
+    }
+    .await;
+    if let Err(CommandError::Stale(stale)) = &admitted {
+        tracing::warn!(command, refused = %stale, "refused a command from a stale engine");
+    }
+    admitted
 }
 
 /// Sets `primary_conninfo` of a replica: through ALTER SYSTEM and a reload when postgres runs,
@@ -109,7 +115,14 @@ pub async fn promote(
     request: PromoteRequest,
 ) -> Result<String, CommandError> {
     let started = Instant::now();
-    let _ops = begin(manager, request.epoch, false).await?;
+    let _ops = begin(
+        manager,
+        "promote",
+        request.epoch,
+        request.owner.as_deref(),
+        false,
+    )
+    .await?;
     if !manager.settings.data_dir.join("PG_VERSION").exists() {
         return Err(CommandError::Refused(
             "the data dir is empty: demote this instance to clone it first".to_string(),
@@ -189,7 +202,14 @@ fn push_previous_timeline(manager: &Arc<Manager>, pool: &sqlx::PgPool) {
 }
 
 pub async fn fence(manager: &Arc<Manager>, request: FenceRequest) -> Result<String, CommandError> {
-    let _ops = begin(manager, request.epoch, true).await?;
+    let _ops = begin(
+        manager,
+        "fence",
+        request.epoch,
+        request.owner.as_deref(),
+        true,
+    )
+    .await?;
     let mode = manager
         .stop_locked(Duration::from_millis(request.timeout_ms))
         .await;
@@ -212,7 +232,14 @@ pub async fn demote(
     request: DemoteRequest,
 ) -> Result<String, CommandError> {
     let started = Instant::now();
-    let _ops = begin(manager, request.epoch, false).await?;
+    let _ops = begin(
+        manager,
+        "demote",
+        request.epoch,
+        request.owner.as_deref(),
+        false,
+    )
+    .await?;
     let settings = &manager.settings;
     let upstream = &request.upstream;
     manager.stop_locked(DEMOTE_STOP_TIMEOUT).await;
@@ -265,7 +292,14 @@ pub async fn repoint(
     manager: &Arc<Manager>,
     request: RepointRequest,
 ) -> Result<String, CommandError> {
-    let _ops = begin(manager, request.epoch, false).await?;
+    let _ops = begin(
+        manager,
+        "repoint",
+        request.epoch,
+        request.owner.as_deref(),
+        false,
+    )
+    .await?;
     let settings = &manager.settings;
     let upstream = &request.upstream;
     let conninfo = config::primary_conninfo(settings, &upstream.host, upstream.port);
@@ -286,7 +320,14 @@ pub async fn detach(
     request: DetachRequest,
 ) -> Result<String, CommandError> {
     let started = Instant::now();
-    let _ops = begin(manager, request.epoch, false).await?;
+    let _ops = begin(
+        manager,
+        "detach",
+        request.epoch,
+        request.owner.as_deref(),
+        false,
+    )
+    .await?;
     set_primary_conninfo(manager, "", "fence it instead of detaching").await?;
     if manager.snapshot().running {
         status::wait_wal_receiver_gone(&manager.pool()?, DETACH_TIMEOUT).await?;

@@ -1,6 +1,8 @@
-//! The fencing epoch, persisted beside the data dir so that it survives a restart of the
-//! manager and a re-clone of the data dir. An instance refuses commands from an older epoch
-//! (a stale operator) and answers `/primary` only while it holds the epoch it was promoted at.
+//! The fencing token, persisted beside the data dir so that it survives a restart of the
+//! manager and a re-clone of the data dir: the highest epoch this instance was told about and
+//! the engine that claimed it. An instance refuses commands from an older epoch, or from the
+//! same epoch claimed by another engine (`shanraq_ha::wire::admits`), and answers `/primary`
+//! only while it holds the epoch it was promoted at.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,9 @@ use crate::error::InstanceError;
 pub struct PersistedState {
     /// The highest epoch this instance has been told about.
     pub epoch: u64,
+    /// The engine that claimed `epoch`; `None` until a command that names its owner arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// The epoch at which this instance was made primary (bootstrap or promote); none once
     /// demoted.
     pub primary_epoch: Option<u64>,
@@ -89,6 +94,7 @@ mod tests {
         assert_eq!(file.load().expect("load"), None);
         let state = PersistedState {
             epoch: 7,
+            owner: Some("operator-a".to_owned()),
             primary_epoch: Some(7),
             fenced: false,
         };
@@ -98,11 +104,24 @@ mod tests {
     }
 
     #[test]
+    fn a_state_written_before_owners_were_recorded_still_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        std::fs::write(
+            &path,
+            r#"{"epoch": 4, "primary_epoch": 4, "fenced": false}"#,
+        )
+        .expect("write");
+        let loaded = StateFile::new(path).load().expect("load").expect("state");
+        assert_eq!((loaded.epoch, loaded.owner), (4, None));
+    }
+
+    #[test]
     fn a_later_epoch_or_a_fence_drops_the_primary_claim() {
         let mut state = PersistedState {
             epoch: 3,
             primary_epoch: Some(3),
-            fenced: false,
+            ..PersistedState::default()
         };
         state.epoch = 4;
         assert!(!state.holds_primary_epoch());

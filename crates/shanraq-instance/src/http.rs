@@ -73,6 +73,7 @@ pub async fn collect_status(manager: &Manager) -> InstanceStatus {
         name: manager.settings.name.clone(),
         role,
         epoch: persisted.epoch,
+        epoch_owner: persisted.owner.clone(),
         fenced: persisted.fenced,
         running: snapshot.running,
         in_recovery: None,
@@ -231,6 +232,8 @@ struct LeaseQuery {
     epoch: Option<u64>,
     #[serde(rename = "lease_ms")]
     ms: Option<u64>,
+    #[serde(rename = "lease_owner")]
+    owner: Option<String>,
 }
 
 async fn status_handler(
@@ -243,7 +246,11 @@ async fn status_handler(
     if let (Some(epoch), Some(ms)) = (lease.epoch, lease.ms)
         && authorised(&manager, &headers)
     {
-        manager.renew_lease(epoch, std::time::Duration::from_millis(ms));
+        manager.renew_lease(
+            epoch,
+            lease.owner.as_deref(),
+            std::time::Duration::from_millis(ms),
+        );
     }
     Json(collect_status(&manager).await)
 }
@@ -272,6 +279,7 @@ async fn reply(manager: &Manager, code: StatusCode, ok: bool, message: String) -
     let body = CommandReply {
         ok,
         epoch: status.epoch,
+        holder: status.epoch_owner.clone(),
         message,
         status: Some(status),
     };
@@ -291,10 +299,11 @@ where
     Fut: std::future::Future<Output = Result<String, CommandError>> + Send + 'static,
 {
     if !authorised(&manager, &headers) {
-        let epoch = manager.snapshot().persisted.epoch;
+        let persisted = manager.snapshot().persisted;
         let body = CommandReply {
             ok: false,
-            epoch,
+            epoch: persisted.epoch,
+            holder: persisted.owner,
             message: "missing or wrong bearer token".to_string(),
             status: None,
         };
@@ -491,16 +500,20 @@ async fn backups(State(manager): State<Arc<Manager>>, headers: HeaderMap) -> Res
 #[cfg(test)]
 mod tests {
     use super::{LeaseQuery, tokens_match};
-    use shanraq_ha::wire::{LEASE_EPOCH_PARAM, LEASE_MS_PARAM};
+    use shanraq_ha::wire::{LEASE_EPOCH_PARAM, LEASE_MS_PARAM, LEASE_OWNER_PARAM};
 
     #[test]
     fn lease_query_uses_the_wire_parameter_names() {
         let query: LeaseQuery = serde_json::from_value(serde_json::json!({
             LEASE_EPOCH_PARAM: 7,
             LEASE_MS_PARAM: 1500,
+            LEASE_OWNER_PARAM: "operator-a",
         }))
         .expect("parses");
-        assert_eq!((query.epoch, query.ms), (Some(7), Some(1500)));
+        assert_eq!(
+            (query.epoch, query.ms, query.owner.as_deref()),
+            (Some(7), Some(1500), Some("operator-a"))
+        );
     }
 
     #[test]

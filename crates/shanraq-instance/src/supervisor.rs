@@ -74,11 +74,42 @@ pub struct Snapshot {
     pub stopped_timeline: Option<u32>,
 }
 
-/// Refusal of a command whose epoch is older than the instance's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A command's fencing token refused: older than the instance's, or its epoch claimed by
+/// another engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StaleEpoch {
     pub requested: u64,
+    pub requested_owner: Option<String>,
     pub current: u64,
+    pub holder: Option<String>,
+}
+
+impl std::fmt::Display for StaleEpoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = |owner: &Option<String>| {
+            owner
+                .as_deref()
+                .map_or_else(|| "an unnamed engine".to_owned(), |o| format!("engine {o}"))
+        };
+        if self.requested < self.current {
+            write!(
+                f,
+                "stale epoch {} (from {}) < instance epoch {} (claimed by {})",
+                self.requested,
+                who(&self.requested_owner),
+                self.current,
+                who(&self.holder)
+            )
+        } else {
+            write!(
+                f,
+                "epoch {} is claimed by {}, not by {}",
+                self.current,
+                who(&self.holder),
+                who(&self.requested_owner)
+            )
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -163,22 +194,23 @@ impl Manager {
         Ok(())
     }
 
-    /// Takes `epoch` if it is not older than the instance's; `fence` also sets the fence in
-    /// the same step, so `/primary` stops answering before anything else happens.
+    /// Takes the token `(epoch, owner)` if the instance admits it (newer than its own, or the
+    /// same claim; `shanraq_ha::wire::admits`); `fence` also sets the fence in the same step,
+    /// so `/primary` stops answering before anything else happens.
     pub fn take_epoch(
         &self,
         epoch: u64,
+        owner: Option<&str>,
         fence: bool,
     ) -> Result<Result<(), StaleEpoch>, InstanceError> {
         let mut runtime = self.runtime();
-        let current = runtime.persisted.epoch;
-        if epoch < current {
-            return Ok(Err(StaleEpoch {
-                requested: epoch,
-                current,
-            }));
+        if let Err(stale) = Self::admit(&runtime.persisted, epoch, owner) {
+            return Ok(Err(stale));
         }
         let mut next = runtime.persisted.clone();
+        if epoch > next.epoch || next.owner.is_none() {
+            next.owner = owner.map(str::to_owned);
+        }
         next.epoch = epoch;
         if fence {
             next.fenced = true;
@@ -200,12 +232,15 @@ impl Manager {
         self.runtime().lease_until.is_some_and(|until| now < until)
     }
 
-    /// Renews the lease for `duration` (capped) when `epoch` is the epoch this instance holds
-    /// the primary role at; true when renewed. An older or newer epoch renews nothing: only
-    /// the engine that made this instance primary keeps it writable.
-    pub fn renew_lease(&self, epoch: u64, duration: Duration) -> bool {
+    /// Renews the lease for `duration` (capped) when `(epoch, owner)` is the token this
+    /// instance holds the primary role at; true when renewed. Another epoch, or the same epoch
+    /// from another engine, renews nothing: only the engine that made this instance primary
+    /// keeps it writable.
+    pub fn renew_lease(&self, epoch: u64, owner: Option<&str>, duration: Duration) -> bool {
         let mut runtime = self.runtime();
-        let holds = runtime.persisted.holds_primary_epoch() && runtime.persisted.epoch == epoch;
+        let holds = runtime.persisted.holds_primary_epoch()
+            && runtime.persisted.epoch == epoch
+            && Self::admit(&runtime.persisted, epoch, owner).is_ok();
         if holds && self.settings.lease.is_some() {
             runtime.lease_until = Some(Instant::now() + duration.min(crate::lease::MAX_LEASE));
             runtime.lease_armed = true;
@@ -228,17 +263,20 @@ impl Manager {
         }
     }
 
-    /// After waiting for the lifecycle lock: refuses when a newer epoch arrived meanwhile.
-    pub fn still_current(&self, epoch: u64) -> Result<(), StaleEpoch> {
-        let current = self.runtime().persisted.epoch;
-        if epoch < current {
-            Err(StaleEpoch {
+    /// After waiting for the lifecycle lock: refuses when a newer token arrived meanwhile.
+    pub fn still_current(&self, epoch: u64, owner: Option<&str>) -> Result<(), StaleEpoch> {
+        Self::admit(&self.runtime().persisted, epoch, owner)
+    }
+
+    fn admit(held: &PersistedState, epoch: u64, owner: Option<&str>) -> Result<(), StaleEpoch> {
+        shanraq_ha::wire::admits(held.epoch, held.owner.as_deref(), epoch, owner).map_err(|_| {
+            StaleEpoch {
                 requested: epoch,
-                current,
-            })
-        } else {
-            Ok(())
-        }
+                requested_owner: owner.map(str::to_owned),
+                current: held.epoch,
+                holder: held.owner.clone(),
+            }
+        })
     }
 
     /// The pool of the running postmaster.

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
-use kube::Client;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::events::Reporter;
-use kube_lease_manager::LeaseManagerBuilder;
+use kube::{Api, Client};
 use shanraq_api::names::MANAGED_BY;
 use tokio::sync::watch;
 
 use crate::controller::{self, Context, discovery::Discovery};
+use crate::engines::leadership::{Elector, Leadership, Timings};
 use crate::ha::{HaSettings, InstanceAddress};
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
@@ -62,11 +63,10 @@ pub struct OperatorArgs {
     pub instance_address: InstanceAddress,
 }
 
-/// Seconds a Lease stays valid without renewal; a standby takes over after at most this long
-/// when the leader dies without releasing it.
-const LEASE_DURATION_SECONDS: u64 = 15;
-/// The leader renews this long before expiry.
-const LEASE_GRACE_SECONDS: u64 = 5;
+/// How long a Lease stays valid without renewal: a standby takes over once it saw the holder's
+/// record unchanged this long. The holder renews every third of it and stops acting a third
+/// before a standby may take over (`engines::leadership`).
+const LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub fn main(args: OperatorArgs) -> anyhow::Result<()> {
     init_tracing(&args)?;
@@ -145,16 +145,24 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
         controller: MANAGED_BY.to_owned(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let identity = identity();
+    let leadership = if args.leader_election {
+        Leadership::elected()
+    } else {
+        Leadership::default()
+    };
     let ctx = Arc::new(
         Context::new(client.clone(), metrics, reporter, Discovery::default()).with_ha(HaSettings {
             enabled: args.ha,
             cluster_domain: args.cluster_domain.clone(),
             instance_address: args.instance_address,
+            identity: identity.clone(),
+            leadership: leadership.clone(),
         }),
     );
 
     if args.leader_election {
-        lead(&args, client, ctx, ready, stop_rx).await?;
+        lead(&args, client, ctx, identity, leadership, ready, stop_rx).await?;
     } else {
         controller::run(ctx, &args.namespaces, ready, stop_rx).await;
     }
@@ -167,30 +175,33 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the controllers only while this replica holds the Lease; stops them when it is lost and
-/// waits to be elected again. On shutdown the Lease is released.
+/// Runs the controllers only while this replica holds the Lease; stops them the moment it
+/// lapses (on this process's own clock, without waiting for the API server) and waits to be
+/// elected again. Every engine also checks the Lease itself before each command, so a replica
+/// that was paused past its Lease acts on nothing even before its controllers stop. On
+/// shutdown the Lease is released.
 async fn lead(
     args: &OperatorArgs,
     client: Client,
     ctx: Arc<Context>,
+    identity: String,
+    leadership: Leadership,
     ready: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let identity = identity();
-    let manager = LeaseManagerBuilder::new(client, &args.lease_name)
-        .with_namespace(&args.lease_namespace)
-        .with_identity(&identity)
-        .with_duration(LEASE_DURATION_SECONDS)
-        .with_grace(LEASE_GRACE_SECONDS)
-        .build()
-        .await
-        .with_context(|| {
-            format!(
-                "cannot set up the leader-election Lease {}/{}",
-                args.lease_namespace, args.lease_name
-            )
-        })?;
-    let (mut leader, lease_task) = manager.watch().await;
+    let leases: Api<Lease> = Api::namespaced(client, &args.lease_namespace);
+    let elector = Elector::new(
+        leases,
+        &args.lease_name,
+        &identity,
+        Timings::for_duration(LEASE_DURATION),
+        leadership.clone(),
+    );
+    let mut leader = leadership.subscribe();
+    // Released only after the controllers stopped, so no reconcile of this replica overlaps
+    // with the next holder's.
+    let (release, released) = watch::channel(false);
+    let election = tokio::spawn(elector.run(released));
     tracing::info!(%identity, lease = %args.lease_name, "waiting for leadership");
     // A standby is healthy and ready: it only waits.
     ready.store(true, Ordering::SeqCst);
@@ -229,12 +240,9 @@ async fn lead(
         }
     }
 
-    // Dropping the receiver makes the lease task release the Lease and end.
-    drop(leader);
-    match lease_task.await {
-        Ok(Ok(_)) => tracing::info!("Lease released"),
-        Ok(Err(error)) => tracing::warn!(%error, "cannot release the Lease"),
-        Err(error) => tracing::warn!(%error, "the leader-election task failed"),
+    let _ = release.send(true);
+    if let Err(error) = election.await {
+        tracing::warn!(%error, "the leader-election task failed");
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 use shanraq_ha::adapters::driver::{DriverEvent, system_clock};
 use shanraq_ha::adapters::state_store::{FileStateStore, StateStore};
+use shanraq_ha::postgres::HaState;
 use shanraq_operator::drill::ClusterOptions;
 use shanraq_operator::drill::ledger::{self};
 use shanraq_operator::drill::scenario;
@@ -48,11 +49,12 @@ async fn an_engine_restarted_mid_failover_resumes_the_same_failover_without_loss
     .expect("the engine bumps the epoch");
     cluster.stop_driver().await.expect("the driver stops");
 
-    let persisted = FileStateStore::new(cluster.store_path())
+    let persisted: HaState = FileStateStore::new(cluster.store_path())
         .load()
         .await
         .expect("read the state file")
-        .expect("a state was persisted");
+        .expect("a state was persisted")
+        .state;
     println!(
         "engine stopped in phase {} at epoch {} (target {:?}); persisted: phase {}, target {:?}",
         bumped.phase,

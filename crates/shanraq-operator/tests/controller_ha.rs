@@ -19,9 +19,10 @@ use serde_json::{Value, json};
 use shanraq_api::ShanraqCluster;
 use shanraq_ha::adapters::driver::{Driver, DriverConfig, DriverEvent, DriverMember, system_clock};
 use shanraq_ha::adapters::instance_client::{BearerToken, ClientTimeouts, InstanceClient};
+use shanraq_ha::adapters::state_store::{Stored, decode, encode};
 use shanraq_ha::postgres::{HaState, Member, NodeId, Phase, PostgresHaConfig, ReplicationMode};
+use shanraq_operator::engines::state_store::{HA_FIELD_MANAGER, KubeStateStore, PostgresSlot};
 use shanraq_operator::ha::router::KubeRouter;
-use shanraq_operator::ha::store::{HA_FIELD_MANAGER, KubeStateStore};
 use shanraq_testkit::{LocalTopology, TopologyOptions};
 use sqlx::{Connection, PgConnection};
 use tower_test::mock;
@@ -248,7 +249,7 @@ async fn start() -> Running {
             (m.member.name.clone(), client)
         })
         .collect();
-    let store = KubeStateStore::new(
+    let store = KubeStateStore::<PostgresSlot>::new(
         Api::<ShanraqCluster>::namespaced(client.clone(), NAMESPACE),
         NAME,
     );
@@ -263,6 +264,8 @@ async fn start() -> Running {
         token,
         timeouts,
         initial_state: HaState::default(),
+        identity: "operator-a".to_owned(),
+        authority: std::sync::Arc::new(shanraq_ha::adapters::custody::Unconditional),
     };
     let (driver, handle) = Driver::start(config, store, router, system_clock())
         .await
@@ -434,34 +437,53 @@ async fn a_killed_primary_fails_over_through_the_status_and_the_role_labels() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_that_finds_a_newer_epoch_in_the_status_executes_nothing() {
+async fn an_operator_that_finds_another_claim_in_the_status_stands_down_and_executes_nothing() {
     let mut running = start().await;
     let state = healthy(&running).await;
+    assert_eq!(state.owner.as_deref(), Some("operator-a"));
+    // What the driver did before: converging on pg-0.
+    while running.events.try_recv().is_ok() {}
 
     // Another operator took over and persisted epoch 99 (the object's version moves too).
     let newer = HaState {
         epoch: 99,
+        owner: Some("operator-b".to_owned()),
         ..state.clone()
     };
     {
         let mut api = running.api.lock().expect("api state");
+        let text = api.cluster["status"]["postgres"]["haState"]
+            .as_str()
+            .expect("haState")
+            .to_owned();
+        let stored: Stored<HaState> = decode(&text).expect("parses");
         api.cluster["status"]["postgres"]["haState"] =
-            json!(serde_json::to_string(&newer).expect("serialises"));
+            json!(encode(stored.revision + 1, &newer).expect("serialises"));
         api.resource_version += 1;
     }
     running.topology.kill(0).expect("kill pg-0");
 
     let deadline = Instant::now() + BOUND;
-    let error = loop {
+    let reason = loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(remaining, running.events.recv()).await {
-            Ok(Ok(DriverEvent::StoreFailed { error, .. })) => break error,
+            Ok(Ok(DriverEvent::SteppedDown { reason, .. })) => break reason,
+            Ok(Ok(DriverEvent::CommandStarted { command, .. })) => {
+                panic!("a command was sent after another operator's claim: {command}")
+            }
             Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
             Ok(Err(error)) => panic!("driver events ended: {error}"),
-            Err(_) => panic!("the failover's state was never refused"),
+            Err(_) => panic!("the operator never stood down"),
         }
     };
-    assert!(error.contains("epoch 99"), "{error}");
+    assert!(
+        reason.contains("epoch 99") && reason.contains("operator-b"),
+        "{reason}"
+    );
+    assert_eq!(
+        running.handle.stepped_down().as_deref(),
+        Some(reason.as_str())
+    );
 
     // However long this operator keeps trying, no replica is promoted by it.
     for _ in 0..20 {
@@ -473,8 +495,11 @@ async fn an_operator_that_finds_a_newer_epoch_in_the_status_executes_nothing() {
     }
     let stored =
         running.api.lock().expect("api state").cluster["status"]["postgres"]["haState"].clone();
-    let stored: HaState = serde_json::from_str(stored.as_str().expect("haState")).expect("parses");
-    assert_eq!(stored.epoch, 99, "the newer state was never overwritten");
+    let stored: Stored<HaState> = decode(stored.as_str().expect("haState")).expect("parses");
+    assert_eq!(
+        stored.state.epoch, 99,
+        "the newer state was never overwritten"
+    );
     assert!(running.api.lock().expect("api state").conflicts >= 1);
 
     running.handle.stop().await;

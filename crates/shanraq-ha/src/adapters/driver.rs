@@ -1,11 +1,13 @@
 //! Runs the sans-IO engine against real instance managers: probes every member each probe
 //! period (concurrently, each probe bounded below the period, the round in a task of its own so
 //! that a member that does not answer never holds back a command's result), feeds the engine,
-//! persists its
-//! state whenever it changed, and only then executes its commands (concurrently across nodes;
-//! the engine never issues two at once for one node). Results go back through `command_done`,
-//! and everything the engine decides is published on a broadcast channel for the demo's
-//! timeline or the Kubernetes controller's Events.
+//! secures its state (`Custody`: authority checked, state written by compare-and-swap or read
+//! back) and only then executes its commands (concurrently across nodes; the engine never
+//! issues two at once for one node), each carrying the engine's token (epoch and identity).
+//! Results go back through `command_done`, and everything the engine decides is published on a
+//! broadcast channel for the demo's timeline or the Kubernetes controller's Events. An engine
+//! that finds another's claim (in the store, on a member, in a refusal) stands down: the loop
+//! ends and acts no more.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use super::custody::{Authority, Custody, Lapse};
 use super::instance_client::{BearerToken, ClientTimeouts, InstanceClient, InstanceClientError};
 use super::state_store::{StateStore, StateStoreError};
 use crate::postgres::{
@@ -91,6 +94,12 @@ pub struct DriverConfig {
     pub timeouts: ClientTimeouts,
     /// Used when the store holds no state yet.
     pub initial_state: HaState,
+    /// This engine's identity: the owner of the epochs it claims. Stable across restarts of
+    /// the same controller (a restarted engine resumes its own claim at the same epoch); two
+    /// engines that may run at once must have different ones.
+    pub identity: String,
+    /// Checked before every round of commands.
+    pub authority: Arc<dyn Authority>,
 }
 
 /// What the driver publishes.
@@ -111,6 +120,11 @@ pub enum DriverEvent {
     StateSaved { at: Millis, state: Box<HaState> },
     /// The state could not be persisted; the step's commands were not executed.
     StoreFailed { at: Millis, error: String },
+    /// The store moved on under this engine's own identity: it resumed from what it holds.
+    Resumed { at: Millis, state: Box<HaState> },
+    /// Another engine holds the claim, or this process lost its authority: the driver acts no
+    /// more and its loop ends.
+    SteppedDown { at: Millis, reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +161,7 @@ pub struct DriverHandle {
     events: broadcast::Sender<DriverEvent>,
     state: watch::Receiver<HaState>,
     statuses: watch::Receiver<Vec<InstanceStatus>>,
+    stepped_down: watch::Receiver<Option<String>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -200,6 +215,11 @@ impl DriverHandle {
         self.state.borrow().clone()
     }
 
+    /// Why the driver stood down, once it has (another engine's claim, lost authority).
+    pub fn stepped_down(&self) -> Option<String> {
+        self.stepped_down.borrow().clone()
+    }
+
     /// Waits until the persisted state satisfies `done`, or `timeout` passes.
     pub async fn wait_for_state(
         &self,
@@ -244,24 +264,24 @@ struct Done {
 }
 
 /// The loop. Build with `Driver::start`, run with `run`.
-pub struct Driver<S: StateStore, R: Router> {
+pub struct Driver<S: StateStore<HaState>, R: Router> {
     engine: PostgresHa,
     clients: BTreeMap<NodeId, InstanceClient>,
-    store: S,
+    custody: Custody<HaState, S>,
     router: Arc<R>,
     clock: Clock,
     events: broadcast::Sender<DriverEvent>,
     state_tx: watch::Sender<HaState>,
     statuses_tx: watch::Sender<Vec<InstanceStatus>>,
+    stepped_down_tx: watch::Sender<Option<String>>,
     control: mpsc::Receiver<Control>,
-    persisted: HaState,
     running: JoinSet<Done>,
     /// The probe round in flight, at most one.
     probing: JoinSet<Vec<Observation>>,
     pending_switchover: Option<PendingSwitchover>,
 }
 
-impl<S: StateStore, R: Router> std::fmt::Debug for Driver<S, R> {
+impl<S: StateStore<HaState>, R: Router> std::fmt::Debug for Driver<S, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
             .field("state", self.engine.state())
@@ -269,7 +289,7 @@ impl<S: StateStore, R: Router> std::fmt::Debug for Driver<S, R> {
     }
 }
 
-impl<S: StateStore, R: Router> Driver<S, R> {
+impl<S: StateStore<HaState>, R: Router> Driver<S, R> {
     /// Loads the state (or takes `initial_state`) and prepares the clients.
     pub async fn start(
         config: DriverConfig,
@@ -314,32 +334,49 @@ impl<S: StateStore, R: Router> Driver<S, R> {
                 node: member.member.name.0.clone(),
             });
         }
-        let loaded = store.load().await.map_err(DriverError::Load)?;
-        let persisted = loaded.clone().unwrap_or_default();
+        let (custody, loaded) = Custody::open(store, config.identity.clone(), config.authority)
+            .await
+            .map_err(DriverError::Load)?;
         let state = loaded.unwrap_or_else(|| config.initial_state.clone());
         let members = config.members.iter().map(|m| m.member.clone()).collect();
-        let engine = PostgresHa::new(config.ha, members, state.clone());
+        let mut engine =
+            PostgresHa::new(config.ha, members, state).with_identity(config.identity.clone());
+        // A state another engine claimed is claimed anew before anything is sent; the first
+        // step persists the claim by compare-and-swap.
+        if engine.take_office() {
+            tracing::info!(
+                identity = %config.identity,
+                epoch = engine.state().epoch,
+                "claimed the HA state"
+            );
+        }
+        let clients = clients
+            .into_iter()
+            .map(|(node, client)| (node, client.owned_by(config.identity.clone())))
+            .collect();
         let (events, _) = broadcast::channel(1024);
-        let (state_tx, state_rx) = watch::channel(state);
+        let (state_tx, state_rx) = watch::channel(engine.state().clone());
         let (statuses_tx, statuses_rx) = watch::channel(Vec::new());
+        let (stepped_down_tx, stepped_down_rx) = watch::channel(None);
         let (control_tx, control) = mpsc::channel(16);
         let handle = DriverHandle {
             control: control_tx,
             events: events.clone(),
             state: state_rx,
             statuses: statuses_rx,
+            stepped_down: stepped_down_rx,
         };
         let driver = Driver {
             engine,
             clients,
-            store,
+            custody,
             router: Arc::new(router),
             clock,
             events,
             state_tx,
             statuses_tx,
+            stepped_down_tx,
             control,
-            persisted,
             running: JoinSet::new(),
             probing: JoinSet::new(),
             pending_switchover: None,
@@ -347,7 +384,8 @@ impl<S: StateStore, R: Router> Driver<S, R> {
         Ok((driver, handle))
     }
 
-    /// Runs until stopped; returns the last state. Commands still running are abandoned.
+    /// Runs until stopped, or until it stands down (see `DriverHandle::stepped_down`); returns
+    /// the last state. Commands still running are abandoned.
     pub async fn run(mut self) -> HaState {
         let mut ticker = tokio::time::interval(
             self.engine
@@ -366,10 +404,16 @@ impl<S: StateStore, R: Router> Driver<S, R> {
                     if let Ok(observations) = joined {
                         self.apply_probes(observations);
                     }
+                    if !self.check_claims().await {
+                        break;
+                    }
                 }
                 Some(joined) = self.running.join_next() => {
                     if let Ok(done) = joined {
                         self.finish(done);
+                    }
+                    if !self.check_claims().await {
+                        break;
                     }
                 }
                 control = self.control.recv() => match control {
@@ -386,7 +430,9 @@ impl<S: StateStore, R: Router> Driver<S, R> {
                 },
             }
             self.try_switchover();
-            self.step().await;
+            if !self.step().await {
+                break;
+            }
         }
         self.running.abort_all();
         self.probing.abort_all();
@@ -502,16 +548,25 @@ impl<S: StateStore, R: Router> Driver<S, R> {
         });
     }
 
-    async fn step(&mut self) {
+    /// One step: decide, secure the state, execute. False once the driver stood down.
+    async fn step(&mut self) -> bool {
         let now = (self.clock)();
         let out = self.engine.step(now);
         for event in out.events {
             tracing::info!(reason = event.reason(), message = %event.message(), "ha event");
             let _ = self.events.send(DriverEvent::Engine(event));
         }
-        if self.engine.state() != &self.persisted {
-            let state = self.engine.state().clone();
-            if let Err(error) = self.store.save(&state).await {
+        let state = self.engine.state().clone();
+        match self.custody.secure(&state, !out.commands.is_empty()).await {
+            Ok(true) => {
+                let _ = self.state_tx.send(state.clone());
+                let _ = self.events.send(DriverEvent::StateSaved {
+                    at: now,
+                    state: Box::new(state),
+                });
+            }
+            Ok(false) => {}
+            Err(Lapse::Store(error)) => {
                 let error = error.to_string();
                 tracing::error!(%error, "cannot persist HA state; commands of this step not executed");
                 for command in &out.commands {
@@ -524,14 +579,9 @@ impl<S: StateStore, R: Router> Driver<S, R> {
                 let _ = self
                     .events
                     .send(DriverEvent::StoreFailed { at: now, error });
-                return;
+                return true;
             }
-            self.persisted = state.clone();
-            let _ = self.state_tx.send(state.clone());
-            let _ = self.events.send(DriverEvent::StateSaved {
-                at: now,
-                state: Box::new(state),
-            });
+            Err(lapse) => return self.lapse(lapse, now),
         }
         for command in out.commands {
             let _ = self.events.send(DriverEvent::CommandStarted {
@@ -539,6 +589,59 @@ impl<S: StateStore, R: Router> Driver<S, R> {
                 command: command.clone(),
             });
             self.execute(command);
+        }
+        true
+    }
+
+    /// A member holds a newer claim than the engine's (seen in a probe or a refusal): the
+    /// store decides whether this engine may go on. False once it stood down.
+    async fn check_claims(&mut self) -> bool {
+        let Some((epoch, owner)) = self.engine.take_newer_claim() else {
+            return true;
+        };
+        tracing::warn!(
+            epoch,
+            owner = owner.as_deref().unwrap_or("unknown"),
+            "a member holds a newer claim than this engine: checking the HA state"
+        );
+        match self.custody.confirm().await {
+            Ok(()) => true,
+            Err(Lapse::Store(error)) => {
+                tracing::warn!(%error, "cannot check the HA state");
+                true
+            }
+            Err(lapse) => self.lapse(lapse, (self.clock)()),
+        }
+    }
+
+    /// Another writer moved the store on. The same identity: resume from it. Anyone else, or
+    /// lost authority: stand down. False once it stood down.
+    fn lapse(&mut self, lapse: Lapse<HaState>, now: Millis) -> bool {
+        match lapse {
+            Lapse::Resume(state) => {
+                tracing::warn!(
+                    epoch = state.epoch,
+                    "the HA state moved on; resuming from the store"
+                );
+                self.running.abort_all();
+                self.engine.resume_from(state.clone());
+                let _ = self.state_tx.send(state.clone());
+                let _ = self.events.send(DriverEvent::Resumed {
+                    at: now,
+                    state: Box::new(state),
+                });
+                true
+            }
+            lapse => {
+                let reason = lapse.to_string();
+                tracing::warn!(%reason, "standing down: this engine acts no more");
+                self.running.abort_all();
+                self.stepped_down_tx.send_replace(Some(reason.clone()));
+                let _ = self
+                    .events
+                    .send(DriverEvent::SteppedDown { at: now, reason });
+                false
+            }
         }
     }
 
@@ -611,9 +714,17 @@ async fn run_command<R: Router>(
     };
     match reply {
         Ok(reply) => (Ok(()), reply.status),
-        Err(InstanceClientError::StaleEpoch { instance_epoch, .. }) => {
-            (Err(CommandError::StaleEpoch { instance_epoch }), None)
-        }
+        Err(InstanceClientError::StaleEpoch {
+            instance_epoch,
+            holder,
+            ..
+        }) => (
+            Err(CommandError::StaleEpoch {
+                instance_epoch,
+                holder,
+            }),
+            None,
+        ),
         Err(error) => (Err(CommandError::Failed(error.to_string())), None),
     }
 }

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::wire::{
     CommandReply, DemoteRequest, DetachRequest, FenceRequest, InstanceStatus, LEASE_EPOCH_PARAM,
-    LEASE_MS_PARAM, PromoteRequest, RepointRequest, Upstream,
+    LEASE_MS_PARAM, LEASE_OWNER_PARAM, PromoteRequest, RepointRequest, Upstream,
 };
 
 /// A bearer token whose `Debug` does not show it.
@@ -66,13 +66,16 @@ impl ClientTimeouts {
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceClientError {
     #[error(
-        "instance {node}: {endpoint} refused epoch {sent}: the instance holds epoch {instance_epoch}"
+        "instance {node}: {endpoint} refused epoch {sent}: the instance holds epoch {instance_epoch}{}",
+        holder.as_deref().map(|h| format!(" claimed by {h}")).unwrap_or_default()
     )]
     StaleEpoch {
         node: String,
         endpoint: &'static str,
         sent: u64,
         instance_epoch: u64,
+        /// The engine that claimed the instance's epoch, when it says.
+        holder: Option<String>,
     },
     #[error("instance {node}: {endpoint} did not answer within {timeout:?}")]
     Timeout {
@@ -144,6 +147,8 @@ pub struct InstanceClient {
     base_url: Arc<RwLock<String>>,
     token: BearerToken,
     timeouts: ClientTimeouts,
+    /// The engine whose fencing token this client's commands and lease renewals carry.
+    owner: Option<String>,
 }
 
 impl InstanceClient {
@@ -170,7 +175,17 @@ impl InstanceClient {
             base_url,
             token,
             timeouts,
+            owner: None,
         })
+    }
+
+    /// This client (sharing its address with every clone) speaking for the engine `owner`:
+    /// its commands and lease renewals carry that identity beside their epoch.
+    pub fn owned_by(&self, owner: impl Into<String>) -> InstanceClient {
+        InstanceClient {
+            owner: Some(owner.into()),
+            ..self.clone()
+        }
     }
 
     pub fn node(&self) -> &str {
@@ -212,10 +227,22 @@ impl InstanceClient {
         lease: Duration,
     ) -> Result<InstanceStatus, InstanceClientError> {
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
-        let url = format!(
-            "{}?{LEASE_EPOCH_PARAM}={epoch}&{LEASE_MS_PARAM}={lease_ms}",
-            self.url("/status")
-        );
+        let mut url = reqwest::Url::parse(&self.url("/status")).map_err(|error| {
+            InstanceClientError::Refused {
+                node: self.node.clone(),
+                endpoint: "/status",
+                message: format!("invalid URL: {error}"),
+            }
+        })?;
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair(LEASE_EPOCH_PARAM, &epoch.to_string())
+                .append_pair(LEASE_MS_PARAM, &lease_ms.to_string());
+            if let Some(owner) = &self.owner {
+                query.append_pair(LEASE_OWNER_PARAM, owner);
+            }
+        }
         let request = self.http.get(url).bearer_auth(self.token.expose());
         self.probe(request).await
     }
@@ -252,7 +279,10 @@ impl InstanceClient {
         self.command(
             "/promote",
             epoch,
-            &PromoteRequest { epoch },
+            &PromoteRequest {
+                epoch,
+                owner: self.owner.clone(),
+            },
             self.timeouts.promote,
         )
         .await
@@ -266,7 +296,11 @@ impl InstanceClient {
         stop_within: Duration,
     ) -> Result<CommandReply, InstanceClientError> {
         let timeout_ms = u64::try_from(stop_within.as_millis()).unwrap_or(u64::MAX);
-        let request = FenceRequest { epoch, timeout_ms };
+        let request = FenceRequest {
+            epoch,
+            owner: self.owner.clone(),
+            timeout_ms,
+        };
         self.command(
             "/fence",
             epoch,
@@ -284,7 +318,11 @@ impl InstanceClient {
         self.command(
             "/demote",
             epoch,
-            &DemoteRequest { epoch, upstream },
+            &DemoteRequest {
+                epoch,
+                owner: self.owner.clone(),
+                upstream,
+            },
             self.timeouts.demote,
         )
         .await
@@ -298,7 +336,11 @@ impl InstanceClient {
         self.command(
             "/repoint",
             epoch,
-            &RepointRequest { epoch, upstream },
+            &RepointRequest {
+                epoch,
+                owner: self.owner.clone(),
+                upstream,
+            },
             self.timeouts.repoint,
         )
         .await
@@ -308,7 +350,10 @@ impl InstanceClient {
         self.command(
             "/detach",
             epoch,
-            &DetachRequest { epoch },
+            &DetachRequest {
+                epoch,
+                owner: self.owner.clone(),
+            },
             self.timeouts.detach,
         )
         .await
@@ -363,15 +408,16 @@ impl InstanceClient {
         let response = self.send(request, endpoint, timeout).await?;
         let status = response.status();
         if status == reqwest::StatusCode::CONFLICT {
-            let instance_epoch = self
+            let (instance_epoch, holder) = self
                 .read::<CommandReply>(endpoint, response)
                 .await
-                .map_or(0, |reply| reply.epoch);
+                .map_or((0, None), |reply| (reply.epoch, reply.holder));
             return Err(InstanceClientError::StaleEpoch {
                 node: self.node.clone(),
                 endpoint,
                 sent: epoch,
                 instance_epoch,
+                holder,
             });
         }
         if !status.is_success() {

@@ -114,9 +114,16 @@ impl std::fmt::Display for Command {
 /// Why an executed command did not succeed, as reported back through `command_done`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    /// The instance holds a higher epoch than the command (HTTP 409): someone newer acted.
-    #[error("instance refused the command: it holds epoch {instance_epoch}")]
-    StaleEpoch { instance_epoch: u64 },
+    /// The instance refused the command's token (HTTP 409): it holds a higher epoch, or the
+    /// same epoch claimed by another engine. Someone newer acted.
+    #[error(
+        "instance refused the command: it holds epoch {instance_epoch}{}",
+        holder.as_deref().map(|h| format!(" claimed by {h}")).unwrap_or_default()
+    )]
+    StaleEpoch {
+        instance_epoch: u64,
+        holder: Option<String>,
+    },
     /// The command was not run (for example the state could not be persisted first).
     #[error("command not executed: {0}")]
     NotExecuted(String),

@@ -4,7 +4,12 @@
 //! changed, before it executes the commands of that step.
 //!
 //! Safety rules kept here rather than in adapters:
-//! - every failover and switchover bumps the epoch before it fences or promotes anyone;
+//! - every failover and switchover bumps the epoch before it fences or promotes anyone, and
+//!   the epoch is this engine's own (`owner`): a new one exceeds every epoch stored or seen on
+//!   any member, and an engine that resumes another's state claims a new one first
+//!   (`take_office`); the driver persists it by compare-and-swap before any command carries it;
+//! - a member seen holding a newer claim is reported (`newer_claim`) so the driver stops and
+//!   reloads instead of acting on a stale view;
 //! - nobody is promoted before the old primary is unable to commit, whether or not the engine
 //!   can reach it: it confirmed the fence, or enough of its synchronous set is detached that
 //!   `ANY n` cannot be met (asynchronous mode: every replica detached and its lease run out);
@@ -61,7 +66,15 @@ pub struct PostgresHa {
     pub(super) events: Vec<Event>,
     /// (node, its epoch) pairs already reported as stale or conflicting, to report once.
     pub(super) reported: BTreeSet<(NodeId, u64)>,
+    /// This engine's identity: the owner of every epoch it claims.
+    pub(super) identity: String,
+    /// The newest claim seen on a member that is not this engine's (epoch, owner), until the
+    /// driver takes it.
+    pub(super) newer_claim: Option<(u64, Option<String>)>,
 }
+
+/// The identity of an engine that was given none (tests, single-engine tools).
+pub const DEFAULT_IDENTITY: &str = "shanraq";
 
 /// Safety bound on phase transitions within one step.
 const MAX_TRANSITIONS_PER_STEP: usize = 10;
@@ -89,6 +102,98 @@ impl PostgresHa {
             primary_lsn,
             events: Vec::new(),
             reported: BTreeSet::new(),
+            identity: DEFAULT_IDENTITY.to_owned(),
+            newer_claim: None,
+        }
+    }
+
+    /// The engine acting as `identity` (the owner of the epochs it claims).
+    pub fn with_identity(mut self, identity: impl Into<String>) -> PostgresHa {
+        self.identity = identity.into();
+        self
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Takes over the state this engine resumes, before it acts. A state claimed by another
+    /// engine is claimed anew with the next epoch (an in-flight failover or switchover goes on
+    /// at it), so that from this engine's first command every member refuses the former
+    /// owner's; a state that names no owner (created before owners were recorded, or the
+    /// initial state of a new cluster) is claimed at its epoch. True when the state changed
+    /// and must be persisted.
+    pub fn take_office(&mut self) -> bool {
+        match self.state.owner.as_deref() {
+            Some(owner) if owner == self.identity => false,
+            Some(_) => {
+                let epoch = self.claim_next_epoch();
+                if let Some(record) = self.state.in_flight.as_mut() {
+                    record.epoch = epoch;
+                }
+                true
+            }
+            None if self.state.epoch == 0 => false,
+            None => {
+                self.state.owner = Some(self.identity.clone());
+                true
+            }
+        }
+    }
+
+    /// Claims the next epoch for this engine: above every epoch it has stored or seen on any
+    /// member. The driver persists it before any command carries it.
+    pub(super) fn claim_next_epoch(&mut self) -> u64 {
+        let seen = self
+            .nodes
+            .values()
+            .filter_map(|view| view.last.as_ref()?.status().map(|status| status.epoch))
+            .max()
+            .unwrap_or(0);
+        self.state.epoch = self.state.epoch.max(seen) + 1;
+        self.state.owner = Some(self.identity.clone());
+        self.state.epoch
+    }
+
+    /// Replaces the engine's state with `state`, read back from the store after another writer
+    /// moved it on (the same owner: a restarted task, say). What the engine remembered about
+    /// commands and routing is dropped: it was decided from the older state.
+    pub fn resume_from(&mut self, state: HaState) {
+        self.primary_lsn = state
+            .in_flight
+            .as_ref()
+            .and_then(|record| record.primary_lsn)
+            .or(self.primary_lsn);
+        self.state = state;
+        self.outstanding.clear();
+        self.retry_after.clear();
+        self.routed = None;
+        self.confirmed = None;
+        self.newer_claim = None;
+    }
+
+    /// The newest claim a member was seen holding that is not this engine's: a higher epoch,
+    /// or this epoch from another owner. The driver must stop acting and reload the store.
+    pub fn take_newer_claim(&mut self) -> Option<(u64, Option<String>)> {
+        self.newer_claim.take()
+    }
+
+    fn note_claim(&mut self, epoch: u64, owner: Option<&str>) {
+        // An engine that holds no claim yet (a new cluster's first adoption) has nothing to
+        // lose to a newer one: it claims above whatever it sees.
+        let Some(mine) = self.state.owner.as_deref() else {
+            return;
+        };
+        let mine = Some(mine);
+        let newer = epoch > self.state.epoch
+            || (epoch == self.state.epoch && owner.is_some() && owner != mine);
+        if newer
+            && self
+                .newer_claim
+                .as_ref()
+                .is_none_or(|(seen, _)| epoch >= *seen)
+        {
+            self.newer_claim = Some((epoch, owner.map(str::to_owned)));
         }
     }
 
@@ -193,6 +298,10 @@ impl PostgresHa {
                 view.first_failure_at.get_or_insert(observation.at);
             }
         }
+        if let Some(status) = observation.status() {
+            let (epoch, owner) = (status.epoch, status.epoch_owner.clone());
+            self.note_claim(epoch, owner.as_deref());
+        }
         if let Some(status) = observation
             .status()
             .filter(|_| serving && designated.as_ref() == Some(&observation.node))
@@ -252,17 +361,22 @@ impl PostgresHa {
                     error: error.to_string(),
                 },
             );
-            if let CommandError::StaleEpoch { instance_epoch } = error
-                && *instance_epoch > self.state.epoch
+            if let CommandError::StaleEpoch {
+                instance_epoch,
+                holder,
+            } = error
             {
-                let node = command.node().clone();
-                self.event(
-                    now,
-                    EventKind::EpochConflict {
-                        node,
-                        instance_epoch: *instance_epoch,
-                    },
-                );
+                self.note_claim(*instance_epoch, holder.as_deref());
+                if *instance_epoch >= self.state.epoch {
+                    let node = command.node().clone();
+                    self.event(
+                        now,
+                        EventKind::EpochConflict {
+                            node,
+                            instance_epoch: *instance_epoch,
+                        },
+                    );
+                }
             }
         }
         if !current {
@@ -480,13 +594,7 @@ impl PostgresHa {
             return;
         };
         let adopted = (*adopted).clone();
-        let seen_epoch = self
-            .nodes
-            .values()
-            .filter_map(|view| view.last.as_ref()?.status().map(|status| status.epoch))
-            .max()
-            .unwrap_or(0);
-        self.state.epoch = self.state.epoch.max(seen_epoch) + 1;
+        self.claim_next_epoch();
         self.state.current_primary = Some(adopted.clone());
         self.state.phase = Phase::Healthy;
         self.state.sync_set.clear();
@@ -557,7 +665,7 @@ impl PostgresHa {
         let reason = suspect
             .as_ref()
             .map_or_else(|| "primary failing".to_owned(), |s| s.reason.clone());
-        self.state.epoch += 1;
+        self.claim_next_epoch();
         self.state.in_flight = Some(FailoverRecord {
             kind: FailoverKind::Failover,
             epoch: self.state.epoch,

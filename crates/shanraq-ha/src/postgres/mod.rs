@@ -18,7 +18,7 @@ mod tests;
 pub use command::{Command, CommandError, CommandTarget, Event, EventKind, StepOutput};
 pub use config::{PostgresHaConfig, ReplicationMode};
 pub use election::{Candidate, Elected, ElectionRules, elect};
-pub use engine::PostgresHa;
+pub use engine::{DEFAULT_IDENTITY, PostgresHa};
 pub use model::{Member, Millis, NodeId, Observation, PodSignal, ProbeOutcome, duration_ms};
 pub use state::{FailoverKind, FailoverRecord, HaState, Phase, Suspicion};
 pub use switchover::SwitchoverError;

@@ -98,6 +98,10 @@ impl Member {
 
 /// What one probe of one instance manager returned.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "almost every probe answers: boxing would allocate for each of them to save space in the rare other case"
+)]
 pub enum ProbeOutcome {
     /// `GET /status` answered.
     Reachable(InstanceStatus),

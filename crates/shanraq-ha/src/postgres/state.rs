@@ -124,9 +124,14 @@ pub struct FailoverRecord {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HaState {
-    /// Fencing token: bumped before anything else by every failover and switchover. Instances
-    /// refuse commands with a lower epoch; a primary holding a lower one is stale.
+    /// Fencing token: bumped before anything else by every failover and switchover, and
+    /// claimed (persisted by compare-and-swap) before any command carries it. Instances refuse
+    /// commands with a lower epoch, or with this epoch from another owner; a primary holding a
+    /// lower one is stale.
     pub epoch: u64,
+    /// The engine that claimed `epoch`: only it may send commands at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     #[serde(default)]
     pub current_primary: Option<NodeId>,
     /// The member being promoted.
@@ -158,5 +163,15 @@ impl HaState {
             phase: Phase::Healthy,
             ..HaState::default()
         }
+    }
+}
+
+impl crate::adapters::state_store::Claimed for HaState {
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
     }
 }

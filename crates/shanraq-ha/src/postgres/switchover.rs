@@ -99,7 +99,7 @@ impl PostgresHa {
                 .map(|(node, _)| (*node).clone())
                 .ok_or(SwitchoverError::NoReplica)?,
         };
-        self.state.epoch += 1;
+        self.claim_next_epoch();
         self.state.in_flight = Some(FailoverRecord {
             kind: FailoverKind::Switchover,
             epoch: self.state.epoch,

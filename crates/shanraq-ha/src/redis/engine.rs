@@ -58,6 +58,8 @@ pub struct RedisHa {
     pub(super) events: Vec<Event>,
     /// (node, epoch) pairs already reported, to report once.
     pub(super) reported: BTreeSet<(NodeId, u64)>,
+    /// This engine's identity: the owner of every epoch it claims.
+    pub(super) identity: String,
 }
 
 impl RedisHa {
@@ -87,7 +89,59 @@ impl RedisHa {
             pending_unpause,
             events: Vec::new(),
             reported: BTreeSet::new(),
+            identity: crate::postgres::DEFAULT_IDENTITY.to_owned(),
         }
+    }
+
+    /// The engine acting as `identity` (the owner of the epochs it claims).
+    pub fn with_identity(mut self, identity: impl Into<String>) -> RedisHa {
+        self.identity = identity.into();
+        self
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Takes over the state this engine resumes, before it acts: a state claimed by another
+    /// engine is claimed anew with the next epoch (an in-flight failover goes on at it); a
+    /// state that names no owner is claimed at its epoch. True when the state changed and must
+    /// be persisted. Redis nodes cannot check a token themselves, so what keeps the former
+    /// owner from acting is the driver's compare-and-swap and its check of the store (and of
+    /// its leadership) right before every command.
+    pub fn take_office(&mut self) -> bool {
+        match self.state.owner.as_deref() {
+            Some(owner) if owner == self.identity => false,
+            Some(_) => {
+                let epoch = self.claim_next_epoch();
+                if let Some(record) = self.state.in_flight.as_mut() {
+                    record.epoch = epoch;
+                }
+                true
+            }
+            None if self.state.epoch == 0 => false,
+            None => {
+                self.state.owner = Some(self.identity.clone());
+                true
+            }
+        }
+    }
+
+    /// Claims the next epoch for this engine; the driver persists it before any command
+    /// carries it.
+    pub(super) fn claim_next_epoch(&mut self) -> u64 {
+        self.state.epoch += 1;
+        self.state.owner = Some(self.identity.clone());
+        self.state.epoch
+    }
+
+    /// Replaces the engine's state with `state`, read back from the store after another writer
+    /// moved it on (the same owner). What it remembered about commands and routing is dropped.
+    pub fn resume_from(&mut self, state: RedisHaState) {
+        self.state = state;
+        self.outstanding.clear();
+        self.retry_after.clear();
+        self.routed = None;
     }
 
     pub fn state(&self) -> &RedisHaState {
@@ -400,7 +454,7 @@ impl RedisHa {
         match masters.as_slice() {
             [one] => {
                 let node = one.clone();
-                self.state.epoch += 1;
+                self.claim_next_epoch();
                 self.state.current_master = Some(node.clone());
                 self.state.phase = Phase::Healthy;
                 if let Some(info) = self.last_observation(&node).and_then(Observation::info) {
@@ -435,7 +489,7 @@ impl RedisHa {
                 let Some((offset, node)) = best else {
                     return;
                 };
-                self.state.epoch += 1;
+                self.claim_next_epoch();
                 self.state.target_master = Some(node.clone());
                 self.state.phase = Phase::Promoting;
                 self.event(now, EventKind::MasterBootstrapped { node, offset });
@@ -512,7 +566,7 @@ impl RedisHa {
         let reason = suspect
             .as_ref()
             .map_or_else(|| "master failing".to_owned(), |s| s.reason.clone());
-        self.state.epoch += 1;
+        self.claim_next_epoch();
         self.state.in_flight = Some(FailoverRecord {
             kind: FailoverKind::Failover,
             epoch: self.state.epoch,

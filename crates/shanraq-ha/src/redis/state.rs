@@ -100,9 +100,13 @@ pub struct FailoverRecord {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisHaState {
-    /// Bumped before anything else by every failover and switchover; commands carry it, and a
-    /// command of an older epoch is never executed.
+    /// Bumped before anything else by every failover and switchover, and claimed (persisted by
+    /// compare-and-swap) before any command carries it; a command of an older epoch is never
+    /// executed.
     pub epoch: u64,
+    /// The engine that claimed `epoch`: only it may send commands at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     #[serde(default)]
     pub current_master: Option<NodeId>,
     #[serde(default)]
@@ -121,4 +125,14 @@ pub struct RedisHaState {
     /// Switchovers completed since the state was created.
     #[serde(default)]
     pub switchovers: u64,
+}
+
+impl crate::adapters::state_store::Claimed for RedisHaState {
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
 }

@@ -84,7 +84,7 @@ impl RedisHa {
                 .map(|(_, node)| node)
                 .ok_or(SwitchoverError::NoReplica)?,
         };
-        self.state.epoch += 1;
+        self.claim_next_epoch();
         self.state.in_flight = Some(FailoverRecord {
             kind: FailoverKind::Switchover,
             epoch: self.state.epoch,

@@ -96,12 +96,16 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         recorder: ctx.recorder.clone(),
         metrics: ctx.metrics.clone(),
         reference: cluster_reference(object),
+        identity: ctx.ha.settings().identity.clone(),
+        leadership: ctx.ha.settings().leadership.clone(),
     });
     ctx.redis_ha.ensure(&cluster, || Deps {
         client: ctx.client.clone(),
         recorder: ctx.recorder.clone(),
         metrics: ctx.metrics.clone(),
         reference: cluster_reference(object),
+        identity: ctx.ha.settings().identity.clone(),
+        leadership: ctx.ha.settings().leadership.clone(),
     });
     ctx.kafka.ensure(
         &cluster,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use shanraq_api::ValidCluster;
 
+use shanraq_ha::adapters::custody::Unconditional;
 use shanraq_ha::adapters::driver::{
     Driver, DriverConfig, DriverEvent, DriverHandle, DriverMember, system_clock,
 };
@@ -38,6 +39,9 @@ use super::product;
 use super::watch::{PrimaryWatch, Watched};
 use super::write_probe;
 use crate::ha::spec::engine_config;
+/// The identity of the drill's own engine (the owner of its epochs).
+pub const DRILL_ENGINE: &str = "drill-engine";
+
 /// How long `Route` may wait for HAProxy to send writes to the new primary.
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(50);
@@ -266,7 +270,7 @@ impl LocalCluster {
         &self.store_path
     }
 
-    fn driver_config(&self) -> DriverConfig {
+    fn driver_config(&self, identity: &str) -> DriverConfig {
         let members = self
             .topology
             .members()
@@ -283,15 +287,24 @@ impl LocalCluster {
             token: BearerToken::new(self.topology.token()),
             timeouts: ClientTimeouts::for_probe_period(self.options.ha.probe_period),
             initial_state: HaState::with_primary(NodeId::new("pg-0"), 1),
+            identity: identity.to_owned(),
+            // The store alone arbitrates between local engines.
+            authority: Arc::new(Unconditional),
         }
     }
 
     /// Starts the driver from the persisted state (or the initial one when none was saved).
     pub async fn start_driver(&mut self) -> Result<DriverHandle, DrillError> {
-        if let Some(running) = &self.driver {
-            return Ok(running.handle.clone());
-        }
-        let config = self.driver_config();
+        self.start_driver_as(DRILL_ENGINE).await
+    }
+
+    /// A driver of this cluster acting as `identity`, on the cluster's state file: the drill's
+    /// own (`start_driver`), or a second engine beside it (`start_engine`).
+    async fn driver(
+        &self,
+        identity: &str,
+    ) -> Result<(Driver<FileStateStore, HaproxyRouter>, DriverHandle), DrillError> {
+        let config = self.driver_config(identity);
         let mut clients = BTreeMap::new();
         for member in &config.members {
             let client = InstanceClient::new(
@@ -323,13 +336,33 @@ impl LocalCluster {
             self.haproxy.primary_backend(),
             ROUTE_TIMEOUT,
         );
-        let (driver, handle) = Driver::start(
+        Ok(Driver::start(
             config,
             FileStateStore::new(&self.store_path),
             router,
             system_clock(),
         )
-        .await?;
+        .await?)
+    }
+
+    /// Starts a second engine of this cluster, acting as `identity` on the same state file, on
+    /// `runtime` (one the caller can block, to pause it as SIGSTOP would). It is not the
+    /// drill's engine: its events are not recorded, its handle and task are the caller's.
+    pub async fn start_engine(
+        &self,
+        identity: &str,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<(DriverHandle, JoinHandle<HaState>), DrillError> {
+        let (driver, handle) = self.driver(identity).await?;
+        Ok((handle, runtime.spawn(driver.run())))
+    }
+
+    /// Starts the drill's driver as `identity` (recorded, like `start_driver`).
+    pub async fn start_driver_as(&mut self, identity: &str) -> Result<DriverHandle, DrillError> {
+        if let Some(running) = &self.driver {
+            return Ok(running.handle.clone());
+        }
+        let (driver, handle) = self.driver(identity).await?;
         let mut receiver = handle.subscribe();
         let events = Arc::clone(&self.events);
         let recorder = tokio::spawn(async move {
@@ -591,7 +624,7 @@ impl LocalCluster {
         bound: Duration,
     ) -> Result<PrimaryWatch, DrillError> {
         write_probe::create_table(&self.topology.rw_options()).await?;
-        let config = self.driver_config();
+        let config = self.driver_config(DRILL_ENGINE);
         let mut watched = Vec::new();
         for (index, member) in config.members.iter().enumerate() {
             let client = InstanceClient::new(

@@ -11,7 +11,6 @@ pub mod restart;
 pub mod router;
 pub mod spec;
 pub mod status_map;
-pub mod store;
 pub mod task;
 
 #[cfg(test)]

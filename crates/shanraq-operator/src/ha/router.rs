@@ -13,7 +13,7 @@ use shanraq_ha::adapters::driver::Router;
 use shanraq_ha::adapters::instance_client::InstanceClient;
 use shanraq_ha::postgres::{Member, NodeId};
 
-use super::store::HA_FIELD_MANAGER;
+use crate::engines::state_store::HA_FIELD_MANAGER;
 
 /// Sets `role` on pod `name`. A pod that does not exist is `Ok(false)`.
 pub async fn label_role(pods: &Api<Pod>, name: &str, role: &str) -> Result<bool, kube::Error> {

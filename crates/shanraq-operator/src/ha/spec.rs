@@ -38,6 +38,12 @@ pub struct HaSettings {
     /// The cluster DNS domain (`cluster.local` unless the kubelet says otherwise).
     pub cluster_domain: String,
     pub instance_address: InstanceAddress,
+    /// The engines' identity, the owner of every epoch they claim: this operator replica's
+    /// (its pod name), stable across a restart of the same pod so that it resumes its own
+    /// claims at their epoch.
+    pub identity: String,
+    /// Checked by every engine before it acts (see `engines::leadership`).
+    pub leadership: crate::engines::leadership::Leadership,
 }
 
 impl Default for HaSettings {
@@ -46,6 +52,8 @@ impl Default for HaSettings {
             enabled: true,
             cluster_domain: "cluster.local".to_owned(),
             instance_address: InstanceAddress::default(),
+            identity: shanraq_ha::postgres::DEFAULT_IDENTITY.to_owned(),
+            leadership: crate::engines::leadership::Leadership::default(),
         }
     }
 }

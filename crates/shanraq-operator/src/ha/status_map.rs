@@ -1,5 +1,6 @@
 //! The engine's persisted state as it appears in `status.postgres`: the full `HaState` as JSON
-//! (what a restarted operator resumes from) and the fields people read (current and target
+//! (what a restarted operator resumes from, written by `engines::state_store`) and the fields
+//! people read (current and target
 //! primary, epoch, phase, the last failover's timeline with RFC 3339 times). Pure.
 
 use serde_json::{Value, json};
@@ -46,8 +47,8 @@ pub fn failover_record(record: &FailoverRecord) -> StatusRecord {
     }
 }
 
-/// The JSON merge patch body of `status.postgres` for `state`. Absent values are explicit
-/// `null`s so that a cleared target primary is cleared in the status too.
+/// The readable fields of `status.postgres` for `state` (the store adds `haState`). Absent
+/// values are explicit `null`s so that a cleared target primary is cleared in the status too.
 pub fn postgres_patch(state: &HaState) -> Result<Value, serde_json::Error> {
     let last = state.last_failover.as_ref().map(failover_record);
     Ok(json!({
@@ -56,13 +57,7 @@ pub fn postgres_patch(state: &HaState) -> Result<Value, serde_json::Error> {
         "epoch": state.epoch,
         "phase": state.phase.to_string(),
         "lastFailover": serde_json::to_value(last)?,
-        "haState": serde_json::to_string(state)?,
     }))
-}
-
-/// The state a `haState` string holds; `None` when absent.
-pub fn parse_state(text: Option<&str>) -> Result<Option<HaState>, serde_json::Error> {
-    text.map(serde_json::from_str).transpose()
 }
 
 /// Removes the HA-owned keys from a `status` JSON object (the reconcile's SSA body), so the

@@ -25,8 +25,8 @@ use super::pods::{PodTracker, label_fix};
 use super::restart::{RestartStep, next_step};
 use super::router::{KubeRouter, label_role};
 use super::spec::{InstanceAddress, TaskSpec, manager_url};
-use super::store::KubeStateStore;
 use crate::controller::events::{self, Notice};
+use crate::engines::state_store::{KubeStateStore, PostgresSlot};
 use crate::metrics::{FailoverLabels, Metrics};
 
 /// Reason of the Events of a configuration roll-out.
@@ -78,6 +78,10 @@ pub struct Deps {
     pub metrics: Metrics,
     /// The ShanraqCluster, for Events.
     pub reference: ObjectReference,
+    /// Who the engine acts as (the owner of its epochs), and the leadership it checks before
+    /// every command.
+    pub identity: String,
+    pub leadership: crate::engines::leadership::Leadership,
 }
 
 impl std::fmt::Debug for Deps {
@@ -174,7 +178,11 @@ fn clients(
 }
 
 pub type Clients = BTreeMap<NodeId, InstanceClient>;
-type Started = (Driver<KubeStateStore, KubeRouter>, DriverHandle, Clients);
+type Started = (
+    Driver<KubeStateStore<PostgresSlot>, KubeRouter>,
+    DriverHandle,
+    Clients,
+);
 
 fn pod_selector(spec: &TaskSpec) -> String {
     format!("{LABEL_CLUSTER}={},{LABEL_COMPONENT}=postgres", spec.name)
@@ -203,7 +211,8 @@ fn follow_pod_ip(spec: &TaskSpec, clients: &Clients, pod: &Pod) {
     }
 }
 
-async fn start(spec: &TaskSpec, client: &Client) -> Result<Started, String> {
+async fn start(spec: &TaskSpec, deps: &Deps) -> Result<Started, String> {
+    let client = &deps.client;
     let token = read_token(client, spec).await?;
     let timeouts = ClientTimeouts::for_probe_period(spec.engine.probe_period);
     let clients = clients(spec, &token, timeouts)?;
@@ -226,6 +235,8 @@ async fn start(spec: &TaskSpec, client: &Client) -> Result<Started, String> {
         token,
         timeouts,
         initial_state: HaState::default(),
+        identity: deps.identity.clone(),
+        authority: Arc::new(deps.leadership.clone()),
     };
     let (driver, handle) = Driver::start_with_clients(
         config,
@@ -243,7 +254,7 @@ async fn start(spec: &TaskSpec, client: &Client) -> Result<Started, String> {
 pub async fn run(spec: TaskSpec, deps: Deps, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let key = spec.key();
     let started = loop {
-        match start(&spec, &deps.client).await {
+        match start(&spec, &deps).await {
             Ok(started) => break started,
             Err(error) => {
                 tracing::warn!(cluster = %key, %error, retry_in = ?START_RETRY, "cannot start the HA task");

@@ -11,7 +11,7 @@ use kube::Api;
 use serde_json::{Value, json};
 use shanraq_api::conditions::Truth;
 use shanraq_api::{LiveState, ShanraqCluster, ShanraqClusterSpec, ValidCluster};
-use shanraq_ha::adapters::state_store::StateStore;
+use shanraq_ha::adapters::state_store::{StateStore, StateStoreError, Stored, decode, encode};
 use shanraq_ha::objectives::RpoMeasurement;
 use shanraq_ha::postgres::{
     FailoverKind, FailoverRecord, HaState, Millis, NodeId, Phase, ReplicationMode,
@@ -23,7 +23,7 @@ use super::pods::PodTracker;
 use super::router::KubeRouter;
 use super::spec::{HaSettings, task_spec};
 use super::status_map::{postgres_patch, strip_ha_fields};
-use super::store::{HA_FIELD_MANAGER, KubeStateStore};
+use crate::engines::state_store::{HA_FIELD_MANAGER, KubeStateStore, PostgresSlot};
 use crate::fixtures::{self, Scenario, status_body};
 
 const NAMESPACE: &str = "fintech";
@@ -32,17 +32,17 @@ const CLUSTER_PATH: &str = "/apis/shanraq.org/v1alpha1/namespaces/fintech/shanra
 const STATUS_PATH: &str =
     "/apis/shanraq.org/v1alpha1/namespaces/fintech/shanraqclusters/payments/status";
 
-fn object(resource_version: &str, state: Option<&HaState>) -> Value {
+fn object(resource_version: &str, state: Option<(u64, &HaState)>) -> Value {
     let mut cluster = ShanraqCluster::new(NAME, ShanraqClusterSpec::default());
     cluster.metadata.namespace = Some(NAMESPACE.into());
     cluster.metadata.uid = Some("uid-payments".into());
     cluster.metadata.resource_version = Some(resource_version.into());
     let mut value = serde_json::to_value(&cluster).expect("serialises");
-    if let Some(state) = state {
+    if let Some((revision, state)) = state {
         value["status"] = json!({
             "postgres": {
                 "epoch": state.epoch,
-                "haState": serde_json::to_string(state).expect("state serialises"),
+                "haState": encode(revision, state).expect("state serialises"),
             }
         });
     }
@@ -59,13 +59,19 @@ fn valid(spec: ShanraqClusterSpec) -> ValidCluster {
 fn state(epoch: u64, primary: &str) -> HaState {
     HaState {
         epoch,
+        owner: Some("operator-a".into()),
         current_primary: Some(NodeId::new(primary)),
         phase: Phase::Healthy,
         ..HaState::default()
     }
 }
 
-fn store(scenario: Scenario) -> (KubeStateStore, tokio::task::JoinHandle<fixtures::Report>) {
+fn store(
+    scenario: Scenario,
+) -> (
+    KubeStateStore<PostgresSlot>,
+    tokio::task::JoinHandle<fixtures::Report>,
+) {
     let (ctx, handle) = fixtures::context(Some(false));
     let server = scenario.serve(handle);
     let api: Api<ShanraqCluster> = Api::namespaced(ctx.client.clone(), NAMESPACE);
@@ -73,12 +79,13 @@ fn store(scenario: Scenario) -> (KubeStateStore, tokio::task::JoinHandle<fixture
 }
 
 #[tokio::test]
-async fn save_carries_the_resource_version_it_loaded_and_the_readable_fields() {
+async fn a_write_carries_the_resource_version_it_loaded_the_next_revision_and_the_readable_fields()
+{
     let stored = state(1, "payments-pg-0");
     let scenario = Scenario::new(NAMESPACE)
         .field_manager(HA_FIELD_MANAGER)
         .expect("GET cluster", Method::GET, CLUSTER_PATH, {
-            let body = object("41", Some(&stored));
+            let body = object("41", Some((6, &stored)));
             move |_| (StatusCode::OK, body)
         })
         .expect("PATCH status", Method::PATCH, STATUS_PATH, |_| {
@@ -88,7 +95,13 @@ async fn save_carries_the_resource_version_it_loaded_and_the_readable_fields() {
             (StatusCode::OK, object("43", None))
         });
     let (store, server) = store(scenario);
-    assert_eq!(store.load().await.expect("loads"), Some(stored.clone()));
+    assert_eq!(
+        store.load().await.expect("loads"),
+        Some(Stored {
+            revision: 6,
+            state: stored.clone()
+        })
+    );
 
     let mut next = state(2, "payments-pg-1");
     next.last_failover = Some(FailoverRecord {
@@ -112,11 +125,14 @@ async fn save_carries_the_resource_version_it_loaded_and_the_readable_fields() {
         refusal: None,
         aborted: None,
     });
-    store.save(&next).await.expect("saves");
-    store
-        .save(&state(2, "payments-pg-1"))
-        .await
-        .expect("saves again");
+    assert_eq!(store.compare_and_swap(6, &next).await.expect("saves"), 7);
+    assert_eq!(
+        store
+            .compare_and_swap(7, &state(2, "payments-pg-1"))
+            .await
+            .expect("saves again"),
+        8
+    );
     drop(store);
     let report = fixtures::finish(server).await;
 
@@ -147,22 +163,33 @@ async fn save_carries_the_resource_version_it_loaded_and_the_readable_fields() {
     );
     assert_eq!(postgres["lastFailover"]["rtoMs"], 900);
     assert_eq!(postgres["lastFailover"]["lostBytes"], 0);
-    let persisted: HaState =
-        serde_json::from_str(postgres["haState"].as_str().expect("a string")).expect("parses");
-    assert_eq!(persisted, next);
+    let persisted: Stored<HaState> =
+        decode(postgres["haState"].as_str().expect("a string")).expect("parses");
+    assert_eq!(
+        persisted,
+        Stored {
+            revision: 7,
+            state: next
+        }
+    );
     // The next save uses the version the API server returned for the last write.
     let second = patches[1].body.as_ref().expect("body");
     assert_eq!(second["metadata"]["resourceVersion"], "42");
 }
 
+/// The paused-operator case: another operator wrote the state while this one slept. Even at
+/// the same epoch (the stale one's `epoch + 1` is what the other already holds), the write is
+/// refused, and not retried: this operator never saw the revision now stored.
 #[tokio::test]
-async fn a_conflict_with_a_newer_epoch_is_an_error_and_nothing_is_written() {
+async fn a_write_over_a_revision_it_never_saw_is_refused_whatever_the_epoch() {
+    let mut theirs = state(2, "payments-pg-1");
+    theirs.owner = Some("operator-b".into());
     let scenario = Scenario::new(NAMESPACE)
         .field_manager(HA_FIELD_MANAGER)
         .expect("GET cluster", Method::GET, CLUSTER_PATH, |_| {
             (
                 StatusCode::OK,
-                object("7", Some(&state(3, "payments-pg-0"))),
+                object("7", Some((3, &state(1, "payments-pg-0")))),
             )
         })
         .expect("PATCH status", Method::PATCH, STATUS_PATH, |_| {
@@ -175,43 +202,41 @@ async fn a_conflict_with_a_newer_epoch_is_an_error_and_nothing_is_written() {
             "GET cluster after the conflict",
             Method::GET,
             CLUSTER_PATH,
-            |_| {
-                (
-                    StatusCode::OK,
-                    object("9", Some(&state(5, "payments-pg-2"))),
-                )
-            },
+            move |_| (StatusCode::OK, object("9", Some((4, &theirs)))),
         );
     let (store, server) = store(scenario);
     store.load().await.expect("loads");
     let error = store
-        .save(&state(4, "payments-pg-1"))
+        .compare_and_swap(3, &state(2, "payments-pg-2"))
         .await
-        .expect_err("another writer holds epoch 5");
-    let text = error.to_string();
-    assert!(text.contains("epoch 5") && text.contains("4"), "{text}");
-    // Later saves of an older epoch fail at once: no request could overwrite the newer state.
-    store
-        .save(&state(4, "payments-pg-2"))
-        .await
-        .expect_err("still superseded");
+        .expect_err("operator-b wrote revision 4");
+    match &error {
+        StateStoreError::Conflict {
+            expected: 3,
+            found: 4,
+            epoch: 2,
+            owner: Some(owner),
+        } if owner == "operator-b" => {}
+        other => panic!("expected a conflict naming operator-b, got {other:?}"),
+    }
+    assert!(error.to_string().contains("operator-b"), "{error}");
     drop(store);
     let report = fixtures::finish(server).await;
     assert_eq!(
         report.status_patches().len(),
         1,
-        "no retry over a newer epoch"
+        "no retry over another engine's write"
     );
 }
 
 #[tokio::test]
-async fn a_conflict_with_an_older_epoch_retries_with_the_fresh_version() {
+async fn a_conflict_with_another_status_writer_retries_with_the_fresh_version() {
     let scenario = Scenario::new(NAMESPACE)
         .field_manager(HA_FIELD_MANAGER)
         .expect("GET cluster", Method::GET, CLUSTER_PATH, |_| {
             (
                 StatusCode::OK,
-                object("7", Some(&state(1, "payments-pg-0"))),
+                object("7", Some((5, &state(1, "payments-pg-0")))),
             )
         })
         .expect("PATCH status", Method::PATCH, STATUS_PATH, |_| {
@@ -221,13 +246,13 @@ async fn a_conflict_with_an_older_epoch_retries_with_the_fresh_version() {
             )
         })
         .expect(
-            "GET cluster after the conflict",
+            "GET cluster after the conflict: only the conditions moved",
             Method::GET,
             CLUSTER_PATH,
             |_| {
                 (
                     StatusCode::OK,
-                    object("8", Some(&state(1, "payments-pg-0"))),
+                    object("8", Some((5, &state(1, "payments-pg-0")))),
                 )
             },
         )
@@ -236,10 +261,13 @@ async fn a_conflict_with_an_older_epoch_retries_with_the_fresh_version() {
         });
     let (store, server) = store(scenario);
     store.load().await.expect("loads");
-    store
-        .save(&state(2, "payments-pg-1"))
-        .await
-        .expect("saved after one retry");
+    assert_eq!(
+        store
+            .compare_and_swap(5, &state(2, "payments-pg-1"))
+            .await
+            .expect("saved after one retry"),
+        6
+    );
     drop(store);
     let report = fixtures::finish(server).await;
     let patches = report.status_patches();
@@ -474,6 +502,7 @@ fn only_pod_transitions_become_signals() {
 
 fn primary_status(rows: &[(&str, &str, &str, u64)], current: u64) -> InstanceStatus {
     InstanceStatus {
+        epoch_owner: None,
         name: "payments-pg-0".into(),
         role: InstanceRole::Primary,
         epoch: 1,

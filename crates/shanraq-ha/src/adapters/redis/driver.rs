@@ -15,9 +15,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::client::{NodeClient, RedisPassword};
-use super::store::RedisStateStore;
+use crate::adapters::custody::{Authority, Custody, Lapse, Unconditional};
 use crate::adapters::driver::Clock;
-use crate::adapters::state_store::StateStoreError;
+use crate::adapters::state_store::{StateStore, StateStoreError};
 use crate::redis::{
     Command, CommandError, Event, Millis, NodeId, Observation, RedisHa, RedisHaConfig,
     RedisHaState, RedisMember, ReplicationInfo, SwitchoverError,
@@ -43,6 +43,10 @@ pub struct RedisDriverConfig {
     pub command_timeout: Duration,
     /// Used when the store holds no state yet.
     pub initial_state: RedisHaState,
+    /// This engine's identity: the owner of the epochs it claims (see `DriverConfig`).
+    pub identity: String,
+    /// Checked before every round of commands.
+    pub authority: Arc<dyn Authority>,
 }
 
 impl RedisDriverConfig {
@@ -60,6 +64,8 @@ impl RedisDriverConfig {
             probe_timeout,
             command_timeout: Duration::from_secs(1),
             initial_state: RedisHaState::default(),
+            identity: crate::postgres::DEFAULT_IDENTITY.to_owned(),
+            authority: Arc::new(Unconditional),
         }
     }
 }
@@ -84,6 +90,17 @@ pub enum RedisDriverEvent {
     StoreFailed {
         at: Millis,
         error: String,
+    },
+    /// The store moved on under this engine's own identity: it resumed from what it holds.
+    Resumed {
+        at: Millis,
+        state: Box<RedisHaState>,
+    },
+    /// Another engine holds the claim, or this process lost its authority: the driver acts no
+    /// more and its loop ends.
+    SteppedDown {
+        at: Millis,
+        reason: String,
     },
 }
 
@@ -112,6 +129,7 @@ pub struct RedisDriverHandle {
     events: broadcast::Sender<RedisDriverEvent>,
     state: watch::Receiver<RedisHaState>,
     infos: watch::Receiver<BTreeMap<NodeId, ReplicationInfo>>,
+    stepped_down: watch::Receiver<Option<String>>,
 }
 
 impl RedisDriverHandle {
@@ -138,6 +156,11 @@ impl RedisDriverHandle {
 
     pub fn state(&self) -> RedisHaState {
         self.state.borrow().clone()
+    }
+
+    /// Why the driver stood down, once it has (another engine's claim, lost authority).
+    pub fn stepped_down(&self) -> Option<String> {
+        self.stepped_down.borrow().clone()
     }
 
     /// What every node that answered the last probe round reported.
@@ -180,24 +203,24 @@ struct Done {
     took: Duration,
 }
 
-pub struct RedisDriver<S: RedisStateStore, R: RedisRouter> {
+pub struct RedisDriver<S: StateStore<RedisHaState>, R: RedisRouter> {
     engine: RedisHa,
     clients: BTreeMap<NodeId, NodeClient>,
     command_timeout: Duration,
-    store: S,
+    custody: Custody<RedisHaState, S>,
     router: Arc<R>,
     clock: Clock,
     events: broadcast::Sender<RedisDriverEvent>,
     state_tx: watch::Sender<RedisHaState>,
     infos_tx: watch::Sender<BTreeMap<NodeId, ReplicationInfo>>,
+    stepped_down_tx: watch::Sender<Option<String>>,
     control: mpsc::Receiver<Control>,
-    persisted: RedisHaState,
     running: JoinSet<Done>,
     probing: JoinSet<Vec<Observation>>,
     pending_switchover: Option<PendingSwitchover>,
 }
 
-impl<S: RedisStateStore, R: RedisRouter> std::fmt::Debug for RedisDriver<S, R> {
+impl<S: StateStore<RedisHaState>, R: RedisRouter> std::fmt::Debug for RedisDriver<S, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisDriver")
             .field("state", self.engine.state())
@@ -205,15 +228,16 @@ impl<S: RedisStateStore, R: RedisRouter> std::fmt::Debug for RedisDriver<S, R> {
     }
 }
 
-impl<S: RedisStateStore, R: RedisRouter> RedisDriver<S, R> {
+impl<S: StateStore<RedisHaState>, R: RedisRouter> RedisDriver<S, R> {
     pub async fn start(
         config: RedisDriverConfig,
         store: S,
         router: R,
         clock: Clock,
     ) -> Result<(RedisDriver<S, R>, RedisDriverHandle), RedisDriverError> {
-        let loaded = store.load().await.map_err(RedisDriverError::Load)?;
-        let persisted = loaded.clone().unwrap_or_default();
+        let (custody, loaded) = Custody::open(store, config.identity.clone(), config.authority)
+            .await
+            .map_err(RedisDriverError::Load)?;
         let state = loaded.unwrap_or_else(|| config.initial_state.clone());
         let clients = config
             .members
@@ -231,29 +255,40 @@ impl<S: RedisStateStore, R: RedisRouter> RedisDriver<S, R> {
                 )
             })
             .collect();
-        let engine = RedisHa::new(config.ha, config.members, state.clone());
+        let mut engine =
+            RedisHa::new(config.ha, config.members, state).with_identity(config.identity.clone());
+        // A state another engine claimed is claimed anew before anything is sent.
+        if engine.take_office() {
+            tracing::info!(
+                identity = %config.identity,
+                epoch = engine.state().epoch,
+                "claimed the Redis HA state"
+            );
+        }
         let (events, _) = broadcast::channel(1024);
-        let (state_tx, state_rx) = watch::channel(state);
+        let (state_tx, state_rx) = watch::channel(engine.state().clone());
         let (infos_tx, infos_rx) = watch::channel(BTreeMap::new());
+        let (stepped_down_tx, stepped_down_rx) = watch::channel(None);
         let (control_tx, control) = mpsc::channel(16);
         let handle = RedisDriverHandle {
             control: control_tx,
             events: events.clone(),
             state: state_rx,
             infos: infos_rx,
+            stepped_down: stepped_down_rx,
         };
         let driver = RedisDriver {
             engine,
             clients,
             command_timeout: config.command_timeout,
-            store,
+            custody,
             router: Arc::new(router),
             clock,
             events,
             state_tx,
             infos_tx,
+            stepped_down_tx,
             control,
-            persisted,
             running: JoinSet::new(),
             probing: JoinSet::new(),
             pending_switchover: None,
@@ -261,7 +296,8 @@ impl<S: RedisStateStore, R: RedisRouter> RedisDriver<S, R> {
         Ok((driver, handle))
     }
 
-    /// Runs until stopped; returns the last state. Commands still running are abandoned.
+    /// Runs until stopped, or until it stands down (see `RedisDriverHandle::stepped_down`);
+    /// returns the last state. Commands still running are abandoned.
     pub async fn run(mut self) -> RedisHaState {
         let mut ticker = tokio::time::interval(
             self.engine
@@ -302,7 +338,9 @@ impl<S: RedisStateStore, R: RedisRouter> RedisDriver<S, R> {
                 },
             }
             self.try_switchover();
-            self.step().await;
+            if !self.step().await {
+                break;
+            }
         }
         self.running.abort_all();
         self.probing.abort_all();
@@ -382,16 +420,27 @@ impl<S: RedisStateStore, R: RedisRouter> RedisDriver<S, R> {
         });
     }
 
-    async fn step(&mut self) {
+    /// One step: decide, secure the state, execute. False once the driver stood down. Redis
+    /// nodes cannot refuse a stale token, so the check right before the commands (authority,
+    /// then the store by compare-and-swap or read-back) is what keeps a stale engine out.
+    async fn step(&mut self) -> bool {
         let now = (self.clock)();
         let out = self.engine.step(now);
         for event in out.events {
             tracing::info!(reason = event.reason(), message = %event.message(), "redis ha event");
             let _ = self.events.send(RedisDriverEvent::Engine(event));
         }
-        if self.engine.state() != &self.persisted {
-            let state = self.engine.state().clone();
-            if let Err(error) = self.store.save(&state).await {
+        let state = self.engine.state().clone();
+        match self.custody.secure(&state, !out.commands.is_empty()).await {
+            Ok(true) => {
+                let _ = self.state_tx.send(state.clone());
+                let _ = self.events.send(RedisDriverEvent::StateSaved {
+                    at: now,
+                    state: Box::new(state),
+                });
+            }
+            Ok(false) => {}
+            Err(Lapse::Store(error)) => {
                 let error = error.to_string();
                 tracing::error!(%error, "cannot persist the Redis HA state; commands of this step not executed");
                 for command in &out.commands {
@@ -404,14 +453,32 @@ impl<S: RedisStateStore, R: RedisRouter> RedisDriver<S, R> {
                 let _ = self
                     .events
                     .send(RedisDriverEvent::StoreFailed { at: now, error });
-                return;
+                return true;
             }
-            self.persisted = state.clone();
-            let _ = self.state_tx.send(state.clone());
-            let _ = self.events.send(RedisDriverEvent::StateSaved {
-                at: now,
-                state: Box::new(state),
-            });
+            Err(Lapse::Resume(state)) => {
+                tracing::warn!(
+                    epoch = state.epoch,
+                    "the Redis HA state moved on; resuming from the store"
+                );
+                self.running.abort_all();
+                self.engine.resume_from(state.clone());
+                let _ = self.state_tx.send(state.clone());
+                let _ = self.events.send(RedisDriverEvent::Resumed {
+                    at: now,
+                    state: Box::new(state),
+                });
+                return true;
+            }
+            Err(lapse) => {
+                let reason = lapse.to_string();
+                tracing::warn!(%reason, "standing down: this Redis engine acts no more");
+                self.running.abort_all();
+                self.stepped_down_tx.send_replace(Some(reason.clone()));
+                let _ = self
+                    .events
+                    .send(RedisDriverEvent::SteppedDown { at: now, reason });
+                return false;
+            }
         }
         for command in out.commands {
             let _ = self.events.send(RedisDriverEvent::CommandStarted {
@@ -420,6 +487,7 @@ impl<S: RedisStateStore, R: RedisRouter> RedisDriver<S, R> {
             });
             self.execute(command);
         }
+        true
     }
 
     fn execute(&mut self, command: Command) {

@@ -23,6 +23,17 @@ async fn driver_for(
     initial_state: HaState,
     store: impl AsRef<std::path::Path>,
 ) -> (Driver<FileStateStore, PrimaryCheckRouter>, DriverHandle) {
+    engine_for(servers, ha, initial_state, store, "engine-a").await
+}
+
+/// `driver_for` acting as `identity`.
+async fn engine_for(
+    servers: &[(String, String, tokio::task::JoinHandle<()>)],
+    ha: PostgresHaConfig,
+    initial_state: HaState,
+    store: impl AsRef<std::path::Path>,
+    identity: &str,
+) -> (Driver<FileStateStore, PrimaryCheckRouter>, DriverHandle) {
     let members: Vec<DriverMember> = servers
         .iter()
         .enumerate()
@@ -55,6 +66,8 @@ async fn driver_for(
         token,
         timeouts,
         initial_state,
+        identity: identity.to_owned(),
+        authority: std::sync::Arc::new(crate::adapters::custody::Unconditional),
     };
     Driver::start(
         config,
@@ -143,11 +156,12 @@ async fn driver_fails_over_a_dead_primary_persists_and_switches_over_on_request(
             .count();
         assert_eq!(primaries, 1, "exactly one live primary");
     }
-    let persisted = FileStateStore::new(&store_path)
+    let persisted: HaState = FileStateStore::new(&store_path)
         .load()
         .await
         .expect("load")
-        .expect("persisted");
+        .expect("persisted")
+        .state;
     assert_eq!(
         persisted.current_primary.as_ref(),
         Some(&new_primary),
@@ -360,4 +374,115 @@ async fn a_switchover_asked_for_before_the_primary_confirmed_waits_for_it() {
     assert_eq!(done.current_primary, Some(NodeId::new("pg-1")));
     handle.stop().await;
     let _ = run.await;
+}
+
+/// The paused-controller case (ANCHORS 8), against instance managers that apply the token rule:
+/// engine A runs on a runtime that is then paused, as SIGSTOP would pause it; engine B starts on
+/// the same store, claims the state and fails the primary over; A wakes. A must send nothing,
+/// stand down, and leave B's failover the only one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_engine_that_wakes_after_another_took_over_sends_nothing_and_stands_down() {
+    let (model, servers) = cluster(1).await;
+    let ha = PostgresHaConfig {
+        probe_period: Duration::from_millis(50),
+        failure_threshold: 3,
+        failover_delay: Duration::ZERO,
+        maximum_lag_on_failover: 0,
+        replication: ReplicationMode::Synchronous { number: 1 },
+        switchover_timeout: Duration::from_secs(5),
+        fence_timeout: Duration::from_millis(500),
+        lease_duration: Duration::from_millis(1500),
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store_path = dir.path().join("ha.json");
+    let initial = HaState::with_primary(NodeId::new("pg-0"), 1);
+
+    let paused = shanraq_testkit::PausableRuntime::start("engine-a").expect("runtime");
+    let (a, a_handle) = engine_for(
+        &servers,
+        ha.clone(),
+        initial.clone(),
+        &store_path,
+        "engine-a",
+    )
+    .await;
+    let mut a_events = a_handle.subscribe();
+    let a_run = paused.handle().spawn(a.run());
+    let claimed = a_handle
+        .wait_for_state(Duration::from_secs(10), |s| {
+            s.phase == Phase::Healthy
+                && s.sync_set.len() == 2
+                && s.owner.as_deref() == Some("engine-a")
+        })
+        .await
+        .expect("engine-a converges and claims epoch 1");
+    assert_eq!(claimed.epoch, 1);
+    paused.pause();
+    while a_events.try_recv().is_ok() {}
+    let obeyed_from_a = |m: &super::fake_instance::Model| {
+        m.obeyed
+            .iter()
+            .filter(|(_, _, _, owner)| owner.as_deref() == Some("engine-a"))
+            .count()
+    };
+    let a_before = obeyed_from_a(&model.lock().expect("lock"));
+
+    let (b, b_handle) = engine_for(&servers, ha, initial, &store_path, "engine-b").await;
+    let b_run = tokio::spawn(b.run());
+    b_handle
+        .wait_for_state(Duration::from_secs(10), |s| {
+            s.phase == Phase::Healthy && s.epoch == 2 && s.sync_set.len() == 2
+        })
+        .await
+        .expect("engine-b claims epoch 2 and re-grants it");
+    model.lock().expect("lock").dead.insert("pg-0".into(), true);
+    let failed_over = b_handle
+        .wait_for_state(Duration::from_secs(10), |s| {
+            s.phase == Phase::Healthy && s.last_failover.is_some()
+        })
+        .await
+        .expect("engine-b fails over");
+    assert_eq!(failed_over.epoch, 3);
+
+    paused.resume();
+    let reason = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match a_events.recv().await {
+                Ok(DriverEvent::SteppedDown { reason, .. }) => return reason,
+                Ok(DriverEvent::CommandStarted { command, .. }) => {
+                    panic!("the stale engine sent {command}")
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(error) => panic!("engine-a's events ended: {error}"),
+            }
+        }
+    })
+    .await
+    .expect("engine-a stands down");
+    assert!(reason.contains("engine-b"), "{reason}");
+    tokio::time::timeout(Duration::from_secs(5), a_run)
+        .await
+        .expect("engine-a's loop ends")
+        .expect("joined");
+    assert_eq!(
+        obeyed_from_a(&model.lock().expect("lock")),
+        a_before,
+        "no command of the stale engine was obeyed"
+    );
+
+    // B's failover stays the only one: ten more probe rounds, same epoch and record.
+    let served = model.lock().expect("lock").statuses_served;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while model.lock().expect("lock").statuses_served < served + 20 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("engine-b keeps probing");
+    let after = b_handle.state();
+    assert_eq!(after.epoch, 3, "no further epoch");
+    assert_eq!(after.last_failover, failed_over.last_failover);
+    assert_eq!(after.owner.as_deref(), Some("engine-b"));
+    b_handle.stop().await;
+    let _ = b_run.await;
 }

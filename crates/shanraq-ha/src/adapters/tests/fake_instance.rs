@@ -1,6 +1,6 @@
 //! A cluster of fake instance managers: each serves `crate::wire` on its own 127.0.0.1 port
-//! and applies commands to a shared in-memory model (epochs checked, 409 on a stale one,
-//! bearer token required). A primary reports the others' replication rows, so the engine
+//! and applies commands to a shared in-memory model (tokens checked by `wire::admits`, 409 on
+//! a stale one, bearer token required). A primary reports the others' replication rows, so the engine
 //! learns a synchronous set as it would from PostgreSQL.
 
 use std::collections::BTreeMap;
@@ -25,8 +25,12 @@ pub struct Model {
     pub dead: BTreeMap<String, bool>,
     /// Every command received: (instance, endpoint, epoch).
     pub received: Vec<(String, &'static str, u64)>,
+    /// Every command obeyed: (instance, endpoint, epoch, owner).
+    pub obeyed: Vec<(String, &'static str, u64, Option<String>)>,
     /// Extra delay before answering `/status`.
     pub status_delay: Duration,
+    /// `/status` requests answered.
+    pub statuses_served: u64,
 }
 
 pub type Shared = Arc<Mutex<Model>>;
@@ -42,6 +46,7 @@ pub fn status(name: &str, role: InstanceRole, epoch: u64) -> InstanceStatus {
         name: name.to_owned(),
         role,
         epoch,
+        epoch_owner: None,
         fenced: role == InstanceRole::Fenced,
         running: matches!(role, InstanceRole::Primary | InstanceRole::Replica),
         in_recovery: Some(role == InstanceRole::Replica),
@@ -102,10 +107,11 @@ async fn get_status(State(ctx): State<Ctx>) -> Result<Json<InstanceStatus>, Stat
     if is_dead(&ctx) {
         return Err(StatusCode::SERVICE_UNAVAILABLE);
     }
-    let model = ctx
+    let mut model = ctx
         .model
         .lock()
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    model.statuses_served += 1;
     with_replication(&model, &ctx.name)
         .map(Json)
         .ok_or(StatusCode::NOT_FOUND)
@@ -138,12 +144,14 @@ fn apply(
     headers: &HeaderMap,
     endpoint: &'static str,
     epoch: u64,
+    owner: Option<String>,
     change: impl FnOnce(&mut InstanceStatus),
 ) -> (StatusCode, Json<CommandReply>) {
     let reply = |ok: bool, epoch: u64, message: &str, status: Option<InstanceStatus>| {
         Json(CommandReply {
             ok,
             epoch,
+            holder: status.as_ref().and_then(|s| s.epoch_owner.clone()),
             message: message.to_owned(),
             status,
         })
@@ -172,15 +180,22 @@ fn apply(
     let Some(me) = model.instances.get_mut(&ctx.name) else {
         return (StatusCode::NOT_FOUND, reply(false, 0, "unknown", None));
     };
-    if epoch < me.epoch {
+    if crate::wire::admits(me.epoch, me.epoch_owner.as_deref(), epoch, owner.as_deref()).is_err() {
         let held = me.epoch;
+        let holder = me.clone();
         return (
             StatusCode::CONFLICT,
-            reply(false, held, "stale epoch", None),
+            reply(false, held, "stale token", Some(holder)),
         );
+    }
+    if epoch > me.epoch || me.epoch_owner.is_none() {
+        me.epoch_owner = owner.clone();
     }
     me.epoch = epoch;
     change(me);
+    model
+        .obeyed
+        .push((ctx.name.clone(), endpoint, epoch, owner));
     let after = with_replication(&model, &ctx.name);
     (StatusCode::OK, reply(true, epoch, "done", after))
 }
@@ -190,15 +205,22 @@ async fn promote(
     headers: HeaderMap,
     Json(body): Json<PromoteRequest>,
 ) -> (StatusCode, Json<CommandReply>) {
-    apply(&ctx, &headers, "promote", body.epoch, |me| {
-        me.role = InstanceRole::Primary;
-        me.fenced = false;
-        me.running = true;
-        me.in_recovery = Some(false);
-        me.current_lsn = me.current_lsn.or(me.received_lsn);
-        me.received_lsn = None;
-        me.replayed_lsn = None;
-    })
+    apply(
+        &ctx,
+        &headers,
+        "promote",
+        body.epoch,
+        body.owner.clone(),
+        |me| {
+            me.role = InstanceRole::Primary;
+            me.fenced = false;
+            me.running = true;
+            me.in_recovery = Some(false);
+            me.current_lsn = me.current_lsn.or(me.received_lsn);
+            me.received_lsn = None;
+            me.replayed_lsn = None;
+        },
+    )
 }
 
 async fn fence(
@@ -206,12 +228,19 @@ async fn fence(
     headers: HeaderMap,
     Json(body): Json<FenceRequest>,
 ) -> (StatusCode, Json<CommandReply>) {
-    apply(&ctx, &headers, "fence", body.epoch, |me| {
-        me.final_lsn = me.current_lsn.or(me.replayed_lsn);
-        me.role = InstanceRole::Fenced;
-        me.fenced = true;
-        me.running = false;
-    })
+    apply(
+        &ctx,
+        &headers,
+        "fence",
+        body.epoch,
+        body.owner.clone(),
+        |me| {
+            me.final_lsn = me.current_lsn.or(me.replayed_lsn);
+            me.role = InstanceRole::Fenced;
+            me.fenced = true;
+            me.running = false;
+        },
+    )
 }
 
 async fn demote(
@@ -219,11 +248,18 @@ async fn demote(
     headers: HeaderMap,
     Json(body): Json<DemoteRequest>,
 ) -> (StatusCode, Json<CommandReply>) {
-    apply(&ctx, &headers, "demote", body.epoch, |me| {
-        let lsn = me.final_lsn.or(me.current_lsn);
-        *me = status(&me.name, InstanceRole::Replica, body.epoch);
-        me.received_lsn = lsn.or(me.received_lsn);
-    })
+    apply(
+        &ctx,
+        &headers,
+        "demote",
+        body.epoch,
+        body.owner.clone(),
+        |me| {
+            let lsn = me.final_lsn.or(me.current_lsn);
+            *me = status(&me.name, InstanceRole::Replica, body.epoch);
+            me.received_lsn = lsn.or(me.received_lsn);
+        },
+    )
 }
 
 async fn repoint(
@@ -231,10 +267,17 @@ async fn repoint(
     headers: HeaderMap,
     Json(body): Json<RepointRequest>,
 ) -> (StatusCode, Json<CommandReply>) {
-    apply(&ctx, &headers, "repoint", body.epoch, |me| {
-        me.detached = false;
-        me.streaming = Some(true);
-    })
+    apply(
+        &ctx,
+        &headers,
+        "repoint",
+        body.epoch,
+        body.owner.clone(),
+        |me| {
+            me.detached = false;
+            me.streaming = Some(true);
+        },
+    )
 }
 
 async fn detach(
@@ -242,12 +285,19 @@ async fn detach(
     headers: HeaderMap,
     Json(body): Json<DetachRequest>,
 ) -> (StatusCode, Json<CommandReply>) {
-    apply(&ctx, &headers, "detach", body.epoch, |me| {
-        if me.role == InstanceRole::Replica {
-            me.detached = true;
-            me.streaming = Some(false);
-        }
-    })
+    apply(
+        &ctx,
+        &headers,
+        "detach",
+        body.epoch,
+        body.owner.clone(),
+        |me| {
+            if me.role == InstanceRole::Replica {
+                me.detached = true;
+                me.streaming = Some(false);
+            }
+        },
+    )
 }
 
 /// A port in 20000-32000, from the process's random hasher seed.

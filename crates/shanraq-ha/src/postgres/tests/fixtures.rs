@@ -18,6 +18,7 @@ fn base(name: &str, role: InstanceRole) -> InstanceStatus {
         name: name.to_owned(),
         role,
         epoch: 0,
+        epoch_owner: None,
         fenced: false,
         running: true,
         in_recovery: None,
@@ -66,6 +67,12 @@ pub fn fenced(name: &str) -> Report {
 }
 
 impl Report {
+    /// The engine that claimed the reported epoch.
+    pub fn owned_by(mut self, owner: &str) -> Report {
+        self.0.epoch_owner = Some(owner.to_owned());
+        self
+    }
+
     pub fn epoch(mut self, epoch: u64) -> Report {
         self.0.epoch = epoch;
         self

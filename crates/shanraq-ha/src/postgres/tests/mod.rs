@@ -9,3 +9,4 @@ mod failover;
 mod restart;
 mod split_brain;
 mod switchover;
+mod tokens;

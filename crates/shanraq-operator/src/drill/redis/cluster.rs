@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use shanraq_api::{LiveState, ShanraqCluster, ValidCluster};
 use shanraq_ha::adapters::driver::{Clock, system_clock};
 use shanraq_ha::adapters::redis::{
-    MemoryRedisStateStore, NodeClient, RedisDriver, RedisDriverConfig, RedisDriverHandle,
-    RedisPassword, RedisRouter,
+    NodeClient, RedisDriver, RedisDriverConfig, RedisDriverHandle, RedisPassword, RedisRouter,
 };
+use shanraq_ha::adapters::state_store::MemoryStateStore;
 use shanraq_ha::redis::{
     Millis, NodeId, Phase, RedisHaConfig, RedisHaState, RedisMember, ReplicationInfo,
 };
@@ -82,6 +82,9 @@ impl Default for RedisOptions {
 
 /// Routes writes by telling the clients: the writers follow this value, as a client of
 /// Sentinel or of the `-redis-master` Service does.
+/// The identity of the Redis drill's own engine.
+pub const DRILL_REDIS_ENGINE: &str = "drill-redis-engine";
+
 #[derive(Clone, Debug)]
 pub struct WatchRouter {
     tx: watch::Sender<Option<(RedisMember, u64)>>,
@@ -110,6 +113,9 @@ pub struct LocalRedis {
     routed: watch::Receiver<Option<(RedisMember, u64)>>,
     ha: RedisHaConfig,
     clock: Clock,
+    /// The engines' state: every engine of this group (see `start_engine`) shares it.
+    store: MemoryStateStore<RedisHaState>,
+    router: WatchRouter,
 }
 
 impl std::fmt::Debug for LocalRedis {
@@ -177,16 +183,20 @@ impl LocalRedis {
         let members: Vec<RedisMember> = slots.iter().map(|s| s.member.clone()).collect();
         let (tx, routed) = watch::channel(None);
         let router = WatchRouter { tx };
-        let config_driver = RedisDriverConfig::new(
-            ha.clone(),
-            members,
-            Some(RedisPassword::new(password.clone())),
-        );
+        let store = MemoryStateStore::default();
+        let config_driver = RedisDriverConfig {
+            identity: DRILL_REDIS_ENGINE.to_owned(),
+            ..RedisDriverConfig::new(
+                ha.clone(),
+                members,
+                Some(RedisPassword::new(password.clone())),
+            )
+        };
         let clock = system_clock();
         let (driver, handle) = RedisDriver::start(
             config_driver,
-            MemoryRedisStateStore::default(),
-            router,
+            store.clone(),
+            router.clone(),
             Arc::clone(&clock),
         )
         .await?;
@@ -204,9 +214,48 @@ impl LocalRedis {
             routed,
             ha,
             clock,
+            store,
+            router,
         };
         group.wait_converged(STEP_TIMEOUT).await?;
         Ok(group)
+    }
+
+    /// Starts another engine of this group, acting as `identity` on the same state and router,
+    /// on `runtime` (one the caller can block, to pause it as SIGSTOP would). Its handle and
+    /// task are the caller's.
+    pub async fn start_engine(
+        &self,
+        identity: &str,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<(RedisDriverHandle, JoinHandle<RedisHaState>), RedisDrillError> {
+        let config = RedisDriverConfig {
+            identity: identity.to_owned(),
+            ..RedisDriverConfig::new(
+                self.ha.clone(),
+                self.members(),
+                Some(RedisPassword::new(self.password.clone())),
+            )
+        };
+        let (driver, handle) = RedisDriver::start(
+            config,
+            self.store.clone(),
+            self.router.clone(),
+            Arc::clone(&self.clock),
+        )
+        .await?;
+        Ok((handle, runtime.spawn(driver.run())))
+    }
+
+    /// The state the group's engines share, as stored.
+    pub async fn stored_state(&self) -> Option<RedisHaState> {
+        use shanraq_ha::adapters::state_store::StateStore as _;
+        self.store
+            .load()
+            .await
+            .ok()
+            .flatten()
+            .map(|stored| stored.state)
     }
 
     pub fn members(&self) -> Vec<RedisMember> {

@@ -41,7 +41,7 @@ pub fn failover_record(record: &FailoverRecord) -> StatusRecord {
     }
 }
 
-/// The JSON merge patch body of `status.redis` for `state`.
+/// The readable fields of `status.redis` for `state` (the store adds `haState`).
 pub fn redis_patch(state: &RedisHaState) -> Result<Value, serde_json::Error> {
     let last = state.last_failover.as_ref().map(failover_record);
     Ok(json!({
@@ -50,7 +50,6 @@ pub fn redis_patch(state: &RedisHaState) -> Result<Value, serde_json::Error> {
         "phase": state.phase.to_string(),
         "failovers": state.failovers,
         "lastFailover": serde_json::to_value(last)?,
-        "haState": serde_json::to_string(state)?,
     }))
 }
 
@@ -78,10 +77,6 @@ pub fn cluster_status(
     }
 }
 
-pub fn parse_state(text: Option<&str>) -> Result<Option<RedisHaState>, serde_json::Error> {
-    text.map(serde_json::from_str).transpose()
-}
-
 /// Removes the Redis HA-owned keys from a `status` JSON object (the reconcile's SSA body).
 pub fn strip_ha_fields(status: &mut Value) {
     if let Some(redis) = status.get_mut("redis").and_then(Value::as_object_mut) {
@@ -105,12 +100,18 @@ mod tests {
             failovers: 2,
             ..RedisHaState::default()
         };
-        let patch = redis_patch(&state).expect("serialises");
+        let patch =
+            crate::engines::state_store::slot_patch::<crate::engines::state_store::RedisSlot>(
+                3, &state,
+            )
+            .expect("serialises");
         assert_eq!(patch["currentMaster"], "demo-redis-1");
         assert_eq!(patch["epoch"], 4);
         assert_eq!(patch["failovers"], 2);
         let text = patch["haState"].as_str().expect("a string");
-        assert_eq!(parse_state(Some(text)).expect("parses"), Some(state));
+        let stored =
+            shanraq_ha::adapters::state_store::decode::<RedisHaState>(text).expect("parses");
+        assert_eq!((stored.revision, stored.state), (3, state));
         let mut status = json!({ "redis": patch, "postgres": { "epoch": 1 } });
         strip_ha_fields(&mut status);
         assert_eq!(status["redis"], json!({}));

@@ -28,8 +28,8 @@ use tokio::task::JoinHandle;
 use super::config::engine_config;
 use super::restart::{RestartStep, next_step};
 use super::router::KubeRedisRouter;
-use super::store::KubeRedisStateStore;
 use crate::controller::events::{self, Notice};
+use crate::engines::state_store::{KubeStateStore, RedisSlot};
 use crate::ha::task::Deps;
 
 const RETRY: Duration = Duration::from_secs(5);
@@ -360,10 +360,14 @@ async fn run(
             }
         };
         let api: Api<ShanraqCluster> = Api::namespaced(deps.client.clone(), &spec.namespace);
-        let store = KubeRedisStateStore::new(api, spec.name.clone());
+        let store = KubeStateStore::<RedisSlot>::new(api, spec.name.clone());
         let pods: Api<Pod> = Api::namespaced(deps.client.clone(), &spec.namespace);
         let router = KubeRedisRouter::new(pods, members.iter().map(|m| m.name.clone()).collect());
-        let config = RedisDriverConfig::new(spec.ha.clone(), members.clone(), Some(password));
+        let config = RedisDriverConfig {
+            identity: deps.identity.clone(),
+            authority: Arc::new(deps.leadership.clone()),
+            ..RedisDriverConfig::new(spec.ha.clone(), members.clone(), Some(password))
+        };
         let (driver, handle) = match RedisDriver::start(config, store, router, system_clock()).await
         {
             Ok(started) => started,
