@@ -1,6 +1,7 @@
-//! The HA engine dies in the middle of a failover (right after it persisted the election) and
-//! a new one starts from the persisted file state: it resumes the same failover, to the same
-//! target, with no further epoch, and no acknowledged commit is lost. And an engine that is
+//! The HA engine dies in the middle of a failover (right after it persisted the election, and
+//! at every other step in turn) and a new one starts from the persisted file state: it resumes
+//! the same failover, to the same target, with no further epoch, and no acknowledged commit is
+//! lost. And an engine that is
 //! merely down, for several lease periods, takes no writes down: the primary keeps its
 //! synchronous quorum, so it keeps serving and does not fence itself.
 
@@ -14,7 +15,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 use shanraq_ha::adapters::driver::{DriverEvent, system_clock};
 use shanraq_ha::adapters::state_store::{FileStateStore, StateStore};
-use shanraq_ha::postgres::HaState;
+use shanraq_ha::postgres::{HaState, Phase};
 use shanraq_operator::drill::ClusterOptions;
 use shanraq_operator::drill::ledger::{self};
 use shanraq_operator::drill::scenario;
@@ -148,4 +149,111 @@ async fn an_operator_that_is_down_for_several_leases_does_not_take_writes_down()
         .expect("still converged on pg-0");
     let report = writer.stop().await;
     common::assert_nothing_lost(&cluster, 0, &report).await;
+}
+
+/// Where an engine is aborted in the middle of a failover: the first persisted state that
+/// satisfies the predicate (then a few milliseconds more, different each time, so the abort
+/// falls between steps as well as on them).
+struct StopPoint {
+    name: &'static str,
+    reached: fn(&HaState) -> bool,
+}
+
+const STOP_POINTS: [StopPoint; 4] = [
+    StopPoint {
+        name: "epoch bumped, fencing",
+        reached: |s| s.phase == Phase::Fencing,
+    },
+    StopPoint {
+        name: "quorum detached, electing",
+        reached: |s| {
+            s.in_flight
+                .as_ref()
+                .is_some_and(|r| r.quorum_fenced_at.is_some())
+        },
+    },
+    StopPoint {
+        name: "target chosen, promoting",
+        reached: |s| s.phase == Phase::Promoting,
+    },
+    StopPoint {
+        name: "promoted, routing",
+        reached: |s| s.phase == Phase::Routing,
+    },
+];
+
+/// The engine is aborted at every step of a failover in turn (each time on a fresh failure of
+/// the current primary, the old one rejoined in between), and a new engine with the same
+/// identity (a restarted controller) starts from the persisted state: it resumes the same
+/// failover at the same epoch, one failover per failure, nothing acknowledged lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_aborted_at_any_step_of_a_failover_resumes_it_at_the_same_epoch() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = common::converged(ClusterOptions::synchronous(3)).await;
+    let mut jitter = 7_u64;
+    for point in &STOP_POINTS {
+        let primary = cluster.primary_index().expect("a primary");
+        let alive: Vec<usize> = (0..3).collect();
+        let writer = common::writing(&cluster).await;
+        let epoch = cluster.state().expect("state").epoch;
+        let mut events = cluster.handle().expect("driver").subscribe();
+        let mark = cluster.event_mark();
+        let killed_at = system_clock()();
+        cluster
+            .topology_mut()
+            .kill(primary)
+            .expect("kill the primary");
+        let reached = tokio::time::timeout(BOUND, async {
+            loop {
+                match events.recv().await {
+                    Ok(DriverEvent::StateSaved { state, .. })
+                        if state.epoch > epoch && (point.reached)(&state) =>
+                    {
+                        return *state;
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(error) => panic!("driver events ended: {error}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the failover reaches '{}'", point.name));
+        // Between 0 and 40 ms later: on the step or past it.
+        jitter = jitter
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        tokio::time::sleep(Duration::from_millis((jitter >> 33) % 41)).await;
+        let stopped = cluster.stop_driver().await.expect("the driver stops");
+        println!(
+            "aborted at '{}' (phase {} when persisted, {} when stopped)",
+            point.name, reached.phase, stopped.phase
+        );
+        cluster.start_driver().await.expect("a new driver starts");
+        let outcome = scenario::finish(&cluster, &writer, primary, epoch, mark, killed_at, BOUND)
+            .await
+            .unwrap_or_else(|error| panic!("resumed after '{}': {error}", point.name));
+        println!(
+            "resumed after '{}': RTO {} ms, epoch {}",
+            point.name,
+            outcome.timeline.rto_ms().unwrap_or_default(),
+            outcome.record.epoch
+        );
+        assert_eq!(outcome.record.epoch, epoch + 1, "the same failover");
+        assert_eq!(outcome.state.epoch, epoch + 1, "no second epoch bump");
+        assert_eq!(
+            scenario::unplanned_failovers(&cluster.events_since(mark)),
+            1,
+            "one failover for one failure"
+        );
+        let resumed_from = writer.acknowledged();
+        writer
+            .wait_for_acks(resumed_from + 50, BOUND)
+            .await
+            .expect("writes continue");
+        let report = writer.stop().await;
+        common::assert_nothing_lost(&cluster, outcome.new_primary, &report).await;
+        scenario::rejoin(&mut cluster, primary, &alive, BOUND)
+            .await
+            .expect("the old primary rejoins");
+    }
 }

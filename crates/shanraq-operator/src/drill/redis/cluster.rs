@@ -221,6 +221,22 @@ impl LocalRedis {
         Ok(group)
     }
 
+    /// Starts the group's own driver again (after `stop_driver`), acting as `identity` on the
+    /// group's state: a restarted controller when `identity` is the same, a new one otherwise.
+    pub async fn start_driver_as(&mut self, identity: &str) -> Result<(), RedisDrillError> {
+        if self.driver.is_some() {
+            return Ok(());
+        }
+        let runtime = match &self.lab {
+            Some(lab) => lab.engine.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        };
+        let (handle, join) = self.start_engine(identity, &runtime).await?;
+        self.handle = handle;
+        self.driver = Some(join);
+        Ok(())
+    }
+
     /// Starts another engine of this group, acting as `identity` on the same state and router,
     /// on `runtime` (one the caller can block, to pause it as SIGSTOP would). Its handle and
     /// task are the caller's.
