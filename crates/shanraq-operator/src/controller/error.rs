@@ -158,6 +158,19 @@ pub enum Error {
     Switchover(#[from] SwitchoverError),
     #[error(transparent)]
     Drill(#[from] DrillError),
+    /// This replica does not lead (any more): nothing was written.
+    #[error("not writing: {0}")]
+    NotLeader(String),
+}
+
+/// A write refused because this replica does not lead.
+#[derive(Debug)]
+pub struct NotLeader(pub String);
+
+impl From<NotLeader> for Error {
+    fn from(NotLeader(reason): NotLeader) -> Error {
+        Error::NotLeader(reason)
+    }
 }
 
 impl Error {
@@ -173,6 +186,7 @@ impl Error {
             Error::Status(_) => "status",
             Error::Switchover(_) => "switchover",
             Error::Drill(_) => "drill",
+            Error::NotLeader(_) => "not_leader",
         }
     }
 }

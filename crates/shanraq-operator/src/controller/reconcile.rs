@@ -15,7 +15,7 @@ use shanraq_api::{LiveState, ShanraqCluster, ValidCluster};
 use shanraq_render::Inputs;
 use tracing::instrument;
 
-use super::error::Error;
+use super::error::{Error, NotLeader};
 use super::events::{self, Notice};
 use super::status::{self, Observed};
 use super::{Context, applied, apply, failover_drill, secrets, switchover};
@@ -43,6 +43,14 @@ pub async fn reconcile(cluster: Arc<ShanraqCluster>, ctx: Arc<Context>) -> Resul
     result
 }
 
+/// A reconcile writes only while this replica leads, checked right before each write (a
+/// lease says a process *was* leader): a replica paused past its Lease that wakes mid-reconcile
+/// writes nothing.
+fn leading(ctx: &Context) -> Result<(), NotLeader> {
+    use shanraq_ha::adapters::custody::Authority as _;
+    ctx.ha.settings().leadership.check().map_err(NotLeader)
+}
+
 async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     let namespace = object.namespace().ok_or(Error::MissingNamespace)?;
     // Being deleted: the garbage collector removes the children (in foreground deletion while
@@ -68,6 +76,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         Ok(cluster) => cluster,
         Err(invalid) => {
             let next = status::stalled(&previous, object.metadata.generation, &invalid, &now);
+            leading(ctx)?;
             status::write(&ctx.client, object, &previous, &next).await?;
             let notices = events::transitions(&previous.conditions, &next.conditions);
             events::publish(&ctx.recorder, &reference, &notices).await;
@@ -87,6 +96,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         name: cluster.name.clone(),
         source,
     })?;
+    leading(ctx)?;
     let (created, applied) =
         apply_or_read(ctx, &cluster, &rendered, inputs.monitoring_available).await?;
 
@@ -185,6 +195,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         next.drill = Some(record.clone());
     }
     let drill_running = drill.running(&previous);
+    leading(ctx)?;
     let written = status::write(&ctx.client, object, &previous, &next).await?;
     publish_objectives(ctx, &cluster, &observed);
     publish_components(ctx, &cluster, &observed);

@@ -23,10 +23,10 @@ use super::{
     manifest, pods_run_locally, ready_now, repo_root, wait_every, wait_for,
 };
 
-const CLUSTER: &str = "ledger";
+pub(super) const CLUSTER: &str = "ledger";
 /// PostgreSQL alone (three instances, one synchronous standby), so that every pod that matters
 /// runs a real process; the failover timings are the defaults a user gets.
-const LEDGER: &str = "apiVersion: shanraq.org/v1alpha1
+pub(super) const LEDGER: &str = "apiVersion: shanraq.org/v1alpha1
 kind: ShanraqCluster
 metadata:
   name: ledger
@@ -44,13 +44,16 @@ spec:
 ";
 const FAST: Duration = Duration::from_millis(50);
 
-async fn postgres_status(clusters: &Api<ShanraqCluster>) -> Option<PostgresStatus> {
+pub(super) async fn postgres_status(clusters: &Api<ShanraqCluster>) -> Option<PostgresStatus> {
     clusters.get(CLUSTER).await.ok()?.status?.postgres
 }
 
 /// A settled engine and `ready` instances serving as the engine's last probe round saw them (a
 /// primary out of recovery, replicas streaming), not merely pods kwok marks Ready.
-async fn healthy_primary(clusters: &Api<ShanraqCluster>, ready: usize) -> Option<PostgresStatus> {
+pub(super) async fn healthy_primary(
+    clusters: &Api<ShanraqCluster>,
+    ready: usize,
+) -> Option<PostgresStatus> {
     let postgres = postgres_status(clusters).await?;
     let serving = postgres.instances.iter().filter(|i| i.ready).count();
     (postgres.phase.as_deref() == Some("Healthy") && serving == ready).then_some(postgres)
@@ -68,7 +71,12 @@ async fn labelled_primaries(client: &Client, namespace: &str) -> Vec<String> {
 }
 
 /// A connection to the application database on `ip`, with the credentials of the app Secret.
-async fn connect(client: &Client, namespace: &str, database: &str, ip: &str) -> sqlx::PgConnection {
+pub(super) async fn connect(
+    client: &Client,
+    namespace: &str,
+    database: &str,
+    ip: &str,
+) -> sqlx::PgConnection {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = secrets
         .get(&format!("{CLUSTER}-pg-app"))
@@ -96,7 +104,7 @@ async fn connect(client: &Client, namespace: &str, database: &str, ip: &str) -> 
     }
 }
 
-async fn insert_rows(connection: &mut sqlx::PgConnection, from: i64, to: i64) {
+pub(super) async fn insert_rows(connection: &mut sqlx::PgConnection, from: i64, to: i64) {
     sqlx::query("CREATE TABLE IF NOT EXISTS ledger (id bigint PRIMARY KEY)")
         .execute(&mut *connection)
         .await
@@ -110,7 +118,7 @@ async fn insert_rows(connection: &mut sqlx::PgConnection, from: i64, to: i64) {
     }
 }
 
-async fn count_rows(connection: &mut sqlx::PgConnection) -> i64 {
+pub(super) async fn count_rows(connection: &mut sqlx::PgConnection) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM ledger")
         .fetch_one(&mut *connection)
         .await
@@ -118,7 +126,7 @@ async fn count_rows(connection: &mut sqlx::PgConnection) -> i64 {
 }
 
 /// Waits until the `-rw` EndpointSlice names exactly `ip`; returns when it did.
-async fn wait_rw_endpoint(
+pub(super) async fn wait_rw_endpoint(
     client: &Client,
     namespace: &str,
     ip: &str,
@@ -366,6 +374,8 @@ async fn postgres_fails_over_switches_over_and_resumes_through_the_api() {
 
     // The operator dies mid-failover: the replicas' managers hang so that fencing cannot
     // finish, the primary dies, and the operator is SIGKILLed once the status says Fencing.
+    // Its container restarts in the same pod (the same identity, so the same owner of the
+    // epoch it claimed): it resumes the failover at that epoch.
     let replicas: Vec<String> = (0..3)
         .map(|i| format!("{CLUSTER}-pg-{i}"))
         .filter(|pod| *pod != third)
@@ -394,7 +404,7 @@ async fn postgres_fails_over_switches_over_and_resumes_through_the_api() {
         OperatorOptions {
             namespace: &ns,
             lease: &lease,
-            identity: "operator-1",
+            identity: "operator-0",
             ha: true,
         },
     )

@@ -16,6 +16,7 @@ mod chart;
 mod failover;
 mod leader;
 mod operator;
+mod paused_leader;
 mod pods;
 
 use std::path::{Path, PathBuf};

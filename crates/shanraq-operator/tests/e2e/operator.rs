@@ -287,6 +287,21 @@ impl OperatorProcess {
         );
     }
 
+    /// SIGSTOP (a stalled process, a frozen VM, a throttled container): everything stops,
+    /// the Lease is not renewed.
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), Signal::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT after `pause`: the process wakes with whatever it believed when paused.
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), Signal::SIGCONT);
+        }
+    }
+
     /// SIGKILL (a crashed operator pod): no Lease release, no clean-up.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -240,6 +240,20 @@ impl PodHost {
             .expect("the pod runs here")
     }
 
+    /// Every instance log in full, of every process this host ever ran.
+    pub fn all_logs(&self) -> String {
+        let Ok(entries) = std::fs::read_dir(self.inner.dir(&["logs"])) else {
+            return String::new();
+        };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        paths
+            .iter()
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The last lines of every instance log, for a failing test's message.
     pub fn logs(&self) -> String {
         let running = self.inner.running.lock().expect("running");
