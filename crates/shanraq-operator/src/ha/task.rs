@@ -250,18 +250,54 @@ async fn start(spec: &TaskSpec, deps: &Deps) -> Result<Started, String> {
     Ok((driver, handle, clients))
 }
 
-/// Runs until `stop` turns true.
+/// How one run of the driver ended.
+enum Ended {
+    /// Stopped (asked to, or the cluster is gone): the task ends.
+    Stopped,
+    /// The engine stood down (another engine's claim, or leadership lost).
+    SteppedDown(String),
+}
+
+/// Runs until `stop` turns true. An engine that stood down starts again once this operator
+/// leads (it then claims the state anew): a stand-down at a lapsed renewal does not leave the
+/// cluster without an engine until the next reconcile.
 pub async fn run(spec: TaskSpec, deps: Deps, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let key = spec.key();
+    loop {
+        match run_driver(&spec, &deps, &shared, &mut stop).await {
+            Ended::Stopped => return,
+            Ended::SteppedDown(reason) => {
+                tracing::warn!(cluster = %key, %reason, "the HA engine stood down; it starts again once this operator leads");
+                let mut leading = deps.leadership.subscribe();
+                tokio::select! {
+                    _ = leading.wait_for(|leading| *leading) => {}
+                    () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(START_RETRY) => {}
+                    () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                }
+            }
+        }
+    }
+}
+
+async fn run_driver(
+    spec: &TaskSpec,
+    deps: &Deps,
+    shared: &Arc<Shared>,
+    stop: &mut watch::Receiver<bool>,
+) -> Ended {
+    let key = spec.key();
     let started = loop {
-        match start(&spec, &deps).await {
+        match start(spec, deps).await {
             Ok(started) => break started,
             Err(error) => {
                 tracing::warn!(cluster = %key, %error, retry_in = ?START_RETRY, "cannot start the HA task");
                 let wait = tokio::time::sleep(START_RETRY);
                 tokio::select! {
                     () = wait => {}
-                    () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                    () = async { let _ = stop.wait_for(|s| *s).await; } => return Ended::Stopped,
                 }
             }
         }
@@ -305,9 +341,13 @@ pub async fn run(spec: TaskSpec, deps: Deps, shared: Arc<Shared>, mut stop: watc
         spec.namespace.clone(),
         spec.name.clone(),
     );
+    let mut ended = Ended::Stopped;
     tokio::select! {
         _ = &mut running => {
-            tracing::warn!(cluster = %key, "the HA driver stopped by itself");
+            let reason = handle
+                .stepped_down()
+                .unwrap_or_else(|| "the HA driver stopped by itself".to_owned());
+            ended = Ended::SteppedDown(reason);
         }
         () = gone => {
             tracing::info!(cluster = %key, "ShanraqCluster deleted: stopping the HA task");
@@ -328,6 +368,7 @@ pub async fn run(spec: TaskSpec, deps: Deps, shared: Arc<Shared>, mut stop: watc
         *slot = None;
     }
     tracing::info!(cluster = %key, "HA task stopped");
+    ended
 }
 
 /// Completes once the ShanraqCluster is deleted (a watch on that one object).

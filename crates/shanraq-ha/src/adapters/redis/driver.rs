@@ -426,12 +426,19 @@ impl<S: StateStore<RedisHaState>, R: RedisRouter> RedisDriver<S, R> {
     async fn step(&mut self) -> bool {
         let now = (self.clock)();
         let out = self.engine.step(now);
-        for event in out.events {
-            tracing::info!(reason = event.reason(), message = %event.message(), "redis ha event");
-            let _ = self.events.send(RedisDriverEvent::Engine(event));
-        }
         let state = self.engine.state().clone();
-        match self.custody.secure(&state, !out.commands.is_empty()).await {
+        let secured = self.custody.secure(&state, !out.commands.is_empty()).await;
+        // What an engine that may not act decided is not published: it will not happen.
+        if !matches!(
+            secured,
+            Err(Lapse::Superseded { .. } | Lapse::Unauthorized(_) | Lapse::Resume(_))
+        ) {
+            for event in out.events {
+                tracing::info!(reason = event.reason(), message = %event.message(), "redis ha event");
+                let _ = self.events.send(RedisDriverEvent::Engine(event));
+            }
+        }
+        match secured {
             Ok(true) => {
                 let _ = self.state_tx.send(state.clone());
                 let _ = self.events.send(RedisDriverEvent::StateSaved {

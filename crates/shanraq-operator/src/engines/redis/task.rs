@@ -383,11 +383,16 @@ async fn run(
         if let Ok(mut slot) = slot.lock() {
             *slot = Some(handle.clone());
         }
-        let join = tokio::spawn(driver.run());
+        let mut join = tokio::spawn(driver.run());
         let mut check = tokio::time::interval(POD_CHECK);
+        let mut stood_down = None;
         loop {
             tokio::select! {
                 _ = stopped.changed() => break,
+                _ = &mut join => {
+                    stood_down = Some(handle.stepped_down().unwrap_or_else(|| "the Redis HA driver stopped by itself".to_owned()));
+                    break;
+                }
                 received = events.recv() => match received {
                     Ok(RedisDriverEvent::Engine(event)) => {
                         count_failover(&spec, &deps, &event);
@@ -413,9 +418,25 @@ async fn run(
             }
         }
         handle.stop().await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), join).await;
+        if !join.is_finished() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut join).await;
+        }
         if let Ok(mut slot) = slot.lock() {
             *slot = None;
+        }
+        if let Some(reason) = stood_down {
+            // Another engine's claim, or leadership lost: start again once this operator
+            // leads (the new driver then claims the state anew).
+            tracing::warn!(%cluster, %reason, "the Redis HA engine stood down; it starts again once this operator leads");
+            let mut leading = deps.leadership.subscribe();
+            tokio::select! {
+                _ = leading.wait_for(|leading| *leading) => {}
+                _ = stopped.changed() => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RETRY) => {}
+                _ = stopped.changed() => return,
+            }
         }
     }
 }
