@@ -3,6 +3,8 @@
 //! its edge.
 
 pub mod adapters;
+pub mod driver;
+pub mod engine;
 pub mod kafka;
 pub mod objectives;
 pub mod postgres;

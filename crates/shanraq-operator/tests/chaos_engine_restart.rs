@@ -14,7 +14,7 @@ use std::time::Duration;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 use shanraq_ha::adapters::driver::{DriverEvent, system_clock};
-use shanraq_ha::adapters::state_store::{FileStateStore, StateStore};
+use shanraq_ha::driver::state_store::{FileStateStore, StateStore};
 use shanraq_ha::postgres::{HaState, Phase};
 use shanraq_operator::drill::ClusterOptions;
 use shanraq_operator::drill::ledger::{self};

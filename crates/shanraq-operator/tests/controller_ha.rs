@@ -17,9 +17,9 @@ use kube::Api;
 use kube::client::Body;
 use serde_json::{Value, json};
 use shanraq_api::ShanraqCluster;
-use shanraq_ha::adapters::driver::{Driver, DriverConfig, DriverEvent, DriverMember, system_clock};
+use shanraq_ha::adapters::driver::{DriverConfig, DriverEvent, DriverMember, system_clock};
 use shanraq_ha::adapters::instance_client::{BearerToken, ClientTimeouts, InstanceClient};
-use shanraq_ha::adapters::state_store::{Stored, decode, encode};
+use shanraq_ha::driver::state_store::{Stored, decode, encode};
 use shanraq_ha::postgres::{HaState, Member, NodeId, Phase, PostgresHaConfig, ReplicationMode};
 use shanraq_operator::engines::state_store::{HA_FIELD_MANAGER, KubeStateStore, PostgresSlot};
 use shanraq_operator::ha::router::KubeRouter;
@@ -265,11 +265,12 @@ async fn start() -> Running {
         timeouts,
         initial_state: HaState::default(),
         identity: "operator-a".to_owned(),
-        authority: std::sync::Arc::new(shanraq_ha::adapters::custody::Unconditional),
+        authority: std::sync::Arc::new(shanraq_ha::driver::custody::Unconditional),
     };
-    let (driver, handle) = Driver::start(config, store, router, system_clock())
-        .await
-        .expect("the driver starts");
+    let (driver, handle) =
+        shanraq_ha::adapters::driver::start(config, store, router, system_clock())
+            .await
+            .expect("the driver starts");
     let events = handle.subscribe();
     let run = tokio::spawn(driver.run());
     Running {

@@ -1,11 +1,9 @@
-//! IO at the engine's edge: the HTTP client of the instance managers, and the async driver
-//! that probes them, feeds the engine, executes its commands and persists its state.
+//! IO at each engine's edge, its `driver::Adapter`: PostgreSQL's (the HTTP client of the
+//! instance managers, probes that renew the primary's lease, the router) and Redis's (redis-rs).
 
-pub mod custody;
 pub mod driver;
 pub mod instance_client;
 pub mod redis;
-pub mod state_store;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@
 pub mod backup_source;
 mod command;
 mod config;
+mod contract;
 mod election;
 mod engine;
 mod model;
@@ -17,6 +18,7 @@ mod tests;
 
 pub use command::{Command, CommandError, CommandTarget, Event, EventKind, StepOutput};
 pub use config::{PostgresHaConfig, ReplicationMode};
+pub use contract::Outcome;
 pub use election::{Candidate, Elected, ElectionRules, elect};
 pub use engine::{DEFAULT_IDENTITY, PostgresHa};
 pub use model::{Member, Millis, NodeId, Observation, PodSignal, ProbeOutcome, duration_ms};

@@ -166,7 +166,7 @@ impl HaState {
     }
 }
 
-impl crate::adapters::state_store::Claimed for HaState {
+impl crate::driver::state_store::Claimed for HaState {
     fn epoch(&self) -> u64 {
         self.epoch
     }

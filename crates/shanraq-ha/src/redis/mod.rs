@@ -15,6 +15,7 @@
 pub mod cluster;
 mod command;
 mod config;
+mod contract;
 mod election;
 mod engine;
 mod info;
@@ -29,6 +30,7 @@ pub use command::{
     Command, CommandError, CommandResult, CommandTarget, Endpoint, Event, EventKind, StepOutput,
 };
 pub use config::RedisHaConfig;
+pub use contract::NoSignal;
 pub use election::{Candidate, Elected, LossBound, elect};
 pub use engine::RedisHa;
 pub use info::{InfoError, ReplicaLink, ReplicationInfo, Role, parse_replication_info};

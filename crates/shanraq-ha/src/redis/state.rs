@@ -127,7 +127,7 @@ pub struct RedisHaState {
     pub switchovers: u64,
 }
 
-impl crate::adapters::state_store::Claimed for RedisHaState {
+impl crate::driver::state_store::Claimed for RedisHaState {
     fn epoch(&self) -> u64 {
         self.epoch
     }

@@ -47,7 +47,7 @@ pub async fn reconcile(cluster: Arc<ShanraqCluster>, ctx: Arc<Context>) -> Resul
 /// lease says a process *was* leader): a replica paused past its Lease that wakes mid-reconcile
 /// writes nothing.
 fn leading(ctx: &Context) -> Result<(), NotLeader> {
-    use shanraq_ha::adapters::custody::Authority as _;
+    use shanraq_ha::driver::custody::Authority as _;
     ctx.ha.settings().leadership.check().map_err(NotLeader)
 }
 

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use shanraq_api::ValidCluster;
 
-use shanraq_ha::adapters::custody::Unconditional;
 use shanraq_ha::adapters::driver::{
     Driver, DriverConfig, DriverEvent, DriverHandle, DriverMember, system_clock,
 };
 use shanraq_ha::adapters::instance_client::{BearerToken, ClientTimeouts, InstanceClient};
-use shanraq_ha::adapters::state_store::FileStateStore;
+use shanraq_ha::driver::custody::Unconditional;
+use shanraq_ha::driver::state_store::FileStateStore;
 use shanraq_ha::postgres::{
     FailoverRecord, HaState, Member, NodeId, Phase, PostgresHaConfig, ReplicationMode,
 };
@@ -336,7 +336,7 @@ impl LocalCluster {
             self.haproxy.primary_backend(),
             ROUTE_TIMEOUT,
         );
-        Ok(Driver::start(
+        Ok(shanraq_ha::adapters::driver::start(
             config,
             FileStateStore::new(&self.store_path),
             router,

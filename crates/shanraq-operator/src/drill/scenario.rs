@@ -102,7 +102,11 @@ pub async fn switchover(
     let epoch = cluster.state()?.epoch;
     let mark = cluster.event_mark();
     let requested_at = now();
-    cluster.handle()?.request_switchover(target).await?;
+    cluster
+        .handle()?
+        .request_switchover(target)
+        .await
+        .map_err(shanraq_ha::adapters::driver::DriverError::from)?;
     let outcome = finish(
         cluster,
         ledger,

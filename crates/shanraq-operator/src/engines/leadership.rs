@@ -1,6 +1,6 @@
 //! Leader election on a `coordination.k8s.io` Lease, built for fencing: a lease tells a process
 //! that it *was* the leader, never that it still is, so every engine checks [`Leadership`] at
-//! the point of action (`shanraq_ha::adapters::custody::Authority`) against a deadline kept on
+//! the point of action (`shanraq_ha::driver::custody::Authority`) against a deadline kept on
 //! this process's monotonic clock.
 //!
 //! - The holder renews every third of the lease duration. A renewal that succeeds makes the
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
-use shanraq_ha::adapters::custody::Authority;
+use shanraq_ha::driver::custody::Authority;
 use tokio::sync::watch;
 
 /// Whether this process may act as the leader, and until when.
@@ -136,18 +136,23 @@ impl Authority for Leadership {
 pub struct Timings {
     /// `leaseDurationSeconds`: how long a silent holder keeps the Lease.
     pub duration: Duration,
-    /// How often the holder renews, and a standby looks.
+    /// How often the holder renews.
     pub renew_every: Duration,
+    /// How often a standby looks at the Lease (and it looks again the moment the holder's
+    /// record would expire).
+    pub retry_every: Duration,
     /// How much sooner than a standby could take over the holder stops acting.
     pub margin: Duration,
 }
 
 impl Timings {
-    /// Renew every third of the duration; stop acting a third before a standby may take over.
+    /// Renew every third of the duration; stop acting a third before a standby may take over;
+    /// a standby looks every 2 s (at most every third of the duration).
     pub fn for_duration(duration: Duration) -> Timings {
         Timings {
             duration,
             renew_every: duration / 3,
+            retry_every: (duration / 3).min(Duration::from_secs(2)),
             margin: duration / 3,
         }
     }
@@ -227,13 +232,27 @@ impl Elector {
                 Err(error) => tracing::warn!(%error, "leader election round failed"),
             }
             // Wake at the next round, or at the deadline if it comes first, so `leading` flips
-            // to false on time even when the API server does not answer.
-            let next = Instant::now() + self.timings.renew_every;
-            let wake = self
+            // to false on time even when the API server does not answer; a standby also wakes
+            // when the record it watches would expire.
+            let every = if self.leadership.deadline().is_some() {
+                self.timings.renew_every
+            } else {
+                self.timings.retry_every
+            };
+            let mut wake = Instant::now() + every;
+            if let Some(until) = self
                 .leadership
                 .deadline()
                 .filter(|until| *until > Instant::now())
-                .map_or(next, |until| until.min(next));
+            {
+                wake = wake.min(until);
+            }
+            if let Some((_, since)) = &self.observed {
+                let expiry = *since + self.timings.duration;
+                if expiry > Instant::now() {
+                    wake = wake.min(expiry);
+                }
+            }
             tokio::select! {
                 () = tokio::time::sleep_until(wake.into()) => {}
                 _ = stop.changed() => {}
@@ -402,6 +421,7 @@ mod tests {
     fn the_holder_stops_a_margin_before_a_standby_may_take_over() {
         let timings = Timings::for_duration(Duration::from_secs(15));
         assert_eq!(timings.renew_every, Duration::from_secs(5));
+        assert_eq!(timings.retry_every, Duration::from_secs(2));
         assert!(timings.duration - timings.margin < timings.duration);
         assert!(timings.renew_every < timings.duration - timings.margin);
     }

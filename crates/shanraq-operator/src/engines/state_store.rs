@@ -1,7 +1,7 @@
 //! `KubeStateStore`: every engine's persisted state lives in the ShanraqCluster's status, in
 //! its own slot (`status.postgres`, `status.redis`): the full state as JSON in `haState`, with
 //! its revision, beside the fields people read. Writes are compare-and-swap, as the engines'
-//! fencing tokens need (`shanraq_ha::adapters::state_store`):
+//! fencing tokens need (`shanraq_ha::driver::state_store`):
 //!
 //! - every write is a JSON merge patch of `/status` carrying the `metadata.resourceVersion`
 //!   last seen, so the API server refuses it (409) if anything at all changed in between;
@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use shanraq_api::ShanraqCluster;
-use shanraq_ha::adapters::state_store::{
+use shanraq_ha::driver::state_store::{
     Claimed, StateStore, StateStoreError, Stored, conflict, decode, encode,
 };
 use shanraq_ha::postgres::HaState;

@@ -262,6 +262,9 @@ impl HaRegistry {
             .ok_or_else(|| SwitchoverRequestError::NotRunning {
                 key: key.to_owned(),
             })?;
-        Ok(handle.request_switchover(target).await?)
+        Ok(handle
+            .request_switchover(target)
+            .await
+            .map_err(shanraq_ha::adapters::driver::DriverError::from)?)
     }
 }

@@ -238,7 +238,7 @@ async fn start(spec: &TaskSpec, deps: &Deps) -> Result<Started, String> {
         identity: deps.identity.clone(),
         authority: Arc::new(deps.leadership.clone()),
     };
-    let (driver, handle) = Driver::start_with_clients(
+    let (driver, handle) = shanraq_ha::adapters::driver::start_with_clients(
         config,
         clients.clone(),
         KubeStateStore::new(clusters, &spec.name),

@@ -11,7 +11,7 @@ use kube::Api;
 use serde_json::{Value, json};
 use shanraq_api::conditions::Truth;
 use shanraq_api::{LiveState, ShanraqCluster, ShanraqClusterSpec, ValidCluster};
-use shanraq_ha::adapters::state_store::{StateStore, StateStoreError, Stored, decode, encode};
+use shanraq_ha::driver::state_store::{StateStore, StateStoreError, Stored, decode, encode};
 use shanraq_ha::objectives::RpoMeasurement;
 use shanraq_ha::postgres::{
     FailoverKind, FailoverRecord, HaState, Millis, NodeId, Phase, ReplicationMode,

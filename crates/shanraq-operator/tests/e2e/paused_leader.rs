@@ -12,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 use shanraq_api::ShanraqCluster;
 use shanraq_api::status::PostgresStatus;
-use shanraq_ha::adapters::state_store::{Stored, decode};
+use shanraq_ha::driver::state_store::{Stored, decode};
 use shanraq_ha::postgres::HaState;
 
 use super::failover::{

@@ -1,27 +1,30 @@
-//! Runs the Redis engine against real redis-server processes: probes every node each probe
-//! period (concurrently, each probe bounded below the period, the round in a task of its own so
-//! a node that does not answer never holds back a command's result), feeds the engine,
-//! persists its state whenever it changed, and only then executes its commands (concurrently
-//! across nodes; the engine never issues two at once for one node). Results go back through
-//! `command_done` with the node's `INFO replication` right after, and everything the engine
-//! decides is published on a broadcast channel (the demo's timeline, Kubernetes Events).
+//! Redis's adapter for the one driver loop (`crate::driver`): probes every redis-server with
+//! `INFO replication` (each bounded below the probe period), executes commands with redis-rs
+//! (`REPLICAOF`, `CLIENT PAUSE`) or the router, each followed by the node's `INFO replication`,
+//! and reports every node's replication info to callers. Redis nodes cannot check a fencing
+//! token, so the driver's check against the store right before every command is what keeps a
+//! stale engine out. `start` builds the driver.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio::task::JoinSet;
+use futures::future::BoxFuture;
 
 use super::client::{NodeClient, RedisPassword};
-use crate::adapters::custody::{Authority, Custody, Lapse, Unconditional};
-use crate::adapters::driver::Clock;
-use crate::adapters::state_store::{StateStore, StateStoreError};
+use crate::driver::custody::{Authority, Unconditional};
+use crate::driver::state_store::{StateStore, StateStoreError};
+use crate::driver::{Acting, Adapter, Clock, RequestError};
 use crate::redis::{
-    Command, CommandError, Event, Millis, NodeId, Observation, RedisHa, RedisHaConfig,
-    RedisHaState, RedisMember, ReplicationInfo, SwitchoverError,
+    Command, CommandError, NodeId, Observation, RedisHa, RedisHaConfig, RedisHaState, RedisMember,
+    ReplicationInfo, SwitchoverError,
 };
+
+/// The Redis driver, its handle and its events.
+pub type RedisDriver<S, R> = crate::driver::Driver<RedisHa, S, RedisAdapter<R>>;
+pub type RedisDriverHandle = crate::driver::Handle<RedisHa, BTreeMap<NodeId, ReplicationInfo>>;
+pub type RedisDriverEvent = crate::driver::EventOf<RedisHa>;
 
 /// Sends writes to the new master (HAProxy's runtime API, the pods' role label, ...).
 pub trait RedisRouter: Send + Sync + 'static {
@@ -70,40 +73,6 @@ impl RedisDriverConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum RedisDriverEvent {
-    Engine(Event),
-    CommandStarted {
-        at: Millis,
-        command: Command,
-    },
-    CommandFinished {
-        at: Millis,
-        command: Command,
-        took: Duration,
-        error: Option<String>,
-    },
-    StateSaved {
-        at: Millis,
-        state: Box<RedisHaState>,
-    },
-    StoreFailed {
-        at: Millis,
-        error: String,
-    },
-    /// The store moved on under this engine's own identity: it resumed from what it holds.
-    Resumed {
-        at: Millis,
-        state: Box<RedisHaState>,
-    },
-    /// Another engine holds the claim, or this process lost its authority: the driver acts no
-    /// more and its loop ends.
-    SteppedDown {
-        at: Millis,
-        reason: String,
-    },
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum RedisDriverError {
     #[error("cannot load the Redis HA state: {0}")]
@@ -114,264 +83,34 @@ pub enum RedisDriverError {
     Switchover(#[from] SwitchoverError),
 }
 
-enum Control {
-    Stop,
-    Switchover {
-        target: Option<NodeId>,
-        reply: oneshot::Sender<Result<NodeId, SwitchoverError>>,
-    },
-}
-
-/// Controls a running driver.
-#[derive(Clone, Debug)]
-pub struct RedisDriverHandle {
-    control: mpsc::Sender<Control>,
-    events: broadcast::Sender<RedisDriverEvent>,
-    state: watch::Receiver<RedisHaState>,
-    infos: watch::Receiver<BTreeMap<NodeId, ReplicationInfo>>,
-    stepped_down: watch::Receiver<Option<String>>,
+impl From<RequestError<SwitchoverError>> for RedisDriverError {
+    fn from(error: RequestError<SwitchoverError>) -> RedisDriverError {
+        match error {
+            RequestError::Stopped => RedisDriverError::Stopped,
+            RequestError::Refused(refusal) => RedisDriverError::Switchover(refusal),
+        }
+    }
 }
 
 impl RedisDriverHandle {
-    pub async fn stop(&self) {
-        let _ = self.control.send(Control::Stop).await;
-    }
-
-    /// Starts a planned switchover (to the most advanced replica when `target` is `None`).
-    pub async fn request_switchover(
-        &self,
-        target: Option<NodeId>,
-    ) -> Result<NodeId, RedisDriverError> {
-        let (reply, answer) = oneshot::channel();
-        self.control
-            .send(Control::Switchover { target, reply })
-            .await
-            .map_err(|_| RedisDriverError::Stopped)?;
-        Ok(answer.await.map_err(|_| RedisDriverError::Stopped)??)
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<RedisDriverEvent> {
-        self.events.subscribe()
-    }
-
-    pub fn state(&self) -> RedisHaState {
-        self.state.borrow().clone()
-    }
-
-    /// Why the driver stood down, once it has (another engine's claim, lost authority).
-    pub fn stepped_down(&self) -> Option<String> {
-        self.stepped_down.borrow().clone()
-    }
-
     /// What every node that answered the last probe round reported.
     pub fn infos(&self) -> BTreeMap<NodeId, ReplicationInfo> {
-        self.infos.borrow().clone()
-    }
-
-    /// Waits until the persisted state satisfies `done`, or `timeout` passes.
-    pub async fn wait_for_state(
-        &self,
-        timeout: Duration,
-        done: impl Fn(&RedisHaState) -> bool,
-    ) -> Option<RedisHaState> {
-        let mut state = self.state.clone();
-        let wait = async {
-            loop {
-                if done(&state.borrow_and_update()) {
-                    return Some(state.borrow().clone());
-                }
-                if state.changed().await.is_err() {
-                    return None;
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.ok().flatten()
+        self.report()
     }
 }
 
-/// A switchover asked for before the engine could take it (master not yet routed just after a
-/// start or a failover): retried every step until its deadline.
-struct PendingSwitchover {
-    target: Option<NodeId>,
-    reply: oneshot::Sender<Result<NodeId, SwitchoverError>>,
-    deadline: Instant,
-}
-
-struct Done {
-    command: Command,
-    result: Result<Option<ReplicationInfo>, CommandError>,
-    took: Duration,
-}
-
-pub struct RedisDriver<S: StateStore<RedisHaState>, R: RedisRouter> {
-    engine: RedisHa,
+/// The nodes (probe clients) and the router.
+#[derive(Debug)]
+pub struct RedisAdapter<R: RedisRouter> {
     clients: BTreeMap<NodeId, NodeClient>,
     command_timeout: Duration,
-    custody: Custody<RedisHaState, S>,
     router: Arc<R>,
-    clock: Clock,
-    events: broadcast::Sender<RedisDriverEvent>,
-    state_tx: watch::Sender<RedisHaState>,
-    infos_tx: watch::Sender<BTreeMap<NodeId, ReplicationInfo>>,
-    stepped_down_tx: watch::Sender<Option<String>>,
-    control: mpsc::Receiver<Control>,
-    running: JoinSet<Done>,
-    probing: JoinSet<Vec<Observation>>,
-    pending_switchover: Option<PendingSwitchover>,
 }
 
-impl<S: StateStore<RedisHaState>, R: RedisRouter> std::fmt::Debug for RedisDriver<S, R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisDriver")
-            .field("state", self.engine.state())
-            .finish_non_exhaustive()
-    }
-}
+impl<R: RedisRouter> Adapter<RedisHa> for RedisAdapter<R> {
+    type Report = BTreeMap<NodeId, ReplicationInfo>;
 
-impl<S: StateStore<RedisHaState>, R: RedisRouter> RedisDriver<S, R> {
-    pub async fn start(
-        config: RedisDriverConfig,
-        store: S,
-        router: R,
-        clock: Clock,
-    ) -> Result<(RedisDriver<S, R>, RedisDriverHandle), RedisDriverError> {
-        let (custody, loaded) = Custody::open(store, config.identity.clone(), config.authority)
-            .await
-            .map_err(RedisDriverError::Load)?;
-        let state = loaded.unwrap_or_else(|| config.initial_state.clone());
-        let clients = config
-            .members
-            .iter()
-            .map(|member| {
-                (
-                    member.name.clone(),
-                    NodeClient::new(
-                        member.name.as_str(),
-                        member.host.clone(),
-                        member.port,
-                        config.password.clone(),
-                        config.probe_timeout,
-                    ),
-                )
-            })
-            .collect();
-        let mut engine =
-            RedisHa::new(config.ha, config.members, state).with_identity(config.identity.clone());
-        // A state another engine claimed is claimed anew before anything is sent.
-        if engine.take_office() {
-            tracing::info!(
-                identity = %config.identity,
-                epoch = engine.state().epoch,
-                "claimed the Redis HA state"
-            );
-        }
-        let (events, _) = broadcast::channel(1024);
-        let (state_tx, state_rx) = watch::channel(engine.state().clone());
-        let (infos_tx, infos_rx) = watch::channel(BTreeMap::new());
-        let (stepped_down_tx, stepped_down_rx) = watch::channel(None);
-        let (control_tx, control) = mpsc::channel(16);
-        let handle = RedisDriverHandle {
-            control: control_tx,
-            events: events.clone(),
-            state: state_rx,
-            infos: infos_rx,
-            stepped_down: stepped_down_rx,
-        };
-        let driver = RedisDriver {
-            engine,
-            clients,
-            command_timeout: config.command_timeout,
-            custody,
-            router: Arc::new(router),
-            clock,
-            events,
-            state_tx,
-            infos_tx,
-            stepped_down_tx,
-            control,
-            running: JoinSet::new(),
-            probing: JoinSet::new(),
-            pending_switchover: None,
-        };
-        Ok((driver, handle))
-    }
-
-    /// Runs until stopped, or until it stands down (see `RedisDriverHandle::stepped_down`);
-    /// returns the last state. Commands still running are abandoned.
-    pub async fn run(mut self) -> RedisHaState {
-        let mut ticker = tokio::time::interval(
-            self.engine
-                .config()
-                .probe_period
-                .max(Duration::from_millis(10)),
-        );
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    self.start_probe_round();
-                    continue;
-                }
-                Some(joined) = self.probing.join_next() => {
-                    if let Ok(observations) = joined {
-                        self.apply_probes(observations);
-                    }
-                }
-                Some(joined) = self.running.join_next() => {
-                    if let Ok(done) = joined {
-                        self.finish(done);
-                    }
-                }
-                control = self.control.recv() => match control {
-                    None | Some(Control::Stop) => break,
-                    Some(Control::Switchover { target, reply }) => {
-                        if let Some(earlier) = self.pending_switchover.take() {
-                            let _ = earlier.reply.send(Err(SwitchoverError::Superseded));
-                        }
-                        let wait = (self.engine.config().probe_period * 20).max(Duration::from_secs(5));
-                        self.pending_switchover = Some(PendingSwitchover {
-                            target,
-                            reply,
-                            deadline: Instant::now() + wait,
-                        });
-                    }
-                },
-            }
-            self.try_switchover();
-            if !self.step().await {
-                break;
-            }
-        }
-        self.running.abort_all();
-        self.probing.abort_all();
-        self.engine.state().clone()
-    }
-
-    fn try_switchover(&mut self) {
-        let Some(pending) = self.pending_switchover.take() else {
-            return;
-        };
-        let now = (self.clock)();
-        match self.engine.request_switchover(pending.target.clone(), now) {
-            Err(
-                SwitchoverError::NotHealthy { .. }
-                | SwitchoverError::MasterNotReady { .. }
-                | SwitchoverError::TargetNotReplica { .. }
-                | SwitchoverError::NoReplica,
-            ) if Instant::now() < pending.deadline => {
-                self.pending_switchover = Some(pending);
-            }
-            answer => {
-                let _ = pending.reply.send(answer);
-            }
-        }
-    }
-
-    fn start_probe_round(&mut self) {
-        if !self.probing.is_empty() {
-            return;
-        }
-        let clock = Arc::clone(&self.clock);
+    fn probe_round(&self, _engine: &RedisHa, clock: Clock) -> BoxFuture<'static, Vec<Observation>> {
         let probes: Vec<_> = self
             .clients
             .iter()
@@ -390,116 +129,22 @@ impl<S: StateStore<RedisHaState>, R: RedisRouter> RedisDriver<S, R> {
                 }
             })
             .collect();
-        self.probing.spawn(futures::future::join_all(probes));
+        Box::pin(futures::future::join_all(probes))
     }
 
-    fn apply_probes(&mut self, observations: Vec<Observation>) {
-        let infos = observations
+    fn report(&self, round: &[Observation]) -> BTreeMap<NodeId, ReplicationInfo> {
+        round
             .iter()
             .filter_map(|o| o.info().map(|info| (o.node.clone(), info.clone())))
-            .collect();
-        self.infos_tx.send_replace(infos);
-        self.engine.observe_round(observations);
+            .collect()
     }
 
-    fn finish(&mut self, done: Done) {
-        let now = (self.clock)();
-        let error = done.result.as_ref().err().map(ToString::to_string);
-        match &error {
-            None => {
-                tracing::info!(command = %done.command, took_ms = done.took.as_millis(), "redis command done")
-            }
-            Some(error) => tracing::warn!(command = %done.command, %error, "redis command failed"),
-        }
-        self.engine.command_done(&done.command, done.result, now);
-        let _ = self.events.send(RedisDriverEvent::CommandFinished {
-            at: now,
-            command: done.command,
-            took: done.took,
-            error,
-        });
-    }
-
-    /// One step: decide, secure the state, execute. False once the driver stood down. Redis
-    /// nodes cannot refuse a stale token, so the check right before the commands (authority,
-    /// then the store by compare-and-swap or read-back) is what keeps a stale engine out.
-    async fn step(&mut self) -> bool {
-        let now = (self.clock)();
-        let out = self.engine.step(now);
-        let state = self.engine.state().clone();
-        let secured = self.custody.secure(&state, !out.commands.is_empty()).await;
-        // What an engine that may not act decided is not published: it will not happen.
-        if !matches!(
-            secured,
-            Err(Lapse::Superseded { .. } | Lapse::Unauthorized(_) | Lapse::Resume(_))
-        ) {
-            for event in out.events {
-                tracing::info!(reason = event.reason(), message = %event.message(), "redis ha event");
-                let _ = self.events.send(RedisDriverEvent::Engine(event));
-            }
-        }
-        match secured {
-            Ok(true) => {
-                let _ = self.state_tx.send(state.clone());
-                let _ = self.events.send(RedisDriverEvent::StateSaved {
-                    at: now,
-                    state: Box::new(state),
-                });
-            }
-            Ok(false) => {}
-            Err(Lapse::Store(error)) => {
-                let error = error.to_string();
-                tracing::error!(%error, "cannot persist the Redis HA state; commands of this step not executed");
-                for command in &out.commands {
-                    self.engine.command_done(
-                        command,
-                        Err(CommandError::NotExecuted(error.clone())),
-                        now,
-                    );
-                }
-                let _ = self
-                    .events
-                    .send(RedisDriverEvent::StoreFailed { at: now, error });
-                return true;
-            }
-            Err(Lapse::Resume(state)) => {
-                tracing::warn!(
-                    epoch = state.epoch,
-                    "the Redis HA state moved on; resuming from the store"
-                );
-                self.running.abort_all();
-                self.engine.resume_from(state.clone());
-                let _ = self.state_tx.send(state.clone());
-                let _ = self.events.send(RedisDriverEvent::Resumed {
-                    at: now,
-                    state: Box::new(state),
-                });
-                return true;
-            }
-            Err(lapse) => {
-                let reason = lapse.to_string();
-                tracing::warn!(%reason, "standing down: this Redis engine acts no more");
-                self.running.abort_all();
-                self.stepped_down_tx.send_replace(Some(reason.clone()));
-                let _ = self
-                    .events
-                    .send(RedisDriverEvent::SteppedDown { at: now, reason });
-                return false;
-            }
-        }
-        for command in out.commands {
-            let _ = self.events.send(RedisDriverEvent::CommandStarted {
-                at: now,
-                command: command.clone(),
-            });
-            self.execute(command);
-        }
-        true
-    }
-
-    fn execute(&mut self, command: Command) {
-        let member = self
-            .engine
+    fn execute(
+        &self,
+        engine: &RedisHa,
+        command: Command,
+    ) -> BoxFuture<'static, Result<Option<ReplicationInfo>, CommandError>> {
+        let member = engine
             .members()
             .iter()
             .find(|m| &m.name == command.node())
@@ -509,16 +154,52 @@ impl<S: StateStore<RedisHaState>, R: RedisRouter> RedisDriver<S, R> {
             .get(command.node())
             .map(|client| client.with_timeout(self.command_timeout));
         let router = Arc::clone(&self.router);
-        self.running.spawn(async move {
-            let started = Instant::now();
-            let result = run_command(&command, client, member, router.as_ref()).await;
-            Done {
-                command,
-                result,
-                took: started.elapsed(),
-            }
-        });
+        Box::pin(async move { run_command(&command, client, member, router.as_ref()).await })
     }
+}
+
+/// Loads the state (or takes `initial_state`) and builds the driver.
+pub async fn start<S: StateStore<RedisHaState>, R: RedisRouter>(
+    config: RedisDriverConfig,
+    store: S,
+    router: R,
+    clock: Clock,
+) -> Result<(RedisDriver<S, R>, RedisDriverHandle), RedisDriverError> {
+    let clients = config
+        .members
+        .iter()
+        .map(|member| {
+            (
+                member.name.clone(),
+                NodeClient::new(
+                    member.name.as_str(),
+                    member.host.clone(),
+                    member.port,
+                    config.password.clone(),
+                    config.probe_timeout,
+                ),
+            )
+        })
+        .collect();
+    let identity = config.identity.clone();
+    let (ha, members) = (config.ha, config.members);
+    crate::driver::Driver::start(
+        store,
+        Acting {
+            identity: config.identity,
+            authority: config.authority,
+        },
+        config.initial_state,
+        move |state| RedisHa::new(ha, members, state).with_identity(identity),
+        RedisAdapter {
+            clients,
+            command_timeout: config.command_timeout,
+            router: Arc::new(router),
+        },
+        clock,
+    )
+    .await
+    .map_err(RedisDriverError::Load)
 }
 
 async fn run_command<R: RedisRouter>(

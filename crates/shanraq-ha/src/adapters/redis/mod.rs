@@ -1,13 +1,13 @@
 //! The Redis engine's edge: a redis-rs client per node (`INFO replication`, `REPLICAOF`,
 //! `CLIENT PAUSE`) and the async driver that probes every node each probe period, feeds the
 //! engine and executes its commands. `RedisHaState` is persisted by the generic
-//! `adapters::state_store`.
+//! `driver::state_store`.
 
 pub mod client;
 pub mod driver;
 
 pub use client::{NodeClient, RedisClientError, RedisPassword};
 pub use driver::{
-    RedisDriver, RedisDriverConfig, RedisDriverError, RedisDriverEvent, RedisDriverHandle,
-    RedisRouter,
+    RedisAdapter, RedisDriver, RedisDriverConfig, RedisDriverError, RedisDriverEvent,
+    RedisDriverHandle, RedisRouter, start,
 };

@@ -10,7 +10,7 @@ use crate::adapters::driver::{
     Driver, DriverConfig, DriverEvent, DriverHandle, DriverMember, PrimaryCheckRouter, system_clock,
 };
 use crate::adapters::instance_client::{BearerToken, ClientTimeouts, InstanceClient};
-use crate::adapters::state_store::{FileStateStore, StateStore};
+use crate::driver::state_store::{FileStateStore, StateStore};
 use crate::postgres::{
     EventKind, FailoverKind, HaState, Member, NodeId, Phase, PostgresHaConfig, ReplicationMode,
 };
@@ -67,9 +67,9 @@ async fn engine_for(
         timeouts,
         initial_state,
         identity: identity.to_owned(),
-        authority: std::sync::Arc::new(crate::adapters::custody::Unconditional),
+        authority: std::sync::Arc::new(crate::driver::custody::Unconditional),
     };
-    Driver::start(
+    crate::adapters::driver::start(
         config,
         FileStateStore::new(store.as_ref()),
         PrimaryCheckRouter::new(router_clients),

@@ -1,7 +1,7 @@
 //! The stores write atomically, read back what they wrote, and refuse a write computed from a
 //! revision they no longer hold: the compare-and-swap that makes an epoch a claim.
 
-use crate::adapters::state_store::{
+use crate::driver::state_store::{
     FileStateStore, MemoryStateStore, StateStore, StateStoreError, Stored,
 };
 use crate::postgres::{HaState, NodeId};

@@ -428,7 +428,11 @@ pub async fn switch_over(
     let requested_at = clock();
     let outcome = async {
         warm?;
-        let to = group.handle().request_switchover(None).await?;
+        let to = group
+            .handle()
+            .request_switchover(None)
+            .await
+            .map_err(shanraq_ha::adapters::redis::RedisDriverError::from)?;
         let handle = group.handle().clone();
         wait_until("the switchover", STEP_TIMEOUT, || {
             (handle.state().switchovers > before.switchovers).then_some(())

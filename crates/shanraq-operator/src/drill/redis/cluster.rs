@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use shanraq_api::{LiveState, ShanraqCluster, ValidCluster};
 use shanraq_ha::adapters::driver::{Clock, system_clock};
 use shanraq_ha::adapters::redis::{
-    NodeClient, RedisDriver, RedisDriverConfig, RedisDriverHandle, RedisPassword, RedisRouter,
+    NodeClient, RedisDriverConfig, RedisDriverHandle, RedisPassword, RedisRouter,
 };
-use shanraq_ha::adapters::state_store::MemoryStateStore;
+use shanraq_ha::driver::state_store::MemoryStateStore;
 use shanraq_ha::redis::{
     Millis, NodeId, Phase, RedisHaConfig, RedisHaState, RedisMember, ReplicationInfo,
 };
@@ -193,7 +193,7 @@ impl LocalRedis {
             )
         };
         let clock = system_clock();
-        let (driver, handle) = RedisDriver::start(
+        let (driver, handle) = shanraq_ha::adapters::redis::start(
             config_driver,
             store.clone(),
             router.clone(),
@@ -253,7 +253,7 @@ impl LocalRedis {
                 Some(RedisPassword::new(self.password.clone())),
             )
         };
-        let (driver, handle) = RedisDriver::start(
+        let (driver, handle) = shanraq_ha::adapters::redis::start(
             config,
             self.store.clone(),
             self.router.clone(),
@@ -265,7 +265,7 @@ impl LocalRedis {
 
     /// The state the group's engines share, as stored.
     pub async fn stored_state(&self) -> Option<RedisHaState> {
-        use shanraq_ha::adapters::state_store::StateStore as _;
+        use shanraq_ha::driver::state_store::StateStore as _;
         self.store
             .load()
             .await

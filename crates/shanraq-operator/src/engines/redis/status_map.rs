@@ -109,8 +109,7 @@ mod tests {
         assert_eq!(patch["epoch"], 4);
         assert_eq!(patch["failovers"], 2);
         let text = patch["haState"].as_str().expect("a string");
-        let stored =
-            shanraq_ha::adapters::state_store::decode::<RedisHaState>(text).expect("parses");
+        let stored = shanraq_ha::driver::state_store::decode::<RedisHaState>(text).expect("parses");
         assert_eq!((stored.revision, stored.state), (3, state));
         let mut status = json!({ "redis": patch, "postgres": { "epoch": 1 } });
         strip_ha_fields(&mut status);

@@ -19,7 +19,7 @@ use shanraq_api::redis::RedisMode;
 use shanraq_api::{ShanraqCluster, ValidCluster};
 use shanraq_ha::adapters::driver::system_clock;
 use shanraq_ha::adapters::redis::{
-    RedisDriver, RedisDriverConfig, RedisDriverEvent, RedisDriverHandle, RedisPassword,
+    RedisDriverConfig, RedisDriverEvent, RedisDriverHandle, RedisPassword,
 };
 use shanraq_ha::redis::{Event, EventKind, RedisHaConfig, RedisMember};
 use tokio::sync::watch;
@@ -368,17 +368,17 @@ async fn run(
             authority: Arc::new(deps.leadership.clone()),
             ..RedisDriverConfig::new(spec.ha.clone(), members.clone(), Some(password))
         };
-        let (driver, handle) = match RedisDriver::start(config, store, router, system_clock()).await
-        {
-            Ok(started) => started,
-            Err(error) => {
-                tracing::warn!(%cluster, %error, "cannot start the Redis HA driver");
-                tokio::select! {
-                    _ = stopped.changed() => return,
-                    () = tokio::time::sleep(RETRY) => continue,
+        let (driver, handle) =
+            match shanraq_ha::adapters::redis::start(config, store, router, system_clock()).await {
+                Ok(started) => started,
+                Err(error) => {
+                    tracing::warn!(%cluster, %error, "cannot start the Redis HA driver");
+                    tokio::select! {
+                        _ = stopped.changed() => return,
+                        () = tokio::time::sleep(RETRY) => continue,
+                    }
                 }
-            }
-        };
+            };
         let mut events = handle.subscribe();
         if let Ok(mut slot) = slot.lock() {
             *slot = Some(handle.clone());
