@@ -94,9 +94,12 @@ pub struct LedgerReport {
 }
 
 impl LedgerReport {
-    /// Acknowledged commits taken before `at` (exclusive) and at or after it.
+    /// Acknowledged commits taken at or before `at` and after it. Acknowledgements are stamped
+    /// to the millisecond, so one that arrived in the millisecond a fault was injected counts
+    /// as before it: a writer that saw its 100th acknowledgement and then had the fault
+    /// injected has 100 before, not 99.
     pub fn split_at(&self, at: Millis) -> (usize, usize) {
-        let before = self.acks.iter().filter(|ack| ack.at < at).count();
+        let before = self.acks.iter().filter(|ack| ack.at <= at).count();
         (before, self.acks.len() - before)
     }
 
@@ -416,6 +419,8 @@ mod tests {
             first_id: 1,
         };
         assert_eq!(report.split_at(Millis(500)), (2, 2));
+        assert_eq!(report.split_at(Millis(110)), (2, 2), "same millisecond counts as before");
+        assert_eq!(report.split_at(Millis(109)), (1, 3));
         assert_eq!(
             report
                 .first_ack_on(SocketAddr::from(([127, 0, 0, 1], 5001)), Millis(500))
