@@ -15,7 +15,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin shanraq \
+    cargo build --release --locked -p shanraq-operator --bin shanraq \
     && install -m 0755 target/release/shanraq /usr/local/bin/shanraq
 
 # PostgreSQL pods. Same Debian release (bookworm) as the builder, so the binary's glibc matches.

@@ -81,7 +81,9 @@ fn dockerfile_builds_both_images_with_the_workspace_toolchain() {
         "the Dockerfile's builder must use the workspace rust-version {rust_version}"
     );
     assert!(dockerfile.contains("FROM rust:${RUST_VERSION}-bookworm AS builder"));
-    assert!(dockerfile.contains("cargo build --release --locked --bin shanraq"));
+    assert!(
+        dockerfile.contains("cargo build --release --locked -p shanraq-operator --bin shanraq")
+    );
     assert!(dockerfile.contains("FROM postgres:15-bookworm AS postgres"));
     assert!(dockerfile.contains(r#"ENTRYPOINT ["shanraq", "instance", "postgres"]"#));
     assert!(dockerfile.contains("USER postgres"));

@@ -1,7 +1,8 @@
-//! The operator: kube-rs controllers, the `shanraq` command-line tools, and the local drill.
+//! The operator: kube-rs controllers, the engines' Kubernetes wiring and the `shanraq`
+//! command line. The local drill is the `shanraq-drill` crate, never linked here.
 
+pub mod cli;
 pub mod controller;
-pub mod drill;
 pub mod engines;
 pub mod ha;
 pub mod http;

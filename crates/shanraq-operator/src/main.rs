@@ -1,8 +1,12 @@
-//! `shanraq`: one binary for the operator, its tools, the PostgreSQL instance manager and the
-//! local failover drill. Each subcommand lives in its own module or crate; this file only
-//! parses arguments and dispatches.
+//! `shanraq`: the product binary the images carry: the operator, its manifest tools and the
+//! PostgreSQL instance manager. The local drill (`demo`, `bench`, `drill`) is a binary of its
+//! own, `shanraq-drill`; `shanraq demo|bench|drill` hands over to it when it is installed
+//! beside this one (a cargo build puts them together), so a lean image never links the lab.
+
+use std::ffi::OsString;
 
 use clap::{Parser, Subcommand};
+use shanraq_operator::cli::{ProductCommand, forward_to_drill};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,45 +21,33 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the Kubernetes operator.
-    Operator(shanraq_operator::run::OperatorArgs),
-    /// Print the ShanraqCluster CustomResourceDefinition as YAML.
-    Crdgen {
-        /// Print the ShanraqBackup CustomResourceDefinition instead.
-        #[arg(long)]
-        backup: bool,
-    },
-    /// Print every object the operator would create for a ShanraqCluster manifest.
-    Render(shanraq_operator::render_cmd::RenderArgs),
-    /// Run a local failover drill on 127.0.0.1: start PostgreSQL, write, kill the primary, fail
-    /// over, and print the measured timeline.
-    Demo(shanraq_operator::drill::DemoArgs),
-    /// Measure failovers and switchovers on 127.0.0.1 and print figures.
-    Bench(shanraq_operator::drill::BenchArgs),
-    /// Verify on 127.0.0.1: `restore` backs up a local cluster and restores it into a scratch one.
-    Drill(shanraq_operator::drill::DrillArgs),
-    /// Run inside a managed pod (the PostgreSQL instance manager).
-    #[command(subcommand)]
-    Instance(InstanceCommand),
+    #[command(flatten)]
+    Product(ProductCommand),
+    /// The local failover drill on 127.0.0.1 (runs `shanraq-drill demo`).
+    #[command(disable_help_flag = true)]
+    Demo(Forwarded),
+    /// Failover and switchover figures on 127.0.0.1 (runs `shanraq-drill bench`).
+    #[command(disable_help_flag = true)]
+    Bench(Forwarded),
+    /// Backup and restore verified on 127.0.0.1 (runs `shanraq-drill drill`).
+    #[command(disable_help_flag = true)]
+    Drill(Forwarded),
 }
 
-#[derive(Debug, Subcommand)]
-enum InstanceCommand {
-    /// Bootstrap, supervise and serve the status of one PostgreSQL instance.
-    // Boxed: its many flags would make every `Command` as large as it is.
-    Postgres(Box<shanraq_instance::InstanceArgs>),
+/// Everything after the subcommand, passed on unparsed (`--help` included).
+#[derive(Debug, clap::Args)]
+struct Forwarded {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Operator(args) => shanraq_operator::run::main(args),
-        Command::Crdgen { backup } => shanraq_operator::render_cmd::crdgen(backup),
-        Command::Render(args) => shanraq_operator::render_cmd::render(args),
-        Command::Demo(args) => shanraq_operator::drill::demo(args),
-        Command::Bench(args) => shanraq_operator::drill::bench(args),
-        Command::Drill(args) => shanraq_operator::drill::drill(args),
-        Command::Instance(InstanceCommand::Postgres(args)) => shanraq_instance::main(*args),
+        Command::Product(command) => command.run(),
+        Command::Demo(rest) => Err(forward_to_drill("demo", rest.args).into()),
+        Command::Bench(rest) => Err(forward_to_drill("bench", rest.args).into()),
+        Command::Drill(rest) => Err(forward_to_drill("drill", rest.args).into()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

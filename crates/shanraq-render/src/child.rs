@@ -50,8 +50,8 @@ pub enum Child {
     Service(Service),
     ConfigMap(ConfigMap),
     PodDisruptionBudget(PodDisruptionBudget),
-    /// One-shot work: forming the Redis Cluster, creating Kafka topics. A Job's pod template is
-    /// immutable, so a Job whose work changes gets a new name.
+    /// One-shot work: forming the Redis Cluster (Kafka topics go through the admin API). A
+    /// Job's pod template is immutable, so a Job whose work changes gets a new name.
     Job(Job),
     PodMonitor(DynamicObject),
     PrometheusRule(DynamicObject),

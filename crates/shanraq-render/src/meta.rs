@@ -400,7 +400,7 @@ pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// A one-shot Job of a component (forming a Redis Cluster, creating Kafka topics): restricted,
+/// A one-shot Job of a component (forming a Redis Cluster): restricted,
 /// no service-account token, retried on failure and bounded to an hour. Its pod template is
 /// immutable, so callers put a hash of what the Job does in `name`: a changed task is a new Job.
 // Each argument is one independent field of the Job; a struct of them would only rename them.
