@@ -38,7 +38,7 @@ use super::haproxy_router::HaproxyRouter;
 use super::product;
 use super::watch::{PrimaryWatch, Watched};
 use super::write_probe;
-use shanraq_operator::ha::spec::engine_config;
+use shanraq_operator::engines::postgres::spec::engine_config;
 /// The identity of the drill's own engine (the owner of its epochs).
 pub const DRILL_ENGINE: &str = "drill-engine";
 

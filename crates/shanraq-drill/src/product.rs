@@ -13,7 +13,7 @@ use shanraq_ha::postgres::ReplicationMode;
 use super::backup::{CA_SECRET, CREDENTIALS_SECRET};
 use super::error::DrillError;
 use super::local::ClusterOptions;
-use shanraq_operator::ha::spec::engine_config;
+use shanraq_operator::engines::postgres::spec::engine_config;
 
 /// The name and namespace the rendered objects would have.
 pub const CLUSTER_NAME: &str = "drill";

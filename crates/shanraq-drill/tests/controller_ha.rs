@@ -21,8 +21,8 @@ use shanraq_ha::adapters::driver::{DriverConfig, DriverEvent, DriverMember, syst
 use shanraq_ha::adapters::instance_client::{BearerToken, ClientTimeouts, InstanceClient};
 use shanraq_ha::driver::state_store::{Stored, decode, encode};
 use shanraq_ha::postgres::{HaState, Member, NodeId, Phase, PostgresHaConfig, ReplicationMode};
+use shanraq_operator::engines::postgres::router::KubeRouter;
 use shanraq_operator::engines::state_store::{HA_FIELD_MANAGER, KubeStateStore, PostgresSlot};
-use shanraq_operator::ha::router::KubeRouter;
 use shanraq_testkit::{LocalTopology, TopologyOptions};
 use sqlx::{Connection, PgConnection};
 use tower_test::mock;
@@ -513,7 +513,7 @@ async fn an_operator_that_finds_another_claim_in_the_status_stands_down_and_exec
 /// primary fails both, its broken connection not kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_through_haproxy_measure_what_an_application_sees() {
-    use shanraq_operator::ha::probes::probe_once;
+    use shanraq_operator::engines::postgres::probes::probe_once;
     let mut topology = LocalTopology::start(binary(), TopologyOptions::default())
         .await
         .unwrap_or_else(|error| panic!("topology starts: {error}"));

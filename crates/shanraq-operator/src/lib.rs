@@ -4,7 +4,6 @@
 pub mod cli;
 pub mod controller;
 pub mod engines;
-pub mod ha;
 pub mod http;
 pub mod metrics;
 pub mod render_cmd;

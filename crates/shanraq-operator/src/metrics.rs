@@ -377,7 +377,7 @@ mod tests {
     #[test]
     fn probe_rounds_are_counted_once_a_counter_is_attached() {
         let (metrics, registry) = Metrics::registered();
-        let window = crate::ha::probes::ProbeWindow::default();
+        let window = crate::engines::postgres::probes::ProbeWindow::default();
         window.record(Some(Duration::from_millis(1)), true);
         window.count_into(metrics.probe_counter("payments", "fintech"));
         window.record(Some(Duration::from_millis(1)), false);

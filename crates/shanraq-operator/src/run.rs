@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::controller::{self, Context, discovery::Discovery};
 use crate::engines::leadership::{Elector, Leadership, Timings};
-use crate::ha::{HaSettings, InstanceAddress};
+use crate::engines::postgres::{HaSettings, InstanceAddress};
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
 

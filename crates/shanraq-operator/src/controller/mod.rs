@@ -44,7 +44,7 @@ use kube::{Client, ResourceExt};
 use shanraq_api::ShanraqCluster;
 use shanraq_api::names::{API_VERSION, KIND, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
 
-use crate::ha::{HaRegistry, HaSettings};
+use crate::engines::postgres::{HaRegistry, HaSettings};
 use crate::metrics::Metrics;
 use discovery::Discovery;
 pub use error::Error;
@@ -120,7 +120,7 @@ impl Context {
             redis_ha: crate::engines::redis::RedisHaRegistry::new(false),
             kafka: crate::engines::kafka::KafkaRegistry::new(
                 false,
-                crate::ha::InstanceAddress::default(),
+                crate::engines::postgres::InstanceAddress::default(),
             ),
             applied: applied::AppliedMarks::default(),
             failures: Mutex::new(HashMap::new()),

@@ -19,8 +19,8 @@ use super::error::{Error, NotLeader};
 use super::events::{self, Notice};
 use super::status::{self, Observed};
 use super::{Context, applied, apply, failover_drill, secrets, switchover};
-use crate::ha::objectives as ha_objectives;
-use crate::ha::task::Deps;
+use crate::engines::postgres::objectives as ha_objectives;
+use crate::engines::postgres::task::Deps;
 use crate::metrics::{ComponentLabels, ObjectiveLabels};
 use shanraq_api::ShanraqClusterStatus;
 use shanraq_ha::objectives::RpoMeasurement;
@@ -350,7 +350,7 @@ fn measure_rpo(
         return None;
     }
     let primary = designated_primary(ctx, &key, previous);
-    let mode = crate::ha::spec::engine_config(cluster).replication;
+    let mode = crate::engines::postgres::spec::engine_config(cluster).replication;
     let fresh = ha_objectives::rpo_measurement(mode, primary.as_deref(), &sample);
     Some(ctx.ha.publishable_rpo(&key, cluster, fresh))
 }

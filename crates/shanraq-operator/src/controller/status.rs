@@ -26,8 +26,8 @@ use shanraq_api::status::{
 use shanraq_api::{InvalidSpec, ShanraqCluster, ShanraqClusterStatus, ValidCluster};
 
 use super::error::StatusError;
-use crate::ha::objectives as ha_objectives;
-use crate::ha::status_map::strip_ha_fields;
+use crate::engines::postgres::objectives as ha_objectives;
+use crate::engines::postgres::status_map::strip_ha_fields;
 use shanraq_ha::objectives::RpoMeasurement;
 
 /// What promoting a replica costs, from the measured floor (`pg_promote()` ~120 ms, first write

@@ -12,7 +12,7 @@ use shanraq_ha::postgres::NodeId;
 
 use super::error::SwitchoverError;
 use super::events::Notice;
-use crate::ha::HaRegistry;
+use crate::engines::postgres::HaRegistry;
 
 pub const SWITCHOVER_REQUESTED: &str = "SwitchoverRequested";
 pub const SWITCHOVER_REFUSED: &str = "SwitchoverRefused";

@@ -611,7 +611,7 @@ async fn the_reconcile_keeps_the_ha_fields_and_uses_the_last_failover() {
         .clone()
         .expect("status body");
     let postgres = body["status"]["postgres"].as_object().expect("postgres");
-    for key in crate::ha::status_map::HA_FIELDS {
+    for key in crate::engines::postgres::status_map::HA_FIELDS {
         assert!(
             !postgres.contains_key(key),
             "{key} sent by the reconcile: {postgres:?}"

@@ -1,9 +1,10 @@
-//! The Kubernetes wiring of each HA engine beyond PostgreSQL's (which predates this layout and
-//! lives in `crate::ha`): its settings from the cluster's spec, its router, its status and
-//! conditions. Shared by every engine: the state store in the cluster's status
-//! (`state_store`) and the leadership every engine checks before it acts (`leadership`).
+//! The Kubernetes wiring of each HA engine, one folder each (`postgres`, `redis`, `kafka`): its
+//! settings from the cluster's spec, its task, its router, its status and conditions. Shared
+//! by every engine: the state store in the cluster's status (`state_store`) and the leadership
+//! every engine checks before it acts (`leadership`).
 
 pub mod kafka;
 pub mod leadership;
+pub mod postgres;
 pub mod redis;
 pub mod state_store;

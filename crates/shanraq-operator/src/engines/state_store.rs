@@ -62,7 +62,7 @@ impl StatusSlot for PostgresSlot {
     }
 
     fn readable(state: &HaState) -> Result<Value, serde_json::Error> {
-        crate::ha::status_map::postgres_patch(state)
+        crate::engines::postgres::status_map::postgres_patch(state)
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use kube::Client;
 
-use crate::ha::InstanceAddress;
+use crate::engines::postgres::InstanceAddress;
 
 use super::admin::KafkaAdmin;
 use super::health::AdminView;

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use super::status_map::cluster_status;
 use super::task::{RedisTaskSpec, pod_members, read_password};
 use crate::controller::events::{self, Notice};
+use crate::engines::postgres::task::Deps;
 use crate::engines::state_store::HA_FIELD_MANAGER;
-use crate::ha::task::Deps;
 
 const PERIOD: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use shanraq_api::names::ANNOTATION_CONFIG_HASH;
 use shanraq_ha::redis::{NodeId, Phase, RedisHaState, RedisMember, ReplicationInfo};
 
-use crate::ha::pods::pod_state;
+use crate::engines::postgres::pods::pod_state;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RestartStep {

@@ -9,7 +9,7 @@ use shanraq_api::names::{ROLE_MASTER, ROLE_REPLICA};
 use shanraq_ha::adapters::redis::RedisRouter;
 use shanraq_ha::redis::{NodeId, RedisMember};
 
-use crate::ha::router::label_role;
+use crate::engines::postgres::router::label_role;
 
 #[derive(Clone)]
 pub struct KubeRedisRouter {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use shanraq_api::status::FailoverRecord as StatusRecord;
 use shanraq_ha::redis::{FailoverKind, FailoverRecord, RedisHaState};
 
-use crate::ha::status_map::rfc3339;
+use crate::engines::postgres::status_map::rfc3339;
 
 /// The `status.redis` keys the Redis HA task owns; the reconcile's status writer never sends
 /// them.

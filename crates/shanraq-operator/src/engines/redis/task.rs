@@ -29,8 +29,8 @@ use super::config::engine_config;
 use super::restart::{RestartStep, next_step};
 use super::router::KubeRedisRouter;
 use crate::controller::events::{self, Notice};
+use crate::engines::postgres::task::Deps;
 use crate::engines::state_store::{KubeStateStore, RedisSlot};
-use crate::ha::task::Deps;
 
 const RETRY: Duration = Duration::from_secs(5);
 /// How often the task checks the pods' addresses.
@@ -256,7 +256,7 @@ async fn roll_out(
         Some(RestartStep::DeleteReplica(name)) => {
             match pods.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => Notice::normal(
-                    crate::ha::task::CONFIG_RESTART,
+                    crate::engines::postgres::task::CONFIG_RESTART,
                     format!("restarting Redis replica {name} to pick up the new configuration"),
                 ),
                 Err(error) => {
@@ -267,7 +267,7 @@ async fn roll_out(
         }
         Some(RestartStep::Switchover { master }) => match handle.request_switchover(None).await {
             Ok(target) => Notice::normal(
-                crate::ha::task::CONFIG_RESTART,
+                crate::engines::postgres::task::CONFIG_RESTART,
                 format!(
                     "every Redis replica runs the new configuration: switching over from {master} to {target} before restarting it"
                 ),
