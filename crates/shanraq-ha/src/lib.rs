@@ -3,6 +3,8 @@
 //! its edge.
 
 pub mod adapters;
+pub mod claim;
+pub mod dispatch;
 pub mod driver;
 pub mod engine;
 pub mod kafka;

@@ -14,17 +14,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// A persisted engine state that carries its fencing token: the epoch, and the engine that
-/// claimed it.
-pub trait Claimed:
-    Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static
-{
-    fn epoch(&self) -> u64;
-    fn owner(&self) -> Option<&str>;
-}
+pub use crate::claim::Claimed;
 
 /// What a store holds: a state and its revision (0 when nothing was ever written).
 #[derive(Clone, Debug, PartialEq, Eq)]

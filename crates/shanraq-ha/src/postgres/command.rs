@@ -35,12 +35,7 @@ pub enum Command {
     Detach { node: NodeId, epoch: u64 },
 }
 
-/// Who a command acts on: the engine runs at most one command per target at a time.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum CommandTarget {
-    Instance(NodeId),
-    Router,
-}
+pub use crate::dispatch::CommandTarget;
 
 impl Command {
     pub fn epoch(&self) -> u64 {
@@ -340,4 +335,10 @@ impl Event {
 pub struct StepOutput {
     pub commands: Vec<Command>,
     pub events: Vec<Event>,
+}
+
+impl crate::dispatch::Targeted for Command {
+    fn target(&self) -> CommandTarget {
+        Command::target(self)
+    }
 }

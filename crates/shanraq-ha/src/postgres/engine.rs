@@ -24,6 +24,8 @@ use super::config::{PostgresHaConfig, ReplicationMode};
 use super::election::{Candidate, ElectionRules, elect};
 use super::model::{Member, Millis, NodeId, Observation, PodSignal, ProbeOutcome};
 use super::state::{FailoverKind, FailoverRecord, HaState, Phase, Suspicion};
+use crate::claim::Claimed;
+use crate::dispatch::Dispatch;
 use crate::wire::{InstanceRole, InstanceStatus, Lsn, REPLY_SLACK};
 
 /// What the engine remembers about one member between steps (not persisted: rebuilt from the
@@ -53,10 +55,7 @@ pub struct PostgresHa {
     pub(super) members: Vec<Member>,
     pub(super) state: HaState,
     pub(super) nodes: BTreeMap<NodeId, NodeView>,
-    pub(super) outstanding: BTreeMap<CommandTarget, Command>,
-    /// Targets whose last command failed, and when they may be retried (one probe period
-    /// later, so a dead target is not hammered in a loop).
-    pub(super) retry_after: BTreeMap<CommandTarget, Millis>,
+    pub(super) dispatch: Dispatch<Command>,
     /// The primary the router was last confirmed to send writes to, with its epoch.
     pub(super) routed: Option<(NodeId, u64)>,
     /// The primary that confirmed holding the current epoch.
@@ -95,8 +94,7 @@ impl PostgresHa {
             members,
             state,
             nodes,
-            outstanding: BTreeMap::new(),
-            retry_after: BTreeMap::new(),
+            dispatch: Dispatch::default(),
             routed: None,
             confirmed: None,
             primary_lsn,
@@ -117,42 +115,27 @@ impl PostgresHa {
         &self.identity
     }
 
-    /// Takes over the state this engine resumes, before it acts. A state claimed by another
-    /// engine is claimed anew with the next epoch (an in-flight failover or switchover goes on
-    /// at it), so that from this engine's first command every member refuses the former
-    /// owner's; a state that names no owner (created before owners were recorded, or the
-    /// initial state of a new cluster) is claimed at its epoch. True when the state changed
-    /// and must be persisted.
+    /// Takes over the state this engine resumes, before it acts (`Claimed::take_office`): from
+    /// this engine's first command every member refuses the former owner's. True when the state
+    /// changed and must be persisted.
     pub fn take_office(&mut self) -> bool {
-        match self.state.owner.as_deref() {
-            Some(owner) if owner == self.identity => false,
-            Some(_) => {
-                let epoch = self.claim_next_epoch();
-                if let Some(record) = self.state.in_flight.as_mut() {
-                    record.epoch = epoch;
-                }
-                true
-            }
-            None if self.state.epoch == 0 => false,
-            None => {
-                self.state.owner = Some(self.identity.clone());
-                true
-            }
-        }
+        let seen = self.highest_epoch_seen();
+        self.state.take_office(&self.identity, seen)
     }
 
     /// Claims the next epoch for this engine: above every epoch it has stored or seen on any
     /// member. The driver persists it before any command carries it.
     pub(super) fn claim_next_epoch(&mut self) -> u64 {
-        let seen = self
-            .nodes
+        let seen = self.highest_epoch_seen();
+        self.state.claim_next(&self.identity, seen)
+    }
+
+    fn highest_epoch_seen(&self) -> u64 {
+        self.nodes
             .values()
             .filter_map(|view| view.last.as_ref()?.status().map(|status| status.epoch))
             .max()
-            .unwrap_or(0);
-        self.state.epoch = self.state.epoch.max(seen) + 1;
-        self.state.owner = Some(self.identity.clone());
-        self.state.epoch
+            .unwrap_or(0)
     }
 
     /// Replaces the engine's state with `state`, read back from the store after another writer
@@ -165,8 +148,7 @@ impl PostgresHa {
             .and_then(|record| record.primary_lsn)
             .or(self.primary_lsn);
         self.state = state;
-        self.outstanding.clear();
-        self.retry_after.clear();
+        self.dispatch.clear();
         self.routed = None;
         self.confirmed = None;
         self.newer_claim = None;
@@ -212,7 +194,7 @@ impl PostgresHa {
 
     /// Commands issued and not yet reported done.
     pub fn outstanding(&self) -> impl Iterator<Item = &Command> {
-        self.outstanding.values()
+        self.dispatch.in_flight()
     }
 
     /// The latest observation of `node`.
@@ -337,22 +319,16 @@ impl PostgresHa {
         result: Result<(), CommandError>,
         now: Millis,
     ) {
-        let target = command.target();
-        if self.outstanding.get(&target) == Some(command) {
-            self.outstanding.remove(&target);
-        }
-        if let CommandTarget::Instance(node) = &target
+        self.dispatch.done(
+            command,
+            result.is_err().then(|| now.plus(self.config.probe_period)),
+        );
+        if let CommandTarget::Instance(node) = &command.target()
             && let Some(view) = self.nodes.get_mut(node)
         {
             view.last_done_at = Some(now);
         }
         let current = command.epoch() == self.state.epoch;
-        if result.is_ok() {
-            self.retry_after.remove(&target);
-        } else {
-            self.retry_after
-                .insert(target.clone(), now.plus(self.config.probe_period));
-        }
         if let Err(error) = &result {
             self.event(
                 now,
@@ -460,18 +436,7 @@ impl PostgresHa {
         now: Millis,
         commands: &mut Vec<Command>,
     ) -> bool {
-        let target = command.target();
-        if self.outstanding.contains_key(&target)
-            || self
-                .retry_after
-                .get(&target)
-                .is_some_and(|until| now < *until)
-        {
-            return false;
-        }
-        self.outstanding.insert(target, command.clone());
-        commands.push(command);
-        true
+        self.dispatch.emit(command, now, commands)
     }
 
     pub(super) fn member(&self, node: &NodeId) -> Option<&Member> {

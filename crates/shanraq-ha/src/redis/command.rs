@@ -42,12 +42,7 @@ pub enum Command {
     Unpause { node: NodeId, epoch: u64 },
 }
 
-/// Who a command acts on: at most one command per target is outstanding.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum CommandTarget {
-    Instance(NodeId),
-    Router,
-}
+pub use crate::dispatch::CommandTarget;
 
 impl Command {
     pub fn epoch(&self) -> u64 {
@@ -326,4 +321,10 @@ pub(super) fn join(nodes: &[NodeId]) -> String {
 pub struct StepOutput {
     pub commands: Vec<Command>,
     pub events: Vec<Event>,
+}
+
+impl crate::dispatch::Targeted for Command {
+    fn target(&self) -> CommandTarget {
+        Command::target(self)
+    }
 }

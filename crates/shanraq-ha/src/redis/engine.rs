@@ -20,6 +20,8 @@ use super::election::{Candidate, LossBound, elect};
 use super::info::ReplicationInfo;
 use super::model::{Observation, ProbeOutcome, RedisMember};
 use super::state::{FailoverKind, FailoverRecord, Phase, RedisHaState, Suspicion};
+use crate::claim::Claimed;
+use crate::dispatch::Dispatch;
 use crate::postgres::{Millis, NodeId};
 
 /// What the engine remembers about one member between steps (rebuilt from probes on restart).
@@ -44,8 +46,7 @@ pub struct RedisHa {
     pub(super) members: Vec<RedisMember>,
     pub(super) state: RedisHaState,
     pub(super) nodes: BTreeMap<NodeId, NodeView>,
-    pub(super) outstanding: BTreeMap<CommandTarget, Command>,
-    pub(super) retry_after: BTreeMap<CommandTarget, Millis>,
+    pub(super) dispatch: Dispatch<Command>,
     /// The master the router was last confirmed to send writes to, with its epoch.
     pub(super) routed: Option<(NodeId, u64)>,
     /// The current master's last reported offset and replication id.
@@ -80,8 +81,7 @@ impl RedisHa {
             members,
             state,
             nodes,
-            outstanding: BTreeMap::new(),
-            retry_after: BTreeMap::new(),
+            dispatch: Dispatch::default(),
             routed: None,
             master_offset,
             master_replid: None,
@@ -103,44 +103,25 @@ impl RedisHa {
         &self.identity
     }
 
-    /// Takes over the state this engine resumes, before it acts: a state claimed by another
-    /// engine is claimed anew with the next epoch (an in-flight failover goes on at it); a
-    /// state that names no owner is claimed at its epoch. True when the state changed and must
-    /// be persisted. Redis nodes cannot check a token themselves, so what keeps the former
-    /// owner from acting is the driver's compare-and-swap and its check of the store (and of
-    /// its leadership) right before every command.
+    /// Takes over the state this engine resumes, before it acts (`Claimed::take_office`). True
+    /// when the state changed and must be persisted. Redis nodes cannot check a token
+    /// themselves, so what keeps the former owner from acting is the driver's compare-and-swap
+    /// and its check of the store (and of its leadership) right before every command.
     pub fn take_office(&mut self) -> bool {
-        match self.state.owner.as_deref() {
-            Some(owner) if owner == self.identity => false,
-            Some(_) => {
-                let epoch = self.claim_next_epoch();
-                if let Some(record) = self.state.in_flight.as_mut() {
-                    record.epoch = epoch;
-                }
-                true
-            }
-            None if self.state.epoch == 0 => false,
-            None => {
-                self.state.owner = Some(self.identity.clone());
-                true
-            }
-        }
+        self.state.take_office(&self.identity, 0)
     }
 
     /// Claims the next epoch for this engine; the driver persists it before any command
     /// carries it.
     pub(super) fn claim_next_epoch(&mut self) -> u64 {
-        self.state.epoch += 1;
-        self.state.owner = Some(self.identity.clone());
-        self.state.epoch
+        self.state.claim_next(&self.identity, 0)
     }
 
     /// Replaces the engine's state with `state`, read back from the store after another writer
     /// moved it on (the same owner). What it remembered about commands and routing is dropped.
     pub fn resume_from(&mut self, state: RedisHaState) {
         self.state = state;
-        self.outstanding.clear();
-        self.retry_after.clear();
+        self.dispatch.clear();
         self.routed = None;
     }
 
@@ -157,7 +138,7 @@ impl RedisHa {
     }
 
     pub fn outstanding(&self) -> impl Iterator<Item = &Command> {
-        self.outstanding.values()
+        self.dispatch.in_flight()
     }
 
     pub fn last_observation(&self, node: &NodeId) -> Option<&Observation> {
@@ -260,22 +241,18 @@ impl RedisHa {
 
     /// Reports how an emitted command ended, with the node's `INFO replication` after it.
     pub fn command_done(&mut self, command: &Command, result: CommandResult, now: Millis) {
-        let target = command.target();
-        if self.outstanding.get(&target) == Some(command) {
-            self.outstanding.remove(&target);
-        }
-        if let CommandTarget::Instance(node) = &target
+        self.dispatch.done(
+            command,
+            result.is_err().then(|| now.plus(self.config.probe_period)),
+        );
+        if let CommandTarget::Instance(node) = &command.target()
             && let Some(view) = self.nodes.get_mut(node)
         {
             view.last_done_at = Some(now);
         }
         match &result {
-            Ok(_) => {
-                self.retry_after.remove(&target);
-            }
+            Ok(_) => {}
             Err(error) => {
-                self.retry_after
-                    .insert(target.clone(), now.plus(self.config.probe_period));
                 self.event(
                     now,
                     EventKind::CommandFailed {
@@ -366,18 +343,7 @@ impl RedisHa {
         now: Millis,
         commands: &mut Vec<Command>,
     ) -> bool {
-        let target = command.target();
-        if self.outstanding.contains_key(&target)
-            || self
-                .retry_after
-                .get(&target)
-                .is_some_and(|until| now < *until)
-        {
-            return false;
-        }
-        self.outstanding.insert(target, command.clone());
-        commands.push(command);
-        true
+        self.dispatch.emit(command, now, commands)
     }
 
     pub(super) fn member(&self, node: &NodeId) -> Option<&RedisMember> {

@@ -127,12 +127,21 @@ pub struct RedisHaState {
     pub switchovers: u64,
 }
 
-impl crate::driver::state_store::Claimed for RedisHaState {
+impl crate::claim::Claimed for RedisHaState {
     fn epoch(&self) -> u64 {
         self.epoch
     }
 
     fn owner(&self) -> Option<&str> {
         self.owner.as_deref()
+    }
+
+    fn set_claim(&mut self, epoch: u64, owner: &str) {
+        self.epoch = epoch;
+        self.owner = Some(owner.to_owned());
+    }
+
+    fn in_flight_epoch(&mut self) -> Option<&mut u64> {
+        self.in_flight.as_mut().map(|record| &mut record.epoch)
     }
 }
