@@ -560,8 +560,8 @@ async fn probes_through_haproxy_measure_what_an_application_sees() {
 async fn a_drill_deletes_the_primary_pod_and_records_the_rto_of_its_failover() {
     use shanraq_api::names::ANNOTATION_DRILL;
     use shanraq_api::status::PostgresInstanceStatus;
-    use shanraq_operator::controller::failover_drill::{
-        self, EngineView, PHASE_COMPLETED, PHASE_RUNNING, Requests,
+    use shanraq_operator::engines::postgres::drill::{
+        self as failover_drill, EngineView, PHASE_COMPLETED, PHASE_RUNNING, Requests,
     };
 
     let mut running = start().await;

@@ -36,8 +36,11 @@ async fn converge(
             .values()
             .flatten()
             .any(|action| !matches!(action, TopicAction::Retain | TopicAction::Refuse { .. }));
+        // Settled: every topic exists in full and its configuration was read (a topic just
+        // created can refuse DescribeConfigs for a moment).
         let settled = outcome.topics.iter().all(|t| t.partitions.is_some())
-            && outcome.figures.under_replicated_partitions == 0;
+            && outcome.figures.under_replicated_partitions == 0
+            && outcome.figures.min_insync_unread.is_empty();
         if !pending && settled {
             return outcome;
         }
@@ -107,7 +110,7 @@ async fn topics_converge_through_the_admin_api_on_real_brokers() {
     assert_eq!(created.figures.brokers_registered, 3);
     assert_eq!(created.figures.offline_partitions, 0);
     // The rendered min.insync.replicas is what the brokers apply.
-    assert_eq!(created.info.topics["payments"].min_isr, 2);
+    assert_eq!(created.info.topics["payments"].min_isr, Some(2));
 
     // KafkaReady and RPO from the admin API.
     let view = AdminView::Seen {

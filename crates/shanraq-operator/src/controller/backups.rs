@@ -234,9 +234,9 @@ pub async fn reconcile(
     let key = format!("{namespace}/{}", backup.spec.cluster);
     let generation = backup.metadata.generation;
     let previous = backup.status.as_ref();
-    let sample = ctx.ha.sample(&key);
+    let sample = ctx.engines.postgres.sample(&key);
     match step(&backup, cluster.as_ref(), sample.as_deref(), |node| {
-        ctx.ha.instance_client(&key, node).is_some()
+        ctx.engines.postgres.instance_client(&key, node).is_some()
     }) {
         Step::Done => Ok(Action::await_change()),
         Step::Fail(message) => {
@@ -253,7 +253,7 @@ pub async fn reconcile(
             Ok(Action::requeue(NOT_YET))
         }
         Step::Run { plan } => {
-            let Some(client) = ctx.ha.instance_client(&key, &plan.instance) else {
+            let Some(client) = ctx.engines.postgres.instance_client(&key, &plan.instance) else {
                 return Ok(Action::requeue(NOT_YET));
             };
             if !unfinished_now(&backups, &name).await? {

@@ -98,15 +98,8 @@ pub enum StatusError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchoverError {
-    #[error(
-        "cannot remove the switchover annotation of ShanraqCluster {namespace}/{name}: {source}"
-    )]
-    RemoveAnnotation {
-        namespace: String,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    RemoveAnnotation(#[from] crate::engines::request::RemoveAnnotationError),
 }
 
 /// Starting a failover drill.
@@ -119,13 +112,8 @@ pub enum DrillError {
         #[source]
         source: kube::Error,
     },
-    #[error("cannot remove the drill annotation of ShanraqCluster {namespace}/{name}: {source}")]
-    RemoveAnnotation {
-        namespace: String,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    RemoveAnnotation(#[from] crate::engines::request::RemoveAnnotationError),
 }
 
 /// Everything a reconcile can fail with.

@@ -12,14 +12,17 @@ pub mod apply;
 pub mod backup_schedule;
 pub mod backup_status;
 pub mod backups;
+pub mod children;
+pub mod dereference;
 pub mod discovery;
 pub mod error;
 pub mod events;
-pub mod failover_drill;
+pub mod observe;
+pub mod publish;
 pub mod reconcile;
 pub mod secrets;
+pub mod stalled;
 pub mod status;
-pub mod switchover;
 
 #[cfg(test)]
 mod tests;
@@ -44,10 +47,12 @@ use kube::{Client, ResourceExt};
 use shanraq_api::ShanraqCluster;
 use shanraq_api::names::{API_VERSION, KIND, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
 
-use crate::engines::postgres::{HaRegistry, HaSettings};
+use crate::engines::postgres::HaSettings;
+use crate::engines::registry::Engines;
 use crate::metrics::Metrics;
 use discovery::Discovery;
 pub use error::Error;
+use reconcile::leading;
 
 /// Retries of a failing reconcile back off exponentially from this...
 pub const RETRY_BASE: Duration = Duration::from_secs(2);
@@ -73,14 +78,8 @@ pub struct Context {
     pub discovery: Discovery,
     /// The kinds whose orphans are deleted (`shanraq_render::child::owned_kinds`).
     pub owned_kinds: Vec<ApiResource>,
-    /// One PostgreSQL HA task per cluster.
-    pub ha: HaRegistry,
-    /// The failover drills this operator started, so a request is acted on once.
-    pub drills: failover_drill::Requests,
-    /// One Redis HA task per cluster with Redis in replication mode.
-    pub redis_ha: crate::engines::redis::RedisHaRegistry,
-    /// One Kafka task per cluster with Kafka (topics, admin API figures).
-    pub kafka: crate::engines::kafka::KafkaRegistry,
+    /// Every engine of every cluster (PostgreSQL, Redis, Kafka).
+    pub engines: Engines,
     /// Each cluster's last full apply, so that an unchanged rendering is read, not re-applied.
     pub applied: applied::AppliedMarks,
     /// Consecutive failures per cluster (`namespace/name`), for the retry back-off.
@@ -112,28 +111,25 @@ impl Context {
             discovery,
             owned_kinds: shanraq_render::child::owned_kinds(),
             // Off until `with_ha`: a context without it never talks to instance managers.
-            ha: HaRegistry::new(HaSettings {
-                enabled: false,
-                ..HaSettings::default()
-            }),
-            drills: failover_drill::Requests::default(),
-            redis_ha: crate::engines::redis::RedisHaRegistry::new(false),
-            kafka: crate::engines::kafka::KafkaRegistry::new(
-                false,
-                crate::engines::postgres::InstanceAddress::default(),
-            ),
+            engines: Engines::disabled(),
             applied: applied::AppliedMarks::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Runs an HA task per cluster with these settings.
+    /// Runs the engines of every cluster with these settings.
     pub fn with_ha(mut self, settings: HaSettings) -> Self {
-        self.redis_ha = crate::engines::redis::RedisHaRegistry::new(settings.enabled);
-        self.kafka =
-            crate::engines::kafka::KafkaRegistry::new(settings.enabled, settings.instance_address);
-        self.ha = HaRegistry::new(settings);
+        self.engines = Engines::new(settings);
         self
+    }
+
+    /// What the engines' tasks need to reach the API, publish Events and count.
+    pub fn io(&self) -> crate::engines::registry::Io {
+        crate::engines::registry::Io {
+            client: self.client.clone(),
+            recorder: self.recorder.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 
     fn forget_failures(&self, cluster: &ShanraqCluster) {
@@ -382,8 +378,6 @@ pub async fn run(
         tracing::warn!("the ShanraqBackup controllers did not stop in time");
     }
     // Not leading (or shutting down): no engine may act any more.
-    ctx.ha.stop_all().await;
-    ctx.redis_ha.stop_all().await;
-    ctx.kafka.stop_all();
+    ctx.engines.stop_all().await;
     tracing::info!("controllers stopped");
 }

@@ -689,7 +689,7 @@ async fn a_switchover_request_is_answered_and_its_annotation_removed() {
     result.expect("reconcile");
     assert_eq!(
         report.event_reasons(),
-        vec![super::switchover::SWITCHOVER_REFUSED]
+        vec![crate::engines::postgres::switchover::SWITCHOVER_REFUSED]
     );
     let event = report
         .requests
@@ -718,7 +718,7 @@ async fn a_switchover_request_is_answered_and_its_annotation_removed() {
 
 #[test]
 fn switchover_target_any_means_the_best_replica() {
-    use super::switchover::target;
+    use crate::engines::request::target;
     assert_eq!(target("any"), None);
     assert_eq!(target(" ANY "), None);
     assert_eq!(target(""), None);
@@ -732,7 +732,7 @@ fn switchover_target_any_means_the_best_replica() {
 /// `status.drill` say why, and the annotation is removed so the request is not retried.
 #[tokio::test]
 async fn a_drill_request_without_a_running_engine_is_refused_and_recorded() {
-    use super::failover_drill::{DRILL_REFUSED, PHASE_REFUSED};
+    use crate::engines::postgres::drill::{DRILL_REFUSED, PHASE_REFUSED};
     use shanraq_api::names::ANNOTATION_DRILL;
 
     let mut object = cluster(ShanraqClusterSpec::default(), 4);
@@ -783,7 +783,7 @@ async fn a_drill_request_without_a_running_engine_is_refused_and_recorded() {
 /// engine measured and a `DrillCompleted` Event says it.
 #[tokio::test]
 async fn a_running_drill_records_the_rto_of_its_failover() {
-    use super::failover_drill::{DRILL_COMPLETED, PHASE_COMPLETED, PHASE_RUNNING};
+    use crate::engines::postgres::drill::{DRILL_COMPLETED, PHASE_COMPLETED, PHASE_RUNNING};
     use shanraq_api::status::{DrillStatus, FailoverRecord};
 
     let mut object = cluster(ShanraqClusterSpec::default(), 4);
@@ -837,7 +837,9 @@ async fn a_running_drill_records_the_rto_of_its_failover() {
 /// deletes nothing.
 #[tokio::test]
 async fn an_admitted_drill_deletes_the_primary_pod_with_no_grace_period() {
-    use super::failover_drill::{self, DRILL_STARTED, EngineView, PHASE_RUNNING};
+    use crate::engines::postgres::drill::{
+        self as failover_drill, DRILL_STARTED, EngineView, PHASE_RUNNING,
+    };
     use shanraq_api::names::ANNOTATION_DRILL;
     use shanraq_api::status::{PostgresInstanceStatus, PostgresStatus};
 
@@ -898,7 +900,7 @@ async fn an_admitted_drill_deletes_the_primary_pod_with_no_grace_period() {
     let now = k8s_openapi::jiff::Timestamp::now();
     let outcome = failover_drill::handle(
         &ctx.client,
-        &ctx.drills,
+        &ctx.engines.drills,
         &object,
         &valid,
         &previous,
@@ -910,7 +912,7 @@ async fn an_admitted_drill_deletes_the_primary_pod_with_no_grace_period() {
     // The same request seen again (a cache that has not caught up) only clears the annotation.
     let again = failover_drill::handle(
         &ctx.client,
-        &ctx.drills,
+        &ctx.engines.drills,
         &object,
         &valid,
         &previous,
@@ -938,7 +940,9 @@ async fn an_admitted_drill_deletes_the_primary_pod_with_no_grace_period() {
 /// the annotation is gone already, so the request is not retried.
 #[tokio::test]
 async fn a_drill_whose_pod_cannot_be_deleted_fails_and_says_why() {
-    use super::failover_drill::{self, DRILL_FAILED, EngineView, PHASE_FAILED};
+    use crate::engines::postgres::drill::{
+        self as failover_drill, DRILL_FAILED, EngineView, PHASE_FAILED,
+    };
     use shanraq_api::names::ANNOTATION_DRILL;
     use shanraq_api::status::{PostgresInstanceStatus, PostgresStatus};
 
@@ -994,7 +998,7 @@ async fn a_drill_whose_pod_cannot_be_deleted_fails_and_says_why() {
     };
     let outcome = failover_drill::handle(
         &ctx.client,
-        &ctx.drills,
+        &ctx.engines.drills,
         &object,
         &valid,
         &previous,

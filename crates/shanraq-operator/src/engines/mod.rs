@@ -7,4 +7,6 @@ pub mod kafka;
 pub mod leadership;
 pub mod postgres;
 pub mod redis;
+pub mod registry;
+pub mod request;
 pub mod state_store;

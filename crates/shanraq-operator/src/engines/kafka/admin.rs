@@ -51,8 +51,9 @@ pub struct TopicInfo {
     pub partitions: Vec<PartitionInfo>,
     /// The topic's own settings (`DYNAMIC_TOPIC_CONFIG`).
     pub own_config: BTreeMap<String, String>,
-    /// The effective `min.insync.replicas` (own, broker or default).
-    pub min_isr: i32,
+    /// The effective `min.insync.replicas` (own, broker or default); `None` when the topic's
+    /// configuration could not be read this round (a topic just created, say): never guessed.
+    pub min_isr: Option<i32>,
 }
 
 impl TopicInfo {
@@ -211,7 +212,7 @@ impl KafkaAdmin {
                     TopicInfo {
                         partitions,
                         own_config: BTreeMap::new(),
-                        min_isr: KAFKA_DEFAULT_MIN_ISR,
+                        min_isr: None,
                     },
                 )
             })
@@ -221,12 +222,13 @@ impl KafkaAdmin {
             let Some(topic) = topics.get_mut(name) else {
                 continue;
             };
+            topic.min_isr = Some(KAFKA_DEFAULT_MIN_ISR);
             for entry in &resource.entries {
                 let Some(value) = entry.value.as_ref() else {
                     continue;
                 };
                 if entry.name == "min.insync.replicas" {
-                    topic.min_isr = value.parse().unwrap_or(KAFKA_DEFAULT_MIN_ISR);
+                    topic.min_isr = Some(value.parse().unwrap_or(KAFKA_DEFAULT_MIN_ISR));
                 }
                 if entry.source == ConfigSource::DynamicTopic {
                     topic.own_config.insert(entry.name.clone(), value.clone());

@@ -28,8 +28,11 @@ pub struct ClusterFigures {
     pub under_replicated_partitions: i32,
     /// The smallest ISR of any partition (`None`: no partitions).
     pub min_isr_seen: Option<i32>,
-    /// The lowest `min.insync.replicas` of any topic.
+    /// The lowest `min.insync.replicas` of any topic whose configuration was read.
     pub lowest_min_insync: Option<i32>,
+    /// Topics whose configuration could not be read this round: their `min.insync.replicas`
+    /// is unknown, so no RPO is claimed from this round.
+    pub min_insync_unread: Vec<String>,
     /// Partitions whose ISR is below their topic's `min.insync.replicas`.
     pub below_min_isr: Vec<String>,
 }
@@ -44,11 +47,16 @@ pub fn figures(info: &ClusterInfo) -> ClusterFigures {
         ..ClusterFigures::default()
     };
     for (name, topic) in &info.topics {
-        figures.lowest_min_insync = Some(
-            figures
-                .lowest_min_insync
-                .map_or(topic.min_isr, |low| low.min(topic.min_isr)),
-        );
+        match topic.min_isr {
+            Some(min_isr) => {
+                figures.lowest_min_insync = Some(
+                    figures
+                        .lowest_min_insync
+                        .map_or(min_isr, |low| low.min(min_isr)),
+                );
+            }
+            None => figures.min_insync_unread.push(name.clone()),
+        }
         for partition in &topic.partitions {
             let isr = len(partition.isr.len());
             if partition.leader < 0 {
@@ -57,7 +65,7 @@ pub fn figures(info: &ClusterInfo) -> ClusterFigures {
             if partition.isr.len() < partition.replicas.len() {
                 figures.under_replicated_partitions += 1;
             }
-            if isr < topic.min_isr {
+            if topic.min_isr.is_some_and(|min_isr| isr < min_isr) {
                 figures
                     .below_min_isr
                     .push(format!("{name}-{}", partition.id));
@@ -78,7 +86,8 @@ pub fn partition_views(info: &ClusterInfo) -> Vec<PartitionView> {
                 partition: p.id,
                 replicas: p.replicas.clone(),
                 isr: p.isr.clone(),
-                min_isr: topic.min_isr,
+                // Unknown this round: as if every replica were needed, so a roll waits.
+                min_isr: topic.min_isr.unwrap_or_else(|| len(p.replicas.len())),
             })
         })
         .collect()
@@ -250,6 +259,9 @@ pub enum AdminView {
 /// `min.insync.replicas` replicas, so it survives the loss of one broker when every ISR holds
 /// at least that many and that many is at least 2.
 pub fn rpo(figures: &ClusterFigures) -> Option<RpoMeasurement> {
+    if !figures.min_insync_unread.is_empty() {
+        return None;
+    }
     let lowest = figures.lowest_min_insync?;
     let seen = figures.min_isr_seen?;
     if lowest < 2 {
@@ -299,10 +311,32 @@ mod tests {
                         })
                         .collect(),
                     own_config: BTreeMap::new(),
-                    min_isr: 2,
+                    min_isr: Some(2),
                 },
             )]),
         }
+    }
+
+    /// A topic whose configuration could not be read (just created, its describe refused)
+    /// is never taken for `min.insync.replicas` 1: no RPO is claimed from that round, and a
+    /// roll counts every replica of it as needed.
+    #[test]
+    fn an_unread_topic_configuration_claims_no_rpo_and_holds_a_roll() {
+        let mut unread = info(&[&[100, 101, 102]], 100);
+        if let Some(topic) = unread.topics.get_mut("payments") {
+            topic.min_isr = None;
+        }
+        let figures = figures(&unread);
+        assert_eq!(figures.min_insync_unread, vec!["payments".to_owned()]);
+        assert_eq!(figures.lowest_min_insync, None);
+        assert_eq!(rpo(&figures), None);
+        assert_eq!(partition_views(&unread)[0].min_isr, 3);
+        let read = super::figures(&info(&[&[100, 101, 102]], 100));
+        assert!(
+            matches!(rpo(&read), Some(RpoMeasurement::Synchronous { .. })),
+            "{:?}",
+            rpo(&read)
+        );
     }
 
     #[test]

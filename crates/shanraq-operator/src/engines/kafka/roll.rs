@@ -250,7 +250,7 @@ mod tests {
                         isr: vec![100, 101, 102],
                     }],
                     own_config: BTreeMap::new(),
-                    min_isr: 2,
+                    min_isr: Some(2),
                 },
             )]),
         };

@@ -142,6 +142,15 @@ impl KafkaRegistry {
         tasks.get(key)?.view.lock().ok()?.clone()
     }
 
+    /// Stops the task of `key` (its cluster is being deleted).
+    pub fn stop(&self, key: &str) {
+        if let Ok(mut tasks) = self.tasks.lock()
+            && let Some(entry) = tasks.remove(key)
+        {
+            entry.join.abort();
+        }
+    }
+
     pub fn stop_all(&self) {
         if let Ok(mut tasks) = self.tasks.lock() {
             for (_, entry) in tasks.drain() {
@@ -234,4 +243,13 @@ async fn run(
             }
         }
     }
+}
+
+/// The topics a cluster manages: those its status lists (declared or retained).
+pub fn managed_topics(previous: &shanraq_api::ShanraqClusterStatus) -> BTreeSet<String> {
+    previous
+        .kafka
+        .iter()
+        .flat_map(|kafka| kafka.topics.iter().map(|topic| topic.name.clone()))
+        .collect()
 }

@@ -4,13 +4,16 @@
 //! engine's state lives in the cluster's status (`KubeStateStore`), routing is the pods' role
 //! label (`KubeRouter`), and pod watches feed the engine directly.
 
+pub mod drill;
 pub mod objectives;
+pub mod observe;
 pub mod pods;
 pub mod probes;
 pub mod restart;
 pub mod router;
 pub mod spec;
 pub mod status_map;
+pub mod switchover;
 pub mod task;
 
 #[cfg(test)]

@@ -4,16 +4,12 @@
 //! (`RedisSwitchoverRequested`, or `RedisSwitchoverRefused` naming why) and the annotation is
 //! removed either way, so one request is acted on once.
 
-use kube::api::{Api, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
-use serde_json::json;
 use shanraq_api::ShanraqCluster;
-use shanraq_api::names::FIELD_MANAGER;
 
 use super::task::RedisHaRegistry;
 use crate::controller::error::SwitchoverError;
 use crate::controller::events::Notice;
-use crate::controller::switchover::target;
+use crate::engines::request;
 
 pub const ANNOTATION_REDIS_SWITCHOVER: &str = "shanraq.org/redis-switchover";
 pub const REDIS_SWITCHOVER_REQUESTED: &str = "RedisSwitchoverRequested";
@@ -25,21 +21,12 @@ pub async fn handle(
     registry: &RedisHaRegistry,
     object: &ShanraqCluster,
 ) -> Result<Option<Notice>, SwitchoverError> {
-    let Some(value) = object
-        .annotations()
-        .get(ANNOTATION_REDIS_SWITCHOVER)
-        .cloned()
-    else {
+    let Some(value) = request::value(object, ANNOTATION_REDIS_SWITCHOVER) else {
         return Ok(None);
     };
-    let namespace = object.namespace().unwrap_or_default();
-    let name = object.name_any();
-    let key = format!("{namespace}/{name}");
-    let wanted = target(&value);
-    let described = wanted
-        .as_ref()
-        .map_or_else(|| "the best replica".to_owned(), ToString::to_string);
-    let notice = match registry.handle(&key) {
+    let wanted = request::target(&value);
+    let described = request::described(wanted.as_ref());
+    let notice = match registry.handle(&request::key(object)) {
         None => Notice::warning(
             REDIS_SWITCHOVER_REFUSED,
             format!(
@@ -59,23 +46,6 @@ pub async fn handle(
             ),
         },
     };
-    let api: Api<ShanraqCluster> = Api::namespaced(client.clone(), &namespace);
-    let body = json!({
-        "metadata": {
-            "uid": object.meta().uid,
-            "annotations": { ANNOTATION_REDIS_SWITCHOVER: null },
-        },
-    });
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PatchParams::default()
-    };
-    api.patch(&name, &params, &Patch::Merge(&body))
-        .await
-        .map_err(|source| SwitchoverError::RemoveAnnotation {
-            namespace,
-            name,
-            source,
-        })?;
+    request::remove(client, object, ANNOTATION_REDIS_SWITCHOVER).await?;
     Ok(Some(notice))
 }

@@ -171,6 +171,15 @@ impl RedisHaRegistry {
         entry.handle.lock().ok()?.clone()
     }
 
+    /// Stops the task of `key` (its cluster is being deleted).
+    pub fn stop(&self, key: &str) {
+        if let Ok(mut tasks) = self.tasks.lock()
+            && let Some(entry) = tasks.remove(key)
+        {
+            let _ = entry.stop.send(true);
+        }
+    }
+
     pub async fn stop_all(&self) {
         let entries: Vec<Entry> = match self.tasks.lock() {
             Ok(mut tasks) => tasks.drain().map(|(_, e)| e).collect(),

@@ -13,15 +13,15 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
-use serde_json::json;
-use shanraq_api::names::{ANNOTATION_DRILL, FIELD_MANAGER, ROLE_REPLICA};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams};
+use shanraq_api::names::{ANNOTATION_DRILL, ROLE_REPLICA};
 use shanraq_api::status::{DrillStatus, FailoverRecord};
 use shanraq_api::{ShanraqCluster, ShanraqClusterStatus, ValidCluster};
 
-use super::error::DrillError;
-use super::events::Notice;
+use crate::controller::error::DrillError;
+use crate::controller::events::Notice;
+use crate::engines::request;
 
 pub const DRILL_STARTED: &str = "DrillStarted";
 pub const DRILL_COMPLETED: &str = "DrillCompleted";
@@ -236,7 +236,7 @@ pub async fn handle(
         .as_ref()
         .is_some_and(|d| d.request == request);
     if recorded || acted.contains(&key, &request) {
-        remove_annotation(client, object).await?;
+        request::remove(client, object, ANNOTATION_DRILL).await?;
         return Ok(outcome);
     }
     // A drill that just finished is no longer running, whatever the previous status said.
@@ -247,7 +247,7 @@ pub async fn handle(
     match admit(cluster, &current, engine) {
         Ok(primary) => {
             // The annotation goes first, so that a failure below cannot repeat the drill.
-            remove_annotation(client, object).await?;
+            request::remove(client, object, ANNOTATION_DRILL).await?;
             acted.remember(&key, &request);
             let started_at = now.to_string();
             match delete_primary(client, &cluster.namespace, &primary).await {
@@ -300,7 +300,7 @@ pub async fn handle(
                     ..DrillStatus::default()
                 });
             }
-            remove_annotation(client, object).await?;
+            request::remove(client, object, ANNOTATION_DRILL).await?;
         }
     }
     Ok(outcome)
@@ -344,34 +344,6 @@ async fn delete_primary(
         .map_err(|source| DrillError::DeletePrimary {
             namespace: namespace.to_owned(),
             pod: pod.to_owned(),
-            source,
-        })
-}
-
-/// Removes the annotation (a merge patch guarded by the object's uid).
-async fn remove_annotation(
-    client: &kube::Client,
-    object: &ShanraqCluster,
-) -> Result<(), DrillError> {
-    let namespace = object.namespace().unwrap_or_default();
-    let name = object.name_any();
-    let api: Api<ShanraqCluster> = Api::namespaced(client.clone(), &namespace);
-    let body = json!({
-        "metadata": {
-            "uid": object.meta().uid,
-            "annotations": { ANNOTATION_DRILL: null },
-        },
-    });
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PatchParams::default()
-    };
-    api.patch(&name, &params, &Patch::Merge(&body))
-        .await
-        .map(|_| ())
-        .map_err(|source| DrillError::RemoveAnnotation {
-            namespace,
-            name,
             source,
         })
 }

@@ -1,0 +1,192 @@
+//! What a reconcile tells the world once the status is written: the objective and component
+//! gauges of `/metrics`, and the Events (Secrets created, orphans deleted, the engines'
+//! requests, condition transitions).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use shanraq_api::{ShanraqClusterStatus, ValidCluster};
+use shanraq_ha::objectives::RpoMeasurement;
+
+use super::dereference::Known;
+use super::events::{self, Notice};
+use super::status::{self, Observed};
+use super::{Context, apply};
+use crate::engines::postgres::objectives as ha_objectives;
+use crate::metrics::{ComponentLabels, ObjectiveLabels};
+
+/// The gauges of this cluster.
+pub fn metrics(ctx: &Context, cluster: &ValidCluster, observed: &Observed) {
+    publish_objectives(ctx, cluster, observed);
+    publish_components(ctx, cluster, observed);
+}
+
+/// The Events of this reconcile, about the cluster or the object concerned: the Secrets
+/// `created`, the orphans `applied` deleted, the engines' `requested` ones, and the condition
+/// transitions from the previous status to `next`.
+pub async fn events(
+    ctx: &Context,
+    known: &Known,
+    cluster: &ValidCluster,
+    created: &[String],
+    applied: &apply::Applied,
+    requested: Vec<Notice>,
+    next: &ShanraqClusterStatus,
+) {
+    let mut notices: Vec<Notice> = created
+        .iter()
+        .map(|name| {
+            Notice::normal(
+                events::SECRET_CREATED,
+                format!("created Secret {name} with generated values"),
+            )
+            .about(related("v1", "Secret", name, &cluster.namespace))
+        })
+        .collect();
+    notices.extend(applied.deleted.iter().map(|deleted| {
+        Notice::normal(
+            events::ORPHAN_DELETED,
+            format!(
+                "deleted {} {}: no longer part of the rendered cluster",
+                deleted.kind, deleted.name
+            ),
+        )
+        .about(related(
+            &deleted.api_version,
+            &deleted.kind,
+            &deleted.name,
+            &cluster.namespace,
+        ))
+    }));
+    notices.extend(requested);
+    notices.extend(events::transitions(
+        &known.previous.conditions,
+        &next.conditions,
+    ));
+    events::publish(&ctx.recorder, &known.reference, &notices).await;
+}
+
+fn related(api_version: &str, kind: &str, name: &str, namespace: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(api_version.to_owned()),
+        kind: Some(kind.to_owned()),
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        ..ObjectReference::default()
+    }
+}
+
+/// Each component's ready and desired instances in the `shanraq_component_*` gauges, from the
+/// workloads just applied (Jobs are not instances).
+fn publish_components(ctx: &Context, cluster: &ValidCluster, observed: &Observed) {
+    let mut totals: std::collections::BTreeMap<&'static str, (i32, i32)> = Default::default();
+    for workload in observed
+        .workloads
+        .iter()
+        .filter(|w| w.kind != status::WorkloadKind::Job)
+    {
+        let entry = totals.entry(workload.component.as_str()).or_default();
+        entry.0 += workload.ready;
+        entry.1 += workload.desired;
+    }
+    for (component, (ready, desired)) in totals {
+        ctx.metrics.set_component(
+            ComponentLabels {
+                cluster: cluster.name.clone(),
+                namespace: cluster.namespace.clone(),
+                component: component.to_owned(),
+            },
+            ready,
+            desired,
+        );
+    }
+}
+
+/// Mirrors the objective conditions in the `shanraq_objective_*` gauges.
+fn publish_objectives(ctx: &Context, cluster: &ValidCluster, observed: &Observed) {
+    let labels = |objective: &str| ObjectiveLabels {
+        cluster: cluster.name.clone(),
+        namespace: cluster.namespace.clone(),
+        objective: objective.to_owned(),
+    };
+    let objectives = &cluster.spec.objectives;
+    let projected = status::projected_rto(cluster);
+    let rto_target = objectives.rto.as_std();
+    let (rto_met, rto_measured) = match observed.last_failover_rto {
+        Some(actual) => (
+            projected <= rto_target && actual <= rto_target,
+            Some(actual.max(projected)),
+        ),
+        None => (projected <= rto_target, None),
+    };
+    ctx.metrics
+        .set_objective(labels("rto"), Some(rto_target), Some(rto_met), rto_measured);
+    let (rpo_met, rpo_measured) = match &observed.rpo {
+        Some(measurement) => {
+            let verdict = ha_objectives::rpo_condition(cluster, measurement).1;
+            let measured = match measurement {
+                RpoMeasurement::Synchronous { .. } if verdict.met => Some(Duration::ZERO),
+                RpoMeasurement::Asynchronous { lag, .. } => Some(*lag),
+                _ => None,
+            };
+            (Some(verdict.met), measured)
+        }
+        None => (None, None),
+    };
+    ctx.metrics.set_objective(
+        labels("rpo"),
+        Some(objectives.rpo.as_std()),
+        rpo_met,
+        rpo_measured,
+    );
+    ctx.metrics.set_objective(
+        labels("latency_p99"),
+        Some(objectives.latency.p99.as_std()),
+        observed.probes.latency.as_ref().map(|v| v.met),
+        observed.probes.p99,
+    );
+    let dr_labels = labels("dr_rpo");
+    let archiving = ComponentLabels {
+        cluster: cluster.name.clone(),
+        namespace: cluster.namespace.clone(),
+        component: "postgres".to_owned(),
+    };
+    if cluster.spec.backup.is_some() {
+        let measured = observed
+            .archive
+            .as_ref()
+            .and_then(|archive| super::backup_status::dr_rpo(archive, jiff::Timestamp::now()));
+        let target = objectives.dr.rpo.as_std();
+        ctx.metrics.set_objective(
+            dr_labels,
+            Some(target),
+            measured.map(|measured| measured <= target),
+            measured,
+        );
+        match observed
+            .archive
+            .as_ref()
+            .and_then(|archive| archive.archiver.as_ref())
+        {
+            Some(archiver) => {
+                ctx.metrics
+                    .wal_archiving
+                    .get_or_create(&archiving)
+                    .set(i64::from(archiver.healthy()));
+            }
+            None => {
+                ctx.metrics.wal_archiving.remove(&archiving);
+            }
+        }
+    } else {
+        ctx.metrics.set_objective(dr_labels, None, None, None);
+        ctx.metrics.wal_archiving.remove(&archiving);
+    }
+    // A percentage, not seconds: only whether it is met.
+    ctx.metrics.set_objective(
+        labels("availability"),
+        None,
+        observed.probes.availability.as_ref().map(|v| v.met),
+        None,
+    );
+}
