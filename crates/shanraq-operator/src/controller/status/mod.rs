@@ -1,0 +1,377 @@
+//! The status, computed from what the API server returned for the children this round, and
+//! written only when it differs from what is already there.
+//!
+//! kstatus: `Ready=True` only when every enabled data-plane component (PostgreSQL, Redis, Kafka,
+//! HAProxy) reports ready for its own current generation; until then `Reconciling=True`. An
+//! invalid spec is `Stalled=True`. Objectives are reported honestly: the RTO can be projected
+//! from the failover timings, the rest say `Unknown` until the HA engine measures them.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DynamicObject;
+use serde_json::json;
+use shanraq_api::conditions::{
+    HAPROXY_READY, KAFKA_READY, POSTGRES_READY, READY, REASON_INVALID_SPEC, RECONCILING,
+    REDIS_READY, STALLED,
+};
+use shanraq_api::names::{API_VERSION, Component, FIELD_MANAGER, KIND};
+use shanraq_api::status::{
+    ObjectiveStatus, ObjectivesStatus, PostgresInstanceStatus, RedisStatus, WorkloadStatus,
+};
+use shanraq_api::{InvalidSpec, ShanraqCluster, ShanraqClusterStatus, ValidCluster};
+
+use super::error::StatusError;
+
+mod objectives;
+#[cfg(test)]
+mod tests;
+mod workloads;
+
+use crate::engines::postgres::objectives as ha_objectives;
+use crate::engines::postgres::status_map::strip_ha_fields;
+use objectives::{measured_objective_conditions, measuring_probes, seconds_text};
+pub use objectives::{objective_conditions, projected_rto};
+use shanraq_ha::objectives::RpoMeasurement;
+pub use workloads::{Workload, WorkloadKind};
+use workloads::{component_condition, monitoring_condition};
+
+/// What promoting a replica costs, from the measured floor (`pg_promote()` ~120 ms, first write
+/// ~20 ms) with a margin: used only for the projected RTO.
+pub const PROMOTION_ALLOWANCE: Duration = Duration::from_millis(300);
+
+/// Reason of conditions about objectives nothing has measured yet.
+pub const REASON_NOT_MEASURED_YET: &str = "NotMeasuredYet";
+pub const REASON_DISABLED: &str = "Disabled";
+pub const REASON_PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";
+
+pub use shanraq_api::conditions::{Desired as Want, Truth, merge};
+
+/// Everything observed this round that the conditions depend on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    pub workloads: Vec<Workload>,
+    pub monitoring_available: bool,
+    /// What bounds data loss, from the HA task's last sample; `None` while not measured.
+    pub rpo: Option<RpoMeasurement>,
+    /// The last unplanned failover's measured RTO (`status.postgres.lastFailover`).
+    pub last_failover_rto: Option<Duration>,
+    /// `status.postgres.instances[]` from the HA task's last sample; `None` while not sampled.
+    pub postgres_instances: Option<Vec<PostgresInstanceStatus>>,
+    /// Latency and availability from the probes through HAProxy.
+    pub probes: ha_objectives::ProbeVerdicts,
+    /// Redis cluster mode, as the Redis task last observed it (`status.redis.cluster`).
+    pub redis_cluster: Option<shanraq_api::status::RedisClusterStatus>,
+    /// WAL archiving and backups, from the primary's last sampled status (`spec.backup`).
+    pub archive: Option<super::backup_status::ArchiveObservation>,
+    /// The newest finished ShanraqBackup of the cluster (name, status), when listed.
+    pub last_backup: Option<(String, shanraq_api::backup_request::ShanraqBackupStatus)>,
+    /// What the Kafka task last learnt from the admin API.
+    pub kafka: Option<crate::engines::kafka::health::AdminView>,
+}
+
+impl Observed {
+    pub fn from_applied(objects: &[DynamicObject], monitoring_available: bool) -> Self {
+        Observed {
+            workloads: objects.iter().filter_map(Workload::from_object).collect(),
+            monitoring_available,
+            rpo: None,
+            last_failover_rto: None,
+            postgres_instances: None,
+            probes: ha_objectives::ProbeVerdicts::default(),
+            redis_cluster: None,
+            archive: None,
+            last_backup: None,
+            kafka: None,
+        }
+    }
+}
+
+/// Every condition of a valid cluster, from what was observed this round.
+pub fn conditions(cluster: &ValidCluster, observed: &Observed, now: &Time) -> Vec<Want> {
+    let spec = &cluster.spec;
+    let components = [
+        component_condition(
+            POSTGRES_READY,
+            "PostgreSQL",
+            "postgres",
+            spec.postgres.enabled,
+            &[Component::Postgres],
+            observed,
+        ),
+        crate::engines::redis::objectives::cluster_condition(
+            component_condition(
+                REDIS_READY,
+                "Redis",
+                "redis",
+                spec.redis.enabled,
+                &[Component::Redis],
+                observed,
+            ),
+            observed.redis_cluster.as_ref(),
+        ),
+        crate::engines::kafka::health::kafka_condition(
+            component_condition(
+                KAFKA_READY,
+                "Kafka",
+                "kafka",
+                spec.kafka.enabled,
+                &[Component::KafkaController, Component::KafkaBroker],
+                observed,
+            ),
+            cluster,
+            observed.kafka.as_ref(),
+        ),
+        component_condition(
+            HAPROXY_READY,
+            "HAProxy",
+            "haproxy",
+            spec.haproxy.enabled,
+            &[Component::HAProxy],
+            observed,
+        ),
+    ];
+    let waiting: Vec<&str> = components
+        .iter()
+        .filter(|c| c.truth != Truth::True)
+        .map(|c| c.type_)
+        .collect();
+    let generation = cluster
+        .generation
+        .map(|g| format!("generation {g}"))
+        .unwrap_or_else(|| "the current generation".to_owned());
+    let (ready, reconciling) = if waiting.is_empty() {
+        (
+            Want::new(
+                READY,
+                Truth::True,
+                "Ready",
+                format!("every enabled component is ready for {generation}"),
+            ),
+            Want::new(
+                RECONCILING,
+                Truth::False,
+                "Reconciled",
+                format!("{generation} is rolled out"),
+            ),
+        )
+    } else {
+        let list = waiting.join(", ");
+        (
+            Want::new(
+                READY,
+                Truth::False,
+                "ComponentsNotReady",
+                format!("waiting for {list}"),
+            ),
+            Want::new(
+                RECONCILING,
+                Truth::True,
+                "Progressing",
+                format!("rolling out {generation}: waiting for {list}"),
+            ),
+        )
+    };
+    let stalled = Want::new(
+        STALLED,
+        Truth::False,
+        "SpecValid",
+        "the spec passed validation",
+    );
+    let mut wants = vec![ready, reconciling, stalled];
+    wants.extend(components);
+    wants.push(monitoring_condition(cluster, observed));
+    wants.extend(measured_objective_conditions(cluster, observed));
+    wants.extend(super::backup_status::conditions(cluster, observed.archive.as_ref(), now.0).0);
+    wants.extend(super::backup_status::last_backup_condition(
+        cluster,
+        observed.last_backup.as_ref(),
+    ));
+    wants
+}
+
+/// The next status of a valid cluster: `previous` with conditions, workload counts and
+/// objectives replaced. Fields this computation does not own (the failover state under
+/// `postgres`) are carried over unchanged.
+pub fn desired(
+    previous: &ShanraqClusterStatus,
+    cluster: &ValidCluster,
+    observed: &Observed,
+    now: &Time,
+) -> ShanraqClusterStatus {
+    // Availability and latency describe a serving cluster: before it was first Ready, failed
+    // write probes measure the bootstrap, not an outage, and the objectives stay Unknown.
+    let gated;
+    let observed = if measuring_probes(previous) {
+        observed
+    } else {
+        gated = Observed {
+            probes: ha_objectives::ProbeVerdicts::default(),
+            ..observed.clone()
+        };
+        &gated
+    };
+    let wants = conditions(cluster, observed, now);
+    let mut next = previous.clone();
+    next.observed_generation = cluster.generation;
+    next.conditions = merge(&previous.conditions, &wants, cluster.generation, now);
+
+    let counts = |components: &[Component]| -> Option<WorkloadStatus> {
+        let matching: Vec<&Workload> = observed
+            .workloads
+            .iter()
+            .filter(|w| components.contains(&w.component) && w.kind != WorkloadKind::Job)
+            .collect();
+        (!matching.is_empty()).then(|| WorkloadStatus {
+            ready_replicas: matching.iter().map(|w| w.ready).sum(),
+            replicas: matching.iter().map(|w| w.desired).sum(),
+        })
+    };
+    if cluster.spec.postgres.enabled
+        && let Some(counts) = counts(&[Component::Postgres])
+    {
+        next.postgres
+            .get_or_insert_with(Default::default)
+            .ready_instances = counts.ready_replicas;
+    }
+    if cluster.spec.postgres.enabled
+        && let Some(instances) = &observed.postgres_instances
+    {
+        next.postgres.get_or_insert_with(Default::default).instances = instances.clone();
+    }
+    next.redis = if cluster.spec.redis.enabled {
+        // The Redis engine owns everything but the counts (it writes them with its state).
+        counts(&[Component::Redis]).map(|counts| RedisStatus {
+            ready_instances: counts.ready_replicas,
+            ..previous.redis.clone().unwrap_or_default()
+        })
+    } else {
+        None
+    };
+    next.kafka = if cluster.spec.kafka.enabled {
+        counts(&[Component::KafkaController, Component::KafkaBroker]).map(|counts| {
+            crate::engines::kafka::health::kafka_status(
+                counts,
+                observed.kafka.as_ref(),
+                previous.kafka.as_ref(),
+            )
+        })
+    } else {
+        None
+    };
+    next.haproxy = if cluster.spec.haproxy.enabled {
+        counts(&[Component::HAProxy])
+    } else {
+        None
+    };
+
+    let projected = projected_rto(cluster);
+    let mut objectives = previous.objectives.clone().unwrap_or_default();
+    objectives.rto = Some(match observed.last_failover_rto {
+        Some(actual) => {
+            let measured = ha_objectives::rto_condition(cluster, actual).1;
+            ObjectiveStatus {
+                target: cluster.spec.objectives.rto.to_string(),
+                measured: measured.measured,
+                met: measured.met,
+            }
+        }
+        None => ObjectiveStatus {
+            target: cluster.spec.objectives.rto.to_string(),
+            measured: format!("{} (projected)", seconds_text(projected)),
+            met: projected <= cluster.spec.objectives.rto.as_std(),
+        },
+    });
+    if cluster.spec.postgres.enabled
+        && let Some(measurement) = &observed.rpo
+    {
+        let measured = ha_objectives::rpo_condition(cluster, measurement).1;
+        objectives.rpo = Some(ObjectiveStatus {
+            target: cluster.spec.objectives.rpo.to_string(),
+            measured: measured.measured,
+            met: measured.met,
+        });
+    }
+    let shown = |verdict: &shanraq_ha::objectives::ObjectiveStatus| ObjectiveStatus {
+        target: verdict.target.clone(),
+        measured: verdict.measured.clone(),
+        met: verdict.met,
+    };
+    if let Some(verdict) = &observed.probes.latency {
+        objectives.latency_p99 = Some(shown(verdict));
+    }
+    if let Some(verdict) = &observed.probes.availability {
+        objectives.availability = Some(shown(verdict));
+    }
+    objectives.dr_rpo =
+        super::backup_status::conditions(cluster, observed.archive.as_ref(), now.0).1;
+    next.objectives = Some(ObjectivesStatus { ..objectives });
+    next.backup =
+        super::backup_status::status(cluster, previous.backup.as_ref(), observed.archive.as_ref());
+    next
+}
+
+/// The status of a cluster whose spec was refused: `Stalled=True` with every field error,
+/// `Ready=False`, `Reconciling=False`; every other condition is kept as it was.
+pub fn stalled(
+    previous: &ShanraqClusterStatus,
+    generation: Option<i64>,
+    invalid: &InvalidSpec,
+    now: &Time,
+) -> ShanraqClusterStatus {
+    let message = format!("the spec is invalid: {invalid}");
+    let wants = [
+        Want::new(READY, Truth::False, REASON_INVALID_SPEC, message.clone()),
+        Want::new(
+            RECONCILING,
+            Truth::False,
+            REASON_INVALID_SPEC,
+            "nothing is applied until the spec is fixed",
+        ),
+        Want::new(STALLED, Truth::True, REASON_INVALID_SPEC, message),
+    ];
+    let mut next = previous.clone();
+    next.observed_generation = generation;
+    next.conditions = merge(&previous.conditions, &wants, generation, now);
+    next
+}
+
+/// Writes `next` to `/status` with server-side apply, unless it equals `previous`. Returns
+/// whether a write happened.
+pub async fn write(
+    client: &kube::Client,
+    cluster: &ShanraqCluster,
+    previous: &ShanraqClusterStatus,
+    next: &ShanraqClusterStatus,
+) -> Result<bool, StatusError> {
+    if next == previous {
+        return Ok(false);
+    }
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_default();
+    let api: Api<ShanraqCluster> = Api::namespaced(client.clone(), &namespace);
+    // The failover fields under `status.postgres` belong to the HA task (its own field
+    // manager, resourceVersion-checked writes): this writer neither owns nor resends them.
+    let mut status = serde_json::to_value(next).unwrap_or_else(|_| json!({}));
+    strip_ha_fields(&mut status);
+    crate::engines::redis::status_map::strip_ha_fields(&mut status);
+    let patch = json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| StatusError::Patch {
+        namespace,
+        name,
+        source,
+    })?;
+    Ok(true)
+}
