@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use shanraq_ha::adapters::driver::Router;
 use shanraq_ha::adapters::instance_client::InstanceClient;
+use shanraq_ha::adapters::route::RouteError;
 use shanraq_ha::postgres::{Member, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -106,17 +107,19 @@ impl HaproxyRouter {
 }
 
 impl Router for HaproxyRouter {
-    async fn route(&self, primary: &Member, epoch: u64) -> Result<(), String> {
+    async fn route(&self, primary: &Member, epoch: u64) -> Result<(), RouteError> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let outcome = self.check(&primary.name).await;
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(why) if Instant::now() >= deadline => {
-                    return Err(format!(
-                        "routing to {} (epoch {epoch}) not confirmed within {:?}: {why}",
-                        primary.name, self.timeout
-                    ));
+                    return Err(RouteError::Timeout {
+                        member: primary.name.clone(),
+                        epoch,
+                        within: self.timeout,
+                        why,
+                    });
                 }
                 Err(_) => tokio::time::sleep(POLL).await,
             }

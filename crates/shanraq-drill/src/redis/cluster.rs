@@ -91,7 +91,11 @@ pub struct WatchRouter {
 }
 
 impl RedisRouter for WatchRouter {
-    async fn route(&self, master: &RedisMember, epoch: u64) -> Result<(), String> {
+    async fn route(
+        &self,
+        master: &RedisMember,
+        epoch: u64,
+    ) -> Result<(), shanraq_ha::adapters::route::RouteError> {
         self.tx.send_replace(Some((master.clone(), epoch)));
         Ok(())
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::instance_client::{BearerToken, ClientTimeouts, InstanceClient, InstanceClientError};
+use super::route::RouteError;
 use crate::driver::custody::Authority;
 use crate::driver::state_store::{StateStore, StateStoreError};
 use crate::driver::{Acting, Adapter, RequestError};
@@ -34,7 +35,7 @@ pub trait Router: Send + Sync + 'static {
         &self,
         primary: &Member,
         epoch: u64,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), RouteError>> + Send;
 }
 
 /// For HAProxy set up with `httpchk GET /primary`: routing follows the instance's own answer,
@@ -51,18 +52,25 @@ impl PrimaryCheckRouter {
 }
 
 impl Router for PrimaryCheckRouter {
-    async fn route(&self, primary: &Member, epoch: u64) -> Result<(), String> {
+    async fn route(&self, primary: &Member, epoch: u64) -> Result<(), RouteError> {
         let client = self
             .clients
             .get(&primary.name)
-            .ok_or_else(|| format!("no instance manager for {}", primary.name))?;
+            .ok_or_else(|| RouteError::Missing {
+                member: primary.name.clone(),
+                what: "its instance manager",
+            })?;
         match client.is_primary().await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(format!(
-                "{} does not answer /primary yet (epoch {epoch})",
-                primary.name
-            )),
-            Err(error) => Err(error.to_string()),
+            Ok(false) => Err(RouteError::NotConfirmed {
+                member: primary.name.clone(),
+                epoch,
+                detail: "",
+            }),
+            Err(error) => Err(RouteError::Check {
+                member: primary.name.clone(),
+                source: Box::new(error),
+            }),
         }
     }
 }
@@ -305,7 +313,7 @@ async fn run_command<R: Router>(
             router
                 .route(&member, *epoch)
                 .await
-                .map_err(CommandError::Failed),
+                .map_err(|error| CommandError::Failed(error.to_string())),
             None,
         );
     }

@@ -4,6 +4,7 @@
 pub mod driver;
 pub mod instance_client;
 pub mod redis;
+pub mod route;
 
 #[cfg(test)]
 mod tests;

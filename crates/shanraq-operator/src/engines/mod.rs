@@ -9,4 +9,6 @@ pub mod postgres;
 pub mod redis;
 pub mod registry;
 pub mod request;
+pub mod role_label;
+pub mod start_error;
 pub mod state_store;

@@ -32,7 +32,7 @@ pub trait RedisRouter: Send + Sync + 'static {
         &self,
         master: &RedisMember,
         epoch: u64,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), crate::adapters::route::RouteError>> + Send;
 }
 
 #[derive(Clone, Debug)]
@@ -215,7 +215,7 @@ async fn run_command<R: RedisRouter>(
             .route(&member, *epoch)
             .await
             .map(|()| None)
-            .map_err(CommandError::Failed);
+            .map_err(|error| CommandError::Failed(error.to_string()));
     }
     let client = client.ok_or_else(|| {
         CommandError::Failed(format!("no client for redis node {}", command.node()))

@@ -6,28 +6,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
-use shanraq_api::names::{LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA};
+use kube::api::Api;
+use shanraq_api::names::ROLE_PRIMARY;
 use shanraq_ha::adapters::driver::Router;
 use shanraq_ha::adapters::instance_client::InstanceClient;
+use shanraq_ha::adapters::route::RouteError;
 use shanraq_ha::postgres::{Member, NodeId};
 
-use crate::engines::state_store::HA_FIELD_MANAGER;
-
-/// Sets `role` on pod `name`. A pod that does not exist is `Ok(false)`.
-pub async fn label_role(pods: &Api<Pod>, name: &str, role: &str) -> Result<bool, kube::Error> {
-    let body = json!({ "metadata": { "labels": { LABEL_ROLE: role } } });
-    let params = PatchParams {
-        field_manager: Some(HA_FIELD_MANAGER.to_owned()),
-        ..PatchParams::default()
-    };
-    match pods.patch(name, &params, &Patch::Merge(&body)).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
-        Err(error) => Err(error),
-    }
-}
+use crate::engines::role_label::relabel;
 
 #[derive(Clone)]
 pub struct KubeRouter {
@@ -60,36 +46,28 @@ impl KubeRouter {
     }
 
     /// Relabels the pods for `primary`: the others `replica`, then `primary`.
-    pub async fn relabel(&self, primary: &NodeId) -> Result<(), String> {
-        for member in self.members.iter().filter(|m| *m != primary) {
-            // A missing replica pod (being recreated) gets its label when it comes back.
-            label_role(&self.pods, member.as_str(), ROLE_REPLICA)
-                .await
-                .map_err(|error| format!("cannot label pod {member} {ROLE_REPLICA}: {error}"))?;
-        }
-        match label_role(&self.pods, primary.as_str(), ROLE_PRIMARY).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(format!("pod {primary} does not exist")),
-            Err(error) => Err(format!(
-                "cannot label pod {primary} {ROLE_PRIMARY}: {error}"
-            )),
-        }
+    pub async fn relabel(&self, primary: &NodeId) -> Result<(), RouteError> {
+        relabel(&self.pods, &self.members, primary, ROLE_PRIMARY).await
     }
 }
 
 impl Router for KubeRouter {
-    async fn route(&self, primary: &Member, epoch: u64) -> Result<(), String> {
+    async fn route(&self, primary: &Member, epoch: u64) -> Result<(), RouteError> {
         self.relabel(&primary.name).await?;
         let Some(client) = self.clients.get(&primary.name) else {
             return Ok(());
         };
         match client.is_primary().await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(format!(
-                "{} is labelled primary but does not answer /primary yet (epoch {epoch})",
-                primary.name
-            )),
-            Err(error) => Err(error.to_string()),
+            Ok(false) => Err(RouteError::NotConfirmed {
+                member: primary.name.clone(),
+                epoch,
+                detail: ": it is labelled primary",
+            }),
+            Err(error) => Err(RouteError::Check {
+                member: primary.name.clone(),
+                source: Box::new(error),
+            }),
         }
     }
 }

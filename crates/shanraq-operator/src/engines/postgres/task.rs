@@ -23,9 +23,11 @@ use tokio::sync::watch;
 
 use super::pods::{PodTracker, label_fix};
 use super::restart::{RestartStep, next_step};
-use super::router::{KubeRouter, label_role};
+use super::router::KubeRouter;
 use super::spec::{InstanceAddress, TaskSpec, manager_url};
 use crate::controller::events::{self, Notice};
+use crate::engines::role_label::label_role;
+use crate::engines::start_error::{StartError, secret_value};
 use crate::engines::state_store::{KubeStateStore, PostgresSlot};
 use crate::metrics::{FailoverLabels, Metrics};
 
@@ -118,42 +120,22 @@ async fn probe_options(
     client: &Client,
     namespace: &str,
     target: &super::probes::ProbeTarget,
-) -> Result<sqlx::postgres::PgConnectOptions, String> {
+) -> Result<sqlx::postgres::PgConnectOptions, StartError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets
-        .get(&target.secret)
-        .await
-        .map_err(|error| format!("cannot read Secret {}: {error}", target.secret))?;
-    let value = |key: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|data| data.get(key))
-            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
-            .ok_or_else(|| format!("Secret {} has no key {key}", target.secret))
-    };
+    let username = secret_value(&secrets, &target.secret, "username").await?;
+    let password = secret_value(&secrets, &target.secret, "password").await?;
     Ok(sqlx::postgres::PgConnectOptions::new()
         .host(&target.host)
         .port(target.port)
         .database(&target.database)
-        .username(&value("username")?)
-        .password(&value("password")?)
+        .username(&username)
+        .password(&password)
         .application_name("shanraq-probe"))
 }
 
-async fn read_token(client: &Client, spec: &TaskSpec) -> Result<BearerToken, String> {
+async fn read_token(client: &Client, spec: &TaskSpec) -> Result<BearerToken, StartError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &spec.namespace);
-    let secret = secrets
-        .get(&spec.token_secret)
-        .await
-        .map_err(|error| format!("cannot read Secret {}: {error}", spec.token_secret))?;
-    let token = secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get("token"))
-        .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
-        .filter(|token| !token.trim().is_empty())
-        .ok_or_else(|| format!("Secret {} has no key token", spec.token_secret))?;
+    let token = secret_value(&secrets, &spec.token_secret, "token").await?;
     Ok(BearerToken::new(token.trim().to_owned()))
 }
 
@@ -161,7 +143,7 @@ fn clients(
     spec: &TaskSpec,
     token: &BearerToken,
     timeouts: ClientTimeouts,
-) -> Result<Clients, String> {
+) -> Result<Clients, StartError> {
     spec.members
         .iter()
         .map(|m| {
@@ -172,7 +154,10 @@ fn clients(
                 timeouts,
             )
             .map(|client| (m.member.name.clone(), client))
-            .map_err(|error| format!("cannot create the client of {}: {error}", m.member.name))
+            .map_err(|error| StartError::Client {
+                member: m.member.name.to_string(),
+                source: Box::new(error),
+            })
         })
         .collect()
 }
@@ -211,7 +196,7 @@ fn follow_pod_ip(spec: &TaskSpec, clients: &Clients, pod: &Pod) {
     }
 }
 
-async fn start(spec: &TaskSpec, deps: &Deps) -> Result<Started, String> {
+async fn start(spec: &TaskSpec, deps: &Deps) -> Result<Started, StartError> {
     let client = &deps.client;
     let token = read_token(client, spec).await?;
     let timeouts = ClientTimeouts::for_probe_period(spec.engine.probe_period);
@@ -223,7 +208,11 @@ async fn start(spec: &TaskSpec, deps: &Deps) -> Result<Started, String> {
         let listed = pods
             .list(&ListParams::default().labels(&pod_selector(spec)))
             .await
-            .map_err(|error| format!("cannot list the PostgreSQL pods: {error}"))?;
+            .map_err(|source| StartError::ListPods {
+                component: "PostgreSQL",
+                cluster: spec.key(),
+                source,
+            })?;
         for pod in &listed.items {
             follow_pod_ip(spec, &clients, pod);
         }
@@ -246,7 +235,9 @@ async fn start(spec: &TaskSpec, deps: &Deps) -> Result<Started, String> {
         system_clock(),
     )
     .await
-    .map_err(|error| error.to_string())?;
+    .map_err(|error| StartError::Driver {
+        source: Box::new(error),
+    })?;
     Ok((driver, handle, clients))
 }
 

@@ -373,6 +373,7 @@ async fn routing_to_a_missing_pod_fails() {
         .relabel(&NodeId::new("payments-pg-1"))
         .await
         .expect_err("no pod to route to");
+    let error = error.to_string();
     assert!(error.contains("payments-pg-1"), "{error}");
     drop(router);
     drop(ctx);

@@ -5,11 +5,12 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use shanraq_api::names::{ROLE_MASTER, ROLE_REPLICA};
+use shanraq_api::names::ROLE_MASTER;
 use shanraq_ha::adapters::redis::RedisRouter;
+use shanraq_ha::adapters::route::RouteError;
 use shanraq_ha::redis::{NodeId, RedisMember};
 
-use crate::engines::postgres::router::label_role;
+use crate::engines::role_label::relabel;
 
 #[derive(Clone)]
 pub struct KubeRedisRouter {
@@ -30,22 +31,13 @@ impl KubeRedisRouter {
         KubeRedisRouter { pods, members }
     }
 
-    pub async fn relabel(&self, master: &NodeId) -> Result<(), String> {
-        for member in self.members.iter().filter(|m| *m != master) {
-            label_role(&self.pods, member.as_str(), ROLE_REPLICA)
-                .await
-                .map_err(|error| format!("cannot label pod {member} {ROLE_REPLICA}: {error}"))?;
-        }
-        match label_role(&self.pods, master.as_str(), ROLE_MASTER).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(format!("pod {master} does not exist")),
-            Err(error) => Err(format!("cannot label pod {master} {ROLE_MASTER}: {error}")),
-        }
+    pub async fn relabel(&self, master: &NodeId) -> Result<(), RouteError> {
+        relabel(&self.pods, &self.members, master, ROLE_MASTER).await
     }
 }
 
 impl RedisRouter for KubeRedisRouter {
-    async fn route(&self, master: &RedisMember, _epoch: u64) -> Result<(), String> {
+    async fn route(&self, master: &RedisMember, _epoch: u64) -> Result<(), RouteError> {
         self.relabel(&master.name).await
     }
 }

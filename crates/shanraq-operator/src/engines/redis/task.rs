@@ -30,6 +30,7 @@ use super::restart::{RestartStep, next_step};
 use super::router::KubeRedisRouter;
 use crate::controller::events::{self, Notice};
 use crate::engines::postgres::task::Deps;
+use crate::engines::start_error::{StartError, secret_value};
 use crate::engines::state_store::{KubeStateStore, RedisSlot};
 
 const RETRY: Duration = Duration::from_secs(5);
@@ -293,33 +294,28 @@ async fn roll_out(
 pub(super) async fn read_password(
     client: &Client,
     spec: &RedisTaskSpec,
-) -> Result<RedisPassword, String> {
+) -> Result<RedisPassword, StartError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &spec.namespace);
-    let secret = secrets
-        .get(&spec.secret)
+    secret_value(&secrets, &spec.secret, "password")
         .await
-        .map_err(|error| format!("cannot read Secret {}: {error}", spec.secret))?;
-    secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get("password"))
-        .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
-        .filter(|password| !password.is_empty())
         .map(RedisPassword::new)
-        .ok_or_else(|| format!("Secret {} has no key password", spec.secret))
 }
 
 /// Every node by pod IP, in ordinal order; `Err` while a pod has no IP yet.
 pub(super) async fn pod_members(
     client: &Client,
     spec: &RedisTaskSpec,
-) -> Result<Vec<RedisMember>, String> {
+) -> Result<Vec<RedisMember>, StartError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &spec.namespace);
     let selector = format!("{LABEL_CLUSTER}={},{LABEL_COMPONENT}=redis", spec.name);
     let listed = pods
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(|error| format!("cannot list the Redis pods of {}: {error}", spec.name))?;
+        .map_err(|source| StartError::ListPods {
+            component: "Redis",
+            cluster: format!("{}/{}", spec.namespace, spec.name),
+            source,
+        })?;
     let ips: BTreeMap<String, String> = listed
         .items
         .iter()
@@ -331,9 +327,10 @@ pub(super) async fn pod_members(
     (0..spec.instances)
         .map(|ordinal| {
             let name = format!("{}-{ordinal}", spec.workload);
-            let ip = ips
-                .get(&name)
-                .ok_or_else(|| format!("Redis pod {name} has no IP yet"))?;
+            let ip = ips.get(&name).ok_or_else(|| StartError::NoPodIp {
+                component: "Redis",
+                pod: name.clone(),
+            })?;
             Ok(RedisMember::new(name, ip.clone(), spec.port))
         })
         .collect()
@@ -355,7 +352,7 @@ async fn run(
         let prepared = async {
             let password = read_password(&deps.client, &spec).await?;
             let members = pod_members(&deps.client, &spec).await?;
-            Ok::<_, String>((password, members))
+            Ok::<_, StartError>((password, members))
         }
         .await;
         let (password, members) = match prepared {
