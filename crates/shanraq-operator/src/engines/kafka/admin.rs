@@ -19,7 +19,8 @@ use rdkafka::admin::{
 };
 use rdkafka::client::DefaultClientContext;
 
-use super::topics::{LiveTopic, TopicAction, TopicPlan};
+use super::topics::{TopicAction, TopicPlan};
+pub use shanraq_ha::kafka::cluster::{ClusterInfo, PartitionInfo, TopicInfo};
 
 /// The broker default of `min.insync.replicas` when a topic's configuration was not read.
 const KAFKA_DEFAULT_MIN_ISR: i32 = 1;
@@ -34,73 +35,6 @@ pub enum AdminError {
         what: &'static str,
         message: String,
     },
-}
-
-/// One partition as the metadata shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PartitionInfo {
-    pub id: i32,
-    /// -1: no leader (offline).
-    pub leader: i32,
-    pub replicas: Vec<i32>,
-    pub isr: Vec<i32>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TopicInfo {
-    pub partitions: Vec<PartitionInfo>,
-    /// The topic's own settings (`DYNAMIC_TOPIC_CONFIG`).
-    pub own_config: BTreeMap<String, String>,
-    /// The effective `min.insync.replicas` (own, broker or default); `None` when the topic's
-    /// configuration could not be read this round (a topic just created, say): never guessed.
-    pub min_isr: Option<i32>,
-}
-
-impl TopicInfo {
-    pub fn replication_factor(&self) -> i32 {
-        self.partitions
-            .iter()
-            .map(|p| i32::try_from(p.replicas.len()).unwrap_or(i32::MAX))
-            .max()
-            .unwrap_or(0)
-    }
-
-    pub fn under_replicated(&self) -> i32 {
-        count(
-            self.partitions
-                .iter()
-                .filter(|p| p.isr.len() < p.replicas.len()),
-        )
-    }
-
-    pub fn live(&self) -> LiveTopic {
-        LiveTopic {
-            partitions: count(self.partitions.iter()),
-            replication_factor: self.replication_factor(),
-            config: self.own_config.clone(),
-        }
-    }
-}
-
-fn count<T>(items: impl Iterator<Item = T>) -> i32 {
-    i32::try_from(items.count()).unwrap_or(i32::MAX)
-}
-
-/// The cluster as the admin API described it, one instant.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ClusterInfo {
-    pub brokers: BTreeSet<i32>,
-    /// Every topic, internal ones included.
-    pub topics: BTreeMap<String, TopicInfo>,
-}
-
-impl ClusterInfo {
-    pub fn live_topics(&self) -> BTreeMap<String, LiveTopic> {
-        self.topics
-            .iter()
-            .map(|(name, topic)| (name.clone(), topic.live()))
-            .collect()
-    }
 }
 
 /// An admin client of one cluster.
