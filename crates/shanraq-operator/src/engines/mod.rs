@@ -3,6 +3,7 @@
 //! by every engine: the state store in the cluster's status (`state_store`) and the leadership
 //! every engine checks before it acts (`leadership`).
 
+pub mod components;
 pub mod kafka;
 pub mod leadership;
 pub mod postgres;

@@ -13,14 +13,9 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DynamicObject;
 use serde_json::json;
-use shanraq_api::conditions::{
-    HAPROXY_READY, KAFKA_READY, POSTGRES_READY, READY, REASON_INVALID_SPEC, RECONCILING,
-    REDIS_READY, STALLED,
-};
-use shanraq_api::names::{API_VERSION, Component, FIELD_MANAGER, KIND};
-use shanraq_api::status::{
-    ObjectiveStatus, ObjectivesStatus, PostgresInstanceStatus, RedisStatus, WorkloadStatus,
-};
+use shanraq_api::conditions::{READY, REASON_INVALID_SPEC, RECONCILING, STALLED};
+use shanraq_api::names::{API_VERSION, FIELD_MANAGER, KIND};
+use shanraq_api::status::{ObjectiveStatus, ObjectivesStatus, PostgresInstanceStatus};
 use shanraq_api::{InvalidSpec, ShanraqCluster, ShanraqClusterStatus, ValidCluster};
 
 use super::error::StatusError;
@@ -31,12 +26,11 @@ mod tests;
 mod workloads;
 
 use crate::engines::postgres::objectives as ha_objectives;
-use crate::engines::postgres::status_map::strip_ha_fields;
 use objectives::{measured_objective_conditions, measuring_probes, seconds_text};
 pub use objectives::{objective_conditions, projected_rto};
 use shanraq_ha::objectives::RpoMeasurement;
-pub use workloads::{Workload, WorkloadKind};
-use workloads::{component_condition, monitoring_condition};
+use workloads::monitoring_condition;
+pub use workloads::{Workload, WorkloadKind, component_condition, counts};
 
 /// What promoting a replica costs, from the measured floor (`pg_promote()` ~120 ms, first write
 /// ~20 ms) with a margin: used only for the projected RTO.
@@ -91,48 +85,7 @@ impl Observed {
 
 /// Every condition of a valid cluster, from what was observed this round.
 pub fn conditions(cluster: &ValidCluster, observed: &Observed, now: &Time) -> Vec<Want> {
-    let spec = &cluster.spec;
-    let components = [
-        component_condition(
-            POSTGRES_READY,
-            "PostgreSQL",
-            "postgres",
-            spec.postgres.enabled,
-            &[Component::Postgres],
-            observed,
-        ),
-        crate::engines::redis::objectives::cluster_condition(
-            component_condition(
-                REDIS_READY,
-                "Redis",
-                "redis",
-                spec.redis.enabled,
-                &[Component::Redis],
-                observed,
-            ),
-            observed.redis_cluster.as_ref(),
-        ),
-        crate::engines::kafka::health::kafka_condition(
-            component_condition(
-                KAFKA_READY,
-                "Kafka",
-                "kafka",
-                spec.kafka.enabled,
-                &[Component::KafkaController, Component::KafkaBroker],
-                observed,
-            ),
-            cluster,
-            observed.kafka.as_ref(),
-        ),
-        component_condition(
-            HAPROXY_READY,
-            "HAProxy",
-            "haproxy",
-            spec.haproxy.enabled,
-            &[Component::HAProxy],
-            observed,
-        ),
-    ];
+    let components = crate::engines::components::ready_conditions(cluster, observed);
     let waiting: Vec<&str> = components
         .iter()
         .filter(|c| c.truth != Truth::True)
@@ -218,54 +171,7 @@ pub fn desired(
     next.observed_generation = cluster.generation;
     next.conditions = merge(&previous.conditions, &wants, cluster.generation, now);
 
-    let counts = |components: &[Component]| -> Option<WorkloadStatus> {
-        let matching: Vec<&Workload> = observed
-            .workloads
-            .iter()
-            .filter(|w| components.contains(&w.component) && w.kind != WorkloadKind::Job)
-            .collect();
-        (!matching.is_empty()).then(|| WorkloadStatus {
-            ready_replicas: matching.iter().map(|w| w.ready).sum(),
-            replicas: matching.iter().map(|w| w.desired).sum(),
-        })
-    };
-    if cluster.spec.postgres.enabled
-        && let Some(counts) = counts(&[Component::Postgres])
-    {
-        next.postgres
-            .get_or_insert_with(Default::default)
-            .ready_instances = counts.ready_replicas;
-    }
-    if cluster.spec.postgres.enabled
-        && let Some(instances) = &observed.postgres_instances
-    {
-        next.postgres.get_or_insert_with(Default::default).instances = instances.clone();
-    }
-    next.redis = if cluster.spec.redis.enabled {
-        // The Redis engine owns everything but the counts (it writes them with its state).
-        counts(&[Component::Redis]).map(|counts| RedisStatus {
-            ready_instances: counts.ready_replicas,
-            ..previous.redis.clone().unwrap_or_default()
-        })
-    } else {
-        None
-    };
-    next.kafka = if cluster.spec.kafka.enabled {
-        counts(&[Component::KafkaController, Component::KafkaBroker]).map(|counts| {
-            crate::engines::kafka::health::kafka_status(
-                counts,
-                observed.kafka.as_ref(),
-                previous.kafka.as_ref(),
-            )
-        })
-    } else {
-        None
-    };
-    next.haproxy = if cluster.spec.haproxy.enabled {
-        counts(&[Component::HAProxy])
-    } else {
-        None
-    };
+    crate::engines::components::status(&mut next, previous, cluster, observed);
 
     let projected = projected_rto(cluster);
     let mut objectives = previous.objectives.clone().unwrap_or_default();
@@ -355,8 +261,7 @@ pub async fn write(
     // The failover fields under `status.postgres` belong to the HA task (its own field
     // manager, resourceVersion-checked writes): this writer neither owns nor resends them.
     let mut status = serde_json::to_value(next).unwrap_or_else(|_| json!({}));
-    strip_ha_fields(&mut status);
-    crate::engines::redis::status_map::strip_ha_fields(&mut status);
+    crate::engines::components::strip_engine_fields(&mut status);
     let patch = json!({
         "apiVersion": API_VERSION,
         "kind": KIND,

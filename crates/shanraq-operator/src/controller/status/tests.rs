@@ -1,8 +1,9 @@
 use super::*;
 use k8s_openapi::jiff::Timestamp;
 use shanraq_api::conditions::{AVAILABILITY_MET, LATENCY_MET, MONITORING_READY, RPO_MET, RTO_MET};
-use shanraq_api::names::LABEL_COMPONENT;
+use shanraq_api::conditions::{HAPROXY_READY, KAFKA_READY, POSTGRES_READY, REDIS_READY};
 use shanraq_api::names::Names;
+use shanraq_api::names::{Component, LABEL_COMPONENT};
 use shanraq_api::{LiveState, ShanraqClusterSpec};
 
 fn at(seconds: i64) -> Time {

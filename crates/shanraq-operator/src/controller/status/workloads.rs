@@ -8,6 +8,7 @@ use kube::core::DynamicObject;
 use shanraq_api::ValidCluster;
 use shanraq_api::conditions::MONITORING_READY;
 use shanraq_api::names::{Component, LABEL_COMPONENT};
+use shanraq_api::status::WorkloadStatus;
 
 use super::{Observed, REASON_DISABLED, REASON_PROMETHEUS_OPERATOR_MISSING, Truth, Want};
 
@@ -143,7 +144,7 @@ impl Workload {
     }
 }
 
-pub(super) fn component_condition(
+pub fn component_condition(
     type_: &'static str,
     label: &str,
     field: &str,
@@ -210,4 +211,18 @@ pub(super) fn monitoring_condition(cluster: &ValidCluster, observed: &Observed) 
         "Applied",
         "monitoring objects are applied",
     )
+}
+
+/// The ready and desired instances of `components`' workloads (Jobs are not instances);
+/// `None` when none was applied.
+pub fn counts(observed: &Observed, components: &[Component]) -> Option<WorkloadStatus> {
+    let matching: Vec<&Workload> = observed
+        .workloads
+        .iter()
+        .filter(|w| components.contains(&w.component) && w.kind != WorkloadKind::Job)
+        .collect();
+    (!matching.is_empty()).then(|| WorkloadStatus {
+        ready_replicas: matching.iter().map(|w| w.ready).sum(),
+        replicas: matching.iter().map(|w| w.desired).sum(),
+    })
 }
