@@ -9,8 +9,10 @@ mod config;
 mod contract;
 mod election;
 mod engine;
+mod failover;
 mod model;
 mod state;
+mod steady;
 mod switchover;
 
 #[cfg(test)]

@@ -14,9 +14,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::command::{Command, CommandResult, CommandTarget, Event, EventKind, StepOutput, join};
+use super::command::{Command, CommandResult, CommandTarget, Event, EventKind, StepOutput};
 use super::config::RedisHaConfig;
-use super::election::{Candidate, LossBound, elect};
 use super::info::ReplicationInfo;
 use super::model::{Observation, ProbeOutcome, RedisMember};
 use super::state::{FailoverKind, FailoverRecord, Phase, RedisHaState, Suspicion};
@@ -223,7 +222,7 @@ impl RedisHa {
         }
     }
 
-    fn learn_from_master(&mut self, info: &ReplicationInfo) {
+    pub(super) fn learn_from_master(&mut self, info: &ReplicationInfo) {
         self.master_offset = Some(info.offset);
         self.master_replid = Some(info.replid.clone());
         let mut lags = BTreeMap::new();
@@ -308,7 +307,7 @@ impl RedisHa {
         }
     }
 
-    fn step_phase(&mut self, now: Millis, commands: &mut Vec<Command>) {
+    pub(super) fn step_phase(&mut self, now: Millis, commands: &mut Vec<Command>) {
         match self.state.phase {
             Phase::Bootstrapping => self.step_bootstrapping(now),
             Phase::Healthy | Phase::Detecting => {
@@ -378,7 +377,7 @@ impl RedisHa {
         })
     }
 
-    fn reporting_master(&self) -> Option<&NodeId> {
+    pub(super) fn reporting_master(&self) -> Option<&NodeId> {
         match self.state.phase {
             Phase::Healthy | Phase::Detecting | Phase::Routing => {
                 self.state.current_master.as_ref()
@@ -395,13 +394,13 @@ impl RedisHa {
             .collect()
     }
 
-    fn in_flight_mut(&mut self) -> Option<&mut FailoverRecord> {
+    pub(super) fn in_flight_mut(&mut self) -> Option<&mut FailoverRecord> {
         self.state.in_flight.as_mut()
     }
 
     // ---- bootstrap and steady state --------------------------------------------------------
 
-    fn step_bootstrapping(&mut self, now: Millis) {
+    pub(super) fn step_bootstrapping(&mut self, now: Millis) {
         if self.state.current_master.is_some() {
             self.state.phase = Phase::Healthy;
             return;
@@ -472,7 +471,7 @@ impl RedisHa {
         }
     }
 
-    fn step_detection(&mut self, now: Millis) {
+    pub(super) fn step_detection(&mut self, now: Millis) {
         let Some(master) = self.state.current_master.clone() else {
             self.state.phase = Phase::Bootstrapping;
             return;
@@ -527,7 +526,7 @@ impl RedisHa {
         }
     }
 
-    fn start_failover(&mut self, from: NodeId, now: Millis) {
+    pub(super) fn start_failover(&mut self, from: NodeId, now: Millis) {
         let suspect = self.state.suspect.take();
         let reason = suspect
             .as_ref()
@@ -558,7 +557,7 @@ impl RedisHa {
     }
 
     /// Healthy: route to the master and bring every other member under it.
-    fn converge(&mut self, now: Millis, commands: &mut Vec<Command>) {
+    pub(super) fn converge(&mut self, now: Millis, commands: &mut Vec<Command>) {
         let Some(master) = self.state.current_master.clone() else {
             return;
         };
@@ -616,348 +615,9 @@ impl RedisHa {
             }
         }
     }
-
-    // ---- failover --------------------------------------------------------------------------
-
-    /// Detaching: every other member is detached from the old master (the old master too,
-    /// when it answers: a read-only replica of nothing takes no write). The election starts once
-    /// the old master cannot take an acknowledged write (see `fenced`).
-    fn step_detaching(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(record) = self.state.in_flight.clone() else {
-            self.state.phase = Phase::Healthy;
-            return;
-        };
-        let epoch = self.state.epoch;
-        // The election also waits for every replica that answers to be detached: a write
-        // acknowledged by `WAIT 1` may be on any one of them, and only their final offsets
-        // show which one is the most advanced.
-        let waiting = self.replicas_still_attached(&record, now);
-        let fenced = match self.fenced(&record) {
-            Ok(how) if waiting.is_empty() => Ok(how),
-            Ok(_) => Err(format!(
-                "waiting for [{}] to be detached: they answer, and may hold acknowledged writes the others lack",
-                join(&waiting)
-            )),
-            Err(blocked) => Err(blocked),
-        };
-        match fenced {
-            Ok(how) => {
-                if let Some(record) = self.in_flight_mut() {
-                    record.fenced_at = Some(now);
-                    record.fenced_how = Some(how.clone());
-                    record.refusal = None;
-                }
-                self.event(
-                    now,
-                    EventKind::MasterFenced {
-                        from: record.from.clone(),
-                        how,
-                    },
-                );
-                self.state.phase = Phase::Electing;
-            }
-            Err(blocked) => {
-                let pending: Vec<NodeId> = self
-                    .members
-                    .iter()
-                    .map(|m| m.name.clone())
-                    .filter(|node| !record.detached.contains(node))
-                    .collect();
-                for node in pending {
-                    self.emit(Command::Detach { node, epoch }, now, commands);
-                }
-                let patient = now >= record.started_at.plus(self.config.fence_timeout);
-                if patient && record.refusal.as_deref() != Some(blocked.as_str()) {
-                    if let Some(record) = self.in_flight_mut() {
-                        record.refusal = Some(blocked.clone());
-                    }
-                    self.event(now, EventKind::FencingBlocked { reason: blocked });
-                }
-            }
-        }
-    }
-
-    /// Replicas not yet detached whose latest answer since the failover started was an answer
-    /// (or that have not been probed since): the election waits for them, at most
-    /// `fence_timeout`. A replica that no longer answers cannot be waited for; the loss bound
-    /// then applies to what the others have.
-    fn replicas_still_attached(&self, record: &FailoverRecord, now: Millis) -> Vec<NodeId> {
-        if now >= record.started_at.plus(self.config.fence_timeout) {
-            return Vec::new();
-        }
-        self.others(&record.from)
-            .into_iter()
-            .filter(|node| !record.detached.contains(node))
-            .filter(|node| {
-                self.nodes
-                    .get(node)
-                    .and_then(|view| view.last.as_ref())
-                    .is_none_or(|last| last.at < record.started_at || last.info().is_some())
-            })
-            .collect()
-    }
-
-    /// Why the old master can no longer take an acknowledged write, or why that is not shown.
-    ///
-    /// - It was detached itself: a read-only replica.
-    /// - `min-replicas-to-write M` over R replicas: with R - M + 1 of them detached at most
-    ///   M - 1 stay attached, so it refuses every write, whatever it can still reach.
-    fn fenced(&self, record: &FailoverRecord) -> Result<String, String> {
-        if record.detached.contains(&record.from) {
-            return Ok("it was made a read-only replica".to_owned());
-        }
-        let replicas: Vec<NodeId> = self.others(&record.from);
-        let detached: Vec<NodeId> = replicas
-            .iter()
-            .filter(|node| record.detached.contains(node))
-            .cloned()
-            .collect();
-        let minimum = usize::try_from(self.config.min_replicas_to_write).unwrap_or(usize::MAX);
-        if minimum == 0 {
-            return Err(format!(
-                "{} is unreachable and min-replicas-to-write is 0, so detaching replicas cannot stop it \
-                 taking writes",
-                record.from
-            ));
-        }
-        let required = (replicas.len() + 1).saturating_sub(minimum);
-        if detached.len() >= required {
-            Ok(format!(
-                "{} of its replicas [{}] detached ([{}]), so min-replicas-to-write {minimum} cannot be met",
-                detached.len(),
-                join(&replicas),
-                join(&detached)
-            ))
-        } else {
-            Err(format!(
-                "{} is not reachable and only {} of its replicas [{}] are detached ([{}]); {required} are needed \
-                 before min-replicas-to-write {minimum} is out of its reach",
-                record.from,
-                detached.len(),
-                join(&replicas),
-                join(&detached)
-            ))
-        }
-    }
-
-    fn detach_done(&mut self, node: &NodeId, result: &CommandResult, now: Millis) {
-        if !matches!(self.state.phase, Phase::Detaching | Phase::Electing) {
-            return;
-        }
-        let offset = match result {
-            Ok(Some(info)) if info.is_detached() => info.offset,
-            _ => return,
-        };
-        let Some(record) = self.in_flight_mut() else {
-            return;
-        };
-        if record.detached.contains(node) {
-            return;
-        }
-        record.detached.push(node.clone());
-        record.detached.sort();
-        self.event(
-            now,
-            EventKind::Detached {
-                node: node.clone(),
-                offset,
-            },
-        );
-    }
-
-    fn step_electing(&mut self, now: Millis) {
-        let Some(record) = self.state.in_flight.clone() else {
-            self.state.phase = Phase::Healthy;
-            return;
-        };
-        let candidates: Vec<Candidate> = self
-            .others(&record.from)
-            .into_iter()
-            .filter(|node| record.detached.contains(node))
-            .filter_map(|node| {
-                let info = self.info_since(&node, record.started_at)?;
-                info.is_detached().then(|| Candidate {
-                    offset: info.offset,
-                    lag_seconds: self.replica_lag.get(&node).copied(),
-                    node,
-                })
-            })
-            .collect();
-        let bound = LossBound {
-            max_lag_bytes: self.config.max_lag_bytes,
-            max_lag_seconds: self.config.max_lag_seconds,
-        };
-        let reason = match elect(&candidates, record.master_offset, bound) {
-            Ok(elected) => {
-                self.choose(elected.node.clone(), elected.offset, elected.lost_bytes);
-                self.event(
-                    now,
-                    EventKind::Elected {
-                        node: elected.node,
-                        offset: elected.offset,
-                        lost_bytes: elected.lost_bytes,
-                    },
-                );
-                return;
-            }
-            Err(reason) => reason,
-        };
-        // The old master, detached and answering, loses nothing when it is at least as far
-        // as the best candidate: take it back.
-        let best = candidates.iter().map(|c| c.offset).max().unwrap_or(0);
-        if record.detached.contains(&record.from)
-            && let Some(info) = self.info_since(&record.from, record.started_at)
-            && info.is_detached()
-            && info.offset >= best
-            && info.offset >= record.master_offset.unwrap_or(0)
-        {
-            let offset = info.offset;
-            self.choose(record.from.clone(), offset, Some(0));
-            self.event(
-                now,
-                EventKind::Elected {
-                    node: record.from,
-                    offset,
-                    lost_bytes: Some(0),
-                },
-            );
-            return;
-        }
-        if record.refusal.as_deref() != Some(reason.as_str()) {
-            if let Some(record) = self.in_flight_mut() {
-                record.refusal = Some(reason.clone());
-            }
-            self.event(now, EventKind::FailoverRefused { reason });
-        }
-    }
-
-    pub(super) fn choose(&mut self, node: NodeId, offset: u64, lost_bytes: Option<u64>) {
-        if let Some(record) = self.in_flight_mut() {
-            record.to = Some(node.clone());
-            record.elected_offset = Some(offset);
-            record.lost_bytes = lost_bytes;
-            record.refusal = None;
-        }
-        self.state.target_master = Some(node);
-        self.state.phase = Phase::Promoting;
-    }
-
-    fn step_promoting(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(target) = self.state.target_master.clone() else {
-            self.state.phase = if self.state.in_flight.is_some() {
-                Phase::Electing
-            } else {
-                Phase::Bootstrapping
-            };
-            return;
-        };
-        let epoch = self.state.epoch;
-        let started = self
-            .state
-            .in_flight
-            .as_ref()
-            .map_or(Millis(0), |record| record.started_at);
-        let already = self
-            .info_since(&target, started)
-            .is_some_and(ReplicationInfo::is_master);
-        if already {
-            self.promoted(target, now);
-            return;
-        }
-        self.emit(
-            Command::Promote {
-                node: target,
-                epoch,
-            },
-            now,
-            commands,
-        );
-    }
-
-    fn promote_done(&mut self, node: &NodeId, ok: bool, now: Millis) {
-        if self.state.phase != Phase::Promoting || self.state.target_master.as_ref() != Some(node) {
-            return;
-        }
-        if ok {
-            self.promoted(node.clone(), now);
-        } else if self.state.in_flight.is_some() {
-            self.state.target_master = None;
-            if let Some(record) = self.in_flight_mut() {
-                record.to = None;
-            }
-            self.state.phase = Phase::Electing;
-        }
-    }
-
-    fn promoted(&mut self, node: NodeId, now: Millis) {
-        let offset = self
-            .last_observation(&node)
-            .and_then(Observation::info)
-            .map(|info| (info.offset, info.replid.clone()));
-        if let Some(record) = self.in_flight_mut() {
-            record.promoted_at = Some(now);
-            record.to = Some(node.clone());
-        }
-        if let Some(view) = self.nodes.get_mut(&node) {
-            view.consecutive_failures = 0;
-            view.first_failure_at = None;
-            view.refused_streak = 0;
-            view.restarted = false;
-        }
-        self.state.current_master = Some(node.clone());
-        self.state.target_master = None;
-        self.master_offset = offset.as_ref().map(|(offset, _)| *offset);
-        self.master_replid = offset.map(|(_, replid)| replid);
-        self.replica_lag.clear();
-        self.state.phase = Phase::Routing;
-        self.event(now, EventKind::Promoted { node });
-    }
-
-    fn step_routing(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(master) = self.state.current_master.clone() else {
-            self.state.phase = Phase::Bootstrapping;
-            return;
-        };
-        let epoch = self.state.epoch;
-        if self.routed.as_ref() == Some(&(master.clone(), epoch)) {
-            self.complete(now);
-            return;
-        }
-        // Replicas first: the new master takes writes only once min-replicas-to-write of them
-        // are attached.
-        self.bring_under(&master, now, commands);
-        self.emit(Command::Route { master, epoch }, now, commands);
-    }
-
-    fn complete(&mut self, now: Millis) {
-        let node = self.state.current_master.clone();
-        self.state.phase = Phase::Healthy;
-        self.state.target_master = None;
-        self.state.suspect = None;
-        let Some(mut record) = self.state.in_flight.take() else {
-            if let Some(node) = node {
-                self.event(now, EventKind::Routed { node });
-            }
-            return;
-        };
-        record.routed_at = Some(now);
-        record.rto_ms = Some(now.since(record.detected_at));
-        match record.kind {
-            FailoverKind::Failover => self.state.failovers += 1,
-            FailoverKind::Switchover => self.state.switchovers += 1,
-        }
-        self.state.last_failover = Some(record.clone());
-        let to = record.to.clone().unwrap_or_else(|| record.from.clone());
-        self.event(now, EventKind::Routed { node: to });
-        let kind = match record.kind {
-            FailoverKind::Failover => EventKind::FailoverCompleted { record },
-            FailoverKind::Switchover => EventKind::SwitchoverCompleted { record },
-        };
-        self.event(now, kind);
-    }
 }
 
-fn failure_reason(view: &NodeView) -> String {
+pub(super) fn failure_reason(view: &NodeView) -> String {
     if view.restarted {
         return "it restarted without its data (new replication id, lower offset): its replicas must not \
                 resync from it"

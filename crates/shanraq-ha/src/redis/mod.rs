@@ -18,6 +18,7 @@ mod config;
 mod contract;
 mod election;
 mod engine;
+mod failover;
 mod info;
 mod model;
 mod state;

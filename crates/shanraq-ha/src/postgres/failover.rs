@@ -1,0 +1,463 @@
+//! The PostgreSQL engine's failover, phase by phase: fencing the old primary (or showing it
+//! unable to commit through its synchronous set), electing the most advanced eligible replica,
+//! promoting it, routing writes to it, and completing the record.
+
+use super::command::{Command, CommandError, EventKind};
+use super::config::ReplicationMode;
+use super::election::{Candidate, ElectionRules, elect};
+use super::engine::{PostgresHa, failure_reason, is_serving_primary, join};
+use super::model::{Millis, NodeId, Observation};
+use super::state::{FailoverKind, FailoverRecord, Phase};
+use crate::wire::{InstanceRole, REPLY_SLACK};
+
+impl PostgresHa {
+    /// Fencing: ask the old primary to stop (never waited on) and, at the same time, detach
+    /// every other member from it. The election starts only once the old primary cannot
+    /// complete a commit, whatever it can still reach (see `cannot_commit`).
+    pub(super) fn step_fencing(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        let Some(record) = self.state.in_flight.clone() else {
+            self.state.phase = Phase::Healthy;
+            return;
+        };
+        if record.quorum_fenced_at.is_some() {
+            self.state.phase = Phase::Electing;
+            return;
+        }
+        let epoch = self.state.epoch;
+        let blocked = match self.cannot_commit(&record, now) {
+            Ok(how) => {
+                self.quorum_fenced(&record, how, now);
+                return;
+            }
+            Err(reason) => reason,
+        };
+        {
+            self.emit(
+                Command::Fence {
+                    node: record.from.clone(),
+                    epoch,
+                },
+                now,
+                commands,
+            );
+        }
+        let others: Vec<NodeId> = self
+            .members
+            .iter()
+            .map(|member| member.name.clone())
+            .filter(|node| node != &record.from && !record.detached.contains(node))
+            .collect();
+        for node in others {
+            // A member claiming the primary role is fenced instead (`fence_stale_primaries`).
+            if self.answers_as_primary(&node) {
+                continue;
+            }
+            self.emit(Command::Detach { node, epoch }, now, commands);
+        }
+        if record.fence_error.is_none() && !self.answers_as_primary(&record.from) {
+            let why = self
+                .nodes
+                .get(&record.from)
+                .map_or_else(|| "unknown member".to_owned(), failure_reason);
+            let error = format!(
+                "{} is not serving ({why}); fencing it through its replicas",
+                record.from
+            );
+            if let Some(record) = self.in_flight_mut() {
+                record.fence_error = Some(error.clone());
+            }
+            self.event(
+                now,
+                EventKind::Fenced {
+                    node: record.from.clone(),
+                    error: Some(error),
+                },
+            );
+        }
+        // Said once the fence and detach commands had a fair chance to answer.
+        let patient = now >= record.started_at.plus(self.config.fence_timeout);
+        if patient && record.refusal.as_deref() != Some(blocked.as_str()) {
+            if let Some(record) = self.in_flight_mut() {
+                record.refusal = Some(blocked.clone());
+            }
+            self.event(now, EventKind::FencingBlocked { reason: blocked });
+        }
+    }
+
+    pub(super) fn quorum_fenced(&mut self, record: &FailoverRecord, how: String, now: Millis) {
+        if let Some(record) = self.in_flight_mut() {
+            record.quorum_fenced_at = Some(now);
+            record.refusal = None;
+        }
+        self.event(
+            now,
+            EventKind::QuorumFenced {
+                from: record.from.clone(),
+                how,
+            },
+        );
+        self.state.phase = Phase::Electing;
+    }
+
+    /// Why the old primary can no longer complete a commit, or why that is not shown yet.
+    ///
+    /// - It confirmed the fence: postgres is stopped.
+    /// - Synchronous `ANY n` over a set of S standbys: a commit returns once n of them flushed
+    ///   it. With S - n + 1 of them detached, at most n - 1 remain, so no commit can complete
+    ///   any more, whatever the old primary can still reach.
+    /// - Asynchronous: commits wait for nobody, so the lease the old primary held must have
+    ///   run out, and the replicas the engine reached are detached: it then has neither the
+    ///   engine nor a replica and fences itself. Renewals stopped when the epoch was bumped.
+    ///   (A replica the engine cannot reach but the old primary can keeps it writable: in
+    ///   asynchronous mode that one case is not covered.)
+    pub(super) fn cannot_commit(
+        &self,
+        record: &FailoverRecord,
+        now: Millis,
+    ) -> Result<String, String> {
+        if record.fenced_at.is_some() {
+            return Ok("it confirmed the fence".to_owned());
+        }
+        if self
+            .status_since(&record.from, record.started_at)
+            .is_some_and(|status| status.role == InstanceRole::Fenced && !status.running)
+        {
+            return Ok("it reports itself fenced and stopped".to_owned());
+        }
+        match self.config.replication {
+            ReplicationMode::Synchronous { number } => {
+                let set = &self.state.sync_set;
+                if set.is_empty() {
+                    return Err(format!(
+                        "{} did not confirm the fence and its synchronous set is unknown",
+                        record.from
+                    ));
+                }
+                let number = usize::try_from(number).unwrap_or(usize::MAX).max(1);
+                let required = set.len().saturating_sub(number) + 1;
+                let done: Vec<&str> = set
+                    .iter()
+                    .filter(|node| record.detached.contains(node))
+                    .map(NodeId::as_str)
+                    .collect();
+                if done.len() >= required {
+                    Ok(format!(
+                        "{} of its synchronous set [{}] detached ([{}]), so ANY {number} cannot be met",
+                        done.len(),
+                        join(set),
+                        done.join(", ")
+                    ))
+                } else {
+                    Err(format!(
+                        "{} did not confirm the fence and only {} of its synchronous set [{}] are detached \
+                         ([{}]); {required} are needed before ANY {number} is out of its reach",
+                        record.from,
+                        done.len(),
+                        join(set),
+                        done.join(", ")
+                    ))
+                }
+            }
+            ReplicationMode::Asynchronous => {
+                // Commits wait for nobody: the old primary's lease must have run out. It was
+                // last renewed before the epoch was bumped; the last reply of a replica it
+                // could have kept writing with came before that replica's detach.
+                let lease = self.config.lease_duration;
+                let since = record
+                    .started_at
+                    .max(record.detached_at.unwrap_or_default());
+                let expires = since.plus(lease + REPLY_SLACK + self.config.probe_period);
+                if now < expires {
+                    return Err(format!(
+                        "waiting until the lease of {} has run out ({} ms)",
+                        record.from,
+                        expires.since(now)
+                    ));
+                }
+                Ok(format!(
+                    "its lease of {} ms ran out and [{}] are detached",
+                    lease.as_millis(),
+                    join(&record.detached)
+                ))
+            }
+        }
+    }
+
+    pub(super) fn fence_done(
+        &mut self,
+        node: &NodeId,
+        result: Result<(), CommandError>,
+        now: Millis,
+    ) {
+        let phase = self.state.phase;
+        let Some(record) = self.state.in_flight.as_mut() else {
+            return;
+        };
+        if &record.from != node || record.fenced_at.is_some() {
+            return;
+        }
+        match (phase, result) {
+            (Phase::Fencing | Phase::SwitchoverFencing, Ok(())) => {
+                record.fenced_at = Some(now);
+                record.fence_error = None;
+                self.event(
+                    now,
+                    EventKind::Fenced {
+                        node: node.clone(),
+                        error: None,
+                    },
+                );
+            }
+            (Phase::Fencing | Phase::SwitchoverFencing, Err(error))
+                if record.fence_error.is_none() =>
+            {
+                record.fence_error = Some(error.to_string());
+                self.event(
+                    now,
+                    EventKind::Fenced {
+                        node: node.clone(),
+                        error: Some(error.to_string()),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn step_electing(&mut self, now: Millis) {
+        let Some(record) = self.state.in_flight.clone() else {
+            self.state.phase = Phase::Healthy;
+            return;
+        };
+        let cutoff = record.fenced_at.unwrap_or(record.detected_at);
+        let others: Vec<NodeId> = self
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .filter(|n| n != &record.from)
+            .collect();
+        // Synchronous mode, unless the old primary confirmed its fence: only members detached
+        // from it are candidates (their received LSN is final, and they are the quorum the
+        // safety argument counts on). Asynchronous mode rests on the lease instead, and bounds
+        // the loss by the old primary's last reported LSN, so any reachable replica may run.
+        let fenced = matches!(self.config.replication, ReplicationMode::Asynchronous)
+            || record.fenced_at.is_some()
+            || self
+                .status_since(&record.from, record.started_at)
+                .is_some_and(|status| status.role == InstanceRole::Fenced && !status.running);
+        let candidates: Vec<Candidate<'_>> = others
+            .iter()
+            .filter(|node| fenced || record.detached.contains(node))
+            .filter_map(|node| {
+                let status = self.status_since(node, cutoff)?;
+                (status.role == InstanceRole::Replica
+                    && status.running
+                    && !status.fenced
+                    && (fenced || status.detached))
+                    .then_some(Candidate { node, status })
+            })
+            .collect();
+        let rules = ElectionRules {
+            replication: self.config.replication,
+            maximum_lag_on_failover: self.config.maximum_lag_on_failover,
+            sync_set: &self.state.sync_set,
+            primary_lsn: record.primary_lsn,
+        };
+        let outcome = elect(&rules, &candidates);
+        drop(candidates);
+        let reason = match outcome {
+            Ok(elected) => {
+                let lsn = elected.received.to_string();
+                self.choose(elected.node.clone(), elected.lost_bytes, now);
+                self.event(
+                    now,
+                    EventKind::Elected {
+                        node: elected.node,
+                        received_lsn: lsn,
+                    },
+                );
+                return;
+            }
+            Err(reason) => reason,
+        };
+        // Refuse only once every other member was probed after the cutoff, so that a restarted
+        // engine does not refuse before its first probes arrive.
+        let all_probed = others.iter().all(|node| {
+            self.nodes
+                .get(node)
+                .and_then(|view| view.last.as_ref())
+                .is_some_and(|last| last.at >= cutoff)
+        });
+        if !all_probed {
+            return;
+        }
+        // The old primary, back and not promoted elsewhere, loses nothing: take it back.
+        let old_is_back = self
+            .status_since(&record.from, cutoff)
+            .is_some_and(|status| {
+                matches!(status.role, InstanceRole::Fenced | InstanceRole::Primary)
+                    && status.epoch <= self.state.epoch
+            });
+        if old_is_back {
+            self.choose(record.from.clone(), Some(0), now);
+            self.event(
+                now,
+                EventKind::Elected {
+                    node: record.from,
+                    received_lsn: "all (former primary)".to_owned(),
+                },
+            );
+            return;
+        }
+        if record.refusal.as_deref() != Some(reason.as_str()) {
+            if let Some(record) = self.in_flight_mut() {
+                record.refusal = Some(reason.clone());
+            }
+            self.event(now, EventKind::FailoverRefused { reason });
+        }
+    }
+
+    pub(super) fn choose(&mut self, node: NodeId, lost_bytes: Option<u64>, _now: Millis) {
+        if let Some(record) = self.in_flight_mut() {
+            record.to = Some(node.clone());
+            record.lost_bytes = lost_bytes;
+            record.refusal = None;
+        }
+        self.state.target_primary = Some(node);
+        self.state.phase = Phase::Promoting;
+    }
+
+    pub(super) fn step_promoting(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        let Some(target) = self.state.target_primary.clone() else {
+            self.state.phase = Phase::Electing;
+            return;
+        };
+        let epoch = self.state.epoch;
+        let started = self
+            .state
+            .in_flight
+            .as_ref()
+            .map_or(Millis(0), |record| record.started_at);
+        let already = self
+            .status_since(&target, started)
+            .is_some_and(|status| is_serving_primary(status) && status.epoch == epoch);
+        if already {
+            self.promoted(target, now);
+            return;
+        }
+        self.emit(
+            Command::Promote {
+                node: target.clone(),
+                epoch,
+            },
+            now,
+            commands,
+        );
+        // The other standbys follow the target while it promotes, so its synchronous quorum
+        // is there the moment it can take writes (a standby may stream from a standby and
+        // follows it onto the new timeline).
+        let exclude = self
+            .state
+            .in_flight
+            .as_ref()
+            .map(|record| record.from.clone());
+        self.bring_under(&target, exclude.as_ref(), false, now, commands);
+    }
+
+    pub(super) fn promote_done(
+        &mut self,
+        node: &NodeId,
+        result: Result<(), CommandError>,
+        now: Millis,
+    ) {
+        match self.state.phase {
+            Phase::Promoting if self.state.target_primary.as_ref() == Some(node) => match result {
+                Ok(()) => self.promoted(node.clone(), now),
+                Err(_) => {
+                    self.state.target_primary = None;
+                    if let Some(record) = self.in_flight_mut() {
+                        record.to = None;
+                    }
+                    self.state.phase = Phase::Electing;
+                }
+            },
+            Phase::Healthy
+                if self.state.current_primary.as_ref() == Some(node) && result.is_ok() =>
+            {
+                self.confirmed = Some((node.clone(), self.state.epoch));
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn promoted(&mut self, node: NodeId, now: Millis) {
+        let epoch = self.state.epoch;
+        let known_lsn = self
+            .last_observation(&node)
+            .and_then(Observation::status)
+            .and_then(|status| {
+                status
+                    .current_lsn
+                    .or(status.received_lsn)
+                    .or(status.replayed_lsn)
+            });
+        if let Some(record) = self.in_flight_mut() {
+            record.promoted_at = Some(now);
+            record.to = Some(node.clone());
+        }
+        if let Some(view) = self.nodes.get_mut(&node) {
+            view.consecutive_failures = 0;
+            view.first_failure_at = None;
+        }
+        self.state.current_primary = Some(node.clone());
+        self.state.target_primary = None;
+        self.state.sync_set.clear();
+        self.primary_lsn = known_lsn;
+        self.confirmed = Some((node.clone(), epoch));
+        self.state.phase = Phase::Routing;
+        self.event(now, EventKind::Promoted { node });
+    }
+
+    pub(super) fn step_routing(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        let Some(primary) = self.state.current_primary.clone() else {
+            self.state.phase = Phase::Electing;
+            return;
+        };
+        let epoch = self.state.epoch;
+        if self.routed.as_ref() == Some(&(primary.clone(), epoch)) {
+            self.complete(now);
+            return;
+        }
+        self.emit(
+            Command::Route {
+                primary: primary.clone(),
+                epoch,
+            },
+            now,
+            commands,
+        );
+        // Routing waits for the new primary to be able to commit (its synchronous quorum):
+        // members that come back meanwhile are brought under it at once.
+        self.bring_under(&primary, None, true, now, commands);
+    }
+
+    pub(super) fn complete(&mut self, now: Millis) {
+        let Some(mut record) = self.state.in_flight.take() else {
+            self.state.phase = Phase::Healthy;
+            return;
+        };
+        record.routed_at = Some(now);
+        record.rto_ms = Some(now.since(record.detected_at));
+        let node = record.to.clone().unwrap_or_else(|| record.from.clone());
+        self.state.phase = Phase::Healthy;
+        self.state.target_primary = None;
+        self.state.suspect = None;
+        self.state.last_failover = Some(record.clone());
+        self.event(now, EventKind::Routed { node });
+        let kind = match record.kind {
+            FailoverKind::Failover => EventKind::FailoverCompleted { record },
+            FailoverKind::Switchover => EventKind::SwitchoverCompleted { record },
+        };
+        self.event(now, kind);
+    }
+}

@@ -1,0 +1,331 @@
+//! The PostgreSQL engine's bootstrap and steady state: adopting or bootstrapping a primary,
+//! detecting that it fails (and starting the failover), bringing every other member under it,
+//! rewinding diverged replicas, and fencing an instance that claims the primary role without
+//! the designation.
+
+use super::command::{Command, EventKind};
+use super::engine::{PostgresHa, REJOIN_GRACE_MS, failure_reason, is_serving_primary};
+use super::model::{Member, Millis, NodeId, Observation};
+use super::state::{FailoverKind, FailoverRecord, Phase, Suspicion};
+use crate::wire::{InstanceRole, InstanceStatus};
+
+impl PostgresHa {
+    pub(super) fn step_bootstrapping(&mut self, now: Millis) {
+        if self.state.current_primary.is_some() {
+            self.state.phase = Phase::Healthy;
+            return;
+        }
+        let claims: Vec<(&NodeId, u64)> = self
+            .nodes
+            .iter()
+            .filter(|(_, view)| !view.pod_deleted)
+            .filter_map(|(node, view)| {
+                let status = view.last.as_ref()?.status()?;
+                is_serving_primary(status).then_some((node, status.epoch))
+            })
+            .collect();
+        let Some(highest) = claims.iter().map(|(_, epoch)| *epoch).max() else {
+            return;
+        };
+        let mut at_highest = claims.iter().filter(|(_, epoch)| *epoch == highest);
+        let (Some((adopted, _)), None) = (at_highest.next(), at_highest.next()) else {
+            // Several primaries with the same epoch: adopting one could discard another's writes.
+            return;
+        };
+        let adopted = (*adopted).clone();
+        self.claim_next_epoch();
+        self.state.current_primary = Some(adopted.clone());
+        self.state.phase = Phase::Healthy;
+        self.state.sync_set.clear();
+        if let Some(status) = self
+            .last_observation(&adopted)
+            .and_then(Observation::status)
+        {
+            self.primary_lsn = status.current_lsn;
+        }
+        self.event(now, EventKind::PrimaryAdopted { node: adopted });
+    }
+
+    pub(super) fn step_detection(&mut self, now: Millis) {
+        let Some(primary) = self.state.current_primary.clone() else {
+            self.state.phase = Phase::Bootstrapping;
+            return;
+        };
+        let Some(view) = self.nodes.get(&primary) else {
+            return;
+        };
+        // A refused connection is a definite answer (no manager listens), not a slow one, so
+        // one probe fewer confirms it; a busy or cut-off node only ever times out.
+        let threshold = self.config.failure_threshold.max(1);
+        let failing = view.pod_deleted
+            || view.consecutive_failures >= threshold
+            || (view.refused_streak > 0
+                && view.refused_streak >= threshold.saturating_sub(1).max(1));
+        match self.state.phase {
+            Phase::Healthy if failing => {
+                let reason = failure_reason(view);
+                let first_failure_at = view.first_failure_at.unwrap_or(now);
+                self.state.suspect = Some(Suspicion {
+                    node: primary.clone(),
+                    first_failure_at,
+                    confirmed_at: now,
+                    reason: reason.clone(),
+                    primary_lsn: self.primary_lsn,
+                });
+                self.state.phase = Phase::Detecting;
+                self.event(
+                    now,
+                    EventKind::PrimarySuspected {
+                        node: primary,
+                        reason,
+                    },
+                );
+            }
+            Phase::Detecting => {
+                if self.is_alive_primary(&primary) {
+                    self.state.suspect = None;
+                    self.state.phase = Phase::Healthy;
+                    self.event(now, EventKind::PrimaryRecovered { node: primary });
+                    return;
+                }
+                let due = self.state.suspect.as_ref().is_none_or(|suspect| {
+                    now >= suspect.confirmed_at.plus(self.config.failover_delay)
+                });
+                if due {
+                    self.start_failover(primary, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn start_failover(&mut self, from: NodeId, now: Millis) {
+        let suspect = self.state.suspect.take();
+        let reason = suspect
+            .as_ref()
+            .map_or_else(|| "primary failing".to_owned(), |s| s.reason.clone());
+        self.claim_next_epoch();
+        self.state.in_flight = Some(FailoverRecord {
+            kind: FailoverKind::Failover,
+            epoch: self.state.epoch,
+            from: from.clone(),
+            to: None,
+            detected_at: suspect.as_ref().map_or(now, |s| s.first_failure_at),
+            started_at: now,
+            fenced_at: None,
+            promoted_at: None,
+            routed_at: None,
+            rto_ms: None,
+            lost_bytes: None,
+            primary_lsn: suspect
+                .as_ref()
+                .and_then(|s| s.primary_lsn)
+                .or(self.primary_lsn),
+            final_lsn: None,
+            fence_error: None,
+            detached: Vec::new(),
+            detached_at: None,
+            quorum_fenced_at: None,
+            refusal: None,
+            aborted: None,
+        });
+        self.state.target_primary = None;
+        self.state.phase = Phase::Fencing;
+        self.event(now, EventKind::FailoverStarted { from, reason });
+    }
+
+    /// Healthy: grant the designated primary its epoch, route to it, and bring everyone else
+    /// back under it (fenced members are demoted, replicas of an older epoch re-pointed).
+    pub(super) fn converge(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        let Some(primary) = self.state.current_primary.clone() else {
+            return;
+        };
+        let epoch = self.state.epoch;
+        if let Some(status) = self.settled_status(&primary).cloned() {
+            match status.role {
+                InstanceRole::Primary if status.running && status.epoch == epoch => {
+                    self.confirmed = Some((primary.clone(), epoch));
+                }
+                InstanceRole::Primary | InstanceRole::Fenced if status.epoch > epoch => {
+                    if self.reported.insert((primary.clone(), status.epoch)) {
+                        self.event(
+                            now,
+                            EventKind::EpochConflict {
+                                node: primary.clone(),
+                                instance_epoch: status.epoch,
+                            },
+                        );
+                    }
+                }
+                InstanceRole::Primary | InstanceRole::Fenced => {
+                    self.emit(
+                        Command::Promote {
+                            node: primary.clone(),
+                            epoch,
+                        },
+                        now,
+                        commands,
+                    );
+                }
+                InstanceRole::Replica | InstanceRole::Starting | InstanceRole::Stopped => {}
+            }
+        }
+        if self.confirmed.as_ref() != Some(&(primary.clone(), epoch)) {
+            return;
+        }
+        if self.routed.as_ref() != Some(&(primary.clone(), epoch)) {
+            self.emit(
+                Command::Route {
+                    primary: primary.clone(),
+                    epoch,
+                },
+                now,
+                commands,
+            );
+        }
+        self.bring_under(&primary, None, true, now, commands);
+    }
+
+    /// Points every other member at `leader`: replicas of an older epoch, or detached by a
+    /// failover, are re-pointed. With `settle`, fenced members are demoted (rewound when they
+    /// diverged) and a replica stuck on an older timeline is rewound too.
+    pub(super) fn bring_under(
+        &mut self,
+        leader: &NodeId,
+        exclude: Option<&NodeId>,
+        settle: bool,
+        now: Millis,
+        commands: &mut Vec<Command>,
+    ) {
+        let epoch = self.state.epoch;
+        let Some(upstream) = self.member(leader).map(Member::upstream) else {
+            return;
+        };
+        let leader_timeline = self
+            .settled_status(leader)
+            .filter(|status| is_serving_primary(status))
+            .and_then(|status| status.timeline);
+        let others: Vec<NodeId> = self
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .filter(|n| n != leader && Some(n) != exclude)
+            .collect();
+        for node in others {
+            let Some(status) = self.settled_status(&node).cloned() else {
+                continue;
+            };
+            let command = match status.role {
+                InstanceRole::Fenced if settle && status.epoch <= epoch => Command::Demote {
+                    node,
+                    upstream: upstream.clone(),
+                    epoch,
+                },
+                InstanceRole::Replica if status.epoch < epoch || status.detached => {
+                    Command::Repoint {
+                        node,
+                        upstream: upstream.clone(),
+                        epoch,
+                    }
+                }
+                InstanceRole::Replica
+                    if settle && self.diverged(&node, &status, leader_timeline, now) =>
+                {
+                    let demote = Command::Demote {
+                        node: node.clone(),
+                        upstream: upstream.clone(),
+                        epoch,
+                    };
+                    if self.emit(demote, now, commands) {
+                        self.event(now, EventKind::Diverged { node });
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            self.emit(command, now, commands);
+        }
+    }
+
+    /// A replica that stays without streaming on an older timeline than the primary's, for
+    /// longer than the grace after its last command: it received WAL the new primary never
+    /// had (it streamed from the old primary past the fork) and cannot follow until rewound.
+    pub(super) fn diverged(
+        &self,
+        node: &NodeId,
+        status: &InstanceStatus,
+        leader_timeline: Option<u32>,
+        now: Millis,
+    ) -> bool {
+        let (Some(leader), Some(own)) = (leader_timeline, status.timeline) else {
+            return false;
+        };
+        let Some(view) = self.nodes.get(node) else {
+            return false;
+        };
+        let quiet_since = view.not_streaming_since.max(view.last_done_at);
+        own < leader
+            && status.running
+            && status.streaming == Some(false)
+            && view.not_streaming_since.is_some()
+            && quiet_since.is_some_and(|since| now.since(since) >= REJOIN_GRACE_MS)
+    }
+
+    /// Any phase: an instance that claims the primary role without the designation is fenced
+    /// at once, and reported once.
+    pub(super) fn fence_stale_primaries(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        if self.state.phase == Phase::Bootstrapping {
+            return;
+        }
+        let designated = self.designated_primary().cloned();
+        let being_fenced = match self.state.phase {
+            Phase::Fencing | Phase::SwitchoverFencing => {
+                self.state.in_flight.as_ref().map(|r| r.from.clone())
+            }
+            _ => None,
+        };
+        let epoch = self.state.epoch;
+        let claimants: Vec<(NodeId, u64)> = self
+            .nodes
+            .keys()
+            .filter(|node| {
+                Some(*node) != designated.as_ref() && Some(*node) != being_fenced.as_ref()
+            })
+            .filter_map(|node| {
+                let status = self.settled_status(node)?;
+                is_serving_primary(status).then(|| (node.clone(), status.epoch))
+            })
+            .collect();
+        for (node, instance_epoch) in claimants {
+            if instance_epoch > epoch {
+                if self.reported.insert((node.clone(), instance_epoch)) {
+                    self.event(
+                        now,
+                        EventKind::EpochConflict {
+                            node,
+                            instance_epoch,
+                        },
+                    );
+                }
+                continue;
+            }
+            if self.emit(
+                Command::Fence {
+                    node: node.clone(),
+                    epoch,
+                },
+                now,
+                commands,
+            ) && self.reported.insert((node.clone(), instance_epoch))
+            {
+                self.event(
+                    now,
+                    EventKind::StalePrimaryFenced {
+                        node,
+                        instance_epoch,
+                    },
+                );
+            }
+        }
+    }
+}
