@@ -9,6 +9,17 @@ use std::time::Duration;
 use crate::driver::state_store::Claimed;
 use crate::postgres::{Millis, NodeId};
 
+/// How much a person should hear of something an engine decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Importance {
+    /// A timeline step: the logs and the drill's timeline, not an Event.
+    Log,
+    /// A Normal Event (a failover completed, a primary adopted).
+    Normal,
+    /// A Warning Event (a primary suspected, a failover refused, a conflict).
+    Warning,
+}
+
 /// Something an engine decided that is worth telling a person (an Event in Kubernetes, a line
 /// of the drill's timeline).
 pub trait Notable {
@@ -16,6 +27,9 @@ pub trait Notable {
     fn reason(&self) -> &'static str;
     /// A one-line message.
     fn message(&self) -> String;
+    /// Whether it deserves an Event, and of which type: decided by the engine that knows what
+    /// each of its events means.
+    fn importance(&self) -> Importance;
 }
 
 /// What one `step` decided.

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use super::command::EventKind;
 use super::{
     Command, CommandError, Event, HaState, Millis, NodeId, Observation, PodSignal, PostgresHa,
     ProbeOutcome, SwitchoverError,
 };
-use crate::engine::{Decided, Engine, Notable};
+use crate::engine::{Decided, Engine, Importance, Notable};
 use crate::wire::InstanceStatus;
 
 /// How one command to an instance manager ended, with the status it answered with.
@@ -25,6 +26,24 @@ impl Notable for Event {
 
     fn message(&self) -> String {
         Event::message(self)
+    }
+
+    fn importance(&self) -> Importance {
+        match &self.kind {
+            EventKind::FailoverCompleted { .. }
+            | EventKind::SwitchoverStarted { .. }
+            | EventKind::SwitchoverCompleted { .. }
+            | EventKind::PrimaryAdopted { .. } => Importance::Normal,
+            EventKind::FailoverStarted { .. }
+            | EventKind::FailoverRefused { .. }
+            | EventKind::SwitchoverAborted { .. }
+            | EventKind::StalePrimaryFenced { .. }
+            | EventKind::EpochConflict { .. }
+            | EventKind::FencingBlocked { .. }
+            | EventKind::Diverged { .. }
+            | EventKind::PrimarySuspected { .. } => Importance::Warning,
+            _ => Importance::Log,
+        }
     }
 }
 

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use super::command::EventKind;
 use super::{
     Command, CommandResult, Event, Millis, NodeId, Observation, RedisHa, RedisHaState,
     SwitchoverError,
 };
-use crate::engine::{Decided, Engine, Notable};
+use crate::engine::{Decided, Engine, Importance, Notable};
 
 impl Notable for Event {
     fn reason(&self) -> &'static str {
@@ -17,6 +18,24 @@ impl Notable for Event {
 
     fn message(&self) -> String {
         Event::message(self)
+    }
+
+    fn importance(&self) -> Importance {
+        match &self.kind {
+            EventKind::FailoverCompleted { .. }
+            | EventKind::SwitchoverStarted { .. }
+            | EventKind::SwitchoverCompleted { .. }
+            | EventKind::MasterAdopted { .. }
+            | EventKind::MasterBootstrapped { .. } => Importance::Normal,
+            EventKind::FailoverStarted { .. }
+            | EventKind::FailoverRefused { .. }
+            | EventKind::FencingBlocked { .. }
+            | EventKind::SwitchoverAborted { .. }
+            | EventKind::StaleMasterDemoted { .. }
+            | EventKind::SeveralMasters { .. }
+            | EventKind::MasterSuspected { .. } => Importance::Warning,
+            _ => Importance::Log,
+        }
     }
 }
 

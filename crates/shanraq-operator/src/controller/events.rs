@@ -118,6 +118,17 @@ fn truncate(note: &str) -> String {
     format!("{}...", &note[..end])
 }
 
+/// The Event an engine's decision deserves, if any, as the engine ranks it (timeline steps
+/// stay in the logs).
+pub fn notice_of<E: shanraq_ha::engine::Notable>(event: &E) -> Option<Notice> {
+    use shanraq_ha::engine::Importance;
+    match event.importance() {
+        Importance::Log => None,
+        Importance::Normal => Some(Notice::normal(event.reason(), event.message())),
+        Importance::Warning => Some(Notice::warning(event.reason(), event.message())),
+    }
+}
+
 /// Publishes every notice about `reference`. A failed publish is logged and otherwise ignored:
 /// events are informative, and the status already says the same.
 pub async fn publish(recorder: &Recorder, reference: &ObjectReference, notices: &[Notice]) {
@@ -141,6 +152,41 @@ pub async fn publish(recorder: &Recorder, reference: &ObjectReference, notices: 
 
 #[cfg(test)]
 mod tests {
+
+    /// Each engine ranks its own events: a suspected primary is a Warning, a completed
+    /// failover Normal, a timeline step no Event at all.
+    #[test]
+    fn an_engine_event_becomes_the_event_its_engine_ranks_it() {
+        use shanraq_ha::postgres::{Event, EventKind, Millis, NodeId};
+        let event = |kind| Event {
+            at: Millis(0),
+            epoch: 2,
+            kind,
+        };
+        let started = notice_of(&event(EventKind::FailoverStarted {
+            from: NodeId::new("pg-0"),
+            reason: "3 failed probes".to_owned(),
+        }))
+        .expect("a Warning");
+        assert!(started.warning);
+        assert_eq!(started.reason, "FailoverStarted");
+        let elected = notice_of(&event(EventKind::Elected {
+            node: NodeId::new("pg-1"),
+            received_lsn: "0/1".to_owned(),
+        }));
+        assert_eq!(elected, None, "a timeline step stays in the logs");
+        let redis = notice_of(&shanraq_ha::redis::Event {
+            at: Millis(0),
+            epoch: 2,
+            kind: shanraq_ha::redis::EventKind::MasterBootstrapped {
+                node: NodeId::new("redis-0"),
+                offset: 0,
+            },
+        })
+        .expect("a Normal Event");
+        assert!(!redis.warning);
+    }
+
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;

@@ -17,7 +17,7 @@ use shanraq_api::ShanraqCluster;
 use shanraq_api::names::{LABEL_CLUSTER, LABEL_COMPONENT};
 use shanraq_ha::adapters::driver::{Driver, DriverConfig, DriverEvent, DriverHandle, system_clock};
 use shanraq_ha::adapters::instance_client::{BearerToken, ClientTimeouts, InstanceClient};
-use shanraq_ha::postgres::{Event, EventKind, HaState, NodeId, ReplicationMode};
+use shanraq_ha::postgres::{EventKind, HaState, NodeId, ReplicationMode};
 use shanraq_ha::wire::InstanceStatus;
 use tokio::sync::watch;
 
@@ -91,27 +91,6 @@ impl std::fmt::Debug for Deps {
         f.debug_struct("Deps")
             .field("reference", &self.reference)
             .finish_non_exhaustive()
-    }
-}
-
-/// The Event an engine event deserves, if any (timeline steps stay in the logs).
-pub fn notice_of(event: &Event) -> Option<Notice> {
-    let note = event.message();
-    let reason = event.reason();
-    match &event.kind {
-        EventKind::FailoverCompleted { .. }
-        | EventKind::SwitchoverStarted { .. }
-        | EventKind::SwitchoverCompleted { .. }
-        | EventKind::PrimaryAdopted { .. } => Some(Notice::normal(reason, note)),
-        EventKind::FailoverStarted { .. }
-        | EventKind::FailoverRefused { .. }
-        | EventKind::SwitchoverAborted { .. }
-        | EventKind::StalePrimaryFenced { .. }
-        | EventKind::EpochConflict { .. }
-        | EventKind::FencingBlocked { .. }
-        | EventKind::Diverged { .. }
-        | EventKind::PrimarySuspected { .. } => Some(Notice::warning(reason, note)),
-        _ => None,
     }
 }
 
@@ -413,7 +392,7 @@ async fn forward_events(
                 record.rto_ms.map(Duration::from_millis),
             );
         }
-        if let Some(notice) = notice_of(&event) {
+        if let Some(notice) = events::notice_of(&event) {
             events::publish(&deps.recorder, &deps.reference, &[notice]).await;
         }
     }

@@ -195,27 +195,6 @@ impl RedisHaRegistry {
     }
 }
 
-/// The Event an engine event deserves, if any (timeline steps stay in the logs).
-pub fn notice_of(event: &Event) -> Option<Notice> {
-    let note = event.message();
-    let reason = event.reason();
-    match &event.kind {
-        EventKind::FailoverCompleted { .. }
-        | EventKind::SwitchoverStarted { .. }
-        | EventKind::SwitchoverCompleted { .. }
-        | EventKind::MasterAdopted { .. }
-        | EventKind::MasterBootstrapped { .. } => Some(Notice::normal(reason, note)),
-        EventKind::FailoverStarted { .. }
-        | EventKind::FailoverRefused { .. }
-        | EventKind::FencingBlocked { .. }
-        | EventKind::SwitchoverAborted { .. }
-        | EventKind::StaleMasterDemoted { .. }
-        | EventKind::SeveralMasters { .. }
-        | EventKind::MasterSuspected { .. } => Some(Notice::warning(reason, note)),
-        _ => None,
-    }
-}
-
 /// A completed failover or switchover in `shanraq_failovers_total` and its RTO histogram,
 /// with `component="redis"`.
 fn count_failover(spec: &RedisTaskSpec, deps: &Deps, event: &Event) {
@@ -402,7 +381,7 @@ async fn run(
                 received = events.recv() => match received {
                     Ok(RedisDriverEvent::Engine(event)) => {
                         count_failover(&spec, &deps, &event);
-                        if let Some(notice) = notice_of(&event) {
+                        if let Some(notice) = events::notice_of(&event) {
                             events::publish(&deps.recorder, &deps.reference, &[notice]).await;
                         }
                     }
