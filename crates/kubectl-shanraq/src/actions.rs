@@ -93,7 +93,8 @@ fn members(cluster: &ShanraqCluster, at: &ClusterRef) -> Vec<String> {
         .collect()
 }
 
-/// The reasons of the operator's answer to a switchover request (`controller/switchover.rs`).
+/// The reasons of the operator's answer to a switchover request
+/// (`shanraq-operator/src/engines/postgres/switchover.rs`).
 pub const SWITCHOVER_REQUESTED: &str = "SwitchoverRequested";
 pub const SWITCHOVER_REFUSED: &str = "SwitchoverRefused";
 
