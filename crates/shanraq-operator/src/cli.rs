@@ -65,12 +65,18 @@ pub enum ForwardError {
 /// Replaces this process with `shanraq-drill <subcommand> <args>`, found beside this binary
 /// first (a cargo build puts both in one folder), then on PATH. Returns only on failure.
 pub fn forward_to_drill(subcommand: &str, args: Vec<OsString>) -> ForwardError {
-    let own = std::env::current_exe().unwrap_or_default();
-    let beside = own.parent().map(Path::to_path_buf).unwrap_or_default();
-    let Some(binary) = locate(&beside, std::env::var_os("PATH")) else {
+    // Without its own path (it cannot be read), only PATH is searched, never the working
+    // directory.
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|own| own.parent().map(Path::to_path_buf));
+    let Some(binary) = locate(beside.as_deref(), std::env::var_os("PATH")) else {
         return ForwardError::NotFound {
             subcommand: subcommand.to_owned(),
-            beside: beside.display().to_string(),
+            beside: beside.map_or_else(
+                || "this binary (its path is unknown)".to_owned(),
+                |folder| folder.display().to_string(),
+            ),
         };
     };
     let source = exec(&binary, subcommand, args);
@@ -80,8 +86,10 @@ pub fn forward_to_drill(subcommand: &str, args: Vec<OsString>) -> ForwardError {
     }
 }
 
-fn locate(beside: &Path, path: Option<OsString>) -> Option<PathBuf> {
-    std::iter::once(beside.to_path_buf())
+fn locate(beside: Option<&Path>, path: Option<OsString>) -> Option<PathBuf> {
+    beside
+        .map(Path::to_path_buf)
+        .into_iter()
         .chain(path.iter().flat_map(std::env::split_paths))
         .map(|folder| folder.join(DRILL_BINARY))
         .find(|candidate| candidate.is_file())
@@ -104,15 +112,20 @@ mod tests {
         let beside = tempfile::tempdir().expect("tempdir");
         let on_path = tempfile::tempdir().expect("tempdir");
         let path = std::env::join_paths([on_path.path()]).expect("PATH");
-        assert_eq!(locate(beside.path(), Some(path.clone())), None);
+        assert_eq!(locate(Some(beside.path()), Some(path.clone())), None);
         std::fs::write(on_path.path().join(DRILL_BINARY), "").expect("write");
         assert_eq!(
-            locate(beside.path(), Some(path.clone())),
+            locate(Some(beside.path()), Some(path.clone())),
             Some(on_path.path().join(DRILL_BINARY))
+        );
+        assert_eq!(
+            locate(None, Some(path.clone())),
+            Some(on_path.path().join(DRILL_BINARY)),
+            "without its own folder, PATH alone"
         );
         std::fs::write(beside.path().join(DRILL_BINARY), "").expect("write");
         assert_eq!(
-            locate(beside.path(), Some(path)),
+            locate(Some(beside.path()), Some(path)),
             Some(beside.path().join(DRILL_BINARY))
         );
     }
