@@ -29,6 +29,14 @@ pub struct ValidCluster {
     pub names: Names,
 }
 
+impl ValidCluster {
+    /// `namespace/name`: how the operator keys everything it keeps per cluster (its engines'
+    /// tasks, its last apply).
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
 /// Every reason the spec was refused, each naming its field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct InvalidSpec {

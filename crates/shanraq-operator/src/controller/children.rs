@@ -18,7 +18,7 @@ pub async fn apply_or_read(
     rendered: &shanraq_render::Rendered,
     monitoring_available: bool,
 ) -> Result<(Vec<String>, apply::Applied), Error> {
-    let key = format!("{}/{}", cluster.namespace, cluster.name);
+    let key = cluster.key();
     let secret_names: Vec<String> = rendered.secrets.iter().map(|t| t.name.clone()).collect();
     let digest = applied::digest(&rendered.children, &secret_names, monitoring_available);
     if let Some(workloads) = ctx

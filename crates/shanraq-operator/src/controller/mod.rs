@@ -94,13 +94,7 @@ impl std::fmt::Debug for Context {
     }
 }
 
-fn key(cluster: &ShanraqCluster) -> String {
-    format!(
-        "{}/{}",
-        cluster.namespace().unwrap_or_default(),
-        cluster.name_any()
-    )
-}
+use crate::engines::request::key;
 
 impl Context {
     pub fn new(client: Client, metrics: Metrics, reporter: Reporter, discovery: Discovery) -> Self {

@@ -94,7 +94,7 @@ impl KafkaRegistry {
         desired_hash: Option<String>,
         client: impl FnOnce() -> Client,
     ) {
-        let key = format!("{}/{}", cluster.namespace, cluster.name);
+        let key = cluster.key();
         let Ok(mut tasks) = self.tasks.lock() else {
             return;
         };

@@ -227,7 +227,7 @@ pub async fn handle(
     let Some(request) = object.annotations().get(ANNOTATION_DRILL).cloned() else {
         return Ok(outcome);
     };
-    let key = format!("{}/{}", cluster.namespace, cluster.name);
+    let key = cluster.key();
     // A request already acted on (recorded in the status, or by this operator while its own
     // status write or the annotation's removal has not reached the cache yet) is only
     // cleared: one request never takes down two primaries.

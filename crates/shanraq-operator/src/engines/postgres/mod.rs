@@ -96,7 +96,7 @@ impl HaRegistry {
     /// or stops it when PostgreSQL is disabled. A restarted task waits for its predecessor to
     /// stop first, so two drivers never run for one cluster.
     pub fn ensure(&self, cluster: &ValidCluster, deps: impl FnOnce() -> Deps) {
-        let key = format!("{}/{}", cluster.namespace, cluster.name);
+        let key = cluster.key();
         let wanted = if self.settings.enabled {
             task_spec(cluster, &self.settings)
         } else {

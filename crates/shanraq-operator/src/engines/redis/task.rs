@@ -104,7 +104,7 @@ impl RedisHaRegistry {
     /// Starts, restarts (changed spec, or ended) or stops the task of `cluster`. A restarted
     /// task waits for its predecessor first, so two drivers never run for one group.
     pub fn ensure(&self, cluster: &ValidCluster, deps: impl FnOnce() -> Deps) {
-        let key = format!("{}/{}", cluster.namespace, cluster.name);
+        let key = cluster.key();
         let wanted = if self.enabled {
             task_spec(cluster)
         } else {
