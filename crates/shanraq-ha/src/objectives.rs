@@ -220,9 +220,82 @@ fn trim_percent(value: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
+impl RpoMeasurement {
+    /// How much it may lose, for picking the worst: unbounded first, then the larger
+    /// asynchronous lag, synchronous last.
+    fn exposure(&self) -> (u8, Duration, u64) {
+        match self {
+            RpoMeasurement::NoPromotableReplica { .. } => (2, Duration::MAX, u64::MAX),
+            RpoMeasurement::Synchronous {
+                streaming,
+                required,
+            } => {
+                let enough =
+                    u32::try_from(streaming.len()).unwrap_or(u32::MAX) >= (*required).max(1);
+                if enough {
+                    (0, Duration::ZERO, 0)
+                } else {
+                    (2, Duration::MAX, u64::MAX)
+                }
+            }
+            RpoMeasurement::Asynchronous { lag_bytes, lag, .. } => (1, *lag, *lag_bytes),
+        }
+    }
+}
+
+/// The cluster's one RPO: the worst of its components' measurements (the first of equals),
+/// `None` when no component measured anything.
+pub fn worst(
+    measurements: impl IntoIterator<Item = Option<RpoMeasurement>>,
+) -> Option<RpoMeasurement> {
+    measurements.into_iter().flatten().reduce(|kept, next| {
+        if next.exposure() > kept.exposure() {
+            next
+        } else {
+            kept
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_worst_measurement_decides_unbounded_before_lag_before_synchronous() {
+        let sync = RpoMeasurement::Synchronous {
+            streaming: vec!["pg-1".to_owned()],
+            required: 1,
+        };
+        let redis = RpoMeasurement::Asynchronous {
+            replica: "redis 10.0.0.5:6379".to_owned(),
+            lag_bytes: 14,
+            lag: Duration::from_secs(1),
+        };
+        let none = RpoMeasurement::NoPromotableReplica {
+            reason: "no Redis replica".to_owned(),
+        };
+        assert_eq!(
+            worst([Some(sync.clone()), Some(redis.clone())]),
+            Some(redis.clone())
+        );
+        assert_eq!(
+            worst([Some(sync.clone()), Some(none.clone()), Some(redis.clone())]),
+            Some(none)
+        );
+        assert_eq!(worst([None, Some(redis.clone()), None]), Some(redis));
+        assert_eq!(worst([Some(sync.clone()), None]), Some(sync.clone()));
+        let other_sync = RpoMeasurement::Synchronous {
+            streaming: vec!["kafka".to_owned()],
+            required: 1,
+        };
+        assert_eq!(
+            worst([Some(sync.clone()), Some(other_sync)]),
+            Some(sync),
+            "first of equals"
+        );
+        assert_eq!(worst([None, None]), None);
+    }
 
     #[test]
     fn rpo_verdicts() {

@@ -13,7 +13,7 @@ use shanraq_render::{Child, Rendered};
 
 use super::kafka::KafkaRegistry;
 use super::postgres::task::Deps;
-use super::postgres::{HaRegistry, HaSettings, InstanceAddress};
+use super::postgres::{HaRegistry, HaSettings};
 use super::redis::RedisHaRegistry;
 use super::{kafka, postgres, redis};
 use crate::controller::error::Error;
@@ -41,12 +41,6 @@ pub struct Reconciled<'a> {
     pub cluster: &'a ValidCluster,
     pub rendered: &'a Rendered,
     pub previous: &'a ShanraqClusterStatus,
-}
-
-impl Reconciled<'_> {
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.cluster.namespace, self.cluster.name)
-    }
 }
 
 /// What the engines' IO needs from the operator (the API client, Events, metrics).
@@ -83,7 +77,6 @@ impl Engines {
     pub fn disabled() -> Self {
         Engines::new(HaSettings {
             enabled: false,
-            instance_address: InstanceAddress::default(),
             ..HaSettings::default()
         })
     }
@@ -102,7 +95,7 @@ impl Engines {
             identity: self.settings().identity.clone(),
             leadership: self.settings().leadership.clone(),
         };
-        let key = at.key();
+        let key = at.cluster.key();
         self.postgres.ensure(at.cluster, deps);
         self.redis.ensure(at.cluster, deps);
         self.kafka.ensure(
@@ -136,7 +129,7 @@ impl Engines {
         );
         let engine = self
             .postgres
-            .handle(&at.key())
+            .handle(&at.cluster.key())
             .map(|handle| handle.state())
             .map(|state| postgres::drill::EngineView {
                 phase: state.phase.to_string(),
@@ -162,7 +155,7 @@ impl Engines {
     /// failover's RTO, the sampled PostgreSQL instances and WAL archiving, the probes through
     /// HAProxy (counted into `metrics`), Redis cluster mode and the Kafka admin view.
     pub fn observe(&self, metrics: &Metrics, at: Reconciled<'_>, observed: &mut Observed) {
-        let key = at.key();
+        let key = at.cluster.key();
         let (cluster, previous) = (at.cluster, at.previous);
         observed.last_failover_rto = postgres::objectives::last_failover_rto(
             previous
@@ -170,20 +163,19 @@ impl Engines {
                 .as_ref()
                 .and_then(|p| p.last_failover.as_ref()),
         );
-        observed.rpo = redis::objectives::worse(
-            postgres::observe::rpo(&self.postgres, cluster, previous),
-            self.redis
-                .handle(&key)
-                .and_then(|handle| redis::objectives::measure(&handle)),
-        );
+        let sampled = postgres::observe::sampled(&self.postgres, cluster, previous);
         observed.kafka = self.kafka.view(&key);
-        if let Some(kafka::health::AdminView::Seen { figures, .. }) = &observed.kafka {
-            observed.rpo =
-                redis::objectives::worse(observed.rpo.take(), kafka::health::rpo(figures));
-        }
-        observed.postgres_instances =
-            postgres::observe::instances(&self.postgres, cluster, previous);
-        observed.archive = postgres::observe::archive(&self.postgres, cluster, previous);
+        let kafka_rpo = match &observed.kafka {
+            Some(kafka::health::AdminView::Seen { figures, .. }) => kafka::health::rpo(figures),
+            _ => None,
+        };
+        let redis_rpo = self
+            .redis
+            .handle(&key)
+            .and_then(|handle| redis::objectives::measure(&handle));
+        observed.rpo = shanraq_ha::objectives::worst([sampled.rpo, redis_rpo, kafka_rpo]);
+        observed.postgres_instances = sampled.instances;
+        observed.archive = sampled.archive;
         if cluster.spec.redis.mode == shanraq_api::redis::RedisMode::Cluster {
             observed.redis_cluster = previous.redis.as_ref().and_then(|r| r.cluster.clone());
         }

@@ -69,43 +69,6 @@ pub fn cluster_condition(
     want
 }
 
-/// How much a measurement may lose, for picking the worse of two: unbounded first, then the
-/// larger asynchronous lag, synchronous last.
-fn exposure(measurement: &RpoMeasurement) -> (u8, Duration, u64) {
-    match measurement {
-        RpoMeasurement::NoPromotableReplica { .. } => (2, Duration::MAX, u64::MAX),
-        RpoMeasurement::Synchronous {
-            streaming,
-            required,
-        } => {
-            let enough = u32::try_from(streaming.len()).unwrap_or(u32::MAX) >= (*required).max(1);
-            if enough {
-                (0, Duration::ZERO, 0)
-            } else {
-                (2, Duration::MAX, u64::MAX)
-            }
-        }
-        RpoMeasurement::Asynchronous { lag_bytes, lag, .. } => (1, *lag, *lag_bytes),
-    }
-}
-
-/// One RPO for the cluster: the worse of PostgreSQL's and Redis's measurements.
-pub fn worse(
-    postgres: Option<RpoMeasurement>,
-    redis: Option<RpoMeasurement>,
-) -> Option<RpoMeasurement> {
-    match (postgres, redis) {
-        (Some(postgres), Some(redis)) => {
-            if exposure(&redis) > exposure(&postgres) {
-                Some(redis)
-            } else {
-                Some(postgres)
-            }
-        }
-        (postgres, redis) => postgres.or(redis),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,28 +113,5 @@ mod tests {
             want.message
         );
         assert_eq!(cluster_condition(ready(), None), ready());
-    }
-
-    #[test]
-    fn redis_lag_outweighs_a_synchronous_postgres_and_unbounded_outweighs_everything() {
-        let sync = RpoMeasurement::Synchronous {
-            streaming: vec!["pg-1".to_owned()],
-            required: 1,
-        };
-        let redis = RpoMeasurement::Asynchronous {
-            replica: "redis 10.0.0.5:6379".to_owned(),
-            lag_bytes: 14,
-            lag: Duration::from_secs(1),
-        };
-        assert_eq!(
-            worse(Some(sync.clone()), Some(redis.clone())),
-            Some(redis.clone())
-        );
-        let none = RpoMeasurement::NoPromotableReplica {
-            reason: "no Redis replica".to_owned(),
-        };
-        assert_eq!(worse(Some(none.clone()), Some(redis.clone())), Some(none));
-        assert_eq!(worse(None, Some(redis.clone())), Some(redis));
-        assert_eq!(worse(Some(sync.clone()), None), Some(sync));
     }
 }
