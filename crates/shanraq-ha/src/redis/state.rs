@@ -36,12 +36,8 @@ impl std::fmt::Display for Phase {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailoverKind {
-    Failover,
-    Switchover,
-}
+/// The same kinds as PostgreSQL's (and stored the same way).
+pub use crate::postgres::FailoverKind;
 
 /// The master is failing but the failover has not started.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
