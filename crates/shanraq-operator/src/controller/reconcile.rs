@@ -75,13 +75,14 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         previous: &known.previous,
     };
     ctx.engines.ensure(&ctx.io(), at);
-    let mut requested = ctx.engines.requests(&ctx.client, at).await?;
+    let requested = ctx.engines.requests(&ctx.client, at).await?;
     let observed = observe::observed(ctx, at, &applied, monitoring).await;
     let next = observe::next(ctx, at, &observed, &requested, &known.now).await;
     leading(ctx)?;
     let written = status::write(&ctx.client, object, &known.previous, &next).await?;
     publish::metrics(ctx, &cluster, &observed);
-    let notices = std::mem::take(&mut requested.notices);
+    let drill_running = requested.drill.running(&known.previous);
+    let notices = requested.notices;
     publish::events(ctx, &known, &cluster, &created, &applied, notices, &next).await;
     tracing::debug!(
         workloads = applied.objects.len(),
@@ -89,7 +90,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         status_written = written,
         "reconciled"
     );
-    Ok(requeue(requested.drill.running(&known.previous), &next))
+    Ok(requeue(drill_running, &next))
 }
 
 /// Soon while a drill waits for its failover; later once Ready; in between while progressing.

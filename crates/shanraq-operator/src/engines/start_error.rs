@@ -32,7 +32,7 @@ pub enum StartError {
     Client {
         member: String,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: shanraq_ha::adapters::instance_client::InstanceClientError,
     },
     #[error("the driver cannot start: {source}")]
     Driver {

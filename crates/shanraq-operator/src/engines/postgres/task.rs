@@ -135,7 +135,7 @@ fn clients(
             .map(|client| (m.member.name.clone(), client))
             .map_err(|error| StartError::Client {
                 member: m.member.name.to_string(),
-                source: Box::new(error),
+                source: error,
             })
         })
         .collect()
