@@ -219,7 +219,7 @@ impl FailoverTimeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shanraq_ha::postgres::Event;
+    use shanraq_ha::postgres::{Event, RecordDetail};
 
     fn engine(at: u64, epoch: u64, kind: EventKind) -> DriverEvent {
         DriverEvent::Engine(Event {
@@ -245,14 +245,13 @@ mod tests {
             routed_at: Some(Millis(2_000)),
             rto_ms: Some(990),
             lost_bytes: Some(0),
-            primary_lsn: None,
-            final_lsn: None,
-            fence_error: Some("unreachable".into()),
             detached: Vec::new(),
-            detached_at: None,
-            quorum_fenced_at: None,
             refusal: None,
             aborted: None,
+            detail: RecordDetail {
+                fence_error: Some("unreachable".into()),
+                ..RecordDetail::default()
+            },
         };
         let events = vec![
             engine(

@@ -169,7 +169,7 @@ const STOP_POINTS: [StopPoint; 4] = [
         reached: |s| {
             s.in_flight
                 .as_ref()
-                .is_some_and(|r| r.quorum_fenced_at.is_some())
+                .is_some_and(|r| r.detail.quorum_fenced_at.is_some())
         },
     },
     StopPoint {

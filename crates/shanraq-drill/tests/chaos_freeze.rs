@@ -65,7 +65,7 @@ async fn a_frozen_primary_is_failed_over_then_fenced_and_rejoins_through_pg_rewi
     assert_ne!(new, 0);
     assert_eq!(outcome.state.epoch, epoch + 1);
     assert!(
-        outcome.record.fence_error.is_some(),
+        outcome.record.detail.fence_error.is_some(),
         "a frozen primary cannot confirm its fence: {:?}",
         outcome.record
     );

@@ -93,3 +93,25 @@ pub trait Engine: Send + 'static {
     /// The answer to a switchover request replaced by a newer one.
     fn switchover_superseded() -> Self::SwitchoverError;
 }
+
+/// Why an executed command did not succeed, as reported back through `command_done` (every
+/// engine's; `StaleEpoch` only from members that check the token themselves).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The instance refused the command's token (HTTP 409): it holds a higher epoch, or the
+    /// same epoch claimed by another engine. Someone newer acted.
+    #[error(
+        "instance refused the command: it holds epoch {instance_epoch}{}",
+        holder.as_deref().map(|h| format!(" claimed by {h}")).unwrap_or_default()
+    )]
+    StaleEpoch {
+        instance_epoch: u64,
+        holder: Option<String>,
+    },
+    /// The command was not run (for example the state could not be persisted first).
+    #[error("command not executed: {0}")]
+    NotExecuted(String),
+    /// It ran and failed, or no answer came in time.
+    #[error("{0}")]
+    Failed(String),
+}

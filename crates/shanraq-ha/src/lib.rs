@@ -10,5 +10,6 @@ pub mod engine;
 pub mod kafka;
 pub mod objectives;
 pub mod postgres;
+pub mod record;
 pub mod redis;
 pub mod wire;

@@ -30,7 +30,7 @@ pub async fn run() -> Result<(), RedisDrillError> {
             lines.push(format!(
                 "  +{:>6} ms  {}",
                 event.at.since(started),
-                event.message()
+                shanraq_ha::engine::Notable::message(&event)
             ));
         }
     }

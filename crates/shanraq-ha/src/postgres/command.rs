@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{Millis, NodeId};
+use super::model::NodeId;
 use super::state::FailoverRecord;
 use crate::wire::Upstream;
 
@@ -106,35 +106,10 @@ impl std::fmt::Display for Command {
     }
 }
 
-/// Why an executed command did not succeed, as reported back through `command_done`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    /// The instance refused the command's token (HTTP 409): it holds a higher epoch, or the
-    /// same epoch claimed by another engine. Someone newer acted.
-    #[error(
-        "instance refused the command: it holds epoch {instance_epoch}{}",
-        holder.as_deref().map(|h| format!(" claimed by {h}")).unwrap_or_default()
-    )]
-    StaleEpoch {
-        instance_epoch: u64,
-        holder: Option<String>,
-    },
-    /// The command was not run (for example the state could not be persisted first).
-    #[error("command not executed: {0}")]
-    NotExecuted(String),
-    /// It ran and failed, or no answer came in time.
-    #[error("{0}")]
-    Failed(String),
-}
+pub use crate::engine::CommandError;
 
 /// Something worth telling a person, stamped with when the engine decided it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Event {
-    pub at: Millis,
-    pub epoch: u64,
-    pub kind: EventKind,
-}
+pub type Event = crate::record::Stamped<EventKind>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "type")]
@@ -223,10 +198,10 @@ pub enum EventKind {
     },
 }
 
-impl Event {
+impl crate::record::Telling for EventKind {
     /// A stable CamelCase reason for Kubernetes Events.
-    pub fn reason(&self) -> &'static str {
-        match &self.kind {
+    fn reason(&self) -> &'static str {
+        match self {
             EventKind::PrimaryAdopted { .. } => "PrimaryAdopted",
             EventKind::PrimarySuspected { .. } => "PrimarySuspected",
             EventKind::PrimaryRecovered { .. } => "PrimaryRecovered",
@@ -249,10 +224,27 @@ impl Event {
         }
     }
 
-    /// A one-line human message.
-    pub fn message(&self) -> String {
-        let epoch = self.epoch;
-        match &self.kind {
+    fn importance(&self) -> crate::engine::Importance {
+        use crate::engine::Importance;
+        match self {
+            EventKind::FailoverCompleted { .. }
+            | EventKind::SwitchoverStarted { .. }
+            | EventKind::SwitchoverCompleted { .. }
+            | EventKind::PrimaryAdopted { .. } => Importance::Normal,
+            EventKind::FailoverStarted { .. }
+            | EventKind::FailoverRefused { .. }
+            | EventKind::SwitchoverAborted { .. }
+            | EventKind::StalePrimaryFenced { .. }
+            | EventKind::EpochConflict { .. }
+            | EventKind::FencingBlocked { .. }
+            | EventKind::Diverged { .. }
+            | EventKind::PrimarySuspected { .. } => Importance::Warning,
+            _ => Importance::Log,
+        }
+    }
+
+    fn message(&self, epoch: u64) -> String {
+        match self {
             EventKind::PrimaryAdopted { node } => {
                 format!("adopted {node} as primary with epoch {epoch}")
             }
@@ -331,11 +323,7 @@ impl Event {
 }
 
 /// What one `step` decided.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StepOutput {
-    pub commands: Vec<Command>,
-    pub events: Vec<Event>,
-}
+pub type StepOutput = crate::engine::Decided<Command, Event>;
 
 impl crate::dispatch::Targeted for Command {
     fn target(&self) -> CommandTarget {

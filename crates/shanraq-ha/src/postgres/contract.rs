@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use super::command::EventKind;
 use super::{
     Command, CommandError, Event, HaState, Millis, NodeId, Observation, PodSignal, PostgresHa,
     ProbeOutcome, SwitchoverError,
 };
-use crate::engine::{Decided, Engine, Importance, Notable};
+use crate::engine::{Decided, Engine};
 use crate::wire::InstanceStatus;
 
 /// How one command to an instance manager ended, with the status it answered with.
@@ -17,34 +16,6 @@ use crate::wire::InstanceStatus;
 pub struct Outcome {
     pub result: Result<(), CommandError>,
     pub status: Option<InstanceStatus>,
-}
-
-impl Notable for Event {
-    fn reason(&self) -> &'static str {
-        Event::reason(self)
-    }
-
-    fn message(&self) -> String {
-        Event::message(self)
-    }
-
-    fn importance(&self) -> Importance {
-        match &self.kind {
-            EventKind::FailoverCompleted { .. }
-            | EventKind::SwitchoverStarted { .. }
-            | EventKind::SwitchoverCompleted { .. }
-            | EventKind::PrimaryAdopted { .. } => Importance::Normal,
-            EventKind::FailoverStarted { .. }
-            | EventKind::FailoverRefused { .. }
-            | EventKind::SwitchoverAborted { .. }
-            | EventKind::StalePrimaryFenced { .. }
-            | EventKind::EpochConflict { .. }
-            | EventKind::FencingBlocked { .. }
-            | EventKind::Diverged { .. }
-            | EventKind::PrimarySuspected { .. } => Importance::Warning,
-            _ => Importance::Log,
-        }
-    }
 }
 
 impl Engine for PostgresHa {
@@ -85,11 +56,7 @@ impl Engine for PostgresHa {
     }
 
     fn step(&mut self, now: Millis) -> Decided<Command, Event> {
-        let out = PostgresHa::step(self, now);
-        Decided {
-            commands: out.commands,
-            events: out.events,
-        }
+        PostgresHa::step(self, now)
     }
 
     fn command_done(&mut self, command: &Command, outcome: Outcome, now: Millis) {

@@ -87,7 +87,7 @@ impl PostgresHa {
         let primary_lsn = state
             .in_flight
             .as_ref()
-            .and_then(|record| record.primary_lsn);
+            .and_then(|record| record.detail.primary_lsn);
         PostgresHa {
             config,
             members,
@@ -144,7 +144,7 @@ impl PostgresHa {
         self.primary_lsn = state
             .in_flight
             .as_ref()
-            .and_then(|record| record.primary_lsn)
+            .and_then(|record| record.detail.primary_lsn)
             .or(self.primary_lsn);
         self.state = state;
         self.dispatch.clear();
@@ -371,11 +371,9 @@ impl PostgresHa {
             Command::Detach { node, .. } => {
                 if result.is_ok()
                     && let Some(record) = self.state.in_flight.as_mut()
-                    && !record.detached.contains(node)
+                    && record.note_detached(node)
                 {
-                    record.detached.push(node.clone());
-                    record.detached.sort();
-                    record.detached_at = Some(now);
+                    record.detail.detached_at = Some(now);
                 }
             }
             Command::Repoint { .. } | Command::Demote { .. } => {}

@@ -19,7 +19,7 @@ impl PostgresHa {
             self.state.phase = Phase::Healthy;
             return;
         };
-        if record.quorum_fenced_at.is_some() {
+        if record.detail.quorum_fenced_at.is_some() {
             self.state.phase = Phase::Electing;
             return;
         }
@@ -54,7 +54,7 @@ impl PostgresHa {
             }
             self.emit(Command::Detach { node, epoch }, now, commands);
         }
-        if record.fence_error.is_none() && !self.answers_as_primary(&record.from) {
+        if record.detail.fence_error.is_none() && !self.answers_as_primary(&record.from) {
             let why = self
                 .nodes
                 .get(&record.from)
@@ -64,7 +64,7 @@ impl PostgresHa {
                 record.from
             );
             if let Some(record) = self.in_flight_mut() {
-                record.fence_error = Some(error.clone());
+                record.detail.fence_error = Some(error.clone());
             }
             self.event(
                 now,
@@ -76,17 +76,18 @@ impl PostgresHa {
         }
         // Said once the fence and detach commands had a fair chance to answer.
         let patient = now >= record.started_at.plus(self.config.fence_timeout);
-        if patient && record.refusal.as_deref() != Some(blocked.as_str()) {
-            if let Some(record) = self.in_flight_mut() {
-                record.refusal = Some(blocked.clone());
-            }
+        if patient
+            && self
+                .in_flight_mut()
+                .is_some_and(|record| record.refuse(&blocked))
+        {
             self.event(now, EventKind::FencingBlocked { reason: blocked });
         }
     }
 
     pub(super) fn quorum_fenced(&mut self, record: &FailoverRecord, how: String, now: Millis) {
         if let Some(record) = self.in_flight_mut() {
-            record.quorum_fenced_at = Some(now);
+            record.detail.quorum_fenced_at = Some(now);
             record.refusal = None;
         }
         self.event(
@@ -165,7 +166,7 @@ impl PostgresHa {
                 let lease = self.config.lease_duration;
                 let since = record
                     .started_at
-                    .max(record.detached_at.unwrap_or_default());
+                    .max(record.detail.detached_at.unwrap_or_default());
                 let expires = since.plus(lease + REPLY_SLACK + self.config.probe_period);
                 if now < expires {
                     return Err(format!(
@@ -199,7 +200,7 @@ impl PostgresHa {
         match (phase, result) {
             (Phase::Fencing | Phase::SwitchoverFencing, Ok(())) => {
                 record.fenced_at = Some(now);
-                record.fence_error = None;
+                record.detail.fence_error = None;
                 self.event(
                     now,
                     EventKind::Fenced {
@@ -209,9 +210,9 @@ impl PostgresHa {
                 );
             }
             (Phase::Fencing | Phase::SwitchoverFencing, Err(error))
-                if record.fence_error.is_none() =>
+                if record.detail.fence_error.is_none() =>
             {
-                record.fence_error = Some(error.to_string());
+                record.detail.fence_error = Some(error.to_string());
                 self.event(
                     now,
                     EventKind::Fenced {
@@ -261,7 +262,7 @@ impl PostgresHa {
             replication: self.config.replication,
             maximum_lag_on_failover: self.config.maximum_lag_on_failover,
             sync_set: &self.state.sync_set,
-            primary_lsn: record.primary_lsn,
+            primary_lsn: record.detail.primary_lsn,
         };
         let outcome = elect(&rules, &candidates);
         drop(candidates);
@@ -309,19 +310,17 @@ impl PostgresHa {
             );
             return;
         }
-        if record.refusal.as_deref() != Some(reason.as_str()) {
-            if let Some(record) = self.in_flight_mut() {
-                record.refusal = Some(reason.clone());
-            }
+        if self
+            .in_flight_mut()
+            .is_some_and(|record| record.refuse(&reason))
+        {
             self.event(now, EventKind::FailoverRefused { reason });
         }
     }
 
     pub(super) fn choose(&mut self, node: NodeId, lost_bytes: Option<u64>, _now: Millis) {
         if let Some(record) = self.in_flight_mut() {
-            record.to = Some(node.clone());
-            record.lost_bytes = lost_bytes;
-            record.refusal = None;
+            record.elect(node.clone(), lost_bytes);
         }
         self.state.target_primary = Some(node);
         self.state.phase = Phase::Promoting;
@@ -402,8 +401,7 @@ impl PostgresHa {
                     .or(status.replayed_lsn)
             });
         if let Some(record) = self.in_flight_mut() {
-            record.promoted_at = Some(now);
-            record.to = Some(node.clone());
+            record.promoted(node.clone(), now);
         }
         if let Some(view) = self.nodes.get_mut(&node) {
             view.consecutive_failures = 0;
@@ -446,9 +444,8 @@ impl PostgresHa {
             self.state.phase = Phase::Healthy;
             return;
         };
-        record.routed_at = Some(now);
-        record.rto_ms = Some(now.since(record.detected_at));
-        let node = record.to.clone().unwrap_or_else(|| record.from.clone());
+        record.finish(now);
+        let node = record.ends_on();
         self.state.phase = Phase::Healthy;
         self.state.target_primary = None;
         self.state.suspect = None;

@@ -24,5 +24,7 @@ pub use contract::Outcome;
 pub use election::{Candidate, Elected, ElectionRules, elect};
 pub use engine::{DEFAULT_IDENTITY, PostgresHa};
 pub use model::{Member, Millis, NodeId, Observation, PodSignal, ProbeOutcome, duration_ms};
-pub use state::{FailoverKind, FailoverRecord, HaState, Phase, Suspicion};
+pub use state::{
+    FailoverKind, FailoverRecord, HaState, Phase, RecordDetail, Suspicion, SuspicionDetail,
+};
 pub use switchover::SwitchoverError;

@@ -40,60 +40,23 @@ impl std::fmt::Display for Phase {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailoverKind {
-    /// Unplanned: the primary failed.
-    Failover,
-    /// Planned: requested by a user, without loss.
-    Switchover,
-}
-
-/// The primary is failing but the failover has not started (no epoch bump yet).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What PostgreSQL adds to a suspicion: the primary's last reported `pg_current_wal_lsn()`,
+/// to measure loss in async mode.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Suspicion {
-    pub node: NodeId,
-    /// The first failed probe of the streak: the best estimate of when writes stopped.
-    pub first_failure_at: Millis,
-    /// When the threshold was reached (or the pod was seen deleted).
-    pub confirmed_at: Millis,
-    pub reason: String,
-    /// The primary's last reported `pg_current_wal_lsn()`, to measure loss in async mode.
+pub struct SuspicionDetail {
     #[serde(default)]
     pub primary_lsn: Option<Lsn>,
 }
 
-/// One failover or switchover, from detection to routing. Kept in `inFlight` while it runs and
-/// in `lastFailover` once done.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The primary is failing but the failover has not started (no epoch bump yet).
+pub type Suspicion = crate::record::Suspicion<SuspicionDetail>;
+
+/// What PostgreSQL adds to a failover record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct FailoverRecord {
-    pub kind: FailoverKind,
-    /// The epoch this failover took.
-    pub epoch: u64,
-    pub from: NodeId,
-    /// The new primary, once elected (switchover: the target from the start).
-    #[serde(default)]
-    pub to: Option<NodeId>,
-    /// Failover: the first failed probe. Switchover: the request.
-    pub detected_at: Millis,
-    /// When the epoch was bumped and the failover or switchover began.
-    pub started_at: Millis,
-    #[serde(default)]
-    pub fenced_at: Option<Millis>,
-    #[serde(default)]
-    pub promoted_at: Option<Millis>,
-    #[serde(default)]
-    pub routed_at: Option<Millis>,
-    /// `routedAt - detectedAt`: how long writes were unavailable.
-    #[serde(default)]
-    pub rto_ms: Option<u64>,
-    /// WAL bytes the new primary never received (`primaryLsn - received LSN`). In synchronous
-    /// mode these were never acknowledged to a client.
-    #[serde(default)]
-    pub lost_bytes: Option<u64>,
-    /// The old primary's last reported current LSN.
+pub struct RecordDetail {
+    /// The old primary's last reported current LSN: `lostBytes` is measured against it.
     #[serde(default)]
     pub primary_lsn: Option<Lsn>,
     /// Switchover: the old primary's last LSN after its clean shutdown.
@@ -102,23 +65,20 @@ pub struct FailoverRecord {
     /// Why fencing could not be confirmed (old primary unreachable, command failed).
     #[serde(default)]
     pub fence_error: Option<String>,
-    /// Members confirmed detached from the old primary (WAL receiver stopped) at this epoch.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub detached: Vec<NodeId>,
-    /// When the last of them was confirmed detached.
+    /// When the last of the detached members was confirmed detached.
     #[serde(default)]
     pub detached_at: Option<Millis>,
     /// When the old primary was shown unable to commit (fenced, or its synchronous quorum
     /// detached): the election may start.
     #[serde(default)]
     pub quorum_fenced_at: Option<Millis>,
-    /// Why no replica may be promoted right now (election keeps retrying).
-    #[serde(default)]
-    pub refusal: Option<String>,
-    /// Switchover aborted: why, and the old primary was resumed with the new epoch.
-    #[serde(default)]
-    pub aborted: Option<String>,
 }
+
+/// One failover or switchover, from detection to routing (`fencedAt`: the old primary's fence
+/// confirmed).
+pub type FailoverRecord = crate::record::FailoverRecord<RecordDetail>;
+
+pub use crate::record::FailoverKind;
 
 /// The persisted HA state of one PostgreSQL cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,21 +126,4 @@ impl HaState {
     }
 }
 
-impl crate::claim::Claimed for HaState {
-    fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    fn owner(&self) -> Option<&str> {
-        self.owner.as_deref()
-    }
-
-    fn set_claim(&mut self, epoch: u64, owner: &str) {
-        self.epoch = epoch;
-        self.owner = Some(owner.to_owned());
-    }
-
-    fn in_flight_epoch(&mut self) -> Option<&mut u64> {
-        self.in_flight.as_mut().map(|record| &mut record.epoch)
-    }
-}
+crate::claim::claimed_state!(HaState);

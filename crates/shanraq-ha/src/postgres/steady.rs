@@ -6,7 +6,7 @@
 use super::command::{Command, EventKind};
 use super::engine::{PostgresHa, REJOIN_GRACE_MS, failure_reason, is_serving_primary};
 use super::model::{Member, Millis, NodeId, Observation};
-use super::state::{FailoverKind, FailoverRecord, Phase, Suspicion};
+use super::state::{FailoverRecord, Phase, RecordDetail, Suspicion, SuspicionDetail};
 use crate::wire::{InstanceRole, InstanceStatus};
 
 impl PostgresHa {
@@ -70,7 +70,9 @@ impl PostgresHa {
                     first_failure_at,
                     confirmed_at: now,
                     reason: reason.clone(),
-                    primary_lsn: self.primary_lsn,
+                    detail: SuspicionDetail {
+                        primary_lsn: self.primary_lsn,
+                    },
                 });
                 self.state.phase = Phase::Detecting;
                 self.event(
@@ -105,30 +107,20 @@ impl PostgresHa {
             .as_ref()
             .map_or_else(|| "primary failing".to_owned(), |s| s.reason.clone());
         self.claim_next_epoch();
-        self.state.in_flight = Some(FailoverRecord {
-            kind: FailoverKind::Failover,
-            epoch: self.state.epoch,
-            from: from.clone(),
-            to: None,
-            detected_at: suspect.as_ref().map_or(now, |s| s.first_failure_at),
-            started_at: now,
-            fenced_at: None,
-            promoted_at: None,
-            routed_at: None,
-            rto_ms: None,
-            lost_bytes: None,
-            primary_lsn: suspect
-                .as_ref()
-                .and_then(|s| s.primary_lsn)
-                .or(self.primary_lsn),
-            final_lsn: None,
-            fence_error: None,
-            detached: Vec::new(),
-            detached_at: None,
-            quorum_fenced_at: None,
-            refusal: None,
-            aborted: None,
-        });
+        let primary_lsn = suspect
+            .as_ref()
+            .and_then(|s| s.detail.primary_lsn)
+            .or(self.primary_lsn);
+        self.state.in_flight = Some(FailoverRecord::failover(
+            self.state.epoch,
+            from.clone(),
+            suspect.as_ref(),
+            now,
+            RecordDetail {
+                primary_lsn,
+                ..RecordDetail::default()
+            },
+        ));
         self.state.target_primary = None;
         self.state.phase = Phase::Fencing;
         self.event(now, EventKind::FailoverStarted { from, reason });

@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use super::command::{Command, EventKind};
 use super::engine::{PostgresHa, is_serving_primary};
 use super::model::{Millis, NodeId};
-use super::state::{FailoverKind, FailoverRecord, Phase};
+use super::state::{FailoverRecord, Phase, RecordDetail};
 use crate::wire::{InstanceRole, InstanceStatus};
 
 /// Why a switchover request was refused.
@@ -100,27 +100,16 @@ impl PostgresHa {
                 .ok_or(SwitchoverError::NoReplica)?,
         };
         self.claim_next_epoch();
-        self.state.in_flight = Some(FailoverRecord {
-            kind: FailoverKind::Switchover,
-            epoch: self.state.epoch,
-            from: primary.clone(),
-            to: Some(chosen.clone()),
-            detected_at: now,
-            started_at: now,
-            fenced_at: None,
-            promoted_at: None,
-            routed_at: None,
-            rto_ms: None,
-            lost_bytes: None,
-            primary_lsn: self.primary_lsn,
-            final_lsn: None,
-            fence_error: None,
-            detached: Vec::new(),
-            detached_at: None,
-            quorum_fenced_at: None,
-            refusal: None,
-            aborted: None,
-        });
+        self.state.in_flight = Some(FailoverRecord::switchover(
+            self.state.epoch,
+            primary.clone(),
+            chosen.clone(),
+            now,
+            RecordDetail {
+                primary_lsn: self.primary_lsn,
+                ..RecordDetail::default()
+            },
+        ));
         self.state.target_primary = Some(chosen.clone());
         self.state.phase = Phase::SwitchoverFencing;
         self.event(
@@ -142,7 +131,7 @@ impl PostgresHa {
             self.state.phase = Phase::SwitchoverDraining;
             return;
         }
-        if let Some(error) = &record.fence_error {
+        if let Some(error) = &record.detail.fence_error {
             self.abort_switchover(format!("fencing {} failed: {error}", record.from), now);
             return;
         }
@@ -192,7 +181,7 @@ impl PostgresHa {
             self.abort_switchover("switchover record lost its target".to_owned(), now);
             return;
         };
-        let final_lsn = match record.final_lsn {
+        let final_lsn = match record.detail.final_lsn {
             Some(lsn) => lsn,
             None => {
                 let reported = self
@@ -206,7 +195,7 @@ impl PostgresHa {
                     return;
                 };
                 if let Some(record) = self.state.in_flight.as_mut() {
-                    record.final_lsn = Some(lsn);
+                    record.detail.final_lsn = Some(lsn);
                 }
                 lsn
             }
@@ -235,7 +224,7 @@ impl PostgresHa {
             .to
             .as_ref()
             .map_or_else(|| "the target".to_owned(), ToString::to_string);
-        let reason = match (record.fenced_at, record.final_lsn) {
+        let reason = match (record.fenced_at, record.detail.final_lsn) {
             (None, _) => format!(
                 "{} did not stop within {:?}",
                 record.from, self.config.switchover_timeout

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::info::ReplicationInfo;
 use super::state::{FailoverKind, FailoverRecord};
-use crate::postgres::{Millis, NodeId};
+use crate::postgres::NodeId;
 
 /// A member as the master of others: `REPLICAOF host port`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,26 +108,14 @@ impl std::fmt::Display for Command {
     }
 }
 
-/// Why an executed command did not succeed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    #[error("command not executed: {0}")]
-    NotExecuted(String),
-    #[error("{0}")]
-    Failed(String),
-}
+pub use crate::engine::CommandError;
 
 /// What a command's adapter reports: the node's `INFO replication` right after it, when it
 /// could read it (a detach's final offset comes from here).
 pub type CommandResult = Result<Option<ReplicationInfo>, CommandError>;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Event {
-    pub at: Millis,
-    pub epoch: u64,
-    pub kind: EventKind,
-}
+/// Something worth telling a person, stamped with when the engine decided it.
+pub type Event = crate::record::Stamped<EventKind>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "type")]
@@ -208,10 +196,10 @@ pub enum EventKind {
     },
 }
 
-impl Event {
+impl crate::record::Telling for EventKind {
     /// A stable CamelCase reason for Kubernetes Events.
-    pub fn reason(&self) -> &'static str {
-        match &self.kind {
+    fn reason(&self) -> &'static str {
+        match self {
             EventKind::MasterAdopted { .. } => "RedisMasterAdopted",
             EventKind::MasterBootstrapped { .. } => "RedisMasterBootstrapped",
             EventKind::SeveralMasters { .. } => "RedisSeveralMasters",
@@ -234,9 +222,27 @@ impl Event {
         }
     }
 
-    pub fn message(&self) -> String {
-        let epoch = self.epoch;
-        match &self.kind {
+    fn importance(&self) -> crate::engine::Importance {
+        use crate::engine::Importance;
+        match self {
+            EventKind::FailoverCompleted { .. }
+            | EventKind::SwitchoverStarted { .. }
+            | EventKind::SwitchoverCompleted { .. }
+            | EventKind::MasterAdopted { .. }
+            | EventKind::MasterBootstrapped { .. } => Importance::Normal,
+            EventKind::FailoverStarted { .. }
+            | EventKind::FailoverRefused { .. }
+            | EventKind::FencingBlocked { .. }
+            | EventKind::SwitchoverAborted { .. }
+            | EventKind::StaleMasterDemoted { .. }
+            | EventKind::SeveralMasters { .. }
+            | EventKind::MasterSuspected { .. } => Importance::Warning,
+            _ => Importance::Log,
+        }
+    }
+
+    fn message(&self, epoch: u64) -> String {
+        match self {
             EventKind::MasterAdopted { node } => {
                 format!("adopted Redis master {node} with epoch {epoch}")
             }
@@ -317,11 +323,7 @@ pub(super) fn join(nodes: &[NodeId]) -> String {
 }
 
 /// What one `step` decided.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StepOutput {
-    pub commands: Vec<Command>,
-    pub events: Vec<Event>,
-}
+pub type StepOutput = crate::engine::Decided<Command, Event>;
 
 impl crate::dispatch::Targeted for Command {
     fn target(&self) -> CommandTarget {

@@ -4,40 +4,11 @@
 
 use std::time::Duration;
 
-use super::command::EventKind;
 use super::{
     Command, CommandResult, Event, Millis, NodeId, Observation, RedisHa, RedisHaState,
     SwitchoverError,
 };
-use crate::engine::{Decided, Engine, Importance, Notable};
-
-impl Notable for Event {
-    fn reason(&self) -> &'static str {
-        Event::reason(self)
-    }
-
-    fn message(&self) -> String {
-        Event::message(self)
-    }
-
-    fn importance(&self) -> Importance {
-        match &self.kind {
-            EventKind::FailoverCompleted { .. }
-            | EventKind::SwitchoverStarted { .. }
-            | EventKind::SwitchoverCompleted { .. }
-            | EventKind::MasterAdopted { .. }
-            | EventKind::MasterBootstrapped { .. } => Importance::Normal,
-            EventKind::FailoverStarted { .. }
-            | EventKind::FailoverRefused { .. }
-            | EventKind::FencingBlocked { .. }
-            | EventKind::SwitchoverAborted { .. }
-            | EventKind::StaleMasterDemoted { .. }
-            | EventKind::SeveralMasters { .. }
-            | EventKind::MasterSuspected { .. } => Importance::Warning,
-            _ => Importance::Log,
-        }
-    }
-}
+use crate::engine::{Decided, Engine};
 
 /// Redis has no signal from outside its probes yet.
 #[derive(Debug)]
@@ -82,11 +53,7 @@ impl Engine for RedisHa {
     }
 
     fn step(&mut self, now: Millis) -> Decided<Command, Event> {
-        let out = RedisHa::step(self, now);
-        Decided {
-            commands: out.commands,
-            events: out.events,
-        }
+        RedisHa::step(self, now)
     }
 
     fn command_done(&mut self, command: &Command, outcome: CommandResult, now: Millis) {

@@ -18,10 +18,11 @@ use super::command::{Command, CommandResult, CommandTarget, Event, EventKind, St
 use super::config::RedisHaConfig;
 use super::info::ReplicationInfo;
 use super::model::{Observation, ProbeOutcome, RedisMember};
-use super::state::{FailoverKind, FailoverRecord, Phase, RedisHaState, Suspicion};
+use super::state::{FailoverKind, FailoverRecord, Phase, RecordDetail, RedisHaState, Suspicion};
 use crate::claim::Claimed;
 use crate::dispatch::Dispatch;
 use crate::postgres::{Millis, NodeId};
+use crate::record::NoDetail;
 
 /// What the engine remembers about one member between steps (rebuilt from probes on restart).
 #[derive(Clone, Debug, Default)]
@@ -69,7 +70,10 @@ impl RedisHa {
             .iter()
             .map(|member| (member.name.clone(), NodeView::default()))
             .collect();
-        let master_offset = state.in_flight.as_ref().and_then(|r| r.master_offset);
+        let master_offset = state
+            .in_flight
+            .as_ref()
+            .and_then(|r| r.detail.master_offset);
         let pending_unpause = state
             .in_flight
             .as_ref()
@@ -494,6 +498,7 @@ impl RedisHa {
                     first_failure_at,
                     confirmed_at: now,
                     reason: reason.clone(),
+                    detail: NoDetail {},
                 });
                 self.state.phase = Phase::Detecting;
                 self.event(
@@ -532,25 +537,16 @@ impl RedisHa {
             .as_ref()
             .map_or_else(|| "master failing".to_owned(), |s| s.reason.clone());
         self.claim_next_epoch();
-        self.state.in_flight = Some(FailoverRecord {
-            kind: FailoverKind::Failover,
-            epoch: self.state.epoch,
-            from: from.clone(),
-            to: None,
-            detected_at: suspect.as_ref().map_or(now, |s| s.first_failure_at),
-            started_at: now,
-            master_offset: self.master_offset,
-            detached: Vec::new(),
-            fenced_at: None,
-            fenced_how: None,
-            elected_offset: None,
-            promoted_at: None,
-            routed_at: None,
-            rto_ms: None,
-            lost_bytes: None,
-            refusal: None,
-            aborted: None,
-        });
+        self.state.in_flight = Some(FailoverRecord::failover(
+            self.state.epoch,
+            from.clone(),
+            suspect.as_ref(),
+            now,
+            RecordDetail {
+                master_offset: self.master_offset,
+                ..RecordDetail::default()
+            },
+        ));
         self.state.target_master = None;
         self.state.phase = Phase::Detaching;
         self.event(now, EventKind::FailoverStarted { from, reason });

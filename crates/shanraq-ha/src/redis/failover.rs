@@ -36,7 +36,7 @@ impl RedisHa {
             Ok(how) => {
                 if let Some(record) = self.in_flight_mut() {
                     record.fenced_at = Some(now);
-                    record.fenced_how = Some(how.clone());
+                    record.detail.fenced_how = Some(how.clone());
                     record.refusal = None;
                 }
                 self.event(
@@ -59,10 +59,11 @@ impl RedisHa {
                     self.emit(Command::Detach { node, epoch }, now, commands);
                 }
                 let patient = now >= record.started_at.plus(self.config.fence_timeout);
-                if patient && record.refusal.as_deref() != Some(blocked.as_str()) {
-                    if let Some(record) = self.in_flight_mut() {
-                        record.refusal = Some(blocked.clone());
-                    }
+                if patient
+                    && self
+                        .in_flight_mut()
+                        .is_some_and(|record| record.refuse(&blocked))
+                {
                     self.event(now, EventKind::FencingBlocked { reason: blocked });
                 }
             }
@@ -147,11 +148,9 @@ impl RedisHa {
         let Some(record) = self.in_flight_mut() else {
             return;
         };
-        if record.detached.contains(node) {
+        if !record.note_detached(node) {
             return;
         }
-        record.detached.push(node.clone());
-        record.detached.sort();
         self.event(
             now,
             EventKind::Detached {
@@ -183,7 +182,7 @@ impl RedisHa {
             max_lag_bytes: self.config.max_lag_bytes,
             max_lag_seconds: self.config.max_lag_seconds,
         };
-        let reason = match elect(&candidates, record.master_offset, bound) {
+        let reason = match elect(&candidates, record.detail.master_offset, bound) {
             Ok(elected) => {
                 self.choose(elected.node.clone(), elected.offset, elected.lost_bytes);
                 self.event(
@@ -205,7 +204,7 @@ impl RedisHa {
             && let Some(info) = self.info_since(&record.from, record.started_at)
             && info.is_detached()
             && info.offset >= best
-            && info.offset >= record.master_offset.unwrap_or(0)
+            && info.offset >= record.detail.master_offset.unwrap_or(0)
         {
             let offset = info.offset;
             self.choose(record.from.clone(), offset, Some(0));
@@ -219,20 +218,18 @@ impl RedisHa {
             );
             return;
         }
-        if record.refusal.as_deref() != Some(reason.as_str()) {
-            if let Some(record) = self.in_flight_mut() {
-                record.refusal = Some(reason.clone());
-            }
+        if self
+            .in_flight_mut()
+            .is_some_and(|record| record.refuse(&reason))
+        {
             self.event(now, EventKind::FailoverRefused { reason });
         }
     }
 
     pub(super) fn choose(&mut self, node: NodeId, offset: u64, lost_bytes: Option<u64>) {
         if let Some(record) = self.in_flight_mut() {
-            record.to = Some(node.clone());
-            record.elected_offset = Some(offset);
-            record.lost_bytes = lost_bytes;
-            record.refusal = None;
+            record.elect(node.clone(), lost_bytes);
+            record.detail.elected_offset = Some(offset);
         }
         self.state.target_master = Some(node);
         self.state.phase = Phase::Promoting;
@@ -291,8 +288,7 @@ impl RedisHa {
             .and_then(Observation::info)
             .map(|info| (info.offset, info.replid.clone()));
         if let Some(record) = self.in_flight_mut() {
-            record.promoted_at = Some(now);
-            record.to = Some(node.clone());
+            record.promoted(node.clone(), now);
         }
         if let Some(view) = self.nodes.get_mut(&node) {
             view.consecutive_failures = 0;
@@ -336,14 +332,13 @@ impl RedisHa {
             }
             return;
         };
-        record.routed_at = Some(now);
-        record.rto_ms = Some(now.since(record.detected_at));
+        record.finish(now);
         match record.kind {
             FailoverKind::Failover => self.state.failovers += 1,
             FailoverKind::Switchover => self.state.switchovers += 1,
         }
         self.state.last_failover = Some(record.clone());
-        let to = record.to.clone().unwrap_or_else(|| record.from.clone());
+        let to = record.ends_on();
         self.event(now, EventKind::Routed { node: to });
         let kind = match record.kind {
             FailoverKind::Failover => EventKind::FailoverCompleted { record },

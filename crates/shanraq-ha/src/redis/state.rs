@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::postgres::{Millis, NodeId};
+use crate::postgres::NodeId;
 
 /// Where the engine is. A failover walks Detecting -> Detaching -> Electing -> Promoting ->
 /// Routing -> Healthy; a switchover walks SwitchoverPausing -> SwitchoverDraining -> Promoting
@@ -36,61 +36,29 @@ impl std::fmt::Display for Phase {
     }
 }
 
-/// The same kinds as PostgreSQL's (and stored the same way).
-pub use crate::postgres::FailoverKind;
+pub use crate::record::FailoverKind;
 
 /// The master is failing but the failover has not started.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Suspicion {
-    pub node: NodeId,
-    pub first_failure_at: Millis,
-    pub confirmed_at: Millis,
-    pub reason: String,
-}
+pub type Suspicion = crate::record::Suspicion<crate::record::NoDetail>;
 
-/// One failover or switchover, from detection to routing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What Redis adds to a failover record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct FailoverRecord {
-    pub kind: FailoverKind,
-    pub epoch: u64,
-    pub from: NodeId,
-    #[serde(default)]
-    pub to: Option<NodeId>,
-    /// Failover: the first failed probe. Switchover: the request.
-    pub detected_at: Millis,
-    pub started_at: Millis,
+pub struct RecordDetail {
     /// The old master's last reported `master_repl_offset` (switchover: after the pause).
     #[serde(default)]
     pub master_offset: Option<u64>,
-    /// Replicas confirmed detached from the old master at this epoch.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub detached: Vec<NodeId>,
-    /// When the old master was shown unable to take an acknowledged write.
-    #[serde(default)]
-    pub fenced_at: Option<Millis>,
+    /// How the old master was shown unable to take an acknowledged write.
     #[serde(default)]
     pub fenced_how: Option<String>,
+    /// The elected replica's offset.
     #[serde(default)]
     pub elected_offset: Option<u64>,
-    #[serde(default)]
-    pub promoted_at: Option<Millis>,
-    #[serde(default)]
-    pub routed_at: Option<Millis>,
-    /// `routedAt - detectedAt`.
-    #[serde(default)]
-    pub rto_ms: Option<u64>,
-    /// Offset bytes the new master never received, against the old master's last report.
-    #[serde(default)]
-    pub lost_bytes: Option<u64>,
-    /// Why no replica may be promoted right now (the engine keeps retrying).
-    #[serde(default)]
-    pub refusal: Option<String>,
-    /// Switchover aborted: why (the old master was resumed).
-    #[serde(default)]
-    pub aborted: Option<String>,
 }
+
+/// One failover or switchover, from detection to routing (`fencedAt`: the old master shown
+/// unable to take an acknowledged write).
+pub type FailoverRecord = crate::record::FailoverRecord<RecordDetail>;
 
 /// The persisted HA state of one Redis replication group.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,21 +91,4 @@ pub struct RedisHaState {
     pub switchovers: u64,
 }
 
-impl crate::claim::Claimed for RedisHaState {
-    fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    fn owner(&self) -> Option<&str> {
-        self.owner.as_deref()
-    }
-
-    fn set_claim(&mut self, epoch: u64, owner: &str) {
-        self.epoch = epoch;
-        self.owner = Some(owner.to_owned());
-    }
-
-    fn in_flight_epoch(&mut self) -> Option<&mut u64> {
-        self.in_flight.as_mut().map(|record| &mut record.epoch)
-    }
-}
+crate::claim::claimed_state!(RedisHaState);

@@ -11,7 +11,7 @@ use super::command::{Command, CommandResult, EventKind};
 use super::engine::RedisHa;
 use super::info::ReplicationInfo;
 use super::model::Observation;
-use super::state::{FailoverKind, FailoverRecord, Phase};
+use super::state::{FailoverRecord, Phase, RecordDetail};
 use crate::postgres::{Millis, NodeId, duration_ms};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -85,25 +85,13 @@ impl RedisHa {
                 .ok_or(SwitchoverError::NoReplica)?,
         };
         self.claim_next_epoch();
-        self.state.in_flight = Some(FailoverRecord {
-            kind: FailoverKind::Switchover,
-            epoch: self.state.epoch,
-            from: master.clone(),
-            to: Some(target.clone()),
-            detected_at: now,
-            started_at: now,
-            master_offset: None,
-            detached: Vec::new(),
-            fenced_at: None,
-            fenced_how: None,
-            elected_offset: None,
-            promoted_at: None,
-            routed_at: None,
-            rto_ms: None,
-            lost_bytes: None,
-            refusal: None,
-            aborted: None,
-        });
+        self.state.in_flight = Some(FailoverRecord::switchover(
+            self.state.epoch,
+            master.clone(),
+            target.clone(),
+            now,
+            RecordDetail::default(),
+        ));
         self.state.target_master = Some(target.clone());
         self.state.phase = Phase::SwitchoverPausing;
         self.pending_unpause = Some(master.clone());
@@ -155,9 +143,9 @@ impl RedisHa {
         // Without the node's answer after the pause there is no offset to wait for: the
         // pause is retried at the next step.
         if let Ok(Some(info)) = result {
-            record.master_offset = Some(info.offset);
+            record.detail.master_offset = Some(info.offset);
             record.fenced_at = Some(now);
-            record.fenced_how = Some("writes paused".to_owned());
+            record.detail.fenced_how = Some("writes paused".to_owned());
             self.state.phase = Phase::SwitchoverDraining;
         }
     }
@@ -178,15 +166,15 @@ impl RedisHa {
             .info_since(&record.from, paused_at)
             .filter(|info| info.is_master())
             .map(|info| info.offset)
-            .max(record.master_offset)
+            .max(record.detail.master_offset)
             .unwrap_or(0);
         let caught_up = self
             .info_since(&target, paused_at)
             .is_some_and(|info: &ReplicationInfo| info.offset >= master_offset && info.link_up);
         if caught_up {
             if let Some(record) = self.state.in_flight.as_mut() {
-                record.master_offset = Some(master_offset);
-                record.elected_offset = Some(master_offset);
+                record.detail.master_offset = Some(master_offset);
+                record.detail.elected_offset = Some(master_offset);
                 record.lost_bytes = Some(0);
             }
             self.state.phase = Phase::Promoting;

@@ -13,3 +13,4 @@ pub mod request;
 pub mod role_label;
 pub mod start_error;
 pub mod state_store;
+pub mod status_record;

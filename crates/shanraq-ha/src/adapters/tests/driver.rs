@@ -236,7 +236,7 @@ async fn driver_fails_over_a_dead_primary_persists_and_switches_over_on_request(
             *commands.entry(command.to_string()).or_default() += 1;
         }
         if let DriverEvent::Engine(event) = event {
-            reasons.push(event.reason());
+            reasons.push(crate::engine::Notable::reason(&event));
             if let EventKind::FailoverCompleted { record } = &event.kind {
                 assert_eq!(record.to.as_ref(), Some(&new_primary));
             }

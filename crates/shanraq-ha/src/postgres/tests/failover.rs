@@ -109,7 +109,7 @@ fn dead_primary_is_fenced_then_most_advanced_sync_standby_promoted_then_routed()
         "RTO counts from the first failed probe"
     );
     assert!(
-        record.fenced_at.is_none() && record.fence_error.is_some(),
+        record.fenced_at.is_none() && record.detail.fence_error.is_some(),
         "an unreachable primary is not claimed fenced"
     );
     assert!(record.promoted_at.is_some());

@@ -279,7 +279,10 @@ impl Sim {
     }
 
     pub fn reasons(&self) -> Vec<&'static str> {
-        self.events.iter().map(Event::reason).collect()
+        self.events
+            .iter()
+            .map(crate::engine::Notable::reason)
+            .collect()
     }
 
     pub fn refusals(&self) -> Vec<String> {

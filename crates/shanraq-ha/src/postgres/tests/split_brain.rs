@@ -132,14 +132,14 @@ fn fenced_instance_is_promoted_only_when_it_is_the_current_primary() {
         routed_at: None,
         rto_ms: None,
         lost_bytes: None,
-        primary_lsn: None,
-        final_lsn: None,
-        fence_error: Some("unreachable".into()),
         detached: vec![node("pg-1"), node("pg-2")],
-        detached_at: None,
-        quorum_fenced_at: Some(crate::postgres::Millis(0)),
         refusal: None,
         aborted: None,
+        detail: crate::postgres::RecordDetail {
+            fence_error: Some("unreachable".into()),
+            quorum_fenced_at: Some(crate::postgres::Millis(0)),
+            ..crate::postgres::RecordDetail::default()
+        },
     });
     let cases = vec![
         Case {

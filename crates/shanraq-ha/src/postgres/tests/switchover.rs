@@ -59,7 +59,7 @@ fn switchover_promotes_only_after_the_old_primary_stopped_and_the_target_replaye
     assert!(sim.step().commands.is_empty());
     let record = sim.ha.state().last_failover.clone().expect("recorded");
     assert_eq!(record.kind, FailoverKind::Switchover);
-    assert_eq!(record.final_lsn.map(|l| l.0), Some(1200));
+    assert_eq!(record.detail.final_lsn.map(|l| l.0), Some(1200));
     assert_eq!(record.lost_bytes, Some(0));
     assert!(record.aborted.is_none());
     assert!(sim.reasons().contains(&"SwitchoverCompleted"));

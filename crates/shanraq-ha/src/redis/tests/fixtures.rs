@@ -252,7 +252,10 @@ impl Sim {
     }
 
     pub fn kinds(&self) -> Vec<&'static str> {
-        self.events.iter().map(Event::reason).collect()
+        self.events
+            .iter()
+            .map(crate::engine::Notable::reason)
+            .collect()
     }
 
     pub fn failovers_completed(&self) -> usize {

@@ -4,8 +4,9 @@
 //! primary, epoch, phase, the last failover's timeline with RFC 3339 times). Pure.
 
 use serde_json::{Value, json};
-use shanraq_api::status::FailoverRecord as StatusRecord;
-use shanraq_ha::postgres::{FailoverKind, FailoverRecord, HaState, Millis};
+use shanraq_ha::postgres::HaState;
+
+use crate::engines::status_record::failover_record;
 
 /// The `status.postgres` keys the HA task owns; the reconcile's status writer never sends
 /// them.
@@ -17,35 +18,6 @@ pub const HA_FIELDS: [&str; 6] = [
     "lastFailover",
     "haState",
 ];
-
-/// Unix milliseconds as RFC 3339 (UTC).
-pub fn rfc3339(at: Millis) -> String {
-    i64::try_from(at.0)
-        .ok()
-        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .map_or_else(|| at.0.to_string(), |ts| ts.to_string())
-}
-
-pub fn failover_record(record: &FailoverRecord) -> StatusRecord {
-    StatusRecord {
-        kind: match record.kind {
-            FailoverKind::Failover => "failover",
-            FailoverKind::Switchover => "switchover",
-        }
-        .to_owned(),
-        from: record.from.to_string(),
-        to: record
-            .to
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        detected_at: rfc3339(record.detected_at),
-        promoted_at: record.promoted_at.map(rfc3339),
-        routed_at: record.routed_at.map(rfc3339),
-        rto_ms: record.rto_ms.and_then(|ms| i64::try_from(ms).ok()),
-        lost_bytes: record.lost_bytes.and_then(|b| i64::try_from(b).ok()),
-    }
-}
 
 /// The readable fields of `status.postgres` for `state` (the store adds `haState`). Absent
 /// values are explicit `null`s so that a cleared target primary is cleared in the status too.

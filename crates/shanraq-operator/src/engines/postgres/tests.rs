@@ -116,14 +116,10 @@ async fn a_write_carries_the_resource_version_it_loaded_the_next_revision_and_th
         routed_at: Some(Millis(1_700_000_000_900)),
         rto_ms: Some(900),
         lost_bytes: Some(0),
-        primary_lsn: None,
-        final_lsn: None,
-        fence_error: None,
         detached: Vec::new(),
-        detached_at: None,
-        quorum_fenced_at: None,
         refusal: None,
         aborted: None,
+        detail: shanraq_ha::postgres::RecordDetail::default(),
     });
     assert_eq!(store.compare_and_swap(6, &next).await.expect("saves"), 7);
     assert_eq!(

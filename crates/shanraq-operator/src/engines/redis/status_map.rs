@@ -3,10 +3,9 @@
 //! phase, failovers, the last failover's timeline). Pure.
 
 use serde_json::{Value, json};
-use shanraq_api::status::FailoverRecord as StatusRecord;
-use shanraq_ha::redis::{FailoverKind, FailoverRecord, RedisHaState};
+use shanraq_ha::redis::RedisHaState;
 
-use crate::engines::postgres::status_map::rfc3339;
+use crate::engines::status_record::failover_record;
 
 /// The `status.redis` keys the Redis HA task owns; the reconcile's status writer never sends
 /// them.
@@ -19,27 +18,6 @@ pub const HA_FIELDS: [&str; 7] = [
     "lastFailover",
     "haState",
 ];
-
-pub fn failover_record(record: &FailoverRecord) -> StatusRecord {
-    StatusRecord {
-        kind: match record.kind {
-            FailoverKind::Failover => "failover",
-            FailoverKind::Switchover => "switchover",
-        }
-        .to_owned(),
-        from: record.from.to_string(),
-        to: record
-            .to
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        detected_at: rfc3339(record.detected_at),
-        promoted_at: record.promoted_at.map(rfc3339),
-        routed_at: record.routed_at.map(rfc3339),
-        rto_ms: record.rto_ms.and_then(|ms| i64::try_from(ms).ok()),
-        lost_bytes: record.lost_bytes.and_then(|b| i64::try_from(b).ok()),
-    }
-}
 
 /// The readable fields of `status.redis` for `state` (the store adds `haState`).
 pub fn redis_patch(state: &RedisHaState) -> Result<Value, serde_json::Error> {
