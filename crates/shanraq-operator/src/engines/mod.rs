@@ -14,3 +14,4 @@ pub mod role_label;
 pub mod start_error;
 pub mod state_store;
 pub mod status_record;
+pub mod tasks;

@@ -197,7 +197,7 @@ impl Engines {
     pub async fn stop_all(&self) {
         self.postgres.stop_all().await;
         self.redis.stop_all().await;
-        self.kafka.stop_all();
+        self.kafka.stop_all().await;
     }
 }
 

@@ -6,18 +6,18 @@
 //! reconcile turns into `status.kafka`, `KafkaReady` and Kafka's part of `RPOMet`. Running
 //! beside the reconcile keeps a slow or unreachable Kafka from delaying it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shanraq_api::ValidCluster;
 use shanraq_api::kafka::KafkaSpec;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use kube::Client;
 
 use crate::engines::postgres::InstanceAddress;
+use crate::engines::tasks::{Tasks, until_stopped};
 
 use super::admin::KafkaAdmin;
 use super::health::AdminView;
@@ -55,17 +55,19 @@ pub fn bootstrap(cluster: &ValidCluster) -> String {
     )
 }
 
-struct Entry {
-    spec: watch::Sender<KafkaTaskSpec>,
+/// What a Kafka task shares with the reconcile: the spec it follows (changes go to the
+/// running task, which never restarts for them) and what it last learnt.
+#[derive(Clone)]
+struct Shared {
+    spec: Arc<watch::Sender<KafkaTaskSpec>>,
     view: Arc<Mutex<Option<AdminView>>>,
-    join: JoinHandle<()>,
 }
 
 /// The running Kafka tasks, keyed by `namespace/name`.
 pub struct KafkaRegistry {
     enabled: bool,
     address: InstanceAddress,
-    tasks: Mutex<HashMap<String, Entry>>,
+    tasks: Tasks<(), Shared>,
 }
 
 impl std::fmt::Debug for KafkaRegistry {
@@ -82,7 +84,7 @@ impl KafkaRegistry {
         KafkaRegistry {
             enabled,
             address,
-            tasks: Mutex::new(HashMap::new()),
+            tasks: Tasks::new("kafka"),
         }
     }
 
@@ -95,13 +97,8 @@ impl KafkaRegistry {
         client: impl FnOnce() -> Client,
     ) {
         let key = cluster.key();
-        let Ok(mut tasks) = self.tasks.lock() else {
-            return;
-        };
         if !self.enabled || !cluster.spec.kafka.enabled {
-            if let Some(entry) = tasks.remove(&key) {
-                entry.join.abort();
-            }
+            self.tasks.stop(&key);
             return;
         }
         let wanted = KafkaTaskSpec {
@@ -113,50 +110,39 @@ impl KafkaRegistry {
             name: cluster.name.clone(),
             desired_hash,
         };
-        if let Some(entry) = tasks.get(&key)
-            && !entry.join.is_finished()
-        {
-            entry.spec.send_if_modified(|current| {
-                let changed = *current != wanted;
-                *current = wanted.clone();
-                changed
-            });
-            return;
-        }
-        let (sender, receiver) = watch::channel(wanted);
-        let view = Arc::new(Mutex::new(None));
-        let join = tokio::spawn(run(receiver, Arc::clone(&view), client()));
-        tasks.insert(
-            key,
-            Entry {
-                spec: sender,
-                view,
-                join,
+        let initial = wanted.clone();
+        self.tasks.ensure(
+            &key,
+            Some(()),
+            || Shared {
+                spec: Arc::new(watch::channel(initial).0),
+                view: Arc::new(Mutex::new(None)),
+            },
+            |(), shared, stopped| {
+                until_stopped(stopped, run(shared.spec.subscribe(), shared.view, client()))
             },
         );
+        if let Some(shared) = self.tasks.shared(&key) {
+            shared.spec.send_if_modified(|current| {
+                let changed = *current != wanted;
+                *current = wanted;
+                changed
+            });
+        }
     }
 
     /// What the task of `key` last learnt, `None` before its first round.
     pub fn view(&self, key: &str) -> Option<AdminView> {
-        let tasks = self.tasks.lock().ok()?;
-        tasks.get(key)?.view.lock().ok()?.clone()
+        self.tasks.shared(key)?.view.lock().ok()?.clone()
     }
 
     /// Stops the task of `key` (its cluster is being deleted).
     pub fn stop(&self, key: &str) {
-        if let Ok(mut tasks) = self.tasks.lock()
-            && let Some(entry) = tasks.remove(key)
-        {
-            entry.join.abort();
-        }
+        self.tasks.stop(key);
     }
 
-    pub fn stop_all(&self) {
-        if let Ok(mut tasks) = self.tasks.lock() {
-            for (_, entry) in tasks.drain() {
-                entry.join.abort();
-            }
-        }
+    pub async fn stop_all(&self) {
+        self.tasks.stop_all().await;
     }
 }
 

@@ -19,25 +19,17 @@ pub mod task;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use shanraq_api::ValidCluster;
 use shanraq_ha::adapters::driver::{DriverError, DriverHandle};
 use shanraq_ha::postgres::NodeId;
 use shanraq_ha::wire::InstanceStatus;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub use spec::{HaSettings, InstanceAddress, TaskSpec, task_spec};
 use task::{Deps, Shared};
 
-struct Entry {
-    spec: TaskSpec,
-    stop: watch::Sender<bool>,
-    shared: Arc<Shared>,
-    join: JoinHandle<()>,
-}
+use crate::engines::tasks::Tasks;
 
 /// Why a switchover request was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +43,7 @@ pub enum SwitchoverRequestError {
 /// The running HA tasks, keyed by `namespace/name`.
 pub struct HaRegistry {
     settings: HaSettings,
-    tasks: Mutex<HashMap<String, Entry>>,
+    tasks: Tasks<TaskSpec, Arc<Shared>>,
 }
 
 impl std::fmt::Debug for HaRegistry {
@@ -67,7 +59,7 @@ impl HaRegistry {
     pub fn new(settings: HaSettings) -> HaRegistry {
         HaRegistry {
             settings,
-            tasks: Mutex::new(HashMap::new()),
+            tasks: Tasks::new("postgres"),
         }
     }
 
@@ -77,105 +69,38 @@ impl HaRegistry {
 
     /// Keys of the tasks currently running.
     pub fn running(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .tasks
-            .lock()
-            .map(|tasks| {
-                tasks
-                    .iter()
-                    .filter(|(_, e)| !e.join.is_finished())
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        keys.sort();
-        keys
+        self.tasks.running()
     }
 
     /// Starts the task of `cluster`, restarts it when its configuration changed (or it ended),
     /// or stops it when PostgreSQL is disabled. A restarted task waits for its predecessor to
     /// stop first, so two drivers never run for one cluster.
     pub fn ensure(&self, cluster: &ValidCluster, deps: impl FnOnce() -> Deps) {
-        let key = cluster.key();
         let wanted = if self.settings.enabled {
             task_spec(cluster, &self.settings)
         } else {
             None
         };
-        let Ok(mut tasks) = self.tasks.lock() else {
-            return;
-        };
-        let Some(wanted) = wanted else {
-            if let Some(entry) = tasks.remove(&key) {
-                tracing::info!(cluster = %key, "PostgreSQL disabled: stopping the HA task");
-                let _ = entry.stop.send(true);
-            }
-            return;
-        };
-        if let Some(entry) = tasks.get(&key)
-            && entry.spec == wanted
-            && !entry.join.is_finished()
-        {
-            return;
-        }
-        let previous = tasks.remove(&key).map(|entry| {
-            tracing::info!(cluster = %key, "HA configuration changed: restarting the HA task");
-            let _ = entry.stop.send(true);
-            entry.join
-        });
-        let (stop, stopped) = watch::channel(false);
-        let shared = Arc::new(Shared::default());
-        let deps = deps();
-        let spec = wanted.clone();
-        let task_shared = shared.clone();
-        let join = tokio::spawn(async move {
-            if let Some(previous) = previous {
-                let _ = previous.await;
-            }
-            task::run(spec, deps, task_shared, stopped).await;
-        });
-        tasks.insert(
-            key,
-            Entry {
-                spec: wanted,
-                stop,
-                shared,
-                join,
-            },
+        self.tasks.ensure(
+            &cluster.key(),
+            wanted,
+            || Arc::new(Shared::default()),
+            |spec, shared, stopped| task::run(spec, deps(), shared, stopped),
         );
     }
 
     /// Stops the task of `key`, if any.
     pub fn stop(&self, key: &str) {
-        if let Ok(mut tasks) = self.tasks.lock()
-            && let Some(entry) = tasks.remove(key)
-        {
-            let _ = entry.stop.send(true);
-        }
+        self.tasks.stop(key);
     }
 
     /// Stops every task (leadership lost, shutdown) and waits for them, bounded.
     pub async fn stop_all(&self) {
-        let entries: Vec<Entry> = match self.tasks.lock() {
-            Ok(mut tasks) => tasks.drain().map(|(_, e)| e).collect(),
-            Err(_) => return,
-        };
-        for entry in &entries {
-            let _ = entry.stop.send(true);
-        }
-        let joins = entries.into_iter().map(|e| e.join);
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            futures::future::join_all(joins),
-        )
-        .await;
+        self.tasks.stop_all().await;
     }
 
     fn shared(&self, key: &str) -> Option<Arc<Shared>> {
-        self.tasks
-            .lock()
-            .ok()
-            .and_then(|tasks| tasks.get(key).map(|e| e.shared.clone()))
+        self.tasks.shared(key)
     }
 
     /// The client of instance `node` of `key`'s HA task, once the task runs.

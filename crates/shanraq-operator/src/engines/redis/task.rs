@@ -7,7 +7,7 @@
 //! on the ShanraqCluster. A pod recreated with another IP restarts the driver with the new
 //! address; the state it resumes from is in the status.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +23,6 @@ use shanraq_ha::adapters::redis::{
 };
 use shanraq_ha::redis::{Event, EventKind, RedisHaConfig, RedisMember};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::config::engine_config;
 use super::restart::{RestartStep, next_step};
@@ -32,6 +31,7 @@ use crate::controller::events::{self, Notice};
 use crate::engines::postgres::task::Deps;
 use crate::engines::start_error::{StartError, secret_value};
 use crate::engines::state_store::{KubeStateStore, RedisSlot};
+use crate::engines::tasks::Tasks;
 
 const RETRY: Duration = Duration::from_secs(5);
 /// How often the task checks the pods' addresses.
@@ -69,19 +69,18 @@ pub fn task_spec(cluster: &ValidCluster) -> Option<RedisTaskSpec> {
     })
 }
 
-struct Entry {
-    spec: RedisTaskSpec,
-    stop: watch::Sender<bool>,
+/// What a Redis task shares with the reconcile.
+#[derive(Clone, Default)]
+struct Shared {
     handle: Arc<Mutex<Option<RedisDriverHandle>>>,
     /// The `shanraq.org/config-hash` the pods should run (replication mode roll-outs).
     desired_hash: Arc<Mutex<Option<String>>>,
-    join: JoinHandle<()>,
 }
 
 /// The running Redis HA tasks, keyed by `namespace/name`.
 pub struct RedisHaRegistry {
     enabled: bool,
-    tasks: Mutex<HashMap<String, Entry>>,
+    tasks: Tasks<RedisTaskSpec, Shared>,
 }
 
 impl std::fmt::Debug for RedisHaRegistry {
@@ -97,69 +96,31 @@ impl RedisHaRegistry {
     pub fn new(enabled: bool) -> RedisHaRegistry {
         RedisHaRegistry {
             enabled,
-            tasks: Mutex::new(HashMap::new()),
+            tasks: Tasks::new("redis"),
         }
     }
 
     /// Starts, restarts (changed spec, or ended) or stops the task of `cluster`. A restarted
     /// task waits for its predecessor first, so two drivers never run for one group.
     pub fn ensure(&self, cluster: &ValidCluster, deps: impl FnOnce() -> Deps) {
-        let key = cluster.key();
         let wanted = if self.enabled {
             task_spec(cluster)
         } else {
             None
         };
-        let Ok(mut tasks) = self.tasks.lock() else {
-            return;
-        };
-        let Some(wanted) = wanted else {
-            if let Some(entry) = tasks.remove(&key) {
-                let _ = entry.stop.send(true);
-            }
-            return;
-        };
-        if let Some(entry) = tasks.get(&key)
-            && entry.spec == wanted
-            && !entry.join.is_finished()
-        {
-            return;
-        }
-        let previous = tasks.remove(&key).map(|entry| {
-            let _ = entry.stop.send(true);
-            entry.join
-        });
-        let (stop, stopped) = watch::channel(false);
-        let handle = Arc::new(Mutex::new(None));
-        let desired_hash = Arc::new(Mutex::new(None));
-        let deps = deps();
-        let spec = wanted.clone();
-        let slot = Arc::clone(&handle);
-        let desired = Arc::clone(&desired_hash);
-        let join = tokio::spawn(async move {
-            if let Some(previous) = previous {
-                let _ = previous.await;
-            }
-            run(spec, deps, slot, desired, stopped).await;
-        });
-        tasks.insert(
-            key,
-            Entry {
-                spec: wanted,
-                stop,
-                handle,
-                desired_hash,
-                join,
-            },
+        self.tasks.ensure(
+            &cluster.key(),
+            wanted,
+            Shared::default,
+            |spec, shared, stopped| run(spec, deps(), shared.handle, shared.desired_hash, stopped),
         );
     }
 
     /// The configuration hash the Redis pods of `key` should run; stale pods are restarted
     /// by the task, replicas first, with a switchover before the master's turn.
     pub fn set_desired_hash(&self, key: &str, hash: Option<String>) {
-        if let Ok(tasks) = self.tasks.lock()
-            && let Some(entry) = tasks.get(key)
-            && let Ok(mut slot) = entry.desired_hash.lock()
+        if let Some(shared) = self.tasks.shared(key)
+            && let Ok(mut slot) = shared.desired_hash.lock()
         {
             *slot = hash;
         }
@@ -167,31 +128,16 @@ impl RedisHaRegistry {
 
     /// The running driver of `key`.
     pub fn handle(&self, key: &str) -> Option<RedisDriverHandle> {
-        let tasks = self.tasks.lock().ok()?;
-        let entry = tasks.get(key)?;
-        entry.handle.lock().ok()?.clone()
+        self.tasks.shared(key)?.handle.lock().ok()?.clone()
     }
 
     /// Stops the task of `key` (its cluster is being deleted).
     pub fn stop(&self, key: &str) {
-        if let Ok(mut tasks) = self.tasks.lock()
-            && let Some(entry) = tasks.remove(key)
-        {
-            let _ = entry.stop.send(true);
-        }
+        self.tasks.stop(key);
     }
 
     pub async fn stop_all(&self) {
-        let entries: Vec<Entry> = match self.tasks.lock() {
-            Ok(mut tasks) => tasks.drain().map(|(_, e)| e).collect(),
-            Err(_) => return,
-        };
-        for entry in &entries {
-            let _ = entry.stop.send(true);
-        }
-        let joins = entries.into_iter().map(|e| e.join);
-        let _ =
-            tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(joins)).await;
+        self.tasks.stop_all().await;
     }
 }
 
