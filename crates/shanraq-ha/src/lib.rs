@@ -10,6 +10,7 @@ pub mod engine;
 pub mod kafka;
 pub mod objectives;
 pub mod postgres;
+pub mod probe;
 pub mod record;
 pub mod redis;
 pub mod wire;

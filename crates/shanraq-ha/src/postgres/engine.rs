@@ -21,27 +21,21 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::command::{Command, CommandError, CommandTarget, Event, EventKind, StepOutput};
 use super::config::{PostgresHaConfig, ReplicationMode};
-use super::model::{Member, Millis, NodeId, Observation, PodSignal, ProbeOutcome};
+use super::model::{Member, Millis, NodeId, Observation, PodSignal};
 use super::state::{FailoverRecord, HaState, Phase};
 use crate::claim::Claimed;
 use crate::dispatch::Dispatch;
 use crate::wire::{InstanceRole, InstanceStatus, Lsn};
 
-/// What the engine remembers about one member between steps (not persisted: rebuilt from the
-/// next probes after a restart).
+/// What PostgreSQL adds to what the engine remembers of a member (`crate::probe::View`).
 #[derive(Clone, Debug, Default)]
-pub(super) struct NodeView {
-    pub(super) last: Option<Observation>,
-    pub(super) consecutive_failures: u32,
-    pub(super) first_failure_at: Option<Millis>,
+pub(super) struct Seen {
     pub(super) pod_deleted: bool,
-    /// When the last command on this node finished: older observations do not show its effect.
-    pub(super) last_done_at: Option<Millis>,
     /// A running replica's first report of a stopped WAL receiver in the current streak.
     pub(super) not_streaming_since: Option<Millis>,
-    /// Consecutive refused probes: the manager is not running at all.
-    pub(super) refused_streak: u32,
 }
+
+pub(super) type NodeView = crate::probe::View<InstanceStatus, Seen>;
 
 /// How long a replica on an older timeline may stay without streaming before the engine takes
 /// it for diverged (it received WAL past the fork) and rewinds it.
@@ -230,11 +224,7 @@ impl PostgresHa {
     /// nobody: the fault is then on the engine's side (its own node starved or cut off), and
     /// failing over would only move the primary away from where writes still work.
     pub fn observe_round(&mut self, observations: Vec<Observation>) {
-        let inconclusive = observations.len() > 1
-            && observations
-                .iter()
-                .all(|observation| matches!(observation.outcome, ProbeOutcome::Unreachable(_)));
-        if inconclusive {
+        if !crate::probe::conclusive(&observations) {
             return;
         }
         for observation in observations {
@@ -250,34 +240,19 @@ impl PostgresHa {
             let Some(view) = self.nodes.get_mut(&observation.node) else {
                 return;
             };
-            if view
-                .last
-                .as_ref()
-                .is_some_and(|last| last.at > observation.at)
-            {
+            if view.is_older(&observation) {
                 return;
             }
             match observation.status() {
                 Some(status)
                     if status.role == InstanceRole::Replica && status.streaming == Some(false) =>
                 {
-                    view.not_streaming_since.get_or_insert(observation.at);
+                    view.extra.not_streaming_since.get_or_insert(observation.at);
                 }
-                Some(_) => view.not_streaming_since = None,
+                Some(_) => view.extra.not_streaming_since = None,
                 None => {}
             }
-            if matches!(observation.outcome, ProbeOutcome::Refused(_)) {
-                view.refused_streak = view.refused_streak.saturating_add(1);
-            } else {
-                view.refused_streak = 0;
-            }
-            if serving {
-                view.consecutive_failures = 0;
-                view.first_failure_at = None;
-            } else {
-                view.consecutive_failures = view.consecutive_failures.saturating_add(1);
-                view.first_failure_at.get_or_insert(observation.at);
-            }
+            view.count(&observation, serving);
         }
         if let Some(status) = observation.status() {
             let (epoch, owner) = (status.epoch, status.epoch_owner.clone());
@@ -301,13 +276,12 @@ impl PostgresHa {
             return;
         };
         if signal.deleted {
-            view.pod_deleted = true;
+            view.extra.pod_deleted = true;
         } else if signal.ready {
-            view.pod_deleted = false;
+            view.extra.pod_deleted = false;
         }
         if signal.deleted || !signal.ready {
-            view.consecutive_failures = view.consecutive_failures.saturating_add(1);
-            view.first_failure_at.get_or_insert(signal.at);
+            view.count_failure(signal.at);
         }
     }
 
@@ -443,21 +417,13 @@ impl PostgresHa {
     /// The latest answered status of `node`, if taken at or after `since`.
     pub(super) fn status_since(&self, node: &NodeId, since: Millis) -> Option<&InstanceStatus> {
         let view = self.nodes.get(node)?;
-        let last = view.last.as_ref()?;
-        if last.at < since || view.pod_deleted {
-            return None;
-        }
-        last.status()
+        (!view.extra.pod_deleted).then_some(())?;
+        view.answer_since(since)
     }
 
     /// The latest status of `node`, if taken after the last command on it finished.
     pub(super) fn settled_status(&self, node: &NodeId) -> Option<&InstanceStatus> {
-        let view = self.nodes.get(node)?;
-        let last = view.last.as_ref()?;
-        if view.last_done_at.is_some_and(|done| last.at < done) {
-            return None;
-        }
-        last.status()
+        self.nodes.get(node)?.settled_answer()
     }
 
     /// Whether `node` last answered as a running primary.
@@ -465,7 +431,7 @@ impl PostgresHa {
         let Some(view) = self.nodes.get(node) else {
             return false;
         };
-        !view.pod_deleted
+        !view.extra.pod_deleted
             && view
                 .last
                 .as_ref()
@@ -546,23 +512,16 @@ pub(super) fn is_serving_primary(status: &InstanceStatus) -> bool {
 }
 
 pub(super) fn failure_reason(view: &NodeView) -> String {
-    if view.pod_deleted {
+    if view.extra.pod_deleted {
         return "pod deleted".to_owned();
     }
-    let streak = view.consecutive_failures;
-    match view.last.as_ref().map(|last| &last.outcome) {
-        Some(ProbeOutcome::Unreachable(why) | ProbeOutcome::Refused(why)) => {
-            format!("{streak} failed probes, last: {why}")
-        }
-        Some(ProbeOutcome::Reachable(status)) => {
-            let role = format!("{:?}", status.role).to_lowercase();
-            let detail = status
-                .message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default();
-            format!("{streak} probes without a running primary, reports {role}{detail}")
-        }
-        None => format!("{streak} failed probes or pod signals"),
-    }
+    view.failure_reason(|status| {
+        let role = format!("{:?}", status.role).to_lowercase();
+        let detail = status
+            .message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        format!("without a running primary, reports {role}{detail}")
+    })
 }

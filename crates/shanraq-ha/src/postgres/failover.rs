@@ -404,8 +404,7 @@ impl PostgresHa {
             record.promoted(node.clone(), now);
         }
         if let Some(view) = self.nodes.get_mut(&node) {
-            view.consecutive_failures = 0;
-            view.first_failure_at = None;
+            view.clear_failures();
         }
         self.state.current_primary = Some(node.clone());
         self.state.target_primary = None;

@@ -96,65 +96,21 @@ impl Member {
     }
 }
 
-/// What one probe of one instance manager returned.
-#[derive(Clone, Debug, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "almost every probe answers: boxing would allocate for each of them to save space in the rare other case"
-)]
-pub enum ProbeOutcome {
-    /// `GET /status` answered.
-    Reachable(InstanceStatus),
-    /// No answer (timed out, reset, bad reply); the text says why.
-    Unreachable(String),
-    /// The connection was refused: nothing listens on the manager's port, so the manager is
-    /// not running (a busy or partitioned one times out instead). Its postgres may still run,
-    /// which the failover's quorum fencing covers.
-    Refused(String),
-}
+/// What one probe of one instance manager returned: `GET /status` answered, or not, or the
+/// connection was refused (the manager is not running; its postgres may still run, which the
+/// failover's quorum fencing covers).
+pub type ProbeOutcome = crate::probe::ProbeOutcome<InstanceStatus>;
 
 /// One probe result, stamped with the wall-clock time it was taken.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Observation {
-    pub node: NodeId,
-    pub at: Millis,
-    pub outcome: ProbeOutcome,
-}
+pub type Observation = crate::probe::Observation<InstanceStatus>;
 
 impl Observation {
     pub fn reachable(status: InstanceStatus, at: Millis) -> Observation {
-        Observation {
-            node: NodeId::new(status.name.clone()),
-            at,
-            outcome: ProbeOutcome::Reachable(status),
-        }
-    }
-
-    pub fn unreachable(
-        node: impl Into<NodeId>,
-        at: Millis,
-        reason: impl Into<String>,
-    ) -> Observation {
-        Observation {
-            node: node.into(),
-            at,
-            outcome: ProbeOutcome::Unreachable(reason.into()),
-        }
-    }
-
-    pub fn refused(node: impl Into<NodeId>, at: Millis, reason: impl Into<String>) -> Observation {
-        Observation {
-            node: node.into(),
-            at,
-            outcome: ProbeOutcome::Refused(reason.into()),
-        }
+        Observation::answered(NodeId::new(status.name.clone()), at, status)
     }
 
     pub fn status(&self) -> Option<&InstanceStatus> {
-        match &self.outcome {
-            ProbeOutcome::Reachable(status) => Some(status),
-            ProbeOutcome::Unreachable(_) | ProbeOutcome::Refused(_) => None,
-        }
+        self.answer()
     }
 }
 

@@ -18,7 +18,7 @@ impl PostgresHa {
         let claims: Vec<(&NodeId, u64)> = self
             .nodes
             .iter()
-            .filter(|(_, view)| !view.pod_deleted)
+            .filter(|(_, view)| !view.extra.pod_deleted)
             .filter_map(|(node, view)| {
                 let status = view.last.as_ref()?.status()?;
                 is_serving_primary(status).then_some((node, status.epoch))
@@ -54,13 +54,7 @@ impl PostgresHa {
         let Some(view) = self.nodes.get(&primary) else {
             return;
         };
-        // A refused connection is a definite answer (no manager listens), not a slow one, so
-        // one probe fewer confirms it; a busy or cut-off node only ever times out.
-        let threshold = self.config.failure_threshold.max(1);
-        let failing = view.pod_deleted
-            || view.consecutive_failures >= threshold
-            || (view.refused_streak > 0
-                && view.refused_streak >= threshold.saturating_sub(1).max(1));
+        let failing = view.extra.pod_deleted || view.failing(self.config.failure_threshold);
         match self.state.phase {
             Phase::Healthy if failing => {
                 let reason = failure_reason(view);
@@ -255,11 +249,11 @@ impl PostgresHa {
         let Some(view) = self.nodes.get(node) else {
             return false;
         };
-        let quiet_since = view.not_streaming_since.max(view.last_done_at);
+        let quiet_since = view.extra.not_streaming_since.max(view.last_done_at);
         own < leader
             && status.running
             && status.streaming == Some(false)
-            && view.not_streaming_since.is_some()
+            && view.extra.not_streaming_since.is_some()
             && quiet_since.is_some_and(|since| now.since(since) >= REJOIN_GRACE_MS)
     }
 

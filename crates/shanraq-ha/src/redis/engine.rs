@@ -17,25 +17,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::command::{Command, CommandResult, CommandTarget, Event, EventKind, StepOutput};
 use super::config::RedisHaConfig;
 use super::info::ReplicationInfo;
-use super::model::{Observation, ProbeOutcome, RedisMember};
+use super::model::{Observation, RedisMember};
 use super::state::{FailoverKind, FailoverRecord, Phase, RecordDetail, RedisHaState, Suspicion};
 use crate::claim::Claimed;
 use crate::dispatch::Dispatch;
 use crate::postgres::{Millis, NodeId};
 use crate::record::NoDetail;
 
-/// What the engine remembers about one member between steps (rebuilt from probes on restart).
+/// What Redis adds to what the engine remembers of a member (`crate::probe::View`).
 #[derive(Clone, Debug, Default)]
-pub(super) struct NodeView {
-    pub(super) last: Option<Observation>,
-    pub(super) consecutive_failures: u32,
-    pub(super) first_failure_at: Option<Millis>,
-    pub(super) refused_streak: u32,
-    /// When the last command on this node finished: older observations do not show its effect.
-    pub(super) last_done_at: Option<Millis>,
+pub(super) struct Seen {
     /// The designated master came back with another replication id and a lower offset.
     pub(super) restarted: bool,
 }
+
+pub(super) type NodeView = crate::probe::View<ReplicationInfo, Seen>;
 
 const MAX_TRANSITIONS_PER_STEP: usize = 10;
 
@@ -161,11 +157,7 @@ impl RedisHa {
     /// for nobody: the fault is then on the engine's side, and failing over would only move the
     /// master away from where writes still work.
     pub fn observe_round(&mut self, observations: Vec<Observation>) {
-        let inconclusive = observations.len() > 1
-            && observations
-                .iter()
-                .all(|o| matches!(o.outcome, ProbeOutcome::Unreachable(_)));
-        if inconclusive {
+        if !crate::probe::conclusive(&observations) {
             return;
         }
         for observation in observations {
@@ -191,28 +183,14 @@ impl RedisHa {
             let Some(view) = self.nodes.get_mut(&observation.node) else {
                 return;
             };
-            if view
-                .last
-                .as_ref()
-                .is_some_and(|last| last.at > observation.at)
-            {
+            if view.is_older(&observation) {
                 return;
             }
-            if matches!(observation.outcome, ProbeOutcome::Refused(_)) {
-                view.refused_streak = view.refused_streak.saturating_add(1);
-            } else {
-                view.refused_streak = 0;
-            }
             if restarted {
-                view.restarted = true;
+                view.extra.restarted = true;
             }
-            if serving && !view.restarted {
-                view.consecutive_failures = 0;
-                view.first_failure_at = None;
-            } else {
-                view.consecutive_failures = view.consecutive_failures.saturating_add(1);
-                view.first_failure_at.get_or_insert(observation.at);
-            }
+            let good = serving && !view.extra.restarted;
+            view.count(&observation, good);
         }
         if is_reporting
             && serving
@@ -355,24 +333,17 @@ impl RedisHa {
 
     /// The latest answer of `node`, if taken at or after `since`.
     pub(super) fn info_since(&self, node: &NodeId, since: Millis) -> Option<&ReplicationInfo> {
-        let last = self.nodes.get(node)?.last.as_ref()?;
-        (last.at >= since).then_some(())?;
-        last.info()
+        self.nodes.get(node)?.answer_since(since)
     }
 
     /// The latest answer of `node`, if taken after the last command on it finished.
     pub(super) fn settled_info(&self, node: &NodeId) -> Option<&ReplicationInfo> {
-        let view = self.nodes.get(node)?;
-        let last = view.last.as_ref()?;
-        if view.last_done_at.is_some_and(|done| last.at < done) {
-            return None;
-        }
-        last.info()
+        self.nodes.get(node)?.settled_answer()
     }
 
     pub(super) fn answers_as_master(&self, node: &NodeId) -> bool {
         self.nodes.get(node).is_some_and(|view| {
-            !view.restarted
+            !view.extra.restarted
                 && view
                     .last
                     .as_ref()
@@ -483,16 +454,12 @@ impl RedisHa {
         let Some(view) = self.nodes.get(&master) else {
             return;
         };
-        let threshold = self.config.failure_threshold.max(1);
-        let failing = view.restarted
-            || view.consecutive_failures >= threshold
-            || (view.refused_streak > 0
-                && view.refused_streak >= threshold.saturating_sub(1).max(1));
+        let failing = view.extra.restarted || view.failing(self.config.failure_threshold);
         match self.state.phase {
             Phase::Healthy if failing => {
                 let reason = failure_reason(view);
                 let first_failure_at = view.first_failure_at.unwrap_or(now);
-                let restarted = view.restarted;
+                let restarted = view.extra.restarted;
                 self.state.suspect = Some(Suspicion {
                     node: master.clone(),
                     first_failure_at,
@@ -614,19 +581,10 @@ impl RedisHa {
 }
 
 pub(super) fn failure_reason(view: &NodeView) -> String {
-    if view.restarted {
+    if view.extra.restarted {
         return "it restarted without its data (new replication id, lower offset): its replicas must not \
                 resync from it"
             .to_owned();
     }
-    let streak = view.consecutive_failures;
-    match view.last.as_ref().map(|last| &last.outcome) {
-        Some(ProbeOutcome::Unreachable(why) | ProbeOutcome::Refused(why)) => {
-            format!("{streak} failed probes, last: {why}")
-        }
-        Some(ProbeOutcome::Reachable(info)) => {
-            format!("{streak} probes without a master, reports {:?}", info.role).to_lowercase()
-        }
-        None => format!("{streak} failed probes"),
-    }
+    view.failure_reason(|info| format!("without a master, reports {:?}", info.role).to_lowercase())
 }

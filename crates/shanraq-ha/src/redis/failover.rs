@@ -291,10 +291,9 @@ impl RedisHa {
             record.promoted(node.clone(), now);
         }
         if let Some(view) = self.nodes.get_mut(&node) {
-            view.consecutive_failures = 0;
-            view.first_failure_at = None;
+            view.clear_failures();
             view.refused_streak = 0;
-            view.restarted = false;
+            view.extra.restarted = false;
         }
         self.state.current_master = Some(node.clone());
         self.state.target_master = None;

@@ -43,52 +43,18 @@ impl RedisMember {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum ProbeOutcome {
-    Reachable(ReplicationInfo),
-    /// No answer in time, a reset, a bad reply; the text says why.
-    Unreachable(String),
-    /// Connection refused: nothing listens (the server is down, not slow).
-    Refused(String),
-}
+/// What one probe of one member returned (`INFO replication`, or why not).
+pub type ProbeOutcome = crate::probe::ProbeOutcome<ReplicationInfo>;
 
 /// One probe of one member, stamped with when it was sent.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Observation {
-    pub node: NodeId,
-    pub at: Millis,
-    pub outcome: ProbeOutcome,
-}
+pub type Observation = crate::probe::Observation<ReplicationInfo>;
 
 impl Observation {
     pub fn reachable(node: impl Into<NodeId>, at: Millis, info: ReplicationInfo) -> Observation {
-        Observation {
-            node: node.into(),
-            at,
-            outcome: ProbeOutcome::Reachable(info),
-        }
-    }
-
-    pub fn unreachable(node: impl Into<NodeId>, at: Millis, why: impl Into<String>) -> Observation {
-        Observation {
-            node: node.into(),
-            at,
-            outcome: ProbeOutcome::Unreachable(why.into()),
-        }
-    }
-
-    pub fn refused(node: impl Into<NodeId>, at: Millis, why: impl Into<String>) -> Observation {
-        Observation {
-            node: node.into(),
-            at,
-            outcome: ProbeOutcome::Refused(why.into()),
-        }
+        Observation::answered(node, at, info)
     }
 
     pub fn info(&self) -> Option<&ReplicationInfo> {
-        match &self.outcome {
-            ProbeOutcome::Reachable(info) => Some(info),
-            ProbeOutcome::Unreachable(_) | ProbeOutcome::Refused(_) => None,
-        }
+        self.answer()
     }
 }
