@@ -33,7 +33,7 @@ pub fn ready_conditions(cluster: &ValidCluster, observed: &Observed) -> Vec<Want
                 &[Component::Redis],
                 observed,
             ),
-            observed.redis_cluster.as_ref(),
+            observed.engines.redis_cluster.as_ref(),
         ),
         super::kafka::health::kafka_condition(
             component_condition(
@@ -45,7 +45,7 @@ pub fn ready_conditions(cluster: &ValidCluster, observed: &Observed) -> Vec<Want
                 observed,
             ),
             cluster,
-            observed.kafka.as_ref(),
+            observed.engines.kafka.as_ref(),
         ),
         component_condition(
             HAPROXY_READY,
@@ -74,7 +74,7 @@ pub fn status(
             .ready_instances = counts.ready_replicas;
     }
     if cluster.spec.postgres.enabled
-        && let Some(instances) = &observed.postgres_instances
+        && let Some(instances) = &observed.engines.postgres_instances
     {
         next.postgres.get_or_insert_with(Default::default).instances = instances.clone();
     }
@@ -95,7 +95,7 @@ pub fn status(
         .map(|counts| {
             super::kafka::health::kafka_status(
                 counts,
-                observed.kafka.as_ref(),
+                observed.engines.kafka.as_ref(),
                 previous.kafka.as_ref(),
             )
         })

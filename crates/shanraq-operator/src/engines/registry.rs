@@ -164,8 +164,8 @@ impl Engines {
                 .and_then(|p| p.last_failover.as_ref()),
         );
         let sampled = postgres::observe::sampled(&self.postgres, cluster, previous);
-        observed.kafka = self.kafka.view(&key);
-        let kafka_rpo = match &observed.kafka {
+        observed.engines.kafka = self.kafka.view(&key);
+        let kafka_rpo = match &observed.engines.kafka {
             Some(kafka::health::AdminView::Seen { figures, .. }) => kafka::health::rpo(figures),
             _ => None,
         };
@@ -174,10 +174,11 @@ impl Engines {
             .handle(&key)
             .and_then(|handle| redis::objectives::measure(&handle));
         observed.rpo = shanraq_ha::objectives::worst([sampled.rpo, redis_rpo, kafka_rpo]);
-        observed.postgres_instances = sampled.instances;
+        observed.engines.postgres_instances = sampled.instances;
         observed.archive = sampled.archive;
         if cluster.spec.redis.mode == shanraq_api::redis::RedisMode::Cluster {
-            observed.redis_cluster = previous.redis.as_ref().and_then(|r| r.cluster.clone());
+            observed.engines.redis_cluster =
+                previous.redis.as_ref().and_then(|r| r.cluster.clone());
         }
         if let Some(window) = self.postgres.probe_window(&key) {
             window.count_into(metrics.probe_counter(&cluster.name, &cluster.namespace));

@@ -15,7 +15,7 @@ use kube::core::DynamicObject;
 use serde_json::json;
 use shanraq_api::conditions::{READY, REASON_INVALID_SPEC, RECONCILING, STALLED};
 use shanraq_api::names::{API_VERSION, FIELD_MANAGER, KIND};
-use shanraq_api::status::{ObjectiveStatus, ObjectivesStatus, PostgresInstanceStatus};
+use shanraq_api::status::{ObjectiveStatus, ObjectivesStatus};
 use shanraq_api::{InvalidSpec, ShanraqCluster, ShanraqClusterStatus, ValidCluster};
 
 use super::error::StatusError;
@@ -52,18 +52,14 @@ pub struct Observed {
     pub rpo: Option<RpoMeasurement>,
     /// The last unplanned failover's measured RTO (`status.postgres.lastFailover`).
     pub last_failover_rto: Option<Duration>,
-    /// `status.postgres.instances[]` from the HA task's last sample; `None` while not sampled.
-    pub postgres_instances: Option<Vec<PostgresInstanceStatus>>,
     /// Latency and availability from the probes through HAProxy.
     pub probes: ha_objectives::ProbeVerdicts,
-    /// Redis cluster mode, as the Redis task last observed it (`status.redis.cluster`).
-    pub redis_cluster: Option<shanraq_api::status::RedisClusterStatus>,
     /// WAL archiving and backups, from the primary's last sampled status (`spec.backup`).
     pub archive: Option<super::backup_status::ArchiveObservation>,
     /// The newest finished ShanraqBackup of the cluster (name, status), when listed.
     pub last_backup: Option<(String, shanraq_api::backup_request::ShanraqBackupStatus)>,
-    /// What the Kafka task last learnt from the admin API.
-    pub kafka: Option<crate::engines::kafka::health::AdminView>,
+    /// What each engine saw that only the engines read (their own Ready conditions).
+    pub engines: crate::engines::observed::EngineViews,
 }
 
 impl Observed {
@@ -73,12 +69,10 @@ impl Observed {
             monitoring_available,
             rpo: None,
             last_failover_rto: None,
-            postgres_instances: None,
             probes: ha_objectives::ProbeVerdicts::default(),
-            redis_cluster: None,
             archive: None,
             last_backup: None,
-            kafka: None,
+            engines: crate::engines::observed::EngineViews::default(),
         }
     }
 }
