@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod claim;
+pub mod core;
 pub mod dispatch;
 pub mod driver;
 pub mod engine;

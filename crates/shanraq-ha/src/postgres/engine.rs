@@ -17,14 +17,12 @@
 //! - an instance claiming the primary role without the designation is fenced at once;
 //! - a persisted failover resumes at its phase and target, never re-elects or reverts.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use super::command::{Command, CommandError, CommandTarget, Event, EventKind, StepOutput};
+use super::command::{Command, CommandError, EventKind, StepOutput};
 use super::config::{PostgresHaConfig, ReplicationMode};
 use super::model::{Member, Millis, NodeId, Observation, PodSignal};
 use super::state::{FailoverRecord, HaState, Phase};
 use crate::claim::Claimed;
-use crate::dispatch::Dispatch;
+use crate::core::Core;
 use crate::wire::{InstanceRole, InstanceStatus, Lsn};
 
 /// What PostgreSQL adds to what the engine remembers of a member (`crate::probe::View`).
@@ -47,19 +45,11 @@ pub struct PostgresHa {
     pub(super) config: PostgresHaConfig,
     pub(super) members: Vec<Member>,
     pub(super) state: HaState,
-    pub(super) nodes: BTreeMap<NodeId, NodeView>,
-    pub(super) dispatch: Dispatch<Command>,
-    /// The primary the router was last confirmed to send writes to, with its epoch.
-    pub(super) routed: Option<(NodeId, u64)>,
+    pub(super) core: Core<InstanceStatus, Seen, Command, EventKind>,
     /// The primary that confirmed holding the current epoch.
     pub(super) confirmed: Option<(NodeId, u64)>,
     /// The current primary's last reported `pg_current_wal_lsn()`.
     pub(super) primary_lsn: Option<Lsn>,
-    pub(super) events: Vec<Event>,
-    /// (node, its epoch) pairs already reported as stale or conflicting, to report once.
-    pub(super) reported: BTreeSet<(NodeId, u64)>,
-    /// This engine's identity: the owner of every epoch it claims.
-    pub(super) identity: String,
     /// The newest claim seen on a member that is not this engine's (epoch, owner), until the
     /// driver takes it.
     pub(super) newer_claim: Option<(u64, Option<String>)>,
@@ -68,16 +58,10 @@ pub struct PostgresHa {
 /// The identity of an engine that was given none (tests, single-engine tools).
 pub const DEFAULT_IDENTITY: &str = "shanraq";
 
-/// Safety bound on phase transitions within one step.
-const MAX_TRANSITIONS_PER_STEP: usize = 10;
-
 impl PostgresHa {
     /// An engine resuming from `state` (use `HaState::default()` for a new cluster).
     pub fn new(config: PostgresHaConfig, members: Vec<Member>, state: HaState) -> PostgresHa {
-        let nodes = members
-            .iter()
-            .map(|member| (member.name.clone(), NodeView::default()))
-            .collect();
+        let core = Core::new(members.iter().map(|member| member.name.clone()));
         let primary_lsn = state
             .in_flight
             .as_ref()
@@ -86,26 +70,21 @@ impl PostgresHa {
             config,
             members,
             state,
-            nodes,
-            dispatch: Dispatch::default(),
-            routed: None,
+            core,
             confirmed: None,
             primary_lsn,
-            events: Vec::new(),
-            reported: BTreeSet::new(),
-            identity: DEFAULT_IDENTITY.to_owned(),
             newer_claim: None,
         }
     }
 
     /// The engine acting as `identity` (the owner of the epochs it claims).
     pub fn with_identity(mut self, identity: impl Into<String>) -> PostgresHa {
-        self.identity = identity.into();
+        self.core.identity = identity.into();
         self
     }
 
     pub fn identity(&self) -> &str {
-        &self.identity
+        &self.core.identity
     }
 
     /// Takes over the state this engine resumes, before it acts (`Claimed::take_office`): from
@@ -113,18 +92,19 @@ impl PostgresHa {
     /// changed and must be persisted.
     pub fn take_office(&mut self) -> bool {
         let seen = self.highest_epoch_seen();
-        self.state.take_office(&self.identity, seen)
+        self.state.take_office(&self.core.identity, seen)
     }
 
     /// Claims the next epoch for this engine: above every epoch it has stored or seen on any
     /// member. The driver persists it before any command carries it.
     pub(super) fn claim_next_epoch(&mut self) -> u64 {
         let seen = self.highest_epoch_seen();
-        self.state.claim_next(&self.identity, seen)
+        self.state.claim_next(&self.core.identity, seen)
     }
 
     pub(super) fn highest_epoch_seen(&self) -> u64 {
-        self.nodes
+        self.core
+            .nodes
             .values()
             .filter_map(|view| view.last.as_ref()?.status().map(|status| status.epoch))
             .max()
@@ -141,8 +121,7 @@ impl PostgresHa {
             .and_then(|record| record.detail.primary_lsn)
             .or(self.primary_lsn);
         self.state = state;
-        self.dispatch.clear();
-        self.routed = None;
+        self.core.forget_decisions();
         self.confirmed = None;
         self.newer_claim = None;
     }
@@ -187,17 +166,17 @@ impl PostgresHa {
 
     /// Commands issued and not yet reported done.
     pub fn outstanding(&self) -> impl Iterator<Item = &Command> {
-        self.dispatch.in_flight()
+        self.core.dispatch.in_flight()
     }
 
     /// The latest observation of `node`.
     pub fn last_observation(&self, node: &NodeId) -> Option<&Observation> {
-        self.nodes.get(node).and_then(|view| view.last.as_ref())
+        self.core.last(node)
     }
 
     /// The member the router was last confirmed to send writes to.
     pub fn routed_primary(&self) -> Option<&NodeId> {
-        self.routed.as_ref().map(|(node, _)| node)
+        self.core.routed_to()
     }
 
     /// The current primary's last reported WAL position.
@@ -237,7 +216,7 @@ impl PostgresHa {
         let designated = self.reporting_primary().cloned();
         let serving = observation.status().is_some_and(is_serving_primary);
         {
-            let Some(view) = self.nodes.get_mut(&observation.node) else {
+            let Some(view) = self.core.nodes.get_mut(&observation.node) else {
                 return;
             };
             if view.is_older(&observation) {
@@ -265,14 +244,14 @@ impl PostgresHa {
             self.primary_lsn = status.current_lsn.or(self.primary_lsn);
             self.learn_sync_set(status);
         }
-        if let Some(view) = self.nodes.get_mut(&observation.node) {
+        if let Some(view) = self.core.nodes.get_mut(&observation.node) {
             view.last = Some(observation);
         }
     }
 
     /// Feeds a pod-level signal from a Kubernetes watch.
     pub fn observe_pod(&mut self, signal: PodSignal) {
-        let Some(view) = self.nodes.get_mut(&signal.node) else {
+        let Some(view) = self.core.nodes.get_mut(&signal.node) else {
             return;
         };
         if signal.deleted {
@@ -292,15 +271,8 @@ impl PostgresHa {
         result: Result<(), CommandError>,
         now: Millis,
     ) {
-        self.dispatch.done(
-            command,
-            result.is_err().then(|| now.plus(self.config.probe_period)),
-        );
-        if let CommandTarget::Instance(node) = &command.target()
-            && let Some(view) = self.nodes.get_mut(node)
-        {
-            view.last_done_at = Some(now);
-        }
+        self.core
+            .finished(command, result.is_err(), now, self.config.probe_period);
         let current = command.epoch() == self.state.epoch;
         if let Err(error) = &result {
             self.event(
@@ -336,7 +308,7 @@ impl PostgresHa {
             Command::Promote { node, .. } => self.promote_done(node, result, now),
             Command::Route { primary, epoch } => {
                 if result.is_ok() && self.state.current_primary.as_ref() == Some(primary) {
-                    self.routed = Some((primary.clone(), *epoch));
+                    self.core.routed = Some((primary.clone(), *epoch));
                     if self.state.phase == Phase::Routing {
                         self.complete(now);
                     }
@@ -356,18 +328,15 @@ impl PostgresHa {
 
     /// Decides what to do at `now`.
     pub fn step(&mut self, now: Millis) -> StepOutput {
-        let mut commands = Vec::new();
-        for _ in 0..MAX_TRANSITIONS_PER_STEP {
-            let before = self.state.phase;
-            self.step_phase(now, &mut commands);
-            if self.state.phase == before {
-                break;
-            }
-        }
+        let mut commands = crate::core::settle(
+            self,
+            |engine| engine.state.phase,
+            |engine, commands| engine.step_phase(now, commands),
+        );
         self.fence_stale_primaries(now, &mut commands);
         StepOutput {
             commands,
-            events: std::mem::take(&mut self.events),
+            events: std::mem::take(&mut self.core.events),
         }
     }
 
@@ -392,22 +361,7 @@ impl PostgresHa {
     // ---- helpers -------------------------------------------------------------------------
 
     pub(super) fn event(&mut self, at: Millis, kind: EventKind) {
-        self.events.push(Event {
-            at,
-            epoch: self.state.epoch,
-            kind,
-        });
-    }
-
-    /// Queues `command` unless its target is still busy or backing off after a failure; true
-    /// when queued.
-    pub(super) fn emit(
-        &mut self,
-        command: Command,
-        now: Millis,
-        commands: &mut Vec<Command>,
-    ) -> bool {
-        self.dispatch.emit(command, now, commands)
+        self.core.event(at, self.state.epoch, kind);
     }
 
     pub(super) fn member(&self, node: &NodeId) -> Option<&Member> {
@@ -416,19 +370,19 @@ impl PostgresHa {
 
     /// The latest answered status of `node`, if taken at or after `since`.
     pub(super) fn status_since(&self, node: &NodeId, since: Millis) -> Option<&InstanceStatus> {
-        let view = self.nodes.get(node)?;
+        let view = self.core.nodes.get(node)?;
         (!view.extra.pod_deleted).then_some(())?;
         view.answer_since(since)
     }
 
     /// The latest status of `node`, if taken after the last command on it finished.
     pub(super) fn settled_status(&self, node: &NodeId) -> Option<&InstanceStatus> {
-        self.nodes.get(node)?.settled_answer()
+        self.core.nodes.get(node)?.settled_answer()
     }
 
     /// Whether `node` last answered as a running primary.
     pub(super) fn is_alive_primary(&self, node: &NodeId) -> bool {
-        let Some(view) = self.nodes.get(node) else {
+        let Some(view) = self.core.nodes.get(node) else {
             return false;
         };
         !view.extra.pod_deleted

@@ -32,7 +32,7 @@ impl PostgresHa {
             Err(reason) => reason,
         };
         {
-            self.emit(
+            self.core.dispatch.emit(
                 Command::Fence {
                     node: record.from.clone(),
                     epoch,
@@ -52,10 +52,13 @@ impl PostgresHa {
             if self.answers_as_primary(&node) {
                 continue;
             }
-            self.emit(Command::Detach { node, epoch }, now, commands);
+            self.core
+                .dispatch
+                .emit(Command::Detach { node, epoch }, now, commands);
         }
         if record.detail.fence_error.is_none() && !self.answers_as_primary(&record.from) {
             let why = self
+                .core
                 .nodes
                 .get(&record.from)
                 .map_or_else(|| "unknown member".to_owned(), failure_reason);
@@ -284,7 +287,8 @@ impl PostgresHa {
         // Refuse only once every other member was probed after the cutoff, so that a restarted
         // engine does not refuse before its first probes arrive.
         let all_probed = others.iter().all(|node| {
-            self.nodes
+            self.core
+                .nodes
                 .get(node)
                 .and_then(|view| view.last.as_ref())
                 .is_some_and(|last| last.at >= cutoff)
@@ -344,7 +348,7 @@ impl PostgresHa {
             self.promoted(target, now);
             return;
         }
-        self.emit(
+        self.core.dispatch.emit(
             Command::Promote {
                 node: target.clone(),
                 epoch,
@@ -403,7 +407,7 @@ impl PostgresHa {
         if let Some(record) = self.in_flight_mut() {
             record.promoted(node.clone(), now);
         }
-        if let Some(view) = self.nodes.get_mut(&node) {
+        if let Some(view) = self.core.nodes.get_mut(&node) {
             view.clear_failures();
         }
         self.state.current_primary = Some(node.clone());
@@ -421,11 +425,11 @@ impl PostgresHa {
             return;
         };
         let epoch = self.state.epoch;
-        if self.routed.as_ref() == Some(&(primary.clone(), epoch)) {
+        if self.core.routed.as_ref() == Some(&(primary.clone(), epoch)) {
             self.complete(now);
             return;
         }
-        self.emit(
+        self.core.dispatch.emit(
             Command::Route {
                 primary: primary.clone(),
                 epoch,

@@ -16,6 +16,7 @@ impl PostgresHa {
             return;
         }
         let claims: Vec<(&NodeId, u64)> = self
+            .core
             .nodes
             .iter()
             .filter(|(_, view)| !view.extra.pod_deleted)
@@ -51,7 +52,7 @@ impl PostgresHa {
             self.state.phase = Phase::Bootstrapping;
             return;
         };
-        let Some(view) = self.nodes.get(&primary) else {
+        let Some(view) = self.core.nodes.get(&primary) else {
             return;
         };
         let failing = view.extra.pod_deleted || view.failing(self.config.failure_threshold);
@@ -133,7 +134,7 @@ impl PostgresHa {
                     self.confirmed = Some((primary.clone(), epoch));
                 }
                 InstanceRole::Primary | InstanceRole::Fenced if status.epoch > epoch => {
-                    if self.reported.insert((primary.clone(), status.epoch)) {
+                    if self.core.reported.insert((primary.clone(), status.epoch)) {
                         self.event(
                             now,
                             EventKind::EpochConflict {
@@ -144,7 +145,7 @@ impl PostgresHa {
                     }
                 }
                 InstanceRole::Primary | InstanceRole::Fenced => {
-                    self.emit(
+                    self.core.dispatch.emit(
                         Command::Promote {
                             node: primary.clone(),
                             epoch,
@@ -159,8 +160,8 @@ impl PostgresHa {
         if self.confirmed.as_ref() != Some(&(primary.clone(), epoch)) {
             return;
         }
-        if self.routed.as_ref() != Some(&(primary.clone(), epoch)) {
-            self.emit(
+        if self.core.routed.as_ref() != Some(&(primary.clone(), epoch)) {
+            self.core.dispatch.emit(
                 Command::Route {
                     primary: primary.clone(),
                     epoch,
@@ -222,14 +223,14 @@ impl PostgresHa {
                         upstream: upstream.clone(),
                         epoch,
                     };
-                    if self.emit(demote, now, commands) {
+                    if self.core.dispatch.emit(demote, now, commands) {
                         self.event(now, EventKind::Diverged { node });
                     }
                     continue;
                 }
                 _ => continue,
             };
-            self.emit(command, now, commands);
+            self.core.dispatch.emit(command, now, commands);
         }
     }
 
@@ -246,7 +247,7 @@ impl PostgresHa {
         let (Some(leader), Some(own)) = (leader_timeline, status.timeline) else {
             return false;
         };
-        let Some(view) = self.nodes.get(node) else {
+        let Some(view) = self.core.nodes.get(node) else {
             return false;
         };
         let quiet_since = view.extra.not_streaming_since.max(view.last_done_at);
@@ -272,6 +273,7 @@ impl PostgresHa {
         };
         let epoch = self.state.epoch;
         let claimants: Vec<(NodeId, u64)> = self
+            .core
             .nodes
             .keys()
             .filter(|node| {
@@ -284,7 +286,7 @@ impl PostgresHa {
             .collect();
         for (node, instance_epoch) in claimants {
             if instance_epoch > epoch {
-                if self.reported.insert((node.clone(), instance_epoch)) {
+                if self.core.reported.insert((node.clone(), instance_epoch)) {
                     self.event(
                         now,
                         EventKind::EpochConflict {
@@ -295,14 +297,14 @@ impl PostgresHa {
                 }
                 continue;
             }
-            if self.emit(
+            if self.core.dispatch.emit(
                 Command::Fence {
                     node: node.clone(),
                     epoch,
                 },
                 now,
                 commands,
-            ) && self.reported.insert((node.clone(), instance_epoch))
+            ) && self.core.reported.insert((node.clone(), instance_epoch))
             {
                 self.event(
                     now,

@@ -159,7 +159,7 @@ impl PostgresHa {
             self.state.phase = Phase::SwitchoverDraining;
             return;
         }
-        self.emit(
+        self.core.dispatch.emit(
             Command::Fence {
                 node: record.from,
                 epoch: self.state.epoch,

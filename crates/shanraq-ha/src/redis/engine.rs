@@ -12,15 +12,15 @@
 //! - a node claiming the master role without the designation is made a replica of the master;
 //! - a persisted failover resumes at its phase and target, never re-elects or reverts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use super::command::{Command, CommandResult, CommandTarget, Event, EventKind, StepOutput};
+use super::command::{Command, CommandResult, EventKind, StepOutput};
 use super::config::RedisHaConfig;
 use super::info::ReplicationInfo;
 use super::model::{Observation, RedisMember};
 use super::state::{FailoverKind, FailoverRecord, Phase, RecordDetail, RedisHaState, Suspicion};
 use crate::claim::Claimed;
-use crate::dispatch::Dispatch;
+use crate::core::Core;
 use crate::postgres::{Millis, NodeId};
 use crate::record::NoDetail;
 
@@ -33,18 +33,13 @@ pub(super) struct Seen {
 
 pub(super) type NodeView = crate::probe::View<ReplicationInfo, Seen>;
 
-const MAX_TRANSITIONS_PER_STEP: usize = 10;
-
 /// The HA engine of one Redis replication group.
 #[derive(Debug)]
 pub struct RedisHa {
     pub(super) config: RedisHaConfig,
     pub(super) members: Vec<RedisMember>,
     pub(super) state: RedisHaState,
-    pub(super) nodes: BTreeMap<NodeId, NodeView>,
-    pub(super) dispatch: Dispatch<Command>,
-    /// The master the router was last confirmed to send writes to, with its epoch.
-    pub(super) routed: Option<(NodeId, u64)>,
+    pub(super) core: Core<ReplicationInfo, Seen, Command, EventKind>,
     /// The current master's last reported offset and replication id.
     pub(super) master_offset: Option<u64>,
     pub(super) master_replid: Option<String>,
@@ -52,20 +47,12 @@ pub struct RedisHa {
     pub(super) replica_lag: BTreeMap<NodeId, u64>,
     /// A switchover's old master, still paused until it follows the new one.
     pub(super) pending_unpause: Option<NodeId>,
-    pub(super) events: Vec<Event>,
-    /// (node, epoch) pairs already reported, to report once.
-    pub(super) reported: BTreeSet<(NodeId, u64)>,
-    /// This engine's identity: the owner of every epoch it claims.
-    pub(super) identity: String,
 }
 
 impl RedisHa {
     /// An engine resuming from `state` (`RedisHaState::default()` for a new group).
     pub fn new(config: RedisHaConfig, members: Vec<RedisMember>, state: RedisHaState) -> RedisHa {
-        let nodes = members
-            .iter()
-            .map(|member| (member.name.clone(), NodeView::default()))
-            .collect();
+        let core = Core::new(members.iter().map(|member| member.name.clone()));
         let master_offset = state
             .in_flight
             .as_ref()
@@ -79,27 +66,22 @@ impl RedisHa {
             config,
             members,
             state,
-            nodes,
-            dispatch: Dispatch::default(),
-            routed: None,
+            core,
             master_offset,
             master_replid: None,
             replica_lag: BTreeMap::new(),
             pending_unpause,
-            events: Vec::new(),
-            reported: BTreeSet::new(),
-            identity: crate::postgres::DEFAULT_IDENTITY.to_owned(),
         }
     }
 
     /// The engine acting as `identity` (the owner of the epochs it claims).
     pub fn with_identity(mut self, identity: impl Into<String>) -> RedisHa {
-        self.identity = identity.into();
+        self.core.identity = identity.into();
         self
     }
 
     pub fn identity(&self) -> &str {
-        &self.identity
+        &self.core.identity
     }
 
     /// Takes over the state this engine resumes, before it acts (`Claimed::take_office`). True
@@ -107,21 +89,20 @@ impl RedisHa {
     /// themselves, so what keeps the former owner from acting is the driver's compare-and-swap
     /// and its check of the store (and of its leadership) right before every command.
     pub fn take_office(&mut self) -> bool {
-        self.state.take_office(&self.identity, 0)
+        self.state.take_office(&self.core.identity, 0)
     }
 
     /// Claims the next epoch for this engine; the driver persists it before any command
     /// carries it.
     pub(super) fn claim_next_epoch(&mut self) -> u64 {
-        self.state.claim_next(&self.identity, 0)
+        self.state.claim_next(&self.core.identity, 0)
     }
 
     /// Replaces the engine's state with `state`, read back from the store after another writer
     /// moved it on (the same owner). What it remembered about commands and routing is dropped.
     pub fn resume_from(&mut self, state: RedisHaState) {
         self.state = state;
-        self.dispatch.clear();
-        self.routed = None;
+        self.core.forget_decisions();
     }
 
     pub fn state(&self) -> &RedisHaState {
@@ -137,15 +118,15 @@ impl RedisHa {
     }
 
     pub fn outstanding(&self) -> impl Iterator<Item = &Command> {
-        self.dispatch.in_flight()
+        self.core.dispatch.in_flight()
     }
 
     pub fn last_observation(&self, node: &NodeId) -> Option<&Observation> {
-        self.nodes.get(node).and_then(|view| view.last.as_ref())
+        self.core.last(node)
     }
 
     pub fn routed_master(&self) -> Option<&NodeId> {
-        self.routed.as_ref().map(|(node, _)| node)
+        self.core.routed_to()
     }
 
     /// The current master's last reported offset.
@@ -180,7 +161,7 @@ impl RedisHa {
             .info()
             .is_some_and(|info| info.is_master() && !restarted);
         {
-            let Some(view) = self.nodes.get_mut(&observation.node) else {
+            let Some(view) = self.core.nodes.get_mut(&observation.node) else {
                 return;
             };
             if view.is_older(&observation) {
@@ -199,7 +180,7 @@ impl RedisHa {
             let info = info.clone();
             self.learn_from_master(&info);
         }
-        if let Some(view) = self.nodes.get_mut(&observation.node) {
+        if let Some(view) = self.core.nodes.get_mut(&observation.node) {
             view.last = Some(observation);
         }
     }
@@ -222,15 +203,8 @@ impl RedisHa {
 
     /// Reports how an emitted command ended, with the node's `INFO replication` after it.
     pub fn command_done(&mut self, command: &Command, result: CommandResult, now: Millis) {
-        self.dispatch.done(
-            command,
-            result.is_err().then(|| now.plus(self.config.probe_period)),
-        );
-        if let CommandTarget::Instance(node) = &command.target()
-            && let Some(view) = self.nodes.get_mut(node)
-        {
-            view.last_done_at = Some(now);
-        }
+        self.core
+            .finished(command, result.is_err(), now, self.config.probe_period);
         match &result {
             Ok(_) => {}
             Err(error) => {
@@ -260,7 +234,7 @@ impl RedisHa {
             Command::Route { master, epoch }
                 if ok && self.state.current_master.as_ref() == Some(master) =>
             {
-                self.routed = Some((master.clone(), *epoch));
+                self.core.routed = Some((master.clone(), *epoch));
                 if self.state.phase == Phase::Routing {
                     self.complete(now);
                 }
@@ -275,17 +249,14 @@ impl RedisHa {
 
     /// Decides what to do at `now`.
     pub fn step(&mut self, now: Millis) -> StepOutput {
-        let mut commands = Vec::new();
-        for _ in 0..MAX_TRANSITIONS_PER_STEP {
-            let before = self.state.phase;
-            self.step_phase(now, &mut commands);
-            if self.state.phase == before {
-                break;
-            }
-        }
+        let commands = crate::core::settle(
+            self,
+            |engine| engine.state.phase,
+            |engine, commands| engine.step_phase(now, commands),
+        );
         StepOutput {
             commands,
-            events: std::mem::take(&mut self.events),
+            events: std::mem::take(&mut self.core.events),
         }
     }
 
@@ -310,21 +281,7 @@ impl RedisHa {
     // ---- helpers -------------------------------------------------------------------------
 
     pub(super) fn event(&mut self, at: Millis, kind: EventKind) {
-        self.events.push(Event {
-            at,
-            epoch: self.state.epoch,
-            kind,
-        });
-    }
-
-    /// Queues `command` unless its target is busy or backing off after a failure.
-    pub(super) fn emit(
-        &mut self,
-        command: Command,
-        now: Millis,
-        commands: &mut Vec<Command>,
-    ) -> bool {
-        self.dispatch.emit(command, now, commands)
+        self.core.event(at, self.state.epoch, kind);
     }
 
     pub(super) fn member(&self, node: &NodeId) -> Option<&RedisMember> {
@@ -333,16 +290,16 @@ impl RedisHa {
 
     /// The latest answer of `node`, if taken at or after `since`.
     pub(super) fn info_since(&self, node: &NodeId, since: Millis) -> Option<&ReplicationInfo> {
-        self.nodes.get(node)?.answer_since(since)
+        self.core.nodes.get(node)?.answer_since(since)
     }
 
     /// The latest answer of `node`, if taken after the last command on it finished.
     pub(super) fn settled_info(&self, node: &NodeId) -> Option<&ReplicationInfo> {
-        self.nodes.get(node)?.settled_answer()
+        self.core.nodes.get(node)?.settled_answer()
     }
 
     pub(super) fn answers_as_master(&self, node: &NodeId) -> bool {
-        self.nodes.get(node).is_some_and(|view| {
+        self.core.nodes.get(node).is_some_and(|view| {
             !view.extra.restarted
                 && view
                     .last
@@ -381,6 +338,7 @@ impl RedisHa {
             return;
         }
         let masters: Vec<NodeId> = self
+            .core
             .nodes
             .iter()
             .filter(|(_, view)| {
@@ -409,6 +367,7 @@ impl RedisHa {
                 let mut best: Option<(u64, NodeId)> = None;
                 for member in &self.members {
                     let Some(info) = self
+                        .core
                         .nodes
                         .get(&member.name)
                         .and_then(|v| v.last.as_ref())
@@ -437,6 +396,7 @@ impl RedisHa {
             several => {
                 let nodes = several.to_vec();
                 if self
+                    .core
                     .reported
                     .insert((NodeId::new("several-masters"), self.state.epoch))
                 {
@@ -451,7 +411,7 @@ impl RedisHa {
             self.state.phase = Phase::Bootstrapping;
             return;
         };
-        let Some(view) = self.nodes.get(&master) else {
+        let Some(view) = self.core.nodes.get(&master) else {
             return;
         };
         let failing = view.extra.restarted || view.failing(self.config.failure_threshold);
@@ -528,8 +488,8 @@ impl RedisHa {
         if !self.answers_as_master(&master) {
             return;
         }
-        if self.routed.as_ref() != Some(&(master.clone(), epoch)) {
-            self.emit(
+        if self.core.routed.as_ref() != Some(&(master.clone(), epoch)) {
+            self.core.dispatch.emit(
                 Command::Route {
                     master: master.clone(),
                     epoch,
@@ -561,7 +521,9 @@ impl RedisHa {
             let follows = info.replicates_from(&endpoint.host, endpoint.port);
             if follows {
                 if self.pending_unpause.as_ref() == Some(&node) {
-                    self.emit(Command::Unpause { node, epoch }, now, commands);
+                    self.core
+                        .dispatch
+                        .emit(Command::Unpause { node, epoch }, now, commands);
                 }
                 continue;
             }
@@ -570,9 +532,9 @@ impl RedisHa {
                 master: endpoint.clone(),
                 epoch,
             };
-            if self.emit(replicate, now, commands)
+            if self.core.dispatch.emit(replicate, now, commands)
                 && info.is_master()
-                && self.reported.insert((node.clone(), epoch))
+                && self.core.reported.insert((node.clone(), epoch))
             {
                 self.event(now, EventKind::StaleMasterDemoted { node });
             }

@@ -56,7 +56,9 @@ impl RedisHa {
                     .filter(|node| !record.detached.contains(node))
                     .collect();
                 for node in pending {
-                    self.emit(Command::Detach { node, epoch }, now, commands);
+                    self.core
+                        .dispatch
+                        .emit(Command::Detach { node, epoch }, now, commands);
                 }
                 let patient = now >= record.started_at.plus(self.config.fence_timeout);
                 if patient
@@ -86,7 +88,8 @@ impl RedisHa {
             .into_iter()
             .filter(|node| !record.detached.contains(node))
             .filter(|node| {
-                self.nodes
+                self.core
+                    .nodes
                     .get(node)
                     .and_then(|view| view.last.as_ref())
                     .is_none_or(|last| last.at < record.started_at || last.info().is_some())
@@ -257,7 +260,7 @@ impl RedisHa {
             self.promoted(target, now);
             return;
         }
-        self.emit(
+        self.core.dispatch.emit(
             Command::Promote {
                 node: target,
                 epoch,
@@ -290,7 +293,7 @@ impl RedisHa {
         if let Some(record) = self.in_flight_mut() {
             record.promoted(node.clone(), now);
         }
-        if let Some(view) = self.nodes.get_mut(&node) {
+        if let Some(view) = self.core.nodes.get_mut(&node) {
             view.clear_failures();
             view.refused_streak = 0;
             view.extra.restarted = false;
@@ -310,14 +313,16 @@ impl RedisHa {
             return;
         };
         let epoch = self.state.epoch;
-        if self.routed.as_ref() == Some(&(master.clone(), epoch)) {
+        if self.core.routed.as_ref() == Some(&(master.clone(), epoch)) {
             self.complete(now);
             return;
         }
         // Replicas first: the new master takes writes only once min-replicas-to-write of them
         // are attached.
         self.bring_under(&master, now, commands);
-        self.emit(Command::Route { master, epoch }, now, commands);
+        self.core
+            .dispatch
+            .emit(Command::Route { master, epoch }, now, commands);
     }
 
     pub(super) fn complete(&mut self, now: Millis) {

@@ -51,7 +51,7 @@ impl RedisHa {
             .current_master
             .clone()
             .ok_or(SwitchoverError::NoMaster)?;
-        let routed = self.routed.as_ref() == Some(&(master.clone(), self.state.epoch));
+        let routed = self.core.routed.as_ref() == Some(&(master.clone(), self.state.epoch));
         if !routed || !self.answers_as_master(&master) {
             return Err(SwitchoverError::MasterNotReady { master });
         }
@@ -119,7 +119,7 @@ impl RedisHa {
             return;
         }
         let timeout_ms = duration_ms(self.config.switchover_timeout);
-        self.emit(
+        self.core.dispatch.emit(
             Command::PauseWrites {
                 node: record.from,
                 timeout_ms,
@@ -200,8 +200,8 @@ impl RedisHa {
         self.state.target_master = None;
         self.state.phase = Phase::Healthy;
         // The epoch moved on: route again so the router holds the current one.
-        self.routed = None;
-        self.emit(
+        self.core.routed = None;
+        self.core.dispatch.emit(
             Command::Unpause {
                 node: from,
                 epoch: self.state.epoch,
