@@ -48,7 +48,7 @@ pub trait Engine: Send + 'static {
     /// What the adapter is asked to do; each carries the epoch it was decided at.
     type Command: Clone + PartialEq + std::fmt::Debug + std::fmt::Display + Send + Sync + 'static;
     /// How a command ended, as the adapter reports it.
-    type Outcome: Send + 'static;
+    type Outcome: Outcome + Send + 'static;
     type Event: Notable + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static;
     /// A hint from outside the probes (PostgreSQL: its pods' watch).
     type Signal: Send + std::fmt::Debug + 'static;
@@ -65,8 +65,11 @@ pub trait Engine: Send + 'static {
     /// Replaces the state with one read back from the store (written under this engine's own
     /// identity by another writer).
     fn resume_from(&mut self, state: Self::State);
-    /// A member was seen holding a newer claim than the engine's: (epoch, owner), once.
-    fn take_newer_claim(&mut self) -> Option<(u64, Option<String>)>;
+    /// A member was seen holding a newer claim than the engine's: (epoch, owner), once. Members
+    /// that hold no epoch (Redis) show a newer claim only in the store.
+    fn take_newer_claim(&mut self) -> Option<(u64, Option<String>)> {
+        None
+    }
 
     /// Feeds one probe round (every member probed at once).
     fn observe_round(&mut self, round: Vec<Self::Observation>);
@@ -75,10 +78,6 @@ pub trait Engine: Send + 'static {
     fn step(&mut self, now: Millis) -> Decided<Self::Command, Self::Event>;
     /// Reports how a command ended.
     fn command_done(&mut self, command: &Self::Command, outcome: Self::Outcome, now: Millis);
-    /// The outcome of a command that was never sent (its state could not be persisted).
-    fn not_executed(reason: String) -> Self::Outcome;
-    /// What went wrong, when the outcome is a failure.
-    fn failure(outcome: &Self::Outcome) -> Option<String>;
 
     /// Starts a planned switchover to `target` (the best replica when `None`).
     fn request_switchover(
@@ -92,6 +91,26 @@ pub trait Engine: Send + 'static {
     fn switchover_may_wait(error: &Self::SwitchoverError) -> bool;
     /// The answer to a switchover request replaced by a newer one.
     fn switchover_superseded() -> Self::SwitchoverError;
+}
+
+/// How a command ended, as an adapter reports it: every engine's outcome says what went wrong,
+/// and one can be made for a command that was never sent.
+pub trait Outcome {
+    /// The outcome of a command that was never sent (its state could not be persisted).
+    fn not_executed(reason: String) -> Self;
+    /// What went wrong, when the outcome is a failure.
+    fn failure(&self) -> Option<String>;
+}
+
+/// An outcome that is a result: a failure is its error.
+impl<T> Outcome for Result<T, CommandError> {
+    fn not_executed(reason: String) -> Self {
+        Err(CommandError::NotExecuted(reason))
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.as_ref().err().map(ToString::to_string)
+    }
 }
 
 /// Why an executed command did not succeed, as reported back through `command_done` (every

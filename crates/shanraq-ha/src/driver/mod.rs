@@ -395,7 +395,7 @@ impl<E: Engine, S: StateStore<E::State>, A: Adapter<E>> Driver<E, S, A> {
 
     fn finish(&mut self, done: Done<E>) {
         let now = (self.clock)();
-        let error = E::failure(&done.outcome);
+        let error = crate::engine::Outcome::failure(&done.outcome);
         match &error {
             None => {
                 tracing::info!(command = %done.command, took_ms = done.took.as_millis(), "command done")
@@ -445,8 +445,11 @@ impl<E: Engine, S: StateStore<E::State>, A: Adapter<E>> Driver<E, S, A> {
                 let error = error.to_string();
                 tracing::error!(%error, "cannot persist the HA state; commands of this step not executed");
                 for command in &decided.commands {
-                    self.engine
-                        .command_done(command, E::not_executed(error.clone()), now);
+                    self.engine.command_done(
+                        command,
+                        <E::Outcome as crate::engine::Outcome>::not_executed(error.clone()),
+                        now,
+                    );
                 }
                 let _ = self
                     .events

@@ -18,6 +18,19 @@ pub struct Outcome {
     pub status: Option<InstanceStatus>,
 }
 
+impl crate::engine::Outcome for Outcome {
+    fn not_executed(reason: String) -> Outcome {
+        Outcome {
+            result: Err(CommandError::NotExecuted(reason)),
+            status: None,
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.result.failure()
+    }
+}
+
 impl Engine for PostgresHa {
     type State = HaState;
     type Observation = Observation;
@@ -68,17 +81,6 @@ impl Engine for PostgresHa {
                 outcome: ProbeOutcome::Reachable(status),
             });
         }
-    }
-
-    fn not_executed(reason: String) -> Outcome {
-        Outcome {
-            result: Err(CommandError::NotExecuted(reason)),
-            status: None,
-        }
-    }
-
-    fn failure(outcome: &Outcome) -> Option<String> {
-        outcome.result.as_ref().err().map(ToString::to_string)
     }
 
     fn request_switchover(

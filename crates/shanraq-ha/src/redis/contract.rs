@@ -39,11 +39,6 @@ impl Engine for RedisHa {
         RedisHa::resume_from(self, state);
     }
 
-    /// Redis nodes hold no epoch: a newer claim shows only in the store.
-    fn take_newer_claim(&mut self) -> Option<(u64, Option<String>)> {
-        None
-    }
-
     fn observe_round(&mut self, round: Vec<Observation>) {
         RedisHa::observe_round(self, round);
     }
@@ -58,14 +53,6 @@ impl Engine for RedisHa {
 
     fn command_done(&mut self, command: &Command, outcome: CommandResult, now: Millis) {
         RedisHa::command_done(self, command, outcome, now);
-    }
-
-    fn not_executed(reason: String) -> CommandResult {
-        Err(super::CommandError::NotExecuted(reason))
-    }
-
-    fn failure(outcome: &CommandResult) -> Option<String> {
-        outcome.as_ref().err().map(ToString::to_string)
     }
 
     fn request_switchover(
