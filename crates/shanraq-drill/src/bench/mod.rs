@@ -45,7 +45,7 @@ use std::time::Duration;
 
 pub use figures::{PauseFigures, RtoFigures, RunFigures, ScenarioReport, SwitchoverFigures};
 pub use run::{BenchPlan, failover, run_once};
-pub use scenario::{ExpectedFailovers, Fault, Scenario, ScenarioSelection};
+pub use scenario::{ExpectedFailovers, Fault, Scenario, ScenarioSelection, UnknownScenario};
 pub use table::table;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);

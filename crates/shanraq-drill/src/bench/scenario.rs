@@ -188,10 +188,22 @@ impl Scenario {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScenarioSelection(pub Vec<Scenario>);
 
-impl std::str::FromStr for ScenarioSelection {
-    type Err = String;
+/// `--scenario` named no scenario; the message lists them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scenario {text:?}: use {} or all", scenario_names())]
+pub struct UnknownScenario {
+    pub text: String,
+}
 
-    fn from_str(text: &str) -> Result<ScenarioSelection, String> {
+fn scenario_names() -> String {
+    let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+    names.join(", ")
+}
+
+impl std::str::FromStr for ScenarioSelection {
+    type Err = UnknownScenario;
+
+    fn from_str(text: &str) -> Result<ScenarioSelection, UnknownScenario> {
         if text == "all" {
             return Ok(ScenarioSelection(Scenario::ALL.to_vec()));
         }
@@ -199,9 +211,8 @@ impl std::str::FromStr for ScenarioSelection {
             .iter()
             .find(|scenario| scenario.name() == text)
             .map(|scenario| ScenarioSelection(vec![*scenario]))
-            .ok_or_else(|| {
-                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
-                format!("unknown scenario {text:?}: use {} or all", names.join(", "))
+            .ok_or_else(|| UnknownScenario {
+                text: text.to_owned(),
             })
     }
 }
@@ -222,9 +233,10 @@ mod tests {
         assert_eq!(all.0.first(), Some(&Scenario::Kill), "kill runs first");
         assert_eq!(all.0.len(), 6);
         let error = "nope".parse::<ScenarioSelection>().expect_err("unknown");
+        let message = error.to_string();
         assert!(
-            error.contains("engine-partition") && error.contains("lossy-link"),
-            "{error}"
+            message.contains("engine-partition") && message.contains("lossy-link"),
+            "{message}"
         );
     }
 
