@@ -352,14 +352,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             Ok(())
         }
         BenchTarget::Kafka(args) => {
-            let report = block_on(async {
-                kafka::bench::run(
-                    args.messages,
-                    std::time::Duration::from_secs(args.timeout_seconds),
-                )
-                .await
-                .map_err(std::io::Error::other)
-            })?;
+            let report = block_on(kafka::bench::run(
+                args.messages,
+                std::time::Duration::from_secs(args.timeout_seconds),
+            ))?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
