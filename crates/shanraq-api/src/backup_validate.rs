@@ -8,25 +8,52 @@ use std::str::FromStr;
 use crate::admission::FieldError;
 use crate::cluster::ShanraqClusterSpec;
 
+/// Why a backup schedule is refused, or its next run cannot be found; the text is the
+/// message of the schedule's field.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(
+        "{schedule:?} has {fields} fields; a schedule has five (minute hour day-of-month month day-of-week)"
+    )]
+    FieldCount { schedule: String, fields: usize },
+    #[error("{schedule:?}: {error}")]
+    Syntax {
+        schedule: String,
+        error: croner::errors::CronError,
+    },
+    #[error("{error}")]
+    NextRun {
+        schedule: String,
+        error: croner::errors::CronError,
+    },
+}
+
 /// The schedule's next run after `after`, in UTC; `None` when it never runs again.
-pub fn next_run(schedule: &str, after: &jiff::Zoned) -> Result<Option<jiff::Zoned>, String> {
+pub fn next_run(schedule: &str, after: &jiff::Zoned) -> Result<Option<jiff::Zoned>, ScheduleError> {
     let cron = parse_schedule(schedule)?;
     match cron.find_next_occurrence(after, false) {
         Ok(next) => Ok(Some(next)),
         Err(croner::errors::CronError::TimeSearchLimitExceeded) => Ok(None),
-        Err(error) => Err(error.to_string()),
+        Err(error) => Err(ScheduleError::NextRun {
+            schedule: schedule.to_owned(),
+            error,
+        }),
     }
 }
 
 /// A five-field cron expression (minute hour day-of-month month day-of-week).
-pub fn parse_schedule(schedule: &str) -> Result<croner::Cron, String> {
+pub fn parse_schedule(schedule: &str) -> Result<croner::Cron, ScheduleError> {
     let fields = schedule.split_whitespace().count();
     if fields != 5 {
-        return Err(format!(
-            "{schedule:?} has {fields} fields; a schedule has five (minute hour day-of-month month day-of-week)"
-        ));
+        return Err(ScheduleError::FieldCount {
+            schedule: schedule.to_owned(),
+            fields,
+        });
     }
-    croner::Cron::from_str(schedule).map_err(|error| format!("{schedule:?}: {error}"))
+    croner::Cron::from_str(schedule).map_err(|error| ScheduleError::Syntax {
+        schedule: schedule.to_owned(),
+        error,
+    })
 }
 
 pub fn check(name: &str, spec: &ShanraqClusterSpec) -> Vec<FieldError> {
@@ -38,13 +65,13 @@ pub fn check(name: &str, spec: &ShanraqClusterSpec) -> Vec<FieldError> {
         })
     };
     if let Some(backup) = &spec.backup {
-        if let Err(message) = parse_schedule(&backup.schedules.full) {
-            error("spec.backup.schedules.full", message);
+        if let Err(refused) = parse_schedule(&backup.schedules.full) {
+            error("spec.backup.schedules.full", refused.to_string());
         }
         if !backup.schedules.differential.is_empty()
-            && let Err(message) = parse_schedule(&backup.schedules.differential)
+            && let Err(refused) = parse_schedule(&backup.schedules.differential)
         {
-            error("spec.backup.schedules.differential", message);
+            error("spec.backup.schedules.differential", refused.to_string());
         }
         let rest = backup
             .endpoint

@@ -3,6 +3,8 @@
 //! in time, or acknowledged commits that the new primary does not have.
 
 use shanraq_ha::adapters::driver::DriverError;
+use shanraq_ha::postgres::{HaState, NodeId};
+use shanraq_ha::wire::InstanceRole;
 use shanraq_testkit::TestkitError;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,4 +97,57 @@ impl DrillError {
             detail: format!(": {detail}"),
         }
     }
+}
+
+/// `GET /status` of a member could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("{0}")]
+    Request(TestkitError),
+    #[error("status of member {index}: {error}")]
+    Decode {
+        index: usize,
+        error: serde_json::Error,
+    },
+}
+
+/// Why a local cluster has not converged yet (one primary, every other member streaming from
+/// it, `rw` routed to it): the detail of a convergence timeout.
+#[derive(Debug, thiserror::Error)]
+pub enum NotConverged {
+    #[error("{0}")]
+    State(DrillError),
+    #[error("{}", crate::local::describe(.0))]
+    Engine(Box<HaState>),
+    #[error("no designated primary")]
+    NoPrimary,
+    #[error("{0}")]
+    Member(DrillError),
+    #[error("the primary {primary} is not among the live members")]
+    PrimaryNotAlive { primary: NodeId },
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error("{primary} reports {role:?} at epoch {epoch}")]
+    Primary {
+        primary: NodeId,
+        role: InstanceRole,
+        epoch: u64,
+    },
+    #[error(
+        "{name} is {role:?} at epoch {epoch} (streaming {streaming:?}, listed by {primary}: {listed})"
+    )]
+    Replica {
+        name: String,
+        role: InstanceRole,
+        epoch: u64,
+        streaming: Option<bool>,
+        primary: NodeId,
+        listed: bool,
+    },
+    #[error("no synchronous standby learnt yet")]
+    NoSynchronousStandby,
+    #[error("connecting through rw: {0}")]
+    Routing(sqlx::Error),
+    #[error("rw reaches port {port}, not {primary}")]
+    RoutedElsewhere { port: u16, primary: NodeId },
 }

@@ -9,11 +9,11 @@
 //! engine a whole probe period of back-off.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use shanraq_ha::adapters::driver::Router;
-use shanraq_ha::adapters::instance_client::InstanceClient;
+use shanraq_ha::adapters::instance_client::{InstanceClient, InstanceClientError};
 use shanraq_ha::adapters::route::RouteError;
 use shanraq_ha::postgres::{Member, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,6 +27,56 @@ pub struct ServerState {
     pub name: String,
     /// `srv_op_state` 2 (SRV_ST_RUNNING): HAProxy sends new connections to it.
     pub up: bool,
+}
+
+/// Why routing does not (yet) go to the new primary only.
+#[derive(Debug, thiserror::Error)]
+pub enum NotRouted {
+    #[error("no instance manager for {primary}")]
+    NoClient { primary: NodeId },
+    #[error("{primary} does not answer /primary with 200 yet")]
+    NotPrimaryYet { primary: NodeId },
+    #[error("{0}")]
+    Client(InstanceClientError),
+    #[error("no HAProxy server is known for {primary}")]
+    NoServer { primary: NodeId },
+    #[error(transparent)]
+    ServersState(#[from] ServersStateError),
+    #[error("HAProxy backend {backend} has no server named {server} ({primary})")]
+    UnknownServer {
+        backend: String,
+        server: String,
+        primary: NodeId,
+    },
+    #[error("HAProxy backend {backend} does not send to {server} ({primary}) yet")]
+    NotUp {
+        backend: String,
+        server: String,
+        primary: NodeId,
+    },
+    #[error("HAProxy backend {backend} still sends to {}", .others.join(", "))]
+    StillSendsTo {
+        backend: String,
+        others: Vec<String>,
+    },
+}
+
+/// HAProxy's runtime API did not tell the servers' states.
+#[derive(Debug, thiserror::Error)]
+pub enum ServersStateError {
+    #[error("HAProxy socket {}: {error}", .socket.display())]
+    Socket {
+        socket: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("HAProxy socket {} did not answer", .socket.display())]
+    NoAnswer { socket: PathBuf },
+    #[error("no header in HAProxy's answer: {answer}")]
+    NoHeader { answer: String },
+    #[error("HAProxy's server state has no {name} column")]
+    NoColumn { name: String },
+    #[error("short server line: {line}")]
+    ShortLine { line: String },
 }
 
 /// Confirms routing through the new primary's `/primary` and HAProxy's runtime API.
@@ -60,47 +110,54 @@ impl HaproxyRouter {
     }
 
     /// Whether routing goes to `primary` only, and if not, why.
-    async fn check(&self, primary: &NodeId) -> Result<(), String> {
+    async fn check(&self, primary: &NodeId) -> Result<(), NotRouted> {
         let client = self
             .clients
             .get(primary)
-            .ok_or_else(|| format!("no instance manager for {primary}"))?;
+            .ok_or_else(|| NotRouted::NoClient {
+                primary: primary.clone(),
+            })?;
         match client.is_primary().await {
             Ok(true) => {}
-            Ok(false) => return Err(format!("{primary} does not answer /primary with 200 yet")),
-            Err(error) => return Err(error.to_string()),
+            Ok(false) => {
+                return Err(NotRouted::NotPrimaryYet {
+                    primary: primary.clone(),
+                });
+            }
+            Err(error) => return Err(NotRouted::Client(error)),
         }
         let server = self
             .servers
             .get(primary)
-            .ok_or_else(|| format!("no HAProxy server is known for {primary}"))?;
+            .ok_or_else(|| NotRouted::NoServer {
+                primary: primary.clone(),
+            })?;
         let servers = servers_state(&self.socket, &self.backend).await?;
         let target = servers
             .iter()
             .find(|state| state.name == *server)
-            .ok_or_else(|| {
-                format!(
-                    "HAProxy backend {} has no server named {server} ({primary})",
-                    self.backend
-                )
+            .ok_or_else(|| NotRouted::UnknownServer {
+                backend: self.backend.clone(),
+                server: server.clone(),
+                primary: primary.clone(),
             })?;
         if !target.up {
-            return Err(format!(
-                "HAProxy backend {} does not send to {server} ({primary}) yet",
-                self.backend
-            ));
+            return Err(NotRouted::NotUp {
+                backend: self.backend.clone(),
+                server: server.clone(),
+                primary: primary.clone(),
+            });
         }
-        let others: Vec<&str> = servers
+        let others: Vec<String> = servers
             .iter()
             .filter(|state| state.up && state.name != *server)
-            .map(|state| state.name.as_str())
+            .map(|state| state.name.clone())
             .collect();
         if !others.is_empty() {
-            return Err(format!(
-                "HAProxy backend {} still sends to {}",
-                self.backend,
-                others.join(", ")
-            ));
+            return Err(NotRouted::StillSendsTo {
+                backend: self.backend.clone(),
+                others,
+            });
         }
         Ok(())
     }
@@ -118,7 +175,7 @@ impl Router for HaproxyRouter {
                         member: primary.name.clone(),
                         epoch,
                         within: self.timeout,
-                        why,
+                        why: why.to_string(),
                     });
                 }
                 Err(_) => tokio::time::sleep(POLL).await,
@@ -129,50 +186,54 @@ impl Router for HaproxyRouter {
 
 /// Asks HAProxy's runtime API for the servers of `backend`.
 pub async fn servers_state(
-    socket: &std::path::Path,
+    socket: &Path,
     backend: &str,
-) -> Result<Vec<ServerState>, String> {
+) -> Result<Vec<ServerState>, ServersStateError> {
+    let failed = |error| ServersStateError::Socket {
+        socket: socket.to_path_buf(),
+        error,
+    };
     let ask = async {
         let mut stream = tokio::net::UnixStream::connect(socket)
             .await
-            .map_err(|error| format!("HAProxy socket {}: {error}", socket.display()))?;
+            .map_err(failed)?;
         stream
             .write_all(format!("show servers state {backend}\n").as_bytes())
             .await
-            .map_err(|error| format!("HAProxy socket {}: {error}", socket.display()))?;
+            .map_err(failed)?;
         let mut answer = String::new();
-        stream
-            .read_to_string(&mut answer)
-            .await
-            .map_err(|error| format!("HAProxy socket {}: {error}", socket.display()))?;
-        Ok::<String, String>(answer)
+        stream.read_to_string(&mut answer).await.map_err(failed)?;
+        Ok::<String, ServersStateError>(answer)
     };
     let answer = tokio::time::timeout(SOCKET_TIMEOUT, ask)
         .await
-        .map_err(|_| format!("HAProxy socket {} did not answer", socket.display()))??;
+        .map_err(|_| ServersStateError::NoAnswer {
+            socket: socket.to_path_buf(),
+        })??;
     parse_servers_state(&answer)
 }
 
 /// Parses `show servers state`: a version line, a `# name name ...` header, then one line per
 /// server; columns are found by header name.
-pub fn parse_servers_state(answer: &str) -> Result<Vec<ServerState>, String> {
+pub fn parse_servers_state(answer: &str) -> Result<Vec<ServerState>, ServersStateError> {
     let mut lines = answer.lines().filter(|line| !line.trim().is_empty());
     let header = lines
         .find_map(|line| line.strip_prefix("# "))
-        .ok_or_else(|| format!("no header in HAProxy's answer: {answer}"))?;
+        .ok_or_else(|| ServersStateError::NoHeader {
+            answer: answer.to_owned(),
+        })?;
     let columns: Vec<&str> = header.split_whitespace().collect();
     let name_at = column(&columns, "srv_name")?;
     let state_at = column(&columns, "srv_op_state")?;
     lines
         .filter(|line| !line.starts_with('#'))
         .map(|line| {
+            let short = || ServersStateError::ShortLine {
+                line: line.to_owned(),
+            };
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let name = fields
-                .get(name_at)
-                .ok_or_else(|| format!("short server line: {line}"))?;
-            let state = fields
-                .get(state_at)
-                .ok_or_else(|| format!("short server line: {line}"))?;
+            let name = fields.get(name_at).ok_or_else(short)?;
+            let state = fields.get(state_at).ok_or_else(short)?;
             Ok(ServerState {
                 name: (*name).to_owned(),
                 up: *state == "2",
@@ -181,11 +242,13 @@ pub fn parse_servers_state(answer: &str) -> Result<Vec<ServerState>, String> {
         .collect()
 }
 
-fn column(columns: &[&str], name: &str) -> Result<usize, String> {
+fn column(columns: &[&str], name: &str) -> Result<usize, ServersStateError> {
     columns
         .iter()
         .position(|column| *column == name)
-        .ok_or_else(|| format!("HAProxy's server state has no {name} column"))
+        .ok_or_else(|| ServersStateError::NoColumn {
+            name: name.to_owned(),
+        })
 }
 
 #[cfg(test)]

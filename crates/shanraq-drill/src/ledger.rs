@@ -288,10 +288,10 @@ async fn write_loop(
     let mut connection: Option<(PgConnection, SocketAddr)> = None;
     let mut backoff = options.backoff_first;
     let mut acknowledged: u64 = 0;
-    let record_failure = |error: String| {
+    let record_failure = |error: WriteError| {
         let mut log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         log.failed_attempts += 1;
-        log.last_error = Some(error);
+        log.last_error = Some(error.to_string());
     };
     while !*stopped.borrow() && acknowledged < options.max_rows && Instant::now() < deadline {
         let attempt = async {
@@ -307,11 +307,11 @@ async fn write_loop(
             match tokio::time::timeout(options.commit_timeout, insert).await {
                 Ok(Ok(_)) => Ok((conn, server, id)),
                 // The connection is dropped here: the next attempt reconnects.
-                Ok(Err(error)) => Err(format!("commit of id {id}: {error}")),
-                Err(_) => Err(format!(
-                    "commit of id {id}: no answer within {:?}",
-                    options.commit_timeout
-                )),
+                Ok(Err(error)) => Err(WriteError::Commit { id, error }),
+                Err(_) => Err(WriteError::CommitTimeout {
+                    id,
+                    timeout: options.commit_timeout,
+                }),
             }
         };
         let outcome = tokio::select! {
@@ -341,28 +341,50 @@ async fn write_loop(
     }
 }
 
+/// Why one attempt of the writer failed: kept as the report's `last_error`.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("connect: {0}")]
+    Connect(sqlx::Error),
+    #[error("connect: no answer within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("inet_server_addr(), inet_server_port(): {0}")]
+    ServerAddress(sqlx::Error),
+    #[error("server address {host:?}: {error}")]
+    BadAddress {
+        host: String,
+        error: std::net::AddrParseError,
+    },
+    #[error("server port {port} out of range")]
+    BadPort { port: i32 },
+    #[error("commit of id {id}: {error}")]
+    Commit { id: i64, error: sqlx::Error },
+    #[error("commit of id {id}: no answer within {timeout:?}")]
+    CommitTimeout { id: i64, timeout: Duration },
+}
+
 async fn connect_writer(
     options: &PgConnectOptions,
     timeout: Duration,
-) -> Result<(PgConnection, SocketAddr), String> {
+) -> Result<(PgConnection, SocketAddr), WriteError> {
     let connect = async {
         let mut connection = PgConnection::connect_with(options)
             .await
-            .map_err(|error| format!("connect: {error}"))?;
+            .map_err(WriteError::Connect)?;
         let (host, port): (String, i32) =
             sqlx::query_as("SELECT host(inet_server_addr()), inet_server_port()")
                 .fetch_one(&mut connection)
                 .await
-                .map_err(|error| format!("inet_server_addr(), inet_server_port(): {error}"))?;
+                .map_err(WriteError::ServerAddress)?;
         let host: IpAddr = host
             .parse()
-            .map_err(|error| format!("server address {host:?}: {error}"))?;
-        let port = u16::try_from(port).map_err(|_| format!("server port {port} out of range"))?;
+            .map_err(|error| WriteError::BadAddress { host, error })?;
+        let port = u16::try_from(port).map_err(|_| WriteError::BadPort { port })?;
         Ok((connection, SocketAddr::new(host, port)))
     };
     tokio::time::timeout(timeout, connect)
         .await
-        .map_err(|_| format!("connect: no answer within {timeout:?}"))?
+        .map_err(|_| WriteError::ConnectTimeout(timeout))?
 }
 
 /// Acknowledged ids of `report` that the instance behind `options` does not have. Must be

@@ -172,8 +172,22 @@ pub struct LoadBenchArgs {
     pub json: bool,
 }
 
+/// Why a `--max-lag` value is not a byte count.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum ByteCountError {
+    #[error("unknown unit {unit:?}: use k, M or G")]
+    UnknownUnit { unit: String },
+    #[error("{text:?} is not a byte count: {error}")]
+    NotANumber {
+        text: String,
+        error: std::num::ParseIntError,
+    },
+    #[error("{text} is too large")]
+    TooLarge { text: String },
+}
+
 /// `1048576`, `512k`, `1M` (binary multiples).
-fn parse_bytes(text: &str) -> Result<u64, String> {
+fn parse_bytes(text: &str) -> Result<u64, ByteCountError> {
     let text = text.trim();
     let (digits, multiplier) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         None => (text, 1),
@@ -182,17 +196,24 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
                 "k" | "kb" | "kib" => 1024,
                 "m" | "mb" | "mib" => 1024 * 1024,
                 "g" | "gb" | "gib" => 1024 * 1024 * 1024,
-                other => return Err(format!("unknown unit {other:?}: use k, M or G")),
+                other => {
+                    return Err(ByteCountError::UnknownUnit {
+                        unit: other.to_owned(),
+                    });
+                }
             };
             (&text[..at], multiplier)
         }
     };
-    let number: u64 = digits
-        .parse()
-        .map_err(|error| format!("{text:?} is not a byte count: {error}"))?;
+    let number: u64 = digits.parse().map_err(|error| ByteCountError::NotANumber {
+        text: text.to_owned(),
+        error,
+    })?;
     number
         .checked_mul(multiplier)
-        .ok_or_else(|| format!("{text} is too large"))
+        .ok_or_else(|| ByteCountError::TooLarge {
+            text: text.to_owned(),
+        })
 }
 
 /// Runs `work` on a fresh runtime; Ctrl-C drops it, which kills every process it started.
@@ -331,14 +352,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             Ok(())
         }
         BenchTarget::Kafka(args) => {
-            let report = block_on(async {
-                kafka::bench::run(
-                    args.messages,
-                    std::time::Duration::from_secs(args.timeout_seconds),
-                )
-                .await
-                .map_err(std::io::Error::other)
-            })?;
+            let report = block_on(kafka::bench::run(
+                args.messages,
+                std::time::Duration::from_secs(args.timeout_seconds),
+            ))?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -32,7 +32,7 @@ use shanraq_testkit::{
 use tokio::task::JoinHandle;
 
 use super::backup::{self, DrillBackup, LocalBackup};
-use super::error::DrillError;
+use super::error::{DrillError, NotConverged, StatusError};
 use super::haproxy_config::LocalHaproxy;
 use super::haproxy_router::HaproxyRouter;
 use super::product;
@@ -545,27 +545,26 @@ impl LocalCluster {
         }
     }
 
-    async fn converged(&self, alive: &[usize]) -> Result<HaState, String> {
-        let state = self.state().map_err(|error| error.to_string())?;
+    async fn converged(&self, alive: &[usize]) -> Result<HaState, NotConverged> {
+        let state = self.state().map_err(NotConverged::State)?;
         if state.phase != Phase::Healthy {
-            return Err(describe(&state));
+            return Err(NotConverged::Engine(Box::new(state)));
         }
         let primary = state
             .current_primary
             .clone()
-            .ok_or_else(|| "no designated primary".to_owned())?;
-        let primary_index = self.index_of(&primary).map_err(|e| e.to_string())?;
+            .ok_or(NotConverged::NoPrimary)?;
+        let primary_index = self.index_of(&primary).map_err(NotConverged::Member)?;
         if !alive.contains(&primary_index) {
-            return Err(format!(
-                "the primary {primary} is not among the live members"
-            ));
+            return Err(NotConverged::PrimaryNotAlive { primary });
         }
         let primary_status = self.instance_status(primary_index).await?;
         if primary_status.role != InstanceRole::Primary || primary_status.epoch != state.epoch {
-            return Err(format!(
-                "{primary} reports {:?} at epoch {}",
-                primary_status.role, primary_status.epoch
-            ));
+            return Err(NotConverged::Primary {
+                primary,
+                role: primary_status.role,
+                epoch: primary_status.epoch,
+            });
         }
         for &index in alive.iter().filter(|&&index| index != primary_index) {
             let status = self.instance_status(index).await?;
@@ -578,10 +577,14 @@ impl LocalCluster {
                 || status.streaming != Some(true)
                 || !streaming_from_primary
             {
-                return Err(format!(
-                    "{} is {:?} at epoch {} (streaming {:?}, listed by {primary}: {streaming_from_primary})",
-                    status.name, status.role, status.epoch, status.streaming
-                ));
+                return Err(NotConverged::Replica {
+                    name: status.name,
+                    role: status.role,
+                    epoch: status.epoch,
+                    streaming: status.streaming,
+                    primary,
+                    listed: streaming_from_primary,
+                });
             }
         }
         if matches!(
@@ -590,16 +593,19 @@ impl LocalCluster {
         ) && alive.len() > 1
             && state.sync_set.is_empty()
         {
-            return Err("no synchronous standby learnt yet".to_owned());
+            return Err(NotConverged::NoSynchronousStandby);
         }
         let routed = self
             .topology
             .rw_backend_port()
             .await
-            .map_err(|error| format!("connecting through rw: {error}"))?;
-        let primary_port = self.pg_port(primary_index).map_err(|e| e.to_string())?;
+            .map_err(NotConverged::Routing)?;
+        let primary_port = self.pg_port(primary_index).map_err(NotConverged::Member)?;
         if routed != primary_port {
-            return Err(format!("rw reaches port {routed}, not {primary}"));
+            return Err(NotConverged::RoutedElsewhere {
+                port: routed,
+                primary,
+            });
         }
         Ok(state)
     }
@@ -647,13 +653,13 @@ impl LocalCluster {
     }
 
     /// `GET /status` of member `index`, typed.
-    pub async fn instance_status(&self, index: usize) -> Result<InstanceStatus, String> {
+    pub async fn instance_status(&self, index: usize) -> Result<InstanceStatus, StatusError> {
         let value = self
             .topology
             .status(index)
             .await
-            .map_err(|error| error.to_string())?;
-        serde_json::from_value(value).map_err(|error| format!("status of member {index}: {error}"))
+            .map_err(StatusError::Request)?;
+        serde_json::from_value(value).map_err(|error| StatusError::Decode { index, error })
     }
 }
 

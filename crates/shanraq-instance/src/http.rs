@@ -150,41 +150,58 @@ async fn health(State(manager): State<Arc<Manager>>) -> Response {
     }
 }
 
+/// Why `/primary` or `/replica` could not answer 200: the message of its 503.
+#[derive(Debug, thiserror::Error)]
+enum Unavailable {
+    #[error("postgres is not running")]
+    NotRunning,
+    #[error("postgres not answering: {0}")]
+    NotAnswering(InstanceError),
+    #[error("postgres exited ({how})")]
+    Exited { how: String },
+    #[error("not holding the primary epoch")]
+    NotPrimaryEpoch,
+    #[error(transparent)]
+    NotWritable(#[from] lease::NotWritable),
+    #[error("fenced")]
+    Fenced,
+}
+
 /// In recovery or not, asked of postgres itself, tried twice so that one broken pooled
 /// connection does not flap HAProxy's `fall 1` check; a postmaster exit ends the wait at once.
-async fn ask_in_recovery(manager: &Manager) -> Result<bool, String> {
+async fn ask_in_recovery(manager: &Manager) -> Result<bool, Unavailable> {
     let snapshot = manager.snapshot();
     let (Some(pool), Some(postmaster), true) =
         (snapshot.pool, snapshot.postmaster, snapshot.running)
     else {
-        return Err("postgres is not running".to_string());
+        return Err(Unavailable::NotRunning);
     };
     let ask = async {
         match status::in_recovery(&pool).await {
             Ok(answer) => Ok(answer),
             Err(_) => status::in_recovery(&pool)
                 .await
-                .map_err(|error| format!("postgres not answering: {error}")),
+                .map_err(Unavailable::NotAnswering),
         }
     };
     tokio::select! {
         answer = ask => answer,
-        how = postmaster.wait() => Err(format!("postgres exited ({how})")),
+        how = postmaster.wait() => Err(Unavailable::Exited { how }),
     }
 }
 
 /// What `/primary` answers: the designated primary of its epoch, out of recovery, and able to
 /// commit (see `crate::lease`). Asked of postgres itself, tried twice so that one broken
 /// pooled connection does not flap HAProxy's `fall 1` check; a postmaster exit ends the wait.
-async fn primary_answer(manager: &Manager) -> Result<(), String> {
+async fn primary_answer(manager: &Manager) -> Result<(), Unavailable> {
     if !manager.snapshot().persisted.holds_primary_epoch() {
-        return Err("not holding the primary epoch".to_string());
+        return Err(Unavailable::NotPrimaryEpoch);
     }
     let snapshot = manager.snapshot();
     let (Some(pool), Some(postmaster), true) =
         (snapshot.pool, snapshot.postmaster, snapshot.running)
     else {
-        return Err("postgres is not running".to_string());
+        return Err(Unavailable::NotRunning);
     };
     let lease = manager.settings.lease;
     let ask = async {
@@ -192,17 +209,17 @@ async fn primary_answer(manager: &Manager) -> Result<(), String> {
             Ok(answer) => Ok(answer),
             Err(_) => lease::commit_ability(&pool, lease)
                 .await
-                .map_err(|error| format!("postgres not answering: {error}")),
+                .map_err(Unavailable::NotAnswering),
         }
     };
     let ability = tokio::select! {
         answer = ask => answer?,
-        how = postmaster.wait() => return Err(format!("postgres exited ({how})")),
+        how = postmaster.wait() => return Err(Unavailable::Exited { how }),
     };
     lease::writable(&ability, manager.lease_valid(std::time::Instant::now()))?;
     // Re-checked after the query: a fence that arrived meanwhile wins.
     if !manager.snapshot().persisted.holds_primary_epoch() {
-        return Err("fenced".to_string());
+        return Err(Unavailable::Fenced);
     }
     Ok(())
 }
@@ -210,7 +227,7 @@ async fn primary_answer(manager: &Manager) -> Result<(), String> {
 async fn primary(State(manager): State<Arc<Manager>>) -> Response {
     match primary_answer(&manager).await {
         Ok(()) => check(true, "primary"),
-        Err(reason) => check(false, &reason),
+        Err(reason) => check(false, &reason.to_string()),
     }
 }
 
@@ -221,7 +238,7 @@ async fn replica(State(manager): State<Arc<Manager>>) -> Response {
     match ask_in_recovery(&manager).await {
         Ok(true) => check(true, "replica"),
         Ok(false) => check(false, "not in recovery"),
-        Err(reason) => check(false, &reason),
+        Err(reason) => check(false, &reason.to_string()),
     }
 }
 

@@ -124,22 +124,32 @@ pub async fn commit_ability(
     })
 }
 
+/// Why a designated primary may not take writes (what `/primary` answers with its 503).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotWritable {
+    #[error("in recovery")]
+    InRecovery,
+    #[error(
+        "cannot commit: {streaming} of the {needed} synchronous standbys it needs are streaming"
+    )]
+    NoQuorum { streaming: u32, needed: u32 },
+    #[error("asynchronous primary without the operator's lease and without a streaming replica")]
+    Unprotected,
+}
+
 /// Whether a designated primary with this ability may take writes; the reason when not.
-pub fn writable(ability: &CommitAbility, lease_valid: bool) -> Result<(), String> {
+pub fn writable(ability: &CommitAbility, lease_valid: bool) -> Result<(), NotWritable> {
     if ability.in_recovery {
-        return Err("in recovery".to_string());
+        return Err(NotWritable::InRecovery);
     }
     match ability.quorum {
-        Some(needed) if ability.fresh_synchronous < needed => Err(format!(
-            "cannot commit: {} of the {needed} synchronous standbys it needs are streaming",
-            ability.fresh_synchronous
-        )),
+        Some(needed) if ability.fresh_synchronous < needed => Err(NotWritable::NoQuorum {
+            streaming: ability.fresh_synchronous,
+            needed,
+        }),
         Some(_) => Ok(()),
         None if lease_valid || ability.fresh_streaming >= 1 => Ok(()),
-        None => Err(
-            "asynchronous primary without the operator's lease and without a streaming replica"
-                .to_string(),
-        ),
+        None => Err(NotWritable::Unprotected),
     }
 }
 
@@ -229,7 +239,7 @@ mod tests {
         assert!(writable(&ability(Some(1), 1, 1), false).is_ok());
         assert!(writable(&ability(Some(2), 2, 2), false).is_ok());
         let lost = writable(&ability(Some(2), 1, 2), true).expect_err("one of two");
-        assert!(lost.contains("1 of the 2"), "{lost}");
+        assert!(lost.to_string().contains("1 of the 2"), "{lost}");
         // The lease does not make a primary without its quorum able to commit.
         assert!(writable(&ability(Some(1), 0, 0), true).is_err());
     }
@@ -245,7 +255,8 @@ mod tests {
     fn a_replica_is_never_writable() {
         let mut replica = ability(None, 0, 0);
         replica.in_recovery = true;
-        assert_eq!(writable(&replica, true), Err("in recovery".to_string()));
+        assert_eq!(writable(&replica, true), Err(NotWritable::InRecovery));
+        assert_eq!(NotWritable::InRecovery.to_string(), "in recovery");
     }
 
     #[test]

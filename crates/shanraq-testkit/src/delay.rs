@@ -43,7 +43,7 @@ impl DelayQueue {
     ) -> Result<DelayQueue, TestkitError> {
         let delay_nanos = Arc::new(AtomicU64::new(nanos(delay)));
         let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), QueueError>>();
         let thread = {
             let delay_nanos = Arc::clone(&delay_nanos);
             let stop = Arc::clone(&stop);
@@ -111,21 +111,31 @@ fn nanos(delay: Duration) -> u64 {
     u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Why the delay thread could not bind its queue.
+#[derive(Debug, thiserror::Error)]
+enum QueueError {
+    #[error("setns: {0}")]
+    Setns(nix::Error),
+    #[error("{step}: {error}")]
+    Netlink {
+        step: &'static str,
+        error: std::io::Error,
+    },
+}
+
 /// Enters the namespace (this thread only) and binds the queue there, copying no payload: the
 /// delay is the same for every packet, so only the packet id matters.
-fn open_queue(netns: &File) -> Result<Queue, String> {
-    setns(netns, CloneFlags::CLONE_NEWNET).map_err(|error| format!("setns: {error}"))?;
-    let mut queue =
-        Queue::open().map_err(|error| format!("opening the netlink socket: {error}"))?;
-    queue
-        .bind(QUEUE)
-        .map_err(|error| format!("binding: {error}"))?;
+fn open_queue(netns: &File) -> Result<Queue, QueueError> {
+    let netlink = |step: &'static str| move |error| QueueError::Netlink { step, error };
+    setns(netns, CloneFlags::CLONE_NEWNET).map_err(QueueError::Setns)?;
+    let mut queue = Queue::open().map_err(netlink("opening the netlink socket"))?;
+    queue.bind(QUEUE).map_err(netlink("binding"))?;
     queue
         .set_copy_range(QUEUE, 0)
-        .map_err(|error| format!("setting the copy range: {error}"))?;
+        .map_err(netlink("setting the copy range"))?;
     queue
         .set_queue_max_len(QUEUE, QUEUE_MAX_LEN)
-        .map_err(|error| format!("setting the queue length: {error}"))?;
+        .map_err(netlink("setting the queue length"))?;
     queue.set_nonblocking(true);
     Ok(queue)
 }

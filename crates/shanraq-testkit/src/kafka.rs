@@ -104,6 +104,31 @@ pub fn property<'a>(properties: &'a str, key: &str) -> Option<&'a str> {
         .next_back()
 }
 
+/// Why a rendered server.properties cannot be made local.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LocalizeError {
+    #[error("the rendered properties have no `{key}`")]
+    Missing { key: &'static str },
+    #[error("listener `{listener}` has no `NAME://`")]
+    ListenerName { listener: String },
+    #[error("quorum voter `{voter}` is not `id@host:port`")]
+    VoterSyntax { voter: String },
+    #[error("quorum voter {id} is not one of the controllers given")]
+    UnknownVoter { id: i32 },
+}
+
+/// The cluster's metadata could not be read.
+#[derive(Debug, thiserror::Error)]
+enum MetadataError {
+    #[error("creating a metadata client: {0}")]
+    Client(rdkafka::error::KafkaError),
+    #[error("metadata from {bootstrap}: {error}")]
+    Fetch {
+        bootstrap: String,
+        error: rdkafka::error::KafkaError,
+    },
+}
+
 /// `properties` with the addresses, ports and directory of this machine: every listener on
 /// 127.0.0.1 at `port`, every quorum voter at its controller's local port, `log.dirs` at
 /// `data_dir`. Any other line is kept byte for byte. Fails when a line to substitute is
@@ -113,7 +138,7 @@ pub fn localize(
     port: u16,
     voter_ports: &BTreeMap<i32, u16>,
     data_dir: &Path,
-) -> Result<String, String> {
+) -> Result<String, LocalizeError> {
     let mut seen = BTreeMap::new();
     let mut out = String::new();
     for line in properties.lines() {
@@ -139,7 +164,7 @@ pub fn localize(
     }
     for key in ["listeners", "controller.quorum.voters", "log.dirs"] {
         if !seen.contains_key(key) {
-            return Err(format!("the rendered properties have no `{key}`"));
+            return Err(LocalizeError::Missing { key });
         }
     }
     Ok(out)
@@ -147,34 +172,39 @@ pub fn localize(
 
 /// `NAME://host:port[,NAME://host:port]` -> every listener on 127.0.0.1:`port` (one listener
 /// per node, as rendered).
-fn relisten(value: &str, port: u16) -> Result<String, String> {
+fn relisten(value: &str, port: u16) -> Result<String, LocalizeError> {
     value
         .split(',')
         .map(|listener| {
-            let (name, _) = listener
-                .split_once("://")
-                .ok_or_else(|| format!("listener `{listener}` has no `NAME://`"))?;
+            let (name, _) =
+                listener
+                    .split_once("://")
+                    .ok_or_else(|| LocalizeError::ListenerName {
+                        listener: listener.to_owned(),
+                    })?;
             Ok(format!("{name}://127.0.0.1:{port}"))
         })
-        .collect::<Result<Vec<_>, String>>()
+        .collect::<Result<Vec<_>, LocalizeError>>()
         .map(|listeners| listeners.join(","))
 }
 
 /// `id@host:port,...` -> `id@127.0.0.1:<that controller's local port>,...`
-fn revoters(value: &str, voter_ports: &BTreeMap<i32, u16>) -> Result<String, String> {
+fn revoters(value: &str, voter_ports: &BTreeMap<i32, u16>) -> Result<String, LocalizeError> {
     value
         .split(',')
         .map(|voter| {
             let id: i32 = voter
                 .split_once('@')
                 .and_then(|(id, _)| id.parse().ok())
-                .ok_or_else(|| format!("quorum voter `{voter}` is not `id@host:port`"))?;
+                .ok_or_else(|| LocalizeError::VoterSyntax {
+                    voter: voter.to_owned(),
+                })?;
             let port = voter_ports
                 .get(&id)
-                .ok_or_else(|| format!("quorum voter {id} is not one of the controllers given"))?;
+                .ok_or(LocalizeError::UnknownVoter { id })?;
             Ok(format!("{id}@127.0.0.1:{port}"))
         })
-        .collect::<Result<Vec<_>, String>>()
+        .collect::<Result<Vec<_>, LocalizeError>>()
         .map(|voters| voters.join(","))
 }
 
@@ -371,7 +401,7 @@ impl KafkaCluster {
             let last = match registered {
                 Ok(ids) if ids.len() >= count => return Ok(()),
                 Ok(ids) => format!("brokers registered: {ids:?}"),
-                Err(error) => error,
+                Err(error) => error.to_string(),
             };
             if Instant::now() >= deadline {
                 let logs: Vec<String> = self
@@ -496,15 +526,18 @@ impl Drop for KafkaCluster {
 }
 
 /// The broker ids in the cluster's metadata, from the admin protocol.
-fn registered_brokers(bootstrap: &str) -> Result<Vec<i32>, String> {
+fn registered_brokers(bootstrap: &str) -> Result<Vec<i32>, MetadataError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("socket.timeout.ms", "3000")
         .create()
-        .map_err(|error| format!("creating a metadata client: {error}"))?;
+        .map_err(MetadataError::Client)?;
     let metadata = consumer
         .fetch_metadata(None, Duration::from_secs(3))
-        .map_err(|error| format!("metadata from {bootstrap}: {error}"))?;
+        .map_err(|error| MetadataError::Fetch {
+            bootstrap: bootstrap.to_owned(),
+            error,
+        })?;
     Ok(metadata
         .brokers()
         .iter()
@@ -593,9 +626,10 @@ process.roles=broker
         let voters = BTreeMap::from([(0, 21000)]);
         let error = localize(BROKER, 22000, &voters, Path::new("/tmp/x"))
             .expect_err("voter 1 has no local controller");
-        assert!(error.contains("quorum voter 1"), "{error}");
+        assert_eq!(error, LocalizeError::UnknownVoter { id: 1 });
+        assert!(error.to_string().contains("quorum voter 1"), "{error}");
         let error = localize("node.id=1\n", 1, &voters, Path::new("/tmp/x"))
             .expect_err("nothing to substitute");
-        assert!(error.contains("listeners"), "{error}");
+        assert!(error.to_string().contains("listeners"), "{error}");
     }
 }

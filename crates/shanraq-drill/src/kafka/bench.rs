@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use super::error::KafkaDrillError;
 use super::local::{LocalKafka, drill_cluster, seed_topics};
 use super::roll::{RollOptions, RollReport, roll_under_load};
 use shanraq_operator::engines::kafka::round::topics_round;
@@ -13,14 +14,14 @@ use shanraq_operator::engines::kafka::topics::TopicAction;
 const TOPICS_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Starts the cluster and creates the seeds' topics until every one is in sync.
-pub async fn seeded_cluster() -> Result<LocalKafka, String> {
+pub async fn seeded_cluster() -> Result<LocalKafka, KafkaDrillError> {
     let cluster = drill_cluster(seed_topics())?;
     let kafka = LocalKafka::start(cluster).await?;
     let deadline = Instant::now() + TOPICS_TIMEOUT;
     loop {
         let outcome = topics_round(kafka.admin(), &kafka.cluster.spec.kafka, &BTreeSet::new())
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(KafkaDrillError::Admin)?;
         let writes = outcome
             .plan
             .values()
@@ -30,16 +31,13 @@ pub async fn seeded_cluster() -> Result<LocalKafka, String> {
             return Ok(kafka);
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "the seeds' topics did not converge: {:?}",
-                outcome.plan
-            ));
+            return Err(KafkaDrillError::TopicsNotConverged { plan: outcome.plan });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-pub async fn run(messages: u64, timeout: Duration) -> Result<RollReport, String> {
+pub async fn run(messages: u64, timeout: Duration) -> Result<RollReport, KafkaDrillError> {
     let mut kafka = seeded_cluster().await?;
     roll_under_load(
         &mut kafka,

@@ -16,12 +16,14 @@ use shanraq_operator::engines::kafka::admin::{ClusterInfo, KafkaAdmin};
 use shanraq_operator::engines::kafka::health::partition_views;
 use shanraq_operator::engines::kafka::quorum::{RaftFigures, controller_views, scrape};
 
+use super::error::KafkaDrillError;
+
 /// How long a cold cluster (six JVMs on two shared cores) gets to register every broker.
 pub const START_TIMEOUT: Duration = Duration::from_secs(240);
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The drill's ShanraqCluster: Kafka alone, with `topics`.
-pub fn drill_cluster(topics: Vec<KafkaTopic>) -> Result<ValidCluster, String> {
+pub fn drill_cluster(topics: Vec<KafkaTopic>) -> Result<ValidCluster, KafkaDrillError> {
     let mut spec = shanraq_api::ShanraqClusterSpec::default();
     spec.postgres.enabled = false;
     spec.redis.enabled = false;
@@ -31,8 +33,7 @@ pub fn drill_cluster(topics: Vec<KafkaTopic>) -> Result<ValidCluster, String> {
     let mut object = ShanraqCluster::new("drill", spec);
     object.metadata.namespace = Some("drill".to_owned());
     object.metadata.uid = Some("7d0c2a4e-5b1f-4c3a-9e8d-0f1e2d3c4b5a".to_owned());
-    shanraq_api::validate(&object, &LiveState::default())
-        .map_err(|error| format!("the drill's ShanraqCluster is invalid: {error}"))
+    shanraq_api::validate(&object, &LiveState::default()).map_err(KafkaDrillError::InvalidCluster)
 }
 
 /// The seeds' topics: transactions, payments and webhooks, 12 partitions each, RF 3.
@@ -53,7 +54,7 @@ pub struct LocalKafka {
 impl LocalKafka {
     /// Renders `cluster`'s Kafka configuration, starts every node from it and waits until the
     /// metadata lists every broker.
-    pub async fn start(cluster: ValidCluster) -> Result<LocalKafka, String> {
+    pub async fn start(cluster: ValidCluster) -> Result<LocalKafka, KafkaDrillError> {
         let files = shanraq_render::kafka::config_files(&cluster);
         let properties: Vec<String> = files
             .iter()
@@ -76,9 +77,9 @@ impl LocalKafka {
             START_TIMEOUT,
         )
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(KafkaDrillError::Nodes)?;
         let admin = KafkaAdmin::new(&nodes.bootstrap_servers(), ADMIN_TIMEOUT)
-            .map_err(|error| error.to_string())?;
+            .map_err(KafkaDrillError::Admin)?;
         Ok(LocalKafka {
             nodes,
             cluster,
@@ -105,12 +106,12 @@ impl LocalKafka {
     }
 
     /// One observation for the roll planner.
-    pub async fn observe(&self) -> Result<(RollObservation, ClusterInfo), String> {
+    pub async fn observe(&self) -> Result<(RollObservation, ClusterInfo), KafkaDrillError> {
         let info = self
             .admin
             .describe()
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(KafkaDrillError::Admin)?;
         let (controllers, active_controller) = self.controllers().await;
         let observation = RollObservation {
             brokers: self.nodes.broker_ids(),

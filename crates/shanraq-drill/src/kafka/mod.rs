@@ -3,7 +3,9 @@
 //! (`roll`), which `shanraq bench kafka` and the roll test run.
 
 pub mod bench;
+pub mod error;
 pub mod local;
 pub mod roll;
 
+pub use error::KafkaDrillError;
 pub use local::{LocalKafka, drill_cluster, seed_topics};

@@ -21,6 +21,7 @@ use serde::Serialize;
 use shanraq_ha::kafka::{KafkaNode, RollStep, next_step};
 use tokio::sync::watch;
 
+use super::error::KafkaDrillError;
 use super::local::LocalKafka;
 use shanraq_operator::engines::kafka::admin::KafkaAdmin;
 use shanraq_operator::engines::kafka::health;
@@ -71,7 +72,7 @@ struct Acks {
     longest_stall: Duration,
 }
 
-fn producer(bootstrap: &str) -> Result<FutureProducer, String> {
+fn producer(bootstrap: &str) -> Result<FutureProducer, KafkaDrillError> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
@@ -80,7 +81,7 @@ fn producer(bootstrap: &str) -> Result<FutureProducer, String> {
         .set("message.timeout.ms", "300000")
         .set("request.timeout.ms", "30000")
         .create()
-        .map_err(|error| format!("creating the producer: {error}"))
+        .map_err(KafkaDrillError::Producer)
 }
 
 /// Produces ids 0.. until `stop` or `max`, `IN_FLIGHT` at a time.
@@ -168,7 +169,7 @@ async fn sample(admin: KafkaAdmin, samples: Arc<Mutex<Samples>>, mut stop: watch
 pub async fn roll_under_load(
     kafka: &mut LocalKafka,
     options: &RollOptions,
-) -> Result<RollReport, String> {
+) -> Result<RollReport, KafkaDrillError> {
     let bootstrap = kafka.nodes.bootstrap_servers();
     let acks = Arc::new(Mutex::new(Acks::default()));
     let samples = Arc::new(Mutex::new(Samples::default()));
@@ -203,11 +204,10 @@ pub async fn roll_under_load(
     let mut waits: Vec<String> = Vec::new();
     let outcome = loop {
         if Instant::now() >= deadline {
-            break Err(format!(
-                "the roll did not finish within {:?}; last wait: {:?}",
-                options.timeout,
-                waits.last()
-            ));
+            break Err(KafkaDrillError::RollTimeout {
+                timeout: options.timeout,
+                last_wait: waits.last().cloned(),
+            });
         }
         let observation = match kafka.observe().await {
             Ok((observation, _)) => observation,
@@ -223,12 +223,12 @@ pub async fn roll_under_load(
                 tracing::info!(%node, "restarting");
                 let id = node.id();
                 last_was_active = matches!(node, KafkaNode::Controller(c) if observation.active_controller == Some(c));
-                kafka.nodes.stop(id).await.map_err(|e| e.to_string())?;
+                kafka.nodes.stop(id).await.map_err(KafkaDrillError::Nodes)?;
                 kafka
                     .nodes
                     .start_node(id)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(KafkaDrillError::Nodes)?;
                 pending.remove(&node);
                 in_flight = Some(node);
                 restarts.push(node.to_string());
@@ -250,16 +250,14 @@ pub async fn roll_under_load(
     outcome?;
 
     let (acked, failed, longest_stall) = {
-        let acks = acks
-            .lock()
-            .map_err(|_| "the ack ledger is poisoned".to_owned())?;
+        let acks = acks.lock().map_err(|_| KafkaDrillError::AcksPoisoned)?;
         (acks.acked.clone(), acks.failed, acks.longest_stall)
     };
     let read = read_back(&bootstrap, &options.topic).await?;
     let lost = acked.iter().filter(|id| !read.contains(id)).count();
     let samples = samples
         .lock()
-        .map_err(|_| "the samples are poisoned".to_owned())?;
+        .map_err(|_| KafkaDrillError::SamplesPoisoned)?;
     Ok(RollReport {
         messages_acknowledged: acked.len() as u64,
         messages_lost: lost as u64,
@@ -287,15 +285,15 @@ fn millis(duration: Duration) -> u64 {
 
 /// Every message id in `topic`, read from the beginning of each partition up to its high
 /// watermark.
-async fn read_back(bootstrap: &str, topic: &str) -> Result<BTreeSet<u64>, String> {
+async fn read_back(bootstrap: &str, topic: &str) -> Result<BTreeSet<u64>, KafkaDrillError> {
     let bootstrap = bootstrap.to_owned();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || read_back_blocking(&bootstrap, &topic))
         .await
-        .map_err(|error| format!("the read-back task: {error}"))?
+        .map_err(KafkaDrillError::ReadBackTask)?
 }
 
-fn read_back_blocking(bootstrap: &str, topic: &str) -> Result<BTreeSet<u64>, String> {
+fn read_back_blocking(bootstrap: &str, topic: &str) -> Result<BTreeSet<u64>, KafkaDrillError> {
     const READ_TIMEOUT: Duration = Duration::from_secs(120);
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -303,10 +301,13 @@ fn read_back_blocking(bootstrap: &str, topic: &str) -> Result<BTreeSet<u64>, Str
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
-        .map_err(|error| format!("creating the verifier: {error}"))?;
+        .map_err(KafkaDrillError::Verifier)?;
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|error| format!("metadata of {topic}: {error}"))?;
+        .map_err(|error| KafkaDrillError::Metadata {
+            topic: topic.to_owned(),
+            error,
+        })?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -317,31 +318,43 @@ fn read_back_blocking(bootstrap: &str, topic: &str) -> Result<BTreeSet<u64>, Str
     for partition in &partitions {
         let (_, high) = consumer
             .fetch_watermarks(topic, *partition, Duration::from_secs(10))
-            .map_err(|error| format!("watermarks of {topic}-{partition}: {error}"))?;
+            .map_err(|error| KafkaDrillError::Watermarks {
+                topic: topic.to_owned(),
+                partition: *partition,
+                error,
+            })?;
         if high > 0 {
             ends.insert(*partition, high);
             list.add_partition_offset(topic, *partition, Offset::Beginning)
-                .map_err(|error| error.to_string())?;
+                .map_err(KafkaDrillError::PartitionOffset)?;
         }
     }
     consumer
         .assign(&list)
-        .map_err(|error| format!("assigning {topic}: {error}"))?;
+        .map_err(|error| KafkaDrillError::Assign {
+            topic: topic.to_owned(),
+            error,
+        })?;
     let mut seen = BTreeSet::new();
     let mut done: BTreeSet<i32> = BTreeSet::new();
     let deadline = Instant::now() + READ_TIMEOUT;
     while done.len() < ends.len() {
         if Instant::now() >= deadline {
-            return Err(format!(
-                "read {} messages of {topic} in {READ_TIMEOUT:?}, partitions done: {done:?} of {:?}",
-                seen.len(),
-                ends.keys().collect::<Vec<_>>()
-            ));
+            return Err(KafkaDrillError::ReadTimeout {
+                read: seen.len(),
+                topic: topic.to_owned(),
+                timeout: READ_TIMEOUT,
+                done,
+                partitions: ends.keys().copied().collect(),
+            });
         }
         let Some(result) = consumer.poll(Duration::from_millis(500)) else {
             continue;
         };
-        let message = result.map_err(|error| format!("reading {topic}: {error}"))?;
+        let message = result.map_err(|error| KafkaDrillError::Read {
+            topic: topic.to_owned(),
+            error,
+        })?;
         if let Some(id) = message
             .payload()
             .and_then(|p| std::str::from_utf8(p).ok())

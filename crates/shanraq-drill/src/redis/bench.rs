@@ -65,7 +65,7 @@ impl RedisFault {
         self == RedisFault::EnginePartition
     }
 
-    pub fn parse(text: &str) -> Result<Vec<RedisFault>, String> {
+    pub fn parse(text: &str) -> Result<Vec<RedisFault>, UnknownRedisFault> {
         if text == "all" {
             return Ok(RedisFault::ALL.to_vec());
         }
@@ -75,14 +75,19 @@ impl RedisFault {
                     .iter()
                     .copied()
                     .find(|fault| fault.name() == name.trim())
-                    .ok_or_else(|| {
-                        format!(
-                            "unknown Redis fault {name:?}: use kill, freeze, restart-empty, engine-partition or all"
-                        )
+                    .ok_or_else(|| UnknownRedisFault {
+                        name: name.to_owned(),
                     })
             })
             .collect()
     }
+}
+
+/// `--redis-fault` named no fault; the message lists them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown Redis fault {name:?}: use kill, freeze, restart-empty, engine-partition or all")]
+pub struct UnknownRedisFault {
+    pub name: String,
 }
 
 /// `--redis-fault`: one fault, a comma-separated list, or `all`.
@@ -90,9 +95,9 @@ impl RedisFault {
 pub struct RedisFaults(pub Vec<RedisFault>);
 
 impl std::str::FromStr for RedisFaults {
-    type Err = String;
+    type Err = UnknownRedisFault;
 
-    fn from_str(text: &str) -> Result<RedisFaults, String> {
+    fn from_str(text: &str) -> Result<RedisFaults, UnknownRedisFault> {
         RedisFault::parse(text).map(RedisFaults)
     }
 }

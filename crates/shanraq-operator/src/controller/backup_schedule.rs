@@ -13,7 +13,7 @@ use shanraq_api::backup::BackupSpec;
 use shanraq_api::backup_request::{
     BackupType, PHASE_COMPLETED, ShanraqBackup, ShanraqBackupSpec, ShanraqBackupStatus,
 };
-use shanraq_api::backup_validate::parse_schedule;
+use shanraq_api::backup_validate::{ScheduleError, parse_schedule};
 use shanraq_api::names::LABEL_CLUSTER;
 use shanraq_api::status::BackupStatus;
 use shanraq_api::{ShanraqCluster, ValidCluster};
@@ -34,7 +34,7 @@ pub fn slot(
     schedule: &str,
     last: Option<jiff::Timestamp>,
     now: jiff::Timestamp,
-) -> Result<Slot, String> {
+) -> Result<Slot, ScheduleError> {
     if schedule.is_empty() {
         return Ok(Slot::Nothing);
     }
@@ -175,20 +175,21 @@ mod tests {
     fn the_first_slot_is_recorded_then_each_new_one_fires_once() {
         let now = at("2026-12-02T04:20:00Z");
         assert_eq!(
-            slot("0 * * * *", None, now),
-            Ok(Slot::Record(at("2026-12-02T04:00:00Z")))
+            slot("0 * * * *", None, now).ok(),
+            Some(Slot::Record(at("2026-12-02T04:00:00Z")))
         );
         assert_eq!(
-            slot("0 * * * *", Some(at("2026-12-02T04:00:00Z")), now),
-            Ok(Slot::Nothing)
+            slot("0 * * * *", Some(at("2026-12-02T04:00:00Z")), now).ok(),
+            Some(Slot::Nothing)
         );
         assert_eq!(
             slot(
                 "0 * * * *",
                 Some(at("2026-12-02T04:00:00Z")),
                 at("2026-12-02T05:00:30Z")
-            ),
-            Ok(Slot::Fire(at("2026-12-02T05:00:00Z")))
+            )
+            .ok(),
+            Some(Slot::Fire(at("2026-12-02T05:00:00Z")))
         );
         // Missed slots collapse into the latest one.
         assert_eq!(
@@ -196,10 +197,11 @@ mod tests {
                 "0 * * * *",
                 Some(at("2026-12-02T01:00:00Z")),
                 at("2026-12-02T05:10:00Z")
-            ),
-            Ok(Slot::Fire(at("2026-12-02T05:00:00Z")))
+            )
+            .ok(),
+            Some(Slot::Fire(at("2026-12-02T05:00:00Z")))
         );
-        assert_eq!(slot("", None, now), Ok(Slot::Nothing));
+        assert_eq!(slot("", None, now).ok(), Some(Slot::Nothing));
         assert!(slot("every hour", None, now).is_err());
     }
 

@@ -115,19 +115,35 @@ impl Leadership {
     }
 }
 
-impl Authority for Leadership {
-    fn check(&self) -> Result<(), String> {
-        let now = Instant::now();
+/// Why this process may not act as the leader right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotLeader {
+    #[error("the leader Lease lapsed {lapsed_ms} ms ago on this process's clock")]
+    Lapsed { lapsed_ms: u128 },
+    #[error("this operator does not hold the leader Lease")]
+    NotHeld,
+}
+
+impl Leadership {
+    /// `Ok` while this process may act at `now`; otherwise why not.
+    pub fn authorise(&self, now: Instant) -> Result<(), NotLeader> {
         if self.valid_at(now) {
             return Ok(());
         }
         Err(match self.deadline() {
-            Some(until) => format!(
-                "the leader Lease lapsed {} ms ago on this process's clock",
-                now.saturating_duration_since(until).as_millis()
-            ),
-            None => "this operator does not hold the leader Lease".to_owned(),
+            Some(until) => NotLeader::Lapsed {
+                lapsed_ms: now.saturating_duration_since(until).as_millis(),
+            },
+            None => NotLeader::NotHeld,
         })
+    }
+}
+
+impl Authority for Leadership {
+    /// `shanraq_ha`'s `Authority` takes the reason as text.
+    fn check(&self) -> Result<(), String> {
+        self.authorise(Instant::now())
+            .map_err(|reason| reason.to_string())
     }
 }
 

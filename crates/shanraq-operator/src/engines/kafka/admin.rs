@@ -37,6 +37,26 @@ pub enum AdminError {
     },
 }
 
+/// Why one topic's action failed: the message its status gives for that topic.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic {topic}: {what} failed: {error}")]
+    Request {
+        topic: String,
+        what: String,
+        error: Box<rdkafka::error::KafkaError>,
+    },
+    #[error("topic {topic}: {what} failed: {code}")]
+    Rejected {
+        topic: String,
+        what: String,
+        code: rdkafka::types::RDKafkaErrorCode,
+    },
+    /// The plan refused the change (its message says why and what to do).
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// An admin client of one cluster.
 #[derive(Clone)]
 pub struct KafkaAdmin {
@@ -186,8 +206,8 @@ impl KafkaAdmin {
         let mut failures = BTreeMap::new();
         for (name, actions) in plan {
             for action in actions {
-                if let Err(message) = self.run(name, action).await {
-                    failures.insert(name.clone(), message);
+                if let Err(error) = self.run(name, action).await {
+                    failures.insert(name.clone(), error.to_string());
                     break;
                 }
             }
@@ -195,8 +215,16 @@ impl KafkaAdmin {
         failures
     }
 
-    async fn run(&self, name: &str, action: &TopicAction) -> Result<(), String> {
+    async fn run(&self, name: &str, action: &TopicAction) -> Result<(), TopicError> {
         let options = self.options();
+        let request = |what: &str| {
+            let what = what.to_owned();
+            move |error| TopicError::Request {
+                topic: name.to_owned(),
+                what,
+                error: Box::new(error),
+            }
+        };
         match action {
             TopicAction::Create(topic) => {
                 let mut new = NewTopic::new(
@@ -211,24 +239,19 @@ impl KafkaAdmin {
                     .client
                     .create_topics([&new], &options)
                     .await
-                    .map_err(|error| format!("topic {name}: creating it failed: {error}"))?;
+                    .map_err(request("creating it"))?;
                 topic_results(name, "creating it", results)
             }
             TopicAction::AddPartitions { from, to } => {
                 let count = usize::try_from(*to).unwrap_or(0);
                 let partitions = NewPartitions::new(name, count);
+                let what = format!("adding partitions ({from} to {to})");
                 let results = self
                     .client
                     .create_partitions([&partitions], &options)
                     .await
-                    .map_err(|error| {
-                        format!("topic {name}: adding partitions ({from} to {to}) failed: {error}")
-                    })?;
-                topic_results(
-                    name,
-                    &format!("adding partitions ({from} to {to})"),
-                    results,
-                )
+                    .map_err(request(&what))?;
+                topic_results(name, &what, results)
             }
             TopicAction::Configure { config, .. } => {
                 let mut alter = AlterConfig::new(ResourceSpecifier::Topic(name));
@@ -239,12 +262,14 @@ impl KafkaAdmin {
                     .client
                     .alter_configs([&alter], &options)
                     .await
-                    .map_err(|error| {
-                        format!("topic {name}: changing its config failed: {error}")
-                    })?;
+                    .map_err(request("changing its config"))?;
                 for result in results {
                     if let Err((_, code)) = result {
-                        return Err(format!("topic {name}: changing its config failed: {code}"));
+                        return Err(TopicError::Rejected {
+                            topic: name.to_owned(),
+                            what: "changing its config".to_owned(),
+                            code,
+                        });
                     }
                 }
                 Ok(())
@@ -254,11 +279,11 @@ impl KafkaAdmin {
                     .client
                     .delete_topics(&[name], &options)
                     .await
-                    .map_err(|error| format!("topic {name}: deleting it failed: {error}"))?;
+                    .map_err(request("deleting it"))?;
                 topic_results(name, "deleting it", results)
             }
             TopicAction::Retain => Ok(()),
-            TopicAction::Refuse { message, .. } => Err(message.clone()),
+            TopicAction::Refuse { message, .. } => Err(TopicError::Refused(message.clone())),
         }
     }
 }
@@ -267,10 +292,14 @@ fn topic_results(
     name: &str,
     what: &str,
     results: Vec<rdkafka::admin::TopicResult>,
-) -> Result<(), String> {
+) -> Result<(), TopicError> {
     for result in results {
         if let Err((_, code)) = result {
-            return Err(format!("topic {name}: {what} failed: {code}"));
+            return Err(TopicError::Rejected {
+                topic: name.to_owned(),
+                what: what.to_owned(),
+                code,
+            });
         }
     }
     Ok(())

@@ -81,21 +81,24 @@ pub fn controller_views(
     (views, leader)
 }
 
+/// A controller's `/metrics` could not be read (reqwest's message names the URL).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ScrapeError(#[from] reqwest::Error);
+
 /// One `/metrics` text, bounded by a short timeout.
-pub async fn scrape(url: &str) -> Result<String, String> {
+pub async fn scrape(url: &str) -> Result<String, ScrapeError> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
-        .build()
-        .map_err(|error| error.to_string())?;
-    client
+        .build()?;
+    let text = client
         .get(url)
         .send()
         .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|error| error.to_string())?
+        .and_then(reqwest::Response::error_for_status)?
         .text()
-        .await
-        .map_err(|error| error.to_string())
+        .await?;
+    Ok(text)
 }
 
 #[cfg(test)]
