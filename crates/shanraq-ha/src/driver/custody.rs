@@ -21,15 +21,18 @@ use super::state_store::{Claimed, StateStore, StateStoreError, Stored};
 /// Whether this process may act right now. Checked before every round of commands.
 pub trait Authority: Send + Sync + std::fmt::Debug + 'static {
     /// `Err` with the reason when it may not (leadership lost or about to be).
-    fn check(&self) -> Result<(), String>;
+    fn check(&self) -> Result<(), Denied>;
 }
+
+/// Why an authority refused: its own error, whatever the authority is.
+pub type Denied = Box<dyn std::error::Error + Send + Sync>;
 
 /// Always allowed: the local drill and tests, where the store alone arbitrates.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Unconditional;
 
 impl Authority for Unconditional {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Denied> {
         Ok(())
     }
 }
@@ -122,7 +125,9 @@ impl<T: Claimed, S: StateStore<T>> Custody<T, S> {
         if !changed && !acting {
             return Ok(false);
         }
-        self.authority.check().map_err(Lapse::Unauthorized)?;
+        self.authority
+            .check()
+            .map_err(|denied| Lapse::Unauthorized(denied.to_string()))?;
         if changed {
             return match self.store.compare_and_swap(self.revision, state).await {
                 Ok(revision) => {

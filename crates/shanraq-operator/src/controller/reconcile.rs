@@ -41,7 +41,11 @@ pub async fn reconcile(cluster: Arc<ShanraqCluster>, ctx: Arc<Context>) -> Resul
 /// writes nothing.
 pub(super) fn leading(ctx: &Context) -> Result<(), NotLeader> {
     use shanraq_ha::driver::custody::Authority as _;
-    ctx.engines.settings().leadership.check().map_err(NotLeader)
+    ctx.engines
+        .settings()
+        .leadership
+        .check()
+        .map_err(|denied| NotLeader(denied.to_string()))
 }
 
 async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {

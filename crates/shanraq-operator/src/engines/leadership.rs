@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
-use shanraq_ha::driver::custody::Authority;
+use shanraq_ha::driver::custody::{Authority, Denied};
 use tokio::sync::watch;
 
 /// Whether this process may act as the leader, and until when.
@@ -140,10 +140,8 @@ impl Leadership {
 }
 
 impl Authority for Leadership {
-    /// `shanraq_ha`'s `Authority` takes the reason as text.
-    fn check(&self) -> Result<(), String> {
-        self.authorise(Instant::now())
-            .map_err(|reason| reason.to_string())
+    fn check(&self) -> Result<(), Denied> {
+        Ok(self.authorise(Instant::now())?)
     }
 }
 
@@ -422,7 +420,7 @@ mod tests {
         assert!(*leading.borrow_and_update());
         leadership.set_deadline(Some(Instant::now() - Duration::from_millis(1)));
         let refused = leadership.check().expect_err("lapsed");
-        assert!(refused.contains("lapsed"), "{refused}");
+        assert!(refused.to_string().contains("lapsed"), "{refused}");
         assert!(!*leading.borrow_and_update());
     }
 
