@@ -144,10 +144,30 @@ impl Drop for Ledger {
 }
 
 /// Creates the ledger table (idempotent) through `options`.
+/// How long a setup connection (before any write is counted) is retried: on a saturated machine
+/// HAProxy's health check may take a member out for a moment, closing a new connection.
+const SETUP_CONNECT_BOUND: Duration = Duration::from_secs(15);
+
+/// A connection for the ledger's setup, retried within `SETUP_CONNECT_BOUND` (nothing is
+/// acknowledged yet, so a retry changes no figure).
+async fn setup_connection(
+    options: &PgConnectOptions,
+    what: &'static str,
+) -> Result<PgConnection, DrillError> {
+    let deadline = Instant::now() + SETUP_CONNECT_BOUND;
+    loop {
+        match PgConnection::connect_with(options).await {
+            Ok(connection) => return Ok(connection),
+            Err(source) if Instant::now() >= deadline => {
+                return Err(DrillError::sql(what, source));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 pub async fn create_table(options: &PgConnectOptions) -> Result<(), DrillError> {
-    let mut connection = PgConnection::connect_with(options)
-        .await
-        .map_err(|source| DrillError::sql("connecting to create the ledger table", source))?;
+    let mut connection = setup_connection(options, "connecting to create the ledger table").await?;
     sqlx::query(CREATE_TABLE)
         .execute(&mut connection)
         .await
@@ -163,9 +183,7 @@ impl Ledger {
         options: LedgerOptions,
     ) -> Result<Ledger, DrillError> {
         create_table(&connect).await?;
-        let mut connection = PgConnection::connect_with(&connect)
-            .await
-            .map_err(|source| DrillError::sql("connecting the ledger writer", source))?;
+        let mut connection = setup_connection(&connect, "connecting the ledger writer").await?;
         let highest: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM ledger")
             .fetch_one(&mut connection)
             .await
