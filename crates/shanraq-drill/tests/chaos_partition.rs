@@ -116,6 +116,23 @@ fn failovers_started(cluster: &LocalCluster, mark: usize) -> usize {
         .count()
 }
 
+/// What the engine decided since `mark`, one line each, for a failure's message.
+fn timeline(cluster: &LocalCluster, mark: usize) -> String {
+    cluster
+        .events_since(mark)
+        .iter()
+        .filter_map(|event| match event {
+            DriverEvent::Engine(e) => Some(format!(
+                "  {} {}",
+                e.at,
+                shanraq_ha::engine::Notable::message(e)
+            )),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 async fn started(placement: LabPlacement) -> LocalCluster {
     let cluster =
         LocalCluster::start_in_lab(common::binary(), ClusterOptions::synchronous(3), placement)
@@ -232,7 +249,8 @@ fn a_lossy_slow_primary_link_fails_over_at_most_once_and_never_flaps() {
             tokio::time::sleep(Duration::from_millis(250)).await;
             assert!(
                 failovers_started(&cluster, mark) <= 1,
-                "a second failover under the lossy link: flapping"
+                "a second failover under the lossy link: flapping; the engine's timeline:\n{}",
+                timeline(&cluster, mark)
             );
         }
         net.heal().expect("heal");
