@@ -242,7 +242,7 @@ async fn a_pod_reaches_another_by_its_service_name_through_cluster_dns() {
     let namespace = format!("node-smoke-{suffix:08x}");
 
     // Pod Security enforced on the namespace: a pod that is not `restricted` is refused at
-    // creation, so both pods running proves they are.
+    // creation (the Deployment's would never appear), so both pods running proves they are.
     let namespaces: Api<Namespace> = Api::all(lane.client.clone());
     namespaces
         .create(
@@ -276,7 +276,7 @@ async fn a_pod_reaches_another_by_its_service_name_through_cluster_dns() {
     deployments
         .create(&PostParams::default(), &server_deployment(&lane))
         .await
-        .expect("the server's Deployment admitted as restricted");
+        .expect("the server's Deployment created");
     let service = services
         .create(&PostParams::default(), &server_service())
         .await
