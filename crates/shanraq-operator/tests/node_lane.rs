@@ -273,6 +273,22 @@ async fn a_pod_reaches_another_by_its_service_name_through_cluster_dns() {
     let pods: Api<Pod> = Api::namespaced(lane.client.clone(), &namespace);
     let slices: Api<EndpointSlice> = Api::namespaced(lane.client.clone(), &namespace);
 
+    // The level is enforced: the same pod without its security settings is refused.
+    let mut loose = client_pod(&lane);
+    loose.metadata.name = Some("loose".to_string());
+    if let Some(spec) = loose.spec.as_mut() {
+        spec.security_context = None;
+        spec.containers[0].security_context = None;
+    }
+    let refused = pods
+        .create(&PostParams::default(), &loose)
+        .await
+        .expect_err("a pod without the restricted settings refused");
+    assert!(
+        refused.to_string().contains("violates PodSecurity"),
+        "{refused}"
+    );
+
     deployments
         .create(&PostParams::default(), &server_deployment(&lane))
         .await
