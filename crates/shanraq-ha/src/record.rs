@@ -34,7 +34,7 @@ pub struct FailoverRecord<D> {
     pub detected_at: Millis,
     /// When the epoch was bumped and the failover or switchover began.
     pub started_at: Millis,
-    /// When the old primary was shown unable to take an acknowledged write.
+    /// When the old primary was fenced (each engine's record type says what that means).
     #[serde(default)]
     pub fenced_at: Option<Millis>,
     #[serde(default)]
