@@ -3,6 +3,7 @@
 //! measure the writer's longest pause; bring a killed instance back and wait until it streams
 //! from the primary again. Each move is bounded by a timeout and returns what it measured.
 
+use shanraq_ha::events::Lifecycle;
 use std::time::Duration;
 
 use shanraq_ha::adapters::driver::{DriverEvent, system_clock};
@@ -144,7 +145,7 @@ pub fn unplanned_failovers(events: &[DriverEvent]) -> usize {
         .filter(|event| {
             matches!(
                 event,
-                DriverEvent::Engine(event) if matches!(event.kind, EventKind::FailoverStarted { .. })
+                DriverEvent::Engine(event) if matches!(event.kind, EventKind::Lifecycle(Lifecycle::FailoverStarted { .. }))
             )
         })
         .count()

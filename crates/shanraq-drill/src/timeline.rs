@@ -3,6 +3,7 @@
 //! primary, all as offsets from the moment the primary was killed (or the switchover was
 //! asked for). The demo prints it, the benchmark aggregates it, the chaos tests print it.
 
+use shanraq_ha::events::Lifecycle;
 use std::time::Duration;
 
 use shanraq_ha::adapters::driver::DriverEvent;
@@ -56,13 +57,16 @@ impl FailoverTimeline {
         for event in events {
             match event {
                 DriverEvent::Engine(event) if event.at >= origin => match &event.kind {
-                    EventKind::PrimarySuspected { node, reason } if *node == record.from => {
+                    EventKind::Lifecycle(Lifecycle::Suspected { node, reason })
+                        if *node == record.from =>
+                    {
                         timeline.detected.get_or_insert(event.at);
                         timeline
                             .detected_reason
                             .get_or_insert_with(|| reason.clone());
                     }
-                    EventKind::FailoverStarted { .. } | EventKind::SwitchoverStarted { .. }
+                    EventKind::Lifecycle(Lifecycle::FailoverStarted { .. })
+                    | EventKind::Lifecycle(Lifecycle::SwitchoverStarted { .. })
                         if event.epoch == record.epoch =>
                     {
                         timeline.started.get_or_insert(event.at);
@@ -81,15 +85,19 @@ impl FailoverTimeline {
                         timeline.elected = Some(event.at);
                         timeline.elected_lsn = Some(received_lsn.clone());
                     }
-                    EventKind::Promoted { node }
+                    EventKind::Lifecycle(Lifecycle::Promoted { node })
                         if event.epoch == record.epoch && record.to.as_ref() == Some(node) =>
                     {
                         timeline.promoted.get_or_insert(event.at);
                     }
-                    EventKind::Routed { .. } if event.epoch == record.epoch => {
+                    EventKind::Lifecycle(Lifecycle::Routed { .. })
+                        if event.epoch == record.epoch =>
+                    {
                         timeline.routed.get_or_insert(event.at);
                     }
-                    EventKind::FailoverRefused { reason } if event.epoch == record.epoch => {
+                    EventKind::Lifecycle(Lifecycle::FailoverRefused { reason })
+                        if event.epoch == record.epoch =>
+                    {
                         timeline.refusals.push((event.at, reason.clone()));
                     }
                     _ => {}
@@ -257,18 +265,18 @@ mod tests {
             engine(
                 1_760,
                 1,
-                EventKind::PrimarySuspected {
+                EventKind::Lifecycle(Lifecycle::Suspected {
                     node: from.clone(),
                     reason: "3 failed probes".into(),
-                },
+                }),
             ),
             engine(
                 1_760,
                 2,
-                EventKind::FailoverStarted {
+                EventKind::Lifecycle(Lifecycle::FailoverStarted {
                     from: from.clone(),
                     reason: "3 failed probes".into(),
-                },
+                }),
             ),
             engine(
                 1_760,
@@ -287,8 +295,16 @@ mod tests {
                 took: Duration::from_millis(130),
                 error: None,
             },
-            engine(1_900, 2, EventKind::Promoted { node: to.clone() }),
-            engine(2_000, 2, EventKind::Routed { node: to.clone() }),
+            engine(
+                1_900,
+                2,
+                EventKind::Lifecycle(Lifecycle::Promoted { node: to.clone() }),
+            ),
+            engine(
+                2_000,
+                2,
+                EventKind::Lifecycle(Lifecycle::Routed { node: to.clone() }),
+            ),
         ];
         let ack = Ack {
             id: 7,

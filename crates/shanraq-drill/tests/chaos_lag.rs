@@ -6,6 +6,7 @@
 
 mod common;
 use common::BOUND;
+use shanraq_ha::events::Lifecycle;
 
 use std::time::{Duration, Instant};
 
@@ -120,7 +121,7 @@ async fn a_replica_lagging_past_the_limit_is_never_elected_and_alone_is_refused(
             .into_iter()
             .find_map(|event| match event {
                 DriverEvent::Engine(event) => match event.kind {
-                    EventKind::FailoverRefused { reason } => Some(reason),
+                    EventKind::Lifecycle(Lifecycle::FailoverRefused { reason }) => Some(reason),
                     _ => None,
                 },
                 _ => None,
@@ -158,7 +159,7 @@ async fn a_replica_lagging_past_the_limit_is_never_elected_and_alone_is_refused(
             event,
             DriverEvent::Engine(ref e) if matches!(
                 &e.kind,
-                EventKind::Elected { node, .. } | EventKind::Promoted { node } if *node == pg2
+                EventKind::Elected { node, .. } | EventKind::Lifecycle(Lifecycle::Promoted { node }) if *node == pg2
             )
         )
     });

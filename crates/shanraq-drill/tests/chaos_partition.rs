@@ -9,6 +9,7 @@
 
 mod common;
 use common::BOUND;
+use shanraq_ha::events::Lifecycle;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -111,7 +112,7 @@ fn failovers_started(cluster: &LocalCluster, mark: usize) -> usize {
         .events_since(mark)
         .iter()
         .filter(|event| {
-            matches!(event, DriverEvent::Engine(e) if matches!(e.kind, EventKind::FailoverStarted { .. }))
+            matches!(event, DriverEvent::Engine(e) if matches!(e.kind, EventKind::Lifecycle(Lifecycle::FailoverStarted { .. })))
         })
         .count()
 }

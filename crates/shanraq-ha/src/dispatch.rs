@@ -18,6 +18,43 @@ pub trait Targeted: Clone + PartialEq {
     fn target(&self) -> CommandTarget;
 }
 
+/// Writes an engine's command accessors once, from its variants: every variant carries the
+/// `epoch` it was decided at and names the member it acts on in the given field; the `route`
+/// variant goes to the router, every other to its member.
+macro_rules! command_accessors {
+    ($command:ident { $($variant:ident . $field:ident),+ $(,)? }, route: $route:ident) => {
+        impl $command {
+            /// The epoch the command was decided at (its fencing token).
+            pub fn epoch(&self) -> u64 {
+                match self {
+                    $($command::$variant { epoch, .. })|+ => *epoch,
+                }
+            }
+
+            /// The member the command acts on (for a route, the new primary).
+            pub fn node(&self) -> &$crate::postgres::NodeId {
+                match self {
+                    $($command::$variant { $field, .. } => $field,)+
+                }
+            }
+
+            pub fn target(&self) -> $crate::dispatch::CommandTarget {
+                match self {
+                    $command::$route { .. } => $crate::dispatch::CommandTarget::Router,
+                    _ => $crate::dispatch::CommandTarget::Instance(self.node().clone()),
+                }
+            }
+        }
+
+        impl $crate::dispatch::Targeted for $command {
+            fn target(&self) -> $crate::dispatch::CommandTarget {
+                $command::target(self)
+            }
+        }
+    };
+}
+pub(crate) use command_accessors;
+
 /// The commands in flight and the targets backing off.
 #[derive(Clone, Debug)]
 pub struct Dispatch<C> {

@@ -24,7 +24,7 @@ pub enum Importance {
 /// of the drill's timeline).
 pub trait Notable {
     /// A stable CamelCase reason.
-    fn reason(&self) -> &'static str;
+    fn reason(&self) -> String;
     /// A one-line message.
     fn message(&self) -> String;
     /// Whether it deserves an Event, and of which type: decided by the engine that knows what

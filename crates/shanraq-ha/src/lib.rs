@@ -8,6 +8,7 @@ pub mod core;
 pub mod dispatch;
 pub mod driver;
 pub mod engine;
+pub mod events;
 pub mod kafka;
 pub mod objectives;
 pub mod postgres;

@@ -201,7 +201,7 @@ pub struct Stamped<K> {
 /// `Notable`, its message told with the epoch it was decided at.
 pub trait Telling {
     /// A stable CamelCase reason.
-    fn reason(&self) -> &'static str;
+    fn reason(&self) -> String;
     /// Whether it deserves an Event, and of which type.
     fn importance(&self) -> Importance;
     /// A one-line message.
@@ -209,7 +209,7 @@ pub trait Telling {
 }
 
 impl<K: Telling> Notable for Stamped<K> {
-    fn reason(&self) -> &'static str {
+    fn reason(&self) -> String {
         self.kind.reason()
     }
 

@@ -236,6 +236,27 @@ impl Metrics {
         }
     }
 
+    /// A completed failover or switchover of `component`, from the engine's record.
+    pub fn count_completed<D>(
+        &self,
+        cluster: &str,
+        namespace: &str,
+        component: &str,
+        record: &shanraq_ha::record::FailoverRecord<D>,
+    ) {
+        let kind = match record.kind {
+            shanraq_ha::record::FailoverKind::Failover => "failover",
+            shanraq_ha::record::FailoverKind::Switchover => "switchover",
+        };
+        let labels = FailoverLabels {
+            cluster: cluster.to_owned(),
+            namespace: namespace.to_owned(),
+            component: component.to_owned(),
+            kind: kind.to_owned(),
+        };
+        self.count_failover(labels, record.rto_ms.map(Duration::from_millis));
+    }
+
     pub fn count_reconcile(&self, took: Duration) {
         self.reconciles.inc();
         self.reconcile_duration.observe(took.as_secs_f64());

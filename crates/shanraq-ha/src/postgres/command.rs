@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::model::NodeId;
-use super::state::FailoverRecord;
+use super::state::RecordDetail;
+use crate::engine::Importance;
+use crate::events::{Lifecycle, Voice};
 use crate::wire::Upstream;
 
 /// Something to do to an instance or to the router.
@@ -37,41 +39,7 @@ pub enum Command {
 
 pub use crate::dispatch::CommandTarget;
 
-impl Command {
-    pub fn epoch(&self) -> u64 {
-        match self {
-            Command::Fence { epoch, .. }
-            | Command::Promote { epoch, .. }
-            | Command::Route { epoch, .. }
-            | Command::Repoint { epoch, .. }
-            | Command::Demote { epoch, .. }
-            | Command::Detach { epoch, .. } => *epoch,
-        }
-    }
-
-    pub fn target(&self) -> CommandTarget {
-        match self {
-            Command::Fence { node, .. }
-            | Command::Promote { node, .. }
-            | Command::Repoint { node, .. }
-            | Command::Demote { node, .. }
-            | Command::Detach { node, .. } => CommandTarget::Instance(node.clone()),
-            Command::Route { .. } => CommandTarget::Router,
-        }
-    }
-
-    /// The instance the command acts on (for `Route`, the new primary).
-    pub fn node(&self) -> &NodeId {
-        match self {
-            Command::Fence { node, .. }
-            | Command::Promote { node, .. }
-            | Command::Repoint { node, .. }
-            | Command::Demote { node, .. }
-            | Command::Detach { node, .. } => node,
-            Command::Route { primary, .. } => primary,
-        }
-    }
-}
+crate::dispatch::command_accessors!(Command { Fence.node, Promote.node, Route.primary, Repoint.node, Demote.node, Detach.node }, route: Route);
 
 impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,222 +79,89 @@ pub use crate::engine::CommandError;
 /// Something worth telling a person, stamped with when the engine decided it.
 pub type Event = crate::record::Stamped<EventKind>;
 
+/// How PostgreSQL's engine names itself in Events (its reasons predate the other engines').
+pub const VOICE: Voice = Voice {
+    reason_prefix: "",
+    role_reason: "Primary",
+    product: "",
+    role: "primary",
+    stream: "WAL",
+};
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "type")]
 pub enum EventKind {
-    /// No primary was known; `node` reported itself primary and was adopted.
-    PrimaryAdopted {
-        node: NodeId,
-    },
-    /// The primary failed enough probes; waiting `failover_delay`.
-    PrimarySuspected {
-        node: NodeId,
-        reason: String,
-    },
-    /// The primary answered again before the failover started.
-    PrimaryRecovered {
-        node: NodeId,
-    },
-    FailoverStarted {
-        from: NodeId,
-        reason: String,
-    },
     /// A timeline step: the old primary is fenced (or could not be, and why).
-    Fenced {
-        node: NodeId,
-        error: Option<String>,
-    },
-    /// A timeline step: the old primary can no longer complete a commit (`how`: fenced, or
-    /// enough of its synchronous set detached).
-    QuorumFenced {
-        from: NodeId,
-        how: String,
-    },
-    /// The old primary cannot be shown unable to commit yet, so nobody is promoted.
-    FencingBlocked {
-        reason: String,
-    },
+    Fenced { node: NodeId, error: Option<String> },
     /// A replica on an older timeline stopped streaming: it received WAL past the fork and
     /// is rewound.
-    Diverged {
-        node: NodeId,
-    },
+    Diverged { node: NodeId },
     /// A timeline step: `node` was chosen.
-    Elected {
-        node: NodeId,
-        received_lsn: String,
-    },
-    /// A timeline step: `node` is primary with the current epoch.
-    Promoted {
-        node: NodeId,
-    },
-    /// A timeline step: writes go to `node`.
-    Routed {
-        node: NodeId,
-    },
-    FailoverCompleted {
-        record: FailoverRecord,
-    },
-    /// No replica may be promoted without losing acknowledged data (or beyond the lag limit).
-    FailoverRefused {
-        reason: String,
-    },
-    SwitchoverStarted {
-        from: NodeId,
-        to: NodeId,
-    },
-    SwitchoverCompleted {
-        record: FailoverRecord,
-    },
-    /// The switchover gave up; the old primary is promoted back with the new epoch.
-    SwitchoverAborted {
-        reason: String,
-    },
+    Elected { node: NodeId, received_lsn: String },
     /// An instance claimed the primary role without holding the current designation.
-    StalePrimaryFenced {
-        node: NodeId,
-        instance_epoch: u64,
-    },
+    StalePrimaryFenced { node: NodeId, instance_epoch: u64 },
     /// An instance holds a higher epoch than this engine: another controller acted.
-    EpochConflict {
-        node: NodeId,
-        instance_epoch: u64,
-    },
-    CommandFailed {
-        command: String,
-        error: String,
-    },
+    EpochConflict { node: NodeId, instance_epoch: u64 },
+    /// What every engine tells the same way.
+    #[serde(untagged)]
+    Lifecycle(Lifecycle<RecordDetail>),
+}
+
+impl From<Lifecycle<RecordDetail>> for EventKind {
+    fn from(event: Lifecycle<RecordDetail>) -> Self {
+        EventKind::Lifecycle(event)
+    }
 }
 
 impl crate::record::Telling for EventKind {
-    /// A stable CamelCase reason for Kubernetes Events.
-    fn reason(&self) -> &'static str {
+    fn reason(&self) -> String {
         match self {
-            EventKind::PrimaryAdopted { .. } => "PrimaryAdopted",
-            EventKind::PrimarySuspected { .. } => "PrimarySuspected",
-            EventKind::PrimaryRecovered { .. } => "PrimaryRecovered",
-            EventKind::FailoverStarted { .. } => "FailoverStarted",
-            EventKind::Fenced { .. } => "Fenced",
-            EventKind::QuorumFenced { .. } => "QuorumFenced",
-            EventKind::FencingBlocked { .. } => "FencingBlocked",
-            EventKind::Diverged { .. } => "Diverged",
-            EventKind::Elected { .. } => "Elected",
-            EventKind::Promoted { .. } => "Promoted",
-            EventKind::Routed { .. } => "Routed",
-            EventKind::FailoverCompleted { .. } => "FailoverCompleted",
-            EventKind::FailoverRefused { .. } => "FailoverRefused",
-            EventKind::SwitchoverStarted { .. } => "SwitchoverStarted",
-            EventKind::SwitchoverCompleted { .. } => "SwitchoverCompleted",
-            EventKind::SwitchoverAborted { .. } => "SwitchoverAborted",
-            EventKind::StalePrimaryFenced { .. } => "StalePrimaryFenced",
-            EventKind::EpochConflict { .. } => "EpochConflict",
-            EventKind::CommandFailed { .. } => "CommandFailed",
+            EventKind::Lifecycle(event) => event.reason(&VOICE),
+            EventKind::Fenced { .. } => "Fenced".to_owned(),
+            EventKind::Diverged { .. } => "Diverged".to_owned(),
+            EventKind::Elected { .. } => "Elected".to_owned(),
+            EventKind::StalePrimaryFenced { .. } => "StalePrimaryFenced".to_owned(),
+            EventKind::EpochConflict { .. } => "EpochConflict".to_owned(),
         }
     }
 
-    fn importance(&self) -> crate::engine::Importance {
-        use crate::engine::Importance;
+    fn importance(&self) -> Importance {
         match self {
-            EventKind::FailoverCompleted { .. }
-            | EventKind::SwitchoverStarted { .. }
-            | EventKind::SwitchoverCompleted { .. }
-            | EventKind::PrimaryAdopted { .. } => Importance::Normal,
-            EventKind::FailoverStarted { .. }
-            | EventKind::FailoverRefused { .. }
-            | EventKind::SwitchoverAborted { .. }
+            EventKind::Lifecycle(event) => event.importance(),
+            EventKind::Fenced { .. } | EventKind::Elected { .. } => Importance::Log,
+            EventKind::Diverged { .. }
             | EventKind::StalePrimaryFenced { .. }
-            | EventKind::EpochConflict { .. }
-            | EventKind::FencingBlocked { .. }
-            | EventKind::Diverged { .. }
-            | EventKind::PrimarySuspected { .. } => Importance::Warning,
-            _ => Importance::Log,
+            | EventKind::EpochConflict { .. } => Importance::Warning,
         }
     }
 
     fn message(&self, epoch: u64) -> String {
         match self {
-            EventKind::PrimaryAdopted { node } => {
-                format!("adopted {node} as primary with epoch {epoch}")
-            }
-            EventKind::PrimarySuspected { node, reason } => {
-                format!("primary {node} is failing: {reason}")
-            }
-            EventKind::PrimaryRecovered { node } => {
-                format!("primary {node} answers again, no failover")
-            }
-            EventKind::FailoverStarted { from, reason } => {
-                format!("failover from {from} started with epoch {epoch}: {reason}")
-            }
+            EventKind::Lifecycle(event) => event.message(&VOICE, epoch),
             EventKind::Fenced { node, error: None } => format!("{node} fenced"),
             EventKind::Fenced {
                 node,
                 error: Some(error),
             } => format!("{node} not fenced ({error}); continuing"),
-            EventKind::QuorumFenced { from, how } => {
-                format!("{from} can no longer commit: {how}")
-            }
-            EventKind::FencingBlocked { reason } => {
-                format!("not promoting anyone yet: {reason}")
-            }
             EventKind::Diverged { node } => format!(
                 "{node} stopped streaming on an older timeline (it received WAL past the fork): rewinding it"
             ),
             EventKind::Elected { node, received_lsn } => {
                 format!("elected {node} (received {received_lsn})")
             }
-            EventKind::Promoted { node } => format!("{node} promoted with epoch {epoch}"),
-            EventKind::Routed { node } => format!("writes routed to {node}"),
-            EventKind::FailoverCompleted { record } | EventKind::SwitchoverCompleted { record } => {
-                let kind = match record.kind {
-                    super::state::FailoverKind::Failover => "failover",
-                    super::state::FailoverKind::Switchover => "switchover",
-                };
-                let to = record.to.as_ref().map_or("nobody", |to| to.as_str());
-                let rto = record
-                    .rto_ms
-                    .map_or_else(|| "unknown".to_owned(), |ms| format!("{ms} ms"));
-                let lost = record
-                    .lost_bytes
-                    .map_or_else(|| "unknown".to_owned(), |b| format!("{b} bytes"));
-                match &record.aborted {
-                    Some(why) => format!(
-                        "{kind} aborted ({why}); {to} resumed as primary, writes unavailable {rto}"
-                    ),
-                    None => format!(
-                        "{kind} {} -> {to} completed: writes unavailable {rto}, WAL not received {lost}",
-                        record.from
-                    ),
-                }
-            }
-            EventKind::FailoverRefused { reason } => format!("failover refused: {reason}"),
-            EventKind::SwitchoverStarted { from, to } => {
-                format!("switchover {from} -> {to} started with epoch {epoch}")
-            }
-            EventKind::SwitchoverAborted { reason } => format!("switchover aborted: {reason}"),
             EventKind::StalePrimaryFenced {
                 node,
                 instance_epoch,
-            } => {
-                format!(
-                    "{node} claims primary with epoch {instance_epoch} but is not the designated primary of epoch {epoch}: fencing it"
-                )
-            }
+            } => format!(
+                "{node} claims primary with epoch {instance_epoch} but is not the designated primary of epoch {epoch}: fencing it"
+            ),
             EventKind::EpochConflict {
                 node,
                 instance_epoch,
-            } => {
-                format!("{node} holds epoch {instance_epoch} > {epoch}: another controller acted")
-            }
-            EventKind::CommandFailed { command, error } => format!("{command} failed: {error}"),
+            } => format!("{node} holds epoch {instance_epoch} > {epoch}: another controller acted"),
         }
     }
 }
 
 /// What one `step` decided.
 pub type StepOutput = crate::engine::Decided<Command, Event>;
-
-impl crate::dispatch::Targeted for Command {
-    fn target(&self) -> CommandTarget {
-        Command::target(self)
-    }
-}

@@ -23,6 +23,7 @@ use super::model::{Member, Millis, NodeId, Observation, PodSignal};
 use super::state::{FailoverRecord, HaState, Phase};
 use crate::claim::Claimed;
 use crate::core::Core;
+use crate::events::Lifecycle;
 use crate::wire::{InstanceRole, InstanceStatus, Lsn};
 
 /// What PostgreSQL adds to what the engine remembers of a member (`crate::probe::View`).
@@ -277,7 +278,7 @@ impl PostgresHa {
         if let Err(error) = &result {
             self.event(
                 now,
-                EventKind::CommandFailed {
+                Lifecycle::CommandFailed {
                     command: command.to_string(),
                     error: error.to_string(),
                 },
@@ -360,8 +361,8 @@ impl PostgresHa {
 
     // ---- helpers -------------------------------------------------------------------------
 
-    pub(super) fn event(&mut self, at: Millis, kind: EventKind) {
-        self.core.event(at, self.state.epoch, kind);
+    pub(super) fn event(&mut self, at: Millis, kind: impl Into<EventKind>) {
+        self.core.event(at, self.state.epoch, kind.into());
     }
 
     pub(super) fn member(&self, node: &NodeId) -> Option<&Member> {

@@ -7,7 +7,8 @@ use super::config::ReplicationMode;
 use super::election::{Candidate, ElectionRules, elect};
 use super::engine::{PostgresHa, failure_reason, is_serving_primary, join};
 use super::model::{Millis, NodeId, Observation};
-use super::state::{FailoverKind, FailoverRecord, Phase};
+use super::state::{FailoverRecord, Phase};
+use crate::events::Lifecycle;
 use crate::wire::{InstanceRole, REPLY_SLACK};
 
 impl PostgresHa {
@@ -84,7 +85,7 @@ impl PostgresHa {
                 .in_flight_mut()
                 .is_some_and(|record| record.refuse(&blocked))
         {
-            self.event(now, EventKind::FencingBlocked { reason: blocked });
+            self.event(now, Lifecycle::FencingBlocked { reason: blocked });
         }
     }
 
@@ -95,7 +96,7 @@ impl PostgresHa {
         }
         self.event(
             now,
-            EventKind::QuorumFenced {
+            Lifecycle::QuorumFenced {
                 from: record.from.clone(),
                 how,
             },
@@ -318,7 +319,7 @@ impl PostgresHa {
             .in_flight_mut()
             .is_some_and(|record| record.refuse(&reason))
         {
-            self.event(now, EventKind::FailoverRefused { reason });
+            self.event(now, Lifecycle::FailoverRefused { reason });
         }
     }
 
@@ -416,7 +417,7 @@ impl PostgresHa {
         self.primary_lsn = known_lsn;
         self.confirmed = Some((node.clone(), epoch));
         self.state.phase = Phase::Routing;
-        self.event(now, EventKind::Promoted { node });
+        self.event(now, Lifecycle::Promoted { node });
     }
 
     pub(super) fn step_routing(&mut self, now: Millis, commands: &mut Vec<Command>) {
@@ -453,11 +454,7 @@ impl PostgresHa {
         self.state.target_primary = None;
         self.state.suspect = None;
         self.state.last_failover = Some(record.clone());
-        self.event(now, EventKind::Routed { node });
-        let kind = match record.kind {
-            FailoverKind::Failover => EventKind::FailoverCompleted { record },
-            FailoverKind::Switchover => EventKind::SwitchoverCompleted { record },
-        };
-        self.event(now, kind);
+        self.event(now, Lifecycle::Routed { node });
+        self.event(now, Lifecycle::completed(record));
     }
 }

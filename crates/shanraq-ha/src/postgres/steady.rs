@@ -7,6 +7,7 @@ use super::command::{Command, EventKind};
 use super::engine::{PostgresHa, REJOIN_GRACE_MS, failure_reason, is_serving_primary};
 use super::model::{Member, Millis, NodeId, Observation};
 use super::state::{FailoverRecord, Phase, RecordDetail, Suspicion, SuspicionDetail};
+use crate::events::Lifecycle;
 use crate::wire::{InstanceRole, InstanceStatus};
 
 impl PostgresHa {
@@ -44,7 +45,7 @@ impl PostgresHa {
         {
             self.primary_lsn = status.current_lsn;
         }
-        self.event(now, EventKind::PrimaryAdopted { node: adopted });
+        self.event(now, Lifecycle::Adopted { node: adopted });
     }
 
     pub(super) fn step_detection(&mut self, now: Millis) {
@@ -72,7 +73,7 @@ impl PostgresHa {
                 self.state.phase = Phase::Detecting;
                 self.event(
                     now,
-                    EventKind::PrimarySuspected {
+                    Lifecycle::Suspected {
                         node: primary,
                         reason,
                     },
@@ -82,7 +83,7 @@ impl PostgresHa {
                 if self.is_alive_primary(&primary) {
                     self.state.suspect = None;
                     self.state.phase = Phase::Healthy;
-                    self.event(now, EventKind::PrimaryRecovered { node: primary });
+                    self.event(now, Lifecycle::Recovered { node: primary });
                     return;
                 }
                 let due = self.state.suspect.as_ref().is_none_or(|suspect| {
@@ -118,7 +119,7 @@ impl PostgresHa {
         ));
         self.state.target_primary = None;
         self.state.phase = Phase::Fencing;
-        self.event(now, EventKind::FailoverStarted { from, reason });
+        self.event(now, Lifecycle::FailoverStarted { from, reason });
     }
 
     /// Healthy: grant the designated primary its epoch, route to it, and bring everyone else

@@ -3,6 +3,7 @@
 //! Routing phases as a failover. On timeout or a failed fence the old primary is promoted back
 //! with the new epoch, so the switchover never leaves the cluster without a primary.
 
+use crate::events::Lifecycle;
 use std::cmp::Reverse;
 
 use super::command::{Command, EventKind};
@@ -114,7 +115,7 @@ impl PostgresHa {
         self.state.phase = Phase::SwitchoverFencing;
         self.event(
             now,
-            EventKind::SwitchoverStarted {
+            Lifecycle::SwitchoverStarted {
                 from: primary,
                 to: chosen.clone(),
             },
@@ -254,7 +255,7 @@ impl PostgresHa {
         record.lost_bytes = Some(0);
         self.state.target_primary = Some(record.from.clone());
         self.state.phase = Phase::Promoting;
-        self.event(now, EventKind::SwitchoverAborted { reason });
+        self.event(now, Lifecycle::SwitchoverAborted { reason });
     }
 }
 

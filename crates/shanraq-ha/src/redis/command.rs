@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::info::ReplicationInfo;
-use super::state::{FailoverKind, FailoverRecord};
+use super::state::RecordDetail;
+use crate::engine::Importance;
+use crate::events::{Lifecycle, Voice};
 use crate::postgres::NodeId;
 
 /// A member as the master of others: `REPLICAOF host port`.
@@ -44,37 +46,7 @@ pub enum Command {
 
 pub use crate::dispatch::CommandTarget;
 
-impl Command {
-    pub fn epoch(&self) -> u64 {
-        match self {
-            Command::Detach { epoch, .. }
-            | Command::Promote { epoch, .. }
-            | Command::Replicate { epoch, .. }
-            | Command::Route { epoch, .. }
-            | Command::PauseWrites { epoch, .. }
-            | Command::Unpause { epoch, .. } => *epoch,
-        }
-    }
-
-    /// The instance acted on (for `Route`, the new master).
-    pub fn node(&self) -> &NodeId {
-        match self {
-            Command::Detach { node, .. }
-            | Command::Promote { node, .. }
-            | Command::Replicate { node, .. }
-            | Command::PauseWrites { node, .. }
-            | Command::Unpause { node, .. } => node,
-            Command::Route { master, .. } => master,
-        }
-    }
-
-    pub fn target(&self) -> CommandTarget {
-        match self {
-            Command::Route { .. } => CommandTarget::Router,
-            _ => CommandTarget::Instance(self.node().clone()),
-        }
-    }
-}
+crate::dispatch::command_accessors!(Command { Detach.node, Promote.node, Replicate.node, Route.master, PauseWrites.node, Unpause.node }, route: Route);
 
 impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,159 +89,79 @@ pub type CommandResult = Result<Option<ReplicationInfo>, CommandError>;
 /// Something worth telling a person, stamped with when the engine decided it.
 pub type Event = crate::record::Stamped<EventKind>;
 
+/// How Redis's engine names itself in Events.
+pub const VOICE: Voice = Voice {
+    reason_prefix: "Redis",
+    role_reason: "Master",
+    product: "Redis ",
+    role: "master",
+    stream: "offset",
+};
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "type")]
 pub enum EventKind {
-    MasterAdopted {
-        node: NodeId,
-    },
     /// Every node answered as a replica without a master: the most advanced is promoted.
-    MasterBootstrapped {
-        node: NodeId,
-        offset: u64,
-    },
+    MasterBootstrapped { node: NodeId, offset: u64 },
     /// Several nodes claim the master role and none is designated: nobody is adopted.
-    SeveralMasters {
-        nodes: Vec<NodeId>,
-    },
-    MasterSuspected {
-        node: NodeId,
-        reason: String,
-    },
-    MasterRecovered {
-        node: NodeId,
-    },
-    FailoverStarted {
-        from: NodeId,
-        reason: String,
-    },
+    SeveralMasters { nodes: Vec<NodeId> },
     /// A timeline step: `node` stopped taking the old master's stream at `offset`.
-    Detached {
-        node: NodeId,
-        offset: u64,
-    },
-    /// The old master can no longer take an acknowledged write.
-    MasterFenced {
-        from: NodeId,
-        how: String,
-    },
-    /// Not enough replicas are detached yet to fence an old master that may still run.
-    FencingBlocked {
-        reason: String,
-    },
+    Detached { node: NodeId, offset: u64 },
     Elected {
         node: NodeId,
         offset: u64,
         lost_bytes: Option<u64>,
     },
-    Promoted {
-        node: NodeId,
-    },
-    Routed {
-        node: NodeId,
-    },
-    FailoverCompleted {
-        record: FailoverRecord,
-    },
-    /// No replica may be promoted within the loss bound; the engine keeps trying.
-    FailoverRefused {
-        reason: String,
-    },
-    SwitchoverStarted {
-        from: NodeId,
-        to: NodeId,
-    },
-    SwitchoverCompleted {
-        record: FailoverRecord,
-    },
-    SwitchoverAborted {
-        reason: String,
-    },
     /// A node claimed the master role without the designation (a returning old master): it is
     /// made a replica of the current master.
-    StaleMasterDemoted {
-        node: NodeId,
-    },
-    CommandFailed {
-        command: String,
-        error: String,
-    },
+    StaleMasterDemoted { node: NodeId },
+    /// What every engine tells the same way.
+    #[serde(untagged)]
+    Lifecycle(Lifecycle<RecordDetail>),
+}
+
+impl From<Lifecycle<RecordDetail>> for EventKind {
+    fn from(event: Lifecycle<RecordDetail>) -> Self {
+        EventKind::Lifecycle(event)
+    }
 }
 
 impl crate::record::Telling for EventKind {
-    /// A stable CamelCase reason for Kubernetes Events.
-    fn reason(&self) -> &'static str {
-        match self {
-            EventKind::MasterAdopted { .. } => "RedisMasterAdopted",
-            EventKind::MasterBootstrapped { .. } => "RedisMasterBootstrapped",
-            EventKind::SeveralMasters { .. } => "RedisSeveralMasters",
-            EventKind::MasterSuspected { .. } => "RedisMasterSuspected",
-            EventKind::MasterRecovered { .. } => "RedisMasterRecovered",
-            EventKind::FailoverStarted { .. } => "RedisFailoverStarted",
-            EventKind::Detached { .. } => "RedisDetached",
-            EventKind::MasterFenced { .. } => "RedisMasterFenced",
-            EventKind::FencingBlocked { .. } => "RedisFencingBlocked",
-            EventKind::Elected { .. } => "RedisElected",
-            EventKind::Promoted { .. } => "RedisPromoted",
-            EventKind::Routed { .. } => "RedisRouted",
-            EventKind::FailoverCompleted { .. } => "RedisFailoverCompleted",
-            EventKind::FailoverRefused { .. } => "RedisFailoverRefused",
-            EventKind::SwitchoverStarted { .. } => "RedisSwitchoverStarted",
-            EventKind::SwitchoverCompleted { .. } => "RedisSwitchoverCompleted",
-            EventKind::SwitchoverAborted { .. } => "RedisSwitchoverAborted",
-            EventKind::StaleMasterDemoted { .. } => "RedisStaleMasterDemoted",
-            EventKind::CommandFailed { .. } => "RedisCommandFailed",
-        }
+    fn reason(&self) -> String {
+        let own = match self {
+            EventKind::Lifecycle(event) => return event.reason(&VOICE),
+            EventKind::MasterBootstrapped { .. } => "MasterBootstrapped",
+            EventKind::SeveralMasters { .. } => "SeveralMasters",
+            EventKind::Detached { .. } => "Detached",
+            EventKind::Elected { .. } => "Elected",
+            EventKind::StaleMasterDemoted { .. } => "StaleMasterDemoted",
+        };
+        format!("{}{own}", VOICE.reason_prefix)
     }
 
-    fn importance(&self) -> crate::engine::Importance {
-        use crate::engine::Importance;
+    fn importance(&self) -> Importance {
         match self {
-            EventKind::FailoverCompleted { .. }
-            | EventKind::SwitchoverStarted { .. }
-            | EventKind::SwitchoverCompleted { .. }
-            | EventKind::MasterAdopted { .. }
-            | EventKind::MasterBootstrapped { .. } => Importance::Normal,
-            EventKind::FailoverStarted { .. }
-            | EventKind::FailoverRefused { .. }
-            | EventKind::FencingBlocked { .. }
-            | EventKind::SwitchoverAborted { .. }
-            | EventKind::StaleMasterDemoted { .. }
-            | EventKind::SeveralMasters { .. }
-            | EventKind::MasterSuspected { .. } => Importance::Warning,
-            _ => Importance::Log,
+            EventKind::Lifecycle(event) => event.importance(),
+            EventKind::MasterBootstrapped { .. } => Importance::Normal,
+            EventKind::StaleMasterDemoted { .. } | EventKind::SeveralMasters { .. } => {
+                Importance::Warning
+            }
+            EventKind::Detached { .. } | EventKind::Elected { .. } => Importance::Log,
         }
     }
 
     fn message(&self, epoch: u64) -> String {
         match self {
-            EventKind::MasterAdopted { node } => {
-                format!("adopted Redis master {node} with epoch {epoch}")
-            }
+            EventKind::Lifecycle(event) => event.message(&VOICE, epoch),
             EventKind::MasterBootstrapped { node, offset } => format!(
                 "no Redis master: promoting {node} (offset {offset}, the most advanced) with epoch {epoch}"
             ),
             EventKind::SeveralMasters { nodes } => format!(
                 "several Redis nodes claim the master role ({}); adopting none",
-                join(nodes)
+                crate::events::join(nodes)
             ),
-            EventKind::MasterSuspected { node, reason } => {
-                format!("Redis master {node} is failing: {reason}")
-            }
-            EventKind::MasterRecovered { node } => {
-                format!("Redis master {node} answers again, no failover")
-            }
-            EventKind::FailoverStarted { from, reason } => {
-                format!("Redis failover from {from} started with epoch {epoch}: {reason}")
-            }
             EventKind::Detached { node, offset } => {
                 format!("{node} detached from the old master at offset {offset}")
-            }
-            EventKind::MasterFenced { from, how } => {
-                format!("{from} can no longer take an acknowledged write: {how}")
-            }
-            EventKind::FencingBlocked { reason } => {
-                format!("not promoting any Redis replica yet: {reason}")
             }
             EventKind::Elected {
                 node,
@@ -280,53 +172,12 @@ impl crate::record::Telling for EventKind {
                     .map_or_else(|| "unknown".to_owned(), |bytes| format!("{bytes} bytes"));
                 format!("elected {node} (offset {offset}, behind the old master by {lost})")
             }
-            EventKind::Promoted { node } => format!("{node} promoted with epoch {epoch}"),
-            EventKind::Routed { node } => format!("Redis writes routed to {node}"),
-            EventKind::FailoverCompleted { record } | EventKind::SwitchoverCompleted { record } => {
-                let kind = match record.kind {
-                    FailoverKind::Failover => "failover",
-                    FailoverKind::Switchover => "switchover",
-                };
-                let to = record.to.as_ref().map_or("nobody", NodeId::as_str);
-                let rto = record
-                    .rto_ms
-                    .map_or_else(|| "unknown".to_owned(), |ms| format!("{ms} ms"));
-                let lost = record
-                    .lost_bytes
-                    .map_or_else(|| "unknown".to_owned(), |b| format!("{b} bytes"));
-                format!(
-                    "Redis {kind} {} -> {to} completed: routed after {rto}, offset not received {lost}",
-                    record.from
-                )
-            }
-            EventKind::FailoverRefused { reason } => format!("Redis failover refused: {reason}"),
-            EventKind::SwitchoverStarted { from, to } => {
-                format!("Redis switchover {from} -> {to} started with epoch {epoch}")
-            }
-            EventKind::SwitchoverAborted { reason } => {
-                format!("Redis switchover aborted: {reason}")
-            }
             EventKind::StaleMasterDemoted { node } => format!(
                 "{node} claims the Redis master role without the designation of epoch {epoch}: making it a replica"
             ),
-            EventKind::CommandFailed { command, error } => format!("{command} failed: {error}"),
         }
     }
 }
 
-pub(super) fn join(nodes: &[NodeId]) -> String {
-    nodes
-        .iter()
-        .map(NodeId::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// What one `step` decided.
 pub type StepOutput = crate::engine::Decided<Command, Event>;
-
-impl crate::dispatch::Targeted for Command {
-    fn target(&self) -> CommandTarget {
-        Command::target(self)
-    }
-}

@@ -12,6 +12,7 @@
 //! - a node claiming the master role without the designation is made a replica of the master;
 //! - a persisted failover resumes at its phase and target, never re-elects or reverts.
 
+use crate::events::Lifecycle;
 use std::collections::BTreeMap;
 
 use super::command::{Command, CommandResult, EventKind, StepOutput};
@@ -210,7 +211,7 @@ impl RedisHa {
             Err(error) => {
                 self.event(
                     now,
-                    EventKind::CommandFailed {
+                    Lifecycle::CommandFailed {
                         command: command.to_string(),
                         error: error.to_string(),
                     },
@@ -280,8 +281,8 @@ impl RedisHa {
 
     // ---- helpers -------------------------------------------------------------------------
 
-    pub(super) fn event(&mut self, at: Millis, kind: EventKind) {
-        self.core.event(at, self.state.epoch, kind);
+    pub(super) fn event(&mut self, at: Millis, kind: impl Into<EventKind>) {
+        self.core.event(at, self.state.epoch, kind.into());
     }
 
     pub(super) fn member(&self, node: &NodeId) -> Option<&RedisMember> {
@@ -359,7 +360,7 @@ impl RedisHa {
                     let info = info.clone();
                     self.learn_from_master(&info);
                 }
-                self.event(now, EventKind::MasterAdopted { node });
+                self.event(now, Lifecycle::Adopted { node });
             }
             [] => {
                 // Every pod starts detached: promote the most advanced once all answered and
@@ -430,7 +431,7 @@ impl RedisHa {
                 self.state.phase = Phase::Detecting;
                 self.event(
                     now,
-                    EventKind::MasterSuspected {
+                    Lifecycle::Suspected {
                         node: master.clone(),
                         reason,
                     },
@@ -444,7 +445,7 @@ impl RedisHa {
                 if !failing && self.answers_as_master(&master) {
                     self.state.suspect = None;
                     self.state.phase = Phase::Healthy;
-                    self.event(now, EventKind::MasterRecovered { node: master });
+                    self.event(now, Lifecycle::Recovered { node: master });
                     return;
                 }
                 let due = self.state.suspect.as_ref().is_none_or(|suspect| {
@@ -476,7 +477,7 @@ impl RedisHa {
         ));
         self.state.target_master = None;
         self.state.phase = Phase::Detaching;
-        self.event(now, EventKind::FailoverStarted { from, reason });
+        self.event(now, Lifecycle::FailoverStarted { from, reason });
     }
 
     /// Healthy: route to the master and bring every other member under it.

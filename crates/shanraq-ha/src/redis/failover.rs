@@ -2,12 +2,14 @@
 //! take no acknowledged write (`min-replicas-to-write`), electing the replica with the highest
 //! offset within the loss bound, promoting it, routing writes to it, and completing the record.
 
-use super::command::{Command, CommandResult, EventKind, join};
+use super::command::{Command, CommandResult, EventKind};
 use super::election::{Candidate, LossBound, elect};
 use super::engine::RedisHa;
 use super::info::ReplicationInfo;
 use super::model::Observation;
 use super::state::{FailoverKind, FailoverRecord, Phase};
+use crate::events::Lifecycle;
+use crate::events::join;
 use crate::postgres::{Millis, NodeId};
 
 impl RedisHa {
@@ -41,7 +43,7 @@ impl RedisHa {
                 }
                 self.event(
                     now,
-                    EventKind::MasterFenced {
+                    Lifecycle::QuorumFenced {
                         from: record.from.clone(),
                         how,
                     },
@@ -66,7 +68,7 @@ impl RedisHa {
                         .in_flight_mut()
                         .is_some_and(|record| record.refuse(&blocked))
                 {
-                    self.event(now, EventKind::FencingBlocked { reason: blocked });
+                    self.event(now, Lifecycle::FencingBlocked { reason: blocked });
                 }
             }
         }
@@ -225,7 +227,7 @@ impl RedisHa {
             .in_flight_mut()
             .is_some_and(|record| record.refuse(&reason))
         {
-            self.event(now, EventKind::FailoverRefused { reason });
+            self.event(now, Lifecycle::FailoverRefused { reason });
         }
     }
 
@@ -304,7 +306,7 @@ impl RedisHa {
         self.master_replid = offset.map(|(_, replid)| replid);
         self.replica_lag.clear();
         self.state.phase = Phase::Routing;
-        self.event(now, EventKind::Promoted { node });
+        self.event(now, Lifecycle::Promoted { node });
     }
 
     pub(super) fn step_routing(&mut self, now: Millis, commands: &mut Vec<Command>) {
@@ -332,7 +334,7 @@ impl RedisHa {
         self.state.suspect = None;
         let Some(mut record) = self.state.in_flight.take() else {
             if let Some(node) = node {
-                self.event(now, EventKind::Routed { node });
+                self.event(now, Lifecycle::Routed { node });
             }
             return;
         };
@@ -343,11 +345,7 @@ impl RedisHa {
         }
         self.state.last_failover = Some(record.clone());
         let to = record.ends_on();
-        self.event(now, EventKind::Routed { node: to });
-        let kind = match record.kind {
-            FailoverKind::Failover => EventKind::FailoverCompleted { record },
-            FailoverKind::Switchover => EventKind::SwitchoverCompleted { record },
-        };
-        self.event(now, kind);
+        self.event(now, Lifecycle::Routed { node: to });
+        self.event(now, Lifecycle::completed(record));
     }
 }

@@ -5,9 +5,10 @@
 //! fail (`READONLY`) instead of landing on the old master. On timeout the old master is
 //! unpaused and stays master.
 
+use crate::events::Lifecycle;
 use std::cmp::Reverse;
 
-use super::command::{Command, CommandResult, EventKind};
+use super::command::{Command, CommandResult};
 use super::engine::RedisHa;
 use super::info::ReplicationInfo;
 use super::model::Observation;
@@ -97,7 +98,7 @@ impl RedisHa {
         self.pending_unpause = Some(master.clone());
         self.event(
             now,
-            EventKind::SwitchoverStarted {
+            Lifecycle::SwitchoverStarted {
                 from: master,
                 to: target.clone(),
             },
@@ -209,6 +210,6 @@ impl RedisHa {
             now,
             commands,
         );
-        self.event(now, EventKind::SwitchoverAborted { reason });
+        self.event(now, Lifecycle::SwitchoverAborted { reason });
     }
 }

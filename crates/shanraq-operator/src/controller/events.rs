@@ -13,6 +13,8 @@
 //! | `SecretCreated` | Normal | a generated Secret was created (its name only, never a value) |
 //! | `OrphanDeleted` | Normal | a child no longer rendered was deleted |
 
+use std::borrow::Cow;
+
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -33,7 +35,7 @@ const MAX_NOTE: usize = 1000;
 /// One event to publish.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Notice {
-    pub reason: &'static str,
+    pub reason: Cow<'static, str>,
     pub warning: bool,
     pub note: String,
     /// The object acted on, when it is not the cluster itself (a created Secret, a deleted
@@ -42,18 +44,18 @@ pub struct Notice {
 }
 
 impl Notice {
-    pub fn normal(reason: &'static str, note: impl Into<String>) -> Self {
+    pub fn normal(reason: impl Into<Cow<'static, str>>, note: impl Into<String>) -> Self {
         Notice {
-            reason,
+            reason: reason.into(),
             warning: false,
             note: note.into(),
             related: None,
         }
     }
 
-    pub fn warning(reason: &'static str, note: impl Into<String>) -> Self {
+    pub fn warning(reason: impl Into<Cow<'static, str>>, note: impl Into<String>) -> Self {
         Notice {
-            reason,
+            reason: reason.into(),
             warning: true,
             note: note.into(),
             related: None,
@@ -139,34 +141,34 @@ pub async fn publish(recorder: &Recorder, reference: &ObjectReference, notices: 
             } else {
                 EventType::Normal
             },
-            reason: notice.reason.to_owned(),
+            reason: notice.reason.to_string(),
             note: Some(truncate(&notice.note)),
             action: "Reconcile".to_owned(),
             secondary: notice.related.clone(),
         };
         if let Err(error) = recorder.publish(&event, reference).await {
-            tracing::warn!(reason = notice.reason, %error, "cannot publish event");
+            tracing::warn!(reason = %notice.reason, %error, "cannot publish event");
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-
     /// Each engine ranks its own events: a suspected primary is a Warning, a completed
     /// failover Normal, a timeline step no Event at all.
     #[test]
     fn an_engine_event_becomes_the_event_its_engine_ranks_it() {
+        use shanraq_ha::events::Lifecycle;
         use shanraq_ha::postgres::{Event, EventKind, Millis, NodeId};
         let event = |kind| Event {
             at: Millis(0),
             epoch: 2,
             kind,
         };
-        let started = notice_of(&event(EventKind::FailoverStarted {
+        let started = notice_of(&event(EventKind::Lifecycle(Lifecycle::FailoverStarted {
             from: NodeId::new("pg-0"),
             reason: "3 failed probes".to_owned(),
-        }))
+        })))
         .expect("a Warning");
         assert!(started.warning);
         assert_eq!(started.reason, "FailoverStarted");
@@ -231,10 +233,8 @@ mod tests {
         for (before, after, expected) in cases {
             let before: Vec<Condition> = before.iter().map(|(t, s)| condition(t, s)).collect();
             let after: Vec<Condition> = after.iter().map(|(t, s)| condition(t, s)).collect();
-            let reasons: Vec<&str> = transitions(&before, &after)
-                .iter()
-                .map(|n| n.reason)
-                .collect();
+            let notices = transitions(&before, &after);
+            let reasons: Vec<&str> = notices.iter().map(|n| n.reason.as_ref()).collect();
             assert_eq!(&reasons, expected, "{before:?} -> {after:?}");
         }
     }

@@ -19,7 +19,7 @@ fn single_primary_is_adopted_granted_an_epoch_then_routed() {
     );
     assert_eq!(sim.ha.state().phase, Phase::Healthy);
     assert_eq!(sim.ha.state().current_primary, Some(node("pg-0")));
-    assert!(sim.reasons().contains(&"PrimaryAdopted"));
+    assert!(sim.saw("PrimaryAdopted"));
     sim.done(&promote("pg-0", 1), Ok(()));
     let out = sim.round(vec![
         up(primary("pg-0").epoch(1).lsn(100).quorum(&["pg-1"])),

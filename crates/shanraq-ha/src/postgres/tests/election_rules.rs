@@ -1,6 +1,7 @@
 //! Election rules as a table: quorum in synchronous mode, the lag limit in async mode.
 
 use super::fixtures::*;
+use crate::events::Lifecycle;
 use crate::postgres::{Candidate, ElectionRules, NodeId, ReplicationMode, elect};
 use crate::wire::Lsn;
 
@@ -204,7 +205,7 @@ fn async_failover_waits_for_the_old_primary_lease_to_run_out() {
         );
     }
     let blocked = sim.events.iter().any(|event| {
-        matches!(&event.kind, crate::postgres::EventKind::FencingBlocked { reason } if reason.contains("lease"))
+        matches!(&event.kind, crate::postgres::EventKind::Lifecycle(Lifecycle::FencingBlocked { reason }) if reason.contains("lease"))
     });
     assert!(blocked, "the wait is explained: {:?}", sim.reasons());
     let mut promoted = false;
@@ -283,7 +284,7 @@ fn quorum_not_reachable_refuses_then_the_returning_old_primary_is_taken_back() {
         "pg-2 may still acknowledge the old primary's commits"
     );
     let blocked = sim.events.iter().any(|event| {
-        matches!(&event.kind, crate::postgres::EventKind::FencingBlocked { reason }
+        matches!(&event.kind, crate::postgres::EventKind::Lifecycle(Lifecycle::FencingBlocked { reason })
             if reason.contains("only 1 of its synchronous set"))
     });
     assert!(blocked, "{:?}", sim.reasons());

@@ -1,6 +1,7 @@
 //! Builders for what instances report, and a harness that drives the engine with an injected
 //! clock and records everything it decided.
 
+use crate::events::Lifecycle;
 use std::time::Duration;
 
 use crate::postgres::{
@@ -278,7 +279,12 @@ impl Sim {
         self.ha.command_done(command, result, self.now);
     }
 
-    pub fn reasons(&self) -> Vec<&'static str> {
+    /// Whether an event with `reason` was told.
+    pub fn saw(&self, reason: &str) -> bool {
+        self.reasons().iter().any(|told| told == reason)
+    }
+
+    pub fn reasons(&self) -> Vec<String> {
         self.events
             .iter()
             .map(crate::engine::Notable::reason)
@@ -289,7 +295,7 @@ impl Sim {
         self.events
             .iter()
             .filter_map(|event| match &event.kind {
-                EventKind::FailoverRefused { reason } => Some(reason.clone()),
+                EventKind::Lifecycle(Lifecycle::FailoverRefused { reason }) => Some(reason.clone()),
                 _ => None,
             })
             .collect()

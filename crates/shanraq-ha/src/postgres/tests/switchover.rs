@@ -3,6 +3,7 @@
 //! (#4284), and a stuck switchover resumes the old primary instead of leaving none.
 
 use super::fixtures::*;
+use crate::events::Lifecycle;
 use crate::postgres::{Command, EventKind, FailoverKind, Phase, SwitchoverError};
 
 #[test]
@@ -62,7 +63,7 @@ fn switchover_promotes_only_after_the_old_primary_stopped_and_the_target_replaye
     assert_eq!(record.detail.final_lsn.map(|l| l.0), Some(1200));
     assert_eq!(record.lost_bytes, Some(0));
     assert!(record.aborted.is_none());
-    assert!(sim.reasons().contains(&"SwitchoverCompleted"));
+    assert!(sim.saw("SwitchoverCompleted"));
 }
 
 #[test]
@@ -154,7 +155,7 @@ fn switchover_that_cannot_drain_in_time_resumes_the_old_primary_with_the_new_epo
             "never promote a target that has not replayed everything"
         );
     }
-    assert!(sim.events.iter().any(|e| matches!(&e.kind, EventKind::SwitchoverAborted { reason } if reason.contains("did not replay"))));
+    assert!(sim.events.iter().any(|e| matches!(&e.kind, EventKind::Lifecycle(Lifecycle::SwitchoverAborted { reason }) if reason.contains("did not replay"))));
     assert!(
         sim.commands.contains(&promote("pg-0", 2)),
         "the old primary is resumed with the new epoch"

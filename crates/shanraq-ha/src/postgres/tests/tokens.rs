@@ -197,9 +197,5 @@ fn a_refusal_naming_another_owner_is_a_newer_claim() {
         Some((2, Some("engine-b".to_owned())))
     );
     sim.step();
-    assert!(
-        sim.reasons().contains(&"EpochConflict"),
-        "{:?}",
-        sim.reasons()
-    );
+    assert!(sim.saw("EpochConflict"), "{:?}", sim.reasons());
 }

@@ -1,6 +1,7 @@
 //! Builders for what Redis nodes report, and a harness that drives the engine with an injected
 //! clock, runs its commands against a simulated group, and records everything it decided.
 
+use crate::events::Lifecycle;
 use std::collections::BTreeMap;
 
 use crate::redis::{
@@ -251,7 +252,12 @@ impl Sim {
         Ok(self.info_of(&name))
     }
 
-    pub fn kinds(&self) -> Vec<&'static str> {
+    /// Whether an event with `reason` was told.
+    pub fn saw(&self, reason: &str) -> bool {
+        self.kinds().iter().any(|told| told == reason)
+    }
+
+    pub fn kinds(&self) -> Vec<String> {
         self.events
             .iter()
             .map(crate::engine::Notable::reason)
@@ -261,7 +267,12 @@ impl Sim {
     pub fn failovers_completed(&self) -> usize {
         self.events
             .iter()
-            .filter(|e| matches!(e.kind, EventKind::FailoverCompleted { .. }))
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::Lifecycle(Lifecycle::FailoverCompleted { .. })
+                )
+            })
             .count()
     }
 

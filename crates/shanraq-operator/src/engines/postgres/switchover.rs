@@ -44,7 +44,7 @@ pub async fn handle(
             ),
         }
     };
-    tracing::info!(cluster = %key, reason = notice.reason, note = %notice.note, "switchover request");
+    tracing::info!(cluster = %key, reason = %notice.reason, note = %notice.note, "switchover request");
     request::remove(client, object, ANNOTATION_SWITCHOVER).await?;
     Ok(Some(notice))
 }

@@ -29,7 +29,7 @@ use crate::controller::events::{self, Notice};
 use crate::engines::role_label::label_role;
 use crate::engines::start_error::{StartError, secret_value};
 use crate::engines::state_store::{KubeStateStore, PostgresSlot};
-use crate::metrics::{FailoverLabels, Metrics};
+use crate::metrics::Metrics;
 
 /// Reason of the Events of a configuration roll-out.
 pub const CONFIG_RESTART: &str = "ConfigRestart";
@@ -375,22 +375,11 @@ async fn forward_events(
             }
             Err(RecvError::Closed) => return,
         };
-        if let EventKind::FailoverCompleted { record } | EventKind::SwitchoverCompleted { record } =
-            &event.kind
+        if let EventKind::Lifecycle(lifecycle) = &event.kind
+            && let Some(record) = lifecycle.record()
         {
-            let kind = match event.kind {
-                EventKind::FailoverCompleted { .. } => "failover",
-                _ => "switchover",
-            };
-            deps.metrics.count_failover(
-                FailoverLabels {
-                    cluster: spec.name.clone(),
-                    namespace: spec.namespace.clone(),
-                    component: "postgres".to_owned(),
-                    kind: kind.to_owned(),
-                },
-                record.rto_ms.map(Duration::from_millis),
-            );
+            deps.metrics
+                .count_completed(&spec.name, &spec.namespace, "postgres", record);
         }
         if let Some(notice) = events::notice_of(&event) {
             events::publish(&deps.recorder, &deps.reference, &[notice]).await;

@@ -144,20 +144,12 @@ impl RedisHaRegistry {
 /// A completed failover or switchover in `shanraq_failovers_total` and its RTO histogram,
 /// with `component="redis"`.
 fn count_failover(spec: &RedisTaskSpec, deps: &Deps, event: &Event) {
-    let (kind, record) = match &event.kind {
-        EventKind::FailoverCompleted { record } => ("failover", record),
-        EventKind::SwitchoverCompleted { record } => ("switchover", record),
-        _ => return,
-    };
-    deps.metrics.count_failover(
-        crate::metrics::FailoverLabels {
-            cluster: spec.name.clone(),
-            namespace: spec.namespace.clone(),
-            component: "redis".to_owned(),
-            kind: kind.to_owned(),
-        },
-        record.rto_ms.map(Duration::from_millis),
-    );
+    if let EventKind::Lifecycle(lifecycle) = &event.kind
+        && let Some(record) = lifecycle.record()
+    {
+        deps.metrics
+            .count_completed(&spec.name, &spec.namespace, "redis", record);
+    }
 }
 
 /// One step of a configuration roll-out, if one is due (see `restart::next_step`).
