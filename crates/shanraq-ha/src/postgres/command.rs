@@ -90,6 +90,8 @@ pub const VOICE: Voice = Voice {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "type")]
+// A handful of events per failover: boxing the record would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum EventKind {
     /// A timeline step: the old primary is fenced (or could not be, and why).
     Fenced { node: NodeId, error: Option<String> },

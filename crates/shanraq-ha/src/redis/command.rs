@@ -100,6 +100,8 @@ pub const VOICE: Voice = Voice {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "type")]
+// A handful of events per failover: boxing the record would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum EventKind {
     /// Every node answered as a replica without a master: the most advanced is promoted.
     MasterBootstrapped { node: NodeId, offset: u64 },
