@@ -290,13 +290,19 @@ mod tests {
         let promoted = EventKind::Lifecycle(Lifecycle::Promoted {
             node: NodeId::new("a"),
         });
-        let json = serde_json::to_value(&promoted).unwrap();
+        let json = serde_json::to_value(&promoted).expect("json");
         assert_eq!(json, serde_json::json!({"type": "promoted", "node": "a"}));
-        assert_eq!(serde_json::from_value::<EventKind>(json).unwrap(), promoted);
+        assert_eq!(
+            serde_json::from_value::<EventKind>(json).expect("read back"),
+            promoted
+        );
         let diverged = EventKind::Diverged {
             node: NodeId::new("b"),
         };
-        let json = serde_json::to_value(&diverged).unwrap();
-        assert_eq!(serde_json::from_value::<EventKind>(json).unwrap(), diverged);
+        let json = serde_json::to_value(&diverged).expect("json");
+        assert_eq!(
+            serde_json::from_value::<EventKind>(json).expect("read back"),
+            diverged
+        );
     }
 }
