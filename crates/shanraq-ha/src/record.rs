@@ -245,11 +245,11 @@ mod tests {
             },
         );
         record.finish(Millis(25));
-        let json = serde_json::to_value(&record).unwrap();
+        let json = serde_json::to_value(&record).expect("json");
         assert_eq!(json["finalOffset"], 7);
         assert_eq!(json["rtoMs"], 15);
         assert!(json.get("detail").is_none());
-        let back: FailoverRecord<Detail> = serde_json::from_value(json).unwrap();
+        let back: FailoverRecord<Detail> = serde_json::from_value(json).expect("json");
         assert_eq!(back, record);
     }
 
@@ -258,12 +258,12 @@ mod tests {
         let json = serde_json::json!({
             "kind": "failover", "epoch": 2, "from": "a", "detectedAt": 1, "startedAt": 2
         });
-        let record: FailoverRecord<Detail> = serde_json::from_value(json).unwrap();
+        let record: FailoverRecord<Detail> = serde_json::from_value(json).expect("json");
         assert_eq!(record.detail, Detail::default());
         let plain: Suspicion<NoDetail> = serde_json::from_value(serde_json::json!({
             "node": "a", "firstFailureAt": 1, "confirmedAt": 2, "reason": "gone"
         }))
-        .unwrap();
+        .expect("json");
         assert_eq!(plain.detail, NoDetail {});
     }
 
