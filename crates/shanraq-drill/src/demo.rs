@@ -102,7 +102,12 @@ async fn drill(
     cluster.start_driver().await?;
     let all: Vec<usize> = (0..cluster.topology().len()).collect();
     let state = cluster.wait_converged(&all, STEP_TIMEOUT).await?;
-    let standbys: Vec<&str> = state.sync_set.iter().map(|node| node.as_str()).collect();
+    let standbys: Vec<&str> = state
+        .detail
+        .sync_set
+        .iter()
+        .map(|node| node.as_str())
+        .collect();
     progress.say(format!(
         "the engine routes writes to pg-0 (epoch {}){}",
         state.epoch,

@@ -591,7 +591,7 @@ impl LocalCluster {
             self.options.ha.replication,
             ReplicationMode::Synchronous { .. }
         ) && alive.len() > 1
-            && state.sync_set.is_empty()
+            && state.detail.sync_set.is_empty()
         {
             return Err(NotConverged::NoSynchronousStandby);
         }

@@ -27,7 +27,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn sigkill_of_the_primary_promotes_a_sync_standby_and_loses_no_acknowledged_commit() {
     let _serial = SERIAL.lock().await;
     let mut cluster = common::converged(ClusterOptions::synchronous(3)).await;
-    let sync_set = cluster.state().expect("state").sync_set;
+    let sync_set = cluster.state().expect("state").detail.sync_set;
     let writer = common::writing(&cluster).await;
 
     let outcome = scenario::kill_primary(&mut cluster, &writer, BOUND)
@@ -93,7 +93,7 @@ async fn a_second_failure_right_after_the_first_fails_over_again_without_loss() 
     // As soon as the engine knows the new primary's synchronous standby, kill it too.
     cluster
         .wait_for_state("the synchronous set of the new primary", BOUND, |s| {
-            s.current_primary.as_ref() == Some(&a_name) && s.sync_set == vec![b_name.clone()]
+            s.current_primary.as_ref() == Some(&a_name) && s.detail.sync_set == vec![b_name.clone()]
         })
         .await
         .expect("the new primary reports its synchronous standby");

@@ -321,7 +321,7 @@ async fn healthy(running: &Running) -> HaState {
         .wait_for_state(BOUND, |s| {
             s.phase == Phase::Healthy
                 && s.current_primary.as_ref().map(NodeId::as_str) == Some("pg-0")
-                && !s.sync_set.is_empty()
+                && !s.detail.sync_set.is_empty()
         })
         .await
         .expect("pg-0 adopted as primary with its synchronous set");
@@ -411,7 +411,7 @@ async fn a_killed_primary_fails_over_through_the_status_and_the_role_labels() {
     };
     running
         .handle
-        .wait_for_state(BOUND, |s| !s.sync_set.is_empty())
+        .wait_for_state(BOUND, |s| !s.detail.sync_set.is_empty())
         .await
         .expect("the new primary reports its standbys");
     running

@@ -51,32 +51,6 @@ pub trait Claimed:
     }
 }
 
-/// Implements `Claimed` for an engine state with an `epoch`, an `owner` and an `in_flight`
-/// record (`crate::record::FailoverRecord`): every engine's state stores its token the same way.
-macro_rules! claimed_state {
-    ($state:ty) => {
-        impl $crate::claim::Claimed for $state {
-            fn epoch(&self) -> u64 {
-                self.epoch
-            }
-
-            fn owner(&self) -> Option<&str> {
-                self.owner.as_deref()
-            }
-
-            fn set_claim(&mut self, epoch: u64, owner: &str) {
-                self.epoch = epoch;
-                self.owner = Some(owner.to_owned());
-            }
-
-            fn in_flight_epoch(&mut self) -> Option<&mut u64> {
-                self.in_flight.as_mut().map(|record| &mut record.epoch)
-            }
-        }
-    };
-}
-pub(crate) use claimed_state;
-
 #[cfg(test)]
 mod tests {
     use super::*;

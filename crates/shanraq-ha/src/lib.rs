@@ -15,4 +15,5 @@ pub mod postgres;
 pub mod probe;
 pub mod record;
 pub mod redis;
+pub mod state;
 pub mod wire;

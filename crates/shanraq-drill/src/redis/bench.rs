@@ -151,7 +151,7 @@ pub async fn run_once(
         .index_of(&from)
         .ok_or_else(|| RedisDrillError::Render(format!("{from} is not a member")))?;
     let clock = shanraq_ha::adapters::driver::system_clock();
-    let before = group.handle().state().failovers;
+    let before = group.handle().state().detail.failovers;
     let watch = SplitBrainWatch::start(group.members(), group.password().to_owned(), clock.clone());
     let (progress_tx, progress) = tokio::sync::watch::channel(0_usize);
     let writer = WaitWriter::start(
@@ -180,7 +180,7 @@ pub async fn run_once(
             .borrow()
             .as_ref()
             .is_some_and(|(master, _)| master.name != from);
-        (state.failovers > before && moved).then_some(state)
+        (state.detail.failovers > before && moved).then_some(state)
     })
     .await;
     let failed_over = match failed_over {
@@ -192,7 +192,7 @@ pub async fn run_once(
         }
     };
     let to = failed_over
-        .current_master
+        .current_primary
         .clone()
         .unwrap_or_else(|| from.clone());
     let acked_before_heal = *progress.borrow();
@@ -219,7 +219,7 @@ pub async fn run_once(
     converged?;
     more?;
     let state = group.handle().state();
-    let master = state.current_master.clone().unwrap_or_else(|| to.clone());
+    let master = state.current_primary.clone().unwrap_or_else(|| to.clone());
     let master_index = group
         .index_of(&master)
         .ok_or_else(|| RedisDrillError::Render(format!("{master} is not a member")))?;
@@ -228,7 +228,7 @@ pub async fn run_once(
     let rto_ms = report
         .first_ack_on_other(&from, injected_at)
         .map_or(0, |ack| ack.at.since(injected_at));
-    let failovers = state.failovers.saturating_sub(before);
+    let failovers = state.detail.failovers.saturating_sub(before);
     Ok(RedisRun {
         fault,
         from,
@@ -440,7 +440,7 @@ pub async fn switch_over(
             .map_err(shanraq_ha::adapters::redis::RedisDriverError::from)?;
         let handle = group.handle().clone();
         wait_until("the switchover", STEP_TIMEOUT, || {
-            (handle.state().switchovers > before.switchovers).then_some(())
+            (handle.state().detail.switchovers > before.detail.switchovers).then_some(())
         })
         .await?;
         let master = group.wait_converged(STEP_TIMEOUT).await?;
@@ -472,7 +472,8 @@ pub async fn switch_over(
         failovers: group
             .handle()
             .state()
+            .detail
             .failovers
-            .saturating_sub(before.failovers),
+            .saturating_sub(before.detail.failovers),
     })
 }

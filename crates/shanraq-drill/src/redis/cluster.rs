@@ -336,7 +336,7 @@ impl LocalRedis {
     /// The designated master's index.
     pub fn master_index(&self) -> Option<usize> {
         let state = self.handle.state();
-        self.index_of(state.current_master.as_ref()?)
+        self.index_of(state.current_primary.as_ref()?)
     }
 
     fn server(&mut self, index: usize) -> Result<&mut RedisServer, RedisDrillError> {
@@ -434,7 +434,7 @@ impl LocalRedis {
                 .as_ref()
                 .map(|(m, e)| (m.name.clone(), *e));
             if state.phase == Phase::Healthy
-                && let Some(master) = state.current_master.clone()
+                && let Some(master) = state.current_primary.clone()
                 && routed == Some((master.clone(), state.epoch))
                 && let Some(index) = self.index_of(&master)
             {
@@ -459,7 +459,7 @@ impl LocalRedis {
             } else {
                 last = format!(
                     "engine phase {}, master {:?}, routed {routed:?}",
-                    state.phase, state.current_master
+                    state.phase, state.current_primary
                 );
             }
             if Instant::now() >= deadline {

@@ -443,8 +443,8 @@ impl PostgresHa {
         set.sort();
         set.dedup();
         let enough = u32::try_from(set.len()).unwrap_or(u32::MAX) >= number.max(1);
-        if enough && set != self.state.sync_set {
-            self.state.sync_set = set;
+        if enough && set != self.state.detail.sync_set {
+            self.state.detail.sync_set = set;
         }
     }
 

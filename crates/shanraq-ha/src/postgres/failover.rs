@@ -131,7 +131,7 @@ impl PostgresHa {
         }
         match self.config.replication {
             ReplicationMode::Synchronous { number } => {
-                let set = &self.state.sync_set;
+                let set = &self.state.detail.sync_set;
                 if set.is_empty() {
                     return Err(format!(
                         "{} did not confirm the fence and its synchronous set is unknown",
@@ -265,7 +265,7 @@ impl PostgresHa {
         let rules = ElectionRules {
             replication: self.config.replication,
             maximum_lag_on_failover: self.config.maximum_lag_on_failover,
-            sync_set: &self.state.sync_set,
+            sync_set: &self.state.detail.sync_set,
             primary_lsn: record.detail.primary_lsn,
         };
         let outcome = elect(&rules, &candidates);
@@ -413,7 +413,7 @@ impl PostgresHa {
         }
         self.state.current_primary = Some(node.clone());
         self.state.target_primary = None;
-        self.state.sync_set.clear();
+        self.state.detail.sync_set.clear();
         self.primary_lsn = known_lsn;
         self.confirmed = Some((node.clone(), epoch));
         self.state.phase = Phase::Routing;

@@ -1,45 +1,13 @@
-//! The failover state the caller persists (Kubernetes status or a local file) after every step
-//! that changed it. Everything a restarted engine needs to resume a failover where it stopped
-//! lives here; nothing here moves on every probe, so a quiet cluster writes nothing.
+//! What PostgreSQL's engine persists beyond every engine's state (`crate::state::HaState`): its
+//! phases, what it adds to a suspicion and a failover record (LSNs), and the synchronous set.
+//! Everything a restarted engine needs to resume a failover where it stopped lives there.
 
 use serde::{Deserialize, Serialize};
 
 use super::model::{Millis, NodeId};
 use crate::wire::Lsn;
 
-/// Where the engine is. Each failover walks Detecting -> Fencing -> Electing -> Promoting ->
-/// Routing -> Healthy; a switchover walks SwitchoverFencing -> SwitchoverDraining -> Promoting
-/// -> Routing -> Healthy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Phase {
-    /// No primary known yet: the engine adopts the instance that reports itself primary.
-    #[default]
-    Bootstrapping,
-    /// A primary is designated; replicas and returning members are converged to it.
-    Healthy,
-    /// The primary failed `failure_threshold` probes (or its pod is gone); waiting
-    /// `failover_delay` for it to come back.
-    Detecting,
-    /// Epoch bumped; the old primary is being fenced.
-    Fencing,
-    /// Choosing the new primary, or refusing to (see `inFlight.refusal`).
-    Electing,
-    /// `targetPrimary` is being promoted with the current epoch.
-    Promoting,
-    /// The new primary is promoted; traffic is being switched to it.
-    Routing,
-    /// Planned switchover: the old primary is shutting down cleanly.
-    SwitchoverFencing,
-    /// Planned switchover: waiting for the target to replay the old primary's final LSN.
-    SwitchoverDraining,
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self, f)
-    }
-}
-
+pub use crate::state::Phase;
 /// What PostgreSQL adds to a suspicion: the primary's last reported `pg_current_wal_lsn()`,
 /// to measure loss in async mode.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,31 +48,10 @@ pub type FailoverRecord = crate::record::FailoverRecord<RecordDetail>;
 
 pub use crate::record::FailoverKind;
 
-/// The persisted HA state of one PostgreSQL cluster.
+/// What PostgreSQL adds to the persisted state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct HaState {
-    /// Fencing token: bumped before anything else by every failover and switchover, and
-    /// claimed (persisted by compare-and-swap) before any command carries it. Instances refuse
-    /// commands with a lower epoch, or with this epoch from another owner; a primary holding a
-    /// lower one is stale.
-    pub epoch: u64,
-    /// The engine that claimed `epoch`: only it may send commands at it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-    #[serde(default)]
-    pub current_primary: Option<NodeId>,
-    /// The member being promoted.
-    #[serde(default)]
-    pub target_primary: Option<NodeId>,
-    #[serde(default)]
-    pub phase: Phase,
-    #[serde(default)]
-    pub suspect: Option<Suspicion>,
-    #[serde(default)]
-    pub in_flight: Option<FailoverRecord>,
-    #[serde(default)]
-    pub last_failover: Option<FailoverRecord>,
+pub struct StateDetail {
     /// The synchronous set of the current primary, from its last report with at least
     /// `number` streaming `sync`/`quorum` peers (a smaller set blocks commits, so the last
     /// large-enough one still holds every acknowledged commit). Cleared on every promotion:
@@ -112,6 +59,9 @@ pub struct HaState {
     #[serde(default)]
     pub sync_set: Vec<NodeId>,
 }
+
+/// The persisted HA state of one PostgreSQL cluster (`crate::state::HaState`).
+pub type HaState = crate::state::HaState<RecordDetail, SuspicionDetail, StateDetail>;
 
 impl HaState {
     /// A state that designates `primary` (for a caller that knows who was bootstrapped first).
@@ -125,5 +75,3 @@ impl HaState {
         }
     }
 }
-
-crate::claim::claimed_state!(HaState);

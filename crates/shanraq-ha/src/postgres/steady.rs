@@ -38,7 +38,7 @@ impl PostgresHa {
         self.claim_next_epoch();
         self.state.current_primary = Some(adopted.clone());
         self.state.phase = Phase::Healthy;
-        self.state.sync_set.clear();
+        self.state.detail.sync_set.clear();
         if let Some(status) = self
             .last_observation(&adopted)
             .and_then(Observation::status)

@@ -88,7 +88,7 @@ impl PostgresHa {
                 .iter()
                 .max_by_key(|(node, status)| {
                     (
-                        self.state.sync_set.contains(node),
+                        self.state.detail.sync_set.contains(node),
                         status
                             .received_lsn
                             .or(status.replayed_lsn)

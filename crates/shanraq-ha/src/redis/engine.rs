@@ -233,7 +233,7 @@ impl RedisHa {
             Command::Detach { node, .. } if ok => self.detach_done(node, &result, now),
             Command::Promote { node, .. } => self.promote_done(node, ok, now),
             Command::Route { master, epoch }
-                if ok && self.state.current_master.as_ref() == Some(master) =>
+                if ok && self.state.current_primary.as_ref() == Some(master) =>
             {
                 self.core.routed = Some((master.clone(), *epoch));
                 if self.state.phase == Phase::Routing {
@@ -270,11 +270,11 @@ impl RedisHa {
                     self.converge(now, commands);
                 }
             }
-            Phase::Detaching => self.step_detaching(now, commands),
+            Phase::Fencing => self.step_detaching(now, commands),
             Phase::Electing => self.step_electing(now),
             Phase::Promoting => self.step_promoting(now, commands),
             Phase::Routing => self.step_routing(now, commands),
-            Phase::SwitchoverPausing => self.step_switchover_pausing(now, commands),
+            Phase::SwitchoverFencing => self.step_switchover_pausing(now, commands),
             Phase::SwitchoverDraining => self.step_switchover_draining(now, commands),
         }
     }
@@ -313,7 +313,7 @@ impl RedisHa {
     pub(super) fn reporting_master(&self) -> Option<&NodeId> {
         match self.state.phase {
             Phase::Healthy | Phase::Detecting | Phase::Routing => {
-                self.state.current_master.as_ref()
+                self.state.current_primary.as_ref()
             }
             _ => None,
         }
@@ -334,7 +334,7 @@ impl RedisHa {
     // ---- bootstrap and steady state --------------------------------------------------------
 
     pub(super) fn step_bootstrapping(&mut self, now: Millis) {
-        if self.state.current_master.is_some() {
+        if self.state.current_primary.is_some() {
             self.state.phase = Phase::Healthy;
             return;
         }
@@ -354,7 +354,7 @@ impl RedisHa {
             [one] => {
                 let node = one.clone();
                 self.claim_next_epoch();
-                self.state.current_master = Some(node.clone());
+                self.state.current_primary = Some(node.clone());
                 self.state.phase = Phase::Healthy;
                 if let Some(info) = self.last_observation(&node).and_then(Observation::info) {
                     let info = info.clone();
@@ -390,7 +390,7 @@ impl RedisHa {
                     return;
                 };
                 self.claim_next_epoch();
-                self.state.target_master = Some(node.clone());
+                self.state.target_primary = Some(node.clone());
                 self.state.phase = Phase::Promoting;
                 self.event(now, EventKind::MasterBootstrapped { node, offset });
             }
@@ -408,7 +408,7 @@ impl RedisHa {
     }
 
     pub(super) fn step_detection(&mut self, now: Millis) {
-        let Some(master) = self.state.current_master.clone() else {
+        let Some(master) = self.state.current_primary.clone() else {
             self.state.phase = Phase::Bootstrapping;
             return;
         };
@@ -475,14 +475,14 @@ impl RedisHa {
                 ..RecordDetail::default()
             },
         ));
-        self.state.target_master = None;
-        self.state.phase = Phase::Detaching;
+        self.state.target_primary = None;
+        self.state.phase = Phase::Fencing;
         self.event(now, Lifecycle::FailoverStarted { from, reason });
     }
 
     /// Healthy: route to the master and bring every other member under it.
     pub(super) fn converge(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(master) = self.state.current_master.clone() else {
+        let Some(master) = self.state.current_primary.clone() else {
             return;
         };
         let epoch = self.state.epoch;

@@ -13,7 +13,7 @@ use crate::events::join;
 use crate::postgres::{Millis, NodeId};
 
 impl RedisHa {
-    /// Detaching: every other member is detached from the old master (the old master too,
+    /// Fencing: every other member is detached from the old master (the old master too,
     /// when it answers: a read-only replica of nothing takes no write). The election starts once
     /// the old master cannot take an acknowledged write (see `fenced`).
     pub(super) fn step_detaching(&mut self, now: Millis, commands: &mut Vec<Command>) {
@@ -143,7 +143,7 @@ impl RedisHa {
     }
 
     pub(super) fn detach_done(&mut self, node: &NodeId, result: &CommandResult, now: Millis) {
-        if !matches!(self.state.phase, Phase::Detaching | Phase::Electing) {
+        if !matches!(self.state.phase, Phase::Fencing | Phase::Electing) {
             return;
         }
         let offset = match result {
@@ -236,12 +236,12 @@ impl RedisHa {
             record.elect(node.clone(), lost_bytes);
             record.detail.elected_offset = Some(offset);
         }
-        self.state.target_master = Some(node);
+        self.state.target_primary = Some(node);
         self.state.phase = Phase::Promoting;
     }
 
     pub(super) fn step_promoting(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(target) = self.state.target_master.clone() else {
+        let Some(target) = self.state.target_primary.clone() else {
             self.state.phase = if self.state.in_flight.is_some() {
                 Phase::Electing
             } else {
@@ -273,13 +273,14 @@ impl RedisHa {
     }
 
     pub(super) fn promote_done(&mut self, node: &NodeId, ok: bool, now: Millis) {
-        if self.state.phase != Phase::Promoting || self.state.target_master.as_ref() != Some(node) {
+        if self.state.phase != Phase::Promoting || self.state.target_primary.as_ref() != Some(node)
+        {
             return;
         }
         if ok {
             self.promoted(node.clone(), now);
         } else if self.state.in_flight.is_some() {
-            self.state.target_master = None;
+            self.state.target_primary = None;
             if let Some(record) = self.in_flight_mut() {
                 record.to = None;
             }
@@ -300,8 +301,8 @@ impl RedisHa {
             view.refused_streak = 0;
             view.extra.restarted = false;
         }
-        self.state.current_master = Some(node.clone());
-        self.state.target_master = None;
+        self.state.current_primary = Some(node.clone());
+        self.state.target_primary = None;
         self.master_offset = offset.as_ref().map(|(offset, _)| *offset);
         self.master_replid = offset.map(|(_, replid)| replid);
         self.replica_lag.clear();
@@ -310,7 +311,7 @@ impl RedisHa {
     }
 
     pub(super) fn step_routing(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(master) = self.state.current_master.clone() else {
+        let Some(master) = self.state.current_primary.clone() else {
             self.state.phase = Phase::Bootstrapping;
             return;
         };
@@ -328,9 +329,9 @@ impl RedisHa {
     }
 
     pub(super) fn complete(&mut self, now: Millis) {
-        let node = self.state.current_master.clone();
+        let node = self.state.current_primary.clone();
         self.state.phase = Phase::Healthy;
-        self.state.target_master = None;
+        self.state.target_primary = None;
         self.state.suspect = None;
         let Some(mut record) = self.state.in_flight.take() else {
             if let Some(node) = node {
@@ -340,8 +341,8 @@ impl RedisHa {
         };
         record.finish(now);
         match record.kind {
-            FailoverKind::Failover => self.state.failovers += 1,
-            FailoverKind::Switchover => self.state.switchovers += 1,
+            FailoverKind::Failover => self.state.detail.failovers += 1,
+            FailoverKind::Switchover => self.state.detail.switchovers += 1,
         }
         self.state.last_failover = Some(record.clone());
         let to = record.ends_on();

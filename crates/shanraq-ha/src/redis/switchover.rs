@@ -49,7 +49,7 @@ impl RedisHa {
         }
         let master = self
             .state
-            .current_master
+            .current_primary
             .clone()
             .ok_or(SwitchoverError::NoMaster)?;
         let routed = self.core.routed.as_ref() == Some(&(master.clone(), self.state.epoch));
@@ -93,8 +93,8 @@ impl RedisHa {
             now,
             RecordDetail::default(),
         ));
-        self.state.target_master = Some(target.clone());
-        self.state.phase = Phase::SwitchoverPausing;
+        self.state.target_primary = Some(target.clone());
+        self.state.phase = Phase::SwitchoverFencing;
         self.pending_unpause = Some(master.clone());
         self.event(
             now,
@@ -132,7 +132,7 @@ impl RedisHa {
     }
 
     pub(super) fn pause_done(&mut self, node: &NodeId, result: &CommandResult, now: Millis) {
-        if self.state.phase != Phase::SwitchoverPausing {
+        if self.state.phase != Phase::SwitchoverFencing {
             return;
         }
         let Some(record) = self.state.in_flight.as_mut() else {
@@ -156,7 +156,7 @@ impl RedisHa {
             self.state.phase = Phase::Healthy;
             return;
         };
-        let Some(target) = self.state.target_master.clone() else {
+        let Some(target) = self.state.target_primary.clone() else {
             self.abort_switchover("no target".to_owned(), now, commands);
             return;
         };
@@ -198,7 +198,7 @@ impl RedisHa {
         record.to = None;
         let from = record.from.clone();
         self.state.last_failover = Some(record);
-        self.state.target_master = None;
+        self.state.target_primary = None;
         self.state.phase = Phase::Healthy;
         // The epoch moved on: route again so the router holds the current one.
         self.core.routed = None;

@@ -120,7 +120,7 @@ async fn driver_fails_over_a_dead_primary_persists_and_switches_over_on_request(
     // Steady state: routed to pg-0, the synchronous set learnt from its replication rows.
     let healthy = handle
         .wait_for_state(Duration::from_secs(10), |s| {
-            s.phase == Phase::Healthy && s.sync_set.len() == 2
+            s.phase == Phase::Healthy && s.detail.sync_set.len() == 2
         })
         .await
         .expect("learns the synchronous set");
@@ -176,7 +176,7 @@ async fn driver_fails_over_a_dead_primary_persists_and_switches_over_on_request(
         "pg-1"
     };
     handle
-        .wait_for_state(Duration::from_secs(10), |s| !s.sync_set.is_empty())
+        .wait_for_state(Duration::from_secs(10), |s| !s.detail.sync_set.is_empty())
         .await
         .expect("the new primary reports its standbys");
     // What the probes saw is published, so callers need not probe the instances again. The
@@ -292,7 +292,7 @@ async fn pod_deletion_signal_fails_over_without_waiting_for_the_probe_threshold(
     let run = tokio::spawn(driver.run());
     handle
         .wait_for_state(Duration::from_secs(10), |s| {
-            s.phase == Phase::Healthy && s.sync_set.len() == 2
+            s.phase == Phase::Healthy && s.detail.sync_set.len() == 2
         })
         .await
         .expect("learns the synchronous set");
@@ -412,7 +412,7 @@ async fn a_paused_engine_that_wakes_after_another_took_over_sends_nothing_and_st
     let claimed = a_handle
         .wait_for_state(Duration::from_secs(10), |s| {
             s.phase == Phase::Healthy
-                && s.sync_set.len() == 2
+                && s.detail.sync_set.len() == 2
                 && s.owner.as_deref() == Some("engine-a")
         })
         .await
@@ -432,7 +432,7 @@ async fn a_paused_engine_that_wakes_after_another_took_over_sends_nothing_and_st
     let b_run = tokio::spawn(b.run());
     b_handle
         .wait_for_state(Duration::from_secs(10), |s| {
-            s.phase == Phase::Healthy && s.epoch == 2 && s.sync_set.len() == 2
+            s.phase == Phase::Healthy && s.epoch == 2 && s.detail.sync_set.len() == 2
         })
         .await
         .expect("engine-b claims epoch 2 and re-grants it");

@@ -30,7 +30,7 @@ fn single_primary_is_adopted_granted_an_epoch_then_routed() {
         out.commands,
         vec![route("pg-0", 1), repoint("pg-1", "pg-0", 1)]
     );
-    assert_eq!(sim.ha.state().sync_set, vec![node("pg-1")]);
+    assert_eq!(sim.ha.state().detail.sync_set, vec![node("pg-1")]);
 }
 
 #[test]

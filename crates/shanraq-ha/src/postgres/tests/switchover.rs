@@ -79,7 +79,7 @@ fn switchover_without_target_chooses_the_most_advanced_synchronous_standby() {
         up(replica("pg-1").epoch(1).at_lsn(1900, 1900)),
         up(replica("pg-2").epoch(1).at_lsn(1950, 1950)),
     ]);
-    assert_eq!(sim.ha.state().sync_set, vec![node("pg-1")]);
+    assert_eq!(sim.ha.state().detail.sync_set, vec![node("pg-1")]);
     assert_eq!(sim.ha.request_switchover(None, sim.now), Ok(node("pg-1")));
 
     let mut sim = Sim::healthy(ASYNC);

@@ -38,7 +38,7 @@ fn a_dead_master_is_replaced_by_the_most_advanced_replica_after_every_replica_is
         );
     }
     assert_eq!(sim.failovers_completed(), 1);
-    assert_eq!(sim.engine.state().failovers, 1);
+    assert_eq!(sim.engine.state().detail.failovers, 1);
     assert_eq!(sim.engine.state().phase, Phase::Healthy);
     let r2 = &sim.nodes["r2"];
     assert_eq!(
@@ -106,7 +106,7 @@ fn an_unreachable_master_with_an_unreachable_replica_is_not_fenced_and_nobody_is
         "r0 may still take writes acknowledged by r2: {:?}",
         sim.executed
     );
-    assert_eq!(sim.engine.state().phase, Phase::Detaching);
+    assert_eq!(sim.engine.state().phase, Phase::Fencing);
     assert!(sim.saw("RedisFencingBlocked"), "{:?}", sim.kinds());
     // The replica comes back: it is detached and the failover completes.
     sim.nodes.get_mut("r2").expect("r2").up = true;
@@ -212,7 +212,7 @@ fn nodes_that_all_start_detached_get_the_most_advanced_promoted() {
     assert_eq!(sim.master(), Some("r1"), "{:?}", sim.kinds());
     assert_eq!(sim.masters_up(), vec!["r1"]);
     assert_eq!(sim.nodes["r0"].master, Some(("r1.host".to_owned(), 6379)));
-    assert_eq!(sim.engine.state().failovers, 0);
+    assert_eq!(sim.engine.state().detail.failovers, 0);
 }
 
 #[test]
@@ -238,7 +238,7 @@ fn a_hundred_back_to_back_failovers_each_fail_over_exactly_once() {
             "no failover without a fault ({fault})"
         );
     }
-    assert_eq!(sim.engine.state().failovers, 100);
+    assert_eq!(sim.engine.state().detail.failovers, 100);
 }
 
 #[test]

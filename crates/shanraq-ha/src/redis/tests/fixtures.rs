@@ -82,7 +82,7 @@ impl Sim {
         assert_eq!(
             sim.engine
                 .state()
-                .current_master
+                .current_primary
                 .as_ref()
                 .map(NodeId::as_str),
             Some(names[0]),
@@ -279,7 +279,7 @@ impl Sim {
     pub fn master(&self) -> Option<&str> {
         self.engine
             .state()
-            .current_master
+            .current_primary
             .as_ref()
             .map(NodeId::as_str)
     }

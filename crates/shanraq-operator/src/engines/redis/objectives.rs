@@ -10,7 +10,7 @@ use shanraq_ha::objectives::RpoMeasurement;
 /// The RPO measurement of a Redis group, or `None` before the engine knows its master.
 pub fn measure(handle: &RedisDriverHandle) -> Option<RpoMeasurement> {
     let state = handle.state();
-    let master = state.current_master?;
+    let master = state.current_primary?;
     let infos = handle.infos();
     let Some(info) = infos.get(&master).filter(|info| info.is_master()) else {
         return Some(RpoMeasurement::NoPromotableReplica {

@@ -42,7 +42,7 @@ pub fn next_step(
     if state.phase != Phase::Healthy {
         return None;
     }
-    let master = state.current_master.as_ref()?;
+    let master = state.current_primary.as_ref()?;
     let endpoint = members.iter().find(|m| &m.name == master)?;
     let mut stale = Vec::new();
     let mut streaming = 0_u32;
@@ -166,7 +166,7 @@ mod tests {
             .map(|(m, hash)| (m.name.to_string(), pod(m.name.as_str(), hash)))
             .collect();
         let state = RedisHaState {
-            current_master: Some(NodeId::new("r-0")),
+            current_primary: Some(NodeId::new("r-0")),
             phase: Phase::Healthy,
             ..RedisHaState::default()
         };
@@ -215,7 +215,7 @@ mod tests {
             "restarting one of two replicas would leave fewer than min-replicas-to-write 2"
         );
         let (members, pods, mut state, infos) = group(["old", "old", "old"]);
-        state.phase = Phase::Detaching;
+        state.phase = Phase::Fencing;
         assert_eq!(next_step(&members, &pods, &state, &infos, "new", 1), None);
     }
 }

@@ -23,10 +23,10 @@ pub const HA_FIELDS: [&str; 7] = [
 pub fn redis_patch(state: &RedisHaState) -> Result<Value, serde_json::Error> {
     let last = state.last_failover.as_ref().map(failover_record);
     Ok(json!({
-        "currentMaster": state.current_master.as_ref().map(ToString::to_string),
+        "currentMaster": state.current_primary.as_ref().map(ToString::to_string),
         "epoch": state.epoch,
         "phase": state.phase.to_string(),
-        "failovers": state.failovers,
+        "failovers": state.detail.failovers,
         "lastFailover": serde_json::to_value(last)?,
     }))
 }
@@ -73,9 +73,12 @@ mod tests {
     fn the_state_round_trips_and_the_readable_fields_follow_it() {
         let state = RedisHaState {
             epoch: 4,
-            current_master: Some(NodeId::new("demo-redis-1")),
+            current_primary: Some(NodeId::new("demo-redis-1")),
             phase: Phase::Healthy,
-            failovers: 2,
+            detail: shanraq_ha::redis::StateDetail {
+                failovers: 2,
+                switchovers: 0,
+            },
             ..RedisHaState::default()
         };
         let patch =
