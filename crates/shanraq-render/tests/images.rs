@@ -26,7 +26,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -231,6 +231,11 @@ impl Sandbox {
                 .arg("--volume")
                 .arg(format!("{}:{}:ro", host.display(), self.resolve(path)));
         }
+        for (host, path) in &volumes.read_write {
+            command
+                .arg("--volume")
+                .arg(format!("{}:{}", host.display(), self.resolve(path)));
+        }
         for (name, value) in env {
             command.arg("--env").arg(format!("{name}={value}"));
         }
@@ -241,43 +246,60 @@ impl Sandbox {
         command
     }
 
-    /// Runs a command to completion (bounded), returning its output.
-    fn run(&self, user: &str, argv: &[&str]) -> Output {
-        let argv: Vec<String> = argv.iter().map(|arg| (*arg).to_owned()).collect();
-        let child = self
-            .command(user, &Volumes::default(), &[], &argv)
-            .stdout(Stdio::piped())
+    /// Runs a command to completion (bounded): its exit status, and its stdout and stderr
+    /// together. The output goes to a file in a directory mounted for it rather than through
+    /// `buildah run`'s own stdout, which now and then came back empty for a command that had
+    /// printed (several runs in parallel).
+    fn run(&self, user: &str, argv: &[&str]) -> (ExitStatus, String) {
+        let output_dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(output_dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let volumes = Volumes {
+            read_write: vec![(output_dir.path().to_path_buf(), OUTPUT_DIR.to_owned())],
+            ..Volumes::default()
+        };
+        let mut wrapped = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!("\"$@\" >{OUTPUT_DIR}/output 2>&1"),
+            "sh".to_owned(),
+        ];
+        wrapped.extend(argv.iter().map(|arg| (*arg).to_owned()));
+        let mut child = self
+            .command(user, &volumes, &[], &wrapped)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("buildah run starts");
-        let pid = child.id();
-        let (done, waited) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = done.send(child.wait_with_output());
-        });
-        match waited.recv_timeout(Duration::from_secs(120)) {
-            Ok(output) => output.expect("buildah run finishes"),
-            Err(_) => {
-                signal_group(pid, "KILL");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for buildah run") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                signal_group(child.id(), "KILL");
                 panic!(
                     "`{}` in {} did not finish within 120 s",
                     argv.join(" "),
                     self.id
-                )
+                );
             }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut errors = String::new();
+        if let Some(mut stderr) = child.stderr.take() {
+            let _ = stderr.read_to_string(&mut errors);
         }
+        let output = std::fs::read_to_string(output_dir.path().join("output")).unwrap_or_default();
+        (status, format!("{output}{errors}"))
     }
 
     /// Runs a command that must succeed; its stdout and stderr together.
     fn run_ok(&self, user: &str, argv: &[&str]) -> String {
-        let output = self.run(user, argv);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let (status, text) = self.run(user, argv);
         assert!(
-            output.status.success(),
+            status.success(),
             "`{}` failed in {} as {user}: {text}",
             argv.join(" "),
             self.id
@@ -347,12 +369,16 @@ fn signal_group(pid: u32, signal: &str) {
         .status();
 }
 
-/// The volumes of a container: tmpfs mounts and read-only host directories.
+/// The volumes of a container: tmpfs mounts and host directories.
 #[derive(Default)]
 struct Volumes {
     tmpfs: Vec<String>,
     read_only: Vec<(PathBuf, String)>,
+    read_write: Vec<(PathBuf, String)>,
 }
+
+/// Where [`Sandbox::run`] collects a command's output.
+const OUTPUT_DIR: &str = "/shanraq-test-output";
 
 /// A server running in a container, stopped (SIGTERM to its process group, then SIGKILL) on
 /// drop; its output goes to a log file.
@@ -727,8 +753,11 @@ fn the_operator_image_runs_the_lean_binary_as_65532() {
     let crd = boxed.run_ok("65532:65532", &["shanraq", "crdgen"]);
     assert!(crd.contains("kind: CustomResourceDefinition"), "{crd}");
     // The drill is a separate binary that the image leaves out.
-    let demo = boxed.run("65532:65532", &["shanraq", "demo", "--help"]);
-    assert!(!demo.status.success(), "the operator image runs the drill");
+    let (status, demo) = boxed.run("65532:65532", &["shanraq", "demo", "--help"]);
+    assert!(
+        !status.success() && demo.contains("shanraq-drill"),
+        "the operator image must not run the drill: {demo}"
+    );
     assert_read_only(&boxed, "the operator");
 }
 
