@@ -15,6 +15,7 @@ pub struct HAProxySpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 20))]
     pub replicas: i32,
+    /// Image: HAProxy 2.6 LTS with its Prometheus exporter (images/haproxy/Dockerfile).
     #[serde(default = "default_image")]
     #[schemars(length(min = 1, max = 512))]
     pub image: String,
@@ -83,7 +84,7 @@ fn default_replicas() -> i32 {
     2
 }
 fn default_image() -> String {
-    "docker.io/library/haproxy:2.8".to_owned()
+    crate::images::default_image("haproxy")
 }
 fn default_health_path() -> String {
     "/health".to_owned()

@@ -34,6 +34,8 @@ use crate::storage::StorageSpec;
 pub struct KafkaSpec {
     #[serde(default = "crate::default_true")]
     pub enabled: bool,
+    /// Image: a Java 17 runtime, Apache Kafka's jars and the Prometheus JMX exporter agent
+    /// (images/kafka/Dockerfile).
     #[serde(default = "default_image")]
     #[schemars(length(min = 1, max = 512))]
     pub image: String,
@@ -101,7 +103,7 @@ pub struct KafkaTopic {
 }
 
 fn default_image() -> String {
-    "docker.io/apache/kafka:4.4.0".to_owned()
+    crate::images::default_image("kafka")
 }
 fn default_three() -> i32 {
     3

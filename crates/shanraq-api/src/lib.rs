@@ -11,6 +11,7 @@ pub mod crd;
 pub mod duration;
 pub mod failover;
 pub mod haproxy;
+pub mod images;
 pub mod kafka;
 pub mod monitoring;
 pub mod names;

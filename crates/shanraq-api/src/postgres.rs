@@ -48,7 +48,8 @@ pub struct PostgresSpec {
     #[serde(default = "default_instances")]
     #[schemars(range(min = 1, max = 9))]
     pub instances: i32,
-    /// Image: PostgreSQL 15 plus the `shanraq` binary, which runs as the instance manager.
+    /// Image: PostgreSQL 15, pgBackRest and postgres_exporter, plus the `shanraq` binary, which
+    /// runs as the instance manager (images/postgres/Dockerfile).
     #[serde(default = "default_image")]
     #[schemars(length(min = 1, max = 512))]
     pub image: String,
@@ -104,10 +105,7 @@ fn default_instances() -> i32 {
     3
 }
 fn default_image() -> String {
-    format!(
-        "ghcr.io/shanraq-org/shanraq-postgres:15-{}",
-        env!("CARGO_PKG_VERSION")
-    )
+    crate::images::default_image("postgres")
 }
 fn default_storage() -> StorageSpec {
     StorageSpec::of_size("10Gi")

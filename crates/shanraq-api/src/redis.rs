@@ -38,6 +38,8 @@ pub struct RedisSpec {
     #[serde(default = "default_replicas_per_shard")]
     #[schemars(range(min = 1, max = 5))]
     pub replicas_per_shard: i32,
+    /// Image: Redis 7 and redis_exporter (images/redis/Dockerfile); the cluster-forming Job
+    /// runs it too.
     #[serde(default = "default_image")]
     #[schemars(length(min = 1, max = 512))]
     pub image: String,
@@ -130,7 +132,7 @@ fn default_replicas_per_shard() -> i32 {
     1
 }
 fn default_image() -> String {
-    "docker.io/library/redis:7.2".to_owned()
+    crate::images::default_image("redis")
 }
 fn default_maxmemory() -> String {
     "2gb".to_owned()

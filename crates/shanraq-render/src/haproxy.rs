@@ -20,8 +20,8 @@ use shanraq_api::redis::RedisMode;
 use crate::Child;
 use crate::meta;
 
-/// uid and gid of `haproxy` in the official HAProxy image.
-pub const HAPROXY_UID: i64 = 99;
+/// uid and gid of `haproxy` in the HAProxy image (images/haproxy/Dockerfile creates it).
+pub const HAPROXY_UID: i64 = 999;
 pub const PG_RW_PORT: i32 = 5432;
 pub const PG_RO_PORT: i32 = 5433;
 pub const REDIS_PORT: i32 = 6379;

@@ -21,7 +21,7 @@ use shanraq_api::names::Component;
 use crate::meta;
 use crate::{Child, RenderError};
 
-/// uid and gid of `appuser` in the apache/kafka image.
+/// uid and gid of `kafka` in the Kafka image (images/kafka/Dockerfile creates it).
 pub const KAFKA_UID: i64 = 1000;
 pub const BROKER_PORT: i32 = 9092;
 pub const CONTROLLER_PORT: i32 = 9093;
@@ -177,25 +177,10 @@ pub fn broker_properties(cluster: &ValidCluster, ordinal: i32) -> String {
 
 /// The port of the JMX exporter agent's `/metrics` in every Kafka pod.
 pub const METRICS_PORT: i32 = 9404;
-/// The JMX exporter java agent from Maven Central, and the SHA-256 the init container checks.
-pub const JMX_AGENT_VERSION: &str = "1.0.1";
-pub const JMX_AGENT_SHA256: &str =
-    "7d61f737fd661610ccc14aea79764faa1ea94a340cbc8f0029b3d2edea3d80c1";
-const JMX_AGENT_IMAGE: &str = "docker.io/curlimages/curl:8.11.1";
-const AGENT_DIR: &str = "/opt/shanraq/agent";
-const AGENT_JAR: &str = "jmx_prometheus_javaagent.jar";
+/// The Prometheus JMX exporter java agent inside the Kafka image (images/kafka/Dockerfile puts
+/// it there, checked against its SHA-256), so a pod starts without reaching Maven Central.
+pub const JMX_AGENT_JAR: &str = "/opt/kafka/agent/jmx_prometheus_javaagent.jar";
 const EXPORTER_CONFIG: &str = "jmx-exporter.yaml";
-
-/// The init container's script: fetch the agent jar from Maven Central and refuse it unless its
-/// SHA-256 is the pinned one.
-fn agent_fetch_script() -> String {
-    format!(
-        "set -eu\n\
-         curl -fsSL --retry 5 -o {AGENT_DIR}/{AGENT_JAR} \
-         https://repo1.maven.org/maven2/io/prometheus/jmx/jmx_prometheus_javaagent/{JMX_AGENT_VERSION}/jmx_prometheus_javaagent-{JMX_AGENT_VERSION}.jar\n\
-         echo '{JMX_AGENT_SHA256}  {AGENT_DIR}/{AGENT_JAR}' | sha256sum -c -\n"
-    )
-}
 
 /// The Prometheus JMX exporter's rules: only the series the dashboard, the alert rules and the
 /// roller read, named in lower case. Controllers export their raft state (leader, high
@@ -342,14 +327,13 @@ fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str)
     ]);
     kafka.env = Some(vec![
         meta::pod_name_env(),
-        // kafka-run-class.sh writes its own logs here; the root filesystem is read-only.
+        // kafka.logs.dir of kafka-run-class.sh, for a log4j configuration that writes files:
+        // the root filesystem is read-only (the image's own configuration logs to the console).
         meta::env("LOG_DIR", "/opt/kafka/logs"),
         // kafka-run-class.sh passes KAFKA_OPTS to the JVM: the exporter serves /metrics.
         meta::env(
             "KAFKA_OPTS",
-            &format!(
-                "-javaagent:{AGENT_DIR}/{AGENT_JAR}={METRICS_PORT}:{CONFIG_DIR}/{EXPORTER_CONFIG}"
-            ),
+            &format!("-javaagent:{JMX_AGENT_JAR}={METRICS_PORT}:{CONFIG_DIR}/{EXPORTER_CONFIG}"),
         ),
     ]);
     kafka.ports = Some(vec![
@@ -377,15 +361,9 @@ fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str)
         meta::mount("config", CONFIG_DIR, true),
         meta::mount("logs", "/opt/kafka/logs", false),
         meta::mount("tmp", "/tmp", false),
-        meta::mount("agent", AGENT_DIR, true),
     ]);
-    let mut fetch = meta::container("jmx-agent", JMX_AGENT_IMAGE, KAFKA_UID, true);
-    fetch.command = Some(vec!["sh".to_owned(), "-c".to_owned(), agent_fetch_script()]);
-    fetch.volume_mounts = Some(vec![meta::mount("agent", AGENT_DIR, false)]);
-    fetch.resources = Some(meta::sidecar_resources());
 
     let pod = PodSpec {
-        init_containers: Some(vec![fetch]),
         containers: vec![kafka],
         security_context: Some(meta::pod_security_context(KAFKA_UID)),
         affinity: Some(meta::spread_across_nodes(cluster, component)),
@@ -396,7 +374,6 @@ fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str)
             meta::config_map_volume("config", &cluster.names.kafka_config()),
             meta::empty_dir_volume("logs"),
             meta::empty_dir_volume("tmp"),
-            meta::empty_dir_volume("agent"),
         ]),
         ..PodSpec::default()
     };

@@ -24,8 +24,7 @@ use crate::backup;
 use crate::meta::{self, shell_quote};
 use crate::{Child, Inputs, RenderError};
 
-/// uid and gid of `postgres` in the official `postgres:15-bookworm` image the PostgreSQL image
-/// is built from (see the Dockerfile).
+/// uid and gid of `postgres` in the PostgreSQL image (images/postgres/Dockerfile creates it).
 pub const POSTGRES_UID: i64 = 999;
 pub const PORT: i32 = 5432;
 /// The instance manager's HTTP port (`/health`, `/primary`, `/replica`, `/status`).
@@ -40,8 +39,10 @@ const DATA_DIR: &str = "/var/lib/postgresql/data/pgdata";
 const CONFIG_DIR: &str = "/etc/shanraq/postgres";
 const SECRETS_DIR: &str = "/etc/shanraq/secrets";
 const EXPORTER_PORT: i32 = 9187;
-const EXPORTER_IMAGE: &str = "quay.io/prometheuscommunity/postgres-exporter:v0.15.0";
-/// `nobody` in the exporter's image.
+/// postgres_exporter in the PostgreSQL image, which the sidecar runs with this command.
+const EXPORTER_COMMAND: &str = "postgres_exporter";
+/// `nobody`: the exporter needs no file of the instance's but the superuser's password, which
+/// it reads through the pod's fsGroup.
 const EXPORTER_UID: i64 = 65534;
 
 /// Settings that are directives rather than parameters; a user key must never be one of them.
@@ -455,7 +456,7 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
 
     let mut containers = vec![postgres];
     if cluster.spec.monitoring.pod_monitors {
-        containers.push(exporter());
+        containers.push(exporter(&spec.image));
     }
 
     let mut volumes = vec![
@@ -514,9 +515,14 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
     }
 }
 
-/// postgres_exporter, connecting over loopback as the superuser with the password file.
-fn exporter() -> Container {
-    let mut exporter = meta::container("postgres-exporter", EXPORTER_IMAGE, EXPORTER_UID, true);
+/// postgres_exporter from the PostgreSQL image, connecting over loopback as the superuser with
+/// the password file.
+fn exporter(image: &str) -> Container {
+    let mut exporter = meta::container("postgres-exporter", image, EXPORTER_UID, true);
+    exporter.command = Some(vec![
+        EXPORTER_COMMAND.to_owned(),
+        format!("--web.listen-address=:{EXPORTER_PORT}"),
+    ]);
     exporter.env = Some(vec![
         meta::env(
             "DATA_SOURCE_URI",
@@ -526,10 +532,6 @@ fn exporter() -> Container {
         meta::env(
             "DATA_SOURCE_PASS_FILE",
             &format!("{SECRETS_DIR}/superuser/password"),
-        ),
-        meta::env(
-            "PG_EXPORTER_WEB_LISTEN_ADDRESS",
-            &format!(":{EXPORTER_PORT}"),
         ),
     ]);
     exporter.ports = Some(vec![meta::container_port("metrics", EXPORTER_PORT)]);

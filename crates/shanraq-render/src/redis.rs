@@ -1,6 +1,7 @@
 //! Redis: a StatefulSet in replication mode (one master, replicas, Services by role label that
 //! the operator's Redis engine moves on failover) or cluster mode (Redis Cluster shards formed
-//! once by an idempotent Job), the ConfigMap with redis.conf, and a redis_exporter sidecar.
+//! once by an idempotent Job), the ConfigMap with redis.conf, and a redis_exporter sidecar (from
+//! the same image).
 //!
 //! The password never enters the ConfigMap: each pod writes a small runtime config in memory
 //! that includes the rendered redis.conf and adds `requirepass`/`masterauth` from the mounted
@@ -25,16 +26,17 @@ use shanraq_api::redis::RedisMode;
 use crate::Child;
 use crate::meta::{self, shell_quote};
 
-/// uid and gid of `redis` in the official Redis image.
+/// uid and gid of `redis` in the Redis image (images/redis/Dockerfile creates it).
 pub const REDIS_UID: i64 = 999;
 pub const PORT: i32 = 6379;
 pub const CLUSTER_BUS_PORT: i32 = 16379;
 /// How long a Redis Cluster node may be unreachable before its replica takes over.
 pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 5000;
 const EXPORTER_PORT: i32 = 9121;
-const EXPORTER_IMAGE: &str = "docker.io/oliver006/redis_exporter:v1.62.0";
-/// The uid the redis_exporter image runs as.
-const EXPORTER_UID: i64 = 59000;
+/// redis_exporter in the Redis image, which the sidecar runs with this command.
+const EXPORTER_COMMAND: &str = "redis_exporter";
+/// `nobody`: the exporter reads no file; the password comes in its environment.
+const EXPORTER_UID: i64 = 65534;
 const CONFIG_DIR: &str = "/etc/shanraq/redis";
 /// Where the Redis pods and the cluster Job find the password (`<SECRET_DIR>/password`).
 pub const SECRET_DIR: &str = "/etc/shanraq/secrets/redis";
@@ -320,8 +322,15 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
     }
 }
 
+/// redis_exporter from the Redis image, connecting over loopback.
 fn exporter(cluster: &ValidCluster) -> Container {
-    let mut exporter = meta::container("redis-exporter", EXPORTER_IMAGE, EXPORTER_UID, true);
+    let mut exporter = meta::container(
+        "redis-exporter",
+        &cluster.spec.redis.image,
+        EXPORTER_UID,
+        true,
+    );
+    exporter.command = Some(vec![EXPORTER_COMMAND.to_owned()]);
     exporter.env = Some(vec![
         meta::env("REDIS_ADDR", &format!("redis://127.0.0.1:{PORT}")),
         meta::env_from_secret("REDIS_PASSWORD", &cluster.names.redis_secret(), "password"),

@@ -548,6 +548,76 @@ fn pods_run_under_restricted_pod_security() {
 }
 
 #[test]
+fn pods_run_only_the_images_their_spec_names() {
+    for cluster in [minimal(), production()] {
+        let spec = &cluster.spec;
+        let rendered = render(&cluster, true);
+        for child in &rendered.children {
+            let (template, image) = match child {
+                Child::StatefulSet(set) => {
+                    let name = child.name();
+                    let image = if name.ends_with("-pg") {
+                        &spec.postgres.image
+                    } else if name.ends_with("-redis") {
+                        &spec.redis.image
+                    } else {
+                        &spec.kafka.image
+                    };
+                    (set.spec.template.clone(), image)
+                }
+                Child::Deployment(deployment) => {
+                    (deployment.spec.template.clone(), &spec.haproxy.image)
+                }
+                // The Redis Cluster Job.
+                Child::Job(job) => (
+                    job.spec.clone().expect("job spec").template,
+                    &spec.redis.image,
+                ),
+                _ => continue,
+            };
+            let pod = template.spec.expect("pod spec");
+            // Nothing is fetched at start: no init container (the Kafka pods' JMX exporter
+            // agent is in the Kafka image).
+            assert!(
+                pod.init_containers.as_ref().is_none_or(Vec::is_empty),
+                "{} has init containers",
+                child.name()
+            );
+            for container in &pod.containers {
+                assert_eq!(
+                    container.image.as_ref(),
+                    Some(image),
+                    "{} container {}: the exporters run from the image of what they watch",
+                    child.name(),
+                    container.name
+                );
+            }
+        }
+    }
+    let rendered = render(&minimal(), true);
+    let commands: BTreeMap<String, Vec<String>> = ["demo-pg", "demo-redis"]
+        .iter()
+        .flat_map(|name| pod(&rendered, name).containers)
+        .filter(|container| container.name.ends_with("-exporter"))
+        .map(|container| (container.name, container.command.unwrap_or_default()))
+        .collect();
+    assert_eq!(commands["postgres-exporter"][0], "postgres_exporter");
+    assert_eq!(commands["redis-exporter"][0], "redis_exporter");
+    let kafka = pod(&rendered, "demo-kafka-broker").containers[0].clone();
+    let options = kafka
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .find(|var| var.name == "KAFKA_OPTS")
+        .and_then(|var| var.value)
+        .expect("KAFKA_OPTS");
+    assert!(
+        options.starts_with(&format!("-javaagent:{}=", kafka::JMX_AGENT_JAR)),
+        "{options}"
+    );
+}
+
+#[test]
 fn postgres_pods_run_the_instance_manager_with_secrets_as_files() {
     let rendered = render(&production(), true);
     let set = stateful_set(&rendered, "payments-pg");

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Kafka's storage tool: kafka-storage.sh format --cluster-id ID --config SERVER_PROPERTIES, ...
+exec "$(dirname "$0")/kafka-run-class.sh" kafka.tools.StorageTool "$@"
