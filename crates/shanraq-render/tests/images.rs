@@ -112,7 +112,14 @@ fn dev_binary() -> PathBuf {
     if !binary.is_file() {
         let target_dir = profile_dir.parent().expect("<target>/<profile>");
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
-            .args(["build", "--locked", "-p", "shanraq-operator", "--bin", "shanraq"])
+            .args([
+                "build",
+                "--locked",
+                "-p",
+                "shanraq-operator",
+                "--bin",
+                "shanraq",
+            ])
             .env("CARGO_TARGET_DIR", target_dir)
             .current_dir(repo_file(""))
             .status()
