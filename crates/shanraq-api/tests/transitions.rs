@@ -1,12 +1,16 @@
 //! Changes to an existing cluster, offline: every immutable field has a CEL transition rule in
 //! the generated CRD whose message names the field and what to do instead, and the same rules
 //! refuse the change when evaluated here; the changes a running cluster can take are accepted.
+//! The live rules (a deletion without confirmation, a scale-in that deletes the primary) refuse
+//! through `validate`, naming the field.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 use shanraq_api::admission::{self, FieldError};
-use shanraq_api::ShanraqCluster;
+use shanraq_api::names::ANNOTATION_CONFIRM_DELETE;
+use shanraq_api::transition::Stateful;
+use shanraq_api::{LiveState, ShanraqCluster};
 
 fn cluster(spec: Value) -> ShanraqCluster {
     serde_json::from_value(json!({
@@ -296,4 +300,57 @@ fn the_crd_carries_a_transition_rule_for_every_immutable_field() {
             "no transition rule on {field}: {found:#?}"
         );
     }
+}
+
+fn annotated(spec: Value, confirm: Option<&str>) -> ShanraqCluster {
+    let mut sqc = cluster(spec);
+    if let Some(value) = confirm {
+        sqc.metadata.annotations = Some(BTreeMap::from([(
+            ANNOTATION_CONFIRM_DELETE.to_owned(),
+            value.to_owned(),
+        )]));
+    }
+    sqc
+}
+
+#[test]
+fn turning_off_a_running_component_waits_for_its_confirmation() {
+    let live = LiveState {
+        running: BTreeMap::from([(Stateful::Redis, vec!["payments-redis".to_owned()])]),
+        ..LiveState::default()
+    };
+    let off = json!({"redis": {"enabled": false}});
+    let refused = shanraq_api::validate(&annotated(off.clone(), None), &live)
+        .expect_err("held without confirmation");
+    assert_eq!(refused.errors.len(), 1, "{refused}");
+    assert_eq!(refused.errors[0].field, "spec.redis.enabled");
+    assert!(
+        refused.errors[0]
+            .message
+            .contains("shanraq.org/confirm-delete=redis"),
+        "{refused}"
+    );
+    // Another component's confirmation does not count.
+    assert!(shanraq_api::validate(&annotated(off.clone(), Some("postgres")), &live).is_err());
+    assert!(shanraq_api::validate(&annotated(off.clone(), Some("postgres,redis")), &live).is_ok());
+    // Nothing running: nothing to confirm.
+    assert!(shanraq_api::validate(&annotated(off, None), &LiveState::default()).is_ok());
+}
+
+#[test]
+fn a_redis_scale_in_may_not_delete_the_master() {
+    let live = LiveState {
+        current_redis_master: Some("payments-redis-2".to_owned()),
+        ..LiveState::default()
+    };
+    let refused = shanraq_api::validate(
+        &cluster(json!({"redis": {"instances": 2, "minReplicasToWrite": 1}})),
+        &live,
+    )
+    .expect_err("the master would be deleted");
+    assert_eq!(refused.errors[0].field, "spec.redis.instances");
+    assert!(
+        refused.errors[0].message.contains("redis-switchover"),
+        "{refused}"
+    );
 }

@@ -59,7 +59,8 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         ctx.applied.forget(&key);
         return Ok(Action::await_change());
     }
-    let known = dereference::known(object);
+    let mut known = dereference::known(object);
+    dereference::running(ctx, object, &mut known).await?;
     let cluster = match shanraq_api::validate(object, &known.live) {
         Ok(cluster) => cluster,
         Err(invalid) => return Err(stalled::report(ctx, object, &known, invalid).await),
