@@ -245,11 +245,12 @@ mod tests {
             },
         );
         record.finish(Millis(25));
-        let json = serde_json::to_value(&record).unwrap();
+        let json = serde_json::to_value(&record).expect("a record serialises");
         assert_eq!(json["finalOffset"], 7);
         assert_eq!(json["rtoMs"], 15);
         assert!(json.get("detail").is_none());
-        let back: FailoverRecord<Detail> = serde_json::from_value(json).unwrap();
+        let back: FailoverRecord<Detail> =
+            serde_json::from_value(json).expect("the record reads back");
         assert_eq!(back, record);
     }
 
@@ -258,12 +259,13 @@ mod tests {
         let json = serde_json::json!({
             "kind": "failover", "epoch": 2, "from": "a", "detectedAt": 1, "startedAt": 2
         });
-        let record: FailoverRecord<Detail> = serde_json::from_value(json).unwrap();
+        let record: FailoverRecord<Detail> =
+            serde_json::from_value(json).expect("a record without detail reads");
         assert_eq!(record.detail, Detail::default());
         let plain: Suspicion<NoDetail> = serde_json::from_value(serde_json::json!({
             "node": "a", "firstFailureAt": 1, "confirmedAt": 2, "reason": "gone"
         }))
-        .unwrap();
+        .expect("a suspicion without detail reads");
         assert_eq!(plain.detail, NoDetail {});
     }
 
