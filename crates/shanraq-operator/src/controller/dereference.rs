@@ -93,7 +93,8 @@ pub async fn running(
                         name: name.clone(),
                         source,
                     })?;
-            if existing.is_some() {
+            // One already being deleted was confirmed before: nothing is left to confirm.
+            if existing.is_some_and(|set| set.metadata.deletion_timestamp.is_none()) {
                 found.push(name);
             }
         }

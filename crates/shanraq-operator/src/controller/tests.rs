@@ -375,14 +375,34 @@ async fn orphans_are_deleted_but_secrets_and_volumes_are_not() {
         .map(|c| (c.api_resource(), c.name().to_owned()))
         .collect();
     present.extend(orphans.iter().cloned());
+    let cluster_path =
+        format!("/apis/shanraq.org/v1alpha1/namespaces/{NAMESPACE}/shanraqclusters/{NAME}");
+    let answer = serde_json::to_value(&object).expect("serialises");
     let scenario = Scenario::new(NAMESPACE)
         .secrets(&rendered.secrets, &secret_names(&rendered))
         .apply(&rendered.children, Rollout::Ready)
         .collect(&owned(), false, &present, &rendered.children)
+        .expect(
+            "PATCH removal of the consumed confirmation",
+            Method::PATCH,
+            &cluster_path,
+            move |_| (http::StatusCode::OK, answer),
+        )
         .status_patch(&object)
         .events(orphans.len() + 1);
     let (result, report, _) = run_once(&object, scenario, Some(false)).await;
     result.expect("reconcile");
+    let removal = report
+        .with_method(&Method::PATCH)
+        .into_iter()
+        .find(|r| r.path == cluster_path)
+        .and_then(|r| r.body.clone())
+        .expect("annotation patch");
+    assert_eq!(
+        removal["metadata"]["annotations"][ANNOTATION_CONFIRM_DELETE],
+        serde_json::Value::Null,
+        "the confirmation is consumed by the reconcile that acted on it"
+    );
 
     let deleted: BTreeSet<String> = report.deletes().iter().map(|r| r.path.clone()).collect();
     let expected: BTreeSet<String> = orphans

@@ -4,7 +4,7 @@
 //! as `Stalled` naming its field, or applied; where nothing should change, every StatefulSet and
 //! Deployment of the cluster keeps its generation and its pod template. Destructive changes
 //! (turning a stateful component off) go through once the cluster carries
-//! `shanraq.org/confirm-delete` naming the component.
+//! `shanraq.org/confirm-delete` naming the component, and the annotation is consumed.
 
 use std::collections::BTreeMap;
 
@@ -606,6 +606,12 @@ async fn every_spec_change_is_refused_held_or_applied() {
             }
         })
         .await;
+        assert!(
+            !settled
+                .annotations()
+                .contains_key(ANNOTATION_CONFIRM_DELETE),
+            "{what}: the confirmation is consumed"
+        );
         if *confirm == "postgres" {
             assert_eq!(
                 condition(&settled, POSTGRES_READY)
@@ -615,7 +621,7 @@ async fn every_spec_change_is_refused_held_or_applied() {
             );
         }
         results.push(format!(
-            "{what}: once annotated {ANNOTATION_CONFIRM_DELETE}={confirm}, {gone:?} deleted"
+            "{what}: once annotated {ANNOTATION_CONFIRM_DELETE}={confirm}, {gone:?} deleted and the annotation consumed"
         ));
     }
     for line in &results {
