@@ -1,6 +1,7 @@
 //! Validation the operator runs before it acts: the admission checks (see `admission`), then
-//! what no admission rule can know because it depends on live state (see `transition`). An error here becomes
-//! `Stalled=True` with reason `InvalidSpec`, and nothing already running is touched.
+//! what no admission rule can know because it depends on live state (see `transition`). An
+//! error here becomes `Stalled=True` with reason `InvalidSpec`, and nothing already running is
+//! touched.
 
 use std::fmt;
 
