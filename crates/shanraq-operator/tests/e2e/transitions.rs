@@ -41,6 +41,10 @@ enum Expect {
         workload: &'static str,
         replicas: i32,
     },
+    /// Applied to the workload with this suffix (a new pod template) but not rolled by the
+    /// operator: `PostgresReady` says the pods take it only when deleted; every other workload
+    /// unchanged.
+    NotRolled { workload: &'static str },
     /// Applied: these workloads go, and `LatencyMet`/`AvailabilityMet` say `NotMeasurable`
     /// with these words.
     NotMeasurable {
@@ -264,6 +268,12 @@ fn rows() -> Vec<Row> {
             expect: Expect::Held("spec.redis.instances"),
         },
         // Changes the running cluster takes.
+        row(
+            "a new PostgreSQL image",
+            only(&["postgres"], json!({})),
+            json!({"postgres": {"image": "ghcr.io/shanraq-org/shanraq-postgres:15-next"}}),
+            Expect::NotRolled { workload: "pg" },
+        ),
         row(
             "more PostgreSQL instances",
             only(&["postgres"], json!({})),
@@ -513,6 +523,42 @@ async fn every_spec_change_is_refused_held_or_applied() {
                     "{what}: scaling keeps the pod template"
                 );
                 results.push(format!("{what}: applied, {target} at {replicas} replicas"));
+            }
+            Expect::NotRolled { workload } => {
+                patched.unwrap_or_else(|error| panic!("{what}: admitted: {error}"));
+                let target = format!("{cluster_name}-{workload}");
+                let pending = wait_for(&format!("{what}: PostgresReady says so"), LONG, || {
+                    let clusters = clusters.clone();
+                    let cluster = cluster_name.clone();
+                    async move {
+                        let now = clusters.get(&cluster).await.ok()?;
+                        let ready = condition(&now, POSTGRES_READY)?;
+                        (ready.observed_generation == now.metadata.generation
+                            && ready.message.contains("only when deleted"))
+                        .then_some(ready)
+                    }
+                })
+                .await;
+                assert_eq!(
+                    (pending.status.as_str(), pending.reason.as_str()),
+                    ("False", "Progressing"),
+                    "{what}: {pending:?}"
+                );
+                let after = workloads(&client, &ns, &cluster_name).await;
+                assert_ne!(
+                    shapes.get(&target).map(|s| &s.template),
+                    after.get(&target).map(|s| &s.template),
+                    "{what}: {target} has the new pod template"
+                );
+                let mut others = shapes.clone();
+                others.remove(&target);
+                let mut rest = after.clone();
+                rest.remove(&target);
+                assert_unchanged(what, &others, &rest);
+                results.push(format!(
+                    "{what}: applied to {target}'s template, not rolled: PostgresReady Progressing, \"{}\"",
+                    pending.message
+                ));
             }
             Expect::NotMeasurable { deleted, words } => {
                 patched.unwrap_or_else(|error| panic!("{what}: admitted: {error}"));

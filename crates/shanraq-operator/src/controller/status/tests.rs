@@ -31,6 +31,7 @@ fn workload(component: Component, ready: i32, updated: i32, current: bool) -> Wo
         ready,
         updated,
         current,
+        on_delete: false,
     }
 }
 
@@ -110,6 +111,7 @@ fn readiness_table() {
                     ready: 0,
                     updated: 0,
                     current: true,
+                    on_delete: false,
                 })
             },
             spec: |_| {},
@@ -532,4 +534,40 @@ fn workloads_are_read_from_their_own_status() {
     let workload = Workload::from_object(&job).expect("a Job");
     assert_eq!(workload.component, Component::Redis);
     assert!(!workload.is_ready(), "a running Job is not done");
+
+    // An OnDelete StatefulSet whose template changed: the message says the pods wait to be
+    // deleted, so a change nobody rolls is never pending silently.
+    let stale: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "name": "payments-pg",
+            "generation": 4,
+            "labels": { LABEL_COMPONENT: "postgres" }
+        },
+        "spec": { "replicas": 3, "selector": {}, "template": {}, "serviceName": "payments-pg",
+                  "updateStrategy": { "type": "OnDelete" } },
+        "status": { "replicas": 3, "readyReplicas": 3, "updatedReplicas": 1, "observedGeneration": 4 }
+    }))
+    .expect("object");
+    let workload = Workload::from_object(&stale).expect("a StatefulSet");
+    assert!(workload.on_delete && !workload.is_ready());
+    let condition = component_condition(
+        POSTGRES_READY,
+        "PostgreSQL",
+        "postgres",
+        true,
+        &[Component::Postgres],
+        &Observed {
+            workloads: vec![workload],
+            ..Observed::default()
+        },
+    );
+    assert_eq!(condition.reason, "Progressing");
+    assert!(
+        condition.message.contains("1/3 updated")
+            && condition.message.contains("only when deleted"),
+        "{}",
+        condition.message
+    );
 }
