@@ -63,6 +63,16 @@ use crate::status::ShanraqClusterStatus;
 ).field_path(".backup.archiveTimeout").message(
     "backup.archiveTimeout must not exceed objectives.dr.rpo: a WAL segment may wait that long before it is archived"
 ))]
+#[x_kube(validation = Rule::new(
+    "!has(self.backup) || self.postgres.enabled"
+).field_path(".postgres.enabled").message(
+    "postgres.enabled cannot be false while spec.backup is set: backups and WAL archiving are PostgreSQL's, and scheduled backups would keep failing; remove spec.backup first (the repository keeps its backups)"
+))]
+#[x_kube(validation = Rule::new(
+    "!has(self.bootstrap) || !has(self.bootstrap.recovery) || (has(oldSelf.bootstrap) && has(oldSelf.bootstrap.recovery) && self.bootstrap.recovery == oldSelf.bootstrap.recovery)"
+).field_path(".bootstrap.recovery").message(
+    "bootstrap.recovery is used only when the cluster is created: it cannot be added or changed afterwards (removing it is allowed); restore into a new cluster instead"
+))]
 pub struct ShanraqClusterSpec {
     /// Recovery and service objectives, measured and reported in the status.
     #[serde(default)]

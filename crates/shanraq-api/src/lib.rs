@@ -20,6 +20,7 @@ pub mod postgres;
 pub mod redis;
 pub mod status;
 pub mod storage;
+pub mod transition;
 pub mod validate;
 
 pub use cluster::{ShanraqCluster, ShanraqClusterSpec};

@@ -30,6 +30,10 @@ pub const ANNOTATION_SWITCHOVER: &str = "shanraq.org/switchover";
 /// Argo CD action write the current time). The operator deletes the current primary's Pod
 /// and records the failover it causes in `status.drill`.
 pub const ANNOTATION_DRILL: &str = "shanraq.org/drill";
+/// Confirms a change that deletes a stateful component's pods (turning PostgreSQL, Redis or
+/// Kafka off): a comma-separated list of `postgres`, `redis`, `kafka`. Without it such a change
+/// is held (`Stalled`) and nothing is deleted, so one edited line cannot remove a database.
+pub const ANNOTATION_CONFIRM_DELETE: &str = "shanraq.org/confirm-delete";
 
 pub const ROLE_PRIMARY: &str = "primary";
 pub const ROLE_REPLICA: &str = "replica";

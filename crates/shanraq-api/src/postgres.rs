@@ -90,8 +90,17 @@ pub enum DataDurability {
     Required,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// Both names are used only when the first primary is created (initdb), so they are
+/// immutable: a rename would change the pod template and the probes' database while PostgreSQL
+/// and the app Secret kept the old names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.database == oldSelf.database").field_path(".database").message(
+    "postgres.bootstrap.database is immutable: the database is created once, at the first bootstrap, and is never renamed; create another database in PostgreSQL yourself (CREATE DATABASE ... OWNER <owner>) and point the applications at it"
+))]
+#[x_kube(validation = Rule::new("self.owner == oldSelf.owner").field_path(".owner").message(
+    "postgres.bootstrap.owner is immutable: the role is created once, at the first bootstrap, and the app Secret keeps its name and password; create another role in PostgreSQL yourself and grant it what it needs"
+))]
 pub struct BootstrapSpec {
     #[serde(default = "default_app_name")]
     #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]

@@ -21,6 +21,9 @@ use crate::storage::StorageSpec;
 #[x_kube(validation = Rule::new("self.mode != 'cluster' || oldSelf.mode != 'cluster' || self.instances >= oldSelf.instances").field_path(".instances").message(
     "redis.instances cannot shrink in cluster mode: the operator does not migrate hash slots off the nodes a shrink would delete, so their slots (and keys) would be dropped"
 ))]
+#[x_kube(validation = Rule::new("self.mode != 'cluster' || oldSelf.mode != 'cluster' || self.replicasPerShard == oldSelf.replicasPerShard").field_path(".replicasPerShard").message(
+    "redis.replicasPerShard cannot change once a Redis Cluster is formed: the operator does not move replicas between shards, so Redis would keep its old shape; keep the value, or create a new cluster with the new shape and migrate the keys"
+))]
 #[x_kube(validation = Rule::new("self.mode == oldSelf.mode").field_path(".mode").message(
     "redis.mode is immutable: moving between replication and cluster mode needs a new cluster"
 ))]
@@ -35,6 +38,7 @@ pub struct RedisSpec {
     #[schemars(range(min = 1, max = 60))]
     pub instances: i32,
     /// Cluster mode: replicas per master; `instances` must be a multiple of `replicasPerShard + 1`.
+    /// Fixed once the Redis Cluster is formed.
     #[serde(default = "default_replicas_per_shard")]
     #[schemars(range(min = 1, max = 5))]
     pub replicas_per_shard: i32,

@@ -1,6 +1,7 @@
 //! Validation the operator runs before it acts: the admission checks (see `admission`), then
-//! what no admission rule can know because it depends on live state. An error here becomes
-//! `Stalled=True` with reason `InvalidSpec`, and nothing already running is touched.
+//! what no admission rule can know because it depends on live state (see `transition`). An
+//! error here becomes `Stalled=True` with reason `InvalidSpec`, and nothing already running is
+//! touched.
 
 use std::fmt;
 
@@ -8,14 +9,8 @@ use kube::ResourceExt;
 
 use crate::admission::{self, FieldError};
 use crate::cluster::{ShanraqCluster, ShanraqClusterSpec};
-use crate::names::{Component, Names};
-
-/// Facts from the live cluster that some rules depend on.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LiveState {
-    /// The PostgreSQL primary recorded in the status, if any.
-    pub current_postgres_primary: Option<String>,
-}
+use crate::names::Names;
+pub use crate::transition::LiveState;
 
 /// A cluster that passed validation: the spec with every default applied, plus the identity
 /// every child needs (name, namespace, uid for owner references).
@@ -69,7 +64,11 @@ pub fn validate(cluster: &ShanraqCluster, live: &LiveState) -> Result<ValidClust
         .ok_or_else(|| invalid("metadata.name", "is required".to_owned()))?;
     let namespace = cluster.namespace().unwrap_or_else(|| "default".to_owned());
     let mut errors = admission::check(cluster, None);
-    errors.extend(check_live(&name, &cluster.spec, live));
+    errors.extend(
+        crate::transition::check(&name, &cluster.spec, cluster.annotations(), live)
+            .into_iter()
+            .map(FieldError::from),
+    );
     errors.extend(crate::backup_validate::check(&name, &cluster.spec));
     if !errors.is_empty() {
         return Err(InvalidSpec { errors });
@@ -82,32 +81,4 @@ pub fn validate(cluster: &ShanraqCluster, live: &LiveState) -> Result<ValidClust
         name,
         namespace,
     })
-}
-
-/// Rules that need live state.
-fn check_live(name: &str, spec: &ShanraqClusterSpec, live: &LiveState) -> Vec<FieldError> {
-    let mut errors = Vec::new();
-    if let Some(primary) = &live.current_postgres_primary {
-        let names = Names::new(name);
-        let prefix = format!("{}-", names.workload(Component::Postgres));
-        let ordinal = primary
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.parse::<i32>().ok());
-        if spec.postgres.enabled
-            && let Some(ordinal) = ordinal
-            && ordinal >= spec.postgres.instances
-        {
-            errors.push(FieldError {
-                field: "spec.postgres.instances".to_owned(),
-                message: format!(
-                    "scaling to {} instances would delete the current primary {primary}; switch over to a lower ordinal first (annotation shanraq.org/switchover)",
-                    spec.postgres.instances
-                ),
-            });
-        }
-        if !spec.postgres.enabled {
-            // Turning PostgreSQL off keeps volumes; nothing to check against the primary.
-        }
-    }
-    errors
 }

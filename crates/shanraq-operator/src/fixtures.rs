@@ -120,7 +120,7 @@ pub fn status_body(code: u16, reason: &str, message: &str) -> Value {
     })
 }
 
-fn partial_metadata(name: &str) -> Value {
+pub fn partial_metadata(name: &str) -> Value {
     json!({
         "apiVersion": "meta.k8s.io/v1",
         "kind": "PartialObjectMetadata",

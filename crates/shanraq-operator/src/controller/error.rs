@@ -146,6 +146,9 @@ pub enum Error {
     Switchover(#[from] SwitchoverError),
     #[error(transparent)]
     Drill(#[from] DrillError),
+    /// The consumed `shanraq.org/confirm-delete` annotation could not be removed.
+    #[error(transparent)]
+    Confirmation(crate::engines::request::RemoveAnnotationError),
     /// This replica does not lead (any more): nothing was written.
     #[error("not writing: {0}")]
     NotLeader(String),
@@ -174,6 +177,7 @@ impl Error {
             Error::Status(_) => "status",
             Error::Switchover(_) => "switchover",
             Error::Drill(_) => "drill",
+            Error::Confirmation(_) => "confirmation",
             Error::NotLeader(_) => "not_leader",
         }
     }

@@ -13,6 +13,7 @@ pub mod backup_schedule;
 pub mod backup_status;
 pub mod backups;
 pub mod children;
+pub mod confirm;
 pub mod dereference;
 pub mod discovery;
 pub mod error;

@@ -1,6 +1,7 @@
 //! One reconcile of one ShanraqCluster, as a pipeline of stages, each in a file of its own:
 //! dereference (the reads) -> validate (an invalid spec is reported `Stalled` and stops here,
-//! `stalled.rs`) -> render -> apply (`children.rs`) -> engines (`engines::registry`: ensure
+//! `stalled.rs`) -> render -> apply (`children.rs`; a confirmation annotation it acted on is
+//! removed, `confirm.rs`) -> engines (`engines::registry`: ensure
 //! them, act on annotated requests) -> status (`observe.rs`, `status.rs`) -> publish (metrics
 //! and Events, `publish.rs`). Only the stages' edges do IO; what to render, which conditions
 //! and which Events are pure functions.
@@ -15,7 +16,7 @@ use shanraq_api::{ShanraqCluster, ShanraqClusterStatus};
 use tracing::instrument;
 
 use super::error::{Error, NotLeader};
-use super::{Context, children, dereference, observe, publish, stalled, status};
+use super::{Context, children, confirm, dereference, observe, publish, stalled, status};
 use crate::engines::registry::Reconciled;
 
 /// Requeue of a cluster that is Ready: a periodic check that nothing drifted.
@@ -59,7 +60,8 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
         ctx.applied.forget(&key);
         return Ok(Action::await_change());
     }
-    let known = dereference::known(object);
+    let mut known = dereference::known(object);
+    dereference::running(ctx, object, &mut known).await?;
     let cluster = match shanraq_api::validate(object, &known.live) {
         Ok(cluster) => cluster,
         Err(invalid) => return Err(stalled::report(ctx, object, &known, invalid).await),
@@ -72,6 +74,7 @@ async fn run(object: &ShanraqCluster, ctx: &Context) -> Result<Action, Error> {
     leading(ctx)?;
     let monitoring = inputs.monitoring_available;
     let (created, applied) = children::apply_or_read(ctx, &cluster, &rendered, monitoring).await?;
+    confirm::consume(ctx, object).await?;
     let at = Reconciled {
         object,
         cluster: &cluster,

@@ -8,7 +8,7 @@ use http::Method;
 use kube::core::ApiResource;
 use kube::runtime::controller::Action;
 use shanraq_api::conditions::{READY, RECONCILING, STALLED};
-use shanraq_api::names::{Component, FIELD_MANAGER, KIND, Names};
+use shanraq_api::names::{ANNOTATION_CONFIRM_DELETE, Component, FIELD_MANAGER, KIND, Names};
 use shanraq_api::{LiveState, ShanraqCluster, ShanraqClusterSpec, ShanraqClusterStatus};
 use shanraq_render::{Inputs, Rendered};
 
@@ -251,6 +251,53 @@ async fn invalid_spec_stalls_and_touches_nothing() {
     assert!(report.requests.is_empty(), "{:#?}", report.requests);
 }
 
+/// Turning a running PostgreSQL off: its StatefulSet is read, and without the confirmation
+/// annotation the cluster stalls naming `spec.postgres.enabled`, nothing applied or deleted.
+#[tokio::test]
+async fn turning_a_running_database_off_waits_for_its_confirmation() {
+    let mut object = cluster(ShanraqClusterSpec::default(), 1);
+    object.status = Some(ready_status(&object).await);
+    object.spec.postgres.enabled = false;
+    object.metadata.generation = Some(2);
+    let postgres = Names::new(NAME).workload(Component::Postgres);
+    let path = format!("/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets/{postgres}");
+    let found = postgres.clone();
+    let scenario = Scenario::new(NAMESPACE)
+        .expect(
+            "the PostgreSQL StatefulSet read",
+            Method::GET,
+            &path,
+            move |_| (http::StatusCode::OK, fixtures::partial_metadata(&found)),
+        )
+        .status_patch(&object)
+        .events(1);
+    let (result, report, action) = run_once(&object, scenario, None).await;
+    assert!(
+        matches!(result, Err(Error::InvalidSpec { .. })),
+        "{result:?}"
+    );
+    assert_eq!(action, Action::await_change());
+    assert!(report.child_applies().is_empty(), "nothing applied");
+    assert!(report.deletes().is_empty(), "nothing deleted");
+    let status = patched_status(&report);
+    let stalled = condition(&status, STALLED);
+    assert_eq!(stalled.status, "True");
+    assert!(
+        stalled.message.contains("spec.postgres.enabled")
+            && stalled.message.contains(&postgres)
+            && stalled
+                .message
+                .contains("shanraq.org/confirm-delete=postgres"),
+        "{}",
+        stalled.message
+    );
+    assert_eq!(
+        condition(&status, "PostgresReady").status,
+        "True",
+        "the running component's condition is kept"
+    );
+}
+
 #[tokio::test]
 async fn a_deleted_child_is_applied_again_and_readiness_follows_it() {
     let mut object = cluster(ShanraqClusterSpec::default(), 1);
@@ -295,7 +342,13 @@ async fn a_deleted_child_is_applied_again_and_readiness_follows_it() {
 async fn orphans_are_deleted_but_secrets_and_volumes_are_not() {
     let mut spec = ShanraqClusterSpec::default();
     spec.kafka.enabled = false;
-    let object = cluster(spec, 2);
+    let mut object = cluster(spec, 2);
+    // Turning Kafka off deletes its pods: confirmed, so nothing is read before the apply.
+    object.metadata.annotations = Some(
+        [(ANNOTATION_CONFIRM_DELETE.to_owned(), "kafka".to_owned())]
+            .into_iter()
+            .collect(),
+    );
     let rendered = render(&object, false);
     let names = Names::new(NAME);
     let resource = |kind: &str| {
@@ -322,14 +375,34 @@ async fn orphans_are_deleted_but_secrets_and_volumes_are_not() {
         .map(|c| (c.api_resource(), c.name().to_owned()))
         .collect();
     present.extend(orphans.iter().cloned());
+    let cluster_path =
+        format!("/apis/shanraq.org/v1alpha1/namespaces/{NAMESPACE}/shanraqclusters/{NAME}");
+    let answer = serde_json::to_value(&object).expect("serialises");
     let scenario = Scenario::new(NAMESPACE)
         .secrets(&rendered.secrets, &secret_names(&rendered))
         .apply(&rendered.children, Rollout::Ready)
         .collect(&owned(), false, &present, &rendered.children)
+        .expect(
+            "PATCH removal of the consumed confirmation",
+            Method::PATCH,
+            &cluster_path,
+            move |_| (http::StatusCode::OK, answer),
+        )
         .status_patch(&object)
         .events(orphans.len() + 1);
     let (result, report, _) = run_once(&object, scenario, Some(false)).await;
     result.expect("reconcile");
+    let removal = report
+        .with_method(&Method::PATCH)
+        .into_iter()
+        .find(|r| r.path == cluster_path)
+        .and_then(|r| r.body.clone())
+        .expect("annotation patch");
+    assert_eq!(
+        removal["metadata"]["annotations"][ANNOTATION_CONFIRM_DELETE],
+        serde_json::Value::Null,
+        "the confirmation is consumed by the reconcile that acted on it"
+    );
 
     let deleted: BTreeSet<String> = report.deletes().iter().map(|r| r.path.clone()).collect();
     let expected: BTreeSet<String> = orphans
@@ -587,6 +660,7 @@ async fn the_reconcile_keeps_the_ha_fields_and_uses_the_last_failover() {
         &object,
         &LiveState {
             current_postgres_primary: Some("payments-pg-1".into()),
+            ..LiveState::default()
         },
     )
     .expect("valid");

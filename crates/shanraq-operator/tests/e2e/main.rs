@@ -18,6 +18,7 @@ mod leader;
 mod operator;
 mod paused_leader;
 mod pods;
+mod transitions;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

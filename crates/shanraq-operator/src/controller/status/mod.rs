@@ -38,6 +38,8 @@ pub const PROMOTION_ALLOWANCE: Duration = Duration::from_millis(300);
 
 /// Reason of conditions about objectives nothing has measured yet.
 pub const REASON_NOT_MEASURED_YET: &str = "NotMeasuredYet";
+/// Reason of objective conditions that cannot be measured while a component is turned off.
+pub const REASON_NOT_MEASURABLE: &str = "NotMeasurable";
 pub const REASON_DISABLED: &str = "Disabled";
 pub const REASON_PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";
 
@@ -199,11 +201,20 @@ pub fn desired(
         measured: verdict.measured.clone(),
         met: verdict.met,
     };
-    if let Some(verdict) = &observed.probes.latency {
-        objectives.latency_p99 = Some(shown(verdict));
+    if objectives::probes_unmeasurable(cluster).is_some() {
+        // Nothing measures them any more: an old figure would read as a current one.
+        objectives.latency_p99 = None;
+        objectives.availability = None;
+    } else {
+        if let Some(verdict) = &observed.probes.latency {
+            objectives.latency_p99 = Some(shown(verdict));
+        }
+        if let Some(verdict) = &observed.probes.availability {
+            objectives.availability = Some(shown(verdict));
+        }
     }
-    if let Some(verdict) = &observed.probes.availability {
-        objectives.availability = Some(shown(verdict));
+    if !cluster.spec.postgres.enabled {
+        objectives.rpo = None;
     }
     objectives.dr_rpo =
         super::backup_status::conditions(cluster, observed.archive.as_ref(), now.0).1;

@@ -1,13 +1,16 @@
 //! The objective conditions (`RTOMet`, `RPOMet`, `LatencyMet`, `AvailabilityMet`): the RTO
 //! projected from the configured timings, the rest `Unknown` until measured, then judged from
-//! the measurements.
+//! the measurements. An objective whose measurement path is turned off says so
+//! (`NotMeasurable`, naming the component) instead of promising a measurement that cannot come.
 
 use std::time::Duration;
 
 use shanraq_api::conditions::{AVAILABILITY_MET, LATENCY_MET, READY, RPO_MET, RTO_MET};
 use shanraq_api::{ShanraqClusterStatus, ValidCluster};
 
-use super::{Observed, PROMOTION_ALLOWANCE, REASON_NOT_MEASURED_YET, Truth, Want};
+use super::{
+    Observed, PROMOTION_ALLOWANCE, REASON_NOT_MEASURABLE, REASON_NOT_MEASURED_YET, Truth, Want,
+};
 use crate::engines::postgres::objectives as ha_objectives;
 
 /// The RTO the configured timings allow: detection (probe period x failure threshold), the
@@ -32,8 +35,30 @@ pub(super) fn measuring_probes(previous: &ShanraqClusterStatus) -> bool {
     })
 }
 
+/// Why the probe objectives (latency, availability) cannot be measured: their probes are
+/// PostgreSQL reads and writes through HAProxy, so either one turned off leaves nothing to time.
+pub(super) fn probes_unmeasurable(cluster: &ValidCluster) -> Option<&'static str> {
+    if !cluster.spec.haproxy.enabled {
+        Some("the probes go through HAProxy, which is disabled (spec.haproxy.enabled: false)")
+    } else if !cluster.spec.postgres.enabled {
+        Some(
+            "the probes are PostgreSQL reads and writes, and PostgreSQL is disabled (spec.postgres.enabled: false)",
+        )
+    } else {
+        None
+    }
+}
+
+/// Why the RPO cannot be measured: it is sampled by the PostgreSQL HA engine.
+fn rpo_unmeasurable(cluster: &ValidCluster) -> Option<&'static str> {
+    (!cluster.spec.postgres.enabled).then_some(
+        "it is measured by the PostgreSQL HA engine, and PostgreSQL is disabled (spec.postgres.enabled: false)",
+    )
+}
+
 /// The objective conditions. Only the RTO can be judged without a measurement (from the
-/// configured timings); the others are `Unknown` until the HA engine measures them.
+/// configured timings); the others are `Unknown` until the HA engine measures them, or for
+/// good, with the reason, while what would measure them is turned off.
 pub fn objective_conditions(cluster: &ValidCluster) -> Vec<Want> {
     let objectives = &cluster.spec.objectives;
     let failover = &cluster.spec.failover;
@@ -52,15 +77,23 @@ pub fn objective_conditions(cluster: &ValidCluster) -> Vec<Want> {
         objectives.rto,
     );
     vec![
-        Want::new(
-            RPO_MET,
-            Truth::Unknown,
-            REASON_NOT_MEASURED_YET,
-            format!(
-                "target {}; replication lag has not been measured yet",
-                objectives.rpo
+        match rpo_unmeasurable(cluster) {
+            Some(why) => Want::new(
+                RPO_MET,
+                Truth::Unknown,
+                REASON_NOT_MEASURABLE,
+                format!("target {}; not measurable: {why}", objectives.rpo),
             ),
-        ),
+            None => Want::new(
+                RPO_MET,
+                Truth::Unknown,
+                REASON_NOT_MEASURED_YET,
+                format!(
+                    "target {}; replication lag has not been measured yet",
+                    objectives.rpo
+                ),
+            ),
+        },
         Want::new(
             RTO_MET,
             Truth::of(rto_met),
@@ -71,24 +104,43 @@ pub fn objective_conditions(cluster: &ValidCluster) -> Vec<Want> {
             },
             rto_message,
         ),
-        Want::new(
-            LATENCY_MET,
-            Truth::Unknown,
-            REASON_NOT_MEASURED_YET,
-            format!(
-                "target p99 {}; probe latency is measured once the cluster has first been Ready",
-                objectives.latency.p99
+        match probes_unmeasurable(cluster) {
+            Some(why) => Want::new(
+                LATENCY_MET,
+                Truth::Unknown,
+                REASON_NOT_MEASURABLE,
+                format!(
+                    "target p99 {}; not measurable: {why}",
+                    objectives.latency.p99
+                ),
             ),
-        ),
-        Want::new(
-            AVAILABILITY_MET,
-            Truth::Unknown,
-            REASON_NOT_MEASURED_YET,
-            format!(
-                "target {}%; write probes are measured once the cluster has first been Ready",
-                objectives.availability
+            None => Want::new(
+                LATENCY_MET,
+                Truth::Unknown,
+                REASON_NOT_MEASURED_YET,
+                format!(
+                    "target p99 {}; probe latency is measured once the cluster has first been Ready",
+                    objectives.latency.p99
+                ),
             ),
-        ),
+        },
+        match probes_unmeasurable(cluster) {
+            Some(why) => Want::new(
+                AVAILABILITY_MET,
+                Truth::Unknown,
+                REASON_NOT_MEASURABLE,
+                format!("target {}%; not measurable: {why}", objectives.availability),
+            ),
+            None => Want::new(
+                AVAILABILITY_MET,
+                Truth::Unknown,
+                REASON_NOT_MEASURED_YET,
+                format!(
+                    "target {}%; write probes are measured once the cluster has first been Ready",
+                    objectives.availability
+                ),
+            ),
+        },
     ]
 }
 
@@ -98,6 +150,8 @@ pub(super) fn measured_objective_conditions(
     observed: &Observed,
 ) -> Vec<Want> {
     let mut wants = objective_conditions(cluster);
+    // A verdict left from before the path was turned off is not a measurement of now.
+    let probes = probes_unmeasurable(cluster).is_none();
     for want in &mut wants {
         if want.type_ == RPO_MET
             && cluster.spec.postgres.enabled
@@ -111,11 +165,13 @@ pub(super) fn measured_objective_conditions(
             *want = ha_objectives::rto_condition(cluster, actual).0;
         }
         if want.type_ == LATENCY_MET
+            && probes
             && let Some(verdict) = &observed.probes.latency
         {
             *want = ha_objectives::probe_condition(LATENCY_MET, verdict);
         }
         if want.type_ == AVAILABILITY_MET
+            && probes
             && let Some(verdict) = &observed.probes.availability
         {
             *want = ha_objectives::probe_condition(AVAILABILITY_MET, verdict);

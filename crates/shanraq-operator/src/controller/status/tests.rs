@@ -31,6 +31,7 @@ fn workload(component: Component, ready: i32, updated: i32, current: bool) -> Wo
         ready,
         updated,
         current,
+        on_delete: false,
     }
 }
 
@@ -110,6 +111,7 @@ fn readiness_table() {
                     ready: 0,
                     updated: 0,
                     current: true,
+                    on_delete: false,
                 })
             },
             spec: |_| {},
@@ -256,6 +258,83 @@ fn objectives_are_projected_or_unknown_never_invented() {
         (Truth::False, "ProjectedOverTarget")
     );
     assert!(rto.message.contains("> target 1s"), "{}", rto.message);
+}
+
+/// An objective whose measurement path is turned off says which component is missing, never
+/// that it will be measured once the cluster is Ready; a figure measured before is dropped.
+#[test]
+fn objectives_without_their_measurement_path_are_not_measurable() {
+    let judged = ha_objectives::ProbeVerdicts {
+        latency: Some(shanraq_ha::objectives::ObjectiveStatus {
+            target: "1ms".into(),
+            measured: "800us".into(),
+            met: true,
+            message: "p99 800us <= target 1ms".into(),
+        }),
+        availability: None,
+        p99: None,
+    };
+    let previous = ShanraqClusterStatus {
+        objectives: Some(shanraq_api::status::ObjectivesStatus {
+            latency_p99: Some(shanraq_api::status::ObjectiveStatus {
+                target: "1ms".into(),
+                measured: "800us".into(),
+                met: true,
+            }),
+            ..Default::default()
+        }),
+        ..ShanraqClusterStatus::default()
+    };
+    for (what, off, component) in [
+        ("HAProxy off", "haproxy", "spec.haproxy.enabled: false"),
+        ("PostgreSQL off", "postgres", "spec.postgres.enabled: false"),
+    ] {
+        let mut spec = ShanraqClusterSpec::default();
+        match off {
+            "haproxy" => spec.haproxy.enabled = false,
+            _ => spec.postgres.enabled = false,
+        }
+        let valid = cluster(spec, 2);
+        let observed = Observed {
+            workloads: all_ready(),
+            probes: judged.clone(),
+            ..Observed::default()
+        };
+        let wants = conditions(&valid, &observed, &at(10));
+        for type_ in [LATENCY_MET, AVAILABILITY_MET] {
+            let want = find(&wants, type_);
+            assert_eq!(
+                (want.truth, want.reason.as_str()),
+                (Truth::Unknown, REASON_NOT_MEASURABLE),
+                "{what}: {type_}"
+            );
+            assert!(want.message.contains(component), "{what}: {}", want.message);
+            assert!(!want.message.contains("Ready"), "{what}: {}", want.message);
+        }
+        let next = desired(&previous, &valid, &observed, &at(10));
+        assert!(
+            next.objectives
+                .as_ref()
+                .and_then(|o| o.latency_p99.as_ref())
+                .is_none(),
+            "{what}: the old latency figure is dropped"
+        );
+    }
+    let mut spec = ShanraqClusterSpec::default();
+    spec.postgres.enabled = false;
+    let rpo = objective_conditions(&cluster(spec, 1))
+        .into_iter()
+        .find(|w| w.type_ == RPO_MET)
+        .expect("RPOMet");
+    assert_eq!(rpo.reason, REASON_NOT_MEASURABLE);
+    assert!(
+        rpo.message.contains("PostgreSQL is disabled"),
+        "{}",
+        rpo.message
+    );
+    // With both on, the objectives wait for their first measurement as before.
+    let wants = objective_conditions(&cluster(ShanraqClusterSpec::default(), 1));
+    assert_eq!(find(&wants, LATENCY_MET).reason, REASON_NOT_MEASURED_YET);
 }
 
 #[test]
@@ -455,4 +534,40 @@ fn workloads_are_read_from_their_own_status() {
     let workload = Workload::from_object(&job).expect("a Job");
     assert_eq!(workload.component, Component::Redis);
     assert!(!workload.is_ready(), "a running Job is not done");
+
+    // An OnDelete StatefulSet whose template changed: the message says the pods wait to be
+    // deleted, so a change nobody rolls is never pending silently.
+    let stale: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "name": "payments-pg",
+            "generation": 4,
+            "labels": { LABEL_COMPONENT: "postgres" }
+        },
+        "spec": { "replicas": 3, "selector": {}, "template": {}, "serviceName": "payments-pg",
+                  "updateStrategy": { "type": "OnDelete" } },
+        "status": { "replicas": 3, "readyReplicas": 3, "updatedReplicas": 1, "observedGeneration": 4 }
+    }))
+    .expect("object");
+    let workload = Workload::from_object(&stale).expect("a StatefulSet");
+    assert!(workload.on_delete && !workload.is_ready());
+    let condition = component_condition(
+        POSTGRES_READY,
+        "PostgreSQL",
+        "postgres",
+        true,
+        &[Component::Postgres],
+        &Observed {
+            workloads: vec![workload],
+            ..Observed::default()
+        },
+    );
+    assert_eq!(condition.reason, "Progressing");
+    assert!(
+        condition.message.contains("1/3 updated")
+            && condition.message.contains("only when deleted"),
+        "{}",
+        condition.message
+    );
 }

@@ -34,6 +34,9 @@ pub struct Workload {
     /// `status.observedGeneration` has caught up with `metadata.generation`: the workload
     /// controller has seen the spec this reconcile applied.
     pub current: bool,
+    /// A StatefulSet with `updateStrategy: OnDelete`: its pods take a new template only when
+    /// deleted, so a change the operator does not roll itself waits for the user.
+    pub on_delete: bool,
 }
 
 pub(super) fn component_of(object: &DynamicObject) -> Option<Component> {
@@ -68,6 +71,12 @@ impl Workload {
             "StatefulSet" => {
                 let set: StatefulSet = serde_json::from_value(value).ok()?;
                 let desired = set.spec.replicas.unwrap_or(1);
+                let on_delete = set
+                    .spec
+                    .update_strategy
+                    .as_ref()
+                    .and_then(|s| s.type_.as_deref())
+                    == Some("OnDelete");
                 let status = set.status.unwrap_or_default();
                 Some(Workload {
                     component,
@@ -77,6 +86,7 @@ impl Workload {
                     ready: status.ready_replicas.unwrap_or(0),
                     updated: status.updated_replicas.unwrap_or(0),
                     current: caught_up(set.metadata.generation, status.observed_generation),
+                    on_delete,
                 })
             }
             "Deployment" => {
@@ -91,6 +101,7 @@ impl Workload {
                     ready: status.available_replicas.unwrap_or(0),
                     updated: status.updated_replicas.unwrap_or(0),
                     current: caught_up(deployment.metadata.generation, status.observed_generation),
+                    on_delete: false,
                 })
             }
             "Job" => {
@@ -105,6 +116,7 @@ impl Workload {
                     ready: succeeded,
                     updated: succeeded,
                     current: true,
+                    on_delete: false,
                 })
             }
             _ => None,
@@ -139,6 +151,11 @@ impl Workload {
         );
         if !self.current {
             text.push_str(", new spec not yet observed");
+        } else if self.on_delete && self.updated < self.desired {
+            // Said, so that a change nobody rolls (an image, resources) is not pending silently.
+            text.push_str(
+                ", a pod not updated takes the new template only when deleted (updateStrategy OnDelete)",
+            );
         }
         text
     }
