@@ -4,8 +4,8 @@
 //! way a private registry would be, through the spec's image fields). The cluster must reach
 //! Ready; PostgreSQL commits and Redis writes acknowledged by a replica (`WAIT 1`) go through the
 //! HAProxy Service a client would use; then the PostgreSQL primary's pod and the Redis master's
-//! pod are deleted at once (grace period 0), and every acknowledged write must be read back
-//! through the same Service from the member the operator promoted.
+//! pod are deleted at once (grace period 0); `kubectl shanraq status` must name the promoted
+//! members, and every acknowledged write must be read back through the same Service from them.
 //!
 //! Kafka is off here: six broker and controller JVMs do not fit the lane's two cores beside the
 //! rest (the local drill and `kafka_*` tests run Kafka on real processes).
@@ -314,6 +314,28 @@ async fn the_whole_stack_runs_from_one_resource_and_fails_over_without_loss() {
             .map(|r| format!("{} -> {} rto {:?} ms", r.from, r.to, r.rto_ms))
             .unwrap_or_default(),
     );
+
+    // What `kubectl shanraq status` shows now names the promoted members as the primaries.
+    let pods_now = pods
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={CLUSTER}")))
+        .await
+        .expect("the cluster's pods");
+    let report = kubectl_shanraq::report::build(&failed_over, &pods_now.items);
+    println!("{}", kubectl_shanraq::report::text(&report));
+    let new_primary = status_field(&failed_over, "/postgres/currentPrimary").expect("a primary");
+    let new_master = status_field(&failed_over, "/redis/currentMaster").expect("a master");
+    for (component, primary) in [("postgres", &new_primary), ("redis", &new_master)] {
+        let shown = report
+            .components
+            .iter()
+            .find(|c| c.component == component)
+            .unwrap_or_else(|| panic!("kubectl shanraq status shows {component}"));
+        assert_eq!(
+            shown.primary.as_ref(),
+            Some(primary),
+            "kubectl shanraq status names {component}'s promoted member"
+        );
+    }
 
     // Every acknowledged write, read back through the same Service from the new primaries.
     let mut pg = wait_long("PostgreSQL through HAProxy after the failover", || {
