@@ -54,36 +54,26 @@ pub trait Claimed:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
+    use crate::postgres::{Millis, NodeId};
+    use crate::record::{FailoverRecord, NoDetail};
 
-    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-    struct State {
-        epoch: u64,
-        owner: Option<String>,
-        in_flight: Option<u64>,
-    }
-
-    impl Claimed for State {
-        fn epoch(&self) -> u64 {
-            self.epoch
-        }
-        fn owner(&self) -> Option<&str> {
-            self.owner.as_deref()
-        }
-        fn set_claim(&mut self, epoch: u64, owner: &str) {
-            self.epoch = epoch;
-            self.owner = Some(owner.to_owned());
-        }
-        fn in_flight_epoch(&mut self) -> Option<&mut u64> {
-            self.in_flight.as_mut()
-        }
-    }
+    /// Every engine's persisted state (`crate::state::HaState`), with nothing of its own.
+    type State = crate::state::HaState<NoDetail, NoDetail, NoDetail>;
 
     fn state(epoch: u64, owner: Option<&str>, in_flight: Option<u64>) -> State {
         State {
             epoch,
             owner: owner.map(str::to_owned),
-            in_flight,
+            in_flight: in_flight.map(|epoch| {
+                FailoverRecord::failover::<NoDetail>(
+                    epoch,
+                    NodeId::new("a"),
+                    None,
+                    Millis(1),
+                    NoDetail {},
+                )
+            }),
+            ..State::default()
         }
     }
 

@@ -76,19 +76,28 @@ async fn lane() -> Option<Lane> {
     })
 }
 
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + TIMEOUT;
+    wait_up_to(TIMEOUT, what, check).await
+}
+
+/// Polls `check` until it gives a value, failing the test after `timeout`.
+async fn wait_up_to<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check().await {
             return value;
         }
         assert!(
             Instant::now() < deadline,
-            "timed out after {TIMEOUT:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -6,6 +6,9 @@
 //! HAProxy Service a client would use; then the PostgreSQL primary's pod and the Redis master's
 //! pod are deleted at once (grace period 0); `kubectl shanraq status` must name the promoted
 //! members, and every acknowledged write must be read back through the same Service from them.
+//! Then the new primary's container is SIGKILLed through containerd while the operator's leader
+//! pod is deleted: the standby operator (the chart runs two) takes the Lease and fails over, and
+//! no committed row is missing.
 //!
 //! Kafka is off here: six broker and controller JVMs do not fit the lane's two cores beside the
 //! rest (the local drill and `kafka_*` tests run Kafka on real processes).
@@ -101,22 +104,12 @@ fn condition(cluster: &ShanraqCluster, type_: &str) -> Option<(String, String)> 
     Some((condition.status.clone(), condition.message.clone()))
 }
 
-async fn wait_long<T, F, Fut>(what: &str, mut check: F) -> T
+async fn wait_long<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + STACK_TIMEOUT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {STACK_TIMEOUT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_up_to(STACK_TIMEOUT, what, check).await
 }
 
 async fn secret_value(client: &Client, namespace: &str, name: &str, key: &str) -> String {
@@ -164,6 +157,53 @@ fn status_field(cluster: &ShanraqCluster, pointer: &str) -> Option<String> {
         Value::String(value) => Some(value.clone()),
         _ => None,
     }
+}
+
+/// The operator pod holding the leader Lease.
+async fn leader_pod(client: &Client) -> String {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    wait_long("an operator holding the Lease", || {
+        let leases = leases.clone();
+        async move {
+            leases
+                .get("shanraq-operator")
+                .await
+                .ok()?
+                .spec?
+                .holder_identity
+                .filter(|holder| !holder.is_empty())
+        }
+    })
+    .await
+}
+
+/// The containerd id of `pod`'s container `name`.
+fn container_id(pod: &Pod, name: &str) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|statuses| statuses.iter().find(|c| c.name == name))
+        .and_then(|c| c.container_id.as_deref())
+        .and_then(|id| id.strip_prefix("containerd://"))
+        .unwrap_or_else(|| panic!("{name} has a running container"))
+        .to_owned()
+}
+
+/// SIGKILL to a container's processes, through the node's containerd.
+fn kill_container(id: &str) {
+    let address = std::env::var("SHANRAQ_E2E_CONTAINERD_ADDRESS")
+        .expect("scripts/e2e --node exports the containerd address");
+    let output = Command::new("ctr")
+        .args(["--address", &address, "--namespace", "k8s.io"])
+        .args(["tasks", "kill", "--all", "--signal", "SIGKILL", id])
+        .output()
+        .expect("ctr runs");
+    assert!(
+        output.status.success(),
+        "ctr tasks kill failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[tokio::test]
@@ -395,6 +435,57 @@ async fn the_whole_stack_runs_from_one_resource_and_fails_over_without_loss() {
             "k{key}, acknowledged by a replica, survives the Redis failover"
         );
     }
+
+    // Second round: the new primary's PostgreSQL container SIGKILLed through containerd (its pod
+    // stays; the kubelet restarts the container) while the operator's leader pod is deleted: the
+    // standby operator takes the Lease and the failover.
+    let second_primary = new_primary.clone();
+    let leader = leader_pod(&lane.client).await;
+    let primary_pod = pods.get(&second_primary).await.expect("the primary's pod");
+    let container = container_id(&primary_pod, "postgres");
+    let faulted = Instant::now();
+    kill_container(&container);
+    let operator_pods: Api<Pod> = Api::namespaced(lane.client.clone(), OPERATOR_NAMESPACE);
+    operator_pods
+        .delete(&leader, &now)
+        .await
+        .expect("the operator's leader pod deleted");
+    println!(
+        "SIGKILLed the postgres container of {second_primary}; deleted the operator's leader {leader}"
+    );
+    let third = wait_long("the failover led by the standby operator", || {
+        let clusters = clusters.clone();
+        let second_primary = second_primary.clone();
+        async move {
+            let cluster = clusters.get(CLUSTER).await.ok()?;
+            let primary = status_field(&cluster, "/postgres/currentPrimary")?;
+            let done = status_field(&cluster, "/postgres/phase")? == "Healthy";
+            (primary != second_primary && done).then_some(primary)
+        }
+    })
+    .await;
+    let new_leader = leader_pod(&lane.client).await;
+    assert_ne!(new_leader, leader, "another operator holds the Lease");
+    println!(
+        "failed over to {third} in {:.1}s, led by {new_leader}",
+        faulted.elapsed().as_secs_f64()
+    );
+    let mut pg = wait_long(
+        "PostgreSQL through HAProxy after the second failover",
+        || postgres(&haproxy, &pg_password),
+    )
+    .await;
+    let count: i64 = sqlx::query("SELECT count(*) AS n FROM ledger")
+        .fetch_one(&mut pg)
+        .await
+        .expect("the ledger read back")
+        .get("n");
+    assert_eq!(
+        count,
+        i64::try_from(WRITES + 1).expect("small"),
+        "every committed row survives the second failover"
+    );
+
     println!(
         "the whole stack passed in {:.1}s",
         started.elapsed().as_secs_f64()
