@@ -3,13 +3,17 @@
 //! - `smoke`: pods under the `restricted` Pod Security level reach each other through a Service
 //!   and cluster DNS;
 //! - `stack`: the operator installed by its Helm chart from its own image runs a whole cluster
-//!   from one ShanraqCluster, takes writes through HAProxy and fails over without losing one.
+//!   from one ShanraqCluster, takes writes through HAProxy and fails over without losing one;
+//! - `redis_cluster`: a Redis Cluster formed by the rendered Job, scaled out, every key kept.
+//!
+//! They share the node's two cores, so `scripts/test` runs them one at a time.
 //!
 //! Ignored in a plain `cargo test` (the kwok lane has no kubelet); `scripts/test` runs them as
 //! `scripts/e2e --node cargo test -p shanraq-operator --test node_lane -- --include-ignored`.
 //! Run without the node lane they say why they did nothing, except under CI (`CI` set), where
 //! that is a failure. Every wait is bounded and polls a condition.
 
+mod redis_cluster;
 mod smoke;
 mod stack;
 

@@ -21,7 +21,7 @@ use shanraq_api::cluster::ShanraqCluster;
 use super::*;
 
 const RELEASE: &str = "shanraq";
-const OPERATOR_NAMESPACE: &str = "shanraq-system";
+pub(super) const OPERATOR_NAMESPACE: &str = "shanraq-system";
 const CLUSTER: &str = "ledger";
 /// From apply to Ready, and a failover to its end, with every image already on the node.
 const STACK_TIMEOUT: Duration = Duration::from_secs(300);
@@ -32,7 +32,7 @@ fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
-fn image(name: &str) -> String {
+pub(super) fn image(name: &str) -> String {
     format!("localhost/shanraq-{name}:{}", version())
 }
 
@@ -40,6 +40,20 @@ fn repo_file(path: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(path)
+}
+
+/// The operator, installed once per lane by whichever test needs it first.
+pub(super) async fn ensure_operator(client: &Client) {
+    static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut installed = INSTALLED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !*installed {
+        install_operator();
+        *installed = true;
+    }
+    drop(installed);
+    leader_pod(client).await;
 }
 
 /// `helm install` of the repository's chart, the operator from its own image.
@@ -64,7 +78,7 @@ fn install_operator() {
     );
 }
 
-async fn restricted_namespace(client: &Client, name: &str) {
+pub(super) async fn restricted_namespace(client: &Client, name: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let namespace: Namespace = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {
@@ -112,7 +126,12 @@ where
     wait_up_to(STACK_TIMEOUT, what, check).await
 }
 
-async fn secret_value(client: &Client, namespace: &str, name: &str, key: &str) -> String {
+pub(super) async fn secret_value(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> String {
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), namespace);
     let secret = secrets.get(name).await.expect("the generated Secret");
@@ -164,7 +183,7 @@ fn leader_lease(client: &Client) -> Api<k8s_openapi::api::coordination::v1::Leas
 }
 
 /// `wait_long`, and on a timeout the operators' last log lines before the test fails.
-async fn wait_explained<T, F, Fut>(what: &str, mut check: F) -> T
+pub(super) async fn wait_explained<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -245,7 +264,7 @@ async fn the_whole_stack_runs_from_one_resource_and_fails_over_without_loss() {
     use sqlx::Row;
     let Some(lane) = lane().await else { return };
     let started = Instant::now();
-    install_operator();
+    ensure_operator(&lane.client).await;
     println!(
         "operator installed by its chart in {:.1}s",
         started.elapsed().as_secs_f64()
