@@ -3,10 +3,10 @@
 //! measure the writer's longest pause; bring a killed instance back and wait until it streams
 //! from the primary again. Each move is bounded by a timeout and returns what it measured.
 
-use shanraq_ha::events::Lifecycle;
 use std::time::Duration;
 
 use shanraq_ha::adapters::driver::{DriverEvent, system_clock};
+use shanraq_ha::events::Lifecycle;
 use shanraq_ha::postgres::{EventKind, FailoverRecord, HaState, Millis, NodeId};
 
 use super::error::DrillError;

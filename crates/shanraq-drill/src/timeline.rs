@@ -3,10 +3,10 @@
 //! primary, all as offsets from the moment the primary was killed (or the switchover was
 //! asked for). The demo prints it, the benchmark aggregates it, the chaos tests print it.
 
-use shanraq_ha::events::Lifecycle;
 use std::time::Duration;
 
 use shanraq_ha::adapters::driver::DriverEvent;
+use shanraq_ha::events::Lifecycle;
 use shanraq_ha::postgres::{Command, EventKind, FailoverKind, FailoverRecord, Millis, NodeId};
 
 use super::ledger::Ack;

@@ -6,7 +6,6 @@
 
 mod common;
 use common::BOUND;
-use shanraq_ha::events::Lifecycle;
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use shanraq_drill::ledger::{self};
 use shanraq_drill::scenario;
 use shanraq_drill::{ClusterOptions, LocalCluster};
 use shanraq_ha::adapters::driver::DriverEvent;
+use shanraq_ha::events::Lifecycle;
 use shanraq_ha::postgres::{EventKind, NodeId, Phase};
 use shanraq_ha::wire::InstanceRole;
 use sqlx::{Connection, PgConnection};

@@ -9,7 +9,6 @@
 
 mod common;
 use common::BOUND;
-use shanraq_ha::events::Lifecycle;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -19,6 +18,7 @@ use shanraq_drill::ledger::{Ledger, LedgerReport};
 use shanraq_drill::watch::PrimaryWatch;
 use shanraq_drill::{ClusterOptions, LabPlacement, LocalCluster};
 use shanraq_ha::adapters::driver::DriverEvent;
+use shanraq_ha::events::Lifecycle;
 use shanraq_ha::postgres::EventKind;
 use shanraq_testkit::topology::{CLIENT_NODE, ENGINE_NODE};
 use shanraq_testkit::{LocalTopology, NetLab};

@@ -12,7 +12,6 @@
 //! - a node claiming the master role without the designation is made a replica of the master;
 //! - a persisted failover resumes at its phase and target, never re-elects or reverts.
 
-use crate::events::Lifecycle;
 use std::collections::BTreeMap;
 
 use super::command::{Command, CommandResult, EventKind, StepOutput};
@@ -22,6 +21,7 @@ use super::model::{Observation, RedisMember};
 use super::state::{FailoverKind, FailoverRecord, Phase, RecordDetail, RedisHaState, Suspicion};
 use crate::claim::Claimed;
 use crate::core::Core;
+use crate::events::Lifecycle;
 use crate::postgres::{Millis, NodeId};
 use crate::record::NoDetail;
 

@@ -8,8 +8,7 @@ use super::engine::RedisHa;
 use super::info::ReplicationInfo;
 use super::model::Observation;
 use super::state::{FailoverKind, FailoverRecord, Phase};
-use crate::events::Lifecycle;
-use crate::events::join;
+use crate::events::{Lifecycle, join};
 use crate::postgres::{Millis, NodeId};
 
 impl RedisHa {

@@ -5,7 +5,6 @@
 //! fail (`READONLY`) instead of landing on the old master. On timeout the old master is
 //! unpaused and stays master.
 
-use crate::events::Lifecycle;
 use std::cmp::Reverse;
 
 use super::command::{Command, CommandResult};
@@ -13,6 +12,7 @@ use super::engine::RedisHa;
 use super::info::ReplicationInfo;
 use super::model::Observation;
 use super::state::{FailoverRecord, Phase, RecordDetail};
+use crate::events::Lifecycle;
 use crate::postgres::{Millis, NodeId, duration_ms};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -1,10 +1,10 @@
 //! Unplanned failover: detection thresholds, fencing before promotion, election, routing only
 //! after promotion, the recorded timeline, and a second failure right after the first.
 
-use crate::events::Lifecycle;
 use std::time::Duration;
 
 use super::fixtures::*;
+use crate::events::Lifecycle;
 use crate::postgres::{Command, CommandError, EventKind, FailoverKind, Millis, Phase, PodSignal};
 
 /// Detection, then both standbys answer their detach: pg-1 is promoted (and pg-2 follows it).

@@ -1,9 +1,9 @@
 //! Builders for what instances report, and a harness that drives the engine with an injected
 //! clock and records everything it decided.
 
-use crate::events::Lifecycle;
 use std::time::Duration;
 
+use crate::events::Lifecycle;
 use crate::postgres::{
     Command, CommandError, Event, EventKind, HaState, Member, Millis, NodeId, Observation,
     PostgresHa, PostgresHaConfig, ReplicationMode, StepOutput,

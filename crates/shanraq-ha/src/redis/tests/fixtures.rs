@@ -1,9 +1,9 @@
 //! Builders for what Redis nodes report, and a harness that drives the engine with an injected
 //! clock, runs its commands against a simulated group, and records everything it decided.
 
-use crate::events::Lifecycle;
 use std::collections::BTreeMap;
 
+use crate::events::Lifecycle;
 use crate::redis::{
     Command, DETACHED_HOST, DETACHED_PORT, Event, EventKind, Millis, NodeId, Observation, RedisHa,
     RedisHaConfig, RedisHaState, RedisMember, ReplicaLink, ReplicationInfo, Role,
