@@ -45,14 +45,15 @@ fn repo_file(path: &str) -> std::path::PathBuf {
 /// The operator, installed once per lane by whichever test needs it first.
 pub(super) async fn ensure_operator(client: &Client) {
     static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
-    let mut installed = INSTALLED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !*installed {
-        install_operator();
-        *installed = true;
+    {
+        let mut installed = INSTALLED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !*installed {
+            install_operator();
+            *installed = true;
+        }
     }
-    drop(installed);
     leader_pod(client).await;
 }
 
