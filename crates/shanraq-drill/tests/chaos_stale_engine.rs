@@ -161,10 +161,16 @@ async fn stale_postgres_engine(options: ClusterOptions, synchronous: bool) {
     if synchronous {
         assert!(missing.is_empty(), "acknowledged commits lost: {missing:?}");
     } else {
+        // Asynchronous mode may lose the killed primary's unreplicated tail, including a commit
+        // it acknowledged between `killed_at` and the signal's delivery; what no failover may
+        // lose is a commit acknowledged by any other member.
+        let killed_port = cluster.pg_port(0).expect("pg-0's port");
         let late: Vec<_> = report
             .acks
             .iter()
-            .filter(|ack| missing.contains(&ack.id) && ack.at >= killed_at)
+            .filter(|ack| {
+                missing.contains(&ack.id) && ack.at >= killed_at && ack.server.port() != killed_port
+            })
             .collect();
         println!(
             "asynchronous: {} commits acknowledged before the kill were not on the new primary (lost bytes recorded: {:?})",
@@ -173,7 +179,7 @@ async fn stale_postgres_engine(options: ClusterOptions, synchronous: bool) {
         );
         assert!(
             late.is_empty(),
-            "commits acknowledged after the kill lost: {late:?}"
+            "commits acknowledged by the surviving members after the kill lost: {late:?}"
         );
     }
 }
