@@ -509,6 +509,30 @@ fn pod_spec(rendered: &RenderedCluster, kind: &str, name: &str) -> PodSpec {
     template.spec.expect("pod spec")
 }
 
+/// A rendered pod whose exporter sidecar runs from the component's own image: its main
+/// container and the exporter, both checked to name `local_image(image_name)`, the main one to
+/// run as the image's user. Returns the pod, the image and both containers.
+fn with_own_exporter(
+    rendered: &RenderedCluster,
+    workload: &str,
+    main: &str,
+    exporter: &str,
+    image_name: &str,
+) -> (PodSpec, String, Container, Container) {
+    let pod = pod_spec(rendered, "StatefulSet", workload);
+    let main = container(&pod, main).clone();
+    let exporter = container(&pod, exporter).clone();
+    let image = local_image(image_name);
+    assert_eq!(main.image.as_deref(), Some(image.as_str()));
+    assert_eq!(
+        exporter.image.as_deref(),
+        Some(image.as_str()),
+        "the exporter runs from the {image_name} image"
+    );
+    assert_runs_as_rendered(&image, &main);
+    (pod, image, main, exporter)
+}
+
 fn container<'a>(pod: &'a PodSpec, name: &str) -> &'a Container {
     pod.containers
         .iter()
@@ -811,17 +835,14 @@ fn the_postgres_image_bootstraps_a_primary_and_exports_its_metrics() {
     images();
     let cluster = cluster();
     let rendered = render(&cluster, true);
-    let pod = pod_spec(&rendered, "StatefulSet", "demo-pg");
-    let main = container(&pod, "postgres");
-    let exporter = container(&pod, "postgres-exporter");
-    let image = local_image("postgres");
-    assert_eq!(main.image.as_deref(), Some(image.as_str()));
-    assert_eq!(
-        exporter.image.as_deref(),
-        Some(image.as_str()),
-        "the exporter runs from the PostgreSQL image"
+    let (pod, image, main, exporter) = with_own_exporter(
+        &rendered,
+        "demo-pg",
+        "postgres",
+        "postgres-exporter",
+        "postgres",
     );
-    assert_runs_as_rendered(&image, main);
+    let (main, exporter) = (&main, &exporter);
 
     let main_box = Sandbox::new(&image);
     let versions = main_box.run_ok(&user_of(main), &["sh", "-c", "postgres --version; pgbackrest version; shanraq --version; shanraq instance postgres --help"]);
@@ -964,17 +985,9 @@ fn the_redis_image_serves_redis_its_probe_its_exporter_and_the_cluster_job() {
     images();
     let cluster = cluster();
     let rendered = render(&cluster, true);
-    let pod = pod_spec(&rendered, "StatefulSet", "demo-redis");
-    let main = container(&pod, "redis");
-    let exporter = container(&pod, "redis-exporter");
-    let image = local_image("redis");
-    assert_eq!(main.image.as_deref(), Some(image.as_str()));
-    assert_eq!(
-        exporter.image.as_deref(),
-        Some(image.as_str()),
-        "the exporter runs from the Redis image"
-    );
-    assert_runs_as_rendered(&image, main);
+    let (pod, image, main, exporter) =
+        with_own_exporter(&rendered, "demo-redis", "redis", "redis-exporter", "redis");
+    let (main, exporter) = (&main, &exporter);
 
     let main_box = Sandbox::new(&image);
     let versions = main_box.run_ok(
