@@ -193,10 +193,7 @@ fn completed<D>(voice: &Voice, record: &FailoverRecord<D>) -> String {
     let Voice {
         product, stream, ..
     } = voice;
-    let kind = match record.kind {
-        FailoverKind::Failover => "failover",
-        FailoverKind::Switchover => "switchover",
-    };
+    let kind = record.kind.as_str();
     let to = record.to.as_ref().map_or("nobody", NodeId::as_str);
     let rto = record
         .rto_ms

@@ -18,6 +18,17 @@ pub enum FailoverKind {
     Switchover,
 }
 
+impl FailoverKind {
+    /// `failover` or `switchover`, as the status, the metrics' `kind` label and Events say it
+    /// (the same as its JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailoverKind::Failover => "failover",
+            FailoverKind::Switchover => "switchover",
+        }
+    }
+}
+
 /// One failover or switchover, from detection to routing. Kept in `inFlight` while it runs and
 /// in `lastFailover` once done.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -244,15 +244,11 @@ impl Metrics {
         component: &str,
         record: &shanraq_ha::record::FailoverRecord<D>,
     ) {
-        let kind = match record.kind {
-            shanraq_ha::record::FailoverKind::Failover => "failover",
-            shanraq_ha::record::FailoverKind::Switchover => "switchover",
-        };
         let labels = FailoverLabels {
             cluster: cluster.to_owned(),
             namespace: namespace.to_owned(),
             component: component.to_owned(),
-            kind: kind.to_owned(),
+            kind: record.kind.as_str().to_owned(),
         };
         self.count_failover(labels, record.rto_ms.map(Duration::from_millis));
     }

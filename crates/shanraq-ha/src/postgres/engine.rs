@@ -453,14 +453,6 @@ impl PostgresHa {
     }
 }
 
-pub(super) fn join(nodes: &[NodeId]) -> String {
-    nodes
-        .iter()
-        .map(NodeId::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A running primary, the only answer that counts as a good probe of the primary.
 pub(super) fn is_serving_primary(status: &InstanceStatus) -> bool {
     status.role == InstanceRole::Primary && status.running && !status.fenced

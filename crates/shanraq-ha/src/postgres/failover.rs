@@ -5,10 +5,10 @@
 use super::command::{Command, CommandError, EventKind};
 use super::config::ReplicationMode;
 use super::election::{Candidate, ElectionRules, elect};
-use super::engine::{PostgresHa, failure_reason, is_serving_primary, join};
+use super::engine::{PostgresHa, failure_reason, is_serving_primary};
 use super::model::{Millis, NodeId, Observation};
 use super::state::{FailoverRecord, Phase};
-use crate::events::Lifecycle;
+use crate::events::{Lifecycle, join};
 use crate::wire::{InstanceRole, REPLY_SLACK};
 
 impl PostgresHa {

@@ -3,7 +3,7 @@
 
 use shanraq_api::status::FailoverRecord as StatusRecord;
 use shanraq_ha::postgres::Millis;
-use shanraq_ha::record::{FailoverKind, FailoverRecord};
+use shanraq_ha::record::FailoverRecord;
 
 /// Unix milliseconds as RFC 3339 (UTC).
 pub fn rfc3339(at: Millis) -> String {
@@ -16,11 +16,7 @@ pub fn rfc3339(at: Millis) -> String {
 /// The readable record of any engine's failover (its own detail stays in `haState`).
 pub fn failover_record<D>(record: &FailoverRecord<D>) -> StatusRecord {
     StatusRecord {
-        kind: match record.kind {
-            FailoverKind::Failover => "failover",
-            FailoverKind::Switchover => "switchover",
-        }
-        .to_owned(),
+        kind: record.kind.as_str().to_owned(),
         from: record.from.to_string(),
         to: record
             .to
