@@ -92,6 +92,25 @@ async fn run_once(
     (result, report, action)
 }
 
+/// A reconcile that stalls on an invalid spec: the error, a wait for the next change, nothing
+/// applied or deleted, and one status write with `Stalled=True`, which is returned.
+fn assert_stalled_untouched(
+    result: &Result<Action, Error>,
+    report: &Report,
+    action: &Action,
+) -> ShanraqClusterStatus {
+    assert!(
+        matches!(result, Err(Error::InvalidSpec { .. })),
+        "{result:?}"
+    );
+    assert_eq!(*action, Action::await_change());
+    assert!(report.child_applies().is_empty(), "nothing applied");
+    assert!(report.deletes().is_empty(), "nothing deleted");
+    let status = patched_status(report);
+    assert_eq!(condition(&status, STALLED).status, "True");
+    status
+}
+
 /// The status a cluster has after a reconcile in which every workload was ready.
 async fn ready_status(object: &ShanraqCluster) -> ShanraqClusterStatus {
     let rendered = render(object, false);
@@ -221,17 +240,8 @@ async fn invalid_spec_stalls_and_touches_nothing() {
     let object = cluster(spec, 3);
     let scenario = Scenario::new(NAMESPACE).status_patch(&object).events(1);
     let (result, report, action) = run_once(&object, scenario, None).await;
-    assert!(
-        matches!(result, Err(Error::InvalidSpec { .. })),
-        "{result:?}"
-    );
-    assert_eq!(action, Action::await_change());
-
-    assert!(report.child_applies().is_empty(), "nothing applied");
-    assert!(report.deletes().is_empty(), "nothing deleted");
-    let status = patched_status(&report);
+    let status = assert_stalled_untouched(&result, &report, &action);
     let stalled = condition(&status, STALLED);
-    assert_eq!(stalled.status, "True");
     assert_eq!(stalled.reason, "InvalidSpec");
     assert!(
         stalled.message.contains("kafka.controllers"),
@@ -272,16 +282,8 @@ async fn turning_a_running_database_off_waits_for_its_confirmation() {
         .status_patch(&object)
         .events(1);
     let (result, report, action) = run_once(&object, scenario, None).await;
-    assert!(
-        matches!(result, Err(Error::InvalidSpec { .. })),
-        "{result:?}"
-    );
-    assert_eq!(action, Action::await_change());
-    assert!(report.child_applies().is_empty(), "nothing applied");
-    assert!(report.deletes().is_empty(), "nothing deleted");
-    let status = patched_status(&report);
+    let status = assert_stalled_untouched(&result, &report, &action);
     let stalled = condition(&status, STALLED);
-    assert_eq!(stalled.status, "True");
     assert!(
         stalled.message.contains("spec.postgres.enabled")
             && stalled.message.contains(&postgres)
