@@ -46,6 +46,16 @@ macro_rules! command_accessors {
             }
         }
 
+        impl $crate::machine::Command for $command {
+            fn epoch(&self) -> u64 {
+                $command::epoch(self)
+            }
+
+            fn node(&self) -> &$crate::postgres::NodeId {
+                $command::node(self)
+            }
+        }
+
         impl $crate::dispatch::Targeted for $command {
             fn target(&self) -> $crate::dispatch::CommandTarget {
                 $command::target(self)

@@ -10,6 +10,7 @@ pub mod driver;
 pub mod engine;
 pub mod events;
 pub mod kafka;
+pub mod machine;
 pub mod objectives;
 pub mod postgres;
 pub mod probe;

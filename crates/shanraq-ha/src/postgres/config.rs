@@ -61,3 +61,4 @@ impl Default for PostgresHaConfig {
         }
     }
 }
+crate::machine::timed!(PostgresHaConfig);

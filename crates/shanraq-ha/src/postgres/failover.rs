@@ -5,89 +5,14 @@
 use super::command::{Command, CommandError, EventKind};
 use super::config::ReplicationMode;
 use super::election::{Candidate, ElectionRules, elect};
-use super::engine::{PostgresHa, failure_reason, is_serving_primary};
+use super::engine::{Postgres, PostgresHa, is_serving_primary};
 use super::model::{Millis, NodeId, Observation};
 use super::state::{FailoverRecord, Phase};
 use crate::events::{Lifecycle, join};
+use crate::machine::Failing;
 use crate::wire::{InstanceRole, REPLY_SLACK};
 
 impl PostgresHa {
-    /// Fencing: ask the old primary to stop (never waited on) and, at the same time, detach
-    /// every other member from it. The election starts only once the old primary cannot
-    /// complete a commit, whatever it can still reach (see `cannot_commit`).
-    pub(super) fn step_fencing(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(record) = self.state.in_flight.clone() else {
-            self.state.phase = Phase::Healthy;
-            return;
-        };
-        if record.detail.quorum_fenced_at.is_some() {
-            self.state.phase = Phase::Electing;
-            return;
-        }
-        let epoch = self.state.epoch;
-        let blocked = match self.cannot_commit(&record, now) {
-            Ok(how) => {
-                self.quorum_fenced(&record, how, now);
-                return;
-            }
-            Err(reason) => reason,
-        };
-        {
-            self.core.dispatch.emit(
-                Command::Fence {
-                    node: record.from.clone(),
-                    epoch,
-                },
-                now,
-                commands,
-            );
-        }
-        let others: Vec<NodeId> = self
-            .members
-            .iter()
-            .map(|member| member.name.clone())
-            .filter(|node| node != &record.from && !record.detached.contains(node))
-            .collect();
-        for node in others {
-            // A member claiming the primary role is fenced instead (`fence_stale_primaries`).
-            if self.answers_as_primary(&node) {
-                continue;
-            }
-            self.core
-                .dispatch
-                .emit(Command::Detach { node, epoch }, now, commands);
-        }
-        if record.detail.fence_error.is_none() && !self.answers_as_primary(&record.from) {
-            let why = self
-                .core
-                .nodes
-                .get(&record.from)
-                .map_or_else(|| "unknown member".to_owned(), failure_reason);
-            let error = format!(
-                "{} is not serving ({why}); fencing it through its replicas",
-                record.from
-            );
-            if let Some(record) = self.in_flight_mut() {
-                record.detail.fence_error = Some(error.clone());
-            }
-            self.event(
-                now,
-                EventKind::Fenced {
-                    node: record.from.clone(),
-                    error: Some(error),
-                },
-            );
-        }
-        // Said once the fence and detach commands had a fair chance to answer.
-        let patient = now >= record.started_at.plus(self.config.fence_timeout);
-        if patient
-            && self
-                .in_flight_mut()
-                .is_some_and(|record| record.refuse(&blocked))
-        {
-            self.event(now, Lifecycle::FencingBlocked { reason: blocked });
-        }
-    }
 
     pub(super) fn quorum_fenced(&mut self, record: &FailoverRecord, how: String, now: Millis) {
         if let Some(record) = self.in_flight_mut() {
@@ -229,7 +154,150 @@ impl PostgresHa {
         }
     }
 
-    pub(super) fn step_electing(&mut self, now: Millis) {
+    pub(super) fn choose(&mut self, node: NodeId, lost_bytes: Option<u64>, _now: Millis) {
+        if let Some(record) = self.in_flight_mut() {
+            record.elect(node.clone(), lost_bytes);
+        }
+        self.state.target_primary = Some(node);
+        self.state.phase = Phase::Promoting;
+    }
+
+    pub(super) fn promote_done(
+        &mut self,
+        node: &NodeId,
+        result: Result<(), CommandError>,
+        now: Millis,
+    ) {
+        match self.state.phase {
+            Phase::Promoting if self.state.target_primary.as_ref() == Some(node) => match result {
+                Ok(()) => self.promoted(node.clone(), now),
+                Err(_) => {
+                    self.state.target_primary = None;
+                    if let Some(record) = self.in_flight_mut() {
+                        record.to = None;
+                    }
+                    self.state.phase = Phase::Electing;
+                }
+            },
+            Phase::Healthy
+                if self.state.current_primary.as_ref() == Some(node) && result.is_ok() =>
+            {
+                self.own.confirmed = Some((node.clone(), self.state.epoch));
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn promoted(&mut self, node: NodeId, now: Millis) {
+        let epoch = self.state.epoch;
+        let known_lsn = self
+            .last_observation(&node)
+            .and_then(Observation::status)
+            .and_then(|status| {
+                status
+                    .current_lsn
+                    .or(status.received_lsn)
+                    .or(status.replayed_lsn)
+            });
+        if let Some(record) = self.in_flight_mut() {
+            record.promoted(node.clone(), now);
+        }
+        if let Some(view) = self.core.nodes.get_mut(&node) {
+            view.clear_failures();
+        }
+        self.state.current_primary = Some(node.clone());
+        self.state.target_primary = None;
+        self.state.detail.sync_set.clear();
+        self.own.primary_lsn = known_lsn;
+        self.own.confirmed = Some((node.clone(), epoch));
+        self.state.phase = Phase::Routing;
+        self.event(now, Lifecycle::Promoted { node });
+    }
+
+}
+
+impl Failing<Postgres> for PostgresHa {
+    /// Fencing: ask the old primary to stop (never waited on) and, at the same time, detach
+    /// every other member from it. The election starts only once the old primary cannot
+    /// complete a commit, whatever it can still reach (see `cannot_commit`).
+    fn fencing(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        let Some(record) = self.state.in_flight.clone() else {
+            self.state.phase = Phase::Healthy;
+            return;
+        };
+        if record.detail.quorum_fenced_at.is_some() {
+            self.state.phase = Phase::Electing;
+            return;
+        }
+        let epoch = self.state.epoch;
+        let blocked = match self.cannot_commit(&record, now) {
+            Ok(how) => {
+                self.quorum_fenced(&record, how, now);
+                return;
+            }
+            Err(reason) => reason,
+        };
+        {
+            self.core.dispatch.emit(
+                Command::Fence {
+                    node: record.from.clone(),
+                    epoch,
+                },
+                now,
+                commands,
+            );
+        }
+        let others: Vec<NodeId> = self
+            .members
+            .iter()
+            .map(|member| member.name.clone())
+            .filter(|node| node != &record.from && !record.detached.contains(node))
+            .collect();
+        for node in others {
+            // A member claiming the primary role is fenced instead (`fence_stale_primaries`).
+            if self.answers_as_primary(&node) {
+                continue;
+            }
+            self.core
+                .dispatch
+                .emit(Command::Detach { node, epoch }, now, commands);
+        }
+        if record.detail.fence_error.is_none() && !self.answers_as_primary(&record.from) {
+            let why = self
+                .core
+                .nodes
+                .get(&record.from)
+                .map_or_else(
+                    || "unknown member".to_owned(),
+                    <PostgresHa as crate::machine::Probing<Postgres>>::failure_reason,
+                );
+            let error = format!(
+                "{} is not serving ({why}); fencing it through its replicas",
+                record.from
+            );
+            if let Some(record) = self.in_flight_mut() {
+                record.detail.fence_error = Some(error.clone());
+            }
+            self.event(
+                now,
+                EventKind::Fenced {
+                    node: record.from.clone(),
+                    error: Some(error),
+                },
+            );
+        }
+        // Said once the fence and detach commands had a fair chance to answer.
+        let patient = now >= record.started_at.plus(self.config.fence_timeout);
+        if patient
+            && self
+                .in_flight_mut()
+                .is_some_and(|record| record.refuse(&blocked))
+        {
+            self.event(now, Lifecycle::FencingBlocked { reason: blocked });
+        }
+    }
+
+    fn electing(&mut self, now: Millis) {
         let Some(record) = self.state.in_flight.clone() else {
             self.state.phase = Phase::Healthy;
             return;
@@ -323,25 +391,13 @@ impl PostgresHa {
         }
     }
 
-    pub(super) fn choose(&mut self, node: NodeId, lost_bytes: Option<u64>, _now: Millis) {
-        if let Some(record) = self.in_flight_mut() {
-            record.elect(node.clone(), lost_bytes);
-        }
-        self.state.target_primary = Some(node);
-        self.state.phase = Phase::Promoting;
-    }
-
-    pub(super) fn step_promoting(&mut self, now: Millis, commands: &mut Vec<Command>) {
+    fn promoting(&mut self, now: Millis, commands: &mut Vec<Command>) {
         let Some(target) = self.state.target_primary.clone() else {
             self.state.phase = Phase::Electing;
             return;
         };
         let epoch = self.state.epoch;
-        let started = self
-            .state
-            .in_flight
-            .as_ref()
-            .map_or(Millis(0), |record| record.started_at);
+        let started = self.in_flight_started();
         let already = self
             .status_since(&target, started)
             .is_some_and(|status| is_serving_primary(status) && status.epoch == epoch);
@@ -368,65 +424,13 @@ impl PostgresHa {
         self.bring_under(&target, exclude.as_ref(), false, now, commands);
     }
 
-    pub(super) fn promote_done(
-        &mut self,
-        node: &NodeId,
-        result: Result<(), CommandError>,
-        now: Millis,
-    ) {
-        match self.state.phase {
-            Phase::Promoting if self.state.target_primary.as_ref() == Some(node) => match result {
-                Ok(()) => self.promoted(node.clone(), now),
-                Err(_) => {
-                    self.state.target_primary = None;
-                    if let Some(record) = self.in_flight_mut() {
-                        record.to = None;
-                    }
-                    self.state.phase = Phase::Electing;
-                }
-            },
-            Phase::Healthy
-                if self.state.current_primary.as_ref() == Some(node) && result.is_ok() =>
-            {
-                self.confirmed = Some((node.clone(), self.state.epoch));
-            }
-            _ => {}
-        }
-    }
-
-    pub(super) fn promoted(&mut self, node: NodeId, now: Millis) {
-        let epoch = self.state.epoch;
-        let known_lsn = self
-            .last_observation(&node)
-            .and_then(Observation::status)
-            .and_then(|status| {
-                status
-                    .current_lsn
-                    .or(status.received_lsn)
-                    .or(status.replayed_lsn)
-            });
-        if let Some(record) = self.in_flight_mut() {
-            record.promoted(node.clone(), now);
-        }
-        if let Some(view) = self.core.nodes.get_mut(&node) {
-            view.clear_failures();
-        }
-        self.state.current_primary = Some(node.clone());
-        self.state.target_primary = None;
-        self.state.detail.sync_set.clear();
-        self.primary_lsn = known_lsn;
-        self.confirmed = Some((node.clone(), epoch));
-        self.state.phase = Phase::Routing;
-        self.event(now, Lifecycle::Promoted { node });
-    }
-
-    pub(super) fn step_routing(&mut self, now: Millis, commands: &mut Vec<Command>) {
+    fn routing(&mut self, now: Millis, commands: &mut Vec<Command>) {
         let Some(primary) = self.state.current_primary.clone() else {
             self.state.phase = Phase::Electing;
             return;
         };
         let epoch = self.state.epoch;
-        if self.core.routed.as_ref() == Some(&(primary.clone(), epoch)) {
+        if self.is_routed(&primary) {
             self.complete(now);
             return;
         }
@@ -441,20 +445,5 @@ impl PostgresHa {
         // Routing waits for the new primary to be able to commit (its synchronous quorum):
         // members that come back meanwhile are brought under it at once.
         self.bring_under(&primary, None, true, now, commands);
-    }
-
-    pub(super) fn complete(&mut self, now: Millis) {
-        let Some(mut record) = self.state.in_flight.take() else {
-            self.state.phase = Phase::Healthy;
-            return;
-        };
-        record.finish(now);
-        let node = record.ends_on();
-        self.state.phase = Phase::Healthy;
-        self.state.target_primary = None;
-        self.state.suspect = None;
-        self.state.last_failover = Some(record.clone());
-        self.event(now, Lifecycle::Routed { node });
-        self.event(now, Lifecycle::completed(record));
     }
 }

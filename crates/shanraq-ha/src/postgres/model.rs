@@ -124,3 +124,9 @@ pub struct PodSignal {
     pub ready: bool,
     pub deleted: bool,
 }
+
+impl crate::machine::Named for Member {
+    fn name(&self) -> &NodeId {
+        &self.name
+    }
+}

@@ -4,175 +4,14 @@
 //! the designation.
 
 use super::command::{Command, EventKind};
-use super::engine::{PostgresHa, REJOIN_GRACE_MS, failure_reason, is_serving_primary};
+use super::engine::{Postgres, PostgresHa, REJOIN_GRACE_MS, is_serving_primary};
 use super::model::{Member, Millis, NodeId, Observation};
-use super::state::{FailoverRecord, Phase, RecordDetail, Suspicion, SuspicionDetail};
+use super::state::Phase;
 use crate::events::Lifecycle;
+use crate::machine::Steady;
 use crate::wire::{InstanceRole, InstanceStatus};
 
 impl PostgresHa {
-    pub(super) fn step_bootstrapping(&mut self, now: Millis) {
-        if self.state.current_primary.is_some() {
-            self.state.phase = Phase::Healthy;
-            return;
-        }
-        let claims: Vec<(&NodeId, u64)> = self
-            .core
-            .nodes
-            .iter()
-            .filter(|(_, view)| !view.extra.pod_deleted)
-            .filter_map(|(node, view)| {
-                let status = view.last.as_ref()?.status()?;
-                is_serving_primary(status).then_some((node, status.epoch))
-            })
-            .collect();
-        let Some(highest) = claims.iter().map(|(_, epoch)| *epoch).max() else {
-            return;
-        };
-        let mut at_highest = claims.iter().filter(|(_, epoch)| *epoch == highest);
-        let (Some((adopted, _)), None) = (at_highest.next(), at_highest.next()) else {
-            // Several primaries with the same epoch: adopting one could discard another's writes.
-            return;
-        };
-        let adopted = (*adopted).clone();
-        self.claim_next_epoch();
-        self.state.current_primary = Some(adopted.clone());
-        self.state.phase = Phase::Healthy;
-        self.state.detail.sync_set.clear();
-        if let Some(status) = self
-            .last_observation(&adopted)
-            .and_then(Observation::status)
-        {
-            self.primary_lsn = status.current_lsn;
-        }
-        self.event(now, Lifecycle::Adopted { node: adopted });
-    }
-
-    pub(super) fn step_detection(&mut self, now: Millis) {
-        let Some(primary) = self.state.current_primary.clone() else {
-            self.state.phase = Phase::Bootstrapping;
-            return;
-        };
-        let Some(view) = self.core.nodes.get(&primary) else {
-            return;
-        };
-        let failing = view.extra.pod_deleted || view.failing(self.config.failure_threshold);
-        match self.state.phase {
-            Phase::Healthy if failing => {
-                let reason = failure_reason(view);
-                let first_failure_at = view.first_failure_at.unwrap_or(now);
-                self.state.suspect = Some(Suspicion {
-                    node: primary.clone(),
-                    first_failure_at,
-                    confirmed_at: now,
-                    reason: reason.clone(),
-                    detail: SuspicionDetail {
-                        primary_lsn: self.primary_lsn,
-                    },
-                });
-                self.state.phase = Phase::Detecting;
-                self.event(
-                    now,
-                    Lifecycle::Suspected {
-                        node: primary,
-                        reason,
-                    },
-                );
-            }
-            Phase::Detecting => {
-                if self.is_alive_primary(&primary) {
-                    self.state.suspect = None;
-                    self.state.phase = Phase::Healthy;
-                    self.event(now, Lifecycle::Recovered { node: primary });
-                    return;
-                }
-                let due = self.state.suspect.as_ref().is_none_or(|suspect| {
-                    now >= suspect.confirmed_at.plus(self.config.failover_delay)
-                });
-                if due {
-                    self.start_failover(primary, now);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    pub(super) fn start_failover(&mut self, from: NodeId, now: Millis) {
-        let suspect = self.state.suspect.take();
-        let reason = suspect
-            .as_ref()
-            .map_or_else(|| "primary failing".to_owned(), |s| s.reason.clone());
-        self.claim_next_epoch();
-        let primary_lsn = suspect
-            .as_ref()
-            .and_then(|s| s.detail.primary_lsn)
-            .or(self.primary_lsn);
-        self.state.in_flight = Some(FailoverRecord::failover(
-            self.state.epoch,
-            from.clone(),
-            suspect.as_ref(),
-            now,
-            RecordDetail {
-                primary_lsn,
-                ..RecordDetail::default()
-            },
-        ));
-        self.state.target_primary = None;
-        self.state.phase = Phase::Fencing;
-        self.event(now, Lifecycle::FailoverStarted { from, reason });
-    }
-
-    /// Healthy: grant the designated primary its epoch, route to it, and bring everyone else
-    /// back under it (fenced members are demoted, replicas of an older epoch re-pointed).
-    pub(super) fn converge(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(primary) = self.state.current_primary.clone() else {
-            return;
-        };
-        let epoch = self.state.epoch;
-        if let Some(status) = self.settled_status(&primary).cloned() {
-            match status.role {
-                InstanceRole::Primary if status.running && status.epoch == epoch => {
-                    self.confirmed = Some((primary.clone(), epoch));
-                }
-                InstanceRole::Primary | InstanceRole::Fenced if status.epoch > epoch => {
-                    if self.core.reported.insert((primary.clone(), status.epoch)) {
-                        self.event(
-                            now,
-                            EventKind::EpochConflict {
-                                node: primary.clone(),
-                                instance_epoch: status.epoch,
-                            },
-                        );
-                    }
-                }
-                InstanceRole::Primary | InstanceRole::Fenced => {
-                    self.core.dispatch.emit(
-                        Command::Promote {
-                            node: primary.clone(),
-                            epoch,
-                        },
-                        now,
-                        commands,
-                    );
-                }
-                InstanceRole::Replica | InstanceRole::Starting | InstanceRole::Stopped => {}
-            }
-        }
-        if self.confirmed.as_ref() != Some(&(primary.clone(), epoch)) {
-            return;
-        }
-        if self.core.routed.as_ref() != Some(&(primary.clone(), epoch)) {
-            self.core.dispatch.emit(
-                Command::Route {
-                    primary: primary.clone(),
-                    epoch,
-                },
-                now,
-                commands,
-            );
-        }
-        self.bring_under(&primary, None, true, now, commands);
-    }
 
     /// Points every other member at `leader`: replicas of an older epoch, or detached by a
     /// failover, are re-pointed. With `settle`, fenced members are demoted (rewound when they
@@ -259,9 +98,101 @@ impl PostgresHa {
             && quiet_since.is_some_and(|since| now.since(since) >= REJOIN_GRACE_MS)
     }
 
+}
+
+impl Steady<Postgres> for PostgresHa {
+    fn bootstrapping(&mut self, now: Millis) {
+        if self.state.current_primary.is_some() {
+            self.state.phase = Phase::Healthy;
+            return;
+        }
+        let claims: Vec<(&NodeId, u64)> = self
+            .core
+            .nodes
+            .iter()
+            .filter(|(_, view)| !view.extra.pod_deleted)
+            .filter_map(|(node, view)| {
+                let status = view.last.as_ref()?.status()?;
+                is_serving_primary(status).then_some((node, status.epoch))
+            })
+            .collect();
+        let Some(highest) = claims.iter().map(|(_, epoch)| *epoch).max() else {
+            return;
+        };
+        let mut at_highest = claims.iter().filter(|(_, epoch)| *epoch == highest);
+        let (Some((adopted, _)), None) = (at_highest.next(), at_highest.next()) else {
+            // Several primaries with the same epoch: adopting one could discard another's writes.
+            return;
+        };
+        let adopted = (*adopted).clone();
+        self.claim_next_epoch();
+        self.state.current_primary = Some(adopted.clone());
+        self.state.phase = Phase::Healthy;
+        self.state.detail.sync_set.clear();
+        if let Some(status) = self
+            .last_observation(&adopted)
+            .and_then(Observation::status)
+        {
+            self.own.primary_lsn = status.current_lsn;
+        }
+        self.event(now, Lifecycle::Adopted { node: adopted });
+    }
+
+    /// Healthy: grant the designated primary its epoch, route to it, and bring everyone else
+    /// back under it (fenced members are demoted, replicas of an older epoch re-pointed).
+    fn converge(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        let Some(primary) = self.state.current_primary.clone() else {
+            return;
+        };
+        let epoch = self.state.epoch;
+        if let Some(status) = self.settled_status(&primary).cloned() {
+            match status.role {
+                InstanceRole::Primary if status.running && status.epoch == epoch => {
+                    self.own.confirmed = Some((primary.clone(), epoch));
+                }
+                InstanceRole::Primary | InstanceRole::Fenced if status.epoch > epoch => {
+                    if self.core.reported.insert((primary.clone(), status.epoch)) {
+                        self.event(
+                            now,
+                            EventKind::EpochConflict {
+                                node: primary.clone(),
+                                instance_epoch: status.epoch,
+                            },
+                        );
+                    }
+                }
+                InstanceRole::Primary | InstanceRole::Fenced => {
+                    self.core.dispatch.emit(
+                        Command::Promote {
+                            node: primary.clone(),
+                            epoch,
+                        },
+                        now,
+                        commands,
+                    );
+                }
+                InstanceRole::Replica | InstanceRole::Starting | InstanceRole::Stopped => {}
+            }
+        }
+        if self.own.confirmed.as_ref() != Some(&(primary.clone(), epoch)) {
+            return;
+        }
+        if !self.is_routed(&primary) {
+            self.core.dispatch.emit(
+                Command::Route {
+                    primary: primary.clone(),
+                    epoch,
+                },
+                now,
+                commands,
+            );
+        }
+        self.bring_under(&primary, None, true, now, commands);
+    }
+
     /// Any phase: an instance that claims the primary role without the designation is fenced
     /// at once, and reported once.
-    pub(super) fn fence_stale_primaries(&mut self, now: Millis, commands: &mut Vec<Command>) {
+    fn after_step(&mut self, now: Millis, commands: &mut Vec<Command>) {
         if self.state.phase == Phase::Bootstrapping {
             return;
         }

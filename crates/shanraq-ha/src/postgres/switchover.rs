@@ -4,10 +4,11 @@
 //! with the new epoch, so the switchover never leaves the cluster without a primary.
 
 use crate::events::Lifecycle;
+use crate::machine::Switching;
 use std::cmp::Reverse;
 
 use super::command::{Command, EventKind};
-use super::engine::{PostgresHa, is_serving_primary};
+use super::engine::{Postgres, PostgresHa, is_serving_primary};
 use super::model::{Millis, NodeId};
 use super::state::{FailoverRecord, Phase, RecordDetail};
 use crate::wire::{InstanceRole, InstanceStatus};
@@ -36,9 +37,61 @@ pub enum SwitchoverError {
 }
 
 impl PostgresHa {
+
+    /// Aborts when the switchover ran past its timeout; true when it did.
+    fn switchover_timed_out(&mut self, record: &FailoverRecord, now: Millis) -> bool {
+        if now < record.started_at.plus(self.config.switchover_timeout) {
+            return false;
+        }
+        let target = record
+            .to
+            .as_ref()
+            .map_or_else(|| "the target".to_owned(), ToString::to_string);
+        let reason = match (record.fenced_at, record.detail.final_lsn) {
+            (None, _) => format!(
+                "{} did not stop within {:?}",
+                record.from, self.config.switchover_timeout
+            ),
+            (Some(_), None) => format!(
+                "{} did not report its final LSN within {:?}",
+                record.from, self.config.switchover_timeout
+            ),
+            (Some(_), Some(lsn)) => {
+                format!(
+                    "{target} did not replay {lsn} within {:?}",
+                    self.config.switchover_timeout
+                )
+            }
+        };
+        self.abort_switchover(reason, now);
+        true
+    }
+
+    /// Resumes the old primary with the new epoch; the switchover's target stays a replica.
+    fn abort_switchover(&mut self, reason: String, now: Millis) {
+        let Some(record) = self.state.in_flight.as_mut() else {
+            return;
+        };
+        record.aborted = Some(reason.clone());
+        record.to = Some(record.from.clone());
+        record.lost_bytes = Some(0);
+        self.state.target_primary = Some(record.from.clone());
+        self.state.phase = Phase::Promoting;
+        self.event(now, Lifecycle::SwitchoverAborted { reason });
+    }
+}
+
+fn is_switchover_target(status: &InstanceStatus) -> bool {
+    status.role == InstanceRole::Replica
+        && status.running
+        && !status.fenced
+        && status.streaming != Some(false)
+}
+
+impl Switching<Postgres> for PostgresHa {
     /// Starts a planned switchover to `target`, or to the most advanced replica (synchronous
     /// standbys first). Returns the chosen target. Commands follow from the next `step`.
-    pub fn request_switchover(
+    fn request_switchover(
         &mut self,
         target: Option<NodeId>,
         now: Millis,
@@ -54,7 +107,7 @@ impl PostgresHa {
             .clone()
             .ok_or(SwitchoverError::NoPrimary)?;
         let epoch = self.state.epoch;
-        let primary_ok = self.confirmed.as_ref() == Some(&(primary.clone(), epoch))
+        let primary_ok = self.own.confirmed.as_ref() == Some(&(primary.clone(), epoch))
             && self.is_alive_primary(&primary);
         if !primary_ok {
             return Err(SwitchoverError::PrimaryNotConfirmed { primary, epoch });
@@ -107,7 +160,7 @@ impl PostgresHa {
             chosen.clone(),
             now,
             RecordDetail {
-                primary_lsn: self.primary_lsn,
+                primary_lsn: self.own.primary_lsn,
                 ..RecordDetail::default()
             },
         ));
@@ -123,7 +176,7 @@ impl PostgresHa {
         Ok(chosen)
     }
 
-    pub(super) fn step_switchover_fencing(&mut self, now: Millis, commands: &mut Vec<Command>) {
+    fn switchover_fencing(&mut self, now: Millis, commands: &mut Vec<Command>) {
         let Some(record) = self.state.in_flight.clone() else {
             self.state.phase = Phase::Healthy;
             return;
@@ -170,7 +223,7 @@ impl PostgresHa {
         );
     }
 
-    pub(super) fn step_switchover_draining(&mut self, now: Millis) {
+    fn switchover_draining(&mut self, now: Millis, _commands: &mut Vec<Command>) {
         let Some(record) = self.state.in_flight.clone() else {
             self.state.phase = Phase::Healthy;
             return;
@@ -216,52 +269,18 @@ impl PostgresHa {
         }
     }
 
-    /// Aborts when the switchover ran past its timeout; true when it did.
-    fn switchover_timed_out(&mut self, record: &FailoverRecord, now: Millis) -> bool {
-        if now < record.started_at.plus(self.config.switchover_timeout) {
-            return false;
-        }
-        let target = record
-            .to
-            .as_ref()
-            .map_or_else(|| "the target".to_owned(), ToString::to_string);
-        let reason = match (record.fenced_at, record.detail.final_lsn) {
-            (None, _) => format!(
-                "{} did not stop within {:?}",
-                record.from, self.config.switchover_timeout
-            ),
-            (Some(_), None) => format!(
-                "{} did not report its final LSN within {:?}",
-                record.from, self.config.switchover_timeout
-            ),
-            (Some(_), Some(lsn)) => {
-                format!(
-                    "{target} did not replay {lsn} within {:?}",
-                    self.config.switchover_timeout
-                )
-            }
-        };
-        self.abort_switchover(reason, now);
-        true
+    /// Right after a start or a failover the engine may not have seen the primary confirm its
+    /// epoch, nor a replica stream, yet.
+    fn switchover_may_wait(error: &SwitchoverError) -> bool {
+        matches!(
+            error,
+            SwitchoverError::PrimaryNotConfirmed { .. }
+                | SwitchoverError::TargetNotReplica { .. }
+                | SwitchoverError::NoReplica
+        )
     }
 
-    /// Resumes the old primary with the new epoch; the switchover's target stays a replica.
-    fn abort_switchover(&mut self, reason: String, now: Millis) {
-        let Some(record) = self.state.in_flight.as_mut() else {
-            return;
-        };
-        record.aborted = Some(reason.clone());
-        record.to = Some(record.from.clone());
-        record.lost_bytes = Some(0);
-        self.state.target_primary = Some(record.from.clone());
-        self.state.phase = Phase::Promoting;
-        self.event(now, Lifecycle::SwitchoverAborted { reason });
+    fn switchover_superseded() -> SwitchoverError {
+        SwitchoverError::Superseded
     }
-}
-
-fn is_switchover_target(status: &InstanceStatus) -> bool {
-    status.role == InstanceRole::Replica
-        && status.running
-        && !status.fenced
-        && status.streaming != Some(false)
 }

@@ -45,3 +45,4 @@ impl Default for RedisHaConfig {
         }
     }
 }
+crate::machine::timed!(RedisHaConfig);

@@ -4,7 +4,8 @@
 
 use super::command::{Command, CommandResult, EventKind};
 use super::election::{Candidate, LossBound, elect};
-use super::engine::RedisHa;
+use super::engine::{Redis, RedisHa};
+use crate::machine::Failing;
 use super::info::ReplicationInfo;
 use super::model::Observation;
 use super::state::{FailoverKind, FailoverRecord, Phase};
@@ -12,66 +13,6 @@ use crate::events::{Lifecycle, join};
 use crate::postgres::{Millis, NodeId};
 
 impl RedisHa {
-    /// Fencing: every other member is detached from the old master (the old master too,
-    /// when it answers: a read-only replica of nothing takes no write). The election starts once
-    /// the old master cannot take an acknowledged write (see `fenced`).
-    pub(super) fn step_detaching(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(record) = self.state.in_flight.clone() else {
-            self.state.phase = Phase::Healthy;
-            return;
-        };
-        let epoch = self.state.epoch;
-        // The election also waits for every replica that answers to be detached: a write
-        // acknowledged by `WAIT 1` may be on any one of them, and only their final offsets
-        // show which one is the most advanced.
-        let waiting = self.replicas_still_attached(&record, now);
-        let fenced = match self.fenced(&record) {
-            Ok(how) if waiting.is_empty() => Ok(how),
-            Ok(_) => Err(format!(
-                "waiting for [{}] to be detached: they answer, and may hold acknowledged writes the others lack",
-                join(&waiting)
-            )),
-            Err(blocked) => Err(blocked),
-        };
-        match fenced {
-            Ok(how) => {
-                if let Some(record) = self.in_flight_mut() {
-                    record.fenced_at = Some(now);
-                    record.detail.fenced_how = Some(how.clone());
-                    record.refusal = None;
-                }
-                self.event(
-                    now,
-                    Lifecycle::QuorumFenced {
-                        from: record.from.clone(),
-                        how,
-                    },
-                );
-                self.state.phase = Phase::Electing;
-            }
-            Err(blocked) => {
-                let pending: Vec<NodeId> = self
-                    .members
-                    .iter()
-                    .map(|m| m.name.clone())
-                    .filter(|node| !record.detached.contains(node))
-                    .collect();
-                for node in pending {
-                    self.core
-                        .dispatch
-                        .emit(Command::Detach { node, epoch }, now, commands);
-                }
-                let patient = now >= record.started_at.plus(self.config.fence_timeout);
-                if patient
-                    && self
-                        .in_flight_mut()
-                        .is_some_and(|record| record.refuse(&blocked))
-                {
-                    self.event(now, Lifecycle::FencingBlocked { reason: blocked });
-                }
-            }
-        }
-    }
 
     /// Replicas not yet detached whose latest answer since the failover started was an answer
     /// (or that have not been probed since): the election waits for them, at most
@@ -164,7 +105,118 @@ impl RedisHa {
         );
     }
 
-    pub(super) fn step_electing(&mut self, now: Millis) {
+    pub(super) fn choose(&mut self, node: NodeId, offset: u64, lost_bytes: Option<u64>) {
+        if let Some(record) = self.in_flight_mut() {
+            record.elect(node.clone(), lost_bytes);
+            record.detail.elected_offset = Some(offset);
+        }
+        self.state.target_primary = Some(node);
+        self.state.phase = Phase::Promoting;
+    }
+
+    pub(super) fn promote_done(&mut self, node: &NodeId, ok: bool, now: Millis) {
+        if self.state.phase != Phase::Promoting || self.state.target_primary.as_ref() != Some(node)
+        {
+            return;
+        }
+        if ok {
+            self.promoted(node.clone(), now);
+        } else if self.state.in_flight.is_some() {
+            self.state.target_primary = None;
+            if let Some(record) = self.in_flight_mut() {
+                record.to = None;
+            }
+            self.state.phase = Phase::Electing;
+        }
+    }
+
+    pub(super) fn promoted(&mut self, node: NodeId, now: Millis) {
+        let offset = self
+            .last_observation(&node)
+            .and_then(Observation::info)
+            .map(|info| (info.offset, info.replid.clone()));
+        if let Some(record) = self.in_flight_mut() {
+            record.promoted(node.clone(), now);
+        }
+        if let Some(view) = self.core.nodes.get_mut(&node) {
+            view.clear_failures();
+            view.refused_streak = 0;
+            view.extra.restarted = false;
+        }
+        self.state.current_primary = Some(node.clone());
+        self.state.target_primary = None;
+        self.own.master_offset = offset.as_ref().map(|(offset, _)| *offset);
+        self.own.master_replid = offset.map(|(_, replid)| replid);
+        self.own.replica_lag.clear();
+        self.state.phase = Phase::Routing;
+        self.event(now, Lifecycle::Promoted { node });
+    }
+
+}
+
+impl Failing<Redis> for RedisHa {
+    /// Fencing: every other member is detached from the old master (the old master too,
+    /// when it answers: a read-only replica of nothing takes no write). The election starts once
+    /// the old master cannot take an acknowledged write (see `fenced`).
+    fn fencing(&mut self, now: Millis, commands: &mut Vec<Command>) {
+        let Some(record) = self.state.in_flight.clone() else {
+            self.state.phase = Phase::Healthy;
+            return;
+        };
+        let epoch = self.state.epoch;
+        // The election also waits for every replica that answers to be detached: a write
+        // acknowledged by `WAIT 1` may be on any one of them, and only their final offsets
+        // show which one is the most advanced.
+        let waiting = self.replicas_still_attached(&record, now);
+        let fenced = match self.fenced(&record) {
+            Ok(how) if waiting.is_empty() => Ok(how),
+            Ok(_) => Err(format!(
+                "waiting for [{}] to be detached: they answer, and may hold acknowledged writes the others lack",
+                join(&waiting)
+            )),
+            Err(blocked) => Err(blocked),
+        };
+        match fenced {
+            Ok(how) => {
+                if let Some(record) = self.in_flight_mut() {
+                    record.fenced_at = Some(now);
+                    record.detail.fenced_how = Some(how.clone());
+                    record.refusal = None;
+                }
+                self.event(
+                    now,
+                    Lifecycle::QuorumFenced {
+                        from: record.from.clone(),
+                        how,
+                    },
+                );
+                self.state.phase = Phase::Electing;
+            }
+            Err(blocked) => {
+                let pending: Vec<NodeId> = self
+                    .members
+                    .iter()
+                    .map(|m| m.name.clone())
+                    .filter(|node| !record.detached.contains(node))
+                    .collect();
+                for node in pending {
+                    self.core
+                        .dispatch
+                        .emit(Command::Detach { node, epoch }, now, commands);
+                }
+                let patient = now >= record.started_at.plus(self.config.fence_timeout);
+                if patient
+                    && self
+                        .in_flight_mut()
+                        .is_some_and(|record| record.refuse(&blocked))
+                {
+                    self.event(now, Lifecycle::FencingBlocked { reason: blocked });
+                }
+            }
+        }
+    }
+
+    fn electing(&mut self, now: Millis) {
         let Some(record) = self.state.in_flight.clone() else {
             self.state.phase = Phase::Healthy;
             return;
@@ -177,7 +229,7 @@ impl RedisHa {
                 let info = self.info_since(&node, record.started_at)?;
                 info.is_detached().then(|| Candidate {
                     offset: info.offset,
-                    lag_seconds: self.replica_lag.get(&node).copied(),
+                    lag_seconds: self.own.replica_lag.get(&node).copied(),
                     node,
                 })
             })
@@ -230,16 +282,7 @@ impl RedisHa {
         }
     }
 
-    pub(super) fn choose(&mut self, node: NodeId, offset: u64, lost_bytes: Option<u64>) {
-        if let Some(record) = self.in_flight_mut() {
-            record.elect(node.clone(), lost_bytes);
-            record.detail.elected_offset = Some(offset);
-        }
-        self.state.target_primary = Some(node);
-        self.state.phase = Phase::Promoting;
-    }
-
-    pub(super) fn step_promoting(&mut self, now: Millis, commands: &mut Vec<Command>) {
+    fn promoting(&mut self, now: Millis, commands: &mut Vec<Command>) {
         let Some(target) = self.state.target_primary.clone() else {
             self.state.phase = if self.state.in_flight.is_some() {
                 Phase::Electing
@@ -249,11 +292,7 @@ impl RedisHa {
             return;
         };
         let epoch = self.state.epoch;
-        let started = self
-            .state
-            .in_flight
-            .as_ref()
-            .map_or(Millis(0), |record| record.started_at);
+        let started = self.in_flight_started();
         let already = self
             .info_since(&target, started)
             .is_some_and(ReplicationInfo::is_master);
@@ -271,51 +310,13 @@ impl RedisHa {
         );
     }
 
-    pub(super) fn promote_done(&mut self, node: &NodeId, ok: bool, now: Millis) {
-        if self.state.phase != Phase::Promoting || self.state.target_primary.as_ref() != Some(node)
-        {
-            return;
-        }
-        if ok {
-            self.promoted(node.clone(), now);
-        } else if self.state.in_flight.is_some() {
-            self.state.target_primary = None;
-            if let Some(record) = self.in_flight_mut() {
-                record.to = None;
-            }
-            self.state.phase = Phase::Electing;
-        }
-    }
-
-    pub(super) fn promoted(&mut self, node: NodeId, now: Millis) {
-        let offset = self
-            .last_observation(&node)
-            .and_then(Observation::info)
-            .map(|info| (info.offset, info.replid.clone()));
-        if let Some(record) = self.in_flight_mut() {
-            record.promoted(node.clone(), now);
-        }
-        if let Some(view) = self.core.nodes.get_mut(&node) {
-            view.clear_failures();
-            view.refused_streak = 0;
-            view.extra.restarted = false;
-        }
-        self.state.current_primary = Some(node.clone());
-        self.state.target_primary = None;
-        self.master_offset = offset.as_ref().map(|(offset, _)| *offset);
-        self.master_replid = offset.map(|(_, replid)| replid);
-        self.replica_lag.clear();
-        self.state.phase = Phase::Routing;
-        self.event(now, Lifecycle::Promoted { node });
-    }
-
-    pub(super) fn step_routing(&mut self, now: Millis, commands: &mut Vec<Command>) {
+    fn routing(&mut self, now: Millis, commands: &mut Vec<Command>) {
         let Some(master) = self.state.current_primary.clone() else {
             self.state.phase = Phase::Bootstrapping;
             return;
         };
         let epoch = self.state.epoch;
-        if self.core.routed.as_ref() == Some(&(master.clone(), epoch)) {
+        if self.is_routed(&master) {
             self.complete(now);
             return;
         }
@@ -327,25 +328,10 @@ impl RedisHa {
             .emit(Command::Route { master, epoch }, now, commands);
     }
 
-    pub(super) fn complete(&mut self, now: Millis) {
-        let node = self.state.current_primary.clone();
-        self.state.phase = Phase::Healthy;
-        self.state.target_primary = None;
-        self.state.suspect = None;
-        let Some(mut record) = self.state.in_flight.take() else {
-            if let Some(node) = node {
-                self.event(now, Lifecycle::Routed { node });
-            }
-            return;
-        };
-        record.finish(now);
+    fn completed(&mut self, record: &FailoverRecord) {
         match record.kind {
             FailoverKind::Failover => self.state.detail.failovers += 1,
             FailoverKind::Switchover => self.state.detail.switchovers += 1,
         }
-        self.state.last_failover = Some(record.clone());
-        let to = record.ends_on();
-        self.event(now, Lifecycle::Routed { node: to });
-        self.event(now, Lifecycle::completed(record));
     }
 }

@@ -15,7 +15,6 @@
 pub mod cluster;
 mod command;
 mod config;
-mod contract;
 mod election;
 mod engine;
 mod failover;
@@ -31,9 +30,8 @@ pub use command::{
     Command, CommandError, CommandResult, CommandTarget, Endpoint, Event, EventKind, StepOutput,
 };
 pub use config::RedisHaConfig;
-pub use contract::NoSignal;
 pub use election::{Candidate, Elected, LossBound, elect};
-pub use engine::RedisHa;
+pub use engine::{NoSignal, Redis, RedisHa};
 pub use info::{InfoError, ReplicaLink, ReplicationInfo, Role, parse_replication_info};
 pub use model::{DETACHED_HOST, DETACHED_PORT, Observation, ProbeOutcome, RedisMember};
 pub use state::{

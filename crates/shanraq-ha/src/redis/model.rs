@@ -58,3 +58,9 @@ impl Observation {
         self.answer()
     }
 }
+
+impl crate::machine::Named for RedisMember {
+    fn name(&self) -> &NodeId {
+        &self.name
+    }
+}

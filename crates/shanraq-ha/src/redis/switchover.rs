@@ -8,7 +8,8 @@
 use std::cmp::Reverse;
 
 use super::command::{Command, CommandResult};
-use super::engine::RedisHa;
+use super::engine::{Redis, RedisHa};
+use crate::machine::Switching;
 use super::info::ReplicationInfo;
 use super::model::Observation;
 use super::state::{FailoverRecord, Phase, RecordDetail};
@@ -36,8 +37,54 @@ pub enum SwitchoverError {
 }
 
 impl RedisHa {
+
+    pub(super) fn pause_done(&mut self, node: &NodeId, result: &CommandResult, now: Millis) {
+        if self.state.phase != Phase::SwitchoverFencing {
+            return;
+        }
+        let Some(record) = self.state.in_flight.as_mut() else {
+            return;
+        };
+        if &record.from != node {
+            return;
+        }
+        // Without the node's answer after the pause there is no offset to wait for: the
+        // pause is retried at the next step.
+        if let Ok(Some(info)) = result {
+            record.detail.master_offset = Some(info.offset);
+            record.fenced_at = Some(now);
+            record.detail.fenced_how = Some("writes paused".to_owned());
+            self.state.phase = Phase::SwitchoverDraining;
+        }
+    }
+
+    fn abort_switchover(&mut self, reason: String, now: Millis, commands: &mut Vec<Command>) {
+        let Some(mut record) = self.state.in_flight.take() else {
+            return;
+        };
+        record.aborted = Some(reason.clone());
+        record.to = None;
+        let from = record.from.clone();
+        self.state.last_failover = Some(record);
+        self.state.target_primary = None;
+        self.state.phase = Phase::Healthy;
+        // The epoch moved on: route again so the router holds the current one.
+        self.core.routed = None;
+        self.core.dispatch.emit(
+            Command::Unpause {
+                node: from,
+                epoch: self.state.epoch,
+            },
+            now,
+            commands,
+        );
+        self.event(now, Lifecycle::SwitchoverAborted { reason });
+    }
+}
+
+impl Switching<Redis> for RedisHa {
     /// Starts a planned switchover to `target`, or to the most advanced streaming replica.
-    pub fn request_switchover(
+    fn request_switchover(
         &mut self,
         target: Option<NodeId>,
         now: Millis,
@@ -52,7 +99,7 @@ impl RedisHa {
             .current_primary
             .clone()
             .ok_or(SwitchoverError::NoMaster)?;
-        let routed = self.core.routed.as_ref() == Some(&(master.clone(), self.state.epoch));
+        let routed = self.is_routed(&master);
         if !routed || !self.answers_as_master(&master) {
             return Err(SwitchoverError::MasterNotReady { master });
         }
@@ -95,7 +142,7 @@ impl RedisHa {
         ));
         self.state.target_primary = Some(target.clone());
         self.state.phase = Phase::SwitchoverFencing;
-        self.pending_unpause = Some(master.clone());
+        self.own.pending_unpause = Some(master.clone());
         self.event(
             now,
             Lifecycle::SwitchoverStarted {
@@ -106,7 +153,7 @@ impl RedisHa {
         Ok(target)
     }
 
-    pub(super) fn step_switchover_pausing(&mut self, now: Millis, commands: &mut Vec<Command>) {
+    fn switchover_fencing(&mut self, now: Millis, commands: &mut Vec<Command>) {
         let Some(record) = self.state.in_flight.clone() else {
             self.state.phase = Phase::Healthy;
             return;
@@ -131,27 +178,7 @@ impl RedisHa {
         );
     }
 
-    pub(super) fn pause_done(&mut self, node: &NodeId, result: &CommandResult, now: Millis) {
-        if self.state.phase != Phase::SwitchoverFencing {
-            return;
-        }
-        let Some(record) = self.state.in_flight.as_mut() else {
-            return;
-        };
-        if &record.from != node {
-            return;
-        }
-        // Without the node's answer after the pause there is no offset to wait for: the
-        // pause is retried at the next step.
-        if let Ok(Some(info)) = result {
-            record.detail.master_offset = Some(info.offset);
-            record.fenced_at = Some(now);
-            record.detail.fenced_how = Some("writes paused".to_owned());
-            self.state.phase = Phase::SwitchoverDraining;
-        }
-    }
-
-    pub(super) fn step_switchover_draining(&mut self, now: Millis, commands: &mut Vec<Command>) {
+    fn switchover_draining(&mut self, now: Millis, commands: &mut Vec<Command>) {
         let Some(record) = self.state.in_flight.clone() else {
             self.state.phase = Phase::Healthy;
             return;
@@ -190,26 +217,17 @@ impl RedisHa {
         }
     }
 
-    fn abort_switchover(&mut self, reason: String, now: Millis, commands: &mut Vec<Command>) {
-        let Some(mut record) = self.state.in_flight.take() else {
-            return;
-        };
-        record.aborted = Some(reason.clone());
-        record.to = None;
-        let from = record.from.clone();
-        self.state.last_failover = Some(record);
-        self.state.target_primary = None;
-        self.state.phase = Phase::Healthy;
-        // The epoch moved on: route again so the router holds the current one.
-        self.core.routed = None;
-        self.core.dispatch.emit(
-            Command::Unpause {
-                node: from,
-                epoch: self.state.epoch,
-            },
-            now,
-            commands,
-        );
-        self.event(now, Lifecycle::SwitchoverAborted { reason });
+    fn switchover_may_wait(error: &SwitchoverError) -> bool {
+        matches!(
+            error,
+            SwitchoverError::NotHealthy { .. }
+                | SwitchoverError::MasterNotReady { .. }
+                | SwitchoverError::TargetNotReplica { .. }
+                | SwitchoverError::NoReplica
+        )
+    }
+
+    fn switchover_superseded() -> SwitchoverError {
+        SwitchoverError::Superseded
     }
 }

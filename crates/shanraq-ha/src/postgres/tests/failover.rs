@@ -240,7 +240,7 @@ fn detection_honours_threshold_delay_and_recovery() {
 fn deleted_primary_pod_starts_detection_at_once_and_a_reachable_primary_is_fenced_before_promotion()
 {
     let mut sim = Sim::healthy(SYNC);
-    sim.ha.observe_pod(PodSignal {
+    sim.ha.signal(PodSignal {
         node: node("pg-0"),
         at: sim.now,
         ready: false,
@@ -282,7 +282,7 @@ fn deleted_primary_pod_starts_detection_at_once_and_a_reachable_primary_is_fence
 fn not_ready_pod_alone_does_not_fail_over_a_primary_that_answers() {
     let mut sim = Sim::healthy(SYNC);
     for _ in 0..5 {
-        sim.ha.observe_pod(PodSignal {
+        sim.ha.signal(PodSignal {
             node: node("pg-0"),
             at: sim.now,
             ready: false,
@@ -300,7 +300,7 @@ fn not_ready_pod_alone_does_not_fail_over_a_primary_that_answers() {
 #[test]
 fn a_reachable_primary_that_never_answers_the_fence_is_fenced_through_its_standbys() {
     let mut sim = Sim::healthy(SYNC);
-    sim.ha.observe_pod(PodSignal {
+    sim.ha.signal(PodSignal {
         node: node("pg-0"),
         at: sim.now,
         ready: false,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+pub use crate::machine::{Probing, Switching};
 use crate::events::Lifecycle;
 use crate::postgres::{
     Command, CommandError, Event, EventKind, HaState, Member, Millis, NodeId, Observation,
@@ -276,7 +277,14 @@ impl Sim {
     }
 
     pub fn done(&mut self, command: &Command, result: Result<(), CommandError>) {
-        self.ha.command_done(command, result, self.now);
+        self.ha.command_done(
+            command,
+            crate::postgres::Outcome {
+                result,
+                status: None,
+            },
+            self.now,
+        );
     }
 
     /// Whether an event with `reason` was told.

@@ -46,7 +46,7 @@ fn a_dead_master_is_replaced_by_the_most_advanced_replica_after_every_replica_is
         Some(("r1.host".to_owned(), 6379)),
         "r2 follows r1"
     );
-    assert_eq!(sim.engine.routed_master().map(|n| n.as_str()), Some("r1"));
+    assert_eq!(sim.engine.routed_primary().map(|n| n.as_str()), Some("r1"));
     let record = sim.engine.state().last_failover.clone().expect("recorded");
     assert!(record.rto_ms.is_some());
     assert_eq!(record.epoch, sim.engine.state().epoch);

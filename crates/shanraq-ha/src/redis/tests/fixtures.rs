@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::machine::Probing;
 use crate::events::Lifecycle;
 use crate::redis::{
     Command, DETACHED_HOST, DETACHED_PORT, Event, EventKind, Millis, NodeId, Observation, RedisHa,
@@ -90,7 +91,7 @@ impl Sim {
             sim.events
         );
         assert_eq!(
-            sim.engine.routed_master().map(NodeId::as_str),
+            sim.engine.routed_primary().map(NodeId::as_str),
             Some(names[0])
         );
         sim.events.clear();

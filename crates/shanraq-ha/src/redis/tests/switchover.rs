@@ -1,5 +1,6 @@
 //! Planned switchover: pause, drain, promote, demote, unpause; and the abort on timeout.
 
+use crate::machine::Switching;
 use super::fixtures::Sim;
 use crate::redis::{Command, NodeId, Phase, RedisHaConfig, Role, SwitchoverError};
 
