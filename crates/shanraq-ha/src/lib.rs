@@ -17,4 +17,5 @@ pub mod probe;
 pub mod record;
 pub mod redis;
 pub mod state;
+pub mod switchover;
 pub mod wire;

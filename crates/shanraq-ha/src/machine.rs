@@ -25,6 +25,7 @@ use crate::events::Lifecycle;
 use crate::postgres::{Millis, NodeId};
 use crate::record::{FailoverRecord, Stamped, Suspicion, Telling};
 use crate::state::{HaState, Phase};
+use crate::switchover::SwitchoverError;
 
 /// The timings every engine reads from its configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +112,6 @@ pub trait Product: Debug + Sized + Send + 'static {
     type Signal: Debug + Send + 'static;
     /// How a command ended, as the adapter reports it.
     type Outcome: crate::engine::Outcome + Send + 'static;
-    type SwitchoverError: std::error::Error + Send + Sync + 'static;
 
     /// The role that takes writes, as people call it for this product ("primary", "master").
     const ROLE: &'static str;
@@ -197,22 +197,23 @@ pub trait Failing<P: Product> {
     fn completed(&mut self, _record: &Record<P>) {}
 }
 
-/// A product's planned switchover, implemented on `Ha<Self>` in the product's folder.
+/// A product's planned switchover, implemented on `Ha<Self>` in the product's folder (the
+/// request itself is written once: `crate::switchover`).
 pub trait Switching<P: Product> {
-    /// Starts a planned switchover to `target` (the best replica when `None`).
-    fn request_switchover(
-        &mut self,
-        target: Option<NodeId>,
-        now: Millis,
-    ) -> Result<NodeId, P::SwitchoverError>;
+    /// Whether the primary is ready to hand over (confirmed, routed, answering).
+    fn switchover_ready(&self, primary: &NodeId) -> bool;
+    /// The members a switchover may go to, best first.
+    fn switchover_candidates(&self, primary: &NodeId, now: Millis) -> Vec<NodeId>;
+    /// What the product adds to a switchover's record.
+    fn switchover_detail(&self) -> P::RecordDetail;
+    /// A switchover away from `from` started.
+    fn switchover_started(&mut self, _from: &NodeId) {}
     /// The old primary stops taking writes.
     fn switchover_fencing(&mut self, now: Millis, commands: &mut Vec<P::Command>);
     /// Waits for the target to reach the old primary's final position.
     fn switchover_draining(&mut self, now: Millis, commands: &mut Vec<P::Command>);
-    /// Whether a refused switchover may be taken a little later.
-    fn switchover_may_wait(error: &P::SwitchoverError) -> bool;
-    /// The answer to a switchover request replaced by a newer one.
-    fn switchover_superseded() -> P::SwitchoverError;
+    /// Whether a switchover requested during a failover waits it out.
+    const WAITS_OUT_FAILOVER: bool = false;
 }
 
 /// Everything a product implements on `Ha<Self>`.
@@ -355,6 +356,83 @@ impl<P: Product> Ha<P> {
     /// Whether writes are routed to `primary` at the current epoch.
     pub(crate) fn is_routed(&self, primary: &NodeId) -> bool {
         self.core.routed.as_ref() == Some(&(primary.clone(), self.state.epoch))
+    }
+
+    /// The failover in flight, for a phase that needs one; without one the group is Healthy.
+    pub(crate) fn in_flight_or_healthy(&mut self) -> Option<Record<P>> {
+        let record = self.state.in_flight.clone();
+        if record.is_none() {
+            self.state.phase = Phase::Healthy;
+        }
+        record
+    }
+
+    /// Fencing is not shown yet for `blocked`: said once (per reason) when the fencing commands
+    /// had a fair chance to answer.
+    pub(crate) fn fencing_blocked(&mut self, started_at: Millis, blocked: String, now: Millis) {
+        let patient = now >= started_at.plus(self.timing().fence_timeout);
+        if patient
+            && self
+                .in_flight_mut()
+                .is_some_and(|record| record.refuse(&blocked))
+        {
+            self.event(now, Lifecycle::FencingBlocked { reason: blocked });
+        }
+    }
+
+    /// The election refused for `reason`: said once per reason.
+    pub(crate) fn refuse_failover(&mut self, reason: String, now: Millis) {
+        if self
+            .in_flight_mut()
+            .is_some_and(|record| record.refuse(&reason))
+        {
+            self.event(now, Lifecycle::FailoverRefused { reason });
+        }
+    }
+
+    /// The old primary `from` can no longer take an acknowledged write (`how`): the election
+    /// may start.
+    pub(crate) fn quorum_fenced(&mut self, from: NodeId, how: String, now: Millis) {
+        if let Some(record) = self.in_flight_mut() {
+            record.refusal = None;
+        }
+        self.event(now, Lifecycle::QuorumFenced { from, how });
+        self.state.phase = Phase::Electing;
+    }
+
+    /// `node` was promoted: it is the primary, and writes are routed to it next.
+    pub(crate) fn mark_promoted(&mut self, node: NodeId, now: Millis) {
+        if let Some(record) = self.in_flight_mut() {
+            record.promoted(node.clone(), now);
+        }
+        if let Some(view) = self.core.nodes.get_mut(&node) {
+            view.clear_failures();
+        }
+        self.state.current_primary = Some(node.clone());
+        self.state.target_primary = None;
+        self.state.phase = Phase::Routing;
+        self.event(now, Lifecycle::Promoted { node });
+    }
+
+    /// Routing: the primary writes go to next, or none once they are routed there (the
+    /// failover completes) or no primary is left (back to electing, or to bootstrapping).
+    pub(crate) fn route_pending(&mut self, now: Millis) -> Option<NodeId>
+    where
+        Self: Phases<P>,
+    {
+        let Some(primary) = self.state.current_primary.clone() else {
+            self.state.phase = if self.state.in_flight.is_some() {
+                Phase::Electing
+            } else {
+                Phase::Bootstrapping
+            };
+            return None;
+        };
+        if self.is_routed(&primary) {
+            self.complete(now);
+            return None;
+        }
+        Some(primary)
     }
 
     /// When the failover in flight started (the beginning of time when none is).
@@ -552,7 +630,7 @@ where
     type Outcome = P::Outcome;
     type Event = Event<P>;
     type Signal = P::Signal;
-    type SwitchoverError = P::SwitchoverError;
+    type SwitchoverError = SwitchoverError;
 
     fn state(&self) -> &State<P> {
         Ha::state(self)
@@ -594,15 +672,15 @@ where
         &mut self,
         target: Option<NodeId>,
         now: Millis,
-    ) -> Result<NodeId, P::SwitchoverError> {
-        Switching::request_switchover(self, target, now)
+    ) -> Result<NodeId, SwitchoverError> {
+        Ha::request_switchover(self, target, now)
     }
 
-    fn switchover_may_wait(error: &P::SwitchoverError) -> bool {
-        <Ha<P> as Switching<P>>::switchover_may_wait(error)
+    fn switchover_may_wait(error: &SwitchoverError) -> bool {
+        error.may_wait(<Ha<P> as Switching<P>>::WAITS_OUT_FAILOVER)
     }
 
-    fn switchover_superseded() -> P::SwitchoverError {
-        <Ha<P> as Switching<P>>::switchover_superseded()
+    fn switchover_superseded() -> SwitchoverError {
+        SwitchoverError::Superseded
     }
 }

@@ -22,7 +22,7 @@ use super::config::{PostgresHaConfig, ReplicationMode};
 use super::contract::Outcome;
 use super::model::{Member, Millis, NodeId, Observation, PodSignal};
 use super::state::{HaState, Phase, RecordDetail, StateDetail, Suspicion, SuspicionDetail};
-use super::switchover::SwitchoverError;
+
 use crate::machine::{Ha, Probing, Product};
 use crate::wire::{InstanceRole, InstanceStatus, Lsn};
 
@@ -69,7 +69,6 @@ impl Product for Postgres {
     type Memory = Remembered;
     type Signal = PodSignal;
     type Outcome = Outcome;
-    type SwitchoverError = SwitchoverError;
     const ROLE: &'static str = "primary";
 
     fn remember(state: &HaState) -> Remembered {

@@ -8,26 +8,12 @@ use super::election::{Candidate, ElectionRules, elect};
 use super::engine::{Postgres, PostgresHa, is_serving_primary};
 use super::model::{Millis, NodeId, Observation};
 use super::state::{FailoverRecord, Phase};
-use crate::events::{Lifecycle, join};
+use crate::events::join;
 use crate::machine::Failing;
 use crate::wire::{InstanceRole, REPLY_SLACK};
 
 impl PostgresHa {
 
-    pub(super) fn quorum_fenced(&mut self, record: &FailoverRecord, how: String, now: Millis) {
-        if let Some(record) = self.in_flight_mut() {
-            record.detail.quorum_fenced_at = Some(now);
-            record.refusal = None;
-        }
-        self.event(
-            now,
-            Lifecycle::QuorumFenced {
-                from: record.from.clone(),
-                how,
-            },
-        );
-        self.state.phase = Phase::Electing;
-    }
 
     /// Why the old primary can no longer complete a commit, or why that is not shown yet.
     ///
@@ -190,7 +176,7 @@ impl PostgresHa {
 
     pub(super) fn promoted(&mut self, node: NodeId, now: Millis) {
         let epoch = self.state.epoch;
-        let known_lsn = self
+        self.own.primary_lsn = self
             .last_observation(&node)
             .and_then(Observation::status)
             .and_then(|status| {
@@ -199,19 +185,9 @@ impl PostgresHa {
                     .or(status.received_lsn)
                     .or(status.replayed_lsn)
             });
-        if let Some(record) = self.in_flight_mut() {
-            record.promoted(node.clone(), now);
-        }
-        if let Some(view) = self.core.nodes.get_mut(&node) {
-            view.clear_failures();
-        }
-        self.state.current_primary = Some(node.clone());
-        self.state.target_primary = None;
         self.state.detail.sync_set.clear();
-        self.own.primary_lsn = known_lsn;
         self.own.confirmed = Some((node.clone(), epoch));
-        self.state.phase = Phase::Routing;
-        self.event(now, Lifecycle::Promoted { node });
+        self.mark_promoted(node, now);
     }
 
 }
@@ -221,8 +197,7 @@ impl Failing<Postgres> for PostgresHa {
     /// every other member from it. The election starts only once the old primary cannot
     /// complete a commit, whatever it can still reach (see `cannot_commit`).
     fn fencing(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(record) = self.state.in_flight.clone() else {
-            self.state.phase = Phase::Healthy;
+        let Some(record) = self.in_flight_or_healthy() else {
             return;
         };
         if record.detail.quorum_fenced_at.is_some() {
@@ -232,7 +207,10 @@ impl Failing<Postgres> for PostgresHa {
         let epoch = self.state.epoch;
         let blocked = match self.cannot_commit(&record, now) {
             Ok(how) => {
-                self.quorum_fenced(&record, how, now);
+                if let Some(record) = self.in_flight_mut() {
+                    record.detail.quorum_fenced_at = Some(now);
+                }
+                self.quorum_fenced(record.from.clone(), how, now);
                 return;
             }
             Err(reason) => reason,
@@ -287,19 +265,11 @@ impl Failing<Postgres> for PostgresHa {
             );
         }
         // Said once the fence and detach commands had a fair chance to answer.
-        let patient = now >= record.started_at.plus(self.config.fence_timeout);
-        if patient
-            && self
-                .in_flight_mut()
-                .is_some_and(|record| record.refuse(&blocked))
-        {
-            self.event(now, Lifecycle::FencingBlocked { reason: blocked });
-        }
+        self.fencing_blocked(record.started_at, blocked, now);
     }
 
     fn electing(&mut self, now: Millis) {
-        let Some(record) = self.state.in_flight.clone() else {
-            self.state.phase = Phase::Healthy;
+        let Some(record) = self.in_flight_or_healthy() else {
             return;
         };
         let cutoff = record.fenced_at.unwrap_or(record.detected_at);
@@ -383,12 +353,7 @@ impl Failing<Postgres> for PostgresHa {
             );
             return;
         }
-        if self
-            .in_flight_mut()
-            .is_some_and(|record| record.refuse(&reason))
-        {
-            self.event(now, Lifecycle::FailoverRefused { reason });
-        }
+        self.refuse_failover(reason, now);
     }
 
     fn promoting(&mut self, now: Millis, commands: &mut Vec<Command>) {
@@ -425,15 +390,10 @@ impl Failing<Postgres> for PostgresHa {
     }
 
     fn routing(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(primary) = self.state.current_primary.clone() else {
-            self.state.phase = Phase::Electing;
+        let Some(primary) = self.route_pending(now) else {
             return;
         };
         let epoch = self.state.epoch;
-        if self.is_routed(&primary) {
-            self.complete(now);
-            return;
-        }
         self.core.dispatch.emit(
             Command::Route {
                 primary: primary.clone(),

@@ -13,28 +13,7 @@ use super::model::{Millis, NodeId};
 use super::state::{FailoverRecord, Phase, RecordDetail};
 use crate::wire::{InstanceRole, InstanceStatus};
 
-/// Why a switchover request was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SwitchoverError {
-    #[error("switchover refused: the cluster is in phase {phase}, not Healthy")]
-    NotHealthy { phase: Phase },
-    #[error("switchover refused: primary {primary} has not confirmed epoch {epoch} yet")]
-    PrimaryNotConfirmed { primary: NodeId, epoch: u64 },
-    #[error("switchover refused: no primary is designated")]
-    NoPrimary,
-    #[error("switchover refused: {target} is not a member of the cluster")]
-    UnknownMember { target: NodeId },
-    #[error("switchover refused: {target} is already the primary")]
-    TargetIsPrimary { target: NodeId },
-    #[error(
-        "switchover refused: target {target} is not a running, streaming replica seen recently"
-    )]
-    TargetNotReplica { target: NodeId },
-    #[error("switchover refused: no running, streaming replica was seen recently")]
-    NoReplica,
-    #[error("switchover request replaced by a newer one")]
-    Superseded,
-}
+pub use crate::switchover::SwitchoverError;
 
 impl PostgresHa {
 
@@ -89,96 +68,49 @@ fn is_switchover_target(status: &InstanceStatus) -> bool {
 }
 
 impl Switching<Postgres> for PostgresHa {
-    /// Starts a planned switchover to `target`, or to the most advanced replica (synchronous
-    /// standbys first). Returns the chosen target. Commands follow from the next `step`.
-    fn request_switchover(
-        &mut self,
-        target: Option<NodeId>,
-        now: Millis,
-    ) -> Result<NodeId, SwitchoverError> {
-        if self.state.phase != Phase::Healthy {
-            return Err(SwitchoverError::NotHealthy {
-                phase: self.state.phase,
-            });
-        }
-        let primary = self
-            .state
-            .current_primary
-            .clone()
-            .ok_or(SwitchoverError::NoPrimary)?;
-        let epoch = self.state.epoch;
-        let primary_ok = self.own.confirmed.as_ref() == Some(&(primary.clone(), epoch))
-            && self.is_alive_primary(&primary);
-        if !primary_ok {
-            return Err(SwitchoverError::PrimaryNotConfirmed { primary, epoch });
-        }
+    fn switchover_ready(&self, primary: &NodeId) -> bool {
+        self.own.confirmed.as_ref() == Some(&(primary.clone(), self.state.epoch))
+            && self.is_alive_primary(primary)
+    }
+
+    /// Running, streaming replicas seen recently: synchronous standbys first, then the most
+    /// advanced.
+    fn switchover_candidates(&self, primary: &NodeId, now: Millis) -> Vec<NodeId> {
         let recent = Millis(
             now.0
                 .saturating_sub(3 * super::model::duration_ms(self.config.probe_period)),
         );
-        let replicas: Vec<(&NodeId, &InstanceStatus)> = self
+        let mut replicas: Vec<(&NodeId, &InstanceStatus)> = self
             .members
             .iter()
             .map(|member| &member.name)
-            .filter(|node| **node != primary)
+            .filter(|node| *node != primary)
             .filter_map(|node| Some((node, self.status_since(node, recent)?)))
             .filter(|(_, status)| is_switchover_target(status))
             .collect();
-        let chosen = match target {
-            Some(target) => {
-                if self.member(&target).is_none() {
-                    return Err(SwitchoverError::UnknownMember { target });
-                }
-                if target == primary {
-                    return Err(SwitchoverError::TargetIsPrimary { target });
-                }
-                if !replicas.iter().any(|(node, _)| **node == target) {
-                    return Err(SwitchoverError::TargetNotReplica { target });
-                }
-                target
-            }
-            None => replicas
-                .iter()
-                .max_by_key(|(node, status)| {
-                    (
-                        self.state.detail.sync_set.contains(node),
-                        status
-                            .received_lsn
-                            .or(status.replayed_lsn)
-                            .unwrap_or_default(),
-                        status.replayed_lsn.unwrap_or_default(),
-                        Reverse(*node),
-                    )
-                })
-                .map(|(node, _)| (*node).clone())
-                .ok_or(SwitchoverError::NoReplica)?,
-        };
-        self.claim_next_epoch();
-        self.state.in_flight = Some(FailoverRecord::switchover(
-            self.state.epoch,
-            primary.clone(),
-            chosen.clone(),
-            now,
-            RecordDetail {
-                primary_lsn: self.own.primary_lsn,
-                ..RecordDetail::default()
-            },
-        ));
-        self.state.target_primary = Some(chosen.clone());
-        self.state.phase = Phase::SwitchoverFencing;
-        self.event(
-            now,
-            Lifecycle::SwitchoverStarted {
-                from: primary,
-                to: chosen.clone(),
-            },
-        );
-        Ok(chosen)
+        replicas.sort_by_key(|(node, status)| {
+            Reverse((
+                self.state.detail.sync_set.contains(node),
+                status
+                    .received_lsn
+                    .or(status.replayed_lsn)
+                    .unwrap_or_default(),
+                status.replayed_lsn.unwrap_or_default(),
+                Reverse(*node),
+            ))
+        });
+        replicas.into_iter().map(|(node, _)| node.clone()).collect()
+    }
+
+    fn switchover_detail(&self) -> RecordDetail {
+        RecordDetail {
+            primary_lsn: self.own.primary_lsn,
+            ..RecordDetail::default()
+        }
     }
 
     fn switchover_fencing(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(record) = self.state.in_flight.clone() else {
-            self.state.phase = Phase::Healthy;
+        let Some(record) = self.in_flight_or_healthy() else {
             return;
         };
         if record.fenced_at.is_some() {
@@ -224,8 +156,7 @@ impl Switching<Postgres> for PostgresHa {
     }
 
     fn switchover_draining(&mut self, now: Millis, _commands: &mut Vec<Command>) {
-        let Some(record) = self.state.in_flight.clone() else {
-            self.state.phase = Phase::Healthy;
+        let Some(record) = self.in_flight_or_healthy() else {
             return;
         };
         if self.switchover_timed_out(&record, now) {
@@ -267,20 +198,5 @@ impl Switching<Postgres> for PostgresHa {
             self.state.target_primary = Some(target);
             self.state.phase = Phase::Promoting;
         }
-    }
-
-    /// Right after a start or a failover the engine may not have seen the primary confirm its
-    /// epoch, nor a replica stream, yet.
-    fn switchover_may_wait(error: &SwitchoverError) -> bool {
-        matches!(
-            error,
-            SwitchoverError::PrimaryNotConfirmed { .. }
-                | SwitchoverError::TargetNotReplica { .. }
-                | SwitchoverError::NoReplica
-        )
-    }
-
-    fn switchover_superseded() -> SwitchoverError {
-        SwitchoverError::Superseded
     }
 }

@@ -19,7 +19,7 @@ use super::config::RedisHaConfig;
 use super::info::ReplicationInfo;
 use super::model::{Observation, RedisMember};
 use super::state::{FailoverKind, Phase, RecordDetail, RedisHaState, StateDetail, Suspicion};
-use super::switchover::SwitchoverError;
+
 use crate::events::Lifecycle;
 use crate::machine::{Ha, Probing, Product, Steady};
 use crate::postgres::{Millis, NodeId};
@@ -66,7 +66,6 @@ impl Product for Redis {
     type Memory = Remembered;
     type Signal = NoSignal;
     type Outcome = CommandResult;
-    type SwitchoverError = SwitchoverError;
     const ROLE: &'static str = "master";
 
     fn remember(state: &RedisHaState) -> Remembered {

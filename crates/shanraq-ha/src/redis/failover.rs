@@ -9,7 +9,7 @@ use crate::machine::Failing;
 use super::info::ReplicationInfo;
 use super::model::Observation;
 use super::state::{FailoverKind, FailoverRecord, Phase};
-use crate::events::{Lifecycle, join};
+use crate::events::join;
 use crate::postgres::{Millis, NodeId};
 
 impl RedisHa {
@@ -131,25 +131,18 @@ impl RedisHa {
     }
 
     pub(super) fn promoted(&mut self, node: NodeId, now: Millis) {
-        let offset = self
+        let info = self
             .last_observation(&node)
             .and_then(Observation::info)
-            .map(|info| (info.offset, info.replid.clone()));
-        if let Some(record) = self.in_flight_mut() {
-            record.promoted(node.clone(), now);
-        }
+            .cloned();
+        self.own.master_offset = info.as_ref().map(|info| info.offset);
+        self.own.master_replid = info.map(|info| info.replid);
+        self.own.replica_lag.clear();
         if let Some(view) = self.core.nodes.get_mut(&node) {
-            view.clear_failures();
             view.refused_streak = 0;
             view.extra.restarted = false;
         }
-        self.state.current_primary = Some(node.clone());
-        self.state.target_primary = None;
-        self.own.master_offset = offset.as_ref().map(|(offset, _)| *offset);
-        self.own.master_replid = offset.map(|(_, replid)| replid);
-        self.own.replica_lag.clear();
-        self.state.phase = Phase::Routing;
-        self.event(now, Lifecycle::Promoted { node });
+        self.mark_promoted(node, now);
     }
 
 }
@@ -159,8 +152,7 @@ impl Failing<Redis> for RedisHa {
     /// when it answers: a read-only replica of nothing takes no write). The election starts once
     /// the old master cannot take an acknowledged write (see `fenced`).
     fn fencing(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(record) = self.state.in_flight.clone() else {
-            self.state.phase = Phase::Healthy;
+        let Some(record) = self.in_flight_or_healthy() else {
             return;
         };
         let epoch = self.state.epoch;
@@ -181,16 +173,8 @@ impl Failing<Redis> for RedisHa {
                 if let Some(record) = self.in_flight_mut() {
                     record.fenced_at = Some(now);
                     record.detail.fenced_how = Some(how.clone());
-                    record.refusal = None;
                 }
-                self.event(
-                    now,
-                    Lifecycle::QuorumFenced {
-                        from: record.from.clone(),
-                        how,
-                    },
-                );
-                self.state.phase = Phase::Electing;
+                self.quorum_fenced(record.from.clone(), how, now);
             }
             Err(blocked) => {
                 let pending: Vec<NodeId> = self
@@ -204,21 +188,13 @@ impl Failing<Redis> for RedisHa {
                         .dispatch
                         .emit(Command::Detach { node, epoch }, now, commands);
                 }
-                let patient = now >= record.started_at.plus(self.config.fence_timeout);
-                if patient
-                    && self
-                        .in_flight_mut()
-                        .is_some_and(|record| record.refuse(&blocked))
-                {
-                    self.event(now, Lifecycle::FencingBlocked { reason: blocked });
-                }
+                self.fencing_blocked(record.started_at, blocked, now);
             }
         }
     }
 
     fn electing(&mut self, now: Millis) {
-        let Some(record) = self.state.in_flight.clone() else {
-            self.state.phase = Phase::Healthy;
+        let Some(record) = self.in_flight_or_healthy() else {
             return;
         };
         let candidates: Vec<Candidate> = self
@@ -274,12 +250,7 @@ impl Failing<Redis> for RedisHa {
             );
             return;
         }
-        if self
-            .in_flight_mut()
-            .is_some_and(|record| record.refuse(&reason))
-        {
-            self.event(now, Lifecycle::FailoverRefused { reason });
-        }
+        self.refuse_failover(reason, now);
     }
 
     fn promoting(&mut self, now: Millis, commands: &mut Vec<Command>) {
@@ -311,15 +282,10 @@ impl Failing<Redis> for RedisHa {
     }
 
     fn routing(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(master) = self.state.current_primary.clone() else {
-            self.state.phase = Phase::Bootstrapping;
+        let Some(master) = self.route_pending(now) else {
             return;
         };
         let epoch = self.state.epoch;
-        if self.is_routed(&master) {
-            self.complete(now);
-            return;
-        }
         // Replicas first: the new master takes writes only once min-replicas-to-write of them
         // are attached.
         self.bring_under(&master, now, commands);

@@ -12,29 +12,12 @@ use super::engine::{Redis, RedisHa};
 use crate::machine::Switching;
 use super::info::ReplicationInfo;
 use super::model::Observation;
-use super::state::{FailoverRecord, Phase, RecordDetail};
+use super::state::{Phase, RecordDetail};
+use super::model::RedisMember;
 use crate::events::Lifecycle;
 use crate::postgres::{Millis, NodeId, duration_ms};
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SwitchoverError {
-    #[error("switchover refused: Redis is in phase {phase}, not Healthy")]
-    NotHealthy { phase: Phase },
-    #[error("switchover refused: no Redis master is designated")]
-    NoMaster,
-    #[error("switchover refused: Redis master {master} is not routed or not answering yet")]
-    MasterNotReady { master: NodeId },
-    #[error("switchover refused: {target} is not a Redis member")]
-    UnknownMember { target: NodeId },
-    #[error("switchover refused: {target} is already the Redis master")]
-    TargetIsMaster { target: NodeId },
-    #[error("switchover refused: {target} is not a replica streaming from the master")]
-    TargetNotReplica { target: NodeId },
-    #[error("switchover refused: no replica is streaming from the master")]
-    NoReplica,
-    #[error("switchover request replaced by a newer one")]
-    Superseded,
-}
+pub use crate::switchover::SwitchoverError;
 
 impl RedisHa {
 
@@ -83,79 +66,41 @@ impl RedisHa {
 }
 
 impl Switching<Redis> for RedisHa {
-    /// Starts a planned switchover to `target`, or to the most advanced streaming replica.
-    fn request_switchover(
-        &mut self,
-        target: Option<NodeId>,
-        now: Millis,
-    ) -> Result<NodeId, SwitchoverError> {
-        if self.state.phase != Phase::Healthy {
-            return Err(SwitchoverError::NotHealthy {
-                phase: self.state.phase,
-            });
-        }
-        let master = self
-            .state
-            .current_primary
-            .clone()
-            .ok_or(SwitchoverError::NoMaster)?;
-        let routed = self.is_routed(&master);
-        if !routed || !self.answers_as_master(&master) {
-            return Err(SwitchoverError::MasterNotReady { master });
-        }
-        let Some(endpoint) = self.member(&master).map(|m| m.endpoint()) else {
-            return Err(SwitchoverError::NoMaster);
-        };
-        let streaming = |engine: &RedisHa, node: &NodeId| -> Option<u64> {
-            let info = engine.last_observation(node).and_then(Observation::info)?;
-            (info.replicates_from(&endpoint.host, endpoint.port) && info.link_up)
-                .then_some(info.offset)
-        };
-        let target = match target {
-            Some(target) => {
-                if self.member(&target).is_none() {
-                    return Err(SwitchoverError::UnknownMember { target });
-                }
-                if target == master {
-                    return Err(SwitchoverError::TargetIsMaster { target });
-                }
-                if streaming(self, &target).is_none() {
-                    return Err(SwitchoverError::TargetNotReplica { target });
-                }
-                target
-            }
-            None => self
-                .others(&master)
-                .into_iter()
-                .filter_map(|node| streaming(self, &node).map(|offset| (offset, node)))
-                .max_by_key(|(offset, node)| (*offset, Reverse(node.clone())))
-                .map(|(_, node)| node)
-                .ok_or(SwitchoverError::NoReplica)?,
-        };
-        self.claim_next_epoch();
-        self.state.in_flight = Some(FailoverRecord::switchover(
-            self.state.epoch,
-            master.clone(),
-            target.clone(),
-            now,
-            RecordDetail::default(),
-        ));
-        self.state.target_primary = Some(target.clone());
-        self.state.phase = Phase::SwitchoverFencing;
-        self.own.pending_unpause = Some(master.clone());
-        self.event(
-            now,
-            Lifecycle::SwitchoverStarted {
-                from: master,
-                to: target.clone(),
-            },
-        );
-        Ok(target)
+    fn switchover_ready(&self, master: &NodeId) -> bool {
+        self.is_routed(master) && self.answers_as_master(master)
     }
 
+    /// Replicas streaming from the master, the most advanced first.
+    fn switchover_candidates(&self, master: &NodeId, _now: Millis) -> Vec<NodeId> {
+        let Some(endpoint) = self.member(master).map(RedisMember::endpoint) else {
+            return Vec::new();
+        };
+        let mut streaming: Vec<(u64, NodeId)> = self
+            .others(master)
+            .into_iter()
+            .filter_map(|node| {
+                let info = self.last_observation(&node).and_then(Observation::info)?;
+                (info.replicates_from(&endpoint.host, endpoint.port) && info.link_up)
+                    .then_some((info.offset, node))
+            })
+            .collect();
+        streaming.sort_by_key(|(offset, node)| Reverse((*offset, Reverse(node.clone()))));
+        streaming.into_iter().map(|(_, node)| node).collect()
+    }
+
+    fn switchover_detail(&self) -> RecordDetail {
+        RecordDetail::default()
+    }
+
+    /// The old master stays paused until it follows the new one.
+    fn switchover_started(&mut self, from: &NodeId) {
+        self.own.pending_unpause = Some(from.clone());
+    }
+
+    const WAITS_OUT_FAILOVER: bool = true;
+
     fn switchover_fencing(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(record) = self.state.in_flight.clone() else {
-            self.state.phase = Phase::Healthy;
+        let Some(record) = self.in_flight_or_healthy() else {
             return;
         };
         if now >= record.started_at.plus(self.config.switchover_timeout) {
@@ -179,8 +124,7 @@ impl Switching<Redis> for RedisHa {
     }
 
     fn switchover_draining(&mut self, now: Millis, commands: &mut Vec<Command>) {
-        let Some(record) = self.state.in_flight.clone() else {
-            self.state.phase = Phase::Healthy;
+        let Some(record) = self.in_flight_or_healthy() else {
             return;
         };
         let Some(target) = self.state.target_primary.clone() else {
@@ -215,19 +159,5 @@ impl Switching<Redis> for RedisHa {
                 commands,
             );
         }
-    }
-
-    fn switchover_may_wait(error: &SwitchoverError) -> bool {
-        matches!(
-            error,
-            SwitchoverError::NotHealthy { .. }
-                | SwitchoverError::MasterNotReady { .. }
-                | SwitchoverError::TargetNotReplica { .. }
-                | SwitchoverError::NoReplica
-        )
-    }
-
-    fn switchover_superseded() -> SwitchoverError {
-        SwitchoverError::Superseded
     }
 }

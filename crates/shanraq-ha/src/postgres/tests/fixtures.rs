@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-pub use crate::machine::{Probing, Switching};
+pub use crate::machine::Probing;
 use crate::events::Lifecycle;
 use crate::postgres::{
     Command, CommandError, Event, EventKind, HaState, Member, Millis, NodeId, Observation,

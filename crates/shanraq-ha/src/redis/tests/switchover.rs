@@ -1,6 +1,5 @@
 //! Planned switchover: pause, drain, promote, demote, unpause; and the abort on timeout.
 
-use crate::machine::Switching;
 use super::fixtures::Sim;
 use crate::redis::{Command, NodeId, Phase, RedisHaConfig, Role, SwitchoverError};
 
@@ -64,7 +63,7 @@ fn a_switchover_to_the_master_or_a_stranger_is_refused() {
     assert!(matches!(
         sim.engine
             .request_switchover(Some(NodeId::new("r0")), sim.now),
-        Err(SwitchoverError::TargetIsMaster { .. })
+        Err(SwitchoverError::TargetIsPrimary { .. })
     ));
     assert!(matches!(
         sim.engine
