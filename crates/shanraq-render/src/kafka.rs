@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
-use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, PodTemplateSpec, Probe, TCPSocketAction};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Probe, TCPSocketAction};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 use shanraq_api::ValidCluster;
@@ -308,7 +308,6 @@ pub fn render(cluster: &ValidCluster) -> Result<Vec<Child>, RenderError> {
 
 fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str) -> StatefulSet {
     let spec = &cluster.spec.kafka;
-    let workload = cluster.names.workload(component);
     let (role, port_name, port, replicas) = match component {
         Component::KafkaController => (
             "controller",
@@ -363,50 +362,30 @@ fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str)
         meta::mount("tmp", "/tmp", false),
     ]);
 
-    let pod = PodSpec {
-        containers: vec![kafka],
-        security_context: Some(meta::pod_security_context(KAFKA_UID)),
-        affinity: Some(meta::spread_across_nodes(cluster, component)),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        termination_grace_period_seconds: Some(120),
-        volumes: Some(vec![
-            meta::config_map_volume("config", &cluster.names.kafka_config()),
-            meta::empty_dir_volume("logs"),
-            meta::empty_dir_volume("tmp"),
-        ]),
-        ..PodSpec::default()
-    };
-
-    StatefulSet {
-        metadata: meta::object_meta(cluster, &workload, component),
-        spec: StatefulSetSpec {
-            replicas: Some(replicas),
-            service_name: Some(workload.clone()),
+    meta::stateful_set(
+        cluster,
+        component,
+        meta::Workload {
+            replicas,
+            uid: KAFKA_UID,
+            containers: vec![kafka],
+            volumes: vec![
+                meta::config_map_volume("config", &cluster.names.kafka_config()),
+                meta::empty_dir_volume("logs"),
+                meta::empty_dir_volume("tmp"),
+            ],
+            termination_grace_seconds: 120,
             // The quorum needs a majority of controllers up before any of them is ready, and
             // brokers wait for the quorum: start every pod at once.
-            pod_management_policy: Some("Parallel".to_owned()),
+            ordered_start: false,
             // The operator's roller deletes the pods one at a time (ISR and quorum checked):
             // the StatefulSet controller never restarts a Kafka pod by itself.
-            update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("OnDelete".to_owned()),
-                rolling_update: None,
-            }),
-            selector: meta::label_selector(cluster, component),
-            template: PodTemplateSpec {
-                metadata: Some(meta::pod_meta(cluster, component, config_hash)),
-                spec: Some(pod),
-            },
-            volume_claim_templates: Some(vec![meta::volume_claim(
-                cluster,
-                "data",
-                component,
-                &spec.storage,
-            )]),
-            ..StatefulSetSpec::default()
+            on_delete: true,
+            data_volume: "data",
+            storage: &spec.storage,
+            config_hash,
         },
-        status: None,
-    }
+    )
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
@@ -235,6 +236,78 @@ pub fn container_port(name: &str, port: i32) -> ContainerPort {
         container_port: port,
         protocol: Some("TCP".to_owned()),
         ..ContainerPort::default()
+    }
+}
+
+/// What a component's StatefulSet says of itself. Everything else is the same for every
+/// component: its labels and owner, the selector, the restricted pod settings, spreading across
+/// nodes, no service-account token and no service links, and one data volume claim.
+#[derive(Debug)]
+pub struct Workload<'a> {
+    pub replicas: i32,
+    /// The user every container of the pod runs as.
+    pub uid: i64,
+    pub containers: Vec<Container>,
+    pub volumes: Vec<Volume>,
+    pub termination_grace_seconds: i64,
+    /// `OrderedReady` when true, `Parallel` otherwise.
+    pub ordered_start: bool,
+    /// `OnDelete`: the kubelet's rolling update never restarts a pod by itself (the operator
+    /// restarts stale pods in its own order). Otherwise the default rolling update.
+    pub on_delete: bool,
+    /// The name of the data volume claim.
+    pub data_volume: &'a str,
+    pub storage: &'a StorageSpec,
+    /// `shanraq.org/config-hash` on each pod: which pods run a stale configuration.
+    pub config_hash: &'a str,
+}
+
+/// A component's StatefulSet.
+pub fn stateful_set(
+    cluster: &ValidCluster,
+    component: Component,
+    workload: Workload<'_>,
+) -> StatefulSet {
+    let name = cluster.names.workload(component);
+    let pod = PodSpec {
+        containers: workload.containers,
+        security_context: Some(pod_security_context(workload.uid)),
+        affinity: Some(spread_across_nodes(cluster, component)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(workload.termination_grace_seconds),
+        volumes: Some(workload.volumes),
+        ..PodSpec::default()
+    };
+    let policy = if workload.ordered_start {
+        "OrderedReady"
+    } else {
+        "Parallel"
+    };
+    StatefulSet {
+        metadata: object_meta(cluster, &name, component),
+        spec: StatefulSetSpec {
+            replicas: Some(workload.replicas),
+            service_name: Some(name),
+            pod_management_policy: Some(policy.to_owned()),
+            update_strategy: workload.on_delete.then(|| StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_owned()),
+                rolling_update: None,
+            }),
+            selector: label_selector(cluster, component),
+            template: PodTemplateSpec {
+                metadata: Some(pod_meta(cluster, component, workload.config_hash)),
+                spec: Some(pod),
+            },
+            volume_claim_templates: Some(vec![volume_claim(
+                cluster,
+                workload.data_volume,
+                component,
+                workload.storage,
+            )]),
+            ..StatefulSetSpec::default()
+        },
+        status: None,
     }
 }
 

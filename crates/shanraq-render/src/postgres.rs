@@ -10,10 +10,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use shanraq_api::ValidCluster;
 use shanraq_api::names::{Component, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA};
@@ -387,7 +385,6 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
 fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
     let spec = &cluster.spec.postgres;
     let names = &cluster.names;
-    let workload = names.workload(Component::Postgres);
 
     let mut postgres = meta::container("postgres", &spec.image, POSTGRES_UID, true);
     postgres.command = Some(vec![
@@ -474,45 +471,25 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
     if let Some((volume, _)) = tls {
         volumes.push(volume);
     }
-    let pod = PodSpec {
-        containers,
-        security_context: Some(meta::pod_security_context(POSTGRES_UID)),
-        affinity: Some(meta::spread_across_nodes(cluster, Component::Postgres)),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        termination_grace_period_seconds: Some(60),
-        volumes: Some(volumes),
-        ..PodSpec::default()
-    };
-
-    StatefulSet {
-        metadata: meta::object_meta(cluster, &workload, Component::Postgres),
-        spec: StatefulSetSpec {
-            replicas: Some(spec.instances),
-            service_name: Some(workload.clone()),
-            pod_management_policy: Some("OrderedReady".to_owned()),
+    meta::stateful_set(
+        cluster,
+        Component::Postgres,
+        meta::Workload {
+            replicas: spec.instances,
+            uid: POSTGRES_UID,
+            containers,
+            volumes,
+            termination_grace_seconds: 60,
+            ordered_start: true,
             // The kubelet's rolling update would restart the primary whenever the template
             // changes; with OnDelete a pod picks up a new template only when it is deleted
             // (`shanraq.org/config-hash` on each pod shows which ones are stale).
-            update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("OnDelete".to_owned()),
-                rolling_update: None,
-            }),
-            selector: meta::label_selector(cluster, Component::Postgres),
-            template: PodTemplateSpec {
-                metadata: Some(meta::pod_meta(cluster, Component::Postgres, config_hash)),
-                spec: Some(pod),
-            },
-            volume_claim_templates: Some(vec![meta::volume_claim(
-                cluster,
-                "pgdata",
-                Component::Postgres,
-                &spec.storage,
-            )]),
-            ..StatefulSetSpec::default()
+            on_delete: true,
+            data_volume: "pgdata",
+            storage: &spec.storage,
+            config_hash,
         },
-        status: None,
-    }
+    )
 }
 
 /// postgres_exporter from the PostgreSQL image, connecting over loopback as the superuser with

@@ -13,11 +13,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, ExecAction, PodSpec, PodTemplateSpec, Probe, TCPSocketAction,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, ExecAction, Probe, TCPSocketAction};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use shanraq_api::ValidCluster;
 use shanraq_api::names::{Component, LABEL_COMPONENT, LABEL_ROLE, ROLE_MASTER, ROLE_REPLICA};
@@ -233,7 +231,6 @@ pub fn render(cluster: &ValidCluster) -> Vec<Child> {
 fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
     let spec = &cluster.spec.redis;
     let names = &cluster.names;
-    let workload = names.workload(Component::Redis);
 
     let mut redis = meta::container("redis", &spec.image, REDIS_UID, true);
     redis.command = Some(vec![
@@ -272,54 +269,32 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
         containers.push(exporter(cluster));
     }
 
-    let pod = PodSpec {
-        containers,
-        security_context: Some(meta::pod_security_context(REDIS_UID)),
-        affinity: Some(meta::spread_across_nodes(cluster, Component::Redis)),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        termination_grace_period_seconds: Some(30),
-        volumes: Some(vec![
-            meta::config_map_volume("config", &names.redis_config()),
-            meta::secret_volume("auth", &names.redis_secret()),
-            meta::empty_dir_volume("run"),
-            meta::empty_dir_volume("tmp"),
-        ]),
-        ..PodSpec::default()
-    };
-
-    StatefulSet {
-        metadata: meta::object_meta(cluster, &workload, Component::Redis),
-        spec: StatefulSetSpec {
-            replicas: Some(spec.instances),
-            service_name: Some(workload.clone()),
+    meta::stateful_set(
+        cluster,
+        Component::Redis,
+        meta::Workload {
+            replicas: spec.instances,
+            uid: REDIS_UID,
+            containers,
+            volumes: vec![
+                meta::config_map_volume("config", &names.redis_config()),
+                meta::secret_volume("auth", &names.redis_secret()),
+                meta::empty_dir_volume("run"),
+                meta::empty_dir_volume("tmp"),
+            ],
+            termination_grace_seconds: 30,
             // Cluster members must all run before the cluster can form; replicas retry their
             // master on their own. Neither needs ordered start.
-            pod_management_policy: Some("Parallel".to_owned()),
+            ordered_start: false,
             // Replication mode: the kubelet's rolling update would restart the master whenever
             // the template changes; with OnDelete the operator's Redis task restarts stale pods
             // itself, replicas first, and switches over before the master's turn.
-            update_strategy: (spec.mode == RedisMode::Replication).then(|| {
-                StatefulSetUpdateStrategy {
-                    type_: Some("OnDelete".to_owned()),
-                    rolling_update: None,
-                }
-            }),
-            selector: meta::label_selector(cluster, Component::Redis),
-            template: PodTemplateSpec {
-                metadata: Some(meta::pod_meta(cluster, Component::Redis, config_hash)),
-                spec: Some(pod),
-            },
-            volume_claim_templates: Some(vec![meta::volume_claim(
-                cluster,
-                "data",
-                Component::Redis,
-                &spec.storage,
-            )]),
-            ..StatefulSetSpec::default()
+            on_delete: spec.mode == RedisMode::Replication,
+            data_volume: "data",
+            storage: &spec.storage,
+            config_hash,
         },
-        status: None,
-    }
+    )
 }
 
 /// redis_exporter from the Redis image, connecting over loopback.
