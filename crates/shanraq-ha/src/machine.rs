@@ -68,9 +68,7 @@ pub trait Named {
 }
 
 /// A command that carries its fencing token and names its member.
-pub trait Command:
-    Targeted + Clone + PartialEq + Debug + Display + Send + Sync + 'static
-{
+pub trait Command: Targeted + Clone + PartialEq + Debug + Display + Send + Sync + 'static {
     fn epoch(&self) -> u64;
     fn node(&self) -> &NodeId;
 }
@@ -325,7 +323,12 @@ impl<P: Product> Ha<P> {
     }
 
     /// Reports a failed command as an event; a refusal for a stale token is a claim seen.
-    pub(crate) fn note_failure(&mut self, command: &P::Command, error: Option<String>, now: Millis) {
+    pub(crate) fn note_failure(
+        &mut self,
+        command: &P::Command,
+        error: Option<String>,
+        now: Millis,
+    ) {
         let period = self.timing().probe_period;
         self.core.finished(command, error.is_some(), now, period);
         if let Some(error) = error {

@@ -91,7 +91,6 @@ fn in_flight_lsn(state: &HaState) -> Option<Lsn> {
 pub const DEFAULT_IDENTITY: &str = "shanraq";
 
 impl PostgresHa {
-
     /// The current primary's last reported WAL position.
     pub fn primary_lsn(&self) -> Option<Lsn> {
         self.own.primary_lsn
@@ -191,14 +190,12 @@ impl PostgresHa {
             self.state.detail.sync_set = set;
         }
     }
-
 }
 
 /// A running primary, the only answer that counts as a good probe of the primary.
 pub(super) fn is_serving_primary(status: &InstanceStatus) -> bool {
     status.role == InstanceRole::Primary && status.running && !status.fenced
 }
-
 
 impl Probing<Postgres> for PostgresHa {
     /// Feeds one probe result. Unknown members and results older than the latest are ignored.

@@ -13,8 +13,6 @@ use crate::machine::Failing;
 use crate::wire::{InstanceRole, REPLY_SLACK};
 
 impl PostgresHa {
-
-
     /// Why the old primary can no longer complete a commit, or why that is not shown yet.
     ///
     /// - It confirmed the fence: postgres is stopped.
@@ -189,7 +187,6 @@ impl PostgresHa {
         self.own.confirmed = Some((node.clone(), epoch));
         self.mark_promoted(node, now);
     }
-
 }
 
 impl Failing<Postgres> for PostgresHa {
@@ -241,14 +238,10 @@ impl Failing<Postgres> for PostgresHa {
                 .emit(Command::Detach { node, epoch }, now, commands);
         }
         if record.detail.fence_error.is_none() && !self.answers_as_primary(&record.from) {
-            let why = self
-                .core
-                .nodes
-                .get(&record.from)
-                .map_or_else(
-                    || "unknown member".to_owned(),
-                    <PostgresHa as crate::machine::Probing<Postgres>>::failure_reason,
-                );
+            let why = self.core.nodes.get(&record.from).map_or_else(
+                || "unknown member".to_owned(),
+                <PostgresHa as crate::machine::Probing<Postgres>>::failure_reason,
+            );
             let error = format!(
                 "{} is not serving ({why}); fencing it through its replicas",
                 record.from

@@ -18,12 +18,12 @@ mod switchover;
 #[cfg(test)]
 mod tests;
 
+pub use crate::machine::{Failing, Probing, Steady, Switching};
 pub use command::{Command, CommandError, CommandTarget, Event, EventKind, StepOutput};
 pub use config::{PostgresHaConfig, ReplicationMode};
 pub use contract::Outcome;
 pub use election::{Candidate, Elected, ElectionRules, elect};
 pub use engine::{DEFAULT_IDENTITY, Postgres, PostgresHa};
-pub use crate::machine::{Failing, Probing, Steady, Switching};
 pub use model::{Member, Millis, NodeId, Observation, PodSignal, ProbeOutcome, duration_ms};
 pub use state::{
     FailoverKind, FailoverRecord, HaState, Phase, RecordDetail, Suspicion, SuspicionDetail,

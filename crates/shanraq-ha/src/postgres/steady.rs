@@ -12,7 +12,6 @@ use crate::machine::Steady;
 use crate::wire::{InstanceRole, InstanceStatus};
 
 impl PostgresHa {
-
     /// Points every other member at `leader`: replicas of an older epoch, or detached by a
     /// failover, are re-pointed. With `settle`, fenced members are demoted (rewound when they
     /// diverged) and a replica stuck on an older timeline is rewound too.
@@ -97,7 +96,6 @@ impl PostgresHa {
             && view.extra.not_streaming_since.is_some()
             && quiet_since.is_some_and(|since| now.since(since) >= REJOIN_GRACE_MS)
     }
-
 }
 
 impl Steady<Postgres> for PostgresHa {

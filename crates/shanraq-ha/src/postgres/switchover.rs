@@ -16,7 +16,6 @@ use crate::wire::{InstanceRole, InstanceStatus};
 pub use crate::switchover::SwitchoverError;
 
 impl PostgresHa {
-
     /// Aborts when the switchover ran past its timeout; true when it did.
     fn switchover_timed_out(&mut self, record: &FailoverRecord, now: Millis) -> bool {
         if now < record.started_at.plus(self.config.switchover_timeout) {

@@ -86,7 +86,6 @@ impl Product for Redis {
 pub enum NoSignal {}
 
 impl RedisHa {
-
     /// The current master's last reported offset.
     pub fn master_offset(&self) -> Option<u64> {
         self.own.master_offset
@@ -182,7 +181,6 @@ impl RedisHa {
         }
     }
 }
-
 
 impl Steady<Redis> for RedisHa {
     fn bootstrapping(&mut self, now: Millis) {
@@ -289,7 +287,8 @@ impl Probing<Redis> for RedisHa {
         let is_reporting = reporting.as_ref() == Some(&observation.node);
         let restarted = is_reporting
             && observation.info().is_some_and(|info| {
-                self.own.master_replid
+                self.own
+                    .master_replid
                     .as_ref()
                     .is_some_and(|known| known != &info.replid)
                     && info.offset < self.own.master_offset.unwrap_or(0)
@@ -341,7 +340,9 @@ impl Probing<Redis> for RedisHa {
             Command::Promote { node, .. } => self.promote_done(node, ok, now),
             Command::Route { master, epoch } if ok => self.routed(master, *epoch, now),
             Command::PauseWrites { node, .. } => self.pause_done(node, &result, now),
-            Command::Unpause { node, .. } if ok && self.own.pending_unpause.as_ref() == Some(node) => {
+            Command::Unpause { node, .. }
+                if ok && self.own.pending_unpause.as_ref() == Some(node) =>
+            {
                 self.own.pending_unpause = None;
             }
             _ => {}
@@ -362,7 +363,9 @@ impl Probing<Redis> for RedisHa {
                     resync from it"
                 .to_owned();
         }
-        view.failure_reason(|info| format!("without a master, reports {:?}", info.role).to_lowercase())
+        view.failure_reason(|info| {
+            format!("without a master, reports {:?}", info.role).to_lowercase()
+        })
     }
 
     /// Its replicas would resync from it and empty themselves: no delay.

@@ -5,15 +5,14 @@
 use super::command::{Command, CommandResult, EventKind};
 use super::election::{Candidate, LossBound, elect};
 use super::engine::{Redis, RedisHa};
-use crate::machine::Failing;
 use super::info::ReplicationInfo;
 use super::model::Observation;
 use super::state::{FailoverKind, FailoverRecord, Phase};
 use crate::events::join;
+use crate::machine::Failing;
 use crate::postgres::{Millis, NodeId};
 
 impl RedisHa {
-
     /// Replicas not yet detached whose latest answer since the failover started was an answer
     /// (or that have not been probed since): the election waits for them, at most
     /// `fence_timeout`. A replica that no longer answers cannot be waited for; the loss bound
@@ -144,7 +143,6 @@ impl RedisHa {
         }
         self.mark_promoted(node, now);
     }
-
 }
 
 impl Failing<Redis> for RedisHa {

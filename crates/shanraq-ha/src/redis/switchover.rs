@@ -9,18 +9,17 @@ use std::cmp::Reverse;
 
 use super::command::{Command, CommandResult};
 use super::engine::{Redis, RedisHa};
-use crate::machine::Switching;
 use super::info::ReplicationInfo;
 use super::model::Observation;
-use super::state::{Phase, RecordDetail};
 use super::model::RedisMember;
+use super::state::{Phase, RecordDetail};
 use crate::events::Lifecycle;
+use crate::machine::Switching;
 use crate::postgres::{Millis, NodeId, duration_ms};
 
 pub use crate::switchover::SwitchoverError;
 
 impl RedisHa {
-
     pub(super) fn pause_done(&mut self, node: &NodeId, result: &CommandResult, now: Millis) {
         if self.state.phase != Phase::SwitchoverFencing {
             return;

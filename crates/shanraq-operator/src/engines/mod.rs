@@ -7,6 +7,7 @@ pub mod components;
 pub mod kafka;
 pub mod leadership;
 pub mod observed;
+pub mod pod_status;
 pub mod postgres;
 pub mod redis;
 pub mod registry;

@@ -190,15 +190,15 @@ impl Engines {
     /// The cluster is being deleted: every task of it stops.
     pub fn stop(&self, key: &str) {
         self.postgres.stop(key);
-        self.redis.stop(key);
-        self.kafka.stop(key);
+        self.redis.tasks.stop(key);
+        self.kafka.tasks.stop(key);
     }
 
     /// Leadership lost or shutdown: every task stops.
     pub async fn stop_all(&self) {
         self.postgres.stop_all().await;
-        self.redis.stop_all().await;
-        self.kafka.stop_all().await;
+        self.redis.tasks.stop_all().await;
+        self.kafka.tasks.stop_all().await;
     }
 }
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-pub use crate::machine::Probing;
 use crate::events::Lifecycle;
+pub use crate::machine::Probing;
 use crate::postgres::{
     Command, CommandError, Event, EventKind, HaState, Member, Millis, NodeId, Observation,
     PostgresHa, PostgresHaConfig, ReplicationMode, StepOutput,

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-pub use crate::machine::Probing;
 use crate::events::Lifecycle;
+pub use crate::machine::Probing;
 use crate::redis::{
     Command, DETACHED_HOST, DETACHED_PORT, Event, EventKind, Millis, NodeId, Observation, RedisHa,
     RedisHaConfig, RedisHaState, RedisMember, ReplicaLink, ReplicationInfo, Role,

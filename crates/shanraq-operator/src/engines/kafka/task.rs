@@ -58,24 +58,17 @@ pub fn bootstrap(cluster: &ValidCluster) -> String {
 /// What a Kafka task shares with the reconcile: the spec it follows (changes go to the
 /// running task, which never restarts for them) and what it last learnt.
 #[derive(Clone)]
-struct Shared {
+pub(crate) struct Shared {
     spec: Arc<watch::Sender<KafkaTaskSpec>>,
     view: Arc<Mutex<Option<AdminView>>>,
 }
 
 /// The running Kafka tasks, keyed by `namespace/name`.
+#[derive(Debug)]
 pub struct KafkaRegistry {
     enabled: bool,
     address: InstanceAddress,
-    tasks: Tasks<(), Shared>,
-}
-
-impl std::fmt::Debug for KafkaRegistry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaRegistry")
-            .field("enabled", &self.enabled)
-            .finish_non_exhaustive()
-    }
+    pub(crate) tasks: Tasks<(), Shared>,
 }
 
 impl KafkaRegistry {
@@ -134,15 +127,6 @@ impl KafkaRegistry {
     /// What the task of `key` last learnt, `None` before its first round.
     pub fn view(&self, key: &str) -> Option<AdminView> {
         self.tasks.shared(key)?.view.lock().ok()?.clone()
-    }
-
-    /// Stops the task of `key` (its cluster is being deleted).
-    pub fn stop(&self, key: &str) {
-        self.tasks.stop(key);
-    }
-
-    pub async fn stop_all(&self) {
-        self.tasks.stop_all().await;
     }
 }
 

@@ -9,19 +9,7 @@ use kube::ResourceExt;
 use shanraq_api::names::{LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA};
 use shanraq_ha::postgres::{HaState, Millis, NodeId, Phase, PodSignal};
 
-/// `(ready, deleted)` of a pod as the API server shows it.
-pub fn pod_state(pod: &Pod) -> (bool, bool) {
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        });
-    (ready, pod.metadata.deletion_timestamp.is_some())
-}
+use crate::engines::pod_status::pod_state;
 
 /// Remembers each member pod's last state and emits a signal when it changes.
 #[derive(Debug, Default)]

@@ -7,11 +7,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use shanraq_api::names::ANNOTATION_CONFIG_HASH;
 use shanraq_ha::postgres::{HaState, Phase};
 use shanraq_ha::wire::{InstanceRole, InstanceStatus};
 
-use super::pods::pod_state;
+use crate::engines::pod_status::{config_hash, pod_state};
 
 /// The next step of a configuration roll-out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,14 +19,6 @@ pub enum RestartStep {
     DeleteReplica(String),
     /// Every replica is current: switch over, so the stale primary becomes a replica.
     Switchover { primary: String },
-}
-
-fn config_hash(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .annotations
-        .as_ref()?
-        .get(ANNOTATION_CONFIG_HASH)
-        .map(String::as_str)
 }
 
 /// The synchronous standbys streaming on `primary`, from the last sample.

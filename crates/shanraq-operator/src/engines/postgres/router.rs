@@ -15,21 +15,13 @@ use shanraq_ha::postgres::{Member, NodeId};
 
 use crate::engines::role_label::relabel;
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct KubeRouter {
     pods: Api<Pod>,
     /// Every member, in order.
     members: Vec<NodeId>,
     /// Instance-manager clients for the `/primary` confirmation; none in label-only tests.
     clients: BTreeMap<NodeId, InstanceClient>,
-}
-
-impl std::fmt::Debug for KubeRouter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeRouter")
-            .field("members", &self.members)
-            .finish_non_exhaustive()
-    }
 }
 
 impl KubeRouter {

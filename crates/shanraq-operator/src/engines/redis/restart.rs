@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use shanraq_api::names::ANNOTATION_CONFIG_HASH;
 use shanraq_ha::redis::{NodeId, Phase, RedisHaState, RedisMember, ReplicationInfo};
 
-use crate::engines::postgres::pods::pod_state;
+use crate::engines::pod_status::{config_hash, pod_state};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RestartStep {
@@ -19,14 +19,6 @@ pub enum RestartStep {
     DeleteReplica(String),
     /// Every replica is current: switch over, so the stale master becomes a replica.
     Switchover { master: String },
-}
-
-fn config_hash(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .annotations
-        .as_ref()?
-        .get(ANNOTATION_CONFIG_HASH)
-        .map(String::as_str)
 }
 
 /// What to do now, if anything: nothing while the engine is not Healthy, while a pod is

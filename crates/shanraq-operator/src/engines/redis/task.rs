@@ -71,24 +71,17 @@ pub fn task_spec(cluster: &ValidCluster) -> Option<RedisTaskSpec> {
 
 /// What a Redis task shares with the reconcile.
 #[derive(Clone, Default)]
-struct Shared {
+pub(crate) struct Shared {
     handle: Arc<Mutex<Option<RedisDriverHandle>>>,
     /// The `shanraq.org/config-hash` the pods should run (replication mode roll-outs).
     desired_hash: Arc<Mutex<Option<String>>>,
 }
 
 /// The running Redis HA tasks, keyed by `namespace/name`.
+#[derive(Debug)]
 pub struct RedisHaRegistry {
     enabled: bool,
-    tasks: Tasks<RedisTaskSpec, Shared>,
-}
-
-impl std::fmt::Debug for RedisHaRegistry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisHaRegistry")
-            .field("enabled", &self.enabled)
-            .finish_non_exhaustive()
-    }
+    pub(crate) tasks: Tasks<RedisTaskSpec, Shared>,
 }
 
 impl RedisHaRegistry {
@@ -129,15 +122,6 @@ impl RedisHaRegistry {
     /// The running driver of `key`.
     pub fn handle(&self, key: &str) -> Option<RedisDriverHandle> {
         self.tasks.shared(key)?.handle.lock().ok()?.clone()
-    }
-
-    /// Stops the task of `key` (its cluster is being deleted).
-    pub fn stop(&self, key: &str) {
-        self.tasks.stop(key);
-    }
-
-    pub async fn stop_all(&self) {
-        self.tasks.stop_all().await;
     }
 }
 
