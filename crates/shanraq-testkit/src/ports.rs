@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
+use std::process::Child;
 use std::sync::Mutex;
 
 use rand::RngExt;
@@ -38,6 +39,36 @@ pub fn free_port() -> Result<u16, TestkitError> {
         high: PORT_HIGH,
         attempts: ATTEMPTS,
     })
+}
+
+/// How many ports a server is tried on before its start fails.
+const START_ATTEMPTS: u32 = 5;
+
+/// Starts a server on a free port: `start(port)` spawns it and waits until it is ready,
+/// handing back the child (on failure with why, and the child when one was spawned). A server that lost its port to another
+/// process between the pick and its bind (its log, `log`, says `conflict`) is stopped and
+/// started again on another port; any other failure is returned at once.
+pub async fn start_on_free_port(
+    log: &std::path::Path,
+    conflict: &str,
+    mut start: impl AsyncFnMut(u16) -> Result<Child, (Option<Child>, TestkitError)>,
+) -> Result<(Child, u16), TestkitError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = free_port()?;
+        match start(port).await {
+            Ok(child) => return Ok((child, port)),
+            Err((None, error)) => return Err(error),
+            Err((Some(mut child), error)) => {
+                crate::process::kill_and_reap(&mut child);
+                let lost_port = crate::process::tail(log, 20).contains(conflict);
+                if !lost_port || attempt >= START_ATTEMPTS {
+                    return Err(error);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,13 +10,13 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use tempfile::TempDir;
 
+use crate::ports::start_on_free_port;
 use crate::process::{ensure_alive, kill_and_reap, spawn_logged, tail};
 use crate::secrets::random_secret;
 use crate::user::PostgresUser;
-use crate::{TestkitError, binaries, free_port};
+use crate::{TestkitError, binaries};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-const PORT_ATTEMPTS: u32 = 5;
 
 /// A running throwaway PostgreSQL. Superuser `postgres` with a random password.
 #[derive(Debug)]
@@ -85,10 +85,7 @@ impl TempPostgres {
             "\ninclude 'shanraq-test.conf'\n",
         )?;
         let log = dir.path().join("postgres.log");
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = free_port()?;
+        let (child, port) = start_on_free_port(&log, "could not bind", async |port| {
             let mut command = user.command(bin.join("postgres"));
             command
                 .arg("-D")
@@ -99,28 +96,22 @@ impl TempPostgres {
                 .arg("listen_addresses=127.0.0.1")
                 .arg("-c")
                 .arg(format!("unix_socket_directories={}", socket_dir.display()));
-            let mut child = spawn_logged(&mut command, &log, "postgres")?;
+            let mut child = spawn_logged(&mut command, &log, "postgres").map_err(|e| (None, e))?;
             let options = connect_options(port, &password);
             match wait_ready(&mut child, &options, &log).await {
-                Ok(()) => {
-                    return Ok(TempPostgres {
-                        child,
-                        port,
-                        password,
-                        data_dir,
-                        log,
-                        _dir: dir,
-                    });
-                }
-                Err(error) => {
-                    kill_and_reap(&mut child);
-                    let bind_conflict = tail(&log, 20).contains("could not bind");
-                    if !bind_conflict || attempt >= PORT_ATTEMPTS {
-                        return Err(error);
-                    }
-                }
+                Ok(()) => Ok(child),
+                Err(error) => Err((Some(child), error)),
             }
-        }
+        })
+        .await?;
+        Ok(TempPostgres {
+            child,
+            port,
+            password,
+            data_dir,
+            log,
+            _dir: dir,
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -11,16 +11,16 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::ports::start_on_free_port;
 use crate::process::{
     ensure_alive, kill_and_reap, signal_group, spawn_logged, tail, wait_for_port,
 };
-use crate::{NetLab, TestkitError, binaries, free_port};
+use crate::{NetLab, TestkitError, binaries};
 
 /// What redis-server logs once it accepts clients.
 const READY_LINE: &str = "Ready to accept connections";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-const PORT_ATTEMPTS: u32 = 5;
 
 #[derive(Debug)]
 pub struct RedisServer {
@@ -44,10 +44,7 @@ impl RedisServer {
             TestkitError::io(format!("writing {}", config_path.display()), source)
         })?;
         let log = dir.path().join("redis.log");
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = free_port()?;
+        let (child, port) = start_on_free_port(&log, "Address already in use", async |port| {
             let mut command = Command::new(&redis_server);
             command
                 .arg(&config_path)
@@ -56,26 +53,21 @@ impl RedisServer {
                 .arg("--dir")
                 .arg(dir.path())
                 .args(["--daemonize", "no", "--logfile", ""]);
-            let mut child = spawn_logged(&mut command, &log, "redis-server")?;
+            let mut child =
+                spawn_logged(&mut command, &log, "redis-server").map_err(|e| (None, e))?;
             match wait_for_port(&mut child, port, "redis-server", &log, READY_TIMEOUT).await {
-                Ok(()) => {
-                    return Ok(RedisServer {
-                        child,
-                        port,
-                        log,
-                        dir,
-                        bind: None,
-                    });
-                }
-                Err(error) => {
-                    kill_and_reap(&mut child);
-                    let conflict = tail(&log, 20).contains("Address already in use");
-                    if !conflict || attempt >= PORT_ATTEMPTS {
-                        return Err(error);
-                    }
-                }
+                Ok(()) => Ok(child),
+                Err(error) => Err((Some(child), error)),
             }
-        }
+        })
+        .await?;
+        Ok(RedisServer {
+            child,
+            port,
+            log,
+            dir,
+            bind: None,
+        })
     }
 
     /// A server on `bind:port` (in `lab`'s node `node` when given), with an empty directory.
