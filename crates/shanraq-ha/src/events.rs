@@ -26,6 +26,33 @@ pub struct Voice {
     pub stream: &'static str,
 }
 
+impl Voice {
+    /// A voice from its words in the order of the fields.
+    pub const fn new(words: [&'static str; 5]) -> Voice {
+        let [reason_prefix, role_reason, product, role, stream] = words;
+        Voice {
+            reason_prefix,
+            role_reason,
+            product,
+            role,
+            stream,
+        }
+    }
+}
+
+/// Writes `From<Lifecycle<D>>` for an engine's kind of event, whose `Lifecycle` variant holds
+/// what every engine tells the same way.
+macro_rules! lifecycle_kind {
+    ($kind:ident, $detail:ty) => {
+        impl From<$crate::events::Lifecycle<$detail>> for $kind {
+            fn from(event: $crate::events::Lifecycle<$detail>) -> Self {
+                $kind::Lifecycle(event)
+            }
+        }
+    };
+}
+pub(crate) use lifecycle_kind;
+
 /// An event every engine tells the same way; `D` is the engine's failover record detail.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "type")]

@@ -111,8 +111,8 @@ pub trait Product: Debug + Sized + Send + 'static {
     /// How a command ended, as the adapter reports it.
     type Outcome: crate::engine::Outcome + Send + 'static;
 
-    /// The role that takes writes, as people call it for this product ("primary", "master").
-    const ROLE: &'static str;
+    /// How the product names itself and its writable role in reasons and messages.
+    const VOICE: crate::events::Voice;
 
     /// What the engine remembers when it starts from `state`.
     fn remember(state: &State<Self>) -> Self::Memory;
@@ -582,9 +582,10 @@ where
     /// Starts an unplanned failover away from `from`: a new epoch first, then fencing.
     pub(crate) fn start_failover(&mut self, from: NodeId, now: Millis) {
         let suspect = self.state.suspect.take();
-        let reason = suspect
-            .as_ref()
-            .map_or_else(|| format!("{} failing", P::ROLE), |s| s.reason.clone());
+        let reason = suspect.as_ref().map_or_else(
+            || format!("{} failing", P::VOICE.role),
+            |s| s.reason.clone(),
+        );
         self.claim_next_epoch();
         let detail = self.failover_detail(suspect.as_ref());
         self.state.in_flight = Some(FailoverRecord::failover(

@@ -4,10 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::engine::Postgres;
 use super::model::NodeId;
 use super::state::RecordDetail;
 use crate::engine::Importance;
-use crate::events::{Lifecycle, Voice};
+use crate::events::Lifecycle;
+use crate::machine::Product;
 use crate::wire::Upstream;
 
 /// Something to do to an instance or to the router.
@@ -36,8 +38,6 @@ pub enum Command {
     /// (`POST /detach`): a detached standby acknowledges no more of the old primary's commits.
     Detach { node: NodeId, epoch: u64 },
 }
-
-pub use crate::dispatch::CommandTarget;
 
 crate::dispatch::command_accessors!(Command { Fence.node, Promote.node, Route.primary, Repoint.node, Demote.node, Detach.node }, route: Route);
 
@@ -79,15 +79,6 @@ pub use crate::engine::CommandError;
 /// Something worth telling a person, stamped with when the engine decided it.
 pub type Event = crate::record::Stamped<EventKind>;
 
-/// How PostgreSQL's engine names itself in Events (its reasons predate the other engines').
-pub const VOICE: Voice = Voice {
-    reason_prefix: "",
-    role_reason: "Primary",
-    product: "",
-    role: "primary",
-    stream: "WAL",
-};
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "type")]
 // A handful of events per failover: boxing the record would buy nothing.
@@ -109,16 +100,12 @@ pub enum EventKind {
     Lifecycle(Lifecycle<RecordDetail>),
 }
 
-impl From<Lifecycle<RecordDetail>> for EventKind {
-    fn from(event: Lifecycle<RecordDetail>) -> Self {
-        EventKind::Lifecycle(event)
-    }
-}
+crate::events::lifecycle_kind!(EventKind, RecordDetail);
 
 impl crate::record::Telling for EventKind {
     fn reason(&self) -> String {
         match self {
-            EventKind::Lifecycle(event) => event.reason(&VOICE),
+            EventKind::Lifecycle(event) => event.reason(&Postgres::VOICE),
             EventKind::Fenced { .. } => "Fenced".to_owned(),
             EventKind::Diverged { .. } => "Diverged".to_owned(),
             EventKind::Elected { .. } => "Elected".to_owned(),
@@ -139,7 +126,7 @@ impl crate::record::Telling for EventKind {
 
     fn message(&self, epoch: u64) -> String {
         match self {
-            EventKind::Lifecycle(event) => event.message(&VOICE, epoch),
+            EventKind::Lifecycle(event) => event.message(&Postgres::VOICE, epoch),
             EventKind::Fenced { node, error: None } => format!("{node} fenced"),
             EventKind::Fenced {
                 node,

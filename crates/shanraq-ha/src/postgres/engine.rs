@@ -69,7 +69,9 @@ impl Product for Postgres {
     type Memory = Remembered;
     type Signal = PodSignal;
     type Outcome = Outcome;
-    const ROLE: &'static str = "primary";
+    /// Its reasons predate the other engines': no prefix.
+    const VOICE: crate::events::Voice =
+        crate::events::Voice::new(["", "Primary", "", "primary", "WAL"]);
 
     fn remember(state: &HaState) -> Remembered {
         Remembered {

@@ -18,8 +18,9 @@ mod switchover;
 #[cfg(test)]
 mod tests;
 
+pub use crate::dispatch::CommandTarget;
 pub use crate::machine::{Failing, Probing, Steady, Switching};
-pub use command::{Command, CommandError, CommandTarget, Event, EventKind, StepOutput};
+pub use command::{Command, CommandError, Event, EventKind, StepOutput};
 pub use config::{PostgresHaConfig, ReplicationMode};
 pub use contract::Outcome;
 pub use election::{Candidate, Elected, ElectionRules, elect};

@@ -11,9 +11,8 @@ pub use crate::state::Phase;
 /// What PostgreSQL adds to a suspicion: the primary's last reported `pg_current_wal_lsn()`,
 /// to measure loss in async mode.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct SuspicionDetail {
-    #[serde(default)]
     pub primary_lsn: Option<Lsn>,
 }
 
@@ -22,23 +21,18 @@ pub type Suspicion = crate::record::Suspicion<SuspicionDetail>;
 
 /// What PostgreSQL adds to a failover record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RecordDetail {
     /// The old primary's last reported current LSN: `lostBytes` is measured against it.
-    #[serde(default)]
     pub primary_lsn: Option<Lsn>,
     /// Switchover: the old primary's last LSN after its clean shutdown.
-    #[serde(default)]
     pub final_lsn: Option<Lsn>,
     /// Why fencing could not be confirmed (old primary unreachable, command failed).
-    #[serde(default)]
     pub fence_error: Option<String>,
     /// When the last of the detached members was confirmed detached.
-    #[serde(default)]
     pub detached_at: Option<Millis>,
     /// When the old primary was shown unable to commit (fenced, or its synchronous quorum
     /// detached): the election may start.
-    #[serde(default)]
     pub quorum_fenced_at: Option<Millis>,
 }
 
@@ -50,13 +44,12 @@ pub use crate::record::FailoverKind;
 
 /// What PostgreSQL adds to the persisted state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct StateDetail {
     /// The synchronous set of the current primary, from its last report with at least
     /// `number` streaming `sync`/`quorum` peers (a smaller set blocks commits, so the last
     /// large-enough one still holds every acknowledged commit). Cleared on every promotion:
     /// a set is only valid for the primary that reported it.
-    #[serde(default)]
     pub sync_set: Vec<NodeId>,
 }
 

@@ -3,10 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::engine::Redis;
 use super::info::ReplicationInfo;
 use super::state::RecordDetail;
 use crate::engine::Importance;
-use crate::events::{Lifecycle, Voice};
+use crate::events::Lifecycle;
+use crate::machine::Product;
 use crate::postgres::NodeId;
 
 /// A member as the master of others: `REPLICAOF host port`.
@@ -43,8 +45,6 @@ pub enum Command {
     /// `CLIENT UNPAUSE`.
     Unpause { node: NodeId, epoch: u64 },
 }
-
-pub use crate::dispatch::CommandTarget;
 
 crate::dispatch::command_accessors!(Command { Detach.node, Promote.node, Replicate.node, Route.master, PauseWrites.node, Unpause.node }, route: Route);
 
@@ -90,13 +90,6 @@ pub type CommandResult = Result<Option<ReplicationInfo>, CommandError>;
 pub type Event = crate::record::Stamped<EventKind>;
 
 /// How Redis's engine names itself in Events.
-pub const VOICE: Voice = Voice {
-    reason_prefix: "Redis",
-    role_reason: "Master",
-    product: "Redis ",
-    role: "master",
-    stream: "offset",
-};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "type")]
@@ -122,23 +115,19 @@ pub enum EventKind {
     Lifecycle(Lifecycle<RecordDetail>),
 }
 
-impl From<Lifecycle<RecordDetail>> for EventKind {
-    fn from(event: Lifecycle<RecordDetail>) -> Self {
-        EventKind::Lifecycle(event)
-    }
-}
+crate::events::lifecycle_kind!(EventKind, RecordDetail);
 
 impl crate::record::Telling for EventKind {
     fn reason(&self) -> String {
         let own = match self {
-            EventKind::Lifecycle(event) => return event.reason(&VOICE),
+            EventKind::Lifecycle(event) => return event.reason(&Redis::VOICE),
             EventKind::MasterBootstrapped { .. } => "MasterBootstrapped",
             EventKind::SeveralMasters { .. } => "SeveralMasters",
             EventKind::Detached { .. } => "Detached",
             EventKind::Elected { .. } => "Elected",
             EventKind::StaleMasterDemoted { .. } => "StaleMasterDemoted",
         };
-        format!("{}{own}", VOICE.reason_prefix)
+        format!("{}{own}", Redis::VOICE.reason_prefix)
     }
 
     fn importance(&self) -> Importance {
@@ -154,7 +143,7 @@ impl crate::record::Telling for EventKind {
 
     fn message(&self, epoch: u64) -> String {
         match self {
-            EventKind::Lifecycle(event) => event.message(&VOICE, epoch),
+            EventKind::Lifecycle(event) => event.message(&Redis::VOICE, epoch),
             EventKind::MasterBootstrapped { node, offset } => format!(
                 "no Redis master: promoting {node} (offset {offset}, the most advanced) with epoch {epoch}"
             ),

@@ -66,7 +66,8 @@ impl Product for Redis {
     type Memory = Remembered;
     type Signal = NoSignal;
     type Outcome = CommandResult;
-    const ROLE: &'static str = "master";
+    const VOICE: crate::events::Voice =
+        crate::events::Voice::new(["Redis", "Master", "Redis ", "master", "offset"]);
 
     fn remember(state: &RedisHaState) -> Remembered {
         let in_flight = state.in_flight.as_ref();

@@ -26,9 +26,8 @@ mod switchover;
 #[cfg(test)]
 mod tests;
 
-pub use command::{
-    Command, CommandError, CommandResult, CommandTarget, Endpoint, Event, EventKind, StepOutput,
-};
+pub use crate::dispatch::CommandTarget;
+pub use command::{Command, CommandError, CommandResult, Endpoint, Event, EventKind, StepOutput};
 pub use config::RedisHaConfig;
 pub use election::{Candidate, Elected, LossBound, elect};
 pub use engine::{NoSignal, Redis, RedisHa};

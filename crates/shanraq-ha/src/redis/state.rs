@@ -11,16 +11,13 @@ pub type Suspicion = crate::record::Suspicion<crate::record::NoDetail>;
 
 /// What Redis adds to a failover record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RecordDetail {
     /// The old master's last reported `master_repl_offset` (switchover: after the pause).
-    #[serde(default)]
     pub master_offset: Option<u64>,
     /// How the old master was shown unable to take an acknowledged write.
-    #[serde(default)]
     pub fenced_how: Option<String>,
     /// The elected replica's offset.
-    #[serde(default)]
     pub elected_offset: Option<u64>,
 }
 
@@ -30,13 +27,11 @@ pub type FailoverRecord = crate::record::FailoverRecord<RecordDetail>;
 
 /// What Redis adds to the persisted state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct StateDetail {
     /// Unplanned failovers completed since the state was created.
-    #[serde(default)]
     pub failovers: u64,
     /// Switchovers completed since the state was created.
-    #[serde(default)]
     pub switchovers: u64,
 }
 
