@@ -336,7 +336,7 @@ async fn pod_deletion_signal_fails_over_without_waiting_for_the_probe_threshold(
 }
 
 /// A switchover asked for the moment the driver starts, before the primary confirmed its
-/// epoch, waits for that confirmation instead of failing with `PrimaryNotConfirmed`.
+/// epoch, waits for that confirmation instead of failing with `PrimaryNotReady`.
 #[tokio::test]
 async fn a_switchover_asked_for_before_the_primary_confirmed_waits_for_it() {
     let (_model, servers) = cluster(1).await;
