@@ -110,6 +110,13 @@ pub enum EventKind {
     /// A node claimed the master role without the designation (a returning old master): it is
     /// made a replica of the current master.
     StaleMasterDemoted { node: NodeId },
+    /// A node answered with another replication id and a lower offset than before: it came
+    /// back without its data (restarted empty, or from another history).
+    DatasetLost {
+        node: NodeId,
+        offset_before: u64,
+        offset_now: u64,
+    },
     /// What every engine tells the same way.
     #[serde(untagged)]
     Lifecycle(Lifecycle<RecordDetail>),
@@ -126,6 +133,7 @@ impl crate::record::Telling for EventKind {
             EventKind::Detached { .. } => "Detached",
             EventKind::Elected { .. } => "Elected",
             EventKind::StaleMasterDemoted { .. } => "StaleMasterDemoted",
+            EventKind::DatasetLost { .. } => "DatasetLost",
         };
         format!("{}{own}", Redis::VOICE.reason_prefix)
     }
@@ -134,9 +142,9 @@ impl crate::record::Telling for EventKind {
         match self {
             EventKind::Lifecycle(event) => event.importance(),
             EventKind::MasterBootstrapped { .. } => Importance::Normal,
-            EventKind::StaleMasterDemoted { .. } | EventKind::SeveralMasters { .. } => {
-                Importance::Warning
-            }
+            EventKind::StaleMasterDemoted { .. }
+            | EventKind::SeveralMasters { .. }
+            | EventKind::DatasetLost { .. } => Importance::Warning,
             EventKind::Detached { .. } | EventKind::Elected { .. } => Importance::Log,
         }
     }
@@ -165,6 +173,14 @@ impl crate::record::Telling for EventKind {
             }
             EventKind::StaleMasterDemoted { node } => format!(
                 "{node} claims the Redis master role without the designation of epoch {epoch}: making it a replica"
+            ),
+            EventKind::DatasetLost {
+                node,
+                offset_before,
+                offset_now,
+            } => format!(
+                "{node} came back without its data: another replication id, offset {offset_now} after {offset_before} \
+                 (restarted with an empty directory, or from another history); what only it held is lost"
             ),
         }
     }

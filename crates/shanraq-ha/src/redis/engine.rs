@@ -30,6 +30,9 @@ use crate::record::NoDetail;
 pub struct Seen {
     /// The designated master came back with another replication id and a lower offset.
     pub(super) restarted: bool,
+    /// The replication id and offset of the member's last answer: one that comes back with
+    /// another id and a lower offset lost its data.
+    pub(super) history: Option<(String, u64)>,
 }
 
 pub type NodeView = crate::probe::View<ReplicationInfo, Seen>;
@@ -106,6 +109,34 @@ impl RedisHa {
             }
         }
         self.own.replica_lag = lags;
+    }
+
+    /// Remembers where `node`'s data stands. A member that answers with another replication id
+    /// and a lower offset than before, and not as a follower of the current master (which a
+    /// resync would make it), came back without its data: it restarted empty, or from a
+    /// history that is not the group's. Said at once, whatever the engine then does with it.
+    pub(super) fn note_history(&mut self, node: &NodeId, info: &ReplicationInfo, at: Millis) {
+        let Some(view) = self.core.nodes.get_mut(node) else {
+            return;
+        };
+        let before = view
+            .extra
+            .history
+            .replace((info.replid.clone(), info.offset));
+        let Some((replid, offset)) = before else {
+            return;
+        };
+        let adopted = self.own.master_replid.as_ref() == Some(&info.replid);
+        if replid != info.replid && info.offset < offset && !adopted {
+            self.event(
+                at,
+                EventKind::DatasetLost {
+                    node: node.clone(),
+                    offset_before: offset,
+                    offset_now: info.offset,
+                },
+            );
+        }
     }
 
     // ---- helpers -------------------------------------------------------------------------
@@ -310,6 +341,9 @@ impl Probing<Redis> for RedisHa {
             let good = serving && !view.extra.restarted;
             view.count(&observation, good);
         }
+        if let Some(info) = observation.info() {
+            self.note_history(&observation.node, info, observation.at);
+        }
         if is_reporting
             && serving
             && let Some(info) = observation.info()
@@ -385,6 +419,7 @@ impl Probing<Redis> for RedisHa {
     fn failover_detail(&self, _suspect: Option<&Suspicion>) -> RecordDetail {
         RecordDetail {
             master_offset: self.own.master_offset,
+            master_replid: self.own.master_replid.clone(),
             ..RecordDetail::default()
         }
     }

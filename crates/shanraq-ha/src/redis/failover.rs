@@ -104,6 +104,46 @@ impl RedisHa {
         );
     }
 
+    /// Chooses `elected`. When it does not hold the old master's history, what it lost is the
+    /// old master's whole history: the failover says so (`dataLost`, and the lost bytes when
+    /// the old master's offset is known), never that nothing was lost.
+    pub(super) fn elect_with_loss(
+        &mut self,
+        record: &FailoverRecord,
+        mut elected: super::election::Elected,
+        foreign: &[NodeId],
+        now: Millis,
+    ) {
+        let mut offset = elected.offset;
+        if foreign.contains(&elected.node) {
+            elected.lost_bytes = record.detail.master_offset.filter(|offset| *offset > 0);
+            offset = self
+                .info_since(&elected.node, record.started_at)
+                .map_or(0, |info| info.offset);
+            let why = format!(
+                "{} does not hold the old master's history (another replication id): the members came back \
+                 without their data, and what the old master held{} is lost",
+                elected.node,
+                elected
+                    .lost_bytes
+                    .map(|bytes| format!(" ({bytes} bytes of offset)"))
+                    .unwrap_or_default()
+            );
+            if let Some(record) = self.in_flight_mut() {
+                record.detail.data_lost = Some(why);
+            }
+        }
+        self.choose(elected.node.clone(), offset, elected.lost_bytes);
+        self.event(
+            now,
+            EventKind::Elected {
+                node: elected.node,
+                offset,
+                lost_bytes: elected.lost_bytes,
+            },
+        );
+    }
+
     pub(super) fn choose(&mut self, node: NodeId, offset: u64, lost_bytes: Option<u64>) {
         if let Some(record) = self.in_flight_mut() {
             record.elect(node.clone(), lost_bytes);
@@ -195,14 +235,33 @@ impl Failing<Redis> for RedisHa {
         let Some(record) = self.in_flight_or_healthy() else {
             return;
         };
+        // Offsets are positions in the old master's history: a member with another
+        // replication id (it came back empty, or from another history) holds none of it.
+        let in_history = |info: &ReplicationInfo| {
+            record
+                .detail
+                .master_replid
+                .as_ref()
+                .is_none_or(|replid| replid == &info.replid)
+        };
+        let mut foreign = Vec::new();
         let candidates: Vec<Candidate> = self
             .others(&record.from)
             .into_iter()
             .filter(|node| record.detached.contains(node))
             .filter_map(|node| {
                 let info = self.info_since(&node, record.started_at)?;
-                info.is_detached().then(|| Candidate {
-                    offset: info.offset,
+                if !info.is_detached() {
+                    return None;
+                }
+                let offset = if in_history(info) {
+                    info.offset
+                } else {
+                    foreign.push(node.clone());
+                    0
+                };
+                Some(Candidate {
+                    offset,
                     lag_seconds: self.own.replica_lag.get(&node).copied(),
                     node,
                 })
@@ -212,27 +271,22 @@ impl Failing<Redis> for RedisHa {
             max_lag_bytes: self.config.max_lag_bytes,
             max_lag_seconds: self.config.max_lag_seconds,
         };
+        let old_master = self
+            .info_since(&record.from, record.started_at)
+            .filter(|info| record.detached.contains(&record.from) && info.is_detached())
+            .cloned();
         let reason = match elect(&candidates, record.detail.master_offset, bound) {
             Ok(elected) => {
-                self.choose(elected.node.clone(), elected.offset, elected.lost_bytes);
-                self.event(
-                    now,
-                    EventKind::Elected {
-                        node: elected.node,
-                        offset: elected.offset,
-                        lost_bytes: elected.lost_bytes,
-                    },
-                );
+                self.elect_with_loss(&record, elected, &foreign, now);
                 return;
             }
             Err(reason) => reason,
         };
-        // The old master, detached and answering, loses nothing when it is at least as far
-        // as the best candidate: take it back.
+        // The old master, detached and answering with its history, loses nothing when it is at
+        // least as far as the best candidate: take it back.
         let best = candidates.iter().map(|c| c.offset).max().unwrap_or(0);
-        if record.detached.contains(&record.from)
-            && let Some(info) = self.info_since(&record.from, record.started_at)
-            && info.is_detached()
+        if let Some(info) = &old_master
+            && in_history(info)
             && info.offset >= best
             && info.offset >= record.detail.master_offset.unwrap_or(0)
         {
@@ -246,6 +300,26 @@ impl Failing<Redis> for RedisHa {
                     lost_bytes: Some(0),
                 },
             );
+            return;
+        }
+        // Every member answered and none holds the old master's history: nobody can come back
+        // with more, so waiting would keep Redis down without saving a write. The most
+        // advanced is promoted and the loss is said.
+        let everyone = candidates.len() == self.members.len() - 1 && old_master.is_some();
+        let none_in_history =
+            foreign.len() == candidates.len() && old_master.as_ref().is_some_and(|i| !in_history(i));
+        if everyone
+            && none_in_history
+            && let Some(winner) = candidates
+                .iter()
+                .max_by_key(|c| (c.offset, std::cmp::Reverse(c.node.clone())))
+        {
+            let elected = super::election::Elected {
+                node: winner.node.clone(),
+                offset: winner.offset,
+                lost_bytes: None,
+            };
+            self.elect_with_loss(&record, elected, &foreign, now);
             return;
         }
         self.refuse_failover(reason, now);

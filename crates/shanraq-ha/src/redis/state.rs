@@ -19,6 +19,12 @@ pub struct RecordDetail {
     pub fenced_how: Option<String>,
     /// The elected replica's offset.
     pub elected_offset: Option<u64>,
+    /// The old master's replication id when the failover started: offsets are positions in
+    /// its history, and a member with another id holds none of it.
+    pub master_replid: Option<String>,
+    /// Why the old master's data is known lost with this failover (every member came back
+    /// without it), when it is.
+    pub data_lost: Option<String>,
 }
 
 /// One failover or switchover, from detection to routing (`fencedAt`: the old master shown

@@ -3,7 +3,7 @@
 
 use super::fixtures::Sim;
 use crate::events::Lifecycle;
-use crate::redis::{Command, EventKind, Phase, RedisHaConfig, Role};
+use crate::redis::{Command, DETACHED_HOST, DETACHED_PORT, EventKind, Phase, RedisHaConfig, Role};
 
 fn config() -> RedisHaConfig {
     RedisHaConfig::default()
@@ -66,6 +66,11 @@ fn a_returning_old_master_is_made_a_replica_and_nothing_fails_over_again() {
     assert_eq!(sim.nodes["r0"].role, Role::Replica);
     assert!(sim.saw("RedisStaleMasterDemoted"), "{:?}", sim.kinds());
     assert_eq!(sim.failovers_completed(), 1, "{:?}", sim.kinds());
+    assert!(
+        !sim.saw("RedisDatasetLost"),
+        "a member that resynced from the new master kept its data: {:?}",
+        sim.kinds()
+    );
 }
 
 #[test]
@@ -91,6 +96,61 @@ fn a_master_back_without_its_data_is_failed_over_at_once() {
         sim.nodes["r1"].offset >= 100 && sim.nodes["r2"].offset >= 100,
         "nobody emptied"
     );
+    assert!(sim.saw("RedisDatasetLost"), "{:?}", sim.kinds());
+    let record = sim.engine.state().last_failover.clone().expect("a failover");
+    assert_eq!(record.detail.data_lost, None, "a replica held the history");
+}
+
+/// Every node restarted with an empty directory while the failover waited for its detach
+/// commands: none holds the old master's history, so nobody can come back with more. The most
+/// advanced is promoted, and the failover says the data was lost, never that nothing was.
+#[test]
+fn every_member_back_without_its_data_is_said_and_never_counted_as_nothing_lost() {
+    let mut sim = Sim::healthy(&["r0", "r1", "r2"], config());
+    sim.nodes.get_mut("r0").expect("r0").up = false;
+    sim.failing_detach = vec!["r1".to_owned(), "r2".to_owned()];
+    sim.rounds(6);
+    assert_eq!(sim.engine.state().phase, Phase::Fencing, "{:?}", sim.kinds());
+    for (index, name) in ["r0", "r1", "r2"].iter().enumerate() {
+        let node = sim.nodes.get_mut(*name).expect("node");
+        node.up = true;
+        node.role = Role::Replica;
+        node.master = Some((DETACHED_HOST.to_owned(), DETACHED_PORT));
+        node.offset = 1;
+        node.replid = format!("fresh-{index}");
+    }
+    sim.failing_detach.clear();
+    sim.rounds(10);
+    let record = sim.engine.state().last_failover.clone().expect("a failover");
+    assert!(record.routed_at.is_some(), "{record:?}");
+    assert_ne!(record.lost_bytes, Some(0), "{record:?}");
+    assert!(record.lost_bytes.is_some_and(|bytes| bytes >= 100), "{record:?}");
+    assert!(
+        record
+            .detail
+            .data_lost
+            .as_deref()
+            .is_some_and(|why| why.contains("history")),
+        "{record:?}"
+    );
+    assert!(sim.saw("RedisDatasetLost"), "{:?}", sim.kinds());
+}
+
+/// A detached replica that holds the old master's history is preferred to one that came back
+/// from another history with a higher offset: offsets of different histories do not compare.
+#[test]
+fn a_replica_of_another_history_never_wins_on_its_offset() {
+    let mut sim = Sim::healthy(&["r0", "r1", "r2"], config());
+    sim.nodes.get_mut("r0").expect("r0").up = false;
+    let r2 = sim.nodes.get_mut("r2").expect("r2");
+    r2.role = Role::Replica;
+    r2.master = Some((DETACHED_HOST.to_owned(), DETACHED_PORT));
+    r2.offset = 1_000_000;
+    r2.replid = "elsewhere".to_owned();
+    sim.rounds(10);
+    assert_eq!(sim.master(), Some("r1"), "{:?}", sim.kinds());
+    let record = sim.engine.state().last_failover.clone().expect("a failover");
+    assert_eq!(record.detail.data_lost, None);
 }
 
 #[test]
