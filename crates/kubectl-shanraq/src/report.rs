@@ -251,7 +251,11 @@ pub fn build(cluster: &ShanraqCluster, pods: &[Pod]) -> StatusReport {
         ObjectiveReport {
             objective: name.to_owned(),
             target: seen.map_or(target, |s| s.target.clone()),
-            measured: seen.map(|s| s.measured.clone()),
+            // The status's figure is the worst component's: name it.
+            measured: seen.map(|s| match &s.component {
+                Some(component) => format!("{} ({component})", s.measured),
+                None => s.measured.clone(),
+            }),
             met: seen.map(|s| s.met),
             detail,
         }

@@ -157,6 +157,7 @@ fn objective(target: &str, measured: &str, met: bool) -> ObjectiveStatus {
         target: target.into(),
         measured: measured.into(),
         met,
+        component: None,
     }
 }
 

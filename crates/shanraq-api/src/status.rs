@@ -205,6 +205,10 @@ pub struct ObjectiveStatus {
     pub target: String,
     pub measured: String,
     pub met: bool,
+    /// The component whose figure this is: the worst of the enabled components (the
+    /// condition's message gives every one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
 }
 
 /// WAL archiving and backups, as the operator last observed them.

@@ -243,59 +243,149 @@ impl RpoMeasurement {
     }
 }
 
-/// The cluster's one RPO: the worst of its components' measurements (the first of equals),
-/// `None` when no component measured anything.
-pub fn worst(
-    measurements: impl IntoIterator<Item = Option<RpoMeasurement>>,
-) -> Option<RpoMeasurement> {
-    measurements.into_iter().flatten().reduce(|kept, next| {
-        if next.exposure() > kept.exposure() {
-            next
+/// One component's share of an objective condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Measured (or projected) and judged against the component's target. `weight` orders the
+    /// judged parts so that the worst decides (the larger, the worse).
+    Judged {
+        component: &'static str,
+        status: ObjectiveStatus,
+        weight: Duration,
+    },
+    /// The settings cannot meet the target whatever is measured: False at once, naming the
+    /// field to change (`reason` says which).
+    Unattainable {
+        component: &'static str,
+        target: String,
+        reason: String,
+    },
+    /// Will be measured, is not yet.
+    Pending { component: &'static str, why: String },
+    /// Not measured for this component at all (the message says why); named, never deciding.
+    Uncovered { component: &'static str, why: String },
+}
+
+/// Reasons of the objective conditions, stable for alerts and scripts.
+pub const REASON_MEASURED: &str = "Measured";
+pub const REASON_OVER_TARGET: &str = "OverTarget";
+pub const REASON_UNATTAINABLE: &str = "Unattainable";
+pub const REASON_NOT_MEASURED_YET: &str = "NotMeasuredYet";
+pub const REASON_NOT_MEASURABLE: &str = "NotMeasurable";
+
+/// The condition made of every component's part: False when one cannot be met or is over its
+/// target, else Unknown while one is still to be measured, else True when at least one was
+/// judged (and all met), else Unknown (nothing measures it). The deciding part comes first in
+/// the message, then the others in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Combined {
+    /// `None` is Unknown.
+    pub met: Option<bool>,
+    pub reason: &'static str,
+    pub message: String,
+    /// The judged part that decides (the worst), for the status's measured figure.
+    pub decisive: Option<(&'static str, ObjectiveStatus)>,
+    /// Its weight (the measured duration), for the metric; `None` when unbounded or when no
+    /// judged part decides.
+    pub measured: Option<Duration>,
+}
+
+pub fn combine(parts: &[Part]) -> Combined {
+    let worst_judged = |only_failed: bool| {
+        parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, part)| match part {
+                Part::Judged { status, weight, .. } if !only_failed || !status.met => {
+                    Some((i, *weight))
+                }
+                _ => None,
+            })
+            // The first of equals: max_by_key keeps the last, so compare on reversed index.
+            .max_by_key(|(i, weight)| (*weight, std::cmp::Reverse(*i)))
+            .map(|(i, _)| i)
+    };
+    let first = |wanted: fn(&Part) -> bool| parts.iter().position(wanted);
+    let (met, reason, lead) =
+        if let Some(i) = first(|p| matches!(p, Part::Unattainable { .. })) {
+            (Some(false), REASON_UNATTAINABLE, Some(i))
+        } else if let Some(i) = worst_judged(true) {
+            (Some(false), REASON_OVER_TARGET, Some(i))
+        } else if let Some(i) = first(|p| matches!(p, Part::Pending { .. })) {
+            (None, REASON_NOT_MEASURED_YET, Some(i))
+        } else if let Some(i) = worst_judged(false) {
+            (Some(true), REASON_MEASURED, Some(i))
         } else {
-            kept
+            (None, REASON_NOT_MEASURABLE, None)
+        };
+    let mut order: Vec<usize> = lead.into_iter().collect();
+    order.extend((0..parts.len()).filter(|i| Some(*i) != lead));
+    let message = order
+        .iter()
+        .map(|i| match &parts[*i] {
+            Part::Judged {
+                component, status, ..
+            } => format!("{component}: {}", status.message),
+            Part::Unattainable {
+                component, reason, ..
+            } => format!("{component}: cannot be met: {reason}"),
+            Part::Pending { component, why } => format!("{component}: not measured yet ({why})"),
+            Part::Uncovered { component, why } => format!("{component}: not measured ({why})"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let decisive_index = match lead.map(|i| &parts[i]) {
+        Some(Part::Unattainable { .. }) => None,
+        _ => worst_judged(met == Some(false)).or_else(|| worst_judged(false)),
+    };
+    let measured = decisive_index.and_then(|i| match &parts[i] {
+        Part::Judged { weight, .. } if *weight != Duration::MAX => Some(*weight),
+        _ => None,
+    });
+    let decisive = match lead.map(|i| &parts[i]) {
+        Some(Part::Unattainable {
+            component,
+            target,
+            reason,
+        }) => Some((
+            *component,
+            ObjectiveStatus {
+                met: false,
+                measured: "unattainable".to_owned(),
+                target: target.clone(),
+                message: reason.clone(),
+            },
+        )),
+        _ => decisive_index.and_then(|i| match &parts[i] {
+            Part::Judged {
+                component, status, ..
+            } => Some((*component, status.clone())),
+            _ => None,
+        }),
+    };
+    Combined {
+        met,
+        reason,
+        message,
+        decisive,
+        measured,
+    }
+}
+
+impl RpoMeasurement {
+    /// How much it may lose, as one duration for `Part::Judged`'s weight: unbounded is the
+    /// most, synchronous with its quorum nothing.
+    pub fn weight(&self) -> Duration {
+        match self.exposure() {
+            (2, ..) => Duration::MAX,
+            (_, lag, _) => lag,
         }
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_worst_measurement_decides_unbounded_before_lag_before_synchronous() {
-        let sync = RpoMeasurement::Synchronous {
-            streaming: vec!["pg-1".to_owned()],
-            required: 1,
-        };
-        let redis = RpoMeasurement::Asynchronous {
-            replica: "redis 10.0.0.5:6379".to_owned(),
-            lag_bytes: 14,
-            lag: Duration::from_secs(1),
-        };
-        let none = RpoMeasurement::NoPromotableReplica {
-            reason: "no Redis replica".to_owned(),
-        };
-        assert_eq!(
-            worst([Some(sync.clone()), Some(redis.clone())]),
-            Some(redis.clone())
-        );
-        assert_eq!(
-            worst([Some(sync.clone()), Some(none.clone()), Some(redis.clone())]),
-            Some(none)
-        );
-        assert_eq!(worst([None, Some(redis.clone()), None]), Some(redis));
-        assert_eq!(worst([Some(sync.clone()), None]), Some(sync.clone()));
-        let other_sync = RpoMeasurement::Synchronous {
-            streaming: vec!["kafka".to_owned()],
-            required: 1,
-        };
-        assert_eq!(
-            worst([Some(sync.clone()), Some(other_sync)]),
-            Some(sync),
-            "first of equals"
-        );
-        assert_eq!(worst([None, None]), None);
-    }
 
     #[test]
     fn rpo_verdicts() {
@@ -421,5 +511,123 @@ mod tests {
         );
         assert!(!availability(99.99, 9_998, 10_000).met);
         assert!(!availability(99.99, 0, 0).met);
+    }
+}
+
+#[cfg(test)]
+mod combine_tests {
+    use super::*;
+
+    fn judged(component: &'static str, met: bool, ms: u64) -> Part {
+        Part::Judged {
+            component,
+            status: ObjectiveStatus {
+                met,
+                measured: human(Duration::from_millis(ms)),
+                target: "1s".to_owned(),
+                message: format!(
+                    "RPO {} {} target 1s",
+                    human(Duration::from_millis(ms)),
+                    if met { "<=" } else { ">" }
+                ),
+            },
+            weight: Duration::from_millis(ms),
+        }
+    }
+
+    #[test]
+    fn the_worst_component_decides_and_every_one_is_named() {
+        let all_met = combine(&[
+            judged("PostgreSQL", true, 0),
+            judged("Redis", true, 400),
+            judged("Kafka", true, 0),
+        ]);
+        assert_eq!(all_met.met, Some(true));
+        assert_eq!(all_met.reason, REASON_MEASURED);
+        assert_eq!(
+            all_met.message,
+            "Redis: RPO 400ms <= target 1s; PostgreSQL: RPO 0s <= target 1s; Kafka: RPO 0s <= target 1s"
+        );
+        assert_eq!(all_met.decisive.map(|(c, _)| c), Some("Redis"));
+
+        let one_over = combine(&[judged("PostgreSQL", false, 2000), judged("Redis", true, 5000)]);
+        assert_eq!(one_over.met, Some(false), "a smaller failure beats a larger pass");
+        assert_eq!(one_over.reason, REASON_OVER_TARGET);
+        assert!(one_over.message.starts_with("PostgreSQL: RPO 2s > target 1s; Redis"));
+        assert_eq!(one_over.decisive.map(|(c, _)| c), Some("PostgreSQL"));
+    }
+
+    #[test]
+    fn rpo_weight_orders_unbounded_before_lag_before_synchronous() {
+        let sync = RpoMeasurement::Synchronous {
+            streaming: vec!["pg-1".to_owned()],
+            required: 1,
+        };
+        let short = RpoMeasurement::Synchronous {
+            streaming: vec![],
+            required: 1,
+        };
+        let lagging = RpoMeasurement::Asynchronous {
+            replica: "redis 10.0.0.5:6379".to_owned(),
+            lag_bytes: 14,
+            lag: Duration::from_secs(1),
+        };
+        let none = RpoMeasurement::NoPromotableReplica {
+            reason: "no Redis replica".to_owned(),
+        };
+        assert_eq!(sync.weight(), Duration::ZERO);
+        assert_eq!(lagging.weight(), Duration::from_secs(1));
+        assert_eq!(short.weight(), Duration::MAX, "a missing quorum is unbounded");
+        assert_eq!(none.weight(), Duration::MAX);
+    }
+
+    #[test]
+    fn unattainable_beats_pending_beats_met_and_uncovered_never_decides() {
+        let unattainable = combine(&[
+            judged("PostgreSQL", true, 0),
+            Part::Unattainable {
+                component: "Redis",
+                target: "0s".to_owned(),
+                reason: "set spec.redis.objectives.rpo".to_owned(),
+            },
+        ]);
+        assert_eq!(
+            (unattainable.met, unattainable.reason),
+            (Some(false), REASON_UNATTAINABLE)
+        );
+        assert!(
+            unattainable
+                .message
+                .starts_with("Redis: cannot be met: set spec.redis.objectives.rpo; PostgreSQL")
+        );
+        let (component, figure) = unattainable.decisive.expect("a figure");
+        assert_eq!(
+            (component, figure.measured.as_str(), figure.met),
+            ("Redis", "unattainable", false),
+            "the status figure agrees with the condition"
+        );
+        let pending = combine(&[
+            judged("PostgreSQL", true, 0),
+            Part::Pending {
+                component: "Redis",
+                why: "no master yet".to_owned(),
+            },
+        ]);
+        assert_eq!((pending.met, pending.reason), (None, REASON_NOT_MEASURED_YET));
+        let covered = combine(&[
+            judged("PostgreSQL", true, 0),
+            Part::Uncovered {
+                component: "Kafka",
+                why: "no probe".to_owned(),
+            },
+        ]);
+        assert_eq!((covered.met, covered.reason), (Some(true), REASON_MEASURED));
+        assert!(covered.message.ends_with("Kafka: not measured (no probe)"));
+        let nothing = combine(&[Part::Uncovered {
+            component: "Kafka",
+            why: "no probe".to_owned(),
+        }]);
+        assert_eq!((nothing.met, nothing.reason), (None, REASON_NOT_MEASURABLE));
+        assert_eq!(nothing.decisive, None);
     }
 }

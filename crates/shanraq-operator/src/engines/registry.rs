@@ -151,8 +151,8 @@ impl Engines {
         Ok(Requested { notices, drill })
     }
 
-    /// What the engines measured, into `observed`: the worse RPO of every engine, the last
-    /// failover's RTO, the sampled PostgreSQL instances and WAL archiving, the probes through
+    /// What the engines measured, into `observed`: the RPO of every engine, the last
+    /// failovers' RTO (PostgreSQL and Redis), the sampled PostgreSQL instances and WAL archiving, the probes through
     /// HAProxy (counted into `metrics`), Redis cluster mode and the Kafka admin view.
     pub fn observe(&self, metrics: &Metrics, at: Reconciled<'_>, observed: &mut Observed) {
         let key = at.cluster.key();
@@ -173,7 +173,17 @@ impl Engines {
             .redis
             .handle(&key)
             .and_then(|handle| redis::objectives::measure(&handle));
-        observed.rpo = shanraq_ha::objectives::worst([sampled.rpo, redis_rpo, kafka_rpo]);
+        observed.rpo = crate::controller::status::RpoByComponent {
+            postgres: sampled.rpo,
+            redis: redis_rpo,
+            kafka: kafka_rpo,
+        };
+        observed.last_redis_failover_rto = postgres::objectives::last_failover_rto(
+            previous
+                .redis
+                .as_ref()
+                .and_then(|r| r.last_failover.as_ref()),
+        );
         observed.engines.postgres_instances = sampled.instances;
         observed.archive = sampled.archive;
         if cluster.spec.redis.mode == shanraq_api::redis::RedisMode::Cluster {

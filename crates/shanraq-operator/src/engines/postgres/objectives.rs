@@ -122,6 +122,8 @@ impl<V: PartialEq, T: Clone> Published<V, T> {
     }
 }
 
+pub use super::probes::ProbeTrouble;
+
 /// Latency and availability verdicts from the probe window; `None` while not measured.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProbeVerdicts {
@@ -129,14 +131,33 @@ pub struct ProbeVerdicts {
     pub availability: Option<ObjectiveStatus>,
     /// The window's P99, for the metric.
     pub p99: Option<Duration>,
+    /// Why the probes give no figure, when they cannot.
+    pub trouble: Option<ProbeTrouble>,
 }
 
-/// Judges the probe window against the objectives.
+impl ProbeVerdicts {
+    /// What must change for the verdicts to be published before `REPUBLISH_AFTER`: whether
+    /// each objective is met, and whether the probes are in trouble.
+    pub fn verdict(&self) -> (Option<bool>, Option<bool>, bool) {
+        (
+            self.latency.as_ref().map(|v| v.met),
+            self.availability.as_ref().map(|v| v.met),
+            self.trouble.is_some(),
+        )
+    }
+}
+
+/// Judges the probe window against the objectives (latency against PostgreSQL's target: the
+/// probe reads PostgreSQL).
 pub fn probe_verdicts(
     cluster: &ValidCluster,
     window: &super::probes::ProbeWindow,
 ) -> ProbeVerdicts {
     let objectives = &cluster.spec.objectives;
+    let latency_target = cluster
+        .spec
+        .objective_targets(shanraq_api::objectives::ObjectiveComponent::Postgres)
+        .latency_p99;
     let (successes, total) = window.writes();
     let availability = (total > 0)
         .then(|| objectives.availability.parse::<f64>().ok())
@@ -146,11 +167,12 @@ pub fn probe_verdicts(
     let p99 = histogram
         .as_ref()
         .map(|h| Duration::from_micros(h.value_at_quantile(0.99)));
-    let latency = histogram.map(|h| objectives::latency(objectives.latency.p99.as_std(), &h));
+    let latency = histogram.map(|h| objectives::latency(latency_target.as_std(), &h));
     ProbeVerdicts {
         latency,
         availability,
         p99,
+        trouble: window.trouble(),
     }
 }
 
@@ -218,7 +240,11 @@ pub fn rpo_condition(
     cluster: &ValidCluster,
     measurement: &RpoMeasurement,
 ) -> (Desired, ObjectiveStatus) {
-    let status = objectives::rpo(cluster.spec.objectives.rpo.as_std(), measurement);
+    let target = cluster
+        .spec
+        .objective_targets(shanraq_api::objectives::ObjectiveComponent::Postgres)
+        .rpo;
+    let status = objectives::rpo(target.as_std(), measurement);
     (want(RPO_MET, &status), status)
 }
 
