@@ -201,7 +201,9 @@ pub fn availability(target_percent: f64, successes: u64, total: u64) -> Objectiv
             ),
         };
     }
-    let percent = successes.min(total) as f64 * 100.0 / total as f64;
+    // Rounded down: a window with a failure never reads 100%.
+    let percent =
+        (successes.min(total) as f64 * 100.0 / total as f64 * 10_000.0).floor() / 10_000.0;
     let met = percent + 1e-9 >= target_percent;
     let detail = format!("{successes} of {total} write probes succeeded");
     let relation = if met { ">=" } else { "<" };
@@ -216,7 +218,7 @@ pub fn availability(target_percent: f64, successes: u64, total: u64) -> Objectiv
 }
 
 fn trim_percent(value: f64) -> String {
-    let text = format!("{value:.3}");
+    let text = format!("{value:.4}");
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
@@ -241,6 +243,157 @@ impl RpoMeasurement {
             RpoMeasurement::Asynchronous { lag_bytes, lag, .. } => (1, *lag, *lag_bytes),
         }
     }
+}
+
+/// At most this many buckets of write-probe counts are kept for the availability SLO (and
+/// persisted in the status): the bucket grows with the window, never below an hour.
+pub const MAX_LEDGER_BUCKETS: u64 = 240;
+const HOUR: u64 = 3600;
+
+/// Successful and total write probes in one bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BucketCounts {
+    pub ok: u64,
+    pub total: u64,
+}
+
+/// Write-probe counts of the availability SLO, in buckets of `bucket_seconds` keyed by their
+/// start (Unix seconds, a multiple of the bucket). Small and bounded, so that it can be kept
+/// in the status and outlive the operator process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AvailabilityLedger {
+    pub bucket_seconds: u64,
+    pub buckets: std::collections::BTreeMap<u64, BucketCounts>,
+}
+
+/// The bucket length for `window`: a whole number of hours, so that at most
+/// `MAX_LEDGER_BUCKETS` cover it (720h gives 3h buckets).
+pub fn bucket_seconds(window: Duration) -> u64 {
+    let hours = window.as_secs().div_ceil(HOUR);
+    hours.div_ceil(MAX_LEDGER_BUCKETS).max(1) * HOUR
+}
+
+impl AvailabilityLedger {
+    pub fn new(window: Duration) -> Self {
+        AvailabilityLedger {
+            bucket_seconds: bucket_seconds(window),
+            buckets: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Adds `counts` at `at` (Unix seconds) into its bucket.
+    pub fn add(&mut self, at: u64, counts: BucketCounts) {
+        let bucket = self.bucket_seconds.max(1);
+        let slot = self.buckets.entry(at - at % bucket).or_default();
+        slot.ok += counts.ok.min(counts.total);
+        slot.total += counts.total;
+    }
+
+    /// `self` re-bucketed for `window` (a changed window changes the bucket), with `other`'s
+    /// counts added, and only the buckets that still overlap the window ending at `now`.
+    pub fn merged(&self, other: &AvailabilityLedger, window: Duration, now: u64) -> Self {
+        let mut merged = AvailabilityLedger::new(window);
+        for ledger in [self, other] {
+            for (start, counts) in &ledger.buckets {
+                merged.add(*start, *counts);
+            }
+        }
+        merged.trim(window, now);
+        merged
+    }
+
+    /// Drops the buckets that end before the window ending at `now` begins, and any beyond
+    /// the bound (the oldest first).
+    pub fn trim(&mut self, window: Duration, now: u64) {
+        let start = now.saturating_sub(window.as_secs());
+        let bucket = self.bucket_seconds;
+        self.buckets.retain(|at, _| at + bucket > start);
+        while u64::try_from(self.buckets.len()).unwrap_or(u64::MAX) > MAX_LEDGER_BUCKETS + 1 {
+            self.buckets.pop_first();
+        }
+    }
+
+    /// `(successes, total)` over every bucket.
+    pub fn totals(&self) -> (u64, u64) {
+        self.buckets.values().fold((0, 0), |(ok, total), counts| {
+            (ok + counts.ok, total + counts.total)
+        })
+    }
+}
+
+/// The availability SLO over its window: the verdict, and the share of the error budget left
+/// (1 untouched, 0 spent, below 0 overspent; `None` without a probe).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AvailabilitySlo {
+    pub status: ObjectiveStatus,
+    pub budget_remaining: Option<f64>,
+    pub ratio: Option<f64>,
+}
+
+/// Judges `ledger` against `target_percent` over `window`: the success ratio of every write
+/// probe it holds, and how much of the error budget (`100 - target` percent of the probes)
+/// the failures left.
+pub fn availability_slo(
+    target_percent: f64,
+    window: Duration,
+    ledger: &AvailabilityLedger,
+) -> AvailabilitySlo {
+    let (successes, total) = ledger.totals();
+    let window_text = window_text(window);
+    let mut slo = availability(target_percent, successes, total);
+    if total == 0 {
+        slo.message = format!(
+            "availability unknown (no write probe in the {window_text} window), target {}",
+            slo.target
+        );
+        return AvailabilitySlo {
+            status: slo,
+            budget_remaining: None,
+            ratio: None,
+        };
+    }
+    let failures = total - successes.min(total);
+    let allowed = total as f64 * (100.0 - target_percent).max(0.0) / 100.0;
+    let remaining = if allowed > 0.0 {
+        1.0 - failures as f64 / allowed
+    } else if failures == 0 {
+        1.0
+    } else {
+        // A 100% target has no budget: one failure spends it all.
+        0.0
+    };
+    let relation = if slo.met { ">=" } else { "<" };
+    slo.message = format!(
+        "availability {} over the {window_text} window ({successes} of {total} write probes succeeded; {} of the error budget left) {relation} target {}",
+        slo.measured,
+        percent_text(remaining),
+        slo.target
+    );
+    AvailabilitySlo {
+        ratio: Some(successes as f64 / total as f64),
+        status: slo,
+        budget_remaining: Some(remaining),
+    }
+}
+
+/// A window as the spec writes it: whole hours as `720h`, else as `human` does.
+fn window_text(window: Duration) -> String {
+    let seconds = window.as_secs();
+    if seconds >= HOUR && seconds.is_multiple_of(HOUR) && window.subsec_nanos() == 0 {
+        format!("{}h", seconds / HOUR)
+    } else {
+        human(window)
+    }
+}
+
+/// A share as a percentage with up to one decimal: `100%`, `62.5%`, `-40%`.
+pub fn percent_text(share: f64) -> String {
+    format!("{}%", trim_one(share * 100.0))
+}
+
+fn trim_one(value: f64) -> String {
+    let text = format!("{value:.1}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// One component's share of an objective condition.
@@ -629,5 +782,119 @@ mod combine_tests {
         }]);
         assert_eq!((nothing.met, nothing.reason), (None, REASON_NOT_MEASURABLE));
         assert_eq!(nothing.decisive, None);
+    }
+}
+
+#[cfg(test)]
+mod slo_tests {
+    use super::*;
+
+    const DAY: u64 = 24 * HOUR;
+
+    fn counts(ok: u64, total: u64) -> BucketCounts {
+        BucketCounts { ok, total }
+    }
+
+    #[test]
+    fn buckets_are_whole_hours_and_bounded() {
+        assert_eq!(bucket_seconds(Duration::from_secs(HOUR)), HOUR);
+        assert_eq!(bucket_seconds(Duration::from_secs(240 * HOUR)), HOUR);
+        assert_eq!(bucket_seconds(Duration::from_secs(30 * DAY)), 3 * HOUR);
+        assert_eq!(bucket_seconds(Duration::from_secs(90 * DAY)), 9 * HOUR);
+        let window = Duration::from_secs(30 * DAY);
+        let mut ledger = AvailabilityLedger::new(window);
+        for hour in 0..(60 * 24) {
+            ledger.add(hour * HOUR, counts(3600, 3600));
+        }
+        ledger.trim(window, 60 * DAY);
+        assert!(
+            ledger.buckets.len() <= usize::try_from(MAX_LEDGER_BUCKETS + 1).expect("small"),
+            "{}",
+            ledger.buckets.len()
+        );
+        assert_eq!(
+            ledger.buckets.keys().next(),
+            Some(&(30 * DAY - 3 * HOUR + 3 * HOUR)),
+            "the oldest bucket still overlapping the window"
+        );
+    }
+
+    #[test]
+    fn persisted_and_live_counts_add_up_and_age_out() {
+        let window = Duration::from_secs(DAY);
+        let mut persisted = AvailabilityLedger::new(window);
+        persisted.add(HOUR, counts(3599, 3600));
+        persisted.add(2 * HOUR, counts(3600, 3600));
+        let mut live = AvailabilityLedger::new(window);
+        live.add(2 * HOUR + 10, counts(100, 100));
+        let now = 3 * HOUR;
+        let merged = persisted.merged(&live, window, now);
+        assert_eq!(merged.totals(), (3599 + 3600 + 100, 7300));
+        // A day later the first hours are out of the window.
+        let later = merged.merged(&AvailabilityLedger::new(window), window, DAY + 3 * HOUR);
+        assert_eq!(later.totals(), (0, 0));
+        let edge = merged.merged(&AvailabilityLedger::new(window), window, DAY + 2 * HOUR);
+        assert_eq!(edge.totals(), (3700, 3700), "the bucket ending at the edge is gone");
+        // A longer window re-buckets the same counts.
+        let longer = merged.merged(
+            &AvailabilityLedger::new(window),
+            Duration::from_secs(90 * DAY),
+            now,
+        );
+        assert_eq!(longer.bucket_seconds, 9 * HOUR);
+        assert_eq!(longer.totals(), merged.totals());
+    }
+
+    #[test]
+    fn one_failure_is_not_an_outage_over_thirty_days() {
+        let window = Duration::from_secs(30 * DAY);
+        let mut ledger = AvailabilityLedger::new(window);
+        // A week of one probe a second, one failure.
+        for hour in 0..(7 * 24) {
+            ledger.add(hour * HOUR, counts(3600, 3600));
+        }
+        ledger.add(5 * HOUR, counts(0, 1));
+        let slo = availability_slo(99.99, window, &ledger);
+        assert!(slo.status.met, "{}", slo.status.message);
+        let total = 7 * 24 * 3600 + 1;
+        let allowed = total as f64 * 0.0001;
+        let left = slo.budget_remaining.expect("budget");
+        assert!((left - (1.0 - 1.0 / allowed)).abs() < 1e-9, "{left}");
+        assert_eq!(
+            slo.status.message,
+            format!(
+                "availability 99.9998% over the 720h window ({} of {total} write probes succeeded; 98.3% of the error budget left) >= target 99.99%",
+                total - 1
+            )
+        );
+        // An hour down spends the budget and more.
+        ledger.add(6 * HOUR, counts(0, 3600));
+        let slo = availability_slo(99.99, window, &ledger);
+        assert!(!slo.status.met);
+        assert!(slo.budget_remaining.expect("budget") < 0.0);
+        assert!(
+            slo.status.message.contains("of the error budget left) < target 99.99%"),
+            "{}",
+            slo.status.message
+        );
+    }
+
+    #[test]
+    fn no_probe_is_no_verdict_and_a_full_target_has_no_budget() {
+        let window = Duration::from_secs(DAY);
+        let empty = availability_slo(99.9, window, &AvailabilityLedger::new(window));
+        assert!(!empty.status.met);
+        assert_eq!(empty.budget_remaining, None);
+        let mut ledger = AvailabilityLedger::new(window);
+        ledger.add(0, counts(10, 10));
+        assert_eq!(
+            availability_slo(100.0, window, &ledger).budget_remaining,
+            Some(1.0)
+        );
+        ledger.add(0, counts(0, 1));
+        assert_eq!(
+            availability_slo(100.0, window, &ledger).budget_remaining,
+            Some(0.0)
+        );
     }
 }

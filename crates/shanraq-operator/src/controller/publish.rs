@@ -171,11 +171,17 @@ fn publish_objectives(ctx: &Context, cluster: &ValidCluster, observed: &Observed
         ctx.metrics.set_objective(dr_labels, None, None, None);
         ctx.metrics.wal_archiving.remove(&archiving);
     }
-    // A percentage, not seconds: only whether it is met.
+    // A percentage, not seconds: whether it is met, and the SLO's ratio and budget left.
     ctx.metrics.set_objective(
         labels("availability"),
         None,
         observed.probes.availability.as_ref().map(|v| v.met),
         None,
+    );
+    let measured = observed.probes.availability.is_some();
+    ctx.metrics.set_availability_slo(
+        &labels("availability"),
+        observed.probes.availability_ratio.filter(|_| measured),
+        observed.probes.budget_remaining.filter(|_| measured),
     );
 }

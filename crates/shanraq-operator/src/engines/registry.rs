@@ -192,7 +192,25 @@ impl Engines {
         }
         if let Some(window) = self.postgres.probe_window(&key) {
             window.count_into(metrics.probe_counter(&cluster.name, &cluster.namespace));
-            let fresh = postgres::objectives::probe_verdicts(cluster, &window);
+            // The availability SLO counts from the cluster's first Ready on, on top of what the
+            // status persisted (an earlier process, or leader).
+            let ledger = crate::controller::status::measuring_probes(previous).then(|| {
+                let persisted = postgres::objectives::ledger_from_status(
+                    previous
+                        .objectives
+                        .as_ref()
+                        .and_then(|o| o.availability_ledger.as_ref()),
+                );
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_secs());
+                window.ledger(
+                    persisted,
+                    cluster.spec.objectives.availability_window.as_std(),
+                    now,
+                )
+            });
+            let fresh = postgres::objectives::probe_verdicts(cluster, &window, ledger);
             observed.probes = self.postgres.publishable_probes(&key, fresh);
         }
     }

@@ -26,7 +26,8 @@ mod tests;
 mod workloads;
 
 use crate::engines::postgres::objectives as ha_objectives;
-use objectives::{measured_objective_conditions, measuring_probes};
+use objectives::measured_objective_conditions;
+pub use objectives::measuring_probes;
 pub use objectives::{
     REASON_PROBE_FAILING, REASON_PROBE_NOT_RUNNING, RpoByComponent, objective_conditions,
     projected_rto, rpo_parts, rto_parts,
@@ -211,6 +212,7 @@ pub fn desired(
         // Nothing measures them any more: an old figure would read as a current one.
         objectives.latency_p99 = None;
         objectives.availability = None;
+        objectives.error_budget_remaining = None;
     } else {
         if let Some(verdict) = &observed.probes.latency {
             objectives.latency_p99 = Some(ObjectiveStatus {
@@ -220,6 +222,14 @@ pub fn desired(
         }
         if let Some(verdict) = &observed.probes.availability {
             objectives.availability = Some(shown(verdict));
+            objectives.error_budget_remaining = observed
+                .probes
+                .budget_remaining
+                .map(shanraq_ha::objectives::percent_text);
+        }
+        // Counts are kept even while nothing measures: a path turned back on resumes them.
+        if let Some(ledger) = &observed.probes.ledger {
+            objectives.availability_ledger = Some(ha_objectives::ledger_to_status(ledger));
         }
     }
     objectives.dr_rpo =

@@ -43,7 +43,7 @@ pub(super) fn seconds_text(duration: Duration) -> String {
 
 /// Whether the probe objectives are judged: once the cluster has been `Ready`, and from then on
 /// (a probe objective that left `Unknown` keeps being judged when `Ready` later turns False).
-pub(super) fn measuring_probes(previous: &ShanraqClusterStatus) -> bool {
+pub fn measuring_probes(previous: &ShanraqClusterStatus) -> bool {
     previous.conditions.iter().any(|c| {
         (c.type_ == READY && c.status == "True")
             || ((c.type_ == AVAILABILITY_MET || c.type_ == LATENCY_MET) && c.status != "Unknown")

@@ -287,7 +287,7 @@ fn objectives_without_their_measurement_path_are_not_measurable() {
         }),
         availability: None,
         p99: None,
-        trouble: None,
+        ..Default::default()
     };
     let previous = ShanraqClusterStatus {
         objectives: Some(shanraq_api::status::ObjectivesStatus {
@@ -365,7 +365,7 @@ fn probe_objectives_stay_unknown_until_the_cluster_was_first_ready() {
             message: "0 of 2 write probes succeeded (target 99.99%)".into(),
         }),
         p99: None,
-        trouble: None,
+        ..Default::default()
     };
     let observed = |ready: bool| Observed {
         workloads: if ready {
@@ -814,4 +814,81 @@ fn probes_that_cannot_run_say_why() {
         (Truth::False, REASON_PROBE_FAILING)
     );
     assert!(latency.message.contains("connection refused"), "{}", latency.message);
+}
+
+/// The availability SLO's counts go to the status (so that a restarted operator or a new
+/// leader resumes them) with the budget left, and stay there while nothing measures.
+#[test]
+fn the_availability_ledger_and_budget_are_persisted_in_the_status() {
+    use shanraq_ha::objectives::{AvailabilityLedger, BucketCounts, availability_slo};
+    let valid = cluster(ShanraqClusterSpec::default(), 1);
+    let window = valid.spec.objectives.availability_window.as_std();
+    let mut ledger = AvailabilityLedger::new(window);
+    ledger.add(
+        1_800_000_000,
+        BucketCounts {
+            ok: 10_799,
+            total: 10_800,
+        },
+    );
+    let slo = availability_slo(99.99, window, &ledger);
+    let observed = Observed {
+        workloads: all_ready(),
+        probes: ha_objectives::ProbeVerdicts {
+            availability: Some(slo.status.clone()),
+            budget_remaining: slo.budget_remaining,
+            availability_ratio: slo.ratio,
+            ledger: Some(ledger.clone()),
+            ..Default::default()
+        },
+        ..Observed::default()
+    };
+    let ready = ShanraqClusterStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: READY.to_owned(),
+            status: "True".to_owned(),
+            reason: "Ready".to_owned(),
+            message: String::new(),
+            last_transition_time: at(1),
+            observed_generation: Some(1),
+        }],
+        ..ShanraqClusterStatus::default()
+    };
+    let next = desired(&ready, &valid, &observed, &at(10));
+    let objectives = next.objectives.clone().expect("objectives");
+    assert_eq!(
+        objectives.error_budget_remaining.as_deref(),
+        Some("7.4%"),
+        "one failure of 10800 leaves 1 - 1/1.08 of a 0.01% budget"
+    );
+    let persisted = objectives.availability_ledger.clone().expect("ledger");
+    assert_eq!(persisted.bucket_seconds, 3 * 3600);
+    assert_eq!(
+        ha_objectives::ledger_from_status(Some(&persisted)),
+        Some(ledger),
+        "what is persisted reads back the same"
+    );
+    let availability = next
+        .conditions
+        .iter()
+        .find(|c| c.type_ == AVAILABILITY_MET)
+        .expect("AvailabilityMet");
+    assert_eq!(availability.status, "True", "{}", availability.message);
+    assert!(
+        availability
+            .message
+            .contains("over the 720h window (10799 of 10800 write probes succeeded; 7.4% of the error budget left)"),
+        "{}",
+        availability.message
+    );
+    // A round without probes (the task restarting) keeps the persisted counts.
+    let quiet = Observed {
+        workloads: all_ready(),
+        ..Observed::default()
+    };
+    let after = desired(&next, &valid, &quiet, &at(20));
+    assert_eq!(
+        after.objectives.and_then(|o| o.availability_ledger),
+        Some(persisted)
+    );
 }

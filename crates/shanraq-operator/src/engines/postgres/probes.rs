@@ -15,6 +15,7 @@
 //! cause; a window where no read succeeded names the last error.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use hdrhistogram::Histogram;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use sqlx::postgres::PgConnectOptions;
+use shanraq_ha::objectives::{AvailabilityLedger, BucketCounts};
 use sqlx::{Connection, PgConnection};
 
 use crate::engines::start_error::{StartError, secret_value};
@@ -74,6 +76,21 @@ pub struct ProbeWindow {
     not_running: Mutex<Option<String>>,
     /// The last probe error (connect, read or write), for `ProbeTrouble::Failing`.
     last_error: Mutex<Option<String>>,
+    /// The availability SLO's counts: what an earlier process persisted in the status (read
+    /// once, when the ledger opens), and this window's own write probes since, in hourly
+    /// buckets. Write probes count only once the ledger is open (the cluster was first Ready).
+    ledger_base: OnceLock<AvailabilityLedger>,
+    ledger_live: Mutex<AvailabilityLedger>,
+    ledger_open: AtomicBool,
+}
+
+/// The longest availability window the spec allows: the live counts are never kept longer.
+const LEDGER_MAX_WINDOW: Duration = Duration::from_secs(2160 * 3600);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 impl ProbeWindow {
@@ -117,11 +134,50 @@ impl ProbeWindow {
         let _ = self.counter.set(counter);
     }
 
+    /// The availability SLO's counts over `window` ending at `now` (Unix seconds): those
+    /// persisted by an earlier process (`persisted`, read on the first call only, so nothing is
+    /// counted twice) plus this window's own. The first call opens the ledger: write probes
+    /// count from then on.
+    pub fn ledger(
+        &self,
+        persisted: Option<AvailabilityLedger>,
+        window: Duration,
+        now: u64,
+    ) -> AvailabilityLedger {
+        let base = self
+            .ledger_base
+            .get_or_init(|| persisted.unwrap_or_else(|| AvailabilityLedger::new(window)));
+        self.ledger_open.store(true, Ordering::Relaxed);
+        let Ok(mut live) = self.ledger_live.lock() else {
+            return base.clone();
+        };
+        live.trim(LEDGER_MAX_WINDOW, now);
+        base.merged(&live, window, now)
+    }
+
     /// Records one round (`read` is `None` when the read failed).
     pub fn record(&self, read: Option<Duration>, write_ok: bool) {
+        self.record_at(read, write_ok, unix_now());
+    }
+
+    fn record_at(&self, read: Option<Duration>, write_ok: bool, at: u64) {
         if let Some(counter) = self.counter.get() {
             counter.count("read", read.is_some());
             counter.count("write", write_ok);
+        }
+        if self.ledger_open.load(Ordering::Relaxed)
+            && let Ok(mut live) = self.ledger_live.lock()
+        {
+            if live.bucket_seconds == 0 {
+                *live = AvailabilityLedger::new(Duration::from_secs(3600));
+            }
+            live.add(
+                at,
+                BucketCounts {
+                    ok: u64::from(write_ok),
+                    total: 1,
+                },
+            );
         }
         let now = Instant::now();
         if let Ok(mut samples) = self.samples.lock() {
@@ -398,6 +454,42 @@ mod tests {
         );
         window.record(Some(Duration::from_millis(1)), true);
         assert_eq!(window.trouble(), None, "one read succeeded: a latency exists");
+    }
+
+    /// The SLO's counts survive a restart through the status: a new window adds its own
+    /// probes to what was persisted, never counting either twice, and counts nothing before the
+    /// ledger opened.
+    #[test]
+    fn the_ledger_adds_its_own_probes_to_the_persisted_ones_once() {
+        let window = Duration::from_secs(720 * 3600);
+        let now = 100 * 24 * 3600;
+        let mut persisted = AvailabilityLedger::new(window);
+        persisted.add(
+            now - 3600,
+            BucketCounts {
+                ok: 3599,
+                total: 3600,
+            },
+        );
+        let probes = ProbeWindow::default();
+        probes.record_at(None, false, now - 10);
+        let opened = probes.ledger(Some(persisted.clone()), window, now);
+        assert_eq!(opened.totals(), (3599, 3600), "nothing before the ledger opened");
+        probes.record_at(Some(Duration::from_millis(1)), true, now);
+        probes.record_at(Some(Duration::from_millis(1)), false, now + 1);
+        // A later status (holding what this window published) is not read again.
+        let published = probes.ledger(None, window, now + 2);
+        let again = probes.ledger(Some(published.clone()), window, now + 2);
+        assert_eq!(again.totals(), (3600, 3602));
+        assert_eq!(again, published);
+        // A new process starts from the published counts.
+        let restarted = ProbeWindow::default();
+        restarted.ledger(Some(published), window, now + 3);
+        restarted.record_at(Some(Duration::from_millis(1)), true, now + 4);
+        assert_eq!(
+            restarted.ledger(None, window, now + 5).totals(),
+            (3601, 3603)
+        );
     }
 
     #[test]
