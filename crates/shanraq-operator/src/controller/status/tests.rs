@@ -892,3 +892,82 @@ fn the_availability_ledger_and_budget_are_persisted_in_the_status() {
         Some(persisted)
     );
 }
+
+/// Health as Flux reads it (`wait: true` and `healthChecks` use kstatus): for a custom resource
+/// without rules of its own, kstatus's generic check (sigs.k8s.io/cli-utils
+/// `pkg/kstatus/status/generic.go`): `InProgress` while `status.observedGeneration` differs from
+/// `metadata.generation` or `Reconciling` is True, `Failed` while `Stalled` is True, otherwise
+/// `Current`. `Ready` is not read.
+fn kstatus(generation: i64, status: &ShanraqClusterStatus) -> &'static str {
+    if status
+        .observed_generation
+        .is_some_and(|observed| observed != generation)
+    {
+        return "InProgress";
+    }
+    for condition in &status.conditions {
+        if condition.type_ == RECONCILING && condition.status == "True" {
+            return "InProgress";
+        }
+        if condition.type_ == STALLED && condition.status == "True" {
+            return "Failed";
+        }
+    }
+    "Current"
+}
+
+/// Flux reports a ShanraqCluster healthy exactly when it is `Ready` for the applied
+/// generation: in progress while a generation is unobserved or rolling out, failed when the
+/// spec is refused.
+#[test]
+fn flux_reads_health_through_kstatus_as_ready_for_the_applied_generation() {
+    let rolling = {
+        let mut workloads = all_ready();
+        workloads[0].ready = 1;
+        workloads
+    };
+    let first = desired(
+        &ShanraqClusterStatus::default(),
+        &cluster(ShanraqClusterSpec::default(), 1),
+        &Observed {
+            workloads: rolling,
+            ..Observed::default()
+        },
+        &at(1),
+    );
+    assert_eq!(kstatus(1, &first), "InProgress", "rolling out generation 1");
+    assert_ne!(find_condition(&first, READY), "True");
+
+    let ready = desired(
+        &first,
+        &cluster(ShanraqClusterSpec::default(), 1),
+        &Observed {
+            workloads: all_ready(),
+            ..Observed::default()
+        },
+        &at(2),
+    );
+    assert_eq!(kstatus(1, &ready), "Current");
+    assert_eq!(find_condition(&ready, READY), "True");
+    // A new spec the operator has not reconciled yet: the old Ready=True does not count.
+    assert_eq!(kstatus(2, &ready), "InProgress");
+
+    let invalid = InvalidSpec {
+        errors: vec![shanraq_api::admission::FieldError {
+            field: "spec.kafka.controllers".into(),
+            message: "kafka.controllers must be odd".into(),
+        }],
+    };
+    let refused = stalled(&ready, Some(3), &invalid, &at(3));
+    assert_eq!(kstatus(3, &refused), "Failed");
+    assert_eq!(find_condition(&refused, READY), "False");
+}
+
+fn find_condition(status: &ShanraqClusterStatus, type_: &str) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
