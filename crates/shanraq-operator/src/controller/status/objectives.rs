@@ -193,7 +193,8 @@ pub fn rto_parts(cluster: &ValidCluster, observed: &Observed) -> Vec<Part> {
                 Some(actual) => {
                     met &= actual <= target_std;
                     measured = measured.max(actual);
-                    basis.push_str(&format!("; last failover {}", seconds_text(actual)));
+                    // As `shanraq_ha::objectives::human` writes it, like every failover figure.
+                    basis.push_str(&format!("; last failover {}", verdicts::human(actual)));
                 }
                 None => basis.push_str("; no failover measured yet"),
             }
@@ -207,7 +208,10 @@ pub fn rto_parts(cluster: &ValidCluster, observed: &Observed) -> Vec<Part> {
                 weight: measured,
                 status: ObjectiveStatus {
                     met,
-                    measured: seconds_text(measured),
+                    measured: match actual {
+                        Some(_) => seconds_text(measured),
+                        None => format!("{} (projected)", seconds_text(measured)),
+                    },
                     target: target.to_string(),
                     message,
                 },

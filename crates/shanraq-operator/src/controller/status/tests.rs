@@ -654,6 +654,16 @@ fn the_default_spec_meets_its_rpo_and_names_every_component() {
     );
     assert!(rpo.message.contains("; Kafka: RPO 0s"), "{}", rpo.message);
     let next = desired(&ShanraqClusterStatus::default(), &valid, &observed, &at(10));
+    let rto = next
+        .objectives
+        .as_ref()
+        .and_then(|o| o.rto.clone())
+        .expect("an RTO figure");
+    assert_eq!(
+        (rto.measured.as_str(), rto.component.as_deref()),
+        ("1s300ms (projected)", Some("PostgreSQL")),
+        "a projection says so; PostgreSQL and Redis tie, the first decides"
+    );
     let figure = next
         .objectives
         .and_then(|o| o.rpo)
@@ -970,4 +980,38 @@ fn find_condition(status: &ShanraqClusterStatus, type_: &str) -> String {
         .find(|c| c.type_ == type_)
         .map(|c| c.status.clone())
         .unwrap_or_default()
+}
+
+/// A measured failover joins the projection of its own component; the slower decides.
+#[test]
+fn measured_failovers_are_judged_per_component() {
+    let valid = cluster(spec_of("redis: { objectives: { rto: 2s } }"), 1);
+    let observed = Observed {
+        workloads: all_ready(),
+        last_failover_rto: Some(Duration::from_millis(1250)),
+        last_redis_failover_rto: Some(Duration::from_millis(2500)),
+        ..Observed::default()
+    };
+    let rto = find(&conditions(&valid, &observed, &at(10)), RTO_MET).clone();
+    assert_eq!((rto.truth, rto.reason.as_str()), (Truth::False, "OverTarget"));
+    assert!(
+        rto.message.starts_with(
+            "Redis: RTO 2s500ms > target 2s (projected 1s300ms: detection 250ms x 3, failover delay 0s, promotion 300ms, one routing check 250ms; last failover 2.5s)"
+        ),
+        "{}",
+        rto.message
+    );
+    assert!(
+        rto.message.contains(
+            "PostgreSQL: RTO 1s300ms <= target 30s (projected 1s300ms: detection 250ms x 3, failover delay 0s, promotion 300ms, one routing check 250ms; last failover 1.25s)"
+        ),
+        "{}",
+        rto.message
+    );
+    let next = desired(&ShanraqClusterStatus::default(), &valid, &observed, &at(10));
+    let figure = next.objectives.and_then(|o| o.rto).expect("RTO figure");
+    assert_eq!(
+        (figure.measured.as_str(), figure.target.as_str(), figure.met, figure.component.as_deref()),
+        ("2s500ms", "2s", false, Some("Redis"))
+    );
 }
