@@ -207,10 +207,24 @@ pub fn probe_verdicts(
         .spec
         .objective_targets(shanraq_api::objectives::ObjectiveComponent::Postgres)
         .latency_p99;
+    let unprobed: Vec<&str> = [
+        (cluster.spec.redis.enabled, "Redis"),
+        (cluster.spec.kafka.enabled, "Kafka"),
+    ]
+    .into_iter()
+    .filter_map(|(enabled, name)| enabled.then_some(name))
+    .collect();
     let slo = ledger.as_ref().and_then(|ledger| {
         let target = objectives.availability.parse::<f64>().ok()?;
-        let slo =
+        let mut slo =
             objectives::availability_slo(target, objectives.availability_window.as_std(), ledger);
+        if !unprobed.is_empty() {
+            // Say what the ratio does not cover rather than let it stand for the whole stack.
+            slo.status.message.push_str(&format!(
+                "; PostgreSQL's write path only: {} not probed",
+                unprobed.join(" and ")
+            ));
+        }
         (ledger.totals().1 > 0).then_some(slo)
     });
     let histogram = window.latencies().filter(|h| !h.is_empty());

@@ -723,6 +723,13 @@ fn the_probe_window_gives_latency_and_availability_verdicts() {
         "{}",
         availability.message
     );
+    assert!(
+        availability
+            .message
+            .ends_with("; PostgreSQL's write path only: Redis and Kafka not probed"),
+        "{}",
+        availability.message
+    );
     assert!(verdicts.budget_remaining.expect("budget") < 0.0);
     assert_eq!(window.writes(), (99, 101));
     // Without the ledger (the cluster not yet Ready), no availability verdict.
