@@ -32,6 +32,9 @@ pub struct Engines {
     pub kafka: KafkaRegistry,
     /// The failover drills this operator started, so a request is acted on once.
     pub drills: postgres::drill::Requests,
+    /// The Redis RPO measurement last published per cluster: its lag moves with every
+    /// sample, and every status write triggers another reconcile.
+    pub redis_rpo: redis::objectives::PublishedRpo,
 }
 
 /// One reconcile, as the engines see it.
@@ -70,6 +73,7 @@ impl Engines {
             kafka: KafkaRegistry::new(settings.enabled, settings.instance_address),
             postgres: HaRegistry::new(settings),
             drills: postgres::drill::Requests::default(),
+            redis_rpo: redis::objectives::PublishedRpo::default(),
         }
     }
 
@@ -172,7 +176,8 @@ impl Engines {
         let redis_rpo = self
             .redis
             .handle(&key)
-            .and_then(|handle| redis::objectives::measure(&handle));
+            .and_then(|handle| redis::objectives::measure(&handle))
+            .map(|fresh| self.redis_rpo.choose(&key, cluster, fresh));
         observed.rpo = crate::controller::status::RpoByComponent {
             postgres: sampled.rpo,
             redis: redis_rpo,
@@ -217,6 +222,7 @@ impl Engines {
 
     /// The cluster is being deleted: every task of it stops.
     pub fn stop(&self, key: &str) {
+        self.redis_rpo.forget(key);
         self.postgres.stop(key);
         self.redis.stop(key);
         self.kafka.stop(key);
