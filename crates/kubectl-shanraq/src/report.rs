@@ -288,11 +288,18 @@ pub fn build(cluster: &ShanraqCluster, pods: &[Pod]) -> StatusReport {
     ];
     let mut objectives = objectives;
     // The availability SLO's window and the error budget it has left.
-    if let Some(row) = objectives.iter_mut().find(|o| o.objective == "availability") {
-        row.target = format!("{} over {}", row.target, spec.objectives.availability_window);
-        if let (Some(figure), Some(budget)) =
-            (row.measured.as_mut(), measured.error_budget_remaining.as_ref())
-        {
+    if let Some(row) = objectives
+        .iter_mut()
+        .find(|o| o.objective == "availability")
+    {
+        row.target = format!(
+            "{} over {}",
+            row.target, spec.objectives.availability_window
+        );
+        if let (Some(figure), Some(budget)) = (
+            row.measured.as_mut(),
+            measured.error_budget_remaining.as_ref(),
+        ) {
             figure.push_str(&format!(" (error budget {budget} left)"));
         }
     }

@@ -228,10 +228,9 @@ pub fn effective_targets(
     let cluster = &spec.objectives;
     let (rpo, rpo_source) = match own.and_then(|o| o.rpo) {
         Some(rpo) => (rpo, TargetSource::Component),
-        None if component == ObjectiveComponent::Redis && cluster.rpo.is_zero() => (
-            redis_default_rpo(&spec.redis),
-            TargetSource::RedisDefault,
-        ),
+        None if component == ObjectiveComponent::Redis && cluster.rpo.is_zero() => {
+            (redis_default_rpo(&spec.redis), TargetSource::RedisDefault)
+        }
         None => (cluster.rpo, TargetSource::Cluster),
     };
     EffectiveTargets {
@@ -420,13 +419,15 @@ mod tests {
             let found = unattainable_rpo(&spec(yaml));
             assert_eq!(found.len(), 1, "{yaml}: {found:#?}");
             assert_eq!(found[0].field, field, "{yaml}");
-            assert!(found[0].reason.contains(words), "{yaml}: {}", found[0].reason);
+            assert!(
+                found[0].reason.contains(words),
+                "{yaml}: {}",
+                found[0].reason
+            );
         }
         // A disabled component is not judged.
         assert_eq!(
-            unattainable_rpo(&spec(
-                "redis: { enabled: false, objectives: { rpo: 0s } }"
-            )),
+            unattainable_rpo(&spec("redis: { enabled: false, objectives: { rpo: 0s } }")),
             vec![]
         );
     }

@@ -325,7 +325,11 @@ fn the_availability_window_is_bounded() {
         vec![]
     );
     assert_eq!(
-        cluster(json!({})).spec.objectives.availability_window.to_string(),
+        cluster(json!({}))
+            .spec
+            .objectives
+            .availability_window
+            .to_string(),
         "720h"
     );
 }

@@ -414,9 +414,15 @@ pub enum Part {
         reason: String,
     },
     /// Will be measured, is not yet.
-    Pending { component: &'static str, why: String },
+    Pending {
+        component: &'static str,
+        why: String,
+    },
     /// Not measured for this component at all (the message says why); named, never deciding.
-    Uncovered { component: &'static str, why: String },
+    Uncovered {
+        component: &'static str,
+        why: String,
+    },
 }
 
 /// Reasons of the objective conditions, stable for alerts and scripts.
@@ -459,18 +465,17 @@ pub fn combine(parts: &[Part]) -> Combined {
             .map(|(i, _)| i)
     };
     let first = |wanted: fn(&Part) -> bool| parts.iter().position(wanted);
-    let (met, reason, lead) =
-        if let Some(i) = first(|p| matches!(p, Part::Unattainable { .. })) {
-            (Some(false), REASON_UNATTAINABLE, Some(i))
-        } else if let Some(i) = worst_judged(true) {
-            (Some(false), REASON_OVER_TARGET, Some(i))
-        } else if let Some(i) = first(|p| matches!(p, Part::Pending { .. })) {
-            (None, REASON_NOT_MEASURED_YET, Some(i))
-        } else if let Some(i) = worst_judged(false) {
-            (Some(true), REASON_MEASURED, Some(i))
-        } else {
-            (None, REASON_NOT_MEASURABLE, None)
-        };
+    let (met, reason, lead) = if let Some(i) = first(|p| matches!(p, Part::Unattainable { .. })) {
+        (Some(false), REASON_UNATTAINABLE, Some(i))
+    } else if let Some(i) = worst_judged(true) {
+        (Some(false), REASON_OVER_TARGET, Some(i))
+    } else if let Some(i) = first(|p| matches!(p, Part::Pending { .. })) {
+        (None, REASON_NOT_MEASURED_YET, Some(i))
+    } else if let Some(i) = worst_judged(false) {
+        (Some(true), REASON_MEASURED, Some(i))
+    } else {
+        (None, REASON_NOT_MEASURABLE, None)
+    };
     let mut order: Vec<usize> = lead.into_iter().collect();
     order.extend((0..parts.len()).filter(|i| Some(*i) != lead));
     let message = order
@@ -703,10 +708,21 @@ mod combine_tests {
         );
         assert_eq!(all_met.decisive.map(|(c, _)| c), Some("Redis"));
 
-        let one_over = combine(&[judged("PostgreSQL", false, 2000), judged("Redis", true, 5000)]);
-        assert_eq!(one_over.met, Some(false), "a smaller failure beats a larger pass");
+        let one_over = combine(&[
+            judged("PostgreSQL", false, 2000),
+            judged("Redis", true, 5000),
+        ]);
+        assert_eq!(
+            one_over.met,
+            Some(false),
+            "a smaller failure beats a larger pass"
+        );
         assert_eq!(one_over.reason, REASON_OVER_TARGET);
-        assert!(one_over.message.starts_with("PostgreSQL: RPO 2s > target 1s; Redis"));
+        assert!(
+            one_over
+                .message
+                .starts_with("PostgreSQL: RPO 2s > target 1s; Redis")
+        );
         assert_eq!(one_over.decisive.map(|(c, _)| c), Some("PostgreSQL"));
     }
 
@@ -730,7 +746,11 @@ mod combine_tests {
         };
         assert_eq!(sync.weight(), Duration::ZERO);
         assert_eq!(lagging.weight(), Duration::from_secs(1));
-        assert_eq!(short.weight(), Duration::MAX, "a missing quorum is unbounded");
+        assert_eq!(
+            short.weight(),
+            Duration::MAX,
+            "a missing quorum is unbounded"
+        );
         assert_eq!(none.weight(), Duration::MAX);
     }
 
@@ -766,7 +786,10 @@ mod combine_tests {
                 why: "no master yet".to_owned(),
             },
         ]);
-        assert_eq!((pending.met, pending.reason), (None, REASON_NOT_MEASURED_YET));
+        assert_eq!(
+            (pending.met, pending.reason),
+            (None, REASON_NOT_MEASURED_YET)
+        );
         let covered = combine(&[
             judged("PostgreSQL", true, 0),
             Part::Uncovered {
@@ -834,7 +857,11 @@ mod slo_tests {
         let later = merged.merged(&AvailabilityLedger::new(window), window, DAY + 3 * HOUR);
         assert_eq!(later.totals(), (0, 0));
         let edge = merged.merged(&AvailabilityLedger::new(window), window, DAY + 2 * HOUR);
-        assert_eq!(edge.totals(), (3700, 3700), "the bucket ending at the edge is gone");
+        assert_eq!(
+            edge.totals(),
+            (3700, 3700),
+            "the bucket ending at the edge is gone"
+        );
         // A longer window re-buckets the same counts.
         let longer = merged.merged(
             &AvailabilityLedger::new(window),
@@ -873,7 +900,9 @@ mod slo_tests {
         assert!(!slo.status.met);
         assert!(slo.budget_remaining.expect("budget") < 0.0);
         assert!(
-            slo.status.message.contains("of the error budget left) < target 99.99%"),
+            slo.status
+                .message
+                .contains("of the error budget left) < target 99.99%"),
             "{}",
             slo.status.message
         );

@@ -146,7 +146,12 @@ const BURN_WINDOWS: &[(&str, &str, u64, &str)] = &[
 /// The failure-ratio threshold of one burn window, in units of 1e-12: the error budget
 /// (millionths) x the burn rate `share / 100 x slo_window / long`; `None` when that rate is
 /// below 1.
-fn burn_threshold_picos(budget_millionths: u64, share_percent: u64, slo_window: u64, long: u64) -> Option<u128> {
+fn burn_threshold_picos(
+    budget_millionths: u64,
+    share_percent: u64,
+    slo_window: u64,
+    long: u64,
+) -> Option<u128> {
     let (budget, share, slo_window, long) = (
         u128::from(budget_millionths),
         u128::from(share_percent),
@@ -243,7 +248,12 @@ pub fn rule_spec(cluster: &ValidCluster) -> RuleSpec {
     };
 
     let budget = error_budget_millionths(&cluster.spec.objectives.availability);
-    let slo_window = cluster.spec.objectives.availability_window.as_std().as_secs();
+    let slo_window = cluster
+        .spec
+        .objectives
+        .availability_window
+        .as_std()
+        .as_secs();
     // (long, short, threshold, severity) of the pairs that apply to this SLO window.
     let burns: Vec<(&str, &str, String, &str)> = BURN_WINDOWS
         .iter()
@@ -602,7 +612,8 @@ mod tests {
         );
         // 7 days, 99.9%: 2% of the budget in 1h is a burn rate of 3.36, 5% in 6h of 1.4; the
         // slow pairs would alert below a burn rate of 1 and are left out.
-        let week = with_objectives("objectives: { availability: \"99.9\", availabilityWindow: 168h }");
+        let week =
+            with_objectives("objectives: { availability: \"99.9\", availabilityWindow: 168h }");
         assert_eq!(
             burn_thresholds(&week, "ShanraqAvailabilityBudgetBurnFast"),
             vec![

@@ -519,12 +519,24 @@ mod tests {
             ("{}", "1", "10"),
             ("redis: { minReplicasMaxLag: 4 }", "1", "4"),
             // A non-zero cluster RPO applies to Redis too.
-            ("objectives: { rpo: 3s }\npostgres: { synchronous: { number: 0 } }", "1", "3"),
+            (
+                "objectives: { rpo: 3s }\npostgres: { synchronous: { number: 0 } }",
+                "1",
+                "3",
+            ),
             // Redis's own RPO wins, rounded up to whole seconds.
-            ("objectives: { rpo: 3s }\npostgres: { synchronous: { number: 0 } }\nredis: { objectives: { rpo: 1500ms } }", "1", "2"),
+            (
+                "objectives: { rpo: 3s }\npostgres: { synchronous: { number: 0 } }\nredis: { objectives: { rpo: 1500ms } }",
+                "1",
+                "2",
+            ),
             // Never looser than the configured bound.
             ("redis: { objectives: { rpo: 60s } }", "1", "10"),
-            ("redis: { minReplicasToWrite: 2, objectives: { rpo: 2s } }", "2", "2"),
+            (
+                "redis: { minReplicasToWrite: 2, objectives: { rpo: 2s } }",
+                "2",
+                "2",
+            ),
         ];
         for (yaml, to_write, max_lag) in cases {
             let cluster = valid(yaml);
@@ -547,6 +559,9 @@ mod tests {
     fn cluster_mode_renders_no_replication_lag_bound() {
         let cluster = valid("redis: { mode: cluster, instances: 6 }");
         assert_eq!(rendered(&cluster, "min-replicas-max-lag"), None);
-        assert_eq!(rendered(&cluster, "cluster-enabled").as_deref(), Some("yes"));
+        assert_eq!(
+            rendered(&cluster, "cluster-enabled").as_deref(),
+            Some("yes")
+        );
     }
 }

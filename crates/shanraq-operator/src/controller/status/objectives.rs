@@ -284,7 +284,12 @@ fn probe_trouble(observed: &Observed, type_: &'static str, target: &str) -> Opti
             format!("every probe of the window failed: {why}"),
         ),
     };
-    Some(Want::new(type_, truth, reason, format!("target {target}; {text}")))
+    Some(Want::new(
+        type_,
+        truth,
+        reason,
+        format!("target {target}; {text}"),
+    ))
 }
 
 /// The objective conditions before anything was measured: RPO targets the settings cannot
@@ -302,8 +307,8 @@ pub(super) fn measured_objective_conditions(
     let objectives = &cluster.spec.objectives;
     let rpo = verdicts::combine(&rpo_parts(cluster, observed));
     let rto_parts = rto_parts(cluster, observed);
-    let measured_failover = observed.last_failover_rto.is_some()
-        || observed.last_redis_failover_rto.is_some();
+    let measured_failover =
+        observed.last_failover_rto.is_some() || observed.last_redis_failover_rto.is_some();
     let mut rto = want(RTO_MET, verdicts::combine(&rto_parts));
     if !measured_failover {
         // Only projections so far: the reason says so.
@@ -313,6 +318,10 @@ pub(super) fn measured_objective_conditions(
             Truth::Unknown => rto.reason,
         };
     }
+    let pg_p99 = cluster
+        .spec
+        .objective_targets(ObjectiveComponent::Postgres)
+        .latency_p99;
     // A verdict left from before the path was turned off is not a measurement of now.
     let (latency, availability) = match probes_unmeasurable(cluster) {
         Some(why) => (
@@ -320,10 +329,7 @@ pub(super) fn measured_objective_conditions(
                 LATENCY_MET,
                 Truth::Unknown,
                 REASON_NOT_MEASURABLE,
-                format!(
-                    "target p99 {}; not measurable: {why}",
-                    objectives.latency.p99
-                ),
+                format!("target p99 {pg_p99}; not measurable: {why}"),
             ),
             Want::new(
                 AVAILABILITY_MET,
@@ -333,17 +339,16 @@ pub(super) fn measured_objective_conditions(
             ),
         ),
         None => {
-            let pg_p99 = cluster
-                .spec
-                .objective_targets(ObjectiveComponent::Postgres)
-                .latency_p99;
             let latency = match (&observed.probes.latency, &observed.probes.trouble) {
-                (None, Some(_)) => {
-                    probe_trouble(observed, LATENCY_MET, &format!("p99 {pg_p99}"))
-                }
+                (None, Some(_)) => probe_trouble(observed, LATENCY_MET, &format!("p99 {pg_p99}")),
                 _ => None,
             }
-            .unwrap_or_else(|| want(LATENCY_MET, verdicts::combine(&latency_parts(cluster, observed))));
+            .unwrap_or_else(|| {
+                want(
+                    LATENCY_MET,
+                    verdicts::combine(&latency_parts(cluster, observed)),
+                )
+            });
             let availability = match &observed.probes.availability {
                 Some(verdict) => ha_objectives::probe_condition(AVAILABILITY_MET, verdict),
                 None => probe_trouble(

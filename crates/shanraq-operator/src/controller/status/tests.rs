@@ -251,8 +251,9 @@ fn objectives_are_projected_or_unknown_never_invented() {
         rto.message
     );
     assert!(
-        rto.message
-            .contains("; Kafka: not measured (target 30s; partition leadership moves by Kafka's own"),
+        rto.message.contains(
+            "; Kafka: not measured (target 30s; partition leadership moves by Kafka's own"
+        ),
         "{}",
         rto.message
     );
@@ -343,11 +344,18 @@ fn objectives_without_their_measurement_path_are_not_measurable() {
     let rpo = find(&objective_conditions(&cluster(spec.clone(), 1)), RPO_MET).clone();
     assert_eq!(rpo.reason, REASON_NOT_MEASURED_YET);
     assert!(!rpo.message.contains("PostgreSQL"), "{}", rpo.message);
-    assert!(rpo.message.starts_with("Redis: not measured yet"), "{}", rpo.message);
+    assert!(
+        rpo.message.starts_with("Redis: not measured yet"),
+        "{}",
+        rpo.message
+    );
     spec.redis.enabled = false;
     spec.kafka.enabled = false;
     let rpo = find(&objective_conditions(&cluster(spec, 1)), RPO_MET).clone();
-    assert_eq!((rpo.truth, rpo.reason.as_str()), (Truth::Unknown, REASON_NOT_MEASURABLE));
+    assert_eq!(
+        (rpo.truth, rpo.reason.as_str()),
+        (Truth::Unknown, REASON_NOT_MEASURABLE)
+    );
     // With both on, the objectives wait for their first measurement as before.
     let wants = objective_conditions(&cluster(ShanraqClusterSpec::default(), 1));
     assert_eq!(find(&wants, LATENCY_MET).reason, REASON_NOT_MEASURED_YET);
@@ -624,7 +632,6 @@ fn redis_lag(seconds: u64) -> RpoMeasurement {
     }
 }
 
-
 /// `spec: {}` (deploy/examples/minimal.yaml) can meet its RPO: PostgreSQL's 0s by synchronous
 /// replication, Redis its own default (minReplicasMaxLag, 10s), Kafka by min.insync.replicas.
 #[test]
@@ -664,10 +671,7 @@ fn the_default_spec_meets_its_rpo_and_names_every_component() {
         ("1s300ms (projected)", Some("PostgreSQL")),
         "a projection says so; PostgreSQL and Redis tie, the first decides"
     );
-    let figure = next
-        .objectives
-        .and_then(|o| o.rpo)
-        .expect("an RPO figure");
+    let figure = next.objectives.and_then(|o| o.rpo).expect("an RPO figure");
     assert_eq!(
         (
             figure.measured.as_str(),
@@ -699,7 +703,10 @@ fn the_worst_component_decides_against_its_own_target() {
         &at(10),
     );
     let rpo = find(&wants, RPO_MET);
-    assert_eq!((rpo.truth, rpo.reason.as_str()), (Truth::False, "OverTarget"));
+    assert_eq!(
+        (rpo.truth, rpo.reason.as_str()),
+        (Truth::False, "OverTarget")
+    );
     assert!(
         rpo.message.starts_with(
             "PostgreSQL: RPO 2s (asynchronous replica payments-postgres-2 90000 bytes behind) > target 1s; Redis: RPO 3s"
@@ -708,7 +715,8 @@ fn the_worst_component_decides_against_its_own_target() {
         rpo.message
     );
     assert!(
-        rpo.message.contains("<= target 5s; Kafka: not measured yet"),
+        rpo.message
+            .contains("<= target 5s; Kafka: not measured yet"),
         "{}",
         rpo.message
     );
@@ -732,7 +740,10 @@ fn an_rpo_the_settings_cannot_meet_is_false_at_once_naming_the_field() {
     let valid = cluster(spec_of("redis: { objectives: { rpo: 0s } }"), 1);
     // Before anything was measured.
     let rpo = find(&objective_conditions(&valid), RPO_MET).clone();
-    assert_eq!((rpo.truth, rpo.reason.as_str()), (Truth::False, "Unattainable"));
+    assert_eq!(
+        (rpo.truth, rpo.reason.as_str()),
+        (Truth::False, "Unattainable")
+    );
     assert!(
         rpo.message.starts_with(
             "Redis: cannot be met: Redis replication is asynchronous: a failover can lose writes its replicas had not received, so rpo 0s cannot be met; set spec.redis.objectives.rpo to 1s or more"
@@ -752,10 +763,17 @@ fn an_rpo_the_settings_cannot_meet_is_false_at_once_naming_the_field() {
         .iter()
         .find(|c| c.type_ == RPO_MET)
         .expect("RPOMet");
-    assert_eq!((rpo.status.as_str(), rpo.reason.as_str()), ("False", "Unattainable"));
+    assert_eq!(
+        (rpo.status.as_str(), rpo.reason.as_str()),
+        ("False", "Unattainable")
+    );
     let figure = next.objectives.and_then(|o| o.rpo).expect("figure");
     assert_eq!(
-        (figure.measured.as_str(), figure.met, figure.component.as_deref()),
+        (
+            figure.measured.as_str(),
+            figure.met,
+            figure.component.as_deref()
+        ),
         ("unattainable", false, Some("Redis"))
     );
 }
@@ -823,7 +841,11 @@ fn probes_that_cannot_run_say_why() {
         (latency.truth, latency.reason.as_str()),
         (Truth::False, REASON_PROBE_FAILING)
     );
-    assert!(latency.message.contains("connection refused"), "{}", latency.message);
+    assert!(
+        latency.message.contains("connection refused"),
+        "{}",
+        latency.message
+    );
 }
 
 /// The availability SLO's counts go to the status (so that a restarted operator or a new
@@ -993,7 +1015,10 @@ fn measured_failovers_are_judged_per_component() {
         ..Observed::default()
     };
     let rto = find(&conditions(&valid, &observed, &at(10)), RTO_MET).clone();
-    assert_eq!((rto.truth, rto.reason.as_str()), (Truth::False, "OverTarget"));
+    assert_eq!(
+        (rto.truth, rto.reason.as_str()),
+        (Truth::False, "OverTarget")
+    );
     assert!(
         rto.message.starts_with(
             "Redis: RTO 2s500ms > target 2s (projected 1s300ms: detection 250ms x 3, failover delay 0s, promotion 300ms, one routing check 250ms; last failover 2.5s)"
@@ -1011,7 +1036,12 @@ fn measured_failovers_are_judged_per_component() {
     let next = desired(&ShanraqClusterStatus::default(), &valid, &observed, &at(10));
     let figure = next.objectives.and_then(|o| o.rto).expect("RTO figure");
     assert_eq!(
-        (figure.measured.as_str(), figure.target.as_str(), figure.met, figure.component.as_deref()),
+        (
+            figure.measured.as_str(),
+            figure.target.as_str(),
+            figure.met,
+            figure.component.as_deref()
+        ),
         ("2s500ms", "2s", false, Some("Redis"))
     );
 }

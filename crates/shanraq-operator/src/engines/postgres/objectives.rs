@@ -148,7 +148,9 @@ pub fn ledger_from_status(
     status: Option<&shanraq_api::status::AvailabilityLedgerStatus>,
 ) -> Option<AvailabilityLedger> {
     let status = status?;
-    let bucket_seconds = u64::try_from(status.bucket_seconds).ok().filter(|s| *s > 0)?;
+    let bucket_seconds = u64::try_from(status.bucket_seconds)
+        .ok()
+        .filter(|s| *s > 0)?;
     let mut ledger = AvailabilityLedger {
         bucket_seconds,
         buckets: std::collections::BTreeMap::new(),
@@ -167,7 +169,9 @@ pub fn ledger_from_status(
 }
 
 /// The ledger as the status keeps it.
-pub fn ledger_to_status(ledger: &AvailabilityLedger) -> shanraq_api::status::AvailabilityLedgerStatus {
+pub fn ledger_to_status(
+    ledger: &AvailabilityLedger,
+) -> shanraq_api::status::AvailabilityLedgerStatus {
     let signed = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
     shanraq_api::status::AvailabilityLedgerStatus {
         bucket_seconds: signed(ledger.bucket_seconds),

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use sqlx::postgres::PgConnectOptions;
 use shanraq_ha::objectives::{AvailabilityLedger, BucketCounts};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
 use crate::engines::start_error::{StartError, secret_value};
@@ -453,7 +453,11 @@ mod tests {
             ))
         );
         window.record(Some(Duration::from_millis(1)), true);
-        assert_eq!(window.trouble(), None, "one read succeeded: a latency exists");
+        assert_eq!(
+            window.trouble(),
+            None,
+            "one read succeeded: a latency exists"
+        );
     }
 
     /// The SLO's counts survive a restart through the status: a new window adds its own
@@ -474,7 +478,11 @@ mod tests {
         let probes = ProbeWindow::default();
         probes.record_at(None, false, now - 10);
         let opened = probes.ledger(Some(persisted.clone()), window, now);
-        assert_eq!(opened.totals(), (3599, 3600), "nothing before the ledger opened");
+        assert_eq!(
+            opened.totals(),
+            (3599, 3600),
+            "nothing before the ledger opened"
+        );
         probes.record_at(Some(Duration::from_millis(1)), true, now);
         probes.record_at(Some(Duration::from_millis(1)), false, now + 1);
         // A later status (holding what this window published) is not read again.

@@ -719,7 +719,9 @@ fn the_probe_window_gives_latency_and_availability_verdicts() {
     let availability = verdicts.availability.expect("measured");
     assert!(!availability.met, "{}", availability.message);
     assert!(
-        availability.message.contains("over the 720h window (99 of 101 write probes succeeded"),
+        availability
+            .message
+            .contains("over the 720h window (99 of 101 write probes succeeded"),
         "{}",
         availability.message
     );

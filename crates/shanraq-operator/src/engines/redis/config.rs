@@ -43,7 +43,10 @@ mod tests {
             "the cluster-wide 0s is not Redis's: Redis keeps minReplicasMaxLag, its default RPO"
         );
         let config = engine_config(&cluster("redis:\n  objectives:\n    rpo: 1s\n"));
-        assert_eq!(config.max_lag_seconds, 1, "Redis's own RPO tightens the lag");
+        assert_eq!(
+            config.max_lag_seconds, 1,
+            "Redis's own RPO tightens the lag"
+        );
         assert_eq!(config.max_lag_bytes, 1024 * 1024);
     }
 

@@ -149,7 +149,10 @@ mod tests {
         let cluster = valid("redis: { objectives: { rpo: 2s } }");
         let published = PublishedRpo::default();
         let key = cluster.key();
-        assert_eq!(published.choose(&key, &cluster, lagging(10, 0)), lagging(10, 0));
+        assert_eq!(
+            published.choose(&key, &cluster, lagging(10, 0)),
+            lagging(10, 0)
+        );
         assert_eq!(
             published.choose(&key, &cluster, lagging(90, 1)),
             lagging(10, 0),
@@ -161,7 +164,10 @@ mod tests {
             "over the target: published at once"
         );
         published.forget(&key);
-        assert_eq!(published.choose(&key, &cluster, lagging(7, 0)), lagging(7, 0));
+        assert_eq!(
+            published.choose(&key, &cluster, lagging(7, 0)),
+            lagging(7, 0)
+        );
     }
 
     #[test]
