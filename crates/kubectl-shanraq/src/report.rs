@@ -251,7 +251,11 @@ pub fn build(cluster: &ShanraqCluster, pods: &[Pod]) -> StatusReport {
         ObjectiveReport {
             objective: name.to_owned(),
             target: seen.map_or(target, |s| s.target.clone()),
-            measured: seen.map(|s| s.measured.clone()),
+            // The status's figure is the worst component's: name it.
+            measured: seen.map(|s| match &s.component {
+                Some(component) => format!("{} ({component})", s.measured),
+                None => s.measured.clone(),
+            }),
             met: seen.map(|s| s.met),
             detail,
         }
@@ -282,6 +286,23 @@ pub fn build(cluster: &ShanraqCluster, pods: &[Pod]) -> StatusReport {
             AVAILABILITY_MET,
         ),
     ];
+    let mut objectives = objectives;
+    // The availability SLO's window and the error budget it has left.
+    if let Some(row) = objectives
+        .iter_mut()
+        .find(|o| o.objective == "availability")
+    {
+        row.target = format!(
+            "{} over {}",
+            row.target, spec.objectives.availability_window
+        );
+        if let (Some(figure), Some(budget)) = (
+            row.measured.as_mut(),
+            measured.error_budget_remaining.as_ref(),
+        ) {
+            figure.push_str(&format!(" (error budget {budget} left)"));
+        }
+    }
 
     StatusReport {
         namespace: cluster.namespace().unwrap_or_default(),

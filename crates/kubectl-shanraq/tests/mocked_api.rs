@@ -157,6 +157,7 @@ fn objective(target: &str, measured: &str, met: bool) -> ObjectiveStatus {
         target: target.into(),
         measured: measured.into(),
         met,
+        component: None,
     }
 }
 
@@ -226,8 +227,10 @@ fn healthy_cluster() -> ShanraqCluster {
             rpo: Some(objective("0s", "0s", true)),
             rto: Some(objective("30s", "last failover 900ms", true)),
             latency_p99: Some(objective("1ms", "0.8ms", true)),
-            availability: None,
+            availability: Some(objective("99.99%", "99.9998%", true)),
             dr_rpo: None,
+            error_budget_remaining: Some("98.3%".into()),
+            availability_ledger: None,
         }),
         drill: None,
         backup: None,
@@ -379,11 +382,11 @@ HAProxy: 2/2 ready
   payments-haproxy-7d9f-fghij  -     yes
 
 Objectives:
-  OBJECTIVE     TARGET  MEASURED             MET
-  rpo           0s      0s                   yes
-  rto           30s     last failover 900ms  yes
-  latency p99   1ms     0.8ms                yes
-  availability  99.99%  not measured         -
+  OBJECTIVE     TARGET            MEASURED                            MET
+  rpo           0s                0s                                  yes
+  rto           30s               last failover 900ms                 yes
+  latency p99   1ms               0.8ms                               yes
+  availability  99.99% over 720h  99.9998% (error budget 98.3% left)  yes
 
 Last failover: payments-pg-0 -> payments-pg-1 detected 2026-12-01T10:00:00.100Z, RTO 900ms, lost 0B
 ";
@@ -424,7 +427,11 @@ async fn status_json_carries_the_same_measurements() {
             .is_some_and(|d| d.contains("synchronous standby payments-pg-2")),
         "{rpo}"
     );
-    assert_eq!(report["objectives"][3]["measured"], Value::Null);
+    assert_eq!(
+        report["objectives"][3]["measured"],
+        "99.9998% (error budget 98.3% left)"
+    );
+    assert_eq!(report["objectives"][3]["target"], "99.99% over 720h");
     assert_eq!(report["lastFailover"]["rtoMs"], 900);
 }
 

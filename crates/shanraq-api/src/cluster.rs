@@ -44,14 +44,24 @@ use crate::status::ShanraqClusterStatus;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
-    "duration(self.objectives.rpo) != duration('0s') || !self.postgres.enabled || (self.postgres.instances >= 2 && self.postgres.synchronous.number >= 1)"
+    "(has(self.postgres.objectives) && has(self.postgres.objectives.rpo)) || duration(self.objectives.rpo) != duration('0s') || !self.postgres.enabled || (self.postgres.instances >= 2 && self.postgres.synchronous.number >= 1)"
 ).field_path(".objectives.rpo").message(
-    "objectives.rpo 0s requires synchronous PostgreSQL replication: postgres.instances >= 2 and postgres.synchronous.number >= 1"
+    "objectives.rpo 0s requires synchronous PostgreSQL replication: postgres.instances >= 2 and postgres.synchronous.number >= 1 (or give PostgreSQL its own postgres.objectives.rpo)"
 ))]
 #[x_kube(validation = Rule::new(
-    "duration(self.objectives.rpo) != duration('0s') || !self.kafka.enabled || self.kafka.minInsyncReplicas >= 2"
+    "!has(self.postgres.objectives) || !has(self.postgres.objectives.rpo) || duration(self.postgres.objectives.rpo) != duration('0s') || !self.postgres.enabled || (self.postgres.instances >= 2 && self.postgres.synchronous.number >= 1)"
+).field_path(".postgres.objectives.rpo").message(
+    "postgres.objectives.rpo 0s requires synchronous PostgreSQL replication: postgres.instances >= 2 and postgres.synchronous.number >= 1"
+))]
+#[x_kube(validation = Rule::new(
+    "(has(self.kafka.objectives) && has(self.kafka.objectives.rpo)) || duration(self.objectives.rpo) != duration('0s') || !self.kafka.enabled || self.kafka.minInsyncReplicas >= 2"
 ).field_path(".objectives.rpo").message(
-    "objectives.rpo 0s requires kafka.minInsyncReplicas >= 2, so that an acknowledged write survives the loss of a broker"
+    "objectives.rpo 0s requires kafka.minInsyncReplicas >= 2, so that an acknowledged write survives the loss of a broker (or give Kafka its own kafka.objectives.rpo)"
+))]
+#[x_kube(validation = Rule::new(
+    "!has(self.kafka.objectives) || !has(self.kafka.objectives.rpo) || duration(self.kafka.objectives.rpo) != duration('0s') || !self.kafka.enabled || self.kafka.minInsyncReplicas >= 2"
+).field_path(".kafka.objectives.rpo").message(
+    "kafka.objectives.rpo 0s requires kafka.minInsyncReplicas >= 2, so that an acknowledged write survives the loss of a broker"
 ))]
 #[x_kube(validation = Rule::new(
     "!has(self.bootstrap) || !has(self.bootstrap.recovery) || has(self.backup)"
@@ -96,4 +106,28 @@ pub struct ShanraqClusterSpec {
     /// How the first primary gets its data: empty (the default) or restored from backups.
     #[serde(default, skip_serializing_if = "ClusterBootstrap::is_empty")]
     pub bootstrap: ClusterBootstrap,
+}
+
+impl ShanraqClusterSpec {
+    /// The components whose objectives are judged: the enabled ones.
+    pub fn objective_components(&self) -> Vec<crate::objectives::ObjectiveComponent> {
+        use crate::objectives::ObjectiveComponent;
+        ObjectiveComponent::ALL
+            .into_iter()
+            .filter(|component| match component {
+                ObjectiveComponent::Postgres => self.postgres.enabled,
+                ObjectiveComponent::Redis => self.redis.enabled,
+                ObjectiveComponent::Kafka => self.kafka.enabled,
+            })
+            .collect()
+    }
+
+    /// `component`'s targets: its own `objectives` where set, else `spec.objectives`, except
+    /// that Redis never inherits a `0s` RPO (see `crate::objectives::TargetSource::RedisDefault`).
+    pub fn objective_targets(
+        &self,
+        component: crate::objectives::ObjectiveComponent,
+    ) -> crate::objectives::EffectiveTargets {
+        crate::objectives::effective_targets(self, component)
+    }
 }

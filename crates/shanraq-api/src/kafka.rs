@@ -68,6 +68,9 @@ pub struct KafkaSpec {
     pub storage: StorageSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// This component's own objectives, overriding `spec.objectives` one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<crate::objectives::ComponentObjectives>,
 }
 
 #[derive(
@@ -131,6 +134,7 @@ impl Default for KafkaSpec {
             deletion_policy: TopicDeletionPolicy::Retain,
             storage: default_storage(),
             resources: None,
+            objectives: None,
         }
     }
 }

@@ -67,6 +67,9 @@ pub struct PostgresSpec {
     pub bootstrap: BootstrapSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// This component's own objectives, overriding `spec.objectives` one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<crate::objectives::ComponentObjectives>,
 }
 
 /// Quorum synchronous replication (`synchronous_standby_names = 'ANY n (...)'`).
@@ -137,6 +140,7 @@ impl Default for PostgresSpec {
             parameters: BTreeMap::new(),
             bootstrap: BootstrapSpec::default(),
             resources: None,
+            objectives: None,
         }
     }
 }

@@ -70,6 +70,9 @@ pub struct RedisSpec {
     pub storage: StorageSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// This component's own objectives, overriding `spec.objectives` one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<crate::objectives::ComponentObjectives>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -167,6 +170,7 @@ impl Default for RedisSpec {
             min_replicas_max_lag: default_min_replicas_max_lag(),
             storage: default_storage(),
             resources: None,
+            objectives: None,
         }
     }
 }

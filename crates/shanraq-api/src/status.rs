@@ -196,6 +196,34 @@ pub struct ObjectivesStatus {
     /// The disaster-recovery RPO: the age of the last archived WAL (`spec.backup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dr_rpo: Option<ObjectiveStatus>,
+    /// The share of the availability objective's error budget left over
+    /// `objectives.availabilityWindow`, in percent (`100%` untouched, negative once overspent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_budget_remaining: Option<String>,
+    /// The write-probe counts the availability objective is measured from, kept here so that
+    /// they outlive operator restarts and leader changes. Owned by the operator; do not edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_ledger: Option<AvailabilityLedgerStatus>,
+}
+
+/// Write-probe counts in buckets of `bucketSeconds` (a whole number of hours, at most 241
+/// buckets over the window).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AvailabilityLedgerStatus {
+    pub bucket_seconds: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 241))]
+    pub buckets: Vec<AvailabilityBucket>,
+}
+
+/// One bucket: its start (Unix seconds), and the write probes that succeeded and ran in it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AvailabilityBucket {
+    pub start: i64,
+    pub ok: i64,
+    pub total: i64,
 }
 
 /// One objective: its target, the measured value, and whether the target is met.
@@ -205,6 +233,10 @@ pub struct ObjectiveStatus {
     pub target: String,
     pub measured: String,
     pub met: bool,
+    /// The component whose figure this is: the worst of the enabled components (the
+    /// condition's message gives every one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
 }
 
 /// WAL archiving and backups, as the operator last observed them.

@@ -269,3 +269,67 @@ fn transition_rules_guard_immutable_fields() {
         "{errors:#?}"
     );
 }
+
+#[test]
+fn component_objectives_are_checked_against_their_own_fields() {
+    // PostgreSQL's own RPO decides what its replication needs; the cluster-wide 0s then no
+    // longer asks PostgreSQL for synchronous replication.
+    assert_eq!(
+        errors_for(json!({
+            "postgres": {"synchronous": {"number": 0}, "objectives": {"rpo": "5s"}}
+        })),
+        vec![]
+    );
+    assert_rejected(
+        json!({
+            "objectives": {"rpo": "5s"},
+            "postgres": {"synchronous": {"number": 0}, "objectives": {"rpo": "0s"}}
+        }),
+        "spec.postgres.objectives.rpo",
+        "synchronous",
+    );
+    assert_rejected(
+        json!({
+            "objectives": {"rpo": "5s"},
+            "kafka": {"minInsyncReplicas": 1, "objectives": {"rpo": "0s"}}
+        }),
+        "spec.kafka.objectives.rpo",
+        "minInsyncReplicas >= 2",
+    );
+    assert_rejected(
+        json!({"redis": {"objectives": {"rto": "0s"}}}),
+        "spec.redis.objectives.rto",
+        "greater than 0s",
+    );
+    assert_rejected(
+        json!({"kafka": {"objectives": {"latency": {"p99": "0s"}}}}),
+        "spec.kafka.objectives.latency.p99",
+        "greater than 0s",
+    );
+}
+
+#[test]
+fn the_availability_window_is_bounded() {
+    assert_rejected(
+        json!({"objectives": {"availabilityWindow": "30m"}}),
+        "spec.objectives.availabilityWindow",
+        "between 1h and 2160h",
+    );
+    assert_rejected(
+        json!({"objectives": {"availabilityWindow": "2161h"}}),
+        "spec.objectives.availabilityWindow",
+        "between 1h and 2160h",
+    );
+    assert_eq!(
+        errors_for(json!({"objectives": {"availabilityWindow": "168h"}})),
+        vec![]
+    );
+    assert_eq!(
+        cluster(json!({}))
+            .spec
+            .objectives
+            .availability_window
+            .to_string(),
+        "720h"
+    );
+}

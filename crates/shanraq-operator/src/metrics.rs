@@ -91,6 +91,9 @@ pub struct Metrics {
     pub objective_met: Family<ObjectiveLabels, Gauge>,
     pub objective_target_seconds: Family<ObjectiveLabels, Gauge<f64, AtomicU64>>,
     pub objective_measured_seconds: Family<ObjectiveLabels, Gauge<f64, AtomicU64>>,
+    /// The availability SLO over `objectives.availabilityWindow`, from the persisted counts.
+    pub availability_ratio: Family<ObjectiveLabels, Gauge<f64, AtomicU64>>,
+    pub error_budget_remaining: Family<ObjectiveLabels, Gauge<f64, AtomicU64>>,
     pub failovers: Family<FailoverLabels, Counter>,
     pub failover_duration: Family<FailoverLabels, Histogram>,
     pub probes: Family<ProbeLabels, Counter>,
@@ -116,6 +119,8 @@ impl Default for Metrics {
             objective_met: Family::default(),
             objective_target_seconds: Family::default(),
             objective_measured_seconds: Family::default(),
+            availability_ratio: Family::default(),
+            error_budget_remaining: Family::default(),
             failovers: Family::default(),
             failover_duration: Family::new_with_constructor(failover_buckets),
             probes: Family::default(),
@@ -178,6 +183,16 @@ impl Metrics {
             "The objective's measured value; absent while not measured",
             Unit::Seconds,
             self.objective_measured_seconds.clone(),
+        );
+        registry.register(
+            "objective_availability_ratio",
+            "Success ratio of the write probes over objectives.availabilityWindow (the counts the status persists); absent while not measured",
+            self.availability_ratio.clone(),
+        );
+        registry.register(
+            "objective_error_budget_remaining_ratio",
+            "Share of the availability objective's error budget left over objectives.availabilityWindow (1 untouched, 0 spent, negative overspent); absent while not measured",
+            self.error_budget_remaining.clone(),
         );
         registry.register(
             "failovers",
@@ -273,6 +288,28 @@ impl Metrics {
                 error: label.to_owned(),
             })
             .inc();
+    }
+
+    /// Publishes the availability SLO's ratio and error budget left (`None` removes them).
+    pub fn set_availability_slo(
+        &self,
+        labels: &ObjectiveLabels,
+        ratio: Option<f64>,
+        budget_remaining: Option<f64>,
+    ) {
+        for (family, value) in [
+            (&self.availability_ratio, ratio),
+            (&self.error_budget_remaining, budget_remaining),
+        ] {
+            match value {
+                Some(value) => {
+                    family.get_or_create(labels).set(value);
+                }
+                None => {
+                    family.remove(labels);
+                }
+            }
+        }
     }
 
     /// Publishes one objective. `met` and `measured` are `None` while nothing was measured, and

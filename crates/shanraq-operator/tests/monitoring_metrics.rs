@@ -142,6 +142,15 @@ fn operator_names() -> BTreeSet<String> {
         Some(true),
         Some(Duration::from_millis(900)),
     );
+    metrics.set_availability_slo(
+        &ObjectiveLabels {
+            cluster: "payments".into(),
+            namespace: "fintech".into(),
+            objective: "availability".into(),
+        },
+        Some(0.99995),
+        Some(0.5),
+    );
     metrics.count_failover(
         FailoverLabels {
             cluster: "payments".into(),
@@ -297,6 +306,8 @@ fn the_operator_exports_the_probe_counter_the_burn_rate_rules_query() {
         "shanraq_objective_met",
         "shanraq_failover_duration_seconds_bucket",
         "shanraq_component_ready_instances",
+        "shanraq_objective_availability_ratio",
+        "shanraq_objective_error_budget_remaining_ratio",
     ] {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }

@@ -130,14 +130,38 @@ pub struct RuleSpec {
     pub groups: Vec<RuleGroup>,
 }
 
-/// The burn-rate windows of the availability alerts: (long, short, budget multiple in tenths,
-/// severity). From the multi-window, multi-burn-rate alerts of the SRE workbook.
+/// The burn-rate windows of the availability alerts: (long, short, share of the error budget
+/// in percent that the long window may spend, severity). From the multi-window,
+/// multi-burn-rate alerts of the SRE workbook: over a 30-day SLO window they fire at burn rates
+/// 14.4, 6, 3 and 1; the burn rate follows `objectives.availabilityWindow`
+/// (`share x window / long`), and a window pair whose rate would be below 1 (a long window too
+/// close to the SLO window) is left out.
 const BURN_WINDOWS: &[(&str, &str, u64, &str)] = &[
-    ("1h", "5m", 144, "critical"),
-    ("6h", "30m", 60, "critical"),
-    ("1d", "2h", 30, "warning"),
+    ("1h", "5m", 2, "critical"),
+    ("6h", "30m", 5, "critical"),
+    ("1d", "2h", 10, "warning"),
     ("3d", "6h", 10, "warning"),
 ];
+
+/// The failure-ratio threshold of one burn window, in units of 1e-12: the error budget
+/// (millionths) x the burn rate `share / 100 x slo_window / long`; `None` when that rate is
+/// below 1.
+fn burn_threshold_picos(
+    budget_millionths: u64,
+    share_percent: u64,
+    slo_window: u64,
+    long: u64,
+) -> Option<u128> {
+    let (budget, share, slo_window, long) = (
+        u128::from(budget_millionths),
+        u128::from(share_percent),
+        u128::from(slo_window),
+        u128::from(long.max(1)),
+    );
+    // rate >= 1  <=>  share x slo_window >= 100 x long
+    (share * slo_window >= 100 * long)
+        .then(|| budget * share * slo_window * 1_000_000 / (100 * long))
+}
 
 /// `100 - availability` percent as a ratio in millionths, read exactly from the decimal text.
 fn error_budget_millionths(availability: &str) -> u64 {
@@ -224,7 +248,26 @@ pub fn rule_spec(cluster: &ValidCluster) -> RuleSpec {
     };
 
     let budget = error_budget_millionths(&cluster.spec.objectives.availability);
-    let mut windows: Vec<&str> = BURN_WINDOWS
+    let slo_window = cluster
+        .spec
+        .objectives
+        .availability_window
+        .as_std()
+        .as_secs();
+    // (long, short, threshold, severity) of the pairs that apply to this SLO window.
+    let burns: Vec<(&str, &str, String, &str)> = BURN_WINDOWS
+        .iter()
+        .filter_map(|(long, short, share, severity)| {
+            let picos = burn_threshold_picos(budget, *share, slo_window, window_seconds(long))?;
+            Some((
+                *long,
+                *short,
+                decimal(u64::try_from(picos).unwrap_or(u64::MAX), 12),
+                *severity,
+            ))
+        })
+        .collect();
+    let mut windows: Vec<&str> = burns
         .iter()
         .flat_map(|(long, short, _, _)| [*long, *short])
         .collect();
@@ -247,12 +290,10 @@ pub fn rule_spec(cluster: &ValidCluster) -> RuleSpec {
         ("critical", "ShanraqAvailabilityBudgetBurnFast", "fast"),
         ("warning", "ShanraqAvailabilityBudgetBurnSlow", "slow"),
     ] {
-        let conditions: Vec<String> = BURN_WINDOWS
+        let conditions: Vec<String> = burns
             .iter()
             .filter(|(_, _, _, level)| *level == severity)
-            .map(|(long, short, tenths, _)| {
-                // Threshold in units of 1e-7: budget (1e-6) x multiple (1e-1).
-                let threshold = decimal(budget * tenths, 7);
+            .map(|(long, short, threshold, _)| {
                 format!(
                     "({long_rec}{{{sel}}} > {threshold} and {short_rec}{{{sel}}} > {threshold})",
                     long_rec = failure_ratio_record(long),
@@ -260,6 +301,9 @@ pub fn rule_spec(cluster: &ValidCluster) -> RuleSpec {
                 )
             })
             .collect();
+        if conditions.is_empty() {
+            continue;
+        }
         availability_rules.push(alert(
             name,
             conditions.join(" or "),
@@ -268,8 +312,8 @@ pub fn rule_spec(cluster: &ValidCluster) -> RuleSpec {
             cluster,
             format!("Write availability of {who} burns its error budget too {speed}"),
             format!(
-                "Failed write probes would exhaust the {}% availability objective's error budget; see the operator's shanraq_probe_total.",
-                cluster.spec.objectives.availability
+                "Failed write probes would exhaust the {}% availability objective's error budget over {}; see the operator's shanraq_probe_total, and status.objectives.errorBudgetRemaining.",
+                cluster.spec.objectives.availability, cluster.spec.objectives.availability_window
             ),
         ));
     }
@@ -507,5 +551,118 @@ mod tests {
         assert_eq!(decimal(100 * 144, 7), "0.00144");
         assert_eq!(decimal(100 * 10, 7), "0.0001");
         assert_eq!(decimal(0, 7), "0");
+    }
+
+    fn with_objectives(yaml: &str) -> ValidCluster {
+        let spec: shanraq_api::ShanraqClusterSpec =
+            serde_saphyr::from_str(yaml).expect("spec parses");
+        let mut object = shanraq_api::ShanraqCluster::new("payments", spec);
+        object.metadata.namespace = Some("fintech".to_owned());
+        shanraq_api::validate(&object, &shanraq_api::LiveState::default()).expect("valid")
+    }
+
+    /// The burn-rate thresholds of each alert, as (long window, threshold).
+    fn burn_thresholds(cluster: &ValidCluster, alert_name: &str) -> Vec<(String, String)> {
+        let rules = rule_spec(cluster);
+        let Some(rule) = rules
+            .groups
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .find(|r| r.alert.as_deref() == Some(alert_name))
+        else {
+            return Vec::new();
+        };
+        rule.expr
+            .split(" or ")
+            .map(|part| {
+                let long = part
+                    .split("rate")
+                    .nth(1)
+                    .and_then(|rest| rest.split('{').next())
+                    .unwrap_or_default()
+                    .to_owned();
+                let threshold = part
+                    .split(" > ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(' ').next())
+                    .unwrap_or_default()
+                    .to_owned();
+                (long, threshold)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn burn_rates_follow_the_availability_window() {
+        // 30 days, 99.99%: the SRE workbook's 14.4, 6, 3 and 1 times the 0.01% budget.
+        let default = with_objectives("{}");
+        assert_eq!(
+            burn_thresholds(&default, "ShanraqAvailabilityBudgetBurnFast"),
+            vec![
+                ("1h".to_owned(), "0.00144".to_owned()),
+                ("6h".to_owned(), "0.0006".to_owned())
+            ]
+        );
+        assert_eq!(
+            burn_thresholds(&default, "ShanraqAvailabilityBudgetBurnSlow"),
+            vec![
+                ("1d".to_owned(), "0.0003".to_owned()),
+                ("3d".to_owned(), "0.0001".to_owned())
+            ]
+        );
+        // 7 days, 99.9%: 2% of the budget in 1h is a burn rate of 3.36, 5% in 6h of 1.4; the
+        // slow pairs would alert below a burn rate of 1 and are left out.
+        let week =
+            with_objectives("objectives: { availability: \"99.9\", availabilityWindow: 168h }");
+        assert_eq!(
+            burn_thresholds(&week, "ShanraqAvailabilityBudgetBurnFast"),
+            vec![
+                ("1h".to_owned(), "0.00336".to_owned()),
+                ("6h".to_owned(), "0.0014".to_owned())
+            ]
+        );
+        assert_eq!(
+            burn_thresholds(&week, "ShanraqAvailabilityBudgetBurnSlow"),
+            vec![]
+        );
+        let rules = rule_spec(&week);
+        let records: Vec<&str> = rules
+            .groups
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .filter_map(|r| r.record.as_deref())
+            .collect();
+        assert_eq!(
+            records,
+            vec![
+                "shanraq:probe_write_failure_ratio:rate5m",
+                "shanraq:probe_write_failure_ratio:rate30m",
+                "shanraq:probe_write_failure_ratio:rate1h",
+                "shanraq:probe_write_failure_ratio:rate6h"
+            ],
+            "only the windows the alerts read are recorded"
+        );
+    }
+
+    #[test]
+    fn the_dashboard_shows_the_error_budget_and_the_slo_ratio() {
+        let text = dashboard_json(&with_objectives("{}")).expect("dashboard");
+        let dashboard: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let exprs: Vec<String> = dashboard["panels"]
+            .as_array()
+            .expect("panels")
+            .iter()
+            .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+            .filter_map(|target| target["expr"].as_str().map(str::to_owned))
+            .collect();
+        for series in [
+            "shanraq_objective_error_budget_remaining_ratio{cluster=\"$cluster\", namespace=\"$namespace\"}",
+            "shanraq_objective_availability_ratio{cluster=\"$cluster\", namespace=\"$namespace\"}",
+        ] {
+            assert!(
+                exprs.iter().any(|expr| expr == series),
+                "no panel reads {series}: {exprs:#?}"
+            );
+        }
     }
 }

@@ -56,16 +56,22 @@ pub struct LossBound {
     /// also what lets the engine fence a master it cannot reach: detaching
     /// `replicas - this + 1` of them makes it refuse every write.
     pub min_replicas_to_write: u32,
-    /// `min-replicas-max-lag` (seconds): a replica silent for longer no longer counts. The RPO
-    /// objective tightens it (`min(redis.minReplicasMaxLag, max(1 s, rpo))`): writes a client
-    /// did not confirm with `WAIT` are lost at most this far back.
+    /// `min-replicas-max-lag` (seconds): a replica silent for longer no longer counts. Redis's
+    /// RPO objective tightens it (`min(redis.minReplicasMaxLag, max(1 s, Redis RPO))`, the
+    /// Redis RPO being `redis.objectives.rpo`, else the cluster's non-zero `objectives.rpo`,
+    /// else `minReplicasMaxLag` itself): writes a client did not confirm with `WAIT` are lost
+    /// at most this far back.
     pub max_lag_seconds: u32,
 }
 
 /// The loss bound of `cluster` (replication mode).
 pub fn loss_bound(cluster: &ValidCluster) -> LossBound {
     let spec = &cluster.spec.redis;
-    let rpo_seconds = cluster.spec.objectives.rpo.as_std().as_secs_f64().ceil();
+    let rpo = cluster
+        .spec
+        .objective_targets(shanraq_api::objectives::ObjectiveComponent::Redis)
+        .rpo;
+    let rpo_seconds = rpo.as_std().as_secs_f64().ceil();
     let rpo_seconds = if rpo_seconds >= f64::from(u32::MAX) {
         u32::MAX
     } else {
@@ -458,4 +464,79 @@ fn cluster_init_job(cluster: &ValidCluster) -> Job {
             meta::empty_dir_volume("tmp"),
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid(yaml: &str) -> ValidCluster {
+        let spec: shanraq_api::ShanraqClusterSpec =
+            serde_saphyr::from_str(yaml).expect("spec parses");
+        let mut object = shanraq_api::ShanraqCluster::new("payments", spec);
+        object.metadata.namespace = Some("fintech".to_owned());
+        shanraq_api::validate(&object, &shanraq_api::LiveState::default()).expect("valid spec")
+    }
+
+    fn rendered(cluster: &ValidCluster, key: &str) -> Option<String> {
+        redis_conf(cluster).lines().find_map(|line| {
+            line.strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .map(str::to_owned)
+        })
+    }
+
+    #[test]
+    fn the_lag_bound_follows_the_redis_rpo() {
+        // (spec, min-replicas-to-write, min-replicas-max-lag)
+        let cases = [
+            // The cluster-wide 0s is PostgreSQL's: Redis keeps minReplicasMaxLag.
+            ("{}", "1", "10"),
+            ("redis: { minReplicasMaxLag: 4 }", "1", "4"),
+            // A non-zero cluster RPO applies to Redis too.
+            (
+                "objectives: { rpo: 3s }\npostgres: { synchronous: { number: 0 } }",
+                "1",
+                "3",
+            ),
+            // Redis's own RPO wins, rounded up to whole seconds.
+            (
+                "objectives: { rpo: 3s }\npostgres: { synchronous: { number: 0 } }\nredis: { objectives: { rpo: 1500ms } }",
+                "1",
+                "2",
+            ),
+            // Never looser than the configured bound.
+            ("redis: { objectives: { rpo: 60s } }", "1", "10"),
+            (
+                "redis: { minReplicasToWrite: 2, objectives: { rpo: 2s } }",
+                "2",
+                "2",
+            ),
+        ];
+        for (yaml, to_write, max_lag) in cases {
+            let cluster = valid(yaml);
+            assert_eq!(
+                rendered(&cluster, "min-replicas-to-write").as_deref(),
+                Some(to_write),
+                "{yaml}"
+            );
+            assert_eq!(
+                rendered(&cluster, "min-replicas-max-lag").as_deref(),
+                Some(max_lag),
+                "{yaml}"
+            );
+            let bound = loss_bound(&cluster);
+            assert_eq!(bound.max_lag_seconds.to_string(), max_lag, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn cluster_mode_renders_no_replication_lag_bound() {
+        let cluster = valid("redis: { mode: cluster, instances: 6 }");
+        assert_eq!(rendered(&cluster, "min-replicas-max-lag"), None);
+        assert_eq!(
+            rendered(&cluster, "cluster-enabled").as_deref(),
+            Some("yes")
+        );
+    }
 }

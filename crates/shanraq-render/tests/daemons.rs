@@ -247,8 +247,9 @@ async fn redis_runs_the_replication_config() {
     assert_eq!(redis_config_get(port, "appendonly").await, "yes");
     assert_eq!(redis_config_get(port, "appendfsync").await, "everysec");
     assert_eq!(redis_config_get(port, "min-replicas-to-write").await, "1");
-    // The default RPO of 0s tightens the lag bound to its smallest, 1 s.
-    assert_eq!(redis_config_get(port, "min-replicas-max-lag").await, "1");
+    // Redis does not inherit the default cluster RPO of 0s (asynchronous replication cannot
+    // meet it): its RPO is minReplicasMaxLag, 10 s, and the lag bound stays there.
+    assert_eq!(redis_config_get(port, "min-replicas-max-lag").await, "10");
     assert_eq!(
         redis_config_get(port, "repl-diskless-sync-delay").await,
         "0"

@@ -137,7 +137,12 @@ pub fn drill_cluster(options: &RedisOptions) -> Result<ValidCluster, RedisDrillE
     spec.redis.instances = i32::try_from(options.instances)
         .map_err(|_| RedisDrillError::Render(format!("{} instances", options.instances)))?;
     spec.redis.maxmemory = "256mb".to_owned();
-    spec.objectives.rpo = options.rpo.into();
+    // Redis's own RPO (the cluster-wide one is PostgreSQL's and Kafka's): it sets the
+    // rendered min-replicas-max-lag and the engine's election bound.
+    spec.redis.objectives = Some(shanraq_api::objectives::ComponentObjectives {
+        rpo: Some(options.rpo.into()),
+        ..Default::default()
+    });
     spec.postgres.enabled = false;
     spec.kafka.enabled = false;
     let mut object = ShanraqCluster::new("drill", spec);

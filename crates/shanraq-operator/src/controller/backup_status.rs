@@ -168,6 +168,7 @@ pub fn conditions(
                     target: target.to_string(),
                     measured: seconds(measured),
                     met,
+                    component: Some("PostgreSQL".to_owned()),
                 }),
             )
         }

@@ -2,17 +2,13 @@
 //! gauges of `/metrics`, and the Events (Secrets created, orphans deleted, the engines'
 //! requests, condition transitions).
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::ObjectReference;
 use shanraq_api::{ShanraqClusterStatus, ValidCluster};
-use shanraq_ha::objectives::RpoMeasurement;
 
 use super::dereference::Known;
 use super::events::{self, Notice};
 use super::status::{self, Observed};
 use super::{Context, apply};
-use crate::engines::postgres::objectives as ha_objectives;
 use crate::metrics::{ComponentLabels, ObjectiveLabels};
 
 /// The gauges of this cluster.
@@ -110,34 +106,27 @@ fn publish_objectives(ctx: &Context, cluster: &ValidCluster, observed: &Observed
         objective: objective.to_owned(),
     };
     let objectives = &cluster.spec.objectives;
-    let projected = status::projected_rto(cluster);
-    let rto_target = objectives.rto.as_std();
-    let (rto_met, rto_measured) = match observed.last_failover_rto {
-        Some(actual) => (
-            projected <= rto_target && actual <= rto_target,
-            Some(actual.max(projected)),
-        ),
-        None => (projected <= rto_target, None),
-    };
-    ctx.metrics
-        .set_objective(labels("rto"), Some(rto_target), Some(rto_met), rto_measured);
-    let (rpo_met, rpo_measured) = match &observed.rpo {
-        Some(measurement) => {
-            let verdict = ha_objectives::rpo_condition(cluster, measurement).1;
-            let measured = match measurement {
-                RpoMeasurement::Synchronous { .. } if verdict.met => Some(Duration::ZERO),
-                RpoMeasurement::Asynchronous { lag, .. } => Some(*lag),
-                _ => None,
-            };
-            (Some(verdict.met), measured)
-        }
-        None => (None, None),
+    // The worst component's target and figure, as the condition's status figure.
+    let rto = shanraq_ha::objectives::combine(&status::rto_parts(cluster, observed));
+    let worst_target = |combined: &shanraq_ha::objectives::Combined| {
+        combined
+            .decisive
+            .as_ref()
+            .and_then(|(_, verdict)| verdict.target.parse::<shanraq_api::Duration>().ok())
+            .map(shanraq_api::Duration::as_std)
     };
     ctx.metrics.set_objective(
+        labels("rto"),
+        worst_target(&rto).or(Some(objectives.rto.as_std())),
+        rto.met,
+        rto.measured,
+    );
+    let rpo = shanraq_ha::objectives::combine(&status::rpo_parts(cluster, observed));
+    ctx.metrics.set_objective(
         labels("rpo"),
-        Some(objectives.rpo.as_std()),
-        rpo_met,
-        rpo_measured,
+        worst_target(&rpo).or(Some(objectives.rpo.as_std())),
+        rpo.met,
+        rpo.measured,
     );
     ctx.metrics.set_objective(
         labels("latency_p99"),
@@ -182,11 +171,17 @@ fn publish_objectives(ctx: &Context, cluster: &ValidCluster, observed: &Observed
         ctx.metrics.set_objective(dr_labels, None, None, None);
         ctx.metrics.wal_archiving.remove(&archiving);
     }
-    // A percentage, not seconds: only whether it is met.
+    // A percentage, not seconds: whether it is met, and the SLO's ratio and budget left.
     ctx.metrics.set_objective(
         labels("availability"),
         None,
         observed.probes.availability.as_ref().map(|v| v.met),
         None,
+    );
+    let measured = observed.probes.availability.is_some();
+    ctx.metrics.set_availability_slo(
+        &labels("availability"),
+        observed.probes.availability_ratio.filter(|_| measured),
+        observed.probes.budget_remaining.filter(|_| measured),
     );
 }

@@ -32,6 +32,9 @@ pub struct Engines {
     pub kafka: KafkaRegistry,
     /// The failover drills this operator started, so a request is acted on once.
     pub drills: postgres::drill::Requests,
+    /// The Redis RPO measurement last published per cluster: its lag moves with every
+    /// sample, and every status write triggers another reconcile.
+    pub redis_rpo: redis::objectives::PublishedRpo,
 }
 
 /// One reconcile, as the engines see it.
@@ -70,6 +73,7 @@ impl Engines {
             kafka: KafkaRegistry::new(settings.enabled, settings.instance_address),
             postgres: HaRegistry::new(settings),
             drills: postgres::drill::Requests::default(),
+            redis_rpo: redis::objectives::PublishedRpo::default(),
         }
     }
 
@@ -151,8 +155,8 @@ impl Engines {
         Ok(Requested { notices, drill })
     }
 
-    /// What the engines measured, into `observed`: the worse RPO of every engine, the last
-    /// failover's RTO, the sampled PostgreSQL instances and WAL archiving, the probes through
+    /// What the engines measured, into `observed`: the RPO of every engine, the last
+    /// failovers' RTO (PostgreSQL and Redis), the sampled PostgreSQL instances and WAL archiving, the probes through
     /// HAProxy (counted into `metrics`), Redis cluster mode and the Kafka admin view.
     pub fn observe(&self, metrics: &Metrics, at: Reconciled<'_>, observed: &mut Observed) {
         let key = at.cluster.key();
@@ -172,8 +176,19 @@ impl Engines {
         let redis_rpo = self
             .redis
             .handle(&key)
-            .and_then(|handle| redis::objectives::measure(&handle));
-        observed.rpo = shanraq_ha::objectives::worst([sampled.rpo, redis_rpo, kafka_rpo]);
+            .and_then(|handle| redis::objectives::measure(&handle))
+            .map(|fresh| self.redis_rpo.choose(&key, cluster, fresh));
+        observed.rpo = crate::controller::status::RpoByComponent {
+            postgres: sampled.rpo,
+            redis: redis_rpo,
+            kafka: kafka_rpo,
+        };
+        observed.last_redis_failover_rto = postgres::objectives::last_failover_rto(
+            previous
+                .redis
+                .as_ref()
+                .and_then(|r| r.last_failover.as_ref()),
+        );
         observed.engines.postgres_instances = sampled.instances;
         observed.archive = sampled.archive;
         if cluster.spec.redis.mode == shanraq_api::redis::RedisMode::Cluster {
@@ -182,13 +197,32 @@ impl Engines {
         }
         if let Some(window) = self.postgres.probe_window(&key) {
             window.count_into(metrics.probe_counter(&cluster.name, &cluster.namespace));
-            let fresh = postgres::objectives::probe_verdicts(cluster, &window);
+            // The availability SLO counts from the cluster's first Ready on, on top of what the
+            // status persisted (an earlier process, or leader).
+            let ledger = crate::controller::status::measuring_probes(previous).then(|| {
+                let persisted = postgres::objectives::ledger_from_status(
+                    previous
+                        .objectives
+                        .as_ref()
+                        .and_then(|o| o.availability_ledger.as_ref()),
+                );
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_secs());
+                window.ledger(
+                    persisted,
+                    cluster.spec.objectives.availability_window.as_std(),
+                    now,
+                )
+            });
+            let fresh = postgres::objectives::probe_verdicts(cluster, &window, ledger);
             observed.probes = self.postgres.publishable_probes(&key, fresh);
         }
     }
 
     /// The cluster is being deleted: every task of it stops.
     pub fn stop(&self, key: &str) {
+        self.redis_rpo.forget(key);
         self.postgres.stop(key);
         self.redis.tasks.stop(key);
         self.kafka.tasks.stop(key);

@@ -26,9 +26,12 @@ mod tests;
 mod workloads;
 
 use crate::engines::postgres::objectives as ha_objectives;
-use objectives::{measured_objective_conditions, measuring_probes, seconds_text};
-pub use objectives::{objective_conditions, projected_rto};
-use shanraq_ha::objectives::RpoMeasurement;
+use objectives::measured_objective_conditions;
+pub use objectives::measuring_probes;
+pub use objectives::{
+    REASON_PROBE_FAILING, REASON_PROBE_NOT_RUNNING, RpoByComponent, objective_conditions,
+    projected_rto, rpo_parts, rto_parts,
+};
 use workloads::monitoring_condition;
 pub use workloads::{Workload, WorkloadKind, component_condition, counts};
 
@@ -50,10 +53,13 @@ pub use shanraq_api::conditions::{Desired as Want, Truth, merge};
 pub struct Observed {
     pub workloads: Vec<Workload>,
     pub monitoring_available: bool,
-    /// What bounds data loss, from the HA task's last sample; `None` while not measured.
-    pub rpo: Option<RpoMeasurement>,
+    /// What bounds data loss in each component, from its engine's last sample; `None` while
+    /// not measured.
+    pub rpo: RpoByComponent,
     /// The last unplanned failover's measured RTO (`status.postgres.lastFailover`).
     pub last_failover_rto: Option<Duration>,
+    /// The last unplanned Redis failover's measured RTO (`status.redis.lastFailover`).
+    pub last_redis_failover_rto: Option<Duration>,
     /// Latency and availability from the probes through HAProxy.
     pub probes: ha_objectives::ProbeVerdicts,
     /// WAL archiving and backups, from the primary's last sampled status (`spec.backup`).
@@ -69,8 +75,9 @@ impl Observed {
         Observed {
             workloads: objects.iter().filter_map(Workload::from_object).collect(),
             monitoring_available,
-            rpo: None,
+            rpo: RpoByComponent::default(),
             last_failover_rto: None,
+            last_redis_failover_rto: None,
             probes: ha_objectives::ProbeVerdicts::default(),
             archive: None,
             last_backup: None,
@@ -156,8 +163,15 @@ pub fn desired(
     let observed = if measuring_probes(previous) {
         observed
     } else {
+        // Probes the operator cannot run at all are said at once, though: waiting for Ready
+        // would not make them run.
         gated = Observed {
-            probes: ha_objectives::ProbeVerdicts::default(),
+            probes: ha_objectives::ProbeVerdicts {
+                trouble: observed.probes.trouble.clone().filter(|trouble| {
+                    matches!(trouble, ha_objectives::ProbeTrouble::NotRunning(_))
+                }),
+                ..ha_objectives::ProbeVerdicts::default()
+            },
             ..observed.clone()
         };
         &gated
@@ -169,52 +183,54 @@ pub fn desired(
 
     crate::engines::components::status(&mut next, previous, cluster, observed);
 
-    let projected = projected_rto(cluster);
     let mut objectives = previous.objectives.clone().unwrap_or_default();
-    objectives.rto = Some(match observed.last_failover_rto {
-        Some(actual) => {
-            let measured = ha_objectives::rto_condition(cluster, actual).1;
-            ObjectiveStatus {
-                target: cluster.spec.objectives.rto.to_string(),
-                measured: measured.measured,
-                met: measured.met,
-            }
-        }
-        None => ObjectiveStatus {
-            target: cluster.spec.objectives.rto.to_string(),
-            measured: format!("{} (projected)", seconds_text(projected)),
-            met: projected <= cluster.spec.objectives.rto.as_std(),
-        },
-    });
-    if cluster.spec.postgres.enabled
-        && let Some(measurement) = &observed.rpo
-    {
-        let measured = ha_objectives::rpo_condition(cluster, measurement).1;
-        objectives.rpo = Some(ObjectiveStatus {
-            target: cluster.spec.objectives.rpo.to_string(),
-            measured: measured.measured,
-            met: measured.met,
-        });
+    let decisive = |parts: Vec<shanraq_ha::objectives::Part>| {
+        shanraq_ha::objectives::combine(&parts)
+            .decisive
+            .map(|(component, verdict)| ObjectiveStatus {
+                target: verdict.target,
+                measured: verdict.measured,
+                met: verdict.met,
+                component: Some(component.to_owned()),
+            })
+    };
+    objectives.rto = decisive(objectives::rto_parts(cluster, observed));
+    // The RPO figure is kept while nothing new was measured (a sample may be missed), and
+    // dropped when no enabled component has one to give.
+    match decisive(objectives::rpo_parts(cluster, observed)) {
+        Some(rpo) => objectives.rpo = Some(rpo),
+        None if cluster.spec.objective_components().is_empty() => objectives.rpo = None,
+        None => {}
     }
     let shown = |verdict: &shanraq_ha::objectives::ObjectiveStatus| ObjectiveStatus {
         target: verdict.target.clone(),
         measured: verdict.measured.clone(),
         met: verdict.met,
+        component: None,
     };
     if objectives::probes_unmeasurable(cluster).is_some() {
         // Nothing measures them any more: an old figure would read as a current one.
         objectives.latency_p99 = None;
         objectives.availability = None;
+        objectives.error_budget_remaining = None;
     } else {
         if let Some(verdict) = &observed.probes.latency {
-            objectives.latency_p99 = Some(shown(verdict));
+            objectives.latency_p99 = Some(ObjectiveStatus {
+                component: Some("PostgreSQL".to_owned()),
+                ..shown(verdict)
+            });
         }
         if let Some(verdict) = &observed.probes.availability {
             objectives.availability = Some(shown(verdict));
+            objectives.error_budget_remaining = observed
+                .probes
+                .budget_remaining
+                .map(shanraq_ha::objectives::percent_text);
         }
-    }
-    if !cluster.spec.postgres.enabled {
-        objectives.rpo = None;
+        // Counts are kept even while nothing measures: a path turned back on resumes them.
+        if let Some(ledger) = &observed.probes.ledger {
+            objectives.availability_ledger = Some(ha_objectives::ledger_to_status(ledger));
+        }
     }
     objectives.dr_rpo =
         super::backup_status::conditions(cluster, observed.archive.as_ref(), now.0).1;

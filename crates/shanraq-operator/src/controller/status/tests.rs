@@ -5,6 +5,7 @@ use shanraq_api::conditions::{HAPROXY_READY, KAFKA_READY, POSTGRES_READY, REDIS_
 use shanraq_api::names::Names;
 use shanraq_api::names::{Component, LABEL_COMPONENT};
 use shanraq_api::{LiveState, ShanraqClusterSpec};
+use shanraq_ha::objectives::RpoMeasurement;
 
 fn at(seconds: i64) -> Time {
     Time(Timestamp::from_second(seconds).expect("valid timestamp"))
@@ -236,12 +237,26 @@ fn objectives_are_projected_or_unknown_never_invented() {
     // 250ms x 3 + 0s + 300ms + 250ms
     let rto = find(&wants, RTO_MET);
     assert_eq!(rto.truth, Truth::True);
+    assert_eq!(rto.reason, "ProjectedWithinTarget");
     assert!(
-        rto.message.starts_with("projected RTO 1s300ms"),
+        rto.message.starts_with(
+            "PostgreSQL: RTO 1s300ms <= target 30s (projected 1s300ms: detection 250ms x 3, failover delay 0s, promotion 300ms, one routing check 250ms; no failover measured yet)"
+        ),
         "{}",
         rto.message
     );
-    assert!(rto.message.contains("target 30s"), "{}", rto.message);
+    assert!(
+        rto.message.contains("; Redis: RTO 1s300ms <= target 30s"),
+        "{}",
+        rto.message
+    );
+    assert!(
+        rto.message.contains(
+            "; Kafka: not measured (target 30s; partition leadership moves by Kafka's own"
+        ),
+        "{}",
+        rto.message
+    );
     for type_ in [RPO_MET, LATENCY_MET, AVAILABILITY_MET] {
         let want = find(&wants, type_);
         assert_eq!(want.truth, Truth::Unknown, "{type_}");
@@ -273,6 +288,7 @@ fn objectives_without_their_measurement_path_are_not_measurable() {
         }),
         availability: None,
         p99: None,
+        ..Default::default()
     };
     let previous = ShanraqClusterStatus {
         objectives: Some(shanraq_api::status::ObjectivesStatus {
@@ -280,6 +296,7 @@ fn objectives_without_their_measurement_path_are_not_measurable() {
                 target: "1ms".into(),
                 measured: "800us".into(),
                 met: true,
+                component: None,
             }),
             ..Default::default()
         }),
@@ -320,17 +337,24 @@ fn objectives_without_their_measurement_path_are_not_measurable() {
             "{what}: the old latency figure is dropped"
         );
     }
+    // Without PostgreSQL the RPO is still measured, from the components that remain; with
+    // none left, nothing can measure it.
     let mut spec = ShanraqClusterSpec::default();
     spec.postgres.enabled = false;
-    let rpo = objective_conditions(&cluster(spec, 1))
-        .into_iter()
-        .find(|w| w.type_ == RPO_MET)
-        .expect("RPOMet");
-    assert_eq!(rpo.reason, REASON_NOT_MEASURABLE);
+    let rpo = find(&objective_conditions(&cluster(spec.clone(), 1)), RPO_MET).clone();
+    assert_eq!(rpo.reason, REASON_NOT_MEASURED_YET);
+    assert!(!rpo.message.contains("PostgreSQL"), "{}", rpo.message);
     assert!(
-        rpo.message.contains("PostgreSQL is disabled"),
+        rpo.message.starts_with("Redis: not measured yet"),
         "{}",
         rpo.message
+    );
+    spec.redis.enabled = false;
+    spec.kafka.enabled = false;
+    let rpo = find(&objective_conditions(&cluster(spec, 1)), RPO_MET).clone();
+    assert_eq!(
+        (rpo.truth, rpo.reason.as_str()),
+        (Truth::Unknown, REASON_NOT_MEASURABLE)
     );
     // With both on, the objectives wait for their first measurement as before.
     let wants = objective_conditions(&cluster(ShanraqClusterSpec::default(), 1));
@@ -349,6 +373,7 @@ fn probe_objectives_stay_unknown_until_the_cluster_was_first_ready() {
             message: "0 of 2 write probes succeeded (target 99.99%)".into(),
         }),
         p99: None,
+        ..Default::default()
     };
     let observed = |ready: bool| Observed {
         workloads: if ready {
@@ -569,5 +594,454 @@ fn workloads_are_read_from_their_own_status() {
             && condition.message.contains("only when deleted"),
         "{}",
         condition.message
+    );
+}
+
+fn spec_of(yaml: &str) -> ShanraqClusterSpec {
+    serde_saphyr::from_str(yaml).expect("test spec parses")
+}
+
+fn measured(
+    postgres: Option<RpoMeasurement>,
+    redis: Option<RpoMeasurement>,
+    kafka: Option<RpoMeasurement>,
+) -> Observed {
+    Observed {
+        workloads: all_ready(),
+        rpo: RpoByComponent {
+            postgres,
+            redis,
+            kafka,
+        },
+        ..Observed::default()
+    }
+}
+
+fn synchronous(name: &str) -> RpoMeasurement {
+    RpoMeasurement::Synchronous {
+        streaming: vec![name.to_owned()],
+        required: 1,
+    }
+}
+
+fn redis_lag(seconds: u64) -> RpoMeasurement {
+    RpoMeasurement::Asynchronous {
+        replica: "redis 10.0.0.7:6379".to_owned(),
+        lag_bytes: 120,
+        lag: Duration::from_secs(seconds),
+    }
+}
+
+/// `spec: {}` (deploy/examples/minimal.yaml) can meet its RPO: PostgreSQL's 0s by synchronous
+/// replication, Redis its own default (minReplicasMaxLag, 10s), Kafka by min.insync.replicas.
+#[test]
+fn the_default_spec_meets_its_rpo_and_names_every_component() {
+    let valid = cluster(ShanraqClusterSpec::default(), 1);
+    let observed = measured(
+        Some(synchronous("payments-postgres-1")),
+        Some(redis_lag(1)),
+        Some(synchronous("Kafka: every partition's ISR >= 2")),
+    );
+    let wants = conditions(&valid, &observed, &at(10));
+    let rpo = find(&wants, RPO_MET);
+    assert_eq!((rpo.truth, rpo.reason.as_str()), (Truth::True, "Measured"));
+    assert!(
+        rpo.message.starts_with(
+            "Redis: RPO 1s (asynchronous replica redis 10.0.0.7:6379 120 bytes behind) <= target 10s (Redis's default"
+        ),
+        "the worst leads: {}",
+        rpo.message
+    );
+    assert!(
+        rpo.message.contains(
+            "; PostgreSQL: RPO 0s (synchronous standby payments-postgres-1 streaming) <= target 0s"
+        ),
+        "{}",
+        rpo.message
+    );
+    assert!(rpo.message.contains("; Kafka: RPO 0s"), "{}", rpo.message);
+    let next = desired(&ShanraqClusterStatus::default(), &valid, &observed, &at(10));
+    let rto = next
+        .objectives
+        .as_ref()
+        .and_then(|o| o.rto.clone())
+        .expect("an RTO figure");
+    assert_eq!(
+        (rto.measured.as_str(), rto.component.as_deref()),
+        ("1s300ms (projected)", Some("PostgreSQL")),
+        "a projection says so; PostgreSQL and Redis tie, the first decides"
+    );
+    let figure = next.objectives.and_then(|o| o.rpo).expect("an RPO figure");
+    assert_eq!(
+        (
+            figure.measured.as_str(),
+            figure.target.as_str(),
+            figure.met,
+            figure.component.as_deref()
+        ),
+        ("1s", "10s", true, Some("Redis"))
+    );
+}
+
+#[test]
+fn the_worst_component_decides_against_its_own_target() {
+    // PostgreSQL asynchronous with its own 1s; Redis within the cluster-wide 5s.
+    let valid = cluster(
+        spec_of(
+            "objectives: { rpo: 5s }\npostgres: { synchronous: { number: 0 }, objectives: { rpo: 1s } }",
+        ),
+        1,
+    );
+    let postgres = RpoMeasurement::Asynchronous {
+        replica: "payments-postgres-2".to_owned(),
+        lag_bytes: 90_000,
+        lag: Duration::from_secs(2),
+    };
+    let wants = conditions(
+        &valid,
+        &measured(Some(postgres), Some(redis_lag(3)), None),
+        &at(10),
+    );
+    let rpo = find(&wants, RPO_MET);
+    assert_eq!(
+        (rpo.truth, rpo.reason.as_str()),
+        (Truth::False, "OverTarget")
+    );
+    assert!(
+        rpo.message.starts_with(
+            "PostgreSQL: RPO 2s (asynchronous replica payments-postgres-2 90000 bytes behind) > target 1s; Redis: RPO 3s"
+        ),
+        "{}",
+        rpo.message
+    );
+    assert!(
+        rpo.message
+            .contains("<= target 5s; Kafka: not measured yet"),
+        "{}",
+        rpo.message
+    );
+
+    // A component's own RTO: Redis must fail over within 1s, which the timings do not allow.
+    let valid = cluster(spec_of("redis: { objectives: { rto: 1s } }"), 1);
+    let rto = find(&objective_conditions(&valid), RTO_MET).clone();
+    assert_eq!(
+        (rto.truth, rto.reason.as_str()),
+        (Truth::False, "ProjectedOverTarget")
+    );
+    assert!(
+        rto.message.starts_with("Redis: RTO 1s300ms > target 1s"),
+        "{}",
+        rto.message
+    );
+}
+
+#[test]
+fn an_rpo_the_settings_cannot_meet_is_false_at_once_naming_the_field() {
+    let valid = cluster(spec_of("redis: { objectives: { rpo: 0s } }"), 1);
+    // Before anything was measured.
+    let rpo = find(&objective_conditions(&valid), RPO_MET).clone();
+    assert_eq!(
+        (rpo.truth, rpo.reason.as_str()),
+        (Truth::False, "Unattainable")
+    );
+    assert!(
+        rpo.message.starts_with(
+            "Redis: cannot be met: Redis replication is asynchronous: a failover can lose writes its replicas had not received, so rpo 0s cannot be met; set spec.redis.objectives.rpo to 1s or more"
+        ),
+        "{}",
+        rpo.message
+    );
+    // And while every measurement is fine.
+    let observed = measured(
+        Some(synchronous("payments-postgres-1")),
+        Some(redis_lag(0)),
+        Some(synchronous("kafka")),
+    );
+    let next = desired(&ShanraqClusterStatus::default(), &valid, &observed, &at(10));
+    let rpo = next
+        .conditions
+        .iter()
+        .find(|c| c.type_ == RPO_MET)
+        .expect("RPOMet");
+    assert_eq!(
+        (rpo.status.as_str(), rpo.reason.as_str()),
+        ("False", "Unattainable")
+    );
+    let figure = next.objectives.and_then(|o| o.rpo).expect("figure");
+    assert_eq!(
+        (
+            figure.measured.as_str(),
+            figure.met,
+            figure.component.as_deref()
+        ),
+        ("unattainable", false, Some("Redis"))
+    );
+}
+
+#[test]
+fn redis_cluster_mode_is_named_as_not_sampled() {
+    let valid = cluster(spec_of("redis: { mode: cluster, instances: 6 }"), 1);
+    let observed = measured(
+        Some(synchronous("payments-postgres-1")),
+        None,
+        Some(synchronous("kafka")),
+    );
+    let rpo = find(&conditions(&valid, &observed, &at(10)), RPO_MET).clone();
+    assert_eq!(rpo.truth, Truth::True, "{}", rpo.message);
+    assert!(
+        rpo.message
+            .contains("Redis: not measured (target 10s; the replica offsets of a Redis Cluster are not sampled)"),
+        "{}",
+        rpo.message
+    );
+    let rto = find(&conditions(&valid, &observed, &at(10)), RTO_MET).clone();
+    assert!(
+        rto.message.contains(
+            "Redis: RTO 6s <= target 30s (projected 6s: Redis Cluster node timeout 5s, replica election 1s"
+        ),
+        "{}",
+        rto.message
+    );
+}
+
+#[test]
+fn probes_that_cannot_run_say_why() {
+    let valid = cluster(ShanraqClusterSpec::default(), 1);
+    let with = |trouble: ha_objectives::ProbeTrouble| Observed {
+        workloads: all_ready(),
+        probes: ha_objectives::ProbeVerdicts {
+            trouble: Some(trouble),
+            ..Default::default()
+        },
+        ..Observed::default()
+    };
+    let not_running = with(ha_objectives::ProbeTrouble::NotRunning(
+        "the application Secret cannot be read: cannot read Secret payments-app".into(),
+    ));
+    let wants = conditions(&valid, &not_running, &at(10));
+    for type_ in [LATENCY_MET, AVAILABILITY_MET] {
+        let want = find(&wants, type_);
+        assert_eq!(
+            (want.truth, want.reason.as_str()),
+            (Truth::Unknown, REASON_PROBE_NOT_RUNNING),
+            "{type_}"
+        );
+        assert!(
+            want.message
+                .contains("the probes cannot run: the application Secret cannot be read"),
+            "{type_}: {}",
+            want.message
+        );
+    }
+    let failing = with(ha_objectives::ProbeTrouble::Failing(
+        "3 rounds, no read succeeded; last error: connect: connection refused".into(),
+    ));
+    let latency = find(&conditions(&valid, &failing, &at(10)), LATENCY_MET).clone();
+    assert_eq!(
+        (latency.truth, latency.reason.as_str()),
+        (Truth::False, REASON_PROBE_FAILING)
+    );
+    assert!(
+        latency.message.contains("connection refused"),
+        "{}",
+        latency.message
+    );
+}
+
+/// The availability SLO's counts go to the status (so that a restarted operator or a new
+/// leader resumes them) with the budget left, and stay there while nothing measures.
+#[test]
+fn the_availability_ledger_and_budget_are_persisted_in_the_status() {
+    use shanraq_ha::objectives::{AvailabilityLedger, BucketCounts, availability_slo};
+    let valid = cluster(ShanraqClusterSpec::default(), 1);
+    let window = valid.spec.objectives.availability_window.as_std();
+    let mut ledger = AvailabilityLedger::new(window);
+    ledger.add(
+        1_800_000_000,
+        BucketCounts {
+            ok: 10_799,
+            total: 10_800,
+        },
+    );
+    let slo = availability_slo(99.99, window, &ledger);
+    let observed = Observed {
+        workloads: all_ready(),
+        probes: ha_objectives::ProbeVerdicts {
+            availability: Some(slo.status.clone()),
+            budget_remaining: slo.budget_remaining,
+            availability_ratio: slo.ratio,
+            ledger: Some(ledger.clone()),
+            ..Default::default()
+        },
+        ..Observed::default()
+    };
+    let ready = ShanraqClusterStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: READY.to_owned(),
+            status: "True".to_owned(),
+            reason: "Ready".to_owned(),
+            message: String::new(),
+            last_transition_time: at(1),
+            observed_generation: Some(1),
+        }],
+        ..ShanraqClusterStatus::default()
+    };
+    let next = desired(&ready, &valid, &observed, &at(10));
+    let objectives = next.objectives.clone().expect("objectives");
+    assert_eq!(
+        objectives.error_budget_remaining.as_deref(),
+        Some("7.4%"),
+        "one failure of 10800 leaves 1 - 1/1.08 of a 0.01% budget"
+    );
+    let persisted = objectives.availability_ledger.clone().expect("ledger");
+    assert_eq!(persisted.bucket_seconds, 3 * 3600);
+    assert_eq!(
+        ha_objectives::ledger_from_status(Some(&persisted)),
+        Some(ledger),
+        "what is persisted reads back the same"
+    );
+    let availability = next
+        .conditions
+        .iter()
+        .find(|c| c.type_ == AVAILABILITY_MET)
+        .expect("AvailabilityMet");
+    assert_eq!(availability.status, "True", "{}", availability.message);
+    assert!(
+        availability
+            .message
+            .contains("over the 720h window (10799 of 10800 write probes succeeded; 7.4% of the error budget left)"),
+        "{}",
+        availability.message
+    );
+    // A round without probes (the task restarting) keeps the persisted counts.
+    let quiet = Observed {
+        workloads: all_ready(),
+        ..Observed::default()
+    };
+    let after = desired(&next, &valid, &quiet, &at(20));
+    assert_eq!(
+        after.objectives.and_then(|o| o.availability_ledger),
+        Some(persisted)
+    );
+}
+
+/// Health as Flux reads it (`wait: true` and `healthChecks` use kstatus): for a custom resource
+/// without rules of its own, kstatus's generic check (sigs.k8s.io/cli-utils
+/// `pkg/kstatus/status/generic.go`): `InProgress` while `status.observedGeneration` differs from
+/// `metadata.generation` or `Reconciling` is True, `Failed` while `Stalled` is True, otherwise
+/// `Current`. `Ready` is not read.
+fn kstatus(generation: i64, status: &ShanraqClusterStatus) -> &'static str {
+    if status
+        .observed_generation
+        .is_some_and(|observed| observed != generation)
+    {
+        return "InProgress";
+    }
+    for condition in &status.conditions {
+        if condition.type_ == RECONCILING && condition.status == "True" {
+            return "InProgress";
+        }
+        if condition.type_ == STALLED && condition.status == "True" {
+            return "Failed";
+        }
+    }
+    "Current"
+}
+
+/// Flux reports a ShanraqCluster healthy exactly when it is `Ready` for the applied
+/// generation: in progress while a generation is unobserved or rolling out, failed when the
+/// spec is refused.
+#[test]
+fn flux_reads_health_through_kstatus_as_ready_for_the_applied_generation() {
+    let rolling = {
+        let mut workloads = all_ready();
+        workloads[0].ready = 1;
+        workloads
+    };
+    let first = desired(
+        &ShanraqClusterStatus::default(),
+        &cluster(ShanraqClusterSpec::default(), 1),
+        &Observed {
+            workloads: rolling,
+            ..Observed::default()
+        },
+        &at(1),
+    );
+    assert_eq!(kstatus(1, &first), "InProgress", "rolling out generation 1");
+    assert_ne!(find_condition(&first, READY), "True");
+
+    let ready = desired(
+        &first,
+        &cluster(ShanraqClusterSpec::default(), 1),
+        &Observed {
+            workloads: all_ready(),
+            ..Observed::default()
+        },
+        &at(2),
+    );
+    assert_eq!(kstatus(1, &ready), "Current");
+    assert_eq!(find_condition(&ready, READY), "True");
+    // A new spec the operator has not reconciled yet: the old Ready=True does not count.
+    assert_eq!(kstatus(2, &ready), "InProgress");
+
+    let invalid = InvalidSpec {
+        errors: vec![shanraq_api::admission::FieldError {
+            field: "spec.kafka.controllers".into(),
+            message: "kafka.controllers must be odd".into(),
+        }],
+    };
+    let refused = stalled(&ready, Some(3), &invalid, &at(3));
+    assert_eq!(kstatus(3, &refused), "Failed");
+    assert_eq!(find_condition(&refused, READY), "False");
+}
+
+fn find_condition(status: &ShanraqClusterStatus, type_: &str) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
+
+/// A measured failover joins the projection of its own component; the slower decides.
+#[test]
+fn measured_failovers_are_judged_per_component() {
+    let valid = cluster(spec_of("redis: { objectives: { rto: 2s } }"), 1);
+    let observed = Observed {
+        workloads: all_ready(),
+        last_failover_rto: Some(Duration::from_millis(1250)),
+        last_redis_failover_rto: Some(Duration::from_millis(2500)),
+        ..Observed::default()
+    };
+    let rto = find(&conditions(&valid, &observed, &at(10)), RTO_MET).clone();
+    assert_eq!(
+        (rto.truth, rto.reason.as_str()),
+        (Truth::False, "OverTarget")
+    );
+    assert!(
+        rto.message.starts_with(
+            "Redis: RTO 2s500ms > target 2s (projected 1s300ms: detection 250ms x 3, failover delay 0s, promotion 300ms, one routing check 250ms; last failover 2.5s)"
+        ),
+        "{}",
+        rto.message
+    );
+    assert!(
+        rto.message.contains(
+            "PostgreSQL: RTO 1s300ms <= target 30s (projected 1s300ms: detection 250ms x 3, failover delay 0s, promotion 300ms, one routing check 250ms; last failover 1.25s)"
+        ),
+        "{}",
+        rto.message
+    );
+    let next = desired(&ShanraqClusterStatus::default(), &valid, &observed, &at(10));
+    let figure = next.objectives.and_then(|o| o.rto).expect("RTO figure");
+    assert_eq!(
+        (
+            figure.measured.as_str(),
+            figure.target.as_str(),
+            figure.met,
+            figure.component.as_deref()
+        ),
+        ("2s500ms", "2s", false, Some("Redis"))
     );
 }

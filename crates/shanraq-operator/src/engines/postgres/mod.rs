@@ -152,11 +152,8 @@ impl HaRegistry {
     ) -> objectives::ProbeVerdicts {
         match self.shared(key) {
             Some(shared) => {
-                let met = (
-                    fresh.latency.as_ref().map(|v| v.met),
-                    fresh.availability.as_ref().map(|v| v.met),
-                );
-                shared.published_probes.choose(met, fresh)
+                let verdict = fresh.verdict();
+                shared.published_probes.choose(verdict, fresh)
             }
             None => fresh,
         }
@@ -171,8 +168,7 @@ impl HaRegistry {
     ) -> shanraq_ha::objectives::RpoMeasurement {
         match self.shared(key) {
             Some(shared) => {
-                let met =
-                    shanraq_ha::objectives::rpo(cluster.spec.objectives.rpo.as_std(), &fresh).met;
+                let met = objectives::rpo_condition(cluster, &fresh).1.met;
                 shared.published_rpo.choose(met, fresh)
             }
             None => fresh,

@@ -54,7 +54,7 @@ pub struct Shared {
     pub desired_hash: Mutex<Option<String>>,
     /// The probe verdicts last published in the status.
     pub published_probes: super::objectives::Published<
-        (Option<bool>, Option<bool>),
+        (Option<bool>, Option<bool>, bool),
         super::objectives::ProbeVerdicts,
     >,
 }
@@ -92,24 +92,6 @@ impl std::fmt::Debug for Deps {
             .field("reference", &self.reference)
             .finish_non_exhaustive()
     }
-}
-
-/// The probes' connection options, with the application's credentials from its Secret.
-async fn probe_options(
-    client: &Client,
-    namespace: &str,
-    target: &super::probes::ProbeTarget,
-) -> Result<sqlx::postgres::PgConnectOptions, StartError> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let username = secret_value(&secrets, &target.secret, "username").await?;
-    let password = secret_value(&secrets, &target.secret, "password").await?;
-    Ok(sqlx::postgres::PgConnectOptions::new()
-        .host(&target.host)
-        .port(target.port)
-        .database(&target.database)
-        .username(&username)
-        .password(&password)
-        .application_name("shanraq-probe"))
 }
 
 async fn read_token(client: &Client, spec: &TaskSpec) -> Result<BearerToken, StartError> {
@@ -295,14 +277,12 @@ async fn run_driver(
         clients,
     ));
     if let Some(target) = &spec.probe {
-        match probe_options(&deps.client, &spec.namespace, target).await {
-            Ok(options) => {
-                helpers.spawn(super::probes::run(options, shared.probes.clone()));
-            }
-            Err(error) => {
-                tracing::warn!(cluster = %key, %error, "no latency/availability probes");
-            }
-        }
+        helpers.spawn(super::probes::run(
+            deps.client.clone(),
+            spec.namespace.clone(),
+            target.clone(),
+            shared.probes.clone(),
+        ));
     }
     let mut running = tokio::spawn(driver.run());
 

@@ -33,12 +33,20 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_give_the_fast_profile_and_the_tightest_lag() {
+    fn the_defaults_give_the_fast_profile_and_redis_s_own_rpo() {
         let config = engine_config(&cluster("{}"));
         assert_eq!(config.probe_period, std::time::Duration::from_millis(250));
         assert_eq!(config.failure_threshold, 3);
         assert_eq!(config.min_replicas_to_write, 1);
-        assert_eq!(config.max_lag_seconds, 1, "RPO 0s tightens the lag to 1 s");
+        assert_eq!(
+            config.max_lag_seconds, 10,
+            "the cluster-wide 0s is not Redis's: Redis keeps minReplicasMaxLag, its default RPO"
+        );
+        let config = engine_config(&cluster("redis:\n  objectives:\n    rpo: 1s\n"));
+        assert_eq!(
+            config.max_lag_seconds, 1,
+            "Redis's own RPO tightens the lag"
+        );
         assert_eq!(config.max_lag_bytes, 1024 * 1024);
     }
 

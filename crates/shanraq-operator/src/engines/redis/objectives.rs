@@ -34,6 +34,49 @@ pub fn measure(handle: &RedisDriverHandle) -> Option<RpoMeasurement> {
     })
 }
 
+/// The Redis RPO measurement to publish, per cluster: an unchanged verdict keeps the last
+/// published measurement for `REPUBLISH_AFTER`, as PostgreSQL's does (see
+/// `engines::postgres::objectives::Published`).
+#[derive(Debug, Default)]
+pub struct PublishedRpo {
+    by_cluster: std::sync::Mutex<
+        std::collections::BTreeMap<
+            String,
+            std::sync::Arc<crate::engines::postgres::objectives::Published<bool, RpoMeasurement>>,
+        >,
+    >,
+}
+
+impl PublishedRpo {
+    pub fn choose(
+        &self,
+        key: &str,
+        cluster: &shanraq_api::ValidCluster,
+        fresh: RpoMeasurement,
+    ) -> RpoMeasurement {
+        let target = cluster
+            .spec
+            .objective_targets(shanraq_api::objectives::ObjectiveComponent::Redis)
+            .rpo;
+        let met = shanraq_ha::objectives::rpo(target.as_std(), &fresh).met;
+        let Ok(mut by_cluster) = self.by_cluster.lock() else {
+            return fresh;
+        };
+        by_cluster
+            .entry(key.to_owned())
+            .or_default()
+            .clone()
+            .choose(met, fresh)
+    }
+
+    /// The cluster is gone: its last measurement with it.
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut by_cluster) = self.by_cluster.lock() {
+            by_cluster.remove(key);
+        }
+    }
+}
+
 /// `RedisReady` in cluster mode: the workloads being ready is not enough, the cluster must
 /// serve every slot; the message carries what the Redis task last observed.
 pub fn cluster_condition(
@@ -82,6 +125,49 @@ mod tests {
             "Ready",
             "StatefulSet demo-redis 6/6 ready",
         )
+    }
+
+    fn valid(yaml: &str) -> shanraq_api::ValidCluster {
+        let spec: shanraq_api::ShanraqClusterSpec =
+            serde_saphyr::from_str(yaml).expect("spec parses");
+        let mut object = shanraq_api::ShanraqCluster::new("demo", spec);
+        object.metadata.namespace = Some("fintech".to_owned());
+        shanraq_api::validate(&object, &shanraq_api::LiveState::default()).expect("valid")
+    }
+
+    fn lagging(bytes: u64, seconds: u64) -> RpoMeasurement {
+        RpoMeasurement::Asynchronous {
+            replica: "redis 10.0.0.7:6379".to_owned(),
+            lag_bytes: bytes,
+            lag: Duration::from_secs(seconds),
+        }
+    }
+
+    /// A moving lag with the same verdict is not republished; a flipped verdict is at once.
+    #[test]
+    fn an_unchanged_verdict_keeps_the_published_measurement() {
+        let cluster = valid("redis: { objectives: { rpo: 2s } }");
+        let published = PublishedRpo::default();
+        let key = cluster.key();
+        assert_eq!(
+            published.choose(&key, &cluster, lagging(10, 0)),
+            lagging(10, 0)
+        );
+        assert_eq!(
+            published.choose(&key, &cluster, lagging(90, 1)),
+            lagging(10, 0),
+            "still met: the first figure stays"
+        );
+        assert_eq!(
+            published.choose(&key, &cluster, lagging(5000, 3)),
+            lagging(5000, 3),
+            "over the target: published at once"
+        );
+        published.forget(&key);
+        assert_eq!(
+            published.choose(&key, &cluster, lagging(7, 0)),
+            lagging(7, 0)
+        );
     }
 
     #[test]
