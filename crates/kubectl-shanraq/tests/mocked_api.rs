@@ -204,6 +204,7 @@ fn healthy_cluster() -> ShanraqCluster {
                 routed_at: Some("2026-12-01T10:00:00.900Z".into()),
                 rto_ms: Some(900),
                 lost_bytes: Some(0),
+                data_lost: None,
             }),
             ..PostgresStatus::default()
         }),

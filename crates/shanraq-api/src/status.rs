@@ -123,9 +123,14 @@ pub struct FailoverRecord {
     /// From the primary's loss (or the switchover request) to routing to the new primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rto_ms: Option<i64>,
-    /// WAL bytes the old primary had that the new one did not (0 under synchronous replication).
+    /// WAL bytes the old primary had that the new one did not (0 under synchronous replication;
+    /// Redis: replication offset bytes). Absent when not known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost_bytes: Option<i64>,
+    /// Why this failover is known to have lost data no member held any more (Redis: every node
+    /// came back without it), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_lost: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -76,6 +76,10 @@ pub enum RpoMeasurement {
     },
     /// No replica could be promoted (or a failover refused): loss is unbounded.
     NoPromotableReplica { reason: String },
+    /// The last failover lost data no member held any more (Redis: every node came back
+    /// without it). Judged, like the last failover's RTO, until another failover or a
+    /// switchover replaces it.
+    DataLost { reason: String },
 }
 
 pub fn rpo(target: Duration, measurement: &RpoMeasurement) -> ObjectiveStatus {
@@ -119,6 +123,9 @@ pub fn rpo(target: Duration, measurement: &RpoMeasurement) -> ObjectiveStatus {
         }
         RpoMeasurement::NoPromotableReplica { reason } => {
             verdict(false, "RPO", "unbounded".to_owned(), reason, target_text)
+        }
+        RpoMeasurement::DataLost { reason } => {
+            verdict(false, "RPO", "data lost".to_owned(), reason, target_text)
         }
     }
 }
@@ -227,6 +234,7 @@ impl RpoMeasurement {
     /// asynchronous lag, synchronous last.
     fn exposure(&self) -> (u8, Duration, u64) {
         match self {
+            RpoMeasurement::DataLost { .. } => (3, Duration::MAX, u64::MAX),
             RpoMeasurement::NoPromotableReplica { .. } => (2, Duration::MAX, u64::MAX),
             RpoMeasurement::Synchronous {
                 streaming,
@@ -535,7 +543,7 @@ impl RpoMeasurement {
     /// most, synchronous with its quorum nothing.
     pub fn weight(&self) -> Duration {
         match self.exposure() {
-            (2, ..) => Duration::MAX,
+            (2.., ..) => Duration::MAX,
             (_, lag, _) => lag,
         }
     }
@@ -593,6 +601,14 @@ mod tests {
                 },
                 false,
                 "RPO unbounded (failover refused: quorum unreachable) > target 60s",
+            ),
+            (
+                Duration::from_secs(10),
+                RpoMeasurement::DataLost {
+                    reason: "every node came back empty".into(),
+                },
+                false,
+                "RPO data lost (every node came back empty) > target 10s",
             ),
         ];
         for (target, measurement, met, message) in cases {

@@ -883,6 +883,7 @@ async fn a_running_drill_records_the_rto_of_its_failover() {
         routed_at: Some("2026-12-01T11:00:00.810Z".into()),
         rto_ms: Some(810),
         lost_bytes: Some(0),
+        data_lost: None,
     });
     object.status = Some(status);
     let rendered = render(&object, false);

@@ -411,6 +411,7 @@ mod tests {
             routed_at: Some(detected.into()),
             rto_ms: Some(rto_ms),
             lost_bytes: Some(0),
+            data_lost: None,
         }
     }
 

@@ -1,6 +1,8 @@
 //! What bounds Redis data loss right now, from the driver's last probe round: the master's view
 //! of its replicas (offset and seconds since the last acknowledgement). Writes confirmed with
-//! `WAIT` are on a replica; the rest may be lost up to the best replica's lag.
+//! `WAIT` are on a replica; the rest may be lost up to the best replica's lag. A last failover
+//! that lost data no member held any more (a full outage without persistence) is said instead,
+//! until another failover or a switchover replaces it.
 
 use std::time::Duration;
 
@@ -11,6 +13,15 @@ use shanraq_ha::objectives::RpoMeasurement;
 pub fn measure(handle: &RedisDriverHandle) -> Option<RpoMeasurement> {
     let state = handle.state();
     let master = state.current_primary?;
+    if let Some(why) = state
+        .last_failover
+        .as_ref()
+        .and_then(|record| record.detail.data_lost.clone())
+    {
+        return Some(RpoMeasurement::DataLost {
+            reason: format!("the last Redis failover lost data: {why}"),
+        });
+    }
     let infos = handle.infos();
     let Some(info) = infos.get(&master).filter(|info| info.is_master()) else {
         return Some(RpoMeasurement::NoPromotableReplica {

@@ -2,6 +2,7 @@
 //! (what a restarted operator resumes from) and the fields people read (current master, epoch,
 //! phase, failovers, the last failover's timeline). Pure.
 
+use shanraq_api::status::FailoverRecord as StatusRecord;
 use serde_json::{Value, json};
 use shanraq_ha::redis::RedisHaState;
 
@@ -21,7 +22,10 @@ pub const HA_FIELDS: [&str; 7] = [
 
 /// The readable fields of `status.redis` for `state` (the store adds `haState`).
 pub fn redis_patch(state: &RedisHaState) -> Result<Value, serde_json::Error> {
-    let last = state.last_failover.as_ref().map(failover_record);
+    let last = state.last_failover.as_ref().map(|record| StatusRecord {
+        data_lost: record.detail.data_lost.clone(),
+        ..failover_record(record)
+    });
     Ok(json!({
         "currentMaster": state.current_primary.as_ref().map(ToString::to_string),
         "epoch": state.epoch,
@@ -96,5 +100,28 @@ mod tests {
         strip_ha_fields(&mut status);
         assert_eq!(status["redis"], json!({}));
         assert_eq!(status["postgres"]["epoch"], 1);
+    }
+
+    #[test]
+    fn a_failover_that_lost_data_says_so_in_last_failover() {
+        let mut record = shanraq_ha::redis::FailoverRecord::failover::<()>(
+            5,
+            NodeId::new("demo-redis-0"),
+            None,
+            shanraq_ha::redis::Millis(1_000),
+            shanraq_ha::redis::RecordDetail::default(),
+        );
+        record.detail.data_lost = Some("every node came back without its data".to_owned());
+        let state = RedisHaState {
+            epoch: 5,
+            last_failover: Some(record),
+            ..RedisHaState::default()
+        };
+        let patch = redis_patch(&state).expect("serialises");
+        assert_eq!(
+            patch["lastFailover"]["dataLost"],
+            "every node came back without its data"
+        );
+        assert!(patch["lastFailover"].get("lostBytes").is_none());
     }
 }
