@@ -322,8 +322,9 @@ impl<P: Product> Ha<P> {
         }
     }
 
-    /// Reports a failed command as an event; a refusal for a stale token is a claim seen.
-    pub(crate) fn note_failure(
+    /// Records that `command` ended (its target is free again, after a back-off when it failed)
+    /// and tells a failure as an event; what the failure means is the product's.
+    pub(crate) fn note_done(
         &mut self,
         command: &P::Command,
         error: Option<String>,

@@ -256,7 +256,7 @@ impl Probing<Postgres> for PostgresHa {
     /// Reports how an emitted command ended, with the status the instance answered with.
     fn command_done(&mut self, command: &Command, outcome: Outcome, now: Millis) {
         let Outcome { result, status } = outcome;
-        self.note_failure(command, result.as_ref().err().map(ToString::to_string), now);
+        self.note_done(command, result.as_ref().err().map(ToString::to_string), now);
         if let Err(CommandError::StaleEpoch {
             instance_epoch,
             holder,

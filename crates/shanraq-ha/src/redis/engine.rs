@@ -358,7 +358,7 @@ impl Probing<Redis> for RedisHa {
 
     /// Reports how an emitted command ended, with the node's `INFO replication` after it.
     fn command_done(&mut self, command: &Command, result: CommandResult, now: Millis) {
-        self.note_failure(command, result.as_ref().err().map(ToString::to_string), now);
+        self.note_done(command, result.as_ref().err().map(ToString::to_string), now);
         if let Ok(Some(info)) = &result {
             self.observe(Observation::reachable(
                 command.node().clone(),
