@@ -84,7 +84,7 @@ async fn back_to_back_failovers_never_fail_the_new_master_over_without_a_fault()
     }
     let state = group.stop_driver().await.expect("the driver's last state");
     assert_eq!(
-        state.detail.failovers, runs,
+        state.failovers, runs,
         "one failover per fault, none more"
     );
 }

@@ -23,7 +23,7 @@ use crate::dispatch::Targeted;
 use crate::engine::{Decided, Engine, Notable};
 use crate::events::Lifecycle;
 use crate::postgres::{Millis, NodeId};
-use crate::record::{FailoverRecord, Stamped, Suspicion, Telling};
+use crate::record::{FailoverKind, FailoverRecord, Stamped, Suspicion, Telling};
 use crate::state::{HaState, Phase};
 use crate::switchover::SwitchoverError;
 
@@ -191,8 +191,6 @@ pub trait Failing<P: Product> {
     fn promoting(&mut self, now: Millis, commands: &mut Vec<P::Command>);
     /// Switch writes to the new primary (`Ha::routed` completes it once confirmed).
     fn routing(&mut self, now: Millis, commands: &mut Vec<P::Command>);
-    /// What a completed failover or switchover adds to the state.
-    fn completed(&mut self, _record: &Record<P>) {}
 }
 
 /// A product's planned switchover, implemented on `Ha<Self>` in the product's folder (the
@@ -615,7 +613,10 @@ where
             return;
         };
         record.finish(now);
-        self.completed(&record);
+        match record.kind {
+            FailoverKind::Failover => self.state.failovers += 1,
+            FailoverKind::Switchover => self.state.switchovers += 1,
+        }
         self.state.last_failover = Some(record.clone());
         let node = record.ends_on();
         self.event(now, Lifecycle::Routed { node });

@@ -1,6 +1,7 @@
 //! The failover state every engine persists (Kubernetes status or a local file) after each step
 //! that changed it, written once: the fencing token (epoch and owner), the designated and the
-//! target primary, the phase, the suspicion and the failover in flight, the last failover. Each
+//! target primary, the phase, the suspicion and the failover in flight, the last failover and
+//! how many have completed. Each
 //! engine names its phases (`P`) and adds its own fields (`X`, flattened, so the stored JSON
 //! stays one flat object). Nothing here moves on every probe, so a quiet cluster writes
 //! nothing.
@@ -75,6 +76,12 @@ pub struct HaState<D, S, X> {
     pub in_flight: Option<FailoverRecord<D>>,
     #[serde(default)]
     pub last_failover: Option<FailoverRecord<D>>,
+    /// Unplanned failovers completed since the state was created.
+    #[serde(default)]
+    pub failovers: u64,
+    /// Switchovers completed since the state was created.
+    #[serde(default)]
+    pub switchovers: u64,
     /// What the engine adds.
     #[serde(flatten)]
     pub detail: X,
@@ -110,12 +117,12 @@ mod tests {
 
     #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct Counts {
+    struct Extra {
         #[serde(default)]
-        failovers: u64,
+        sync_set: Vec<NodeId>,
     }
 
-    type State = HaState<NoDetail, NoDetail, Counts>;
+    type State = HaState<NoDetail, NoDetail, Extra>;
 
     #[test]
     fn the_engine_fields_are_stored_flat_and_a_master_reads_as_the_primary() {
@@ -123,14 +130,19 @@ mod tests {
             epoch: 3,
             current_primary: Some(NodeId::new("r1")),
             phase: Phase::Healthy,
-            detail: Counts { failovers: 2 },
+            failovers: 2,
+            detail: Extra {
+                sync_set: vec![NodeId::new("r2")],
+            },
             ..State::default()
         };
         let json = serde_json::to_value(&state).expect("json");
         assert_eq!(json["failovers"], 2);
+        assert_eq!(json["syncSet"][0], "r2");
         assert_eq!(json["currentPrimary"], "r1");
         let stored = serde_json::json!({
-            "epoch": 3, "currentMaster": "r1", "phase": "Healthy", "failovers": 2
+            "epoch": 3, "currentMaster": "r1", "phase": "Healthy", "failovers": 2,
+            "syncSet": ["r2"]
         });
         assert_eq!(
             serde_json::from_value::<State>(stored).expect("read"),

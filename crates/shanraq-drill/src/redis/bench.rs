@@ -151,7 +151,7 @@ pub async fn run_once(
         .index_of(&from)
         .ok_or_else(|| RedisDrillError::Render(format!("{from} is not a member")))?;
     let clock = shanraq_ha::adapters::driver::system_clock();
-    let before = group.handle().state().detail.failovers;
+    let before = group.handle().state().failovers;
     let watch = SplitBrainWatch::start(group.members(), group.password().to_owned(), clock.clone());
     let (progress_tx, progress) = tokio::sync::watch::channel(0_usize);
     let writer = WaitWriter::start(
@@ -180,7 +180,7 @@ pub async fn run_once(
             .borrow()
             .as_ref()
             .is_some_and(|(master, _)| master.name != from);
-        (state.detail.failovers > before && moved).then_some(state)
+        (state.failovers > before && moved).then_some(state)
     })
     .await;
     let failed_over = match failed_over {
@@ -228,7 +228,7 @@ pub async fn run_once(
     let rto_ms = report
         .first_ack_on_other(&from, injected_at)
         .map_or(0, |ack| ack.at.since(injected_at));
-    let failovers = state.detail.failovers.saturating_sub(before);
+    let failovers = state.failovers.saturating_sub(before);
     Ok(RedisRun {
         fault,
         from,
@@ -440,7 +440,7 @@ pub async fn switch_over(
             .map_err(shanraq_ha::adapters::redis::RedisDriverError::from)?;
         let handle = group.handle().clone();
         wait_until("the switchover", STEP_TIMEOUT, || {
-            (handle.state().detail.switchovers > before.detail.switchovers).then_some(())
+            (handle.state().switchovers > before.switchovers).then_some(())
         })
         .await?;
         let master = group.wait_converged(STEP_TIMEOUT).await?;
@@ -472,8 +472,7 @@ pub async fn switch_over(
         failovers: group
             .handle()
             .state()
-            .detail
             .failovers
-            .saturating_sub(before.detail.failovers),
+            .saturating_sub(before.failovers),
     })
 }

@@ -110,8 +110,9 @@ pub enum EventKind {
     /// A node claimed the master role without the designation (a returning old master): it is
     /// made a replica of the current master.
     StaleMasterDemoted { node: NodeId },
-    /// A node answered with another replication id and a lower offset than before: it came
-    /// back without its data (restarted empty, or from another history).
+    /// A node answered, without syncing from a master, with another replication id and an
+    /// offset gone back: it came back without its data (restarted empty, or from another
+    /// history).
     DatasetLost {
         node: NodeId,
         offset_before: u64,

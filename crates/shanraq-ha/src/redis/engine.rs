@@ -18,7 +18,7 @@ use super::command::{Command, CommandResult, EventKind};
 use super::config::RedisHaConfig;
 use super::info::ReplicationInfo;
 use super::model::{Observation, RedisMember};
-use super::state::{FailoverKind, Phase, RecordDetail, RedisHaState, StateDetail, Suspicion};
+use super::state::{FailoverKind, Phase, RecordDetail, RedisHaState, Suspicion};
 
 use crate::events::Lifecycle;
 use crate::machine::{Ha, Probing, Product, Steady};
@@ -33,9 +33,16 @@ pub struct Seen {
     /// The replication id and offset of the member's last answer: one that comes back with
     /// another id and a lower offset lost its data.
     pub(super) history: Option<(String, u64)>,
+    /// It came back without its data and has not synced from a master since: it holds none of
+    /// the group's history, whatever its offset says.
+    pub(super) lost_data: bool,
 }
 
 pub type NodeView = crate::probe::View<ReplicationInfo, Seen>;
+
+/// The offset of a detached member that holds nothing: a restarted, empty redis-server reports
+/// 0 as a master and 1 as a replica of nowhere.
+const EMPTY_OFFSET: u64 = 1;
 
 /// Redis (replication mode) as a product of the one engine (`crate::machine`).
 #[derive(Debug)]
@@ -65,7 +72,7 @@ impl Product for Redis {
     type EventKind = EventKind;
     type RecordDetail = RecordDetail;
     type SuspicionDetail = NoDetail;
-    type StateDetail = StateDetail;
+    type StateDetail = NoDetail;
     type Memory = Remembered;
     type Signal = NoSignal;
     type Outcome = CommandResult;
@@ -111,10 +118,10 @@ impl RedisHa {
         self.own.replica_lag = lags;
     }
 
-    /// Remembers where `node`'s data stands. A member that answers with another replication id
-    /// and a lower offset than before, and not as a follower of the current master (which a
-    /// resync would make it), came back without its data: it restarted empty, or from a
-    /// history that is not the group's. Said at once, whatever the engine then does with it.
+    /// Remembers where `node`'s data stands. A member that answers, without a link to a master,
+    /// with another replication id and an offset that went back (or an empty one) came back
+    /// without its data: it restarted empty, or from a history that is not the group's. Said at once, and it counts as holding none of the group's history until it
+    /// syncs from a master again.
     pub(super) fn note_history(&mut self, node: &NodeId, info: &ReplicationInfo, at: Millis) {
         let Some(view) = self.core.nodes.get_mut(node) else {
             return;
@@ -123,11 +130,22 @@ impl RedisHa {
             .extra
             .history
             .replace((info.replid.clone(), info.offset));
+        if info.link_up {
+            view.extra.lost_data = false;
+            return;
+        }
         let Some((replid, offset)) = before else {
             return;
         };
-        let adopted = self.own.master_replid.as_ref() == Some(&info.replid);
-        if replid != info.replid && info.offset < offset && !adopted {
+        // A new replication id alone proves nothing: a master takes one on promotion and when
+        // its first replica attaches, and its replicas take it when they sync, which the engine
+        // may not have seen before their link dropped. What a restart leaves is a new id with
+        // the offset gone back: below what the member held, or empty (a detached member at the
+        // start of a history).
+        let empty = !info.is_master() && info.offset <= EMPTY_OFFSET;
+        let restarted = replid != info.replid && (info.offset < offset || empty);
+        if restarted {
+            view.extra.lost_data = true;
             self.event(
                 at,
                 EventKind::DatasetLost {
@@ -137,6 +155,14 @@ impl RedisHa {
                 },
             );
         }
+    }
+
+    /// Whether `node` may hold the group's history (it was not seen coming back without it).
+    pub(super) fn holds_history(&self, node: &NodeId) -> bool {
+        self.core
+            .nodes
+            .get(node)
+            .is_none_or(|view| !view.extra.lost_data)
     }
 
     // ---- helpers -------------------------------------------------------------------------
@@ -419,7 +445,6 @@ impl Probing<Redis> for RedisHa {
     fn failover_detail(&self, _suspect: Option<&Suspicion>) -> RecordDetail {
         RecordDetail {
             master_offset: self.own.master_offset,
-            master_replid: self.own.master_replid.clone(),
             ..RecordDetail::default()
         }
     }

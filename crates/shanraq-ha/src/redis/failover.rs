@@ -7,7 +7,7 @@ use super::election::{Candidate, LossBound, elect};
 use super::engine::{Redis, RedisHa};
 use super::info::ReplicationInfo;
 use super::model::Observation;
-use super::state::{FailoverKind, FailoverRecord, Phase};
+use super::state::{FailoverRecord, Phase};
 use crate::events::join;
 use crate::machine::Failing;
 use crate::postgres::{Millis, NodeId};
@@ -121,8 +121,8 @@ impl RedisHa {
                 .info_since(&elected.node, record.started_at)
                 .map_or(0, |info| info.offset);
             let why = format!(
-                "{} does not hold the old master's history (another replication id): the members came back \
-                 without their data, and what the old master held{} is lost",
+                "{} does not hold the old master's history: the members came back without their data, and \
+                 what the old master held{} is lost",
                 elected.node,
                 elected
                     .lost_bytes
@@ -235,15 +235,6 @@ impl Failing<Redis> for RedisHa {
         let Some(record) = self.in_flight_or_healthy() else {
             return;
         };
-        // Offsets are positions in the old master's history: a member with another
-        // replication id (it came back empty, or from another history) holds none of it.
-        let in_history = |info: &ReplicationInfo| {
-            record
-                .detail
-                .master_replid
-                .as_ref()
-                .is_none_or(|replid| replid == &info.replid)
-        };
         let mut foreign = Vec::new();
         let candidates: Vec<Candidate> = self
             .others(&record.from)
@@ -254,7 +245,9 @@ impl Failing<Redis> for RedisHa {
                 if !info.is_detached() {
                     return None;
                 }
-                let offset = if in_history(info) {
+                // Offsets are positions in the group's history: a member that came back
+                // without its data holds none of it, whatever its offset says.
+                let offset = if self.holds_history(&node) {
                     info.offset
                 } else {
                     foreign.push(node.clone());
@@ -286,7 +279,7 @@ impl Failing<Redis> for RedisHa {
         // least as far as the best candidate: take it back.
         let best = candidates.iter().map(|c| c.offset).max().unwrap_or(0);
         if let Some(info) = &old_master
-            && in_history(info)
+            && self.holds_history(&record.from)
             && info.offset >= best
             && info.offset >= record.detail.master_offset.unwrap_or(0)
         {
@@ -306,8 +299,9 @@ impl Failing<Redis> for RedisHa {
         // with more, so waiting would keep Redis down without saving a write. The most
         // advanced is promoted and the loss is said.
         let everyone = candidates.len() == self.members.len() - 1 && old_master.is_some();
-        let none_in_history =
-            foreign.len() == candidates.len() && old_master.as_ref().is_some_and(|i| !in_history(i));
+        let none_in_history = foreign.len() == candidates.len()
+            && old_master.is_some()
+            && !self.holds_history(&record.from);
         if everyone
             && none_in_history
             && let Some(winner) = candidates
@@ -364,12 +358,5 @@ impl Failing<Redis> for RedisHa {
         self.core
             .dispatch
             .emit(Command::Route { master, epoch }, now, commands);
-    }
-
-    fn completed(&mut self, record: &FailoverRecord) {
-        match record.kind {
-            FailoverKind::Failover => self.state.detail.failovers += 1,
-            FailoverKind::Switchover => self.state.detail.switchovers += 1,
-        }
     }
 }

@@ -1,5 +1,5 @@
-//! What Redis's engine persists beyond every engine's state (`crate::state::HaState`): its
-//! phases, what it adds to a failover record, and its failover and switchover counts.
+//! What Redis's engine persists beyond every engine's state (`crate::state::HaState`): what it
+//! adds to a failover record.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,9 +19,6 @@ pub struct RecordDetail {
     pub fenced_how: Option<String>,
     /// The elected replica's offset.
     pub elected_offset: Option<u64>,
-    /// The old master's replication id when the failover started: offsets are positions in
-    /// its history, and a member with another id holds none of it.
-    pub master_replid: Option<String>,
     /// Why the old master's data is known lost with this failover (every member came back
     /// without it), when it is.
     pub data_lost: Option<String>,
@@ -31,16 +28,7 @@ pub struct RecordDetail {
 /// unable to take an acknowledged write).
 pub type FailoverRecord = crate::record::FailoverRecord<RecordDetail>;
 
-/// What Redis adds to the persisted state.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct StateDetail {
-    /// Unplanned failovers completed since the state was created.
-    pub failovers: u64,
-    /// Switchovers completed since the state was created.
-    pub switchovers: u64,
-}
-
 /// The persisted HA state of one Redis replication group (`crate::state::HaState`; the
 /// designated master is `current_primary`).
-pub type RedisHaState = crate::state::HaState<RecordDetail, crate::record::NoDetail, StateDetail>;
+pub type RedisHaState =
+    crate::state::HaState<RecordDetail, crate::record::NoDetail, crate::record::NoDetail>;

@@ -33,8 +33,8 @@ fn a_switchover_pauses_writes_waits_for_the_target_and_demotes_the_old_master() 
     assert!(!sim.nodes["r0"].paused);
     let record = sim.engine.state().last_failover.clone().expect("recorded");
     assert_eq!(record.lost_bytes, Some(0));
-    assert_eq!(sim.engine.state().detail.switchovers, 1);
-    assert_eq!(sim.engine.state().detail.failovers, 0);
+    assert_eq!(sim.engine.state().switchovers, 1);
+    assert_eq!(sim.engine.state().failovers, 0);
     assert_eq!(sim.masters_up(), vec!["r2"]);
 }
 

@@ -30,7 +30,7 @@ pub fn redis_patch(state: &RedisHaState) -> Result<Value, serde_json::Error> {
         "currentMaster": state.current_primary.as_ref().map(ToString::to_string),
         "epoch": state.epoch,
         "phase": state.phase.to_string(),
-        "failovers": state.detail.failovers,
+        "failovers": state.failovers,
         "lastFailover": serde_json::to_value(last)?,
     }))
 }
@@ -79,10 +79,7 @@ mod tests {
             epoch: 4,
             current_primary: Some(NodeId::new("demo-redis-1")),
             phase: Phase::Healthy,
-            detail: shanraq_ha::redis::StateDetail {
-                failovers: 2,
-                switchovers: 0,
-            },
+            failovers: 2,
             ..RedisHaState::default()
         };
         let patch =
