@@ -83,10 +83,7 @@ async fn back_to_back_failovers_never_fail_the_new_master_over_without_a_fault()
         check(&figures);
     }
     let state = group.stop_driver().await.expect("the driver's last state");
-    assert_eq!(
-        state.failovers, runs,
-        "one failover per fault, none more"
-    );
+    assert_eq!(state.failovers, runs, "one failover per fault, none more");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

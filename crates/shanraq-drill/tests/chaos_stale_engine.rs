@@ -294,10 +294,7 @@ async fn a_paused_redis_engine_that_wakes_after_a_failover_acts_on_nothing() {
     );
     let now = group.handle().state();
     assert_eq!(now.epoch, failed_over.epoch, "no further epoch");
-    assert_eq!(
-        now.failovers, failed_over.failovers,
-        "no second failover"
-    );
+    assert_eq!(now.failovers, failed_over.failovers, "no second failover");
     assert_eq!(now.current_primary, failed_over.current_primary);
     group.stop_driver().await;
 }

@@ -322,12 +322,7 @@ impl<P: Product> Ha<P> {
 
     /// Records that `command` ended (its target is free again, after a back-off when it failed)
     /// and tells a failure as an event; what the failure means is the product's.
-    pub(crate) fn note_done(
-        &mut self,
-        command: &P::Command,
-        error: Option<String>,
-        now: Millis,
-    ) {
+    pub(crate) fn note_done(&mut self, command: &P::Command, error: Option<String>, now: Millis) {
         let period = self.timing().probe_period;
         self.core.finished(command, error.is_some(), now, period);
         if let Some(error) = error {

@@ -319,11 +319,7 @@ fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str)
     };
 
     let mut kafka = meta::container("kafka", &spec.image, KAFKA_UID, true);
-    kafka.command = Some(vec![
-        "sh".to_owned(),
-        "-c".to_owned(),
-        start_script(cluster, role),
-    ]);
+    kafka.command = meta::shell(start_script(cluster, role));
     kafka.env = Some(vec![
         meta::pod_name_env(),
         // kafka.logs.dir of kafka-run-class.sh, for a log4j configuration that writes files:

@@ -262,6 +262,12 @@ pub struct Workload<'a> {
     pub config_hash: &'a str,
 }
 
+/// `sh -c script`: how every container starts its program (the script renders its
+/// configuration from the pod's name first), and how a probe runs a pipeline.
+pub fn shell(script: String) -> Option<Vec<String>> {
+    Some(vec!["sh".to_owned(), "-c".to_owned(), script])
+}
+
 /// A component's StatefulSet.
 pub fn stateful_set(
     cluster: &ValidCluster,

@@ -387,11 +387,7 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
     let names = &cluster.names;
 
     let mut postgres = meta::container("postgres", &spec.image, POSTGRES_UID, true);
-    postgres.command = Some(vec![
-        "sh".to_owned(),
-        "-c".to_owned(),
-        start_script(cluster),
-    ]);
+    postgres.command = meta::shell(start_script(cluster));
     let mut env = vec![
         meta::pod_name_env(),
         meta::env(

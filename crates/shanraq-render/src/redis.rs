@@ -166,13 +166,9 @@ fn start_script(cluster: &ValidCluster) -> String {
 fn redis_cli_probe(period: i32) -> Probe {
     Probe {
         exec: Some(ExecAction {
-            command: Some(vec![
-                "sh".to_owned(),
-                "-c".to_owned(),
-                format!(
-                    "REDISCLI_AUTH=\"$(cat {SECRET_DIR}/password)\" redis-cli -h 127.0.0.1 -p {PORT} ping | grep -q PONG"
-                ),
-            ]),
+            command: meta::shell(format!(
+                "REDISCLI_AUTH=\"$(cat {SECRET_DIR}/password)\" redis-cli -h 127.0.0.1 -p {PORT} ping | grep -q PONG"
+            )),
         }),
         period_seconds: Some(period),
         timeout_seconds: Some(2),
@@ -239,11 +235,7 @@ fn stateful_set(cluster: &ValidCluster, config_hash: &str) -> StatefulSet {
     let names = &cluster.names;
 
     let mut redis = meta::container("redis", &spec.image, REDIS_UID, true);
-    redis.command = Some(vec![
-        "sh".to_owned(),
-        "-c".to_owned(),
-        start_script(cluster),
-    ]);
+    redis.command = meta::shell(start_script(cluster));
     redis.env = Some(vec![meta::pod_name_env()]);
     let mut ports = vec![meta::container_port("redis", PORT)];
     if spec.mode == RedisMode::Cluster {
@@ -444,7 +436,7 @@ fn cluster_init_job(cluster: &ValidCluster) -> Job {
     );
 
     let mut container = meta::container("cluster-init", &spec.image, REDIS_UID, true);
-    container.command = Some(vec!["sh".to_owned(), "-c".to_owned(), script]);
+    container.command = meta::shell(script);
     container.volume_mounts = Some(vec![
         meta::mount("auth", SECRET_DIR, true),
         meta::mount("tmp", "/tmp", false),

@@ -17,10 +17,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Runs `haproxy -c -f` on `config`; the error carries HAProxy's own diagnostics.
 pub fn check_config(config: &str) -> Result<(), TestkitError> {
     let haproxy = binaries::haproxy()?;
-    let dir = tempfile::Builder::new()
-        .prefix("shanraq-haproxy-check-")
-        .tempdir()
-        .map_err(|source| TestkitError::io("creating temp dir", source))?;
+    let dir = crate::process::temp_dir("shanraq-haproxy-check-")?;
     let path = dir.path().join("haproxy.cfg");
     std::fs::write(&path, config)
         .map_err(|source| TestkitError::io(format!("writing {}", path.display()), source))?;
@@ -91,10 +88,7 @@ impl HaproxyProcess {
     ) -> Result<HaproxyProcess, TestkitError> {
         check_config(config)?;
         let haproxy = binaries::haproxy()?;
-        let dir = tempfile::Builder::new()
-            .prefix("shanraq-haproxy-")
-            .tempdir()
-            .map_err(|source| TestkitError::io("creating temp dir", source))?;
+        let dir = crate::process::temp_dir("shanraq-haproxy-")?;
         let config_path = dir.path().join("haproxy.cfg");
         std::fs::write(&config_path, config).map_err(|source| {
             TestkitError::io(format!("writing {}", config_path.display()), source)

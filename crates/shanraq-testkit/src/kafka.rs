@@ -236,10 +236,7 @@ impl KafkaCluster {
     ) -> Result<KafkaCluster, TestkitError> {
         let home = binaries::kafka_home()?;
         let java = binaries::java()?;
-        let dir = tempfile::Builder::new()
-            .prefix("shanraq-kafka-")
-            .tempdir()
-            .map_err(|source| TestkitError::io("creating temp dir", source))?;
+        let dir = crate::process::temp_dir("shanraq-kafka-")?;
         let log4j = dir.path().join("log4j2.properties");
         write(&log4j, LOG4J2)?;
         if let Some(metrics) = &options.metrics {

@@ -37,10 +37,7 @@ impl TempPostgres {
     pub async fn start(fragment: &str) -> Result<TempPostgres, TestkitError> {
         let bin = binaries::pg_bin_dir()?;
         let user = PostgresUser::lookup()?;
-        let dir = tempfile::Builder::new()
-            .prefix("shanraq-pg-")
-            .tempdir()
-            .map_err(|source| TestkitError::io("creating temp dir", source))?;
+        let dir = crate::process::temp_dir("shanraq-pg-")?;
         user.own(dir.path())?;
         let data_dir = dir.path().join("data");
         let socket_dir = dir.path().join("socket");

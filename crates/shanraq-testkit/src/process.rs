@@ -116,3 +116,11 @@ pub(crate) async fn wait_for_addr(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A directory of its own for one server (`prefix` names it in /tmp), removed when dropped.
+pub(crate) fn temp_dir(prefix: &str) -> Result<tempfile::TempDir, TestkitError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|source| TestkitError::io(format!("creating a {prefix}* directory"), source))
+}

@@ -35,10 +35,7 @@ pub struct RedisServer {
 impl RedisServer {
     pub async fn start(config: &str) -> Result<RedisServer, TestkitError> {
         let redis_server = binaries::redis_server()?;
-        let dir = tempfile::Builder::new()
-            .prefix("shanraq-redis-")
-            .tempdir()
-            .map_err(|source| TestkitError::io("creating temp dir", source))?;
+        let dir = crate::process::temp_dir("shanraq-redis-")?;
         let config_path = dir.path().join("redis.conf");
         std::fs::write(&config_path, config).map_err(|source| {
             TestkitError::io(format!("writing {}", config_path.display()), source)
@@ -80,10 +77,7 @@ impl RedisServer {
         lab: Option<(&NetLab, &str)>,
     ) -> Result<RedisServer, TestkitError> {
         let redis_server = binaries::redis_server()?;
-        let dir = tempfile::Builder::new()
-            .prefix("shanraq-redis-")
-            .tempdir()
-            .map_err(|source| TestkitError::io("creating temp dir", source))?;
+        let dir = crate::process::temp_dir("shanraq-redis-")?;
         let config_path = dir.path().join("redis.conf");
         std::fs::write(&config_path, config).map_err(|source| {
             TestkitError::io(format!("writing {}", config_path.display()), source)

@@ -95,10 +95,7 @@ impl S3Server {
     pub async fn start_on(bucket: &str, listen: S3Listen) -> Result<S3Server, TestkitError> {
         let weed = binaries::weed()?;
         let openssl = binaries::openssl()?;
-        let dir = tempfile::Builder::new()
-            .prefix("shanraq-s3-")
-            .tempdir()
-            .map_err(|source| TestkitError::io("creating S3 dir", source))?;
+        let dir = crate::process::temp_dir("shanraq-s3-")?;
         // pgBackRest runs as the postgres user and must reach the CA bundle inside.
         {
             use std::os::unix::fs::PermissionsExt;

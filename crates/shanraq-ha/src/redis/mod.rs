@@ -33,9 +33,7 @@ pub use election::{Candidate, Elected, LossBound, elect};
 pub use engine::{NoSignal, Redis, RedisHa};
 pub use info::{InfoError, ReplicaLink, ReplicationInfo, Role, parse_replication_info};
 pub use model::{DETACHED_HOST, DETACHED_PORT, Observation, ProbeOutcome, RedisMember};
-pub use state::{
-    FailoverKind, FailoverRecord, Phase, RecordDetail, RedisHaState, Suspicion,
-};
+pub use state::{FailoverKind, FailoverRecord, Phase, RecordDetail, RedisHaState, Suspicion};
 pub use switchover::SwitchoverError;
 
 pub use crate::postgres::{Millis, NodeId};

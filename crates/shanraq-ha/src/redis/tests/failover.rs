@@ -97,7 +97,12 @@ fn a_master_back_without_its_data_is_failed_over_at_once() {
         "nobody emptied"
     );
     assert!(sim.saw("RedisDatasetLost"), "{:?}", sim.kinds());
-    let record = sim.engine.state().last_failover.clone().expect("a failover");
+    let record = sim
+        .engine
+        .state()
+        .last_failover
+        .clone()
+        .expect("a failover");
     assert_eq!(record.detail.data_lost, None, "a replica held the history");
 }
 
@@ -110,7 +115,12 @@ fn every_member_back_without_its_data_is_said_and_never_counted_as_nothing_lost(
     sim.nodes.get_mut("r0").expect("r0").up = false;
     sim.failing_detach = vec!["r1".to_owned(), "r2".to_owned()];
     sim.rounds(6);
-    assert_eq!(sim.engine.state().phase, Phase::Fencing, "{:?}", sim.kinds());
+    assert_eq!(
+        sim.engine.state().phase,
+        Phase::Fencing,
+        "{:?}",
+        sim.kinds()
+    );
     for (index, name) in ["r0", "r1", "r2"].iter().enumerate() {
         let node = sim.nodes.get_mut(*name).expect("node");
         node.up = true;
@@ -121,10 +131,18 @@ fn every_member_back_without_its_data_is_said_and_never_counted_as_nothing_lost(
     }
     sim.failing_detach.clear();
     sim.rounds(10);
-    let record = sim.engine.state().last_failover.clone().expect("a failover");
+    let record = sim
+        .engine
+        .state()
+        .last_failover
+        .clone()
+        .expect("a failover");
     assert!(record.routed_at.is_some(), "{record:?}");
     assert_ne!(record.lost_bytes, Some(0), "{record:?}");
-    assert!(record.lost_bytes.is_some_and(|bytes| bytes >= 100), "{record:?}");
+    assert!(
+        record.lost_bytes.is_some_and(|bytes| bytes >= 100),
+        "{record:?}"
+    );
     assert!(
         record
             .detail
@@ -149,8 +167,18 @@ fn a_master_id_the_engine_never_saw_does_not_hide_the_replicas_history() {
     sim.nodes.get_mut("r0").expect("r0").up = false;
     sim.frozen_offsets.clear();
     sim.rounds(10);
-    assert_eq!(sim.master(), Some("r2"), "the most advanced: {:?}", sim.kinds());
-    let record = sim.engine.state().last_failover.clone().expect("a failover");
+    assert_eq!(
+        sim.master(),
+        Some("r2"),
+        "the most advanced: {:?}",
+        sim.kinds()
+    );
+    let record = sim
+        .engine
+        .state()
+        .last_failover
+        .clone()
+        .expect("a failover");
     assert_eq!(record.detail.data_lost, None);
     assert!(!sim.saw("RedisDatasetLost"), "{:?}", sim.kinds());
 }

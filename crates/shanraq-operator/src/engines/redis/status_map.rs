@@ -2,8 +2,8 @@
 //! (what a restarted operator resumes from) and the fields people read (current master, epoch,
 //! phase, failovers, the last failover's timeline). Pure.
 
-use shanraq_api::status::FailoverRecord as StatusRecord;
 use serde_json::{Value, json};
+use shanraq_api::status::FailoverRecord as StatusRecord;
 use shanraq_ha::redis::RedisHaState;
 
 use crate::engines::status_record::failover_record;
