@@ -386,17 +386,8 @@ impl Failing<Postgres> for PostgresHa {
         let Some(primary) = self.route_pending(now) else {
             return;
         };
-        let epoch = self.state.epoch;
-        self.core.dispatch.emit(
-            Command::Route {
-                primary: primary.clone(),
-                epoch,
-            },
-            now,
-            commands,
-        );
         // Routing waits for the new primary to be able to commit (its synchronous quorum):
         // members that come back meanwhile are brought under it at once.
-        self.bring_under(&primary, None, true, now, commands);
+        self.route_to(&primary, now, commands);
     }
 }

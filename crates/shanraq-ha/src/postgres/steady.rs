@@ -12,6 +12,19 @@ use crate::machine::Steady;
 use crate::wire::{InstanceRole, InstanceStatus};
 
 impl PostgresHa {
+    /// Sends writes to `primary` (unless they already go there) and brings every other member
+    /// under it.
+    pub(super) fn route_to(&mut self, primary: &NodeId, now: Millis, commands: &mut Vec<Command>) {
+        if !self.is_routed(primary) {
+            let route = Command::Route {
+                primary: primary.clone(),
+                epoch: self.state.epoch,
+            };
+            self.core.dispatch.emit(route, now, commands);
+        }
+        self.bring_under(primary, None, true, now, commands);
+    }
+
     /// Points every other member at `leader`: replicas of an older epoch, or detached by a
     /// failover, are re-pointed. With `settle`, fenced members are demoted (rewound when they
     /// diverged) and a replica stuck on an older timeline is rewound too.
@@ -175,17 +188,7 @@ impl Steady<Postgres> for PostgresHa {
         if self.own.confirmed.as_ref() != Some(&(primary.clone(), epoch)) {
             return;
         }
-        if !self.is_routed(&primary) {
-            self.core.dispatch.emit(
-                Command::Route {
-                    primary: primary.clone(),
-                    epoch,
-                },
-                now,
-                commands,
-            );
-        }
-        self.bring_under(&primary, None, true, now, commands);
+        self.route_to(&primary, now, commands);
     }
 
     /// Any phase: an instance that claims the primary role without the designation is fenced

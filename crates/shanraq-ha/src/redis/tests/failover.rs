@@ -97,12 +97,7 @@ fn a_master_back_without_its_data_is_failed_over_at_once() {
         "nobody emptied"
     );
     assert!(sim.saw("RedisDatasetLost"), "{:?}", sim.kinds());
-    let record = sim
-        .engine
-        .state()
-        .last_failover
-        .clone()
-        .expect("a failover");
+    let record = sim.last_failover();
     assert_eq!(record.detail.data_lost, None, "a replica held the history");
 }
 
@@ -131,12 +126,7 @@ fn every_member_back_without_its_data_is_said_and_never_counted_as_nothing_lost(
     }
     sim.failing_detach.clear();
     sim.rounds(10);
-    let record = sim
-        .engine
-        .state()
-        .last_failover
-        .clone()
-        .expect("a failover");
+    let record = sim.last_failover();
     assert!(record.routed_at.is_some(), "{record:?}");
     assert_ne!(record.lost_bytes, Some(0), "{record:?}");
     assert!(
@@ -173,12 +163,7 @@ fn a_master_id_the_engine_never_saw_does_not_hide_the_replicas_history() {
         "the most advanced: {:?}",
         sim.kinds()
     );
-    let record = sim
-        .engine
-        .state()
-        .last_failover
-        .clone()
-        .expect("a failover");
+    let record = sim.last_failover();
     assert_eq!(record.detail.data_lost, None);
     assert!(!sim.saw("RedisDatasetLost"), "{:?}", sim.kinds());
 }

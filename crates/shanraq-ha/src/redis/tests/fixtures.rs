@@ -253,6 +253,15 @@ impl Sim {
         Ok(self.info_of(&name))
     }
 
+    /// The last completed failover or switchover.
+    pub fn last_failover(&self) -> crate::redis::FailoverRecord {
+        self.engine
+            .state()
+            .last_failover
+            .clone()
+            .expect("a failover completed")
+    }
+
     /// Whether an event with `reason` was told.
     pub fn saw(&self, reason: &str) -> bool {
         self.kinds().iter().any(|told| told == reason)
