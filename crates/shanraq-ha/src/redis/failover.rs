@@ -268,22 +268,27 @@ impl Failing<Redis> for RedisHa {
             .info_since(&record.from, record.started_at)
             .filter(|info| record.detached.contains(&record.from) && info.is_detached())
             .cloned();
+        // The old master, detached and answering with its history, loses nothing when it is at
+        // least as far as the best candidate: take it back, rather than a candidate that came
+        // back without its data.
+        let best = candidates.iter().map(|c| c.offset).max().unwrap_or(0);
+        let old_master_back = old_master
+            .as_ref()
+            .filter(|info| {
+                self.holds_history(&record.from)
+                    && info.offset >= best
+                    && info.offset >= record.detail.master_offset.unwrap_or(0)
+            })
+            .map(|info| info.offset);
         let reason = match elect(&candidates, record.detail.master_offset, bound) {
-            Ok(elected) => {
+            Ok(elected) if !(foreign.contains(&elected.node) && old_master_back.is_some()) => {
                 self.elect_with_loss(&record, elected, &foreign, now);
                 return;
             }
+            Ok(elected) => format!("{} came back without its data", elected.node),
             Err(reason) => reason,
         };
-        // The old master, detached and answering with its history, loses nothing when it is at
-        // least as far as the best candidate: take it back.
-        let best = candidates.iter().map(|c| c.offset).max().unwrap_or(0);
-        if let Some(info) = &old_master
-            && self.holds_history(&record.from)
-            && info.offset >= best
-            && info.offset >= record.detail.master_offset.unwrap_or(0)
-        {
-            let offset = info.offset;
+        if let Some(offset) = old_master_back {
             self.choose(record.from.clone(), offset, Some(0));
             self.event(
                 now,

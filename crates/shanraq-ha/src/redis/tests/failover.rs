@@ -144,6 +144,31 @@ fn every_member_back_without_its_data_is_said_and_never_counted_as_nothing_lost(
     assert!(sim.saw("RedisDatasetLost"), "{:?}", sim.kinds());
 }
 
+/// The replicas restarted empty while the old master was unreachable; it comes back with all
+/// its data. It is taken back rather than a replica that holds none of it.
+#[test]
+fn an_old_master_with_its_data_wins_over_replicas_back_without_theirs() {
+    let mut sim = Sim::healthy(&["r0", "r1", "r2"], config());
+    sim.nodes.get_mut("r0").expect("r0").up = false;
+    sim.failing_detach = vec!["r1".to_owned(), "r2".to_owned()];
+    sim.rounds(6);
+    for (index, name) in ["r1", "r2"].iter().enumerate() {
+        let node = sim.nodes.get_mut(*name).expect("node");
+        node.role = Role::Replica;
+        node.master = Some((DETACHED_HOST.to_owned(), DETACHED_PORT));
+        node.offset = 1;
+        node.replid = format!("fresh-{index}");
+    }
+    sim.nodes.get_mut("r0").expect("r0").up = true;
+    sim.failing_detach.clear();
+    sim.rounds(10);
+    assert_eq!(sim.master(), Some("r0"), "{:?}", sim.kinds());
+    let record = sim.last_failover();
+    assert_eq!(record.detail.data_lost, None, "{record:?}");
+    assert_eq!(record.lost_bytes, Some(0), "{record:?}");
+    assert!(sim.saw("RedisDatasetLost"), "{:?}", sim.kinds());
+}
+
 /// A master changes its replication id when its first replica attaches and it has no backlog
 /// yet; a failover can start before the engine saw the new id. The replicas, which took it,
 /// still hold the master's history: the most advanced wins, and nothing is counted as lost.
