@@ -376,7 +376,8 @@ async fn probe_options(
 }
 
 /// Reads the application's credentials (again every `SECRET_RETRY` while they cannot be read,
-/// saying why in the window), then probes every `PROBE_PERIOD` until the task is aborted.
+/// saying why in the window, and while connections fail), then probes every `PROBE_PERIOD`
+/// until the task is aborted.
 pub async fn run(client: Client, namespace: String, target: ProbeTarget, window: Arc<ProbeWindow>) {
     let mut warned = false;
     let options = loop {
@@ -395,11 +396,23 @@ pub async fn run(client: Client, namespace: String, target: ProbeTarget, window:
         }
     };
     window.set_not_running(None);
+    let mut options = options;
+    let mut options_read = Instant::now();
+    let mut failing = false;
     let mut connection = None;
     let mut ticker = tokio::time::interval(PROBE_PERIOD);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        // Credentials rotated in the Secret would fail every connection from then on, and
+        // count as an outage: while connections fail, the Secret is read again (at most every
+        // `SECRET_RETRY`).
+        if connection.is_none() && failing && options_read.elapsed() >= SECRET_RETRY {
+            options_read = Instant::now();
+            if let Ok(fresh) = probe_options(&client, &namespace, &target).await {
+                options = fresh;
+            }
+        }
         match probe_round(&options, &mut connection, &target).await {
             Round::Unresolved(why) => window.set_not_running(Some(why)),
             Round::Done {
@@ -407,6 +420,7 @@ pub async fn run(client: Client, namespace: String, target: ProbeTarget, window:
                 write_ok,
                 error,
             } => {
+                failing = read.is_none();
                 window.set_not_running(None);
                 window.note_error(error);
                 window.record(read, write_ok);
