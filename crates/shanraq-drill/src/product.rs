@@ -7,8 +7,9 @@
 use shanraq_api::backup::{BackupSpec, CaBundle, KeyRef};
 use shanraq_api::cluster::{ShanraqCluster, ShanraqClusterSpec};
 use shanraq_api::duration::Duration;
+use shanraq_api::postgres::DataDurability as SpecDurability;
 use shanraq_api::{LiveState, ValidCluster};
-use shanraq_ha::postgres::ReplicationMode;
+use shanraq_ha::postgres::{DataDurability, ReplicationMode};
 
 use super::backup::{CA_SECRET, CREDENTIALS_SECRET};
 use super::error::DrillError;
@@ -42,6 +43,10 @@ pub fn cluster(options: &ClusterOptions) -> Result<ValidCluster, DrillError> {
         }
     };
     let ha = &options.ha;
+    spec.postgres.synchronous.data_durability = match ha.data_durability {
+        DataDurability::Required => SpecDurability::Required,
+        DataDurability::Preferred => SpecDurability::Preferred,
+    };
     spec.failover.probe_period = ha.probe_period.into();
     spec.failover.failure_threshold = i32::try_from(ha.failure_threshold)
         .map_err(|_| invalid(format!("failure threshold {}", ha.failure_threshold)))?;
