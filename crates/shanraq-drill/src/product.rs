@@ -1,8 +1,8 @@
 //! The ShanraqCluster a local drill stands for. The drill's options become a spec (PostgreSQL
-//! with N instances, the synchronous number, the failover timings; HAProxy without application
-//! backends; Redis, Kafka and monitoring off), validated as the operator validates one, so that
-//! HAProxy, PostgreSQL and the engine run with what the product would render for a user, not
-//! with settings of the drill's own.
+//! with N instances, the synchronous number and data durability, the failover timings; HAProxy
+//! without application backends; Redis, Kafka and monitoring off), validated as the operator
+//! validates one, so that HAProxy, PostgreSQL and the engine run with what the product would
+//! render for a user, not with settings of the drill's own.
 
 use shanraq_api::backup::{BackupSpec, CaBundle, KeyRef};
 use shanraq_api::cluster::{ShanraqCluster, ShanraqClusterSpec};
