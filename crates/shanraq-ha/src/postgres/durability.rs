@@ -86,7 +86,24 @@ impl PostgresHa {
             }
         };
         let patient = held >= duration_ms(self.config.detection_period());
+        let in_effect = status.synchronous_standby_names.clone().unwrap_or_default();
+        let lowered_without_mark = status.synchronous_standby_names.is_some()
+            && quorum_needed(&in_effect).is_none_or(|needed| needed < number.max(1));
         match self.state.detail.fallback.clone() {
+            None if preferred && lowered_without_mark => {
+                // Only this engine lowers a primary, and it marks the fallback first; a
+                // lowered primary without the mark can only be a late command of an earlier
+                // incarnation of it. Mark it, so that a failover waits out the lease, and let
+                // the next steps restore or keep it.
+                self.state.detail.fallback = Some(Fallback {
+                    since: now,
+                    primary: primary.clone(),
+                    standby_names: in_effect,
+                    missing: Vec::new(),
+                    restoring: false,
+                    restored_from: None,
+                });
+            }
             None if preferred && !enough && patient => {
                 self.lower(primary, &streaming, now, commands);
             }

@@ -369,3 +369,36 @@ fn a_primary_the_engine_cannot_reach_is_never_lowered() {
         sim.commands
     );
 }
+
+#[test]
+fn a_lowered_primary_without_the_mark_is_marked_then_restored() {
+    let mut sim = Sim::healthy_with(preferred(1));
+    // A late command of an earlier incarnation of the engine lowered the primary after the
+    // mark was cleared.
+    sim.round(vec![
+        up(primary("pg-0")
+            .epoch(1)
+            .lsn(1100)
+            .standby_names("")
+            .async_peers(&["pg-1", "pg-2"])),
+        up(replica("pg-1").epoch(1).at_lsn(1100, 1100)),
+        up(replica("pg-2").epoch(1).at_lsn(1100, 1100)),
+    ]);
+    assert!(
+        sim.ha.fallback().is_some(),
+        "a failover from here waits out the lease"
+    );
+    let out = sim.round(vec![
+        up(primary("pg-0")
+            .epoch(1)
+            .lsn(1100)
+            .standby_names("")
+            .async_peers(&["pg-1", "pg-2"])),
+        up(replica("pg-1").epoch(1).at_lsn(1100, 1100)),
+        up(replica("pg-2").epoch(1).at_lsn(1100, 1100)),
+    ]);
+    assert_eq!(
+        synchronous_commands(&out.commands),
+        vec![synchronous("pg-0", None, 1)]
+    );
+}

@@ -243,8 +243,14 @@ impl Sim {
 
     /// `healthy`, with `config`.
     pub fn healthy_with(config: PostgresHaConfig) -> Sim {
+        let mut round = healthy_round(1, 1000);
+        if let (ReplicationMode::Synchronous { number }, Some(Probe::Up(report))) =
+            (config.replication, round.first_mut())
+        {
+            report.0.synchronous_standby_names = Some(format!("ANY {number} (*)"));
+        }
         let mut sim = Sim::new(config, HaState::with_primary(node("pg-0"), 1));
-        let out = sim.round(healthy_round(1, 1000));
+        let out = sim.round(round);
         let route = Command::Route {
             primary: node("pg-0"),
             epoch: 1,
