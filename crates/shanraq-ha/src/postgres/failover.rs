@@ -25,7 +25,8 @@ impl PostgresHa {
     ///   (A replica the engine cannot reach but the old primary can keeps it writable: in
     ///   asynchronous mode that one case is not covered.)
     /// - Fallen back (`dataDurability: preferred`, recorded in the failover record when it
-    ///   started): as asynchronous, whatever the mode says.
+    ///   started): as asynchronous, whatever the mode says, and every replica the engine
+    ///   reaches detached.
     pub(super) fn cannot_commit(
         &self,
         record: &FailoverRecord,
@@ -43,6 +44,27 @@ impl PostgresHa {
         if record.detail.fallback_since.is_some() {
             // Fallen back (`dataDurability: preferred`): the old primary may commit with fewer
             // standbys than its synchronous set, or none, so detaching the set proves nothing.
+            // Its lease must have run out, and no replica the engine reaches may still stream
+            // from it: with a lowered `ANY k (...)` a streaming standby keeps it writable
+            // whatever the lease says, and with `''` a streaming replica does.
+            let attached: Vec<&str> = self
+                .members
+                .iter()
+                .map(|member| &member.name)
+                .filter(|node| **node != record.from && !record.detached.contains(node))
+                .filter(|node| {
+                    self.status_since(node, record.started_at)
+                        .is_some_and(|status| status.role == InstanceRole::Replica)
+                })
+                .map(NodeId::as_str)
+                .collect();
+            if !attached.is_empty() {
+                return Err(format!(
+                    "{} may still commit with [{}], which are not detached yet",
+                    record.from,
+                    attached.join(", ")
+                ));
+            }
             return self.lease_ran_out(record, now);
         }
         match self.config.replication {

@@ -247,6 +247,21 @@ fn a_failover_while_fallen_back_waits_out_the_lease_and_records_possible_loss() 
         .expect("failover in flight");
     assert_eq!(record.detail.fallback_since, Some(decided));
     sim.detached("pg-1", 2, 900, 900);
+    // pg-2 answers but is not detached yet: the lease alone proves nothing while a replica may
+    // still stream from the old primary.
+    sim.advance(4000);
+    let out = sim.round(vec![
+        down("pg-0"),
+        up(replica("pg-1").epoch(2).at_lsn(900, 900).detached()),
+        up(replica("pg-2").epoch(1).at_lsn(950, 950)),
+    ]);
+    assert!(
+        !out.commands
+            .iter()
+            .any(|command| matches!(command, Command::Promote { .. })),
+        "promoted with pg-2 still attached: {:?}",
+        out.commands
+    );
     sim.detached("pg-2", 2, 950, 950);
     let detached_at = sim.now;
     // Every standby detached, which under ANY 1 would prove the old primary stuck: not here.
