@@ -423,5 +423,8 @@ impl Failing<Postgres> for PostgresHa {
         // Routing waits for the new primary to be able to commit (its synchronous quorum):
         // members that come back meanwhile are brought under it at once.
         self.route_to(&primary, now, commands);
+        // Under `preferred` a new primary short of standbys can only be routed once lowered:
+        // `/primary` says it cannot commit until then.
+        self.keep_durability(&primary, now, commands);
     }
 }

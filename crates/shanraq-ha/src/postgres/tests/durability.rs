@@ -417,3 +417,58 @@ fn a_lowered_primary_without_the_mark_is_marked_then_restored() {
         vec![synchronous("pg-0", None, 1)]
     );
 }
+
+#[test]
+fn a_new_primary_short_of_standbys_is_lowered_before_it_can_be_routed() {
+    let (mut sim, _) = fallen_back(1);
+    let failing = || {
+        vec![
+            down("pg-0"),
+            up(replica("pg-1").epoch(1).at_lsn(900, 900).not_streaming()),
+            down("pg-2"),
+        ]
+    };
+    for _ in 0..3 {
+        sim.round(failing());
+    }
+    sim.detached("pg-1", 2, 900, 900);
+    sim.advance(3600);
+    let out = sim.round(vec![
+        down("pg-0"),
+        up(replica("pg-1").epoch(2).at_lsn(900, 900).detached()),
+        down("pg-2"),
+    ]);
+    assert_eq!(out.commands, vec![promote("pg-1", 2)]);
+    sim.done(&promote("pg-1", 2), Ok(()));
+    // Promoted with its configured ANY 1 and nobody to stream: it cannot commit, so routing
+    // cannot be confirmed, until the engine lowers it in turn.
+    let promoted_alone = || {
+        vec![
+            down("pg-0"),
+            up(primary("pg-1")
+                .epoch(2)
+                .lsn(1000)
+                .standby_names("ANY 1 (*)")),
+            down("pg-2"),
+        ]
+    };
+    let lower = synchronous("pg-1", Some(""), 2);
+    let mut lowered = false;
+    for _ in 0..10 {
+        let out = sim.round(promoted_alone());
+        assert_eq!(sim.ha.state().phase, Phase::Routing);
+        if synchronous_commands(&out.commands) == vec![lower.clone()] {
+            lowered = true;
+            break;
+        }
+    }
+    assert!(lowered, "{:?}", sim.commands);
+    assert_eq!(
+        sim.ha.fallback().map(|f| f.primary.clone()),
+        Some(node("pg-1"))
+    );
+    sim.done(&lower, Ok(()));
+    sim.done(&route("pg-1", 2), Ok(()));
+    sim.step();
+    assert_eq!(sim.ha.state().phase, Phase::Healthy);
+}
