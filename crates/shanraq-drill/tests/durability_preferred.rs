@@ -5,16 +5,20 @@
 //!   and lowered the primary; the RPO measurement says fallen back (RPOMet False at rpo 0).
 //!   The standbys back, the engine restores ANY 1 and the measurement says synchronous again.
 //! - `required`: the commit stays blocked and the primary keeps ANY 1, until a standby is back.
+//!
+//! And a failover while fallen back (ANY 2, one standby stopped, lowered to the other): the
+//! engine waits out the old primary's lease, promotes the standby that acknowledged every
+//! commit, records the loss as unknown, and the new primary takes writes once lowered in turn.
 
 mod common;
 use common::BOUND;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use shanraq_drill::{ClusterOptions, LocalCluster};
+use shanraq_drill::{ClusterOptions, LocalCluster, scenario};
 use shanraq_ha::adapters::driver::DriverEvent;
 use shanraq_ha::objectives::{self, RpoMeasurement};
-use shanraq_ha::postgres::{Command, DataDurability};
+use shanraq_ha::postgres::{Command, DataDurability, ReplicationMode};
 use shanraq_operator::engines::postgres::objectives::rpo_measurement;
 use shanraq_operator::engines::postgres::spec::engine_config;
 use sqlx::{Connection, PgConnection};
@@ -327,4 +331,64 @@ async fn required_keeps_commits_waiting_for_a_standby() {
         .wait_converged(&[0, 1, 2], BOUND)
         .await
         .expect("converged again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_while_fallen_back_waits_out_the_lease_and_keeps_what_was_acknowledged() {
+    let mut options = ClusterOptions::synchronous(3);
+    options.ha.replication = ReplicationMode::Synchronous { number: 2 };
+    options.ha.data_durability = DataDurability::Preferred;
+    let lease = options.ha.lease_duration;
+    let mut cluster = common::converged(options).await;
+    let writer = common::writing(&cluster).await;
+
+    cluster.topology_mut().shutdown(2).await.expect("stop pg-2");
+    wait_for("the primary lowered to pg-1", || async {
+        let names = standby_names(&cluster).await;
+        let fallback = cluster.state().map_err(|e| e.to_string())?.detail.fallback;
+        match (names.as_deref(), fallback) {
+            (Some("ANY 1 (\"pg-1\")"), Some(_)) => Ok(()),
+            (names, fallback) => Err(format!("{names:?}, {fallback:?}")),
+        }
+    })
+    .await;
+    let acked = writer.report().acks.len();
+    writer
+        .wait_for_acks(acked + 50, BOUND)
+        .await
+        .expect("writes go on with pg-1 alone");
+
+    let outcome = scenario::kill_primary(&mut cluster, &writer, BOUND)
+        .await
+        .expect("the engine fails over and the new primary takes writes");
+    println!(
+        "{}",
+        outcome
+            .timeline
+            .lines("pg-0 killed (SIGKILL) while fallen back")
+            .join("\n")
+    );
+    assert_eq!(outcome.new_primary, 1, "pg-1 is the one that streamed");
+    let record = &outcome.record;
+    assert!(record.detail.fallback_since.is_some(), "{record:?}");
+    assert_eq!(
+        record.lost_bytes, None,
+        "the loss is not knowable: {record:?}"
+    );
+    let fenced_after = record
+        .detail
+        .quorum_fenced_at
+        .expect("fencing shown")
+        .since(record.started_at);
+    assert!(
+        fenced_after >= u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+        "the old primary's lease ({lease:?}) was waited out: {fenced_after} ms"
+    );
+    let report = writer.stop().await;
+    common::assert_nothing_lost(&cluster, 1, &report).await;
+    println!(
+        "measured: RTO {} ms, {} commits acknowledged, none missing on pg-1",
+        outcome.timeline.rto_ms().unwrap_or_default(),
+        report.acks.len()
+    );
 }
