@@ -51,9 +51,9 @@ impl PostgresHa {
         streaming
     }
 
-    /// Healthy, with the primary confirmed and routed: keeps its synchronous setting where
-    /// `dataDurability` wants it. Acts only on a report the primary itself just gave: an engine
-    /// that cannot reach the primary (a partition) never lowers anything.
+    /// Healthy with the primary confirmed, or Routing to a new primary: keeps its synchronous
+    /// setting where `dataDurability` wants it. Acts only on a report the primary itself just
+    /// gave: an engine that cannot reach the primary (a partition) never lowers anything.
     pub(super) fn keep_durability(
         &mut self,
         primary: &NodeId,
