@@ -162,7 +162,7 @@ fn operator_names() -> BTreeSet<String> {
     );
     metrics
         .probe_counter("payments", "fintech")
-        .count("write", true);
+        .count("postgres-write", "write", true);
     metrics.set_component(
         ComponentLabels {
             cluster: "payments".into(),

@@ -131,8 +131,8 @@ fn publish_objectives(ctx: &Context, cluster: &ValidCluster, observed: &Observed
     ctx.metrics.set_objective(
         labels("latency_p99"),
         Some(objectives.latency.p99.as_std()),
-        observed.probes.latency.as_ref().map(|v| v.met),
-        observed.probes.p99,
+        observed.probes.latency_met(),
+        observed.probes.worst_p99(),
     );
     let dr_labels = labels("dr_rpo");
     let archiving = ComponentLabels {
