@@ -480,9 +480,11 @@ pub fn text(report: &StatusReport) -> String {
                     p.target.clone(),
                     format!("{}/{}", p.samples - p.failures, p.samples),
                     yes_no(p.met),
-                    dash(p.last_outage.as_ref().map(|o| {
-                        format!("{}ms at {}", o.duration_ms, o.started)
-                    })),
+                    dash(
+                        p.last_outage
+                            .as_ref()
+                            .map(|o| format!("{}ms at {}", o.duration_ms, o.started)),
+                    ),
                 ]
             })
             .collect();

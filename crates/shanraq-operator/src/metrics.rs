@@ -47,6 +47,14 @@ pub struct ProbeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbePathLabels {
+    pub cluster: String,
+    pub namespace: String,
+    /// `postgres-read`, `postgres-write`, `redis-get`, `redis-set` or `kafka-produce`.
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChildRoundLabels {
     /// `apply` (every child applied, orphans collected) or `read` (the rendering unchanged
     /// since the last full apply: only the workloads read back).
@@ -100,6 +108,8 @@ pub struct Metrics {
     pub failovers: Family<FailoverLabels, Counter>,
     pub failover_duration: Family<FailoverLabels, Histogram>,
     pub probes: Family<ProbeLabels, Counter>,
+    /// Each probed path's P99 over the latency window (5 minutes).
+    pub probe_p99_seconds: Family<ProbePathLabels, Gauge<f64, AtomicU64>>,
     pub component_ready: Family<ComponentLabels, Gauge>,
     pub component_desired: Family<ComponentLabels, Gauge>,
     /// 1 while the primary's `archive_command` succeeds, 0 while it fails (`spec.backup`).
@@ -127,6 +137,7 @@ impl Default for Metrics {
             failovers: Family::default(),
             failover_duration: Family::new_with_constructor(failover_buckets),
             probes: Family::default(),
+            probe_p99_seconds: Family::default(),
             component_ready: Family::default(),
             component_desired: Family::default(),
             wal_archiving: Family::default(),
@@ -210,8 +221,14 @@ impl Metrics {
         );
         registry.register(
             "probe",
-            "Critical-path probes through HAProxy (read and write), by result",
+            "Critical-path probes (a read or write of each path, through the Services clients use), by result",
             self.probes.clone(),
+        );
+        registry.register_with_unit(
+            "probe_p99",
+            "P99 of each probed path's successful probes over the last 5 minutes; absent while none succeeded",
+            Unit::Seconds,
+            self.probe_p99_seconds.clone(),
         );
         registry.register(
             "component_ready_instances",
@@ -231,6 +248,25 @@ impl Metrics {
             family: self.probes.clone(),
             cluster: cluster.to_owned(),
             namespace: namespace.to_owned(),
+        }
+    }
+
+    /// Publishes each probed path's P99 (`None`: removed, nothing measured now).
+    pub fn set_probe_p99(&self, cluster: &str, namespace: &str, path: &str, p99: Option<Duration>) {
+        let labels = ProbePathLabels {
+            cluster: cluster.to_owned(),
+            namespace: namespace.to_owned(),
+            path: path.to_owned(),
+        };
+        match p99 {
+            Some(p99) => {
+                self.probe_p99_seconds
+                    .get_or_create(&labels)
+                    .set(p99.as_secs_f64());
+            }
+            None => {
+                self.probe_p99_seconds.remove(&labels);
+            }
         }
     }
 

@@ -163,6 +163,12 @@ fn operator_names() -> BTreeSet<String> {
     metrics
         .probe_counter("payments", "fintech")
         .count("postgres-write", "write", true);
+    metrics.set_probe_p99(
+        "payments",
+        "fintech",
+        "postgres-write",
+        Some(Duration::from_millis(2)),
+    );
     metrics.set_component(
         ComponentLabels {
             cluster: "payments".into(),

@@ -134,6 +134,16 @@ fn publish_objectives(ctx: &Context, cluster: &ValidCluster, observed: &Observed
         observed.probes.latency_met(),
         observed.probes.worst_p99(),
     );
+    for path in crate::engines::probes::ProbePath::ALL {
+        let p99 = observed
+            .probes
+            .paths
+            .iter()
+            .find(|p| p.path == path)
+            .and_then(|p| p.figures.p99);
+        ctx.metrics
+            .set_probe_p99(&cluster.name, &cluster.namespace, path.name(), p99);
+    }
     let dr_labels = labels("dr_rpo");
     let archiving = ComponentLabels {
         cluster: cluster.name.clone(),
