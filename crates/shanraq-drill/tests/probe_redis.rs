@@ -19,6 +19,7 @@ async fn the_redis_probe_times_what_a_client_sees_and_fails_writes_no_replica_ho
     let probe = |index: usize| RedisProbe {
         host: members[index].host.clone(),
         port: members[index].port,
+        cluster: false,
         secret: "unused".to_owned(),
         wait_replicas: Some(1),
     };

@@ -92,11 +92,15 @@ pub struct PostgresProbe {
     pub secret: String,
 }
 
-/// Redis through HAProxy's Redis port (the current master), with the Redis password.
+/// Redis as its clients reach it, with the Redis password: replication mode through HAProxy's
+/// Redis port (the current master); Redis Cluster through its Service as seeds, each command
+/// then sent to the master owning its key, as a cluster client does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisProbe {
     pub host: String,
     pub port: u16,
+    /// Redis Cluster: `host` is a seed, and commands follow the cluster's slot map.
+    pub cluster: bool,
     /// Secret with key `password`.
     pub secret: String,
     /// `WAIT` for this many replicas after each `SET`: when the Redis RPO is below what
@@ -184,20 +188,28 @@ pub fn plan(cluster: &ValidCluster, cluster_domain: &str) -> ProbePlan {
         }
     }
     if spec.redis.enabled {
+        let target = spec.objective_targets(ObjectiveComponent::Redis).rpo;
+        let minimum = shanraq_render::redis::loss_bound(cluster).min_replicas_to_write;
+        let has_replicas = match spec.redis.mode {
+            RedisMode::Cluster => spec.redis.replicas_per_shard > 0,
+            RedisMode::Replication => spec.redis.instances > 1,
+        };
+        let wait_replicas =
+            (has_replicas && target < redis_default_rpo(&spec.redis)).then(|| minimum.max(1));
         if spec.redis.mode == RedisMode::Cluster {
-            plan.unprobed.push((
-                ObjectiveComponent::Redis,
-                "Redis Cluster clients reach each shard's master directly, not through HAProxy, and the probe speaks to HAProxy's Redis port".to_owned(),
-            ));
+            // Cluster clients seed from the headless Service and then talk to each master.
+            plan.redis = Some(RedisProbe {
+                host: service(Component::Redis),
+                port: u16::try_from(shanraq_render::redis::PORT).unwrap_or(6379),
+                cluster: true,
+                secret: cluster.names.redis_secret(),
+                wait_replicas,
+            });
         } else if spec.haproxy.enabled {
-            let target = spec.objective_targets(ObjectiveComponent::Redis).rpo;
-            let minimum = shanraq_render::redis::loss_bound(cluster).min_replicas_to_write;
-            let wait_replicas = (spec.redis.instances > 1
-                && target < redis_default_rpo(&spec.redis))
-            .then(|| minimum.max(1));
             plan.redis = Some(RedisProbe {
                 host: haproxy,
                 port: u16::try_from(REDIS_PORT).unwrap_or(6379),
+                cluster: false,
                 secret: cluster.names.redis_secret(),
                 wait_replicas,
             });
@@ -270,18 +282,28 @@ mod tests {
 
     #[test]
     fn paths_that_cannot_be_probed_say_why() {
+        let plan = plan(&cluster("haproxy: {enabled: false}"), "cluster.local");
+        assert_eq!(plan.paths(), vec![ProbePath::KafkaProduce]);
+        for component in [ObjectiveComponent::Postgres, ObjectiveComponent::Redis] {
+            assert!(
+                plan.unprobed(component)
+                    .is_some_and(|why| why.contains("spec.haproxy.enabled: false")),
+                "{component:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_redis_cluster_is_probed_as_its_clients_reach_it() {
         let plan = plan(
             &cluster("haproxy: {enabled: false}\nredis: {mode: cluster, instances: 6}"),
             "cluster.local",
         );
-        assert_eq!(plan.paths(), vec![ProbePath::KafkaProduce]);
-        assert!(
-            plan.unprobed(ObjectiveComponent::Postgres)
-                .is_some_and(|why| why.contains("spec.haproxy.enabled: false"))
-        );
-        assert!(
-            plan.unprobed(ObjectiveComponent::Redis)
-                .is_some_and(|why| why.contains("Redis Cluster"))
+        let redis = plan.redis.expect("Redis Cluster probed without HAProxy");
+        assert!(redis.cluster);
+        assert_eq!(
+            (redis.host.as_str(), redis.port),
+            ("pay-redis.fintech.svc.cluster.local", 6379)
         );
     }
 }

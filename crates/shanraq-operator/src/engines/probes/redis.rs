@@ -1,8 +1,11 @@
-//! Redis as a client sees it: through HAProxy's Redis port (the current master), with the
-//! Redis password, on a kept connection. Every round a `GET` and a `SET` of one key,
-//! `shanraq:probe` (with a one-minute expiry, so it never outlives the probes), followed by
-//! `WAIT` for the replicas the plan names when the Redis RPO needs a write on a replica before
-//! it counts. A `WAIT` that returns fewer replicas than asked is a failed write.
+//! Redis as a client sees it, with the Redis password, on a kept connection: in replication
+//! mode through HAProxy's Redis port (the current master); in a Redis Cluster through a cluster
+//! client seeded from the Redis Service, which sends each command to the master owning its key
+//! (the probe's key lives on one shard; its `WAIT` goes to every master). Every round a `GET`
+//! and a `SET` of one key, `shanraq:probe` (with a one-minute expiry, so it never outlives the
+//! probes), followed by `WAIT` for the replicas the plan names when the Redis RPO needs a write
+//! on a replica before it counts. A `WAIT` that returns fewer replicas than asked is a failed
+//! write.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +13,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, FromRedisValue, IntoConnectionInfo,
+    RedisConnectionInfo, RedisResult,
+};
 use shanraq_api::objectives::ObjectiveComponent;
 
 use super::plan::{ProbePath, RedisProbe};
@@ -25,13 +33,28 @@ const COMPONENT: ObjectiveComponent = ObjectiveComponent::Redis;
 pub const PROBE_KEY: &str = "shanraq:probe";
 const PROBE_KEY_TTL_MS: u64 = 60_000;
 
+/// A connection to one server, or a cluster client's.
+enum Connection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> RedisResult<T> {
+        match self {
+            Connection::Single(connection) => cmd.query_async(connection).await,
+            Connection::Cluster(connection) => cmd.query_async(connection).await,
+        }
+    }
+}
+
 /// Both paths on one kept connection, reopened after any failure (a connection to a demoted
 /// master is never reused).
 #[allow(missing_debug_implementations)] // the connection has none
 pub struct RedisProber {
     target: RedisProbe,
     password: String,
-    connection: Option<MultiplexedConnection>,
+    connection: Option<Connection>,
 }
 
 impl RedisProber {
@@ -43,7 +66,27 @@ impl RedisProber {
         }
     }
 
-    async fn connection(&mut self) -> Result<&mut MultiplexedConnection, String> {
+    async fn connect_cluster(&self) -> Result<Connection, String> {
+        let seed = ConnectionAddr::Tcp(self.target.host.clone(), self.target.port)
+            .into_connection_info()
+            .map_err(|error| format!("connect: {}", error_text(&error)))?;
+        let client = ClusterClientBuilder::new(vec![seed])
+            .password(self.password.clone())
+            .connection_timeout(PROBE_TIMEOUT)
+            .response_timeout(PROBE_TIMEOUT)
+            .build()
+            .map_err(|error| format!("connect: {}", error_text(&error)))?;
+        let connection = tokio::time::timeout(PROBE_TIMEOUT, client.get_async_connection())
+            .await
+            .map_err(|_| format!("connect: no answer within {PROBE_TIMEOUT:?}"))?
+            .map_err(|error| format!("connect: {}", error_text(&error)))?;
+        Ok(Connection::Cluster(connection))
+    }
+
+    async fn connection(&mut self) -> Result<&mut Connection, String> {
+        if self.connection.is_none() && self.target.cluster {
+            self.connection = Some(self.connect_cluster().await?);
+        }
         if self.connection.is_none() {
             let settings = RedisConnectionInfo::default()
                 .set_skip_set_lib_name()
@@ -64,7 +107,7 @@ impl RedisProber {
             .await
             .map_err(|_| format!("connect: no answer within {PROBE_TIMEOUT:?}"))?
             .map_err(|error| format!("connect: {}", error_text(&error)))?;
-            self.connection = Some(connection);
+            self.connection = Some(Connection::Single(connection));
         }
         self.connection
             .as_mut()
@@ -77,14 +120,10 @@ impl RedisProber {
         let started = Instant::now();
         let mut cmd = redis::cmd("GET");
         cmd.arg(PROBE_KEY);
-        timed(
-            "GET",
-            started,
-            cmd.query_async::<Option<String>>(connection),
-        )
-        .await
-        .map(|(latency, _)| latency)
-        .inspect_err(|_| self.connection = None)
+        timed("GET", started, connection.query::<Option<String>>(&cmd))
+            .await
+            .map(|(latency, _)| latency)
+            .inspect_err(|_| self.connection = None)
     }
 
     /// `SET` (and `WAIT` when the plan asks): its latency, or why it failed.
@@ -100,14 +139,14 @@ impl RedisProber {
             .arg(value.to_string())
             .arg("PX")
             .arg(PROBE_KEY_TTL_MS);
-        let result = timed("SET", started, set.query_async::<()>(&mut *connection)).await;
+        let result = timed("SET", started, connection.query::<()>(&set)).await;
         let result = match (result, wait) {
             (Ok(_), Some(replicas)) => {
                 let timeout_ms = PROBE_TIMEOUT.saturating_sub(started.elapsed()).as_millis();
                 let mut cmd = redis::cmd("WAIT");
                 cmd.arg(replicas)
                     .arg(u64::try_from(timeout_ms).unwrap_or(u64::MAX).max(1));
-                match timed("WAIT", started, cmd.query_async::<u32>(connection)).await {
+                match timed("WAIT", started, connection.query::<u32>(&cmd)).await {
                     Ok((latency, acknowledged)) if acknowledged >= replicas => Ok(latency),
                     Ok((_, acknowledged)) => Err(format!(
                         "WAIT: {acknowledged} of {replicas} replicas acknowledged within {PROBE_TIMEOUT:?}"

@@ -369,8 +369,9 @@ mod tests {
     /// ledger opened.
     #[test]
     fn availability_counts_the_write_probes_of_every_component() {
-        let cluster =
-            cluster("objectives: {availability: \"99\"}\nredis: {mode: cluster, instances: 6}");
+        let cluster = cluster(
+            "objectives: {availability: \"99\"}\nhaproxy: {enabled: false}\nredis: {enabled: false}",
+        );
         let plan = super::super::plan::plan(&cluster, "cluster.local");
         let slo_window = cluster.spec.objectives.availability_window.as_std();
         let now = || {
@@ -426,7 +427,7 @@ mod tests {
         );
         assert!(
             availability.message.contains(
-                "; Redis is not probed: Redis Cluster clients reach each shard's master directly"
+                "; PostgreSQL is not probed: its probes go through HAProxy, which is disabled"
             ),
             "what the ratio does not cover is said: {}",
             availability.message
