@@ -27,6 +27,8 @@ pub struct StatusReport {
     pub ready: Option<ConditionSummary>,
     pub components: Vec<ComponentReport>,
     pub objectives: Vec<ObjectiveReport>,
+    /// Each probed critical path's latency and last client-seen outage.
+    pub probe_paths: Vec<shanraq_api::status::ProbePathStatus>,
     pub last_failover: Option<FailoverRecord>,
     pub drill: Option<DrillStatus>,
 }
@@ -311,6 +313,7 @@ pub fn build(cluster: &ShanraqCluster, pods: &[Pod]) -> StatusReport {
         observed_generation: status.observed_generation,
         ready: summary(READY),
         components,
+        probe_paths: measured.probe_paths.clone(),
         objectives,
         last_failover: status.postgres.and_then(|p| p.last_failover),
         drill: status.drill,
@@ -464,6 +467,34 @@ pub fn text(report: &StatusReport) -> String {
         &["OBJECTIVE", "TARGET", "MEASURED", "MET"],
         &rows,
     );
+    if !report.probe_paths.is_empty() {
+        out.push_str("\nProbe paths (last 5 minutes):\n");
+        let rows: Vec<Vec<String>> = report
+            .probe_paths
+            .iter()
+            .map(|p| {
+                vec![
+                    p.path.clone(),
+                    dash(p.p50.clone()),
+                    dash(p.p99.clone()),
+                    p.target.clone(),
+                    format!("{}/{}", p.samples - p.failures, p.samples),
+                    yes_no(p.met),
+                    dash(
+                        p.last_outage
+                            .as_ref()
+                            .map(|o| format!("{}ms at {}", o.duration_ms, o.started)),
+                    ),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            "  ",
+            &["PATH", "P50", "P99", "TARGET", "OK", "MET", "LAST OUTAGE"],
+            &rows,
+        );
+    }
     if let Some(last) = &report.last_failover {
         let _ = writeln!(
             out,

@@ -233,6 +233,20 @@ fn healthy_cluster() -> ShanraqCluster {
             dr_rpo: None,
             error_budget_remaining: Some("98.3%".into()),
             availability_ledger: None,
+            probe_paths: vec![shanraq_api::status::ProbePathStatus {
+                path: "postgres-write".into(),
+                component: "PostgreSQL".into(),
+                p50: Some("1.2ms".into()),
+                p99: Some("2.5ms".into()),
+                target: "10ms".into(),
+                samples: 300,
+                failures: 1,
+                met: true,
+                last_outage: Some(shanraq_api::status::ProbeOutageStatus {
+                    started: "2026-12-08T01:00:00Z".into(),
+                    duration_ms: 1250,
+                }),
+            }],
         }),
         drill: None,
         backup: None,
@@ -389,6 +403,10 @@ Objectives:
   rto           30s               last failover 900ms                 yes
   latency p99   1ms               0.8ms                               yes
   availability  99.99% over 720h  99.9998% (error budget 98.3% left)  yes
+
+Probe paths (last 5 minutes):
+  PATH            P50    P99    TARGET  OK       MET  LAST OUTAGE
+  postgres-write  1.2ms  2.5ms  10ms    299/300  yes  1250ms at 2026-12-08T01:00:00Z
 
 Last failover: payments-pg-0 -> payments-pg-1 detected 2026-12-01T10:00:00.100Z, RTO 900ms, lost 0B
 ";

@@ -18,6 +18,9 @@ use crate::duration::Duration;
 #[x_kube(validation = Rule::new("duration(self.latency.p99) > duration('0s')").field_path(".latency.p99").message(
     "objectives.latency.p99 must be greater than 0s"
 ))]
+#[x_kube(validation = Rule::new("duration(self.latency.writeP99) > duration('0s')").field_path(".latency.writeP99").message(
+    "objectives.latency.writeP99 must be greater than 0s"
+))]
 #[x_kube(validation = Rule::new("duration(self.availabilityWindow) >= duration('1h') && duration(self.availabilityWindow) <= duration('2160h')").field_path(".availabilityWindow").message(
     "objectives.availabilityWindow must be between 1h and 2160h (90 days)"
 ))]
@@ -33,8 +36,8 @@ pub struct Objectives {
     /// override it.
     #[serde(default = "default_rto")]
     pub rto: Duration,
-    /// Critical-path probe latency through HAProxy; the components' `objectives.latency`
-    /// override it.
+    /// Critical-path probe latency (reads, and committed writes); the components'
+    /// `objectives.latency` override it.
     #[serde(default)]
     pub latency: LatencyObjective,
     /// Target success ratio of write probes, in percent (for example `"99.99"`), over
@@ -76,9 +79,16 @@ impl Default for DrObjectives {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LatencyObjective {
-    /// 99th percentile of the operator's probes (PostgreSQL read, Redis GET) through HAProxy.
+    /// 99th percentile of the read probes: a PostgreSQL `SELECT 1` and a Redis `GET`, through
+    /// HAProxy.
     #[serde(default = "default_p99")]
     pub p99: Duration,
+    /// 99th percentile of the committed-write probes: a PostgreSQL commit (which waits for the
+    /// synchronous standbys), a Redis `SET` (with `WAIT` when the Redis RPO needs it) and a
+    /// Kafka produce with `acks=all`. A commit is a network round trip more than a read, and a
+    /// disk flush on the standby or the in-sync replicas, so its default is not the reads'.
+    #[serde(default = "default_write_p99")]
+    pub write_p99: Duration,
 }
 
 fn default_rpo() -> Duration {
@@ -89,6 +99,9 @@ fn default_rto() -> Duration {
 }
 fn default_p99() -> Duration {
     Duration::from_millis(1)
+}
+fn default_write_p99() -> Duration {
+    Duration::from_millis(10)
 }
 fn default_availability() -> String {
     "99.99".to_owned()
@@ -112,7 +125,10 @@ impl Default for Objectives {
 
 impl Default for LatencyObjective {
     fn default() -> Self {
-        LatencyObjective { p99: default_p99() }
+        LatencyObjective {
+            p99: default_p99(),
+            write_p99: default_write_p99(),
+        }
     }
 }
 
@@ -133,6 +149,9 @@ impl Objectives {
 #[x_kube(validation = Rule::new("!has(self.latency) || !has(self.latency.p99) || duration(self.latency.p99) > duration('0s')").field_path(".latency.p99").message(
     "a component's objectives.latency.p99 must be greater than 0s"
 ))]
+#[x_kube(validation = Rule::new("!has(self.latency) || !has(self.latency.writeP99) || duration(self.latency.writeP99) > duration('0s')").field_path(".latency.writeP99").message(
+    "a component's objectives.latency.writeP99 must be greater than 0s"
+))]
 pub struct ComponentObjectives {
     /// Maximum data loss of this component on an unplanned failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,9 +166,12 @@ pub struct ComponentObjectives {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentLatencyObjective {
-    /// 99th percentile of this component's probes.
+    /// 99th percentile of this component's read probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p99: Option<Duration>,
+    /// 99th percentile of this component's committed-write probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_p99: Option<Duration>,
 }
 
 /// A component that has objectives of its own.
@@ -206,6 +228,7 @@ pub struct EffectiveTargets {
     pub rpo_source: TargetSource,
     pub rto: Duration,
     pub latency_p99: Duration,
+    pub latency_write_p99: Duration,
 }
 
 impl EffectiveTargets {
@@ -242,6 +265,10 @@ pub fn effective_targets(
             .and_then(|o| o.latency.as_ref())
             .and_then(|l| l.p99)
             .unwrap_or(cluster.latency.p99),
+        latency_write_p99: own
+            .and_then(|o| o.latency.as_ref())
+            .and_then(|l| l.write_p99)
+            .unwrap_or(cluster.latency.write_p99),
     }
 }
 

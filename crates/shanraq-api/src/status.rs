@@ -213,6 +213,48 @@ pub struct ObjectivesStatus {
     /// they outlive operator restarts and leader changes. Owned by the operator; do not edit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability_ledger: Option<AvailabilityLedgerStatus>,
+    /// Each critical path the operator probes (a PostgreSQL read and commit, a Redis GET and
+    /// SET, a Kafka produce with `acks=all`): its latency over the last five minutes against
+    /// its target, and the last outage a client of that path saw.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub probe_paths: Vec<ProbePathStatus>,
+}
+
+/// One probed path over the latency window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbePathStatus {
+    /// `postgres-read`, `postgres-write`, `redis-get`, `redis-set`, `kafka-produce`.
+    pub path: String,
+    /// `PostgreSQL`, `Redis` or `Kafka`.
+    pub component: String,
+    /// Percentiles of the successful probes, for example `412us`; absent while none succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99: Option<String>,
+    /// The p99 target this path is judged against.
+    pub target: String,
+    /// Probes in the window, and how many of them failed.
+    pub samples: i64,
+    pub failures: i64,
+    /// Whether the p99 is within the target.
+    pub met: bool,
+    /// The last outage this path's write probes saw: from the first failed probe to the next
+    /// successful one (write paths only; kept until the next outage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outage: Option<ProbeOutageStatus>,
+}
+
+/// An outage seen by a write probe.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeOutageStatus {
+    /// When the first failed probe started (RFC 3339).
+    pub started: String,
+    /// How long until a probe succeeded again, in milliseconds.
+    pub duration_ms: i64,
 }
 
 /// Write-probe counts in buckets of `bucketSeconds` (a whole number of hours, at most 241

@@ -2,15 +2,41 @@
 //! redis.conf: formation and scale-out by the rendered Job's own script, scaling out and in as
 //! the drill does it, and a killed master under a `SET` + `WAIT 1` writer. Failover is Redis Cluster's own (`cluster-node-timeout` as rendered); the
 //! test proves what the operator observes: the state, slots covered, masters and replicas, one
-//! failover seen, the killed node back as a replica, and no acknowledged write lost.
+//! failover seen, the killed node back as a replica, and no acknowledged write lost. The
+//! operator's Redis latency probe reaches the cluster as a cluster client does, before and
+//! after the failover.
 
 use std::time::Duration;
 
 use shanraq_drill::redis::cluster_mode::{LocalRedisCluster, SlotWriter, missing_in_cluster};
 use shanraq_ha::adapters::driver::system_clock;
+use shanraq_ha::redis::RedisMember;
 use shanraq_ha::redis::cluster::CLUSTER_SLOTS;
+use shanraq_operator::engines::probes::plan::RedisProbe;
+use shanraq_operator::engines::probes::redis::RedisProber;
 
 const STEP: Duration = Duration::from_secs(60);
+
+/// The operator's probe as a cluster client seeded from `seed`: a `GET` and a `SET` + `WAIT 1`
+/// (every master's), each within the probe's bounds.
+async fn probe_through(seed: &RedisMember, password: &str) {
+    let mut prober = RedisProber::new(
+        RedisProbe {
+            host: seed.host.clone(),
+            port: seed.port,
+            cluster: true,
+            secret: "unused".to_owned(),
+            wait_replicas: Some(1),
+        },
+        password.to_owned(),
+    );
+    let get = prober.get().await.expect("GET through a cluster client");
+    let set = prober
+        .set()
+        .await
+        .expect("SET + WAIT 1 through a cluster client");
+    eprintln!("probe: GET {get:?}, SET + WAIT 1 {set:?}");
+}
 
 async fn wait_progress(progress: &tokio::sync::watch::Receiver<usize>, at_least: usize) {
     let deadline = tokio::time::Instant::now() + STEP;
@@ -37,6 +63,7 @@ async fn six_nodes_form_a_cluster_and_a_killed_master_is_replaced_without_losing
         assert_eq!(view.replicas_of(&master.id), 1, "{}", view.summary());
     }
     eprintln!("formed: {}", view.summary());
+    probe_through(&cluster.members[0], cluster.password()).await;
 
     let (progress_tx, progress) = tokio::sync::watch::channel(0_usize);
     let writer = SlotWriter::start(
@@ -78,6 +105,7 @@ async fn six_nodes_form_a_cluster_and_a_killed_master_is_replaced_without_losing
         .await
         .unwrap_or_else(|error| panic!("{error}"));
     eprintln!("healed: {}", healed.summary());
+    probe_through(&cluster.members[victim], cluster.password()).await;
     let acked = *progress.borrow();
     wait_progress(&progress, acked + 30).await;
     let report = writer.stop().await;

@@ -519,38 +519,60 @@ async fn an_operator_that_finds_another_claim_in_the_status_stands_down_and_exec
 
 /// The latency/availability probes, through HAProxy with the application's credentials:
 /// both succeed on a healthy cluster; the write probe fails while no synchronous standby can
-/// acknowledge (as an application commit would hang) although reads still answer; and a dead
-/// primary fails both, its broken connection not kept.
+/// acknowledge (as an application commit would hang) although reads still answer, and the
+/// outage a client saw is timed from that failed write to the first write after a standby is
+/// back; and a dead primary fails both, its broken connection not kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_through_haproxy_measure_what_an_application_sees() {
-    use shanraq_operator::engines::postgres::probes::probe_once;
+    use shanraq_operator::engines::probes::postgres::PostgresProber;
+    use shanraq_operator::engines::probes::{ProbePath, ProbeWindow, RETRY_PERIOD};
+    use std::time::Instant;
     let mut topology = LocalTopology::start(binary(), TopologyOptions::default())
         .await
         .unwrap_or_else(|error| panic!("topology starts: {error}"));
-    let options = topology.app_rw_options();
-    let mut connection = None;
-    let (read, write_ok) = probe_once(&options, &mut connection).await;
-    assert!(read.is_some() && write_ok, "healthy: {read:?} {write_ok}");
-    assert!(
-        connection.is_some(),
-        "the connection is kept between rounds"
-    );
+    let mut prober = PostgresProber::new(topology.app_rw_options());
+    let (read, write) = (prober.read().await, prober.write().await);
+    assert!(read.is_ok() && write.is_ok(), "healthy: {read:?} {write:?}");
+    assert!(prober.connected(), "the connection is kept between rounds");
 
     topology.kill(1).expect("kill pg-1");
     topology.kill(2).expect("kill pg-2");
-    let (read, write_ok) = probe_once(&options, &mut connection).await;
+    let window = ProbeWindow::default();
+    let failed_at = Instant::now();
+    let (_, write) = (prober.read().await, prober.write().await);
+    // The primary cannot commit, so it no longer answers /primary: HAProxy's rw takes it out,
+    // reads through rw included, until a standby is back; the read's result is not asserted.
     assert!(
-        !write_ok,
+        write.is_err(),
         "no synchronous standby: a commit cannot be acknowledged"
     );
-    // The primary cannot commit, so it no longer answers /primary: HAProxy's rw takes it out,
-    // reads through rw included, until a standby is back.
-    let _ = read;
+    window.record(ProbePath::PostgresWrite, failed_at, None);
+    assert!(window.failing(ProbePath::PostgresWrite));
+    // The standbys come back; the prober retries as its loop does until a write goes through.
+    topology.restart(1).expect("restart pg-1");
+    topology.restart(2).expect("restart pg-2");
+    let restarted = failed_at.elapsed();
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while window.failing(ProbePath::PostgresWrite) {
+        assert!(Instant::now() < deadline, "no write went through again");
+        tokio::time::sleep(RETRY_PERIOD).await;
+        let started = Instant::now();
+        let ok = prober.write().await.is_ok();
+        window.retried(ProbePath::PostgresWrite, started, ok);
+    }
+    let outage = window
+        .last_outage(ProbePath::PostgresWrite)
+        .expect("the outage ended");
+    println!("outage a client saw: {:?}", outage.duration);
+    assert!(
+        outage.duration >= restarted,
+        "the outage covers the time no standby ran: {outage:?}, standbys back after {restarted:?}"
+    );
 
     topology.kill(0).expect("kill pg-0");
-    let (read, write_ok) = probe_once(&options, &mut connection).await;
-    assert!(read.is_none() && !write_ok);
-    assert!(connection.is_none(), "a broken connection is not kept");
+    let (read, write) = (prober.read().await, prober.write().await);
+    assert!(read.is_err() && write.is_err(), "{read:?} {write:?}");
+    assert!(!prober.connected(), "a broken connection is not kept");
 }
 
 /// `kubectl shanraq drill`: the annotation makes the operator delete the primary's Pod (here

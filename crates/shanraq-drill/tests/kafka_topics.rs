@@ -3,7 +3,9 @@
 //! topic round creates the seeds' topics, adds partitions, changes and resets configuration,
 //! refuses a shrink and a replication factor change naming the topic and the field while the
 //! other topics still converge, retains a removed topic unless `deletionPolicy: Delete`; and
-//! `KafkaReady` and Kafka's RPO come from what the admin API reports.
+//! `KafkaReady` and Kafka's RPO come from what the admin API reports. The operator's Kafka
+//! latency probe produces with `acks=all` to its own topic, created with the cluster's
+//! replication factor and `min.insync.replicas`, and fails once too few replicas remain.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -290,4 +292,57 @@ async fn topics_converge_through_the_admin_api_on_real_brokers() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+
+    // The latency probe: its topic is created as the cluster's settings say, an acks=all
+    // produce is acknowledged, and one fails once fewer brokers than min.insync.replicas run.
+    let plan = shanraq_operator::engines::probes::plan::plan(&cluster, "cluster.local");
+    let target = shanraq_operator::engines::probes::plan::KafkaProbe {
+        bootstrap: kafka.nodes.bootstrap_servers(),
+        ..plan.kafka.expect("Kafka is probed")
+    };
+    let mut prober = shanraq_operator::engines::probes::kafka::KafkaProber::new(target.clone())
+        .expect("a producer");
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    let latency = loop {
+        match prober.produce().await {
+            Ok(latency) => break latency,
+            Err(error) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no acks=all produce was acknowledged: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    println!("acks=all produce acknowledged in {latency:?}");
+    let described = kafka.admin().describe().await.expect("described");
+    let probe_topic = described
+        .topics
+        .get(&target.topic)
+        .expect("the probe topic exists");
+    assert_eq!(probe_topic.replication_factor(), 3);
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        let described = kafka.admin().describe().await.expect("described");
+        if let Some(min_isr) = described.topics.get(&target.topic).and_then(|t| t.min_isr) {
+            assert_eq!(min_isr, 2, "the cluster's min.insync.replicas");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the probe topic's config was never read"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut kafka = kafka;
+    let brokers = kafka.nodes.broker_ids();
+    for id in &brokers[..2] {
+        kafka.nodes.kill(*id).expect("broker killed");
+    }
+    let error = prober
+        .produce()
+        .await
+        .expect_err("one broker left of three: acks=all cannot be met with min.insync.replicas 2");
+    assert!(error.starts_with("produce: "), "{error}");
 }

@@ -38,10 +38,20 @@ pub struct FailoverLabels {
 pub struct ProbeLabels {
     pub cluster: String,
     pub namespace: String,
-    /// `read` (`SELECT 1`) or `write` (a transactional WAL message) through HAProxy's `pg-rw`.
+    /// `postgres-read`, `postgres-write`, `redis-get`, `redis-set` or `kafka-produce`.
+    pub path: String,
+    /// `read` or `write`: availability and its burn-rate alerts count the writes.
     pub kind: String,
     /// `success` or `failure`.
     pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbePathLabels {
+    pub cluster: String,
+    pub namespace: String,
+    /// `postgres-read`, `postgres-write`, `redis-get`, `redis-set` or `kafka-produce`.
+    pub path: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,12 +78,13 @@ pub struct ProbeCounter {
 }
 
 impl ProbeCounter {
-    /// One probe of `kind` that succeeded or not.
-    pub fn count(&self, kind: &str, ok: bool) {
+    /// One probe of `path` (of `kind`) that succeeded or not.
+    pub fn count(&self, path: &str, kind: &str, ok: bool) {
         self.family
             .get_or_create(&ProbeLabels {
                 cluster: self.cluster.clone(),
                 namespace: self.namespace.clone(),
+                path: path.to_owned(),
                 kind: kind.to_owned(),
                 result: if ok { "success" } else { "failure" }.to_owned(),
             })
@@ -97,6 +108,8 @@ pub struct Metrics {
     pub failovers: Family<FailoverLabels, Counter>,
     pub failover_duration: Family<FailoverLabels, Histogram>,
     pub probes: Family<ProbeLabels, Counter>,
+    /// Each probed path's P99 over the latency window (5 minutes).
+    pub probe_p99_seconds: Family<ProbePathLabels, Gauge<f64, AtomicU64>>,
     pub component_ready: Family<ComponentLabels, Gauge>,
     pub component_desired: Family<ComponentLabels, Gauge>,
     /// 1 while the primary's `archive_command` succeeds, 0 while it fails (`spec.backup`).
@@ -124,6 +137,7 @@ impl Default for Metrics {
             failovers: Family::default(),
             failover_duration: Family::new_with_constructor(failover_buckets),
             probes: Family::default(),
+            probe_p99_seconds: Family::default(),
             component_ready: Family::default(),
             component_desired: Family::default(),
             wal_archiving: Family::default(),
@@ -207,8 +221,14 @@ impl Metrics {
         );
         registry.register(
             "probe",
-            "Critical-path probes through HAProxy (read and write), by result",
+            "Critical-path probes (a read or write of each path, through the Services clients use), by result",
             self.probes.clone(),
+        );
+        registry.register_with_unit(
+            "probe_p99",
+            "P99 of each probed path's successful probes over the last 5 minutes; absent while none succeeded",
+            Unit::Seconds,
+            self.probe_p99_seconds.clone(),
         );
         registry.register(
             "component_ready_instances",
@@ -228,6 +248,25 @@ impl Metrics {
             family: self.probes.clone(),
             cluster: cluster.to_owned(),
             namespace: namespace.to_owned(),
+        }
+    }
+
+    /// Publishes each probed path's P99 (`None`: removed, nothing measured now).
+    pub fn set_probe_p99(&self, cluster: &str, namespace: &str, path: &str, p99: Option<Duration>) {
+        let labels = ProbePathLabels {
+            cluster: cluster.to_owned(),
+            namespace: namespace.to_owned(),
+            path: path.to_owned(),
+        };
+        match p99 {
+            Some(p99) => {
+                self.probe_p99_seconds
+                    .get_or_create(&labels)
+                    .set(p99.as_secs_f64());
+            }
+            None => {
+                self.probe_p99_seconds.remove(&labels);
+            }
         }
     }
 
@@ -390,9 +429,9 @@ mod tests {
             Some(Duration::from_millis(900)),
         );
         let probes = metrics.probe_counter("payments", "fintech");
-        probes.count("write", false);
-        probes.count("write", true);
-        probes.count("write", true);
+        probes.count("postgres-write", "write", false);
+        probes.count("postgres-write", "write", true);
+        probes.count("postgres-write", "write", true);
         metrics.set_component(
             ComponentLabels {
                 cluster: "payments".into(),
@@ -404,8 +443,8 @@ mod tests {
         );
         let text = encode(&registry).expect("encodes");
         for name in [
-            "shanraq_probe_total{cluster=\"payments\",namespace=\"fintech\",kind=\"write\",result=\"failure\"} 1",
-            "shanraq_probe_total{cluster=\"payments\",namespace=\"fintech\",kind=\"write\",result=\"success\"} 2",
+            "shanraq_probe_total{cluster=\"payments\",namespace=\"fintech\",path=\"postgres-write\",kind=\"write\",result=\"failure\"} 1",
+            "shanraq_probe_total{cluster=\"payments\",namespace=\"fintech\",path=\"postgres-write\",kind=\"write\",result=\"success\"} 2",
             "shanraq_component_ready_instances{cluster=\"payments\",namespace=\"fintech\",component=\"kafka-broker\"} 2",
             "shanraq_component_desired_instances{cluster=\"payments\",namespace=\"fintech\",component=\"kafka-broker\"} 3",
             "shanraq_failovers_total{cluster=\"payments\",namespace=\"fintech\",component=\"postgres\",kind=\"failover\"} 1",
@@ -430,25 +469,29 @@ mod tests {
 
     #[test]
     fn probe_rounds_are_counted_once_a_counter_is_attached() {
+        use crate::engines::probes::ProbePath;
+        use std::time::Instant;
         let (metrics, registry) = Metrics::registered();
-        let window = crate::engines::postgres::probes::ProbeWindow::default();
-        window.record(Some(Duration::from_millis(1)), true);
+        let window = crate::engines::probes::ProbeWindow::default();
+        let ms = Some(Duration::from_millis(1));
+        window.record(ProbePath::PostgresWrite, Instant::now(), ms);
         window.count_into(metrics.probe_counter("payments", "fintech"));
-        window.record(Some(Duration::from_millis(1)), false);
-        window.record(None, false);
+        window.record(ProbePath::PostgresRead, Instant::now(), ms);
+        window.record(ProbePath::PostgresRead, Instant::now(), None);
+        window.record(ProbePath::KafkaProduce, Instant::now(), None);
         let text = encode(&registry).expect("encodes");
-        for (kind, result, count) in [
-            ("read", "success", 1),
-            ("read", "failure", 1),
-            ("write", "failure", 2),
+        for (path, kind, result, count) in [
+            ("postgres-read", "read", "success", 1),
+            ("postgres-read", "read", "failure", 1),
+            ("kafka-produce", "write", "failure", 1),
         ] {
             let line = format!(
-                "shanraq_probe_total{{cluster=\"payments\",namespace=\"fintech\",kind=\"{kind}\",result=\"{result}\"}} {count}"
+                "shanraq_probe_total{{cluster=\"payments\",namespace=\"fintech\",path=\"{path}\",kind=\"{kind}\",result=\"{result}\"}} {count}"
             );
             assert!(text.contains(&line), "missing {line:?} in:\n{text}");
         }
         assert!(
-            !text.contains("kind=\"write\",result=\"success\""),
+            !text.contains("path=\"postgres-write\""),
             "the round before the counter was attached is not counted: {text}"
         );
     }

@@ -162,7 +162,13 @@ fn operator_names() -> BTreeSet<String> {
     );
     metrics
         .probe_counter("payments", "fintech")
-        .count("write", true);
+        .count("postgres-write", "write", true);
+    metrics.set_probe_p99(
+        "payments",
+        "fintech",
+        "postgres-write",
+        Some(Duration::from_millis(2)),
+    );
     metrics.set_component(
         ComponentLabels {
             cluster: "payments".into(),

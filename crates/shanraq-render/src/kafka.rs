@@ -112,6 +112,11 @@ fn common_settings(cluster: &ValidCluster) -> BTreeMap<&'static str, String> {
     ])
 }
 
+/// How long the controllers wait for a broker's heartbeat before fencing it and moving its
+/// partitions' leadership (Kafka's own default, rendered so that the RTO projection and the
+/// cluster read the same figure): what an unclean broker loss costs producers.
+pub const BROKER_SESSION_TIMEOUT_MS: u64 = 9000;
+
 /// server.properties of controller `ordinal`.
 pub fn controller_properties(cluster: &ValidCluster, ordinal: i32) -> String {
     let mut settings = common_settings(cluster);
@@ -124,6 +129,10 @@ pub fn controller_properties(cluster: &ValidCluster, ordinal: i32) -> String {
     settings.insert(
         "min.insync.replicas",
         cluster.spec.kafka.min_insync_replicas.to_string(),
+    );
+    settings.insert(
+        "broker.session.timeout.ms",
+        BROKER_SESSION_TIMEOUT_MS.to_string(),
     );
     properties(
         &settings,

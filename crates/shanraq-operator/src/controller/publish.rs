@@ -131,9 +131,19 @@ fn publish_objectives(ctx: &Context, cluster: &ValidCluster, observed: &Observed
     ctx.metrics.set_objective(
         labels("latency_p99"),
         Some(objectives.latency.p99.as_std()),
-        observed.probes.latency.as_ref().map(|v| v.met),
-        observed.probes.p99,
+        observed.probes.latency_met(),
+        observed.probes.worst_p99(),
     );
+    for path in crate::engines::probes::ProbePath::ALL {
+        let p99 = observed
+            .probes
+            .paths
+            .iter()
+            .find(|p| p.path == path)
+            .and_then(|p| p.figures.p99);
+        ctx.metrics
+            .set_probe_p99(&cluster.name, &cluster.namespace, path.name(), p99);
+    }
     let dr_labels = labels("dr_rpo");
     let archiving = ComponentLabels {
         cluster: cluster.name.clone(),

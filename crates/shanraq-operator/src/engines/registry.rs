@@ -14,6 +14,7 @@ use shanraq_render::{Child, Rendered};
 use super::kafka::KafkaRegistry;
 use super::postgres::task::Deps;
 use super::postgres::{HaRegistry, HaSettings};
+use super::probes::ProbeRegistry;
 use super::redis::RedisHaRegistry;
 use super::{kafka, postgres, redis};
 use crate::controller::error::Error;
@@ -30,6 +31,8 @@ pub struct Engines {
     pub redis: RedisHaRegistry,
     /// One Kafka task per cluster with Kafka (topics, admin API figures).
     pub kafka: KafkaRegistry,
+    /// One probe task per cluster: every critical path, as a client sees it.
+    pub probes: ProbeRegistry,
     /// The failover drills this operator started, so a request is acted on once.
     pub drills: postgres::drill::Requests,
     /// The Redis RPO measurement last published per cluster: its lag moves with every
@@ -71,6 +74,7 @@ impl Engines {
         Engines {
             redis: RedisHaRegistry::new(settings.enabled),
             kafka: KafkaRegistry::new(settings.enabled, settings.instance_address),
+            probes: ProbeRegistry::new(settings.enabled, settings.cluster_domain.clone()),
             postgres: HaRegistry::new(settings),
             drills: postgres::drill::Requests::default(),
             redis_rpo: redis::objectives::PublishedRpo::default(),
@@ -108,6 +112,7 @@ impl Engines {
             template_hash(at, Component::KafkaBroker),
             || io.client.clone(),
         );
+        self.probes.ensure(at.cluster, || io.client.clone());
         self.postgres
             .set_desired_hash(&key, template_hash(at, Component::Postgres));
         self.redis
@@ -195,28 +200,8 @@ impl Engines {
             observed.engines.redis_cluster =
                 previous.redis.as_ref().and_then(|r| r.cluster.clone());
         }
-        if let Some(window) = self.postgres.probe_window(&key) {
-            window.count_into(metrics.probe_counter(&cluster.name, &cluster.namespace));
-            // The availability SLO counts from the cluster's first Ready on, on top of what the
-            // status persisted (an earlier process, or leader).
-            let ledger = crate::controller::status::measuring_probes(previous).then(|| {
-                let persisted = postgres::objectives::ledger_from_status(
-                    previous
-                        .objectives
-                        .as_ref()
-                        .and_then(|o| o.availability_ledger.as_ref()),
-                );
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |since| since.as_secs());
-                window.ledger(
-                    persisted,
-                    cluster.spec.objectives.availability_window.as_std(),
-                    now,
-                )
-            });
-            let fresh = postgres::objectives::probe_verdicts(cluster, &window, ledger);
-            observed.probes = self.postgres.publishable_probes(&key, fresh);
+        if let Some(verdicts) = self.probes.verdicts(metrics, cluster, previous) {
+            observed.probes = verdicts;
         }
     }
 
@@ -226,6 +211,7 @@ impl Engines {
         self.postgres.stop(key);
         self.redis.tasks.stop(key);
         self.kafka.tasks.stop(key);
+        self.probes.stop(key);
     }
 
     /// Leadership lost or shutdown: every task stops.
@@ -233,6 +219,7 @@ impl Engines {
         self.postgres.stop_all().await;
         self.redis.tasks.stop_all().await;
         self.kafka.tasks.stop_all().await;
+        self.probes.stop_all().await;
     }
 }
 

@@ -25,7 +25,6 @@ mod objectives;
 mod tests;
 mod workloads;
 
-use crate::engines::postgres::objectives as ha_objectives;
 use objectives::measured_objective_conditions;
 pub use objectives::measuring_probes;
 pub use objectives::{
@@ -60,8 +59,8 @@ pub struct Observed {
     pub last_failover_rto: Option<Duration>,
     /// The last unplanned Redis failover's measured RTO (`status.redis.lastFailover`).
     pub last_redis_failover_rto: Option<Duration>,
-    /// Latency and availability from the probes through HAProxy.
-    pub probes: ha_objectives::ProbeVerdicts,
+    /// Latency, availability and client-seen outages from the probes of every critical path.
+    pub probes: crate::engines::probes::ProbeVerdicts,
     /// WAL archiving and backups, from the primary's last sampled status (`spec.backup`).
     pub archive: Option<super::backup_status::ArchiveObservation>,
     /// The newest finished ShanraqBackup of the cluster (name, status), when listed.
@@ -78,7 +77,7 @@ impl Observed {
             rpo: RpoByComponent::default(),
             last_failover_rto: None,
             last_redis_failover_rto: None,
-            probes: ha_objectives::ProbeVerdicts::default(),
+            probes: crate::engines::probes::ProbeVerdicts::default(),
             archive: None,
             last_backup: None,
             engines: crate::engines::observed::EngineViews::default(),
@@ -166,11 +165,17 @@ pub fn desired(
         // Probes the operator cannot run at all are said at once, though: waiting for Ready
         // would not make them run.
         gated = Observed {
-            probes: ha_objectives::ProbeVerdicts {
-                trouble: observed.probes.trouble.clone().filter(|trouble| {
-                    matches!(trouble, ha_objectives::ProbeTrouble::NotRunning(_))
-                }),
-                ..ha_objectives::ProbeVerdicts::default()
+            probes: crate::engines::probes::ProbeVerdicts {
+                trouble: observed
+                    .probes
+                    .trouble
+                    .iter()
+                    .filter(|(_, trouble)| {
+                        matches!(trouble, crate::engines::probes::ProbeTrouble::NotRunning(_))
+                    })
+                    .cloned()
+                    .collect(),
+                ..crate::engines::probes::ProbeVerdicts::default()
             },
             ..observed.clone()
         };
@@ -213,12 +218,14 @@ pub fn desired(
         objectives.latency_p99 = None;
         objectives.availability = None;
         objectives.error_budget_remaining = None;
+        objectives.probe_paths.clear();
     } else {
-        if let Some(verdict) = &observed.probes.latency {
-            objectives.latency_p99 = Some(ObjectiveStatus {
-                component: Some("PostgreSQL".to_owned()),
-                ..shown(verdict)
-            });
+        objectives.latency_p99 =
+            decisive(objectives::latency_parts(cluster, observed)).or(objectives
+                .latency_p99
+                .filter(|_| observed.probes.paths.is_empty()));
+        if !observed.probes.paths.is_empty() {
+            objectives.probe_paths = observed.probes.to_status();
         }
         if let Some(verdict) = &observed.probes.availability {
             objectives.availability = Some(shown(verdict));
@@ -229,7 +236,8 @@ pub fn desired(
         }
         // Counts are kept even while nothing measures: a path turned back on resumes them.
         if let Some(ledger) = &observed.probes.ledger {
-            objectives.availability_ledger = Some(ha_objectives::ledger_to_status(ledger));
+            objectives.availability_ledger =
+                Some(crate::engines::probes::verdicts::ledger_to_status(ledger));
         }
     }
     objectives.dr_rpo =

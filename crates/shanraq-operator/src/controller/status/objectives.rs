@@ -15,7 +15,7 @@ use shanraq_api::{ShanraqClusterStatus, ValidCluster};
 use shanraq_ha::objectives::{self as verdicts, Combined, ObjectiveStatus, Part, RpoMeasurement};
 
 use super::{Observed, PROMOTION_ALLOWANCE, REASON_NOT_MEASURABLE, Truth, Want};
-use crate::engines::postgres::objectives as ha_objectives;
+use crate::engines::probes::{ProbeTrouble, plan};
 
 /// Why a probe objective has no figure although its path is on: the probes cannot start
 /// (`ProbeNotRunning`) or every probe of the window failed (`ProbeFailing`).
@@ -27,15 +27,51 @@ pub const REASON_PROBE_FAILING: &str = "ProbeFailing";
 /// the first replica, in Redis's `clusterGetReplicaRank` delay).
 pub const REDIS_CLUSTER_ELECTION: Duration = Duration::from_secs(1);
 
-/// The RTO the configured timings allow: detection (probe period x failure threshold), the
-/// failover delay, promotion, and one routing check (HAProxy checks at the probe period).
-/// The PostgreSQL and Redis (replication) engines share these timings.
+/// The RTO the configured timings allow the PostgreSQL and Redis (replication) engines, which
+/// share them: detection (probe period x failure threshold), the failover delay, promotion,
+/// and one routing check (HAProxy checks at the probe period). When nothing but the old
+/// primary's lease stops it from committing (PostgreSQL without synchronous standbys), nobody
+/// is promoted before that lease ran out, so the wait is the longer of detection and lease.
 pub fn projected_rto(cluster: &ValidCluster) -> Duration {
     let failover = &cluster.spec.failover;
     let probe = failover.probe_period.as_std();
-    let threshold = u32::try_from(failover.failure_threshold.max(0)).unwrap_or(0);
-    probe * threshold + failover.failover_delay.as_std() + PROMOTION_ALLOWANCE + probe
+    detection_or_lease(cluster) + failover.failover_delay.as_std() + PROMOTION_ALLOWANCE + probe
 }
+
+fn detection(cluster: &ValidCluster) -> Duration {
+    let failover = &cluster.spec.failover;
+    let threshold = u32::try_from(failover.failure_threshold.max(0)).unwrap_or(0);
+    failover.probe_period.as_std() * threshold
+}
+
+/// Whether PostgreSQL's failover waits out the old primary's lease before promoting.
+fn waits_for_lease(cluster: &ValidCluster) -> bool {
+    !cluster.spec.postgres.synchronous.is_synchronous()
+}
+
+fn detection_or_lease(cluster: &ValidCluster) -> Duration {
+    if waits_for_lease(cluster) {
+        detection(cluster).max(cluster.spec.failover.lease())
+    } else {
+        detection(cluster)
+    }
+}
+
+/// Redis replication's projection: the same timings, without a lease wait (a master's writes
+/// stop with its replicas, `min-replicas-to-write`).
+fn projected_redis_rto(cluster: &ValidCluster) -> Duration {
+    let failover = &cluster.spec.failover;
+    detection(cluster)
+        + failover.failover_delay.as_std()
+        + PROMOTION_ALLOWANCE
+        + failover.probe_period.as_std()
+}
+
+/// How long Kafka's controllers take to move a lost broker's partition leadership: the broker
+/// session timeout the controllers are rendered with, then the election (the controller picks
+/// an in-sync replica at once; one second is allowed for it and the producers' metadata
+/// refresh).
+pub const KAFKA_ELECTION: Duration = Duration::from_secs(1);
 
 pub(super) fn seconds_text(duration: Duration) -> String {
     shanraq_api::Duration::from(duration).to_string()
@@ -50,18 +86,23 @@ pub fn measuring_probes(previous: &ShanraqClusterStatus) -> bool {
     })
 }
 
-/// Why the probe objectives (latency, availability) cannot be measured: their probes are
-/// PostgreSQL reads and writes through HAProxy, so either one turned off leaves nothing to time.
-pub(super) fn probes_unmeasurable(cluster: &ValidCluster) -> Option<&'static str> {
-    if !cluster.spec.haproxy.enabled {
-        Some("the probes go through HAProxy, which is disabled (spec.haproxy.enabled: false)")
-    } else if !cluster.spec.postgres.enabled {
-        Some(
-            "the probes are PostgreSQL reads and writes, and PostgreSQL is disabled (spec.postgres.enabled: false)",
-        )
-    } else {
-        None
+/// Why the probe objectives (latency, availability) cannot be measured at all: no enabled
+/// component has a probed path (each one's reason is named).
+pub(super) fn probes_unmeasurable(cluster: &ValidCluster) -> Option<String> {
+    let plan = plan::plan(cluster, "");
+    if !plan.is_empty() {
+        return None;
     }
+    let reasons: Vec<String> = plan
+        .unprobed
+        .iter()
+        .map(|(component, why)| format!("{}: {why}", component.title()))
+        .collect();
+    Some(if reasons.is_empty() {
+        "no component is enabled".to_owned()
+    } else {
+        reasons.join("; ")
+    })
 }
 
 fn want(type_: &'static str, combined: Combined) -> Want {
@@ -141,12 +182,12 @@ pub fn rpo_parts(cluster: &ValidCluster, observed: &Observed) -> Vec<Part> {
         .collect()
 }
 
-/// Each enabled component's RTO part: the projection from its timings and, once there was
-/// one, its last unplanned failover's measured duration; Kafka's partition leadership moves by
-/// Kafka's own election, which the operator does not project.
+/// Each enabled component's RTO part: the projection from its timings, its engine's last
+/// unplanned failover as measured, and the last outage a client of its write path saw through
+/// the Service (from the first failed probe to the next successful write). The worst of the
+/// three is its figure, and every one must be within the target.
 pub fn rto_parts(cluster: &ValidCluster, observed: &Observed) -> Vec<Part> {
     let spec = &cluster.spec;
-    let projected = projected_rto(cluster);
     spec.objective_components()
         .into_iter()
         .map(|component| {
@@ -154,8 +195,8 @@ pub fn rto_parts(cluster: &ValidCluster, observed: &Observed) -> Vec<Part> {
             let target = spec.objective_targets(component).rto;
             let (projected, how, actual) = match component {
                 ObjectiveComponent::Postgres => (
-                    projected,
-                    engine_projection(cluster),
+                    projected_rto(cluster),
+                    engine_projection(cluster, waits_for_lease(cluster)),
                     observed.last_failover_rto,
                 ),
                 ObjectiveComponent::Redis if spec.redis.mode == RedisMode::Cluster => {
@@ -172,17 +213,22 @@ pub fn rto_parts(cluster: &ValidCluster, observed: &Observed) -> Vec<Part> {
                     )
                 }
                 ObjectiveComponent::Redis => (
-                    projected,
-                    engine_projection(cluster),
+                    projected_redis_rto(cluster),
+                    engine_projection(cluster, false),
                     observed.last_redis_failover_rto,
                 ),
                 ObjectiveComponent::Kafka => {
-                    return Part::Uncovered {
-                        component: title,
-                        why: format!(
-                            "target {target}; partition leadership moves by Kafka's own controller election, which is not projected"
+                    let session =
+                        Duration::from_millis(shanraq_render::kafka::BROKER_SESSION_TIMEOUT_MS);
+                    (
+                        session + KAFKA_ELECTION,
+                        format!(
+                            "broker session timeout {}, leader election {}",
+                            seconds_text(session),
+                            seconds_text(KAFKA_ELECTION)
                         ),
-                    };
+                        None,
+                    )
                 }
             };
             let target_std = target.as_std();
@@ -196,7 +242,26 @@ pub fn rto_parts(cluster: &ValidCluster, observed: &Observed) -> Vec<Part> {
                     // As `shanraq_ha::objectives::human` writes it, like every failover figure.
                     basis.push_str(&format!("; last failover {}", verdicts::human(actual)));
                 }
-                None => basis.push_str("; no failover measured yet"),
+                None if component != ObjectiveComponent::Kafka
+                    && !(component == ObjectiveComponent::Redis
+                        && spec.redis.mode == RedisMode::Cluster) =>
+                {
+                    basis.push_str("; no failover measured yet");
+                }
+                None => {}
+            }
+            let client = observed.probes.last_outage(component);
+            if let Some((path, outage)) = client {
+                met &= outage.duration <= target_std;
+                measured = measured.max(outage.duration);
+                let at = jiff::Timestamp::try_from(outage.started)
+                    .map(|t| format!(" at {}", t.round(jiff::Unit::Second).unwrap_or(t)))
+                    .unwrap_or_default();
+                basis.push_str(&format!(
+                    "; last outage a client saw {} ({}{at})",
+                    verdicts::human(outage.duration),
+                    path.name()
+                ));
             }
             let message = format!(
                 "RTO {} {} target {target} ({basis})",
@@ -208,9 +273,10 @@ pub fn rto_parts(cluster: &ValidCluster, observed: &Observed) -> Vec<Part> {
                 weight: measured,
                 status: ObjectiveStatus {
                     met,
-                    measured: match actual {
-                        Some(_) => seconds_text(measured),
-                        None => format!("{} (projected)", seconds_text(measured)),
+                    measured: if actual.is_some() || client.is_some() {
+                        seconds_text(measured)
+                    } else {
+                        format!("{} (projected)", seconds_text(measured))
                     },
                     target: target.to_string(),
                     message,
@@ -220,76 +286,125 @@ pub fn rto_parts(cluster: &ValidCluster, observed: &Observed) -> Vec<Part> {
         .collect()
 }
 
-fn engine_projection(cluster: &ValidCluster) -> String {
+fn engine_projection(cluster: &ValidCluster, lease: bool) -> String {
     let failover = &cluster.spec.failover;
+    let wait = if lease {
+        format!(
+            "the longer of detection {} x {} and the old primary's lease {} (no synchronous standby fences it)",
+            failover.probe_period,
+            failover.failure_threshold,
+            seconds_text(failover.lease())
+        )
+    } else {
+        format!(
+            "detection {} x {}",
+            failover.probe_period, failover.failure_threshold
+        )
+    };
     format!(
-        "detection {} x {}, failover delay {}, promotion {}, one routing check {}",
-        failover.probe_period,
-        failover.failure_threshold,
+        "{wait}, failover delay {}, promotion {}, one routing check {}",
         failover.failover_delay,
         seconds_text(PROMOTION_ALLOWANCE),
         failover.probe_period,
     )
 }
 
-/// Each enabled component's latency part. Only PostgreSQL's path is probed (a `SELECT 1`
-/// through HAProxy's `pg-rw`); Redis and Kafka are named as not probed.
-fn latency_parts(cluster: &ValidCluster, observed: &Observed) -> Vec<Part> {
+/// Each enabled component's latency part: every probed path of it against its read or write
+/// target (the worst path decides), still to be measured, or not probed (and why).
+pub(super) fn latency_parts(cluster: &ValidCluster, observed: &Observed) -> Vec<Part> {
     let spec = &cluster.spec;
+    let plan = plan::plan(cluster, "");
     spec.objective_components()
         .into_iter()
         .map(|component| {
             let title = component.title();
-            let target = spec.objective_targets(component).latency_p99;
-            match component {
-                ObjectiveComponent::Postgres => match &observed.probes.latency {
-                    Some(verdict) => Part::Judged {
-                        component: title,
-                        weight: observed.probes.p99.unwrap_or_default(),
-                        status: verdict.clone(),
-                    },
-                    None => Part::Pending {
-                        component: title,
-                        why: format!(
-                            "target p99 {target}; probe latency is measured once the cluster has first been Ready"
-                        ),
-                    },
-                },
-                ObjectiveComponent::Redis | ObjectiveComponent::Kafka => Part::Uncovered {
+            let targets = spec.objective_targets(component);
+            if let Some(why) = plan.unprobed(component) {
+                return Part::Uncovered {
+                    component: title,
+                    why: format!("target p99 {}; {why}", targets.latency_p99),
+                };
+            }
+            let paths: Vec<_> = observed.probes.of(component).collect();
+            let Some(worst) = paths.iter().max_by_key(|p| p.weight()) else {
+                return Part::Pending {
                     component: title,
                     why: format!(
-                        "target p99 {target}; the operator's latency probe times PostgreSQL reads only"
+                        "target p99 {} for reads, {} for writes; probe latency is measured once the cluster has first been Ready",
+                        targets.latency_p99, targets.latency_write_p99
                     ),
+                };
+            };
+            let met = paths.iter().all(|p| p.met);
+            Part::Judged {
+                component: title,
+                weight: worst.weight(),
+                status: ObjectiveStatus {
+                    met,
+                    measured: worst
+                        .figures
+                        .p99
+                        .map_or_else(|| "none".to_owned(), verdicts::human),
+                    target: verdicts::human(worst.target),
+                    message: paths
+                        .iter()
+                        .map(|p| p.text())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 },
             }
         })
         .collect()
 }
 
-/// A probe objective whose probes cannot give a figure, with the reason: the probes did not
-/// start, or every probe of the window failed.
-fn probe_trouble(observed: &Observed, type_: &'static str, target: &str) -> Option<Want> {
-    let trouble = observed.probes.trouble.as_ref()?;
-    // Probes the operator cannot run say nothing about the cluster (Unknown); probes that run
-    // and all fail are what a client would see (False).
-    let (truth, reason, text) = match trouble {
-        ha_objectives::ProbeTrouble::NotRunning(why) => (
+/// A probe objective some of whose components' probes cannot give a figure, with the reason:
+/// their probes did not start, or every probe of the window failed. The components that do
+/// measure are named after them.
+fn probe_trouble(observed: &Observed, type_: &'static str, rest: &str) -> Option<Want> {
+    // Probes that run and all fail are what a client would see (False); probes the operator
+    // cannot run say nothing about the cluster (Unknown).
+    let failing: Vec<String> = observed
+        .probes
+        .trouble
+        .iter()
+        .filter_map(|(component, trouble)| match trouble {
+            ProbeTrouble::Failing(why) => Some(format!(
+                "{}: every probe of the window failed: {why}",
+                component.title()
+            )),
+            ProbeTrouble::NotRunning(_) => None,
+        })
+        .collect();
+    let not_running: Vec<String> = observed
+        .probes
+        .trouble
+        .iter()
+        .filter_map(|(component, trouble)| match trouble {
+            ProbeTrouble::NotRunning(why) => Some(format!(
+                "{}: the probes cannot run: {why}",
+                component.title()
+            )),
+            ProbeTrouble::Failing(_) => None,
+        })
+        .collect();
+    let (truth, reason, mut text) = if !failing.is_empty() {
+        let mut all = failing;
+        all.extend(not_running);
+        (Truth::False, REASON_PROBE_FAILING, all.join("; "))
+    } else if !not_running.is_empty() {
+        (
             Truth::Unknown,
             REASON_PROBE_NOT_RUNNING,
-            format!("the probes cannot run: {why}"),
-        ),
-        ha_objectives::ProbeTrouble::Failing(why) => (
-            Truth::False,
-            REASON_PROBE_FAILING,
-            format!("every probe of the window failed: {why}"),
-        ),
+            not_running.join("; "),
+        )
+    } else {
+        return None;
     };
-    Some(Want::new(
-        type_,
-        truth,
-        reason,
-        format!("target {target}; {text}"),
-    ))
+    if !rest.is_empty() {
+        text.push_str("; ");
+        text.push_str(rest);
+    }
+    Some(Want::new(type_, truth, reason, text))
 }
 
 /// The objective conditions before anything was measured: RPO targets the settings cannot
@@ -318,18 +433,17 @@ pub(super) fn measured_objective_conditions(
             Truth::Unknown => rto.reason,
         };
     }
-    let pg_p99 = cluster
-        .spec
-        .objective_targets(ObjectiveComponent::Postgres)
-        .latency_p99;
-    // A verdict left from before the path was turned off is not a measurement of now.
+    // A verdict left from before the paths were turned off is not a measurement of now.
     let (latency, availability) = match probes_unmeasurable(cluster) {
         Some(why) => (
             Want::new(
                 LATENCY_MET,
                 Truth::Unknown,
                 REASON_NOT_MEASURABLE,
-                format!("target p99 {pg_p99}; not measurable: {why}"),
+                format!(
+                    "target p99 {}; not measurable: {why}",
+                    objectives.latency.p99
+                ),
             ),
             Want::new(
                 AVAILABILITY_MET,
@@ -339,22 +453,24 @@ pub(super) fn measured_objective_conditions(
             ),
         ),
         None => {
-            let latency = match (&observed.probes.latency, &observed.probes.trouble) {
-                (None, Some(_)) => probe_trouble(observed, LATENCY_MET, &format!("p99 {pg_p99}")),
-                _ => None,
-            }
-            .unwrap_or_else(|| {
-                want(
-                    LATENCY_MET,
-                    verdicts::combine(&latency_parts(cluster, observed)),
-                )
-            });
+            let combined = verdicts::combine(&latency_parts(cluster, observed));
+            let latency = probe_trouble(observed, LATENCY_MET, &combined.message)
+                .unwrap_or_else(|| want(LATENCY_MET, combined));
             let availability = match &observed.probes.availability {
-                Some(verdict) => ha_objectives::probe_condition(AVAILABILITY_MET, verdict),
+                Some(verdict) => Want::new(
+                    AVAILABILITY_MET,
+                    Truth::of(verdict.met),
+                    if verdict.met {
+                        verdicts::REASON_MEASURED
+                    } else {
+                        verdicts::REASON_OVER_TARGET
+                    },
+                    verdict.message.clone(),
+                ),
                 None => probe_trouble(
                     observed,
                     AVAILABILITY_MET,
-                    &format!("{}%", objectives.availability),
+                    &format!("target {}%", objectives.availability),
                 )
                 .unwrap_or_else(|| {
                     Want::new(

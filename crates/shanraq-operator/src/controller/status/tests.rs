@@ -4,8 +4,36 @@ use shanraq_api::conditions::{AVAILABILITY_MET, LATENCY_MET, MONITORING_READY, R
 use shanraq_api::conditions::{HAPROXY_READY, KAFKA_READY, POSTGRES_READY, REDIS_READY};
 use shanraq_api::names::Names;
 use shanraq_api::names::{Component, LABEL_COMPONENT};
+use shanraq_api::objectives::ObjectiveComponent;
 use shanraq_api::{LiveState, ShanraqClusterSpec};
 use shanraq_ha::objectives::RpoMeasurement;
+
+use crate::engines::probes::verdicts::PathVerdict;
+use crate::engines::probes::window::PathFigures;
+use crate::engines::probes::{ProbePath, ProbeTrouble, ProbeVerdicts};
+
+/// Verdicts with every listed path judged at `p99` microseconds against `target_us`.
+fn judged_paths(paths: &[(ProbePath, u64, u64)]) -> ProbeVerdicts {
+    let us = std::time::Duration::from_micros;
+    ProbeVerdicts {
+        paths: paths
+            .iter()
+            .map(|&(path, p99, target)| PathVerdict {
+                path,
+                figures: PathFigures {
+                    p50: Some(us(p99 / 2)),
+                    p99: Some(us(p99)),
+                    samples: 300,
+                    failures: 0,
+                },
+                target: us(target),
+                met: p99 <= target,
+                last_outage: None,
+            })
+            .collect(),
+        ..ProbeVerdicts::default()
+    }
+}
 
 fn at(seconds: i64) -> Time {
     Time(Timestamp::from_second(seconds).expect("valid timestamp"))
@@ -234,26 +262,19 @@ fn monitoring_without_the_prometheus_operator() {
 #[test]
 fn objectives_are_projected_or_unknown_never_invented() {
     let wants = objective_conditions(&cluster(ShanraqClusterSpec::default(), 1));
-    // 250ms x 3 + 0s + 300ms + 250ms
+    // PostgreSQL and Redis 250ms x 3 + 0s + 300ms + 250ms; Kafka 9s + 1s.
     let rto = find(&wants, RTO_MET);
     assert_eq!(rto.truth, Truth::True);
     assert_eq!(rto.reason, "ProjectedWithinTarget");
     assert!(
         rto.message.starts_with(
-            "PostgreSQL: RTO 1s300ms <= target 30s (projected 1s300ms: detection 250ms x 3, failover delay 0s, promotion 300ms, one routing check 250ms; no failover measured yet)"
+            "Kafka: RTO 10s <= target 30s (projected 10s: broker session timeout 9s, leader election 1s); PostgreSQL: RTO 1s300ms <= target 30s (projected 1s300ms: detection 250ms x 3, failover delay 0s, promotion 300ms, one routing check 250ms; no failover measured yet)"
         ),
-        "{}",
+        "the slowest projection leads: {}",
         rto.message
     );
     assert!(
         rto.message.contains("; Redis: RTO 1s300ms <= target 30s"),
-        "{}",
-        rto.message
-    );
-    assert!(
-        rto.message.contains(
-            "; Kafka: not measured (target 30s; partition leadership moves by Kafka's own"
-        ),
         "{}",
         rto.message
     );
@@ -273,23 +294,33 @@ fn objectives_are_projected_or_unknown_never_invented() {
         (Truth::False, "ProjectedOverTarget")
     );
     assert!(rto.message.contains("> target 1s"), "{}", rto.message);
+
+    // Asynchronous PostgreSQL: nobody is promoted before the old primary's lease ran out.
+    let mut spec = ShanraqClusterSpec::default();
+    spec.postgres.synchronous.number = 0;
+    spec.objectives.rpo = "5s".parse().expect("duration");
+    let wants = objective_conditions(&cluster(spec, 1));
+    let rto = find(&wants, RTO_MET);
+    assert!(
+        rto.message.contains(
+            "PostgreSQL: RTO 2s50ms <= target 30s (projected 2s50ms: the longer of detection 250ms x 3 and the old primary's lease 1s500ms (no synchronous standby fences it), failover delay 0s"
+        ),
+        "{}",
+        rto.message
+    );
+    assert!(
+        rto.message.contains("Redis: RTO 1s300ms"),
+        "{}",
+        rto.message
+    );
 }
 
-/// An objective whose measurement path is turned off says which component is missing, never
-/// that it will be measured once the cluster is Ready; a figure measured before is dropped.
+/// An objective whose measurement paths are all turned off says which component is missing
+/// and why, never that it will be measured once the cluster is Ready; a figure measured
+/// before is dropped. A component without a path is named beside those that have one.
 #[test]
 fn objectives_without_their_measurement_path_are_not_measurable() {
-    let judged = ha_objectives::ProbeVerdicts {
-        latency: Some(shanraq_ha::objectives::ObjectiveStatus {
-            target: "1ms".into(),
-            measured: "800us".into(),
-            met: true,
-            message: "p99 800us <= target 1ms".into(),
-        }),
-        availability: None,
-        p99: None,
-        ..Default::default()
-    };
+    let judged = judged_paths(&[(ProbePath::PostgresRead, 800, 1000)]);
     let previous = ShanraqClusterStatus {
         objectives: Some(shanraq_api::status::ObjectivesStatus {
             latency_p99: Some(shanraq_api::status::ObjectiveStatus {
@@ -304,12 +335,16 @@ fn objectives_without_their_measurement_path_are_not_measurable() {
     };
     for (what, off, component) in [
         ("HAProxy off", "haproxy", "spec.haproxy.enabled: false"),
-        ("PostgreSQL off", "postgres", "spec.postgres.enabled: false"),
+        ("nothing to probe", "all", "no component is enabled"),
     ] {
         let mut spec = ShanraqClusterSpec::default();
+        spec.kafka.enabled = false;
         match off {
             "haproxy" => spec.haproxy.enabled = false,
-            _ => spec.postgres.enabled = false,
+            _ => {
+                spec.postgres.enabled = false;
+                spec.redis.enabled = false;
+            }
         }
         let valid = cluster(spec, 2);
         let observed = Observed {
@@ -337,6 +372,25 @@ fn objectives_without_their_measurement_path_are_not_measurable() {
             "{what}: the old latency figure is dropped"
         );
     }
+    // HAProxy off with Kafka on: Kafka's produce decides, PostgreSQL and Redis are named.
+    let mut spec = ShanraqClusterSpec::default();
+    spec.haproxy.enabled = false;
+    let valid = cluster(spec, 2);
+    let observed = Observed {
+        workloads: all_ready(),
+        probes: judged_paths(&[(ProbePath::KafkaProduce, 4000, 10_000)]),
+        ..Observed::default()
+    };
+    let latency = find(&conditions(&valid, &observed, &at(10)), LATENCY_MET).clone();
+    assert_eq!(
+        (latency.truth, latency.reason.as_str()),
+        (Truth::True, "Measured")
+    );
+    assert!(
+        latency.message.starts_with("Kafka: write p99 4ms (p50 2ms, 300 probes) <= 10ms; PostgreSQL: not measured (target p99 1ms; its probes go through HAProxy, which is disabled"),
+        "{}",
+        latency.message
+    );
     // Without PostgreSQL the RPO is still measured, from the components that remain; with
     // none left, nothing can measure it.
     let mut spec = ShanraqClusterSpec::default();
@@ -356,23 +410,135 @@ fn objectives_without_their_measurement_path_are_not_measurable() {
         (rpo.truth, rpo.reason.as_str()),
         (Truth::Unknown, REASON_NOT_MEASURABLE)
     );
-    // With both on, the objectives wait for their first measurement as before.
+    // With every path on, the objectives wait for their first measurement as before.
     let wants = objective_conditions(&cluster(ShanraqClusterSpec::default(), 1));
     assert_eq!(find(&wants, LATENCY_MET).reason, REASON_NOT_MEASURED_YET);
+}
+
+/// LatencyMet is True only when every path of every component is within its target; the
+/// worst path decides the status figure, and each path is listed with its percentiles.
+#[test]
+fn latency_is_met_only_when_every_path_is() {
+    let valid = cluster(ShanraqClusterSpec::default(), 1);
+    let all_met = judged_paths(&[
+        (ProbePath::PostgresRead, 700, 1000),
+        (ProbePath::PostgresWrite, 3000, 10_000),
+        (ProbePath::RedisGet, 400, 1000),
+        (ProbePath::RedisSet, 500, 10_000),
+        (ProbePath::KafkaProduce, 6000, 10_000),
+    ]);
+    let observed = |probes: ProbeVerdicts| Observed {
+        workloads: all_ready(),
+        probes,
+        ..Observed::default()
+    };
+    let latency = find(
+        &conditions(&valid, &observed(all_met.clone()), &at(10)),
+        LATENCY_MET,
+    )
+    .clone();
+    assert_eq!(
+        (latency.truth, latency.reason.as_str()),
+        (Truth::True, "Measured")
+    );
+    assert!(
+        latency.message.starts_with("Kafka: write p99 6ms (p50 3ms, 300 probes) <= 10ms; PostgreSQL: read p99 0.7ms (p50 0.35ms, 300 probes) <= 1ms, write p99 3ms (p50 1.5ms, 300 probes) <= 10ms; Redis: "),
+        "the slowest path leads while all are met: {}",
+        latency.message
+    );
+    let mut slow_get = all_met;
+    slow_get.paths[2].figures.p99 = Some(std::time::Duration::from_micros(1500));
+    slow_get.paths[2].met = false;
+    let wants = conditions(&valid, &observed(slow_get.clone()), &at(10));
+    let latency = find(&wants, LATENCY_MET).clone();
+    assert_eq!(
+        (latency.truth, latency.reason.as_str()),
+        (Truth::False, "OverTarget")
+    );
+    assert!(
+        latency
+            .message
+            .starts_with("Redis: read p99 1.5ms (p50 0.2ms, 300 probes) > 1ms"),
+        "the path over its target leads: {}",
+        latency.message
+    );
+    let ready = ShanraqClusterStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: READY.to_owned(),
+            status: "True".to_owned(),
+            reason: "Ready".to_owned(),
+            message: String::new(),
+            last_transition_time: at(1),
+            observed_generation: Some(1),
+        }],
+        ..ShanraqClusterStatus::default()
+    };
+    let next = desired(&ready, &valid, &observed(slow_get), &at(10));
+    let objectives = next.objectives.expect("objectives");
+    let figure = objectives.latency_p99.expect("latency figure");
+    assert_eq!(
+        (
+            figure.component.as_deref(),
+            figure.measured.as_str(),
+            figure.met
+        ),
+        (Some("Redis"), "1.5ms", false)
+    );
+    let paths: Vec<(&str, Option<&str>, bool)> = objectives
+        .probe_paths
+        .iter()
+        .map(|p| (p.path.as_str(), p.p99.as_deref(), p.met))
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            ("postgres-read", Some("0.7ms"), true),
+            ("postgres-write", Some("3ms"), true),
+            ("redis-get", Some("1.5ms"), false),
+            ("redis-set", Some("0.5ms"), true),
+            ("kafka-produce", Some("6ms"), true),
+        ]
+    );
+}
+
+/// The last outage a client saw through the Service counts in the RTO beside the projection
+/// and the engine's own measure: over the target, RTOMet is False and says why.
+#[test]
+fn an_outage_a_client_saw_counts_in_the_rto() {
+    let valid = cluster(ShanraqClusterSpec::default(), 1);
+    let mut probes = judged_paths(&[(ProbePath::PostgresWrite, 3000, 10_000)]);
+    probes.paths[0].last_outage = Some(crate::engines::probes::window::Outage {
+        started: std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+        duration: std::time::Duration::from_millis(31_500),
+    });
+    let observed = Observed {
+        workloads: all_ready(),
+        probes,
+        last_failover_rto: Some(std::time::Duration::from_millis(640)),
+        ..Observed::default()
+    };
+    let rto = find(&conditions(&valid, &observed, &at(10)), RTO_MET).clone();
+    assert_eq!(
+        (rto.truth, rto.reason.as_str()),
+        (Truth::False, "OverTarget")
+    );
+    assert!(
+        rto.message.starts_with("PostgreSQL: RTO 31s500ms > target 30s (projected 1s300ms: detection 250ms x 3, failover delay 0s, promotion 300ms, one routing check 250ms; last failover 640ms; last outage a client saw 31.5s (postgres-write at 2027-01-15T08:00:00Z))"),
+        "{}",
+        rto.message
+    );
 }
 
 #[test]
 fn probe_objectives_stay_unknown_until_the_cluster_was_first_ready() {
     let valid = cluster(ShanraqClusterSpec::default(), 1);
-    let failing = ha_objectives::ProbeVerdicts {
-        latency: None,
+    let failing = ProbeVerdicts {
         availability: Some(shanraq_ha::objectives::ObjectiveStatus {
             target: "99.99%".into(),
             measured: "0 of 2 write probes succeeded".into(),
             met: false,
             message: "0 of 2 write probes succeeded (target 99.99%)".into(),
         }),
-        p99: None,
         ..Default::default()
     };
     let observed = |ready: bool| Observed {
@@ -668,8 +834,8 @@ fn the_default_spec_meets_its_rpo_and_names_every_component() {
         .expect("an RTO figure");
     assert_eq!(
         (rto.measured.as_str(), rto.component.as_deref()),
-        ("1s300ms (projected)", Some("PostgreSQL")),
-        "a projection says so; PostgreSQL and Redis tie, the first decides"
+        ("10s (projected)", Some("Kafka")),
+        "a projection says so; Kafka's broker session timeout is the longest"
     );
     let figure = next.objectives.and_then(|o| o.rpo).expect("an RPO figure");
     assert_eq!(
@@ -807,17 +973,20 @@ fn redis_cluster_mode_is_named_as_not_sampled() {
 #[test]
 fn probes_that_cannot_run_say_why() {
     let valid = cluster(ShanraqClusterSpec::default(), 1);
-    let with = |trouble: ha_objectives::ProbeTrouble| Observed {
+    let with = |trouble: Vec<(ObjectiveComponent, ProbeTrouble)>| Observed {
         workloads: all_ready(),
-        probes: ha_objectives::ProbeVerdicts {
-            trouble: Some(trouble),
-            ..Default::default()
+        probes: ProbeVerdicts {
+            trouble,
+            ..judged_paths(&[(ProbePath::KafkaProduce, 4000, 10_000)])
         },
         ..Observed::default()
     };
-    let not_running = with(ha_objectives::ProbeTrouble::NotRunning(
-        "the application Secret cannot be read: cannot read Secret payments-app".into(),
-    ));
+    let not_running = with(vec![(
+        ObjectiveComponent::Postgres,
+        ProbeTrouble::NotRunning(
+            "the application Secret cannot be read: cannot read Secret payments-app".into(),
+        ),
+    )]);
     let wants = conditions(&valid, &not_running, &at(10));
     for type_ in [LATENCY_MET, AVAILABILITY_MET] {
         let want = find(&wants, type_);
@@ -827,22 +996,41 @@ fn probes_that_cannot_run_say_why() {
             "{type_}"
         );
         assert!(
-            want.message
-                .contains("the probes cannot run: the application Secret cannot be read"),
+            want.message.starts_with(
+                "PostgreSQL: the probes cannot run: the application Secret cannot be read"
+            ),
             "{type_}: {}",
             want.message
         );
     }
-    let failing = with(ha_objectives::ProbeTrouble::Failing(
-        "3 rounds, no read succeeded; last error: connect: connection refused".into(),
-    ));
+    assert!(
+        find(&wants, LATENCY_MET)
+            .message
+            .contains("Kafka: write p99 4ms"),
+        "what is measured is still said: {}",
+        find(&wants, LATENCY_MET).message
+    );
+    let failing = with(vec![
+        (
+            ObjectiveComponent::Redis,
+            ProbeTrouble::Failing(
+                "3 probes, none succeeded; last error: connect: connection refused".into(),
+            ),
+        ),
+        (
+            ObjectiveComponent::Postgres,
+            ProbeTrouble::NotRunning("the operator cannot resolve payments-haproxy".into()),
+        ),
+    ]);
     let latency = find(&conditions(&valid, &failing, &at(10)), LATENCY_MET).clone();
     assert_eq!(
         (latency.truth, latency.reason.as_str()),
         (Truth::False, REASON_PROBE_FAILING)
     );
     assert!(
-        latency.message.contains("connection refused"),
+        latency
+            .message
+            .starts_with("Redis: every probe of the window failed: 3 probes, none succeeded; last error: connect: connection refused; PostgreSQL: the probes cannot run"),
         "{}",
         latency.message
     );
@@ -866,7 +1054,7 @@ fn the_availability_ledger_and_budget_are_persisted_in_the_status() {
     let slo = availability_slo(99.99, window, &ledger);
     let observed = Observed {
         workloads: all_ready(),
-        probes: ha_objectives::ProbeVerdicts {
+        probes: ProbeVerdicts {
             availability: Some(slo.status.clone()),
             budget_remaining: slo.budget_remaining,
             availability_ratio: slo.ratio,
@@ -896,7 +1084,7 @@ fn the_availability_ledger_and_budget_are_persisted_in_the_status() {
     let persisted = objectives.availability_ledger.clone().expect("ledger");
     assert_eq!(persisted.bucket_seconds, 3 * 3600);
     assert_eq!(
-        ha_objectives::ledger_from_status(Some(&persisted)),
+        crate::engines::probes::verdicts::ledger_from_status(Some(&persisted)),
         Some(ledger),
         "what is persisted reads back the same"
     );

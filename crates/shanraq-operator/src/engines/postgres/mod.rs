@@ -8,7 +8,6 @@ pub mod drill;
 pub mod objectives;
 pub mod observe;
 pub mod pods;
-pub mod probes;
 pub mod restart;
 pub mod router;
 pub mod spec;
@@ -141,29 +140,6 @@ impl HaRegistry {
             && let Ok(mut slot) = shared.desired_hash.lock()
         {
             *slot = hash;
-        }
-    }
-
-    /// The latency/availability probe window of `key`, once its task runs.
-    pub fn probe_window(&self, key: &str) -> Option<Arc<probes::ProbeWindow>> {
-        let shared = self.shared(key)?;
-        shared.handle()?;
-        Some(shared.probes.clone())
-    }
-
-    /// What to publish as the latency and availability verdicts of `key` (unchanged verdicts
-    /// keep the last published text for a minute, like the RPO).
-    pub fn publishable_probes(
-        &self,
-        key: &str,
-        fresh: objectives::ProbeVerdicts,
-    ) -> objectives::ProbeVerdicts {
-        match self.shared(key) {
-            Some(shared) => {
-                let verdict = fresh.verdict();
-                shared.published_probes.choose(verdict, fresh)
-            }
-            None => fresh,
         }
     }
 

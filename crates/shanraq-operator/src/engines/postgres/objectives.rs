@@ -8,9 +8,7 @@ use std::time::Duration;
 use shanraq_api::ValidCluster;
 use shanraq_api::conditions::{Desired, RPO_MET, RTO_MET, Truth};
 use shanraq_api::status::FailoverRecord;
-use shanraq_ha::objectives::{
-    self, AvailabilityLedger, ObjectiveStatus, RpoMeasurement, RtoInputs,
-};
+use shanraq_ha::objectives::{self, ObjectiveStatus, RpoMeasurement, RtoInputs};
 use shanraq_ha::postgres::ReplicationMode;
 use shanraq_ha::wire::{InstanceRole, InstanceStatus, quorum_needed};
 
@@ -173,134 +171,6 @@ impl<V: PartialEq, T: Clone> Published<V, T> {
         *last = Some((std::time::Instant::now(), verdict, fresh.clone()));
         fresh
     }
-}
-
-pub use super::probes::ProbeTrouble;
-
-/// Latency and availability verdicts from the probe window; `None` while not measured.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ProbeVerdicts {
-    pub latency: Option<ObjectiveStatus>,
-    pub availability: Option<ObjectiveStatus>,
-    /// The window's P99, for the metric.
-    pub p99: Option<Duration>,
-    /// Why the probes give no figure, when they cannot.
-    pub trouble: Option<ProbeTrouble>,
-    /// The availability SLO's counts over `objectives.availabilityWindow`, to persist.
-    pub ledger: Option<AvailabilityLedger>,
-    /// The share of the error budget left, and the success ratio, over that window.
-    pub budget_remaining: Option<f64>,
-    pub availability_ratio: Option<f64>,
-}
-
-/// The persisted ledger in the status, as the evaluator reads it (`None` when it holds none or
-/// is malformed: negative or zero figures are not counts).
-pub fn ledger_from_status(
-    status: Option<&shanraq_api::status::AvailabilityLedgerStatus>,
-) -> Option<AvailabilityLedger> {
-    let status = status?;
-    let bucket_seconds = u64::try_from(status.bucket_seconds)
-        .ok()
-        .filter(|s| *s > 0)?;
-    let mut ledger = AvailabilityLedger {
-        bucket_seconds,
-        buckets: std::collections::BTreeMap::new(),
-    };
-    for bucket in &status.buckets {
-        let (Ok(start), Ok(ok), Ok(total)) = (
-            u64::try_from(bucket.start),
-            u64::try_from(bucket.ok),
-            u64::try_from(bucket.total),
-        ) else {
-            continue;
-        };
-        ledger.add(start, objectives::BucketCounts { ok, total });
-    }
-    Some(ledger)
-}
-
-/// The ledger as the status keeps it.
-pub fn ledger_to_status(
-    ledger: &AvailabilityLedger,
-) -> shanraq_api::status::AvailabilityLedgerStatus {
-    let signed = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-    shanraq_api::status::AvailabilityLedgerStatus {
-        bucket_seconds: signed(ledger.bucket_seconds),
-        buckets: ledger
-            .buckets
-            .iter()
-            .map(|(start, counts)| shanraq_api::status::AvailabilityBucket {
-                start: signed(*start),
-                ok: signed(counts.ok),
-                total: signed(counts.total),
-            })
-            .collect(),
-    }
-}
-
-impl ProbeVerdicts {
-    /// What must change for the verdicts to be published before `REPUBLISH_AFTER`: whether
-    /// each objective is met, and whether the probes are in trouble.
-    pub fn verdict(&self) -> (Option<bool>, Option<bool>, bool) {
-        (
-            self.latency.as_ref().map(|v| v.met),
-            self.availability.as_ref().map(|v| v.met),
-            self.trouble.is_some(),
-        )
-    }
-}
-
-/// Judges the probe window against the objectives (latency against PostgreSQL's target: the
-/// probe reads PostgreSQL), and availability over `ledger`, the SLO window's counts.
-pub fn probe_verdicts(
-    cluster: &ValidCluster,
-    window: &super::probes::ProbeWindow,
-    ledger: Option<AvailabilityLedger>,
-) -> ProbeVerdicts {
-    let objectives = &cluster.spec.objectives;
-    let latency_target = cluster
-        .spec
-        .objective_targets(shanraq_api::objectives::ObjectiveComponent::Postgres)
-        .latency_p99;
-    let unprobed: Vec<&str> = [
-        (cluster.spec.redis.enabled, "Redis"),
-        (cluster.spec.kafka.enabled, "Kafka"),
-    ]
-    .into_iter()
-    .filter_map(|(enabled, name)| enabled.then_some(name))
-    .collect();
-    let slo = ledger.as_ref().and_then(|ledger| {
-        let target = objectives.availability.parse::<f64>().ok()?;
-        let mut slo =
-            objectives::availability_slo(target, objectives.availability_window.as_std(), ledger);
-        if !unprobed.is_empty() {
-            // Say what the ratio does not cover rather than let it stand for the whole stack.
-            slo.status.message.push_str(&format!(
-                "; PostgreSQL's write path only: {} not probed",
-                unprobed.join(" and ")
-            ));
-        }
-        (ledger.totals().1 > 0).then_some(slo)
-    });
-    let histogram = window.latencies().filter(|h| !h.is_empty());
-    let p99 = histogram
-        .as_ref()
-        .map(|h| Duration::from_micros(h.value_at_quantile(0.99)));
-    let latency = histogram.map(|h| objectives::latency(latency_target.as_std(), &h));
-    ProbeVerdicts {
-        latency,
-        availability: slo.as_ref().map(|slo| slo.status.clone()),
-        p99,
-        trouble: window.trouble(),
-        budget_remaining: slo.as_ref().and_then(|slo| slo.budget_remaining),
-        availability_ratio: slo.as_ref().and_then(|slo| slo.ratio),
-        ledger,
-    }
-}
-
-/// `LatencyMet` / `AvailabilityMet` from a verdict.
-pub fn probe_condition(type_: &'static str, status: &ObjectiveStatus) -> Desired {
-    want(type_, status)
 }
 
 /// `status.postgres.instances[]` from the last sample: each member's role as it reports it

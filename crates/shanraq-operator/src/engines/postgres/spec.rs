@@ -11,10 +11,7 @@ use shanraq_api::names::Component;
 use shanraq_api::postgres::DataDurability as SpecDurability;
 use shanraq_ha::adapters::driver::DriverMember;
 use shanraq_ha::postgres::{DataDurability, Member, PostgresHaConfig, ReplicationMode};
-use shanraq_render::haproxy::PG_RW_PORT;
 use shanraq_render::postgres::{PORT, STATUS_PORT};
-
-use super::probes::ProbeTarget;
 
 /// How long an old primary gets to stop when fenced.
 pub const FENCE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,8 +72,6 @@ pub struct TaskSpec {
     pub engine: PostgresHaConfig,
     /// Secret holding the instance managers' bearer token (key `token`).
     pub token_secret: String,
-    /// Latency and availability probes through HAProxy, when HAProxy is enabled.
-    pub probe: Option<ProbeTarget>,
     pub address: InstanceAddress,
 }
 
@@ -148,17 +143,6 @@ pub fn task_spec(cluster: &ValidCluster, settings: &HaSettings) -> Option<TaskSp
         members,
         engine: engine_config(cluster),
         token_secret: cluster.names.instance_token_secret(),
-        probe: cluster.spec.haproxy.enabled.then(|| ProbeTarget {
-            host: format!(
-                "{}.{}.svc.{}",
-                cluster.names.workload(Component::HAProxy),
-                cluster.namespace,
-                settings.cluster_domain
-            ),
-            port: u16::try_from(PG_RW_PORT).unwrap_or(5432),
-            database: postgres.bootstrap.database.clone(),
-            secret: cluster.names.pg_app_secret(),
-        }),
         address: settings.instance_address,
     })
 }

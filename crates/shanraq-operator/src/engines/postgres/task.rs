@@ -48,15 +48,8 @@ pub struct Shared {
     pub clients: Mutex<Clients>,
     /// The RPO measurement last published in the status.
     pub published_rpo: super::objectives::Published<bool, shanraq_ha::objectives::RpoMeasurement>,
-    /// The latency and availability probes through HAProxy.
-    pub probes: Arc<super::probes::ProbeWindow>,
     /// The `shanraq.org/config-hash` the pods should run.
     pub desired_hash: Mutex<Option<String>>,
-    /// The probe verdicts last published in the status.
-    pub published_probes: super::objectives::Published<
-        (Option<bool>, Option<bool>, bool),
-        super::objectives::ProbeVerdicts,
-    >,
 }
 
 impl Shared {
@@ -276,14 +269,6 @@ async fn run_driver(
         shared.clone(),
         clients,
     ));
-    if let Some(target) = &spec.probe {
-        helpers.spawn(super::probes::run(
-            deps.client.clone(),
-            spec.namespace.clone(),
-            target.clone(),
-            shared.probes.clone(),
-        ));
-    }
     let mut running = tokio::spawn(driver.run());
 
     let gone = cluster_gone(

@@ -738,67 +738,6 @@ fn instances_show_each_members_reported_role_and_the_synchronous_standbys() {
 }
 
 #[test]
-fn the_probe_window_gives_latency_and_availability_verdicts() {
-    use super::objectives::probe_verdicts;
-    use super::probes::ProbeWindow;
-    let mut spec = ShanraqClusterSpec::default();
-    spec.objectives.latency.p99 = "5ms".parse().expect("a duration");
-    spec.objectives.availability = "99".into();
-    let cluster = valid(spec);
-    let slo_window = cluster.spec.objectives.availability_window.as_std();
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("after 1970")
-            .as_secs()
-    };
-    let window = ProbeWindow::default();
-    let ledger = |window: &ProbeWindow| Some(window.ledger(None, slo_window, now()));
-    let empty = probe_verdicts(&cluster, &window, ledger(&window));
-    assert_eq!(
-        (empty.latency, empty.availability, empty.budget_remaining),
-        (None, None, None),
-        "nothing probed: not measured, never a made-up verdict"
-    );
-    for _ in 0..99 {
-        window.record(Some(Duration::from_micros(800)), true);
-    }
-    let verdicts = probe_verdicts(&cluster, &window, ledger(&window));
-    let latency = verdicts.latency.expect("latency measured");
-    assert!(latency.met, "{}", latency.message);
-    assert!(verdicts.availability.expect("measured").met);
-    assert_eq!(verdicts.budget_remaining, Some(1.0));
-
-    // One failed round in a hundred is exactly 99%: still met, the budget spent; two are not.
-    window.record(None, false);
-    let verdicts = probe_verdicts(&cluster, &window, ledger(&window));
-    assert!(verdicts.availability.expect("measured").met);
-    assert!(verdicts.budget_remaining.expect("budget").abs() < 1e-9);
-    window.record(Some(Duration::from_millis(40)), false);
-    let verdicts = probe_verdicts(&cluster, &window, ledger(&window));
-    let availability = verdicts.availability.expect("measured");
-    assert!(!availability.met, "{}", availability.message);
-    assert!(
-        availability
-            .message
-            .contains("over the 720h window (99 of 101 write probes succeeded"),
-        "{}",
-        availability.message
-    );
-    assert!(
-        availability
-            .message
-            .ends_with("; PostgreSQL's write path only: Redis and Kafka not probed"),
-        "{}",
-        availability.message
-    );
-    assert!(verdicts.budget_remaining.expect("budget") < 0.0);
-    assert_eq!(window.writes(), (99, 101));
-    // Without the ledger (the cluster not yet Ready), no availability verdict.
-    assert_eq!(probe_verdicts(&cluster, &window, None).availability, None);
-}
-
-#[test]
 fn a_settled_state_relabels_unlabelled_and_mislabelled_pods_only() {
     use super::pods::label_fix;
     let labelled = |name: &str, role: Option<&str>| {
