@@ -205,6 +205,7 @@ fn healthy_cluster() -> ShanraqCluster {
                 rto_ms: Some(900),
                 lost_bytes: Some(0),
                 data_lost: None,
+                possible_loss: None,
             }),
             ..PostgresStatus::default()
         }),

@@ -289,6 +289,12 @@ pub struct Unattainable {
 }
 
 /// The RPO targets the spec cannot meet, one entry per enabled component that has one.
+///
+/// PostgreSQL with `synchronous.dataDurability: preferred` is not among them, even at rpo 0:
+/// while its quorum streams it holds RPO 0 exactly as `required` does. Once it falls back
+/// (too few standbys for a detection period), a failover may lose the commits made since;
+/// that is measured, not predicted: RPOMet turns False with the fallback named, and True again
+/// once `ANY number` is restored.
 pub fn unattainable_rpo(spec: &crate::ShanraqClusterSpec) -> Vec<Unattainable> {
     use crate::redis::RedisMode;
     let mut found = Vec::new();
@@ -393,6 +399,18 @@ mod tests {
             (kafka.rpo, kafka.rto),
             (Duration::from_secs(5), Duration::from_secs(60))
         );
+    }
+
+    #[test]
+    fn preferred_durability_can_meet_rpo_zero_while_its_quorum_streams() {
+        let preferred = spec("postgres: { synchronous: { number: 1, dataDurability: preferred } }");
+        assert!(
+            preferred
+                .objective_targets(ObjectiveComponent::Postgres)
+                .rpo
+                .is_zero()
+        );
+        assert_eq!(unattainable_rpo(&preferred), vec![]);
     }
 
     #[test]

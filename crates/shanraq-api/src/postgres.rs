@@ -35,6 +35,9 @@ pub const RESERVED_POSTGRES_PARAMETERS: &[&str] = &[
 #[x_kube(validation = Rule::new("self.synchronous.number < self.instances").field_path(".synchronous.number").message(
     "postgres.synchronous.number must be lower than postgres.instances: each synchronous standby is a replica"
 ))]
+#[x_kube(validation = Rule::new("self.synchronous.dataDurability != 'preferred' || self.synchronous.number > 0").field_path(".synchronous.dataDurability").message(
+    "postgres.synchronous.dataDurability preferred needs postgres.synchronous.number 1 or more: with 0 replication is asynchronous already and there is nothing to fall back from"
+))]
 #[x_kube(validation = Rule::new(
     "!has(self.parameters) || self.parameters.all(k, !(k in ['port', 'listen_addresses', 'wal_level', 'hot_standby', 'wal_log_hints', 'synchronous_standby_names', 'primary_conninfo', 'restore_command', 'recovery_target_timeline', 'cluster_name', 'data_directory', 'hba_file', 'ident_file', 'archive_mode', 'archive_command', 'archive_library']))"
 ).field_path(".parameters").message(
@@ -80,8 +83,12 @@ pub struct SynchronousSpec {
     #[serde(default = "default_sync_number")]
     #[schemars(range(min = 0, max = 8))]
     pub number: i32,
-    /// `required`: a commit waits until `number` standbys have it, even if that stops writes
-    /// (RPO 0). The only mode offered, because it is the only one that proves RPO 0.
+    /// `required` (default): a commit waits until `number` standbys have it, even if that
+    /// stops writes (RPO 0 in every failure). `preferred`: when fewer than `number` standbys
+    /// have streamed for a detection period, the operator lowers the primary to the standbys
+    /// that stream (asynchronous when none) so that writes go on, and restores `number` once
+    /// they are back; a failover while fallen back waits out the old primary's lease and may
+    /// lose the commits made since the fallback. Needs `number` 1 or more.
     #[serde(default)]
     pub data_durability: DataDurability,
 }
@@ -89,8 +96,12 @@ pub struct SynchronousSpec {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum DataDurability {
+    /// Writes stop rather than commit without `number` standbys.
     #[default]
     Required,
+    /// Writes go on without the missing standbys, decided by the operator (never by the
+    /// primary alone, so a network partition cannot lower it).
+    Preferred,
 }
 
 /// Both names are used only when the first primary is created (initdb), so they are

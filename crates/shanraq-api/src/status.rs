@@ -131,6 +131,10 @@ pub struct FailoverRecord {
     /// came back without it), when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_lost: Option<String>,
+    /// What this failover may have lost without any way to measure it (PostgreSQL with
+    /// `dataDurability: preferred` fallen back: the commits made since the fallback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub possible_loss: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

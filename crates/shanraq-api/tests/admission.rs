@@ -75,6 +75,23 @@ fn synchronous_standbys_must_exist() {
 }
 
 #[test]
+fn preferred_durability_needs_synchronous_standbys_and_keeps_rpo_zero_attainable() {
+    assert_rejected(
+        json!({"objectives": {"rpo": "30s"}, "postgres": {"synchronous": {"number": 0, "dataDurability": "preferred"}}}),
+        "spec.postgres.synchronous.dataDurability",
+        "number 1 or more",
+    );
+    // With its quorum streaming a `preferred` cluster holds RPO 0; RPOMet says when it falls
+    // back, so the target is not refused up front.
+    assert_eq!(
+        errors_for(
+            json!({"postgres": {"synchronous": {"number": 1, "dataDurability": "preferred"}}})
+        ),
+        vec![]
+    );
+}
+
+#[test]
 fn operator_owned_postgres_parameters_are_refused() {
     assert_rejected(
         json!({"postgres": {"parameters": {"wal_level": "minimal"}}}),

@@ -51,7 +51,8 @@ const POLL: Duration = Duration::from_millis(50);
 pub struct ClusterOptions {
     pub instances: usize,
     /// The engine's settings, which must be what a ShanraqCluster spec can say;
-    /// `ha.replication` also decides the spec's `synchronous.number`.
+    /// `ha.replication` also decides the spec's `synchronous.number`, and `ha.data_durability`
+    /// its `synchronous.dataDurability`.
     pub ha: PostgresHaConfig,
     /// `spec.backup` (and a recovery bootstrap): archive and back up to an object store.
     pub backup: Option<DrillBackup>,

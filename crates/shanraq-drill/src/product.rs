@@ -1,14 +1,15 @@
 //! The ShanraqCluster a local drill stands for. The drill's options become a spec (PostgreSQL
-//! with N instances, the synchronous number, the failover timings; HAProxy without application
-//! backends; Redis, Kafka and monitoring off), validated as the operator validates one, so that
-//! HAProxy, PostgreSQL and the engine run with what the product would render for a user, not
-//! with settings of the drill's own.
+//! with N instances, the synchronous number and data durability, the failover timings; HAProxy
+//! without application backends; Redis, Kafka and monitoring off), validated as the operator
+//! validates one, so that HAProxy, PostgreSQL and the engine run with what the product would
+//! render for a user, not with settings of the drill's own.
 
 use shanraq_api::backup::{BackupSpec, CaBundle, KeyRef};
 use shanraq_api::cluster::{ShanraqCluster, ShanraqClusterSpec};
 use shanraq_api::duration::Duration;
+use shanraq_api::postgres::DataDurability as SpecDurability;
 use shanraq_api::{LiveState, ValidCluster};
-use shanraq_ha::postgres::ReplicationMode;
+use shanraq_ha::postgres::{DataDurability, ReplicationMode};
 
 use super::backup::{CA_SECRET, CREDENTIALS_SECRET};
 use super::error::DrillError;
@@ -42,6 +43,10 @@ pub fn cluster(options: &ClusterOptions) -> Result<ValidCluster, DrillError> {
         }
     };
     let ha = &options.ha;
+    spec.postgres.synchronous.data_durability = match ha.data_durability {
+        DataDurability::Required => SpecDurability::Required,
+        DataDurability::Preferred => SpecDurability::Preferred,
+    };
     spec.failover.probe_period = ha.probe_period.into();
     spec.failover.failure_threshold = i32::try_from(ha.failure_threshold)
         .map_err(|_| invalid(format!("failure threshold {}", ha.failure_threshold)))?;

@@ -74,6 +74,19 @@ pub enum RpoMeasurement {
         lag_bytes: u64,
         lag: Duration,
     },
+    /// Synchronous replication with `dataDurability: preferred` fallen back: the primary
+    /// commits with `standby_names` (fewer than `required` standbys, or none), so it is
+    /// asynchronous towards the `missing` ones, and a failover may lose what the most advanced
+    /// streaming replica (`replica`, with its lag) has not received; unbounded when none
+    /// streams.
+    FellBack {
+        standby_names: String,
+        required: u32,
+        missing: Vec<String>,
+        replica: Option<String>,
+        lag_bytes: u64,
+        lag: Duration,
+    },
     /// No replica could be promoted (or a failover refused): loss is unbounded.
     NoPromotableReplica { reason: String },
     /// The last failover lost data no member held any more (Redis: every node came back
@@ -120,6 +133,40 @@ pub fn rpo(target: Duration, measurement: &RpoMeasurement) -> ObjectiveStatus {
             let met = !target.is_zero() && *lag <= target;
             let detail = format!("asynchronous replica {replica} {lag_bytes} bytes behind");
             verdict(met, "RPO", human(*lag), &detail, target_text)
+        }
+        RpoMeasurement::FellBack {
+            standby_names,
+            required,
+            missing,
+            replica,
+            lag_bytes,
+            lag,
+        } => {
+            let setting = if standby_names.is_empty() {
+                "asynchronous".to_owned()
+            } else {
+                format!("synchronous_standby_names '{standby_names}'")
+            };
+            let fallen = format!(
+                "dataDurability: preferred fell back to {setting}: {} not streaming, {required} required",
+                if missing.is_empty() {
+                    "standbys".to_owned()
+                } else {
+                    missing.join(", ")
+                }
+            );
+            match replica {
+                // Like asynchronous replication: never zero loss, even when caught up.
+                Some(replica) => {
+                    let met = !target.is_zero() && *lag <= target;
+                    let detail = format!("{fallen}; replica {replica} {lag_bytes} bytes behind");
+                    verdict(met, "RPO", human(*lag), &detail, target_text)
+                }
+                None => {
+                    let detail = format!("{fallen}; no replica streams");
+                    verdict(false, "RPO", "unbounded".to_owned(), &detail, target_text)
+                }
+            }
         }
         RpoMeasurement::NoPromotableReplica { reason } => {
             verdict(false, "RPO", "unbounded".to_owned(), reason, target_text)
@@ -249,6 +296,13 @@ impl RpoMeasurement {
                 }
             }
             RpoMeasurement::Asynchronous { lag_bytes, lag, .. } => (1, *lag, *lag_bytes),
+            RpoMeasurement::FellBack {
+                replica: Some(_),
+                lag_bytes,
+                lag,
+                ..
+            } => (1, *lag, *lag_bytes),
+            RpoMeasurement::FellBack { replica: None, .. } => (2, Duration::MAX, u64::MAX),
         }
     }
 }
@@ -593,6 +647,32 @@ mod tests {
                 },
                 false,
                 "RPO 0s (asynchronous replica pg-1 0 bytes behind) > target 0s",
+            ),
+            (
+                Duration::ZERO,
+                RpoMeasurement::FellBack {
+                    standby_names: "ANY 1 (\"pg-1\")".into(),
+                    required: 2,
+                    missing: vec!["pg-2".into()],
+                    replica: Some("pg-1".into()),
+                    lag_bytes: 0,
+                    lag: Duration::ZERO,
+                },
+                false,
+                "RPO 0s (dataDurability: preferred fell back to synchronous_standby_names 'ANY 1 (\"pg-1\")': pg-2 not streaming, 2 required; replica pg-1 0 bytes behind) > target 0s",
+            ),
+            (
+                Duration::from_secs(60),
+                RpoMeasurement::FellBack {
+                    standby_names: String::new(),
+                    required: 1,
+                    missing: vec!["pg-1".into(), "pg-2".into()],
+                    replica: None,
+                    lag_bytes: 0,
+                    lag: Duration::ZERO,
+                },
+                false,
+                "RPO unbounded (dataDurability: preferred fell back to asynchronous: pg-1, pg-2 not streaming, 1 required; no replica streams) > target 60s",
             ),
             (
                 Duration::from_secs(60),

@@ -12,8 +12,8 @@
 //! - `GET  /status`  always 200 with [`InstanceStatus`] (also while postgres is down). With the
 //!   bearer token and `?lease_epoch=E&lease_ms=M` it also renews the primary's lease for M ms,
 //!   when E is the epoch the instance holds the primary role at (see [`LEASE_EPOCH_PARAM`]).
-//! - `POST /promote`, `/fence`, `/demote`, `/repoint`, `/detach`: bearer-token authenticated
-//!   commands,
+//! - `POST /promote`, `/fence`, `/demote`, `/repoint`, `/detach`, `/synchronous`: bearer-token
+//!   authenticated commands,
 //!   bodies below, answered with [`CommandReply`]. Each carries a fencing token: the epoch and
 //!   the identity of the engine that claimed it (`owner`). A command whose epoch is lower than
 //!   the instance's own, or equal to it but claimed by another owner, is refused with 409 so
@@ -334,6 +334,43 @@ pub struct DetachRequest {
     /// The engine that claimed `epoch` (see [`admits`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+}
+
+/// `POST /synchronous`: set a primary's `synchronous_standby_names` (ALTER SYSTEM, reload, and
+/// wait until new sessions see it). `standby_names: None` restores the instance's configured
+/// setting (`--synchronous`); a value lowers it. Only the engine lowers it, under
+/// `dataDurability: preferred`, after it recorded the fallback in its persisted state: a
+/// primary never lowers its own quorum, so an engine that cannot reach it (a partition) never
+/// loses the quorum fencing it relies on. Refused by a replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SynchronousRequest {
+    pub epoch: u64,
+    /// The engine that claimed `epoch` (see [`admits`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_names: Option<String>,
+}
+
+/// The `n` of `synchronous_standby_names`: `ANY n (...)`, `FIRST n (...)`, `n (...)`, or a
+/// plain list (one). `None` when it is empty: commits wait for nobody.
+pub fn quorum_needed(synchronous_standby_names: &str) -> Option<u32> {
+    let text = synchronous_standby_names.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let upper = text.to_ascii_uppercase();
+    let rest = upper
+        .strip_prefix("ANY ")
+        .or_else(|| upper.strip_prefix("FIRST "))
+        .unwrap_or(&upper)
+        .trim_start();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let after = rest[digits.len()..].trim_start();
+    if !digits.is_empty() && after.starts_with('(') {
+        return digits.parse().ok();
+    }
+    Some(1)
 }
 
 /// Where a replica streams from.

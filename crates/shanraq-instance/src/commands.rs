@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shanraq_ha::wire::{
-    DemoteRequest, DetachRequest, FenceRequest, PromoteRequest, RepointRequest,
+    DemoteRequest, DetachRequest, FenceRequest, PromoteRequest, RepointRequest, SynchronousRequest,
 };
 
 use crate::bootstrap::clone_from;
@@ -340,6 +340,45 @@ pub async fn detach(
     );
     Ok(format!(
         "detached at epoch {} ({elapsed_ms} ms)",
+        request.epoch
+    ))
+}
+
+/// Sets the primary's `synchronous_standby_names`: lowered to what the engine sends, or back
+/// to the configured setting. A primary never lowers it on its own (see `SynchronousRequest`):
+/// only an engine holding the current epoch does, after it recorded the fallback.
+pub async fn synchronous(
+    manager: &Arc<Manager>,
+    request: SynchronousRequest,
+) -> Result<String, CommandError> {
+    let _ops = begin(
+        manager,
+        "synchronous",
+        request.epoch,
+        request.owner.as_deref(),
+        false,
+    )
+    .await?;
+    if !manager.snapshot().running {
+        return Err(CommandError::Refused(
+            "postgres is not running: synchronous_standby_names applies to a running primary"
+                .to_string(),
+        ));
+    }
+    let pool = manager.pool()?;
+    if status::in_recovery(&pool).await? {
+        return Err(CommandError::Refused(
+            "this instance is a replica: synchronous_standby_names applies to the primary"
+                .to_string(),
+        ));
+    }
+    let names = request
+        .standby_names
+        .unwrap_or_else(|| manager.settings.synchronous.clone());
+    manager.set_synchronous(&names).await?;
+    tracing::info!(epoch = request.epoch, synchronous = %names, "synchronous_standby_names set by the engine");
+    Ok(format!(
+        "synchronous_standby_names = '{names}' at epoch {}",
         request.epoch
     ))
 }

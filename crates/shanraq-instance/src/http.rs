@@ -30,6 +30,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/demote", post(demote))
         .route("/repoint", post(repoint))
         .route("/detach", post(detach))
+        .route("/synchronous", post(synchronous))
         .route("/backup", post(backup))
         .route("/backups", get(backups))
         .with_state(manager)
@@ -392,6 +393,17 @@ async fn repoint(State(manager): State<Arc<Manager>>, headers: HeaderMap, body: 
 async fn detach(State(manager): State<Arc<Manager>>, headers: HeaderMap, body: Bytes) -> Response {
     command(manager, headers, body, |manager, request| async move {
         commands::detach(&manager, request).await
+    })
+    .await
+}
+
+async fn synchronous(
+    State(manager): State<Arc<Manager>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    command(manager, headers, body, |manager, request| async move {
+        commands::synchronous(&manager, request).await
     })
     .await
 }

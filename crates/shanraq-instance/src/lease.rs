@@ -35,26 +35,7 @@ const GUARD_MAX: Duration = Duration::from_millis(250);
 /// The longest lease a renewal may grant, whatever it asks for.
 pub const MAX_LEASE: Duration = Duration::from_secs(60);
 
-/// The `n` of `synchronous_standby_names`: `ANY n (...)`, `FIRST n (...)`, `n (...)`, or a
-/// plain list (one). `None` when it is empty: commits wait for nobody.
-pub fn quorum_needed(synchronous_standby_names: &str) -> Option<u32> {
-    let text = synchronous_standby_names.trim();
-    if text.is_empty() {
-        return None;
-    }
-    let upper = text.to_ascii_uppercase();
-    let rest = upper
-        .strip_prefix("ANY ")
-        .or_else(|| upper.strip_prefix("FIRST "))
-        .unwrap_or(&upper)
-        .trim_start();
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    let after = rest[digits.len()..].trim_start();
-    if !digits.is_empty() && after.starts_with('(') {
-        return digits.parse().ok();
-    }
-    Some(1)
-}
+pub use shanraq_ha::wire::quorum_needed;
 
 /// What postgres says about its ability to commit.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -25,6 +25,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 const SHUTDOWN_FAST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a new `synchronous_standby_names` may take to reach new sessions after the reload.
+const SYNCHRONOUS_APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Phase {
@@ -454,25 +456,30 @@ impl Manager {
 
     /// Sets `synchronous_standby_names` on a primary to the configured value, if it differs.
     pub async fn ensure_synchronous(&self) -> Result<(), InstanceError> {
+        let configured = self.settings.synchronous.clone();
+        self.set_synchronous(&configured).await
+    }
+
+    /// Sets `synchronous_standby_names` to `names`, if it differs, and waits until a session
+    /// sees it: the reload is asynchronous, and the status the command answers with must show
+    /// what is in effect (the engine clears or keeps its fallback on that evidence).
+    pub async fn set_synchronous(&self, names: &str) -> Result<(), InstanceError> {
         let pool = self.pool()?;
-        let current: String =
-            sqlx::query_scalar("SELECT current_setting('synchronous_standby_names')")
-                .fetch_one(&pool)
-                .await
-                .map_err(|source| InstanceError::Sql {
-                    query: "current_setting('synchronous_standby_names')",
-                    source,
-                })?;
-        if current == self.settings.synchronous {
+        if current_synchronous(&pool).await? == names {
             return Ok(());
         }
-        status::alter_system(
-            &pool,
-            "synchronous_standby_names",
-            &self.settings.synchronous,
-        )
-        .await?;
-        tracing::info!(synchronous = %self.settings.synchronous, "synchronous_standby_names set");
+        status::alter_system(&pool, "synchronous_standby_names", names).await?;
+        let deadline = Instant::now() + SYNCHRONOUS_APPLY_TIMEOUT;
+        while current_synchronous(&pool).await? != names {
+            if Instant::now() >= deadline {
+                return Err(InstanceError::Timeout {
+                    what: format!("synchronous_standby_names = '{names}' to take effect"),
+                    seconds: SYNCHRONOUS_APPLY_TIMEOUT.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(synchronous = %names, "synchronous_standby_names set");
         Ok(())
     }
 
@@ -484,6 +491,16 @@ impl Manager {
         let mode = self.stop_locked(SHUTDOWN_FAST_TIMEOUT).await;
         tracing::info!(?mode, "postgres stopped; instance manager exiting");
     }
+}
+
+async fn current_synchronous(pool: &PgPool) -> Result<String, InstanceError> {
+    sqlx::query_scalar("SELECT current_setting('synchronous_standby_names')")
+        .fetch_one(pool)
+        .await
+        .map_err(|source| InstanceError::Sql {
+            query: "current_setting('synchronous_standby_names')",
+            source,
+        })
 }
 
 fn backoff(crashes: u32) -> Duration {

@@ -336,6 +336,11 @@ async fn run_command<R: Router>(
             upstream, epoch, ..
         } => client.demote(*epoch, upstream.clone()).await,
         Command::Detach { epoch, .. } => client.detach(*epoch).await,
+        Command::Synchronous {
+            standby_names,
+            epoch,
+            ..
+        } => client.synchronous(*epoch, standby_names.clone()).await,
         Command::Route { .. } => return (Ok(()), None),
     };
     match reply {

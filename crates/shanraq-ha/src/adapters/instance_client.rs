@@ -46,6 +46,8 @@ pub struct ClientTimeouts {
     pub demote: Duration,
     /// Covers the instance's own wait for its WAL receiver to stop.
     pub detach: Duration,
+    /// Covers the instance's own wait for new sessions to see the setting.
+    pub synchronous: Duration,
 }
 
 impl ClientTimeouts {
@@ -58,6 +60,7 @@ impl ClientTimeouts {
             repoint: Duration::from_secs(10),
             demote: Duration::from_secs(300),
             detach: Duration::from_secs(5),
+            synchronous: Duration::from_secs(10),
         }
     }
 }
@@ -355,6 +358,26 @@ impl InstanceClient {
                 owner: self.owner.clone(),
             },
             self.timeouts.detach,
+        )
+        .await
+    }
+
+    /// `POST /synchronous`: lowers the primary's `synchronous_standby_names` to
+    /// `standby_names`, or restores its configured setting when `None`.
+    pub async fn synchronous(
+        &self,
+        epoch: u64,
+        standby_names: Option<String>,
+    ) -> Result<CommandReply, InstanceClientError> {
+        self.command(
+            "/synchronous",
+            epoch,
+            &crate::wire::SynchronousRequest {
+                epoch,
+                owner: self.owner.clone(),
+                standby_names,
+            },
+            self.timeouts.synchronous,
         )
         .await
     }

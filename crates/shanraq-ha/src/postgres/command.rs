@@ -37,9 +37,17 @@ pub enum Command {
     /// Stop `node` streaming from the old primary and report its final received LSN
     /// (`POST /detach`): a detached standby acknowledges no more of the old primary's commits.
     Detach { node: NodeId, epoch: u64 },
+    /// Set the primary `node`'s `synchronous_standby_names` (`POST /synchronous`): lowered to
+    /// `standby_names` under `dataDurability: preferred`, or back to its configured
+    /// `ANY number` when `None`.
+    Synchronous {
+        node: NodeId,
+        standby_names: Option<String>,
+        epoch: u64,
+    },
 }
 
-crate::dispatch::command_accessors!(Command { Fence.node, Promote.node, Route.primary, Repoint.node, Demote.node, Detach.node }, route: Route);
+crate::dispatch::command_accessors!(Command { Fence.node, Promote.node, Route.primary, Repoint.node, Demote.node, Detach.node, Synchronous.node }, route: Route);
 
 impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,6 +56,22 @@ impl std::fmt::Display for Command {
             Command::Detach { node, epoch } => {
                 write!(f, "detach {node} from the old primary (epoch {epoch})")
             }
+            Command::Synchronous {
+                node,
+                standby_names: Some(names),
+                epoch,
+            } => write!(
+                f,
+                "lower synchronous_standby_names of {node} to '{names}' (epoch {epoch})"
+            ),
+            Command::Synchronous {
+                node,
+                standby_names: None,
+                epoch,
+            } => write!(
+                f,
+                "restore the configured synchronous_standby_names of {node} (epoch {epoch})"
+            ),
             Command::Promote { node, epoch } => write!(f, "promote {node} (epoch {epoch})"),
             Command::Route { primary, epoch } => {
                 write!(f, "route writes to {primary} (epoch {epoch})")
@@ -95,6 +119,15 @@ pub enum EventKind {
     StalePrimaryFenced { node: NodeId, instance_epoch: u64 },
     /// An instance holds a higher epoch than this engine: another controller acted.
     EpochConflict { node: NodeId, instance_epoch: u64 },
+    /// `dataDurability: preferred`: too few standbys streamed for a detection period, and the
+    /// primary is lowered to `standby_names` so that writes go on without them.
+    SynchronousFallback {
+        node: NodeId,
+        standby_names: String,
+        missing: Vec<NodeId>,
+    },
+    /// The primary commits with its configured quorum again.
+    SynchronousRestored { node: NodeId },
     /// What every engine tells the same way.
     #[serde(untagged)]
     Lifecycle(Lifecycle<RecordDetail>),
@@ -111,6 +144,8 @@ impl crate::record::Telling for EventKind {
             EventKind::Elected { .. } => "Elected".to_owned(),
             EventKind::StalePrimaryFenced { .. } => "StalePrimaryFenced".to_owned(),
             EventKind::EpochConflict { .. } => "EpochConflict".to_owned(),
+            EventKind::SynchronousFallback { .. } => "SynchronousFallback".to_owned(),
+            EventKind::SynchronousRestored { .. } => "SynchronousRestored".to_owned(),
         }
     }
 
@@ -118,6 +153,8 @@ impl crate::record::Telling for EventKind {
         match self {
             EventKind::Lifecycle(event) => event.importance(),
             EventKind::Fenced { .. } | EventKind::Elected { .. } => Importance::Log,
+            EventKind::SynchronousRestored { .. } => Importance::Normal,
+            EventKind::SynchronousFallback { .. } => Importance::Warning,
             EventKind::Diverged { .. }
             | EventKind::StalePrimaryFenced { .. }
             | EventKind::EpochConflict { .. } => Importance::Warning,
@@ -148,6 +185,18 @@ impl crate::record::Telling for EventKind {
                 node,
                 instance_epoch,
             } => format!("{node} holds epoch {instance_epoch} > {epoch}: another controller acted"),
+            EventKind::SynchronousFallback {
+                node,
+                standby_names,
+                missing,
+            } => format!(
+                "dataDurability: preferred: {} not streaming, so {node} commits with synchronous_standby_names = '{standby_names}'; \
+                 a failover now may lose the commits made from here until they are back",
+                crate::events::join(missing)
+            ),
+            EventKind::SynchronousRestored { node } => {
+                format!("{node} commits with its configured synchronous quorum again")
+            }
         }
     }
 }

@@ -16,6 +16,21 @@ pub enum ReplicationMode {
     Asynchronous,
 }
 
+/// What the engine does when fewer than `number` standbys stream (synchronous mode only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DataDurability {
+    /// Commits wait for `number` standbys, even if that stops writes: RPO 0 in every failure.
+    #[default]
+    Required,
+    /// Once fewer than `number` standbys have streamed for a detection period (probe period x
+    /// failure threshold), the engine records the fallback in its persisted state and lowers
+    /// the primary to the standbys that stream (`''` when none), so writes go on; it restores
+    /// `ANY number` once enough stream again. A failover while fallen back waits out the old
+    /// primary's lease and may lose the commits made since the fallback.
+    Preferred,
+}
+
 /// Engine settings. `Default` gives the fast profile the project aims at (about a second to
 /// detect and promote).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +45,9 @@ pub struct PostgresHaConfig {
     /// Async mode: the most WAL bytes a failover may lose.
     pub maximum_lag_on_failover: u64,
     pub replication: ReplicationMode,
+    /// Synchronous mode: whether writes may go on without the quorum (`Preferred`).
+    #[serde(default)]
+    pub data_durability: DataDurability,
     /// Switchover: the longest wait for the target to replay the old primary's final LSN.
     pub switchover_timeout: Duration,
     /// Fence: how long the old primary gets to stop (sent to the instance). The engine never
@@ -47,6 +65,15 @@ fn default_lease() -> Duration {
     Duration::from_millis(1500)
 }
 
+impl PostgresHaConfig {
+    /// How long a shortfall of synchronous standbys must last before `Preferred` falls back:
+    /// the same period that confirms a failing primary, so one missed reply changes nothing.
+    pub fn detection_period(&self) -> Duration {
+        self.probe_period
+            .saturating_mul(self.failure_threshold.max(1))
+    }
+}
+
 impl Default for PostgresHaConfig {
     fn default() -> Self {
         PostgresHaConfig {
@@ -55,6 +82,7 @@ impl Default for PostgresHaConfig {
             failover_delay: Duration::ZERO,
             maximum_lag_on_failover: 1024 * 1024,
             replication: ReplicationMode::Synchronous { number: 1 },
+            data_durability: DataDurability::Required,
             switchover_timeout: Duration::from_secs(30),
             fence_timeout: Duration::from_secs(5),
             lease_duration: default_lease(),

@@ -57,6 +57,11 @@ pub struct ElectionRules<'a> {
     pub sync_set: &'a [NodeId],
     /// The failed primary's last reported current LSN.
     pub primary_lsn: Option<Lsn>,
+    /// The failover started while `dataDurability: preferred` had fallen back: no replica is
+    /// known to hold every acknowledged commit, and refusing would stop writes for good, which
+    /// is what `preferred` asked to avoid. The most advanced replica wins, and the loss is left
+    /// unknown (the old primary may have committed past its last report).
+    pub fallen_back: bool,
 }
 
 /// The most advanced of `candidates` (highest received LSN, then replayed LSN, then the
@@ -65,6 +70,15 @@ pub struct ElectionRules<'a> {
 pub fn elect(rules: &ElectionRules<'_>, candidates: &[Candidate<'_>]) -> Result<Elected, String> {
     if candidates.is_empty() {
         return Err("no replica is reachable".to_owned());
+    }
+    if rules.fallen_back {
+        let winner =
+            most_advanced(candidates.iter()).ok_or_else(|| "no replica is reachable".to_owned())?;
+        return Ok(Elected {
+            node: winner.node.clone(),
+            received: winner.received(),
+            lost_bytes: None,
+        });
     }
     let winner = match rules.replication {
         ReplicationMode::Synchronous { number } => elect_synchronous(rules, number, candidates)?,

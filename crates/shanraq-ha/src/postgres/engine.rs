@@ -54,6 +54,9 @@ pub struct Remembered {
     pub(super) confirmed: Option<(NodeId, u64)>,
     /// The current primary's last reported `pg_current_wal_lsn()`.
     pub(super) primary_lsn: Option<Lsn>,
+    /// How many standbys the primary last reported streaming, and since when that count
+    /// held (`dataDurability: preferred` falls back only after a detection period).
+    pub(super) shortfall: Option<(usize, Millis)>,
 }
 
 impl Product for Postgres {
@@ -77,6 +80,7 @@ impl Product for Postgres {
         Remembered {
             confirmed: None,
             primary_lsn: in_flight_lsn(state),
+            shortfall: None,
         }
     }
 }
@@ -308,6 +312,7 @@ impl Probing<Postgres> for PostgresHa {
     fn forget(&mut self) {
         self.own.primary_lsn = in_flight_lsn(&self.state).or(self.own.primary_lsn);
         self.own.confirmed = None;
+        self.own.shortfall = None;
     }
 
     fn failing(&self, view: &NodeView) -> bool {
@@ -344,6 +349,7 @@ impl Probing<Postgres> for PostgresHa {
             primary_lsn: suspect
                 .and_then(|s| s.detail.primary_lsn)
                 .or(self.own.primary_lsn),
+            fallback_since: self.state.detail.fallback.as_ref().map(|f| f.since),
             ..RecordDetail::default()
         }
     }

@@ -24,6 +24,9 @@ impl PostgresHa {
     ///   engine nor a replica and fences itself. Renewals stopped when the epoch was bumped.
     ///   (A replica the engine cannot reach but the old primary can keeps it writable: in
     ///   asynchronous mode that one case is not covered.)
+    /// - Fallen back (`dataDurability: preferred`, recorded in the failover record when it
+    ///   started): as asynchronous, whatever the mode says, and every replica the engine
+    ///   reaches detached.
     pub(super) fn cannot_commit(
         &self,
         record: &FailoverRecord,
@@ -37,6 +40,32 @@ impl PostgresHa {
             .is_some_and(|status| status.role == InstanceRole::Fenced && !status.running)
         {
             return Ok("it reports itself fenced and stopped".to_owned());
+        }
+        if record.detail.fallback_since.is_some() {
+            // Fallen back (`dataDurability: preferred`): the old primary may commit with fewer
+            // standbys than its synchronous set, or none, so detaching the set proves nothing.
+            // Its lease must have run out, and no replica the engine reaches may still stream
+            // from it: with a lowered `ANY k (...)` a streaming standby keeps it writable
+            // whatever the lease says, and with `''` a streaming replica does.
+            let attached: Vec<&str> = self
+                .members
+                .iter()
+                .map(|member| &member.name)
+                .filter(|node| **node != record.from && !record.detached.contains(node))
+                .filter(|node| {
+                    self.status_since(node, record.started_at)
+                        .is_some_and(|status| status.role == InstanceRole::Replica)
+                })
+                .map(NodeId::as_str)
+                .collect();
+            if !attached.is_empty() {
+                return Err(format!(
+                    "{} may still commit with [{}], which are not detached yet",
+                    record.from,
+                    attached.join(", ")
+                ));
+            }
+            return self.lease_ran_out(record, now);
         }
         match self.config.replication {
             ReplicationMode::Synchronous { number } => {
@@ -72,29 +101,32 @@ impl PostgresHa {
                     ))
                 }
             }
-            ReplicationMode::Asynchronous => {
-                // Commits wait for nobody: the old primary's lease must have run out. It was
-                // last renewed before the epoch was bumped; the last reply of a replica it
-                // could have kept writing with came before that replica's detach.
-                let lease = self.config.lease_duration;
-                let since = record
-                    .started_at
-                    .max(record.detail.detached_at.unwrap_or_default());
-                let expires = since.plus(lease + REPLY_SLACK + self.config.probe_period);
-                if now < expires {
-                    return Err(format!(
-                        "waiting until the lease of {} has run out ({} ms)",
-                        record.from,
-                        expires.since(now)
-                    ));
-                }
-                Ok(format!(
-                    "its lease of {} ms ran out and [{}] are detached",
-                    lease.as_millis(),
-                    join(&record.detached)
-                ))
-            }
+            ReplicationMode::Asynchronous => self.lease_ran_out(record, now),
         }
+    }
+
+    /// Commits wait for nobody (asynchronous mode, or `dataDurability: preferred` fallen
+    /// back): the old primary's lease must have run out. It was last renewed before the epoch
+    /// was bumped; the last reply of a replica it could have kept writing with came before that
+    /// replica's detach.
+    fn lease_ran_out(&self, record: &FailoverRecord, now: Millis) -> Result<String, String> {
+        let lease = self.config.lease_duration;
+        let since = record
+            .started_at
+            .max(record.detail.detached_at.unwrap_or_default());
+        let expires = since.plus(lease + REPLY_SLACK + self.config.probe_period);
+        if now < expires {
+            return Err(format!(
+                "waiting until the lease of {} has run out ({} ms)",
+                record.from,
+                expires.since(now)
+            ));
+        }
+        Ok(format!(
+            "its lease of {} ms ran out and [{}] are detached",
+            lease.as_millis(),
+            join(&record.detached)
+        ))
     }
 
     pub(super) fn fence_done(
@@ -277,6 +309,7 @@ impl Failing<Postgres> for PostgresHa {
         // safety argument counts on). Asynchronous mode rests on the lease instead, and bounds
         // the loss by the old primary's last reported LSN, so any reachable replica may run.
         let fenced = matches!(self.config.replication, ReplicationMode::Asynchronous)
+            || record.detail.fallback_since.is_some()
             || record.fenced_at.is_some()
             || self
                 .status_since(&record.from, record.started_at)
@@ -298,6 +331,7 @@ impl Failing<Postgres> for PostgresHa {
             maximum_lag_on_failover: self.config.maximum_lag_on_failover,
             sync_set: &self.state.detail.sync_set,
             primary_lsn: record.detail.primary_lsn,
+            fallen_back: record.detail.fallback_since.is_some(),
         };
         let outcome = elect(&rules, &candidates);
         drop(candidates);
@@ -389,5 +423,8 @@ impl Failing<Postgres> for PostgresHa {
         // Routing waits for the new primary to be able to commit (its synchronous quorum):
         // members that come back meanwhile are brought under it at once.
         self.route_to(&primary, now, commands);
+        // Under `preferred` a new primary short of standbys can only be routed once lowered:
+        // `/primary` says it cannot commit until then.
+        self.keep_durability(&primary, now, commands);
     }
 }

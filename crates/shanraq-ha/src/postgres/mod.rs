@@ -7,6 +7,7 @@ pub mod backup_source;
 mod command;
 mod config;
 mod contract;
+mod durability;
 mod election;
 mod engine;
 mod failover;
@@ -21,12 +22,14 @@ mod tests;
 pub use crate::dispatch::CommandTarget;
 pub use crate::machine::{Failing, Probing, Steady, Switching};
 pub use command::{Command, CommandError, Event, EventKind, StepOutput};
-pub use config::{PostgresHaConfig, ReplicationMode};
+pub use config::{DataDurability, PostgresHaConfig, ReplicationMode};
 pub use contract::Outcome;
+pub use durability::lowered_standby_names;
 pub use election::{Candidate, Elected, ElectionRules, elect};
 pub use engine::{DEFAULT_IDENTITY, Postgres, PostgresHa};
 pub use model::{Member, Millis, NodeId, Observation, PodSignal, ProbeOutcome, duration_ms};
 pub use state::{
-    FailoverKind, FailoverRecord, HaState, Phase, RecordDetail, Suspicion, SuspicionDetail,
+    FailoverKind, FailoverRecord, Fallback, HaState, Phase, RecordDetail, Suspicion,
+    SuspicionDetail,
 };
 pub use switchover::SwitchoverError;

@@ -41,7 +41,7 @@ pub fn duration_ms(duration: Duration) -> u64 {
 }
 
 /// A member's stable name: the pod name in Kubernetes, the instance's `application_name`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct NodeId(pub String);
 

@@ -34,6 +34,11 @@ pub struct RecordDetail {
     /// When the old primary was shown unable to commit (fenced, or its synchronous quorum
     /// detached): the election may start.
     pub quorum_fenced_at: Option<Millis>,
+    /// The failover started while `dataDurability: preferred` had fallen back (since this
+    /// instant): the old primary may have committed without its synchronous quorum, so the
+    /// engine waited out its lease instead of counting on the quorum, and commits acknowledged
+    /// since then may be lost. `lostBytes` is then left unknown.
+    pub fallback_since: Option<Millis>,
 }
 
 /// One failover or switchover, from detection to routing (`fencedAt`: the old primary's fence
@@ -51,6 +56,34 @@ pub struct StateDetail {
     /// large-enough one still holds every acknowledged commit). Cleared on every promotion:
     /// a set is only valid for the primary that reported it.
     pub sync_set: Vec<NodeId>,
+    /// Set while `dataDurability: preferred` has fallen back: written (and persisted) before
+    /// the primary is told to lower `synchronous_standby_names`, cleared only once it reports
+    /// `ANY number` again with a quorum that has every commit. While it is set, a failover
+    /// cannot count on the synchronous set and waits out the old primary's lease.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
+}
+
+/// The primary commits without its full synchronous quorum (`dataDurability: preferred`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Fallback {
+    /// When the engine decided it, before the first command lowered the primary.
+    pub since: Millis,
+    /// The primary the setting applies to.
+    pub primary: NodeId,
+    /// The `synchronous_standby_names` last commanded (`ANY k (...)` or `''`), or what is being
+    /// restored (`restoring`).
+    pub standby_names: String,
+    /// The standbys that did not stream when the engine last lowered the setting.
+    pub missing: Vec<NodeId>,
+    /// The primary was told to restore its configured `ANY number` (enough standbys stream, or
+    /// `dataDurability` is `required` again, or a new primary was promoted with it).
+    pub restoring: bool,
+    /// Restoring: the primary's WAL position when it first reported `ANY number` in effect.
+    /// Every commit before it may lack a quorum, so the mark is cleared only once `number`
+    /// synchronous standbys flushed past it.
+    pub restored_from: Option<Lsn>,
 }
 
 /// The persisted HA state of one PostgreSQL cluster (`crate::state::HaState`).

@@ -189,6 +189,7 @@ impl Steady<Postgres> for PostgresHa {
             return;
         }
         self.route_to(&primary, now, commands);
+        self.keep_durability(&primary, now, commands);
     }
 
     /// Any phase: an instance that claims the primary role without the designation is fenced

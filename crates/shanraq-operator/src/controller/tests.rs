@@ -884,6 +884,7 @@ async fn a_running_drill_records_the_rto_of_its_failover() {
         rto_ms: Some(810),
         lost_bytes: Some(0),
         data_lost: None,
+        possible_loss: None,
     });
     object.status = Some(status);
     let rendered = render(&object, false);

@@ -29,5 +29,6 @@ pub fn failover_record<D>(record: &FailoverRecord<D>) -> StatusRecord {
         rto_ms: record.rto_ms.and_then(|ms| i64::try_from(ms).ok()),
         lost_bytes: record.lost_bytes.and_then(|b| i64::try_from(b).ok()),
         data_lost: None,
+        possible_loss: None,
     }
 }

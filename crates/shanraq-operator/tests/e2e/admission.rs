@@ -30,7 +30,12 @@ fn invalid_specs() -> Vec<(&'static str, Value, &'static str)> {
         ),
         (
             "an unknown data durability",
-            json!({"postgres": {"synchronous": {"dataDurability": "preferred"}}}),
+            json!({"postgres": {"synchronous": {"dataDurability": "sometimes"}}}),
+            "spec.postgres.synchronous.dataDurability",
+        ),
+        (
+            "a preferred data durability without synchronous standbys",
+            json!({"objectives": {"rpo": "30s"}, "postgres": {"synchronous": {"number": 0, "dataDurability": "preferred"}}}),
             "spec.postgres.synchronous.dataDurability",
         ),
         (

@@ -146,6 +146,7 @@ fn election_table() {
             maximum_lag_on_failover: 1000,
             sync_set: &sync_set,
             primary_lsn: case.primary_lsn.map(Lsn),
+            fallen_back: false,
         };
         match (elect(&rules, &candidates), case.expect) {
             (Ok(elected), Ok(winner)) => {

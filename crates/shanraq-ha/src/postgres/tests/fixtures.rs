@@ -6,8 +6,8 @@ use std::time::Duration;
 use crate::events::Lifecycle;
 pub use crate::machine::Probing;
 use crate::postgres::{
-    Command, CommandError, Event, EventKind, HaState, Member, Millis, NodeId, Observation,
-    PostgresHa, PostgresHaConfig, ReplicationMode, StepOutput,
+    Command, CommandError, DataDurability, Event, EventKind, HaState, Member, Millis, NodeId,
+    Observation, PostgresHa, PostgresHaConfig, ReplicationMode, StepOutput,
 };
 use crate::wire::{InstanceRole, InstanceStatus, Lsn, ReplicationPeer};
 
@@ -101,6 +101,22 @@ impl Report {
         self
     }
 
+    /// Primary: these standbys stream with `sync_state` quorum and flushed up to `lsn`.
+    pub fn quorum_at(mut self, names: &[&str], lsn: u64) -> Report {
+        for name in names {
+            let mut row = peer(name, "streaming", "quorum");
+            row.flush_lsn = Some(Lsn(lsn));
+            self.0.replication.push(row);
+        }
+        self
+    }
+
+    /// Primary: the `synchronous_standby_names` in effect.
+    pub fn standby_names(mut self, names: &str) -> Report {
+        self.0.synchronous_standby_names = Some(names.to_owned());
+        self
+    }
+
     /// Primary: these standbys stream asynchronously.
     pub fn async_peers(mut self, names: &[&str]) -> Report {
         for name in names {
@@ -182,9 +198,18 @@ pub fn config(replication: ReplicationMode) -> PostgresHaConfig {
         failover_delay: Duration::ZERO,
         maximum_lag_on_failover: 1000,
         replication,
+        data_durability: DataDurability::Required,
         switchover_timeout: Duration::from_secs(5),
         fence_timeout: Duration::from_secs(1),
         lease_duration: Duration::from_millis(1500),
+    }
+}
+
+/// Synchronous `ANY number` with `dataDurability: preferred`.
+pub fn preferred(number: u32) -> PostgresHaConfig {
+    PostgresHaConfig {
+        data_durability: DataDurability::Preferred,
+        ..config(ReplicationMode::Synchronous { number })
     }
 }
 
@@ -213,8 +238,19 @@ impl Sim {
     /// A cluster whose primary pg-0 holds epoch 1, with pg-1 and pg-2 streaming (quorum in
     /// synchronous mode), already routed.
     pub fn healthy(replication: ReplicationMode) -> Sim {
-        let mut sim = Sim::new(config(replication), HaState::with_primary(node("pg-0"), 1));
-        let out = sim.round(healthy_round(1, 1000));
+        Sim::healthy_with(config(replication))
+    }
+
+    /// `healthy`, with `config`.
+    pub fn healthy_with(config: PostgresHaConfig) -> Sim {
+        let mut round = healthy_round(1, 1000);
+        if let (ReplicationMode::Synchronous { number }, Some(Probe::Up(report))) =
+            (config.replication, round.first_mut())
+        {
+            report.0.synchronous_standby_names = Some(format!("ANY {number} (*)"));
+        }
+        let mut sim = Sim::new(config, HaState::with_primary(node("pg-0"), 1));
+        let out = sim.round(round);
         let route = Command::Route {
             primary: node("pg-0"),
             epoch: 1,
@@ -362,6 +398,14 @@ pub fn detach(name: &str, epoch: u64) -> Command {
 pub fn route(name: &str, epoch: u64) -> Command {
     Command::Route {
         primary: node(name),
+        epoch,
+    }
+}
+
+pub fn synchronous(name: &str, standby_names: Option<&str>, epoch: u64) -> Command {
+    Command::Synchronous {
+        node: node(name),
+        standby_names: standby_names.map(str::to_owned),
         epoch,
     }
 }

@@ -4,6 +4,7 @@
 mod fixtures;
 
 mod bootstrap;
+mod durability;
 mod election_rules;
 mod failover;
 mod restart;

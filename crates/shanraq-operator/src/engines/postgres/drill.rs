@@ -412,6 +412,7 @@ mod tests {
             rto_ms: Some(rto_ms),
             lost_bytes: Some(0),
             data_lost: None,
+            possible_loss: None,
         }
     }
 

@@ -118,6 +118,14 @@ impl HaRegistry {
         self.shared(key)?.handle()
     }
 
+    /// The fallback of `key`'s primary under `synchronous.dataDurability: preferred`, from the
+    /// running engine's persisted state (`status.postgres.haState.fallback`); `None` while the
+    /// primary commits with its configured quorum. While it is set, a failover waits out the
+    /// old primary's lease before promoting (`spec.failover.lease()` plus the reply slack).
+    pub fn synchronous_fallback(&self, key: &str) -> Option<shanraq_ha::postgres::Fallback> {
+        self.handle(key)?.state().detail.fallback
+    }
+
     /// The last `/status` sample of `key`'s instances (empty before the first).
     pub fn sample(&self, key: &str) -> Option<Vec<InstanceStatus>> {
         let shared = self.shared(key)?;

@@ -10,7 +10,7 @@ use shanraq_api::conditions::{Desired, RPO_MET, RTO_MET, Truth};
 use shanraq_api::status::FailoverRecord;
 use shanraq_ha::objectives::{self, ObjectiveStatus, RpoMeasurement, RtoInputs};
 use shanraq_ha::postgres::ReplicationMode;
-use shanraq_ha::wire::{InstanceRole, InstanceStatus};
+use shanraq_ha::wire::{InstanceRole, InstanceStatus, quorum_needed};
 
 /// A reachable member's last `/status`.
 pub type Statuses = [InstanceStatus];
@@ -20,9 +20,12 @@ fn is_synchronous_row(state: &str, sync_state: &str) -> bool {
 }
 
 /// What bounds data loss right now, from the designated primary's and the replicas' reports.
+/// `members` are every member's names, so that a standby that does not answer at all is named
+/// among the missing ones.
 pub fn rpo_measurement(
     mode: ReplicationMode,
     primary: Option<&str>,
+    members: &[String],
     statuses: &Statuses,
 ) -> RpoMeasurement {
     let Some(primary_name) = primary else {
@@ -40,6 +43,17 @@ pub fn rpo_measurement(
     };
     match mode {
         ReplicationMode::Synchronous { number } => {
+            // What the primary has in effect, not what the spec asks: under `dataDurability:
+            // preferred` the engine may have lowered it. Unknown (an older instance manager)
+            // is taken as configured.
+            let lowered = primary
+                .synchronous_standby_names
+                .as_deref()
+                .filter(|names| quorum_needed(names).is_none_or(|needed| needed < number))
+                .map(str::to_owned);
+            if let Some(standby_names) = lowered {
+                return fell_back(primary, standby_names, number, members, statuses);
+            }
             // Sorted: the rows' order is not stable, and the condition's message must be.
             let mut streaming: Vec<String> = primary
                 .replication
@@ -53,37 +67,74 @@ pub fn rpo_measurement(
                 required: number,
             }
         }
-        ReplicationMode::Asynchronous => {
-            let current = primary.current_lsn.unwrap_or_default();
-            let best = primary
-                .replication
-                .iter()
-                .filter(|row| row.state == "streaming")
-                .filter_map(|row| {
-                    let flushed = row.flush_lsn?;
-                    Some((row.application_name.clone(), flushed.bytes_until(current)))
-                })
-                .min_by_key(|(_, lag)| *lag);
-            match best {
-                Some((replica, lag_bytes)) => {
-                    let lag = statuses
-                        .iter()
-                        .find(|s| s.name == replica)
-                        .and_then(|s| s.replay_lag_seconds)
-                        .filter(|s| s.is_finite() && *s >= 0.0)
-                        .map_or(Duration::ZERO, Duration::from_secs_f64);
-                    RpoMeasurement::Asynchronous {
-                        replica,
-                        lag_bytes,
-                        lag,
-                    }
-                }
-                None => RpoMeasurement::NoPromotableReplica {
-                    reason: format!("no replica streams from primary {primary_name}"),
-                },
-            }
-        }
+        ReplicationMode::Asynchronous => match best_replica(primary, statuses) {
+            Some((replica, lag_bytes, lag)) => RpoMeasurement::Asynchronous {
+                replica,
+                lag_bytes,
+                lag,
+            },
+            None => RpoMeasurement::NoPromotableReplica {
+                reason: format!("no replica streams from primary {primary_name}"),
+            },
+        },
     }
+}
+
+/// The primary commits with a lowered `standby_names` (`dataDurability: preferred` fell back):
+/// asynchronous towards the standbys that do not stream, bounded by the best one that does.
+fn fell_back(
+    primary: &InstanceStatus,
+    standby_names: String,
+    required: u32,
+    members: &[String],
+    statuses: &Statuses,
+) -> RpoMeasurement {
+    let streaming: Vec<&str> = primary
+        .replication
+        .iter()
+        .filter(|row| row.state == "streaming")
+        .map(|row| row.application_name.as_str())
+        .collect();
+    let missing: Vec<String> = members
+        .iter()
+        .filter(|name| **name != primary.name && !streaming.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    let best = best_replica(primary, statuses);
+    let (replica, lag_bytes, lag) = match best {
+        Some((replica, bytes, lag)) => (Some(replica), bytes, lag),
+        None => (None, 0, Duration::ZERO),
+    };
+    RpoMeasurement::FellBack {
+        standby_names,
+        required,
+        missing,
+        replica,
+        lag_bytes,
+        lag,
+    }
+}
+
+/// The streaming replica that flushed the most of the primary's WAL: its name, the bytes it
+/// lacks, and its replay lag.
+fn best_replica(primary: &InstanceStatus, statuses: &Statuses) -> Option<(String, u64, Duration)> {
+    let current = primary.current_lsn.unwrap_or_default();
+    let (replica, lag_bytes) = primary
+        .replication
+        .iter()
+        .filter(|row| row.state == "streaming")
+        .filter_map(|row| {
+            let flushed = row.flush_lsn?;
+            Some((row.application_name.clone(), flushed.bytes_until(current)))
+        })
+        .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)))?;
+    let lag = statuses
+        .iter()
+        .find(|s| s.name == replica)
+        .and_then(|s| s.replay_lag_seconds)
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::ZERO, Duration::from_secs_f64);
+    Some((replica, lag_bytes, lag))
 }
 
 /// How long an unchanged verdict keeps the measurement last published in the status: lag

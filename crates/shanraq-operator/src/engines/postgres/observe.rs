@@ -33,10 +33,10 @@ pub fn sampled(
     };
     let primary = designated_primary(ha, &key, previous);
     let mode = super::spec::engine_config(cluster).replication;
-    let fresh = objectives::rpo_measurement(mode, primary.as_deref(), &sample);
     let members: Vec<String> = (0..cluster.spec.postgres.instances)
         .map(|n| cluster.names.pod(Component::Postgres, n))
         .collect();
+    let fresh = objectives::rpo_measurement(mode, primary.as_deref(), &members, &sample);
     let archive = cluster
         .spec
         .backup

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use shanraq_api::ValidCluster;
 use shanraq_api::names::Component;
+use shanraq_api::postgres::DataDurability as SpecDurability;
 use shanraq_ha::adapters::driver::DriverMember;
-use shanraq_ha::postgres::{Member, PostgresHaConfig, ReplicationMode};
+use shanraq_ha::postgres::{DataDurability, Member, PostgresHaConfig, ReplicationMode};
 use shanraq_render::postgres::{PORT, STATUS_PORT};
 
 /// How long an old primary gets to stop when fenced.
@@ -97,6 +98,10 @@ pub fn engine_config(cluster: &ValidCluster) -> PostgresHaConfig {
             }
         } else {
             ReplicationMode::Asynchronous
+        },
+        data_durability: match synchronous.data_durability {
+            SpecDurability::Required => DataDurability::Required,
+            SpecDurability::Preferred => DataDurability::Preferred,
         },
         switchover_timeout: failover.switchover_timeout.as_std(),
         fence_timeout: FENCE_TIMEOUT,

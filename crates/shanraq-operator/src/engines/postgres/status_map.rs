@@ -22,7 +22,16 @@ pub const HA_FIELDS: [&str; 6] = [
 /// The readable fields of `status.postgres` for `state` (the store adds `haState`). Absent
 /// values are explicit `null`s so that a cleared target primary is cleared in the status too.
 pub fn postgres_patch(state: &HaState) -> Result<Value, serde_json::Error> {
-    let last = state.last_failover.as_ref().map(failover_record);
+    let last = state.last_failover.as_ref().map(|record| {
+        let mut readable = failover_record(record);
+        readable.possible_loss = record.detail.fallback_since.map(|since| {
+            format!(
+                "the commits made since {} (dataDurability: preferred had fallen back, so the old primary committed without its synchronous quorum)",
+                crate::engines::status_record::rfc3339(since)
+            )
+        });
+        readable
+    });
     Ok(json!({
         "currentPrimary": state.current_primary.as_ref().map(ToString::to_string),
         "targetPrimary": state.target_primary.as_ref().map(ToString::to_string),

@@ -547,7 +547,7 @@ fn rpo_is_zero_only_while_enough_synchronous_standbys_stream() {
         ],
         100,
     );
-    let measured = rpo_measurement(sync, Some("payments-pg-0"), &[streaming]);
+    let measured = rpo_measurement(sync, Some("payments-pg-0"), &members(), &[streaming]);
     let (condition, verdict) = rpo_condition(&cluster, &measured);
     assert_eq!(condition.truth, Truth::True);
     assert_eq!(verdict.measured, "0s");
@@ -562,7 +562,7 @@ fn rpo_is_zero_only_while_enough_synchronous_standbys_stream() {
     let none = primary_status(&[("payments-pg-1", "catchup", "potential", 50)], 100);
     let (condition, _) = rpo_condition(
         &cluster,
-        &rpo_measurement(sync, Some("payments-pg-0"), &[none]),
+        &rpo_measurement(sync, Some("payments-pg-0"), &members(), &[none]),
     );
     assert_eq!(condition.truth, Truth::False);
     assert!(
@@ -572,8 +572,10 @@ fn rpo_is_zero_only_while_enough_synchronous_standbys_stream() {
     );
 
     // The designated primary not answering as one: loss is unbounded, and the message says why.
-    let (condition, _) =
-        rpo_condition(&cluster, &rpo_measurement(sync, Some("payments-pg-0"), &[]));
+    let (condition, _) = rpo_condition(
+        &cluster,
+        &rpo_measurement(sync, Some("payments-pg-0"), &members(), &[]),
+    );
     assert_eq!(condition.truth, Truth::False);
     assert!(
         condition.message.contains("payments-pg-0"),
@@ -582,11 +584,69 @@ fn rpo_is_zero_only_while_enough_synchronous_standbys_stream() {
     );
 }
 
+fn members() -> Vec<String> {
+    (0..3).map(|n| format!("payments-pg-{n}")).collect()
+}
+
+#[test]
+fn a_primary_lowered_under_preferred_durability_is_measured_as_fallen_back() {
+    let cluster = valid(ShanraqClusterSpec::default());
+    let sync = ReplicationMode::Synchronous { number: 1 };
+    // Fallen back with nobody streaming: unbounded, and the message says why.
+    let mut alone = primary_status(&[], 100);
+    alone.synchronous_standby_names = Some(String::new());
+    let measured = rpo_measurement(sync, Some("payments-pg-0"), &members(), &[alone]);
+    let (condition, verdict) = rpo_condition(&cluster, &measured);
+    assert_eq!(condition.truth, Truth::False);
+    assert_eq!(condition.reason, "OverTarget");
+    assert_eq!(verdict.measured, "unbounded");
+    assert!(
+        condition
+            .message
+            .contains("dataDurability: preferred fell back to asynchronous")
+            && condition
+                .message
+                .contains("payments-pg-1, payments-pg-2 not streaming"),
+        "{}",
+        condition.message
+    );
+
+    // A standby back but not yet restored to ANY 2: asynchronous towards the missing one, the
+    // measured lag of the streaming one, never met under an RPO target of 0.
+    let sync2 = ReplicationMode::Synchronous { number: 2 };
+    let mut lowered = primary_status(&[("payments-pg-1", "streaming", "quorum", 90)], 100);
+    lowered.synchronous_standby_names = Some("ANY 1 (\"payments-pg-1\")".into());
+    let measured = rpo_measurement(sync2, Some("payments-pg-0"), &members(), &[lowered]);
+    assert_eq!(
+        measured,
+        RpoMeasurement::FellBack {
+            standby_names: "ANY 1 (\"payments-pg-1\")".into(),
+            required: 2,
+            missing: vec!["payments-pg-2".into()],
+            replica: Some("payments-pg-1".into()),
+            lag_bytes: 10,
+            lag: Duration::ZERO,
+        }
+    );
+    assert_eq!(rpo_condition(&cluster, &measured).0.truth, Truth::False);
+
+    // Restored: the configured setting in effect, measured as synchronous again.
+    let mut restored = primary_status(&[("payments-pg-1", "streaming", "quorum", 100)], 100);
+    restored.synchronous_standby_names = Some("ANY 1 (*)".into());
+    let measured = rpo_measurement(sync, Some("payments-pg-0"), &members(), &[restored]);
+    assert!(
+        matches!(measured, RpoMeasurement::Synchronous { .. }),
+        "{measured:?}"
+    );
+    assert_eq!(rpo_condition(&cluster, &measured).0.truth, Truth::True);
+}
+
 #[test]
 fn asynchronous_rpo_is_the_best_replicas_lag() {
     let measured = rpo_measurement(
         ReplicationMode::Asynchronous,
         Some("payments-pg-0"),
+        &members(),
         &[primary_status(
             &[
                 ("payments-pg-1", "streaming", "async", 9_000),
