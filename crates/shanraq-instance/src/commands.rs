@@ -137,6 +137,14 @@ pub async fn promote(
         manager.wait_ready(START_TIMEOUT).await?;
     }
     let pool = manager.pool()?;
+    // The configured synchronous_standby_names is in effect before the instance leaves
+    // recovery: a replica's own configuration has none, and a primary promoted without it
+    // would acknowledge commits no standby holds until it was set. (Under
+    // `dataDurability: preferred` the engine lowers it afterwards when too few standbys stream.)
+    manager
+        .ensure_synchronous()
+        .await
+        .map_err(CommandError::Failed)?;
     if status::in_recovery(&pool).await? {
         let promoted = tokio::time::timeout(
             PROMOTE_TIMEOUT,
@@ -164,9 +172,6 @@ pub async fn promote(
     manager.grant_lease();
     manager.set_message(None);
     let promoted_ms = started.elapsed().as_millis() as u64;
-    if let Err(error) = manager.ensure_synchronous().await {
-        tracing::warn!(%error, "setting synchronous_standby_names after promote");
-    }
     tracing::info!(epoch = request.epoch, promoted_ms, "promoted");
     push_previous_timeline(manager, &pool);
     Ok(format!(

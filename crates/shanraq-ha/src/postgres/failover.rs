@@ -20,13 +20,12 @@ impl PostgresHa {
     ///   it. With S - n + 1 of them detached, at most n - 1 remain, so no commit can complete
     ///   any more, whatever the old primary can still reach.
     /// - Asynchronous: commits wait for nobody, so the lease the old primary held must have
-    ///   run out, and the replicas the engine reached are detached: it then has neither the
-    ///   engine nor a replica and fences itself. Renewals stopped when the epoch was bumped.
-    ///   (A replica the engine cannot reach but the old primary can keeps it writable: in
-    ///   asynchronous mode that one case is not covered.)
+    ///   run out, and every replica the engine reaches must be detached: it then has neither
+    ///   the engine nor a replica and fences itself. Renewals stopped when the epoch was
+    ///   bumped. (A replica the engine cannot reach but the old primary can keeps it writable:
+    ///   in asynchronous mode that one case is not covered.)
     /// - Fallen back (`dataDurability: preferred`, recorded in the failover record when it
-    ///   started): as asynchronous, whatever the mode says, and every replica the engine
-    ///   reaches detached.
+    ///   started): as asynchronous, whatever the mode says.
     pub(super) fn cannot_commit(
         &self,
         record: &FailoverRecord,
@@ -41,12 +40,15 @@ impl PostgresHa {
         {
             return Ok("it reports itself fenced and stopped".to_owned());
         }
-        if record.detail.fallback_since.is_some() {
-            // Fallen back (`dataDurability: preferred`): the old primary may commit with fewer
-            // standbys than its synchronous set, or none, so detaching the set proves nothing.
-            // Its lease must have run out, and no replica the engine reaches may still stream
-            // from it: with a lowered `ANY k (...)` a streaming standby keeps it writable
-            // whatever the lease says, and with `''` a streaming replica does.
+        if record.detail.fallback_since.is_some()
+            || self.config.replication == ReplicationMode::Asynchronous
+        {
+            // Asynchronous, or fallen back (`dataDurability: preferred`): the old primary may
+            // commit with fewer standbys than its synchronous set, or none, so detaching the
+            // set proves nothing. Its lease must have run out, and no replica the engine
+            // reaches may still stream from it: with a lowered `ANY k (...)` a streaming
+            // standby keeps it writable whatever the lease says, and with `''` (or in
+            // asynchronous mode) a streaming replica does, through the lease guard.
             let attached: Vec<&str> = self
                 .members
                 .iter()
@@ -101,6 +103,7 @@ impl PostgresHa {
                     ))
                 }
             }
+            // Handled above with the fallback.
             ReplicationMode::Asynchronous => self.lease_ran_out(record, now),
         }
     }

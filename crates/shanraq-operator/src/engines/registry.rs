@@ -173,6 +173,7 @@ impl Engines {
                 .and_then(|p| p.last_failover.as_ref()),
         );
         let sampled = postgres::observe::sampled(&self.postgres, cluster, previous);
+        observed.postgres_fallen_back = self.postgres.synchronous_fallback(&key).is_some();
         observed.engines.kafka = self.kafka.view(&key);
         let kafka_rpo = match &observed.engines.kafka {
             Some(kafka::health::AdminView::Seen { figures, .. }) => kafka::health::rpo(figures),

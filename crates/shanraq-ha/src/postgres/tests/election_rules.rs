@@ -224,6 +224,70 @@ fn async_failover_waits_for_the_old_primary_lease_to_run_out() {
     );
 }
 
+/// In asynchronous mode the old primary's lease guard keeps it writable while a replica
+/// streams from it: the lease running out proves nothing until every replica the engine
+/// reaches is detached.
+#[test]
+fn async_failover_waits_for_every_reachable_replica_to_be_detached() {
+    let mut sim = Sim::healthy(ASYNC);
+    sim.round(vec![
+        up(primary("pg-0")
+            .epoch(1)
+            .lsn(10_000)
+            .async_peers(&["pg-1", "pg-2"])),
+        up(replica("pg-1").epoch(1).at_lsn(9_990, 9_990)),
+        up(replica("pg-2").epoch(1).at_lsn(9_000, 9_000)),
+    ]);
+    let failing = vec![
+        down("pg-0"),
+        up(replica("pg-1").epoch(1).at_lsn(9_990, 9_990)),
+        up(replica("pg-2").epoch(1).at_lsn(9_000, 9_000)),
+    ];
+    for _ in 0..3 {
+        sim.round(failing.clone());
+    }
+    assert_eq!(sim.ha.state().epoch, 2, "the failover started");
+    // pg-2 detaches; pg-1 answers but has not detached yet (its detach is still in flight).
+    sim.detached("pg-2", 2, 9_000, 9_000);
+    sim.advance(10_000);
+    for _ in 0..5 {
+        let out = sim.round(vec![
+            down("pg-0"),
+            up(replica("pg-1").epoch(1).at_lsn(9_990, 9_990)),
+            up(replica("pg-2").epoch(2).at_lsn(9_000, 9_000).detached()),
+        ]);
+        assert!(
+            !out.commands
+                .iter()
+                .any(|command| matches!(command, crate::postgres::Command::Promote { .. })),
+            "promoted with pg-1 still streaming from the old primary: {:?}",
+            out.commands
+        );
+    }
+    let blocked = sim.events.iter().any(|event| {
+        matches!(&event.kind, crate::postgres::EventKind::Lifecycle(Lifecycle::FencingBlocked { reason }) if reason.contains("pg-1") && reason.contains("not detached yet"))
+    });
+    assert!(blocked, "the wait is explained: {:?}", sim.reasons());
+    sim.detached("pg-1", 2, 9_990, 9_990);
+    sim.advance(4_000);
+    let mut promoted = false;
+    for _ in 0..10 {
+        promoted |= sim
+            .round(vec![
+                down("pg-0"),
+                up(replica("pg-1").epoch(2).at_lsn(9_990, 9_990).detached()),
+                up(replica("pg-2").epoch(2).at_lsn(9_000, 9_000).detached()),
+            ])
+            .commands
+            .contains(&promote("pg-1", 2));
+    }
+    assert!(
+        promoted,
+        "promoted once every replica is detached and the lease ran out: {:?}",
+        sim.reasons()
+    );
+}
+
 #[test]
 fn lagging_replica_in_async_mode_is_never_promoted_and_the_lag_is_reported() {
     let mut sim = async_failover(5_000, 4_000);

@@ -59,6 +59,9 @@ pub struct Observed {
     pub last_failover_rto: Option<Duration>,
     /// The last unplanned Redis failover's measured RTO (`status.redis.lastFailover`).
     pub last_redis_failover_rto: Option<Duration>,
+    /// PostgreSQL under `dataDurability: preferred` has fallen back to fewer synchronous
+    /// standbys: a failover now waits out the old primary's lease.
+    pub postgres_fallen_back: bool,
     /// Latency, availability and client-seen outages from the probes of every critical path.
     pub probes: crate::engines::probes::ProbeVerdicts,
     /// WAL archiving and backups, from the primary's last sampled status (`spec.backup`).
@@ -77,6 +80,7 @@ impl Observed {
             rpo: RpoByComponent::default(),
             last_failover_rto: None,
             last_redis_failover_rto: None,
+            postgres_fallen_back: false,
             probes: crate::engines::probes::ProbeVerdicts::default(),
             archive: None,
             last_backup: None,

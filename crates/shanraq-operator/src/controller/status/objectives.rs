@@ -27,15 +27,28 @@ pub const REASON_PROBE_FAILING: &str = "ProbeFailing";
 /// the first replica, in Redis's `clusterGetReplicaRank` delay).
 pub const REDIS_CLUSTER_ELECTION: Duration = Duration::from_secs(1);
 
-/// The RTO the configured timings allow the PostgreSQL and Redis (replication) engines, which
-/// share them: detection (probe period x failure threshold), the failover delay, promotion,
-/// and one routing check (HAProxy checks at the probe period). When nothing but the old
-/// primary's lease stops it from committing (PostgreSQL without synchronous standbys), nobody
-/// is promoted before that lease ran out, so the wait is the longer of detection and lease.
-pub fn projected_rto(cluster: &ValidCluster) -> Duration {
+/// The RTO the configured timings allow the PostgreSQL engine: detection (probe period x
+/// failure threshold), the failover delay, promotion, and one routing check (HAProxy checks at
+/// the probe period). When nothing but the old primary's lease stops it from committing
+/// (asynchronous replication, or `dataDurability: preferred` while fallen back), nobody is
+/// promoted before that lease ran out: the engine waits the lease, the replies' slack and one
+/// probe period from the start of the failover (`lease_wait`).
+pub fn projected_rto(cluster: &ValidCluster, fallen_back: bool) -> Duration {
     let failover = &cluster.spec.failover;
     let probe = failover.probe_period.as_std();
-    detection_or_lease(cluster) + failover.failover_delay.as_std() + PROMOTION_ALLOWANCE + probe
+    let lease = if waits_for_lease(cluster, fallen_back) {
+        lease_wait(cluster)
+    } else {
+        Duration::ZERO
+    };
+    detection(cluster) + failover.failover_delay.as_std() + lease + PROMOTION_ALLOWANCE + probe
+}
+
+/// What the PostgreSQL engine waits for the old primary's lease once the failover started:
+/// the lease, `shanraq_ha::wire::REPLY_SLACK`, one probe period (`cannot_commit`).
+fn lease_wait(cluster: &ValidCluster) -> Duration {
+    let failover = &cluster.spec.failover;
+    failover.lease() + shanraq_ha::wire::REPLY_SLACK + failover.probe_period.as_std()
 }
 
 fn detection(cluster: &ValidCluster) -> Duration {
@@ -44,17 +57,10 @@ fn detection(cluster: &ValidCluster) -> Duration {
     failover.probe_period.as_std() * threshold
 }
 
-/// Whether PostgreSQL's failover waits out the old primary's lease before promoting.
-fn waits_for_lease(cluster: &ValidCluster) -> bool {
-    !cluster.spec.postgres.synchronous.is_synchronous()
-}
-
-fn detection_or_lease(cluster: &ValidCluster) -> Duration {
-    if waits_for_lease(cluster) {
-        detection(cluster).max(cluster.spec.failover.lease())
-    } else {
-        detection(cluster)
-    }
+/// Whether PostgreSQL's failover waits out the old primary's lease before promoting: always
+/// without synchronous standbys, and under `dataDurability: preferred` while fallen back.
+fn waits_for_lease(cluster: &ValidCluster, fallen_back: bool) -> bool {
+    !cluster.spec.postgres.synchronous.is_synchronous() || fallen_back
 }
 
 /// Redis replication's projection: the same timings, without a lease wait (a master's writes
@@ -195,8 +201,11 @@ pub fn rto_parts(cluster: &ValidCluster, observed: &Observed) -> Vec<Part> {
             let target = spec.objective_targets(component).rto;
             let (projected, how, actual) = match component {
                 ObjectiveComponent::Postgres => (
-                    projected_rto(cluster),
-                    engine_projection(cluster, waits_for_lease(cluster)),
+                    projected_rto(cluster, observed.postgres_fallen_back),
+                    engine_projection(
+                        cluster,
+                        waits_for_lease(cluster, observed.postgres_fallen_back),
+                    ),
                     observed.last_failover_rto,
                 ),
                 ObjectiveComponent::Redis if spec.redis.mode == RedisMode::Cluster => {
@@ -289,20 +298,24 @@ pub fn rto_parts(cluster: &ValidCluster, observed: &Observed) -> Vec<Part> {
 fn engine_projection(cluster: &ValidCluster, lease: bool) -> String {
     let failover = &cluster.spec.failover;
     let wait = if lease {
+        let why = if cluster.spec.postgres.synchronous.is_synchronous() {
+            "dataDurability preferred has fallen back"
+        } else {
+            "no synchronous standby fences it"
+        };
         format!(
-            "the longer of detection {} x {} and the old primary's lease {} (no synchronous standby fences it)",
+            ", the old primary's lease {} + reply slack {} + one probe {} ({why})",
+            seconds_text(failover.lease()),
+            seconds_text(shanraq_ha::wire::REPLY_SLACK),
             failover.probe_period,
-            failover.failure_threshold,
-            seconds_text(failover.lease())
         )
     } else {
-        format!(
-            "detection {} x {}",
-            failover.probe_period, failover.failure_threshold
-        )
+        String::new()
     };
     format!(
-        "{wait}, failover delay {}, promotion {}, one routing check {}",
+        "detection {} x {}, failover delay {}{wait}, promotion {}, one routing check {}",
+        failover.probe_period,
+        failover.failure_threshold,
         failover.failover_delay,
         seconds_text(PROMOTION_ALLOWANCE),
         failover.probe_period,

@@ -303,7 +303,7 @@ fn objectives_are_projected_or_unknown_never_invented() {
     let rto = find(&wants, RTO_MET);
     assert!(
         rto.message.contains(
-            "PostgreSQL: RTO 2s50ms <= target 30s (projected 2s50ms: the longer of detection 250ms x 3 and the old primary's lease 1s500ms (no synchronous standby fences it), failover delay 0s"
+            "PostgreSQL: RTO 5s50ms <= target 30s (projected 5s50ms: detection 250ms x 3, failover delay 0s, the old primary's lease 1s500ms + reply slack 2s + one probe 250ms (no synchronous standby fences it), promotion 300ms, one routing check 250ms"
         ),
         "{}",
         rto.message
@@ -312,6 +312,31 @@ fn objectives_are_projected_or_unknown_never_invented() {
         rto.message.contains("Redis: RTO 1s300ms"),
         "{}",
         rto.message
+    );
+
+    // dataDurability preferred: the synchronous projection, and the lease wait while fallen
+    // back.
+    let mut spec = ShanraqClusterSpec::default();
+    spec.postgres.synchronous.data_durability = shanraq_api::postgres::DataDurability::Preferred;
+    let preferred = cluster(spec, 1);
+    let rto = |fallen_back: bool| {
+        let observed = Observed {
+            postgres_fallen_back: fallen_back,
+            ..Observed::default()
+        };
+        find(&conditions(&preferred, &observed, &at(10)), RTO_MET)
+            .message
+            .clone()
+    };
+    assert!(
+        rto(false).contains("PostgreSQL: RTO 1s300ms"),
+        "{}",
+        rto(false)
+    );
+    assert!(
+        rto(true).contains("PostgreSQL: RTO 5s50ms <= target 30s (projected 5s50ms: detection 250ms x 3, failover delay 0s, the old primary's lease 1s500ms + reply slack 2s + one probe 250ms (dataDurability preferred has fallen back)"),
+        "{}",
+        rto(true)
     );
 }
 
