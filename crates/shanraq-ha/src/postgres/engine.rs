@@ -180,6 +180,12 @@ impl PostgresHa {
         let ReplicationMode::Synchronous { number } = self.config.replication else {
             return;
         };
+        if let Some(names) = &status.synchronous_standby_names {
+            let quorum = Some(crate::wire::quorum_needed(names).unwrap_or(0));
+            if self.state.detail.sync_quorum != quorum {
+                self.state.detail.sync_quorum = quorum;
+            }
+        }
         let mut set: Vec<NodeId> = status
             .replication
             .iter()

@@ -40,7 +40,11 @@ impl PostgresHa {
         {
             return Ok("it reports itself fenced and stopped".to_owned());
         }
+        // A primary whose last report showed no quorum in effect commits alone, whatever
+        // the configuration says (a pod not yet restarted with it, say).
+        let commits_alone = self.state.detail.sync_quorum == Some(0);
         if record.detail.fallback_since.is_some()
+            || commits_alone
             || self.config.replication == ReplicationMode::Asynchronous
         {
             // Asynchronous, or fallen back (`dataDurability: preferred`): the old primary may
@@ -78,6 +82,14 @@ impl PostgresHa {
                         record.from
                     ));
                 }
+                // The quorum in effect on the old primary when it last reported, when lower than
+                // the configured one: a raised `number` reaches the primary only with its pod's
+                // restart, and until then its commits need fewer standbys than configured.
+                let number = self
+                    .state
+                    .detail
+                    .sync_quorum
+                    .map_or(number, |effective| effective.min(number));
                 let number = usize::try_from(number).unwrap_or(usize::MAX).max(1);
                 let required = set.len().saturating_sub(number) + 1;
                 let done: Vec<&str> = set
@@ -219,6 +231,7 @@ impl PostgresHa {
                     .or(status.replayed_lsn)
             });
         self.state.detail.sync_set.clear();
+        self.state.detail.sync_quorum = None;
         self.own.confirmed = Some((node.clone(), epoch));
         self.mark_promoted(node, now);
     }

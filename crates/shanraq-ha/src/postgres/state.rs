@@ -56,6 +56,13 @@ pub struct StateDetail {
     /// large-enough one still holds every acknowledged commit). Cleared on every promotion:
     /// a set is only valid for the primary that reported it.
     pub sync_set: Vec<NodeId>,
+    /// How many standbys the current primary's `synchronous_standby_names` in effect waits
+    /// for, from its last report (`Some(0)`: none, it commits alone). The quorum argument
+    /// counts on this rather than on the configured `number` alone: after `number` is raised,
+    /// a primary keeps its lower quorum until its pod restarts. `None` before any report.
+    /// Cleared with `sync_set`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_quorum: Option<u32>,
     /// Set while `dataDurability: preferred` has fallen back: written (and persisted) before
     /// the primary is told to lower `synchronous_standby_names`, cleared only once it reports
     /// `ANY number` again with a quorum that has every commit. While it is set, a failover

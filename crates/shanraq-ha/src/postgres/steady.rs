@@ -140,6 +140,7 @@ impl Steady<Postgres> for PostgresHa {
         self.state.current_primary = Some(adopted.clone());
         self.state.phase = Phase::Healthy;
         self.state.detail.sync_set.clear();
+        self.state.detail.sync_quorum = None;
         if let Some(status) = self
             .last_observation(&adopted)
             .and_then(Observation::status)

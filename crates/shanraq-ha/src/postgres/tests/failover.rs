@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use super::fixtures::*;
 use crate::events::Lifecycle;
-use crate::postgres::{Command, CommandError, EventKind, FailoverKind, Millis, Phase, PodSignal};
+use crate::postgres::{
+    Command, CommandError, EventKind, FailoverKind, HaState, Millis, Phase, PodSignal,
+    ReplicationMode,
+};
 
 /// Detection, then both standbys answer their detach: pg-1 is promoted (and pg-2 follows it).
 fn fail_over_to_pg1(sim: &mut Sim) {
@@ -524,4 +527,68 @@ fn a_round_where_every_probe_timed_out_counts_for_nobody() {
         sim.round_at_once(failing_round());
     }
     assert!(sim.saw("FailoverStarted"));
+}
+
+/// `synchronous.number` raised from 1 to 2 while the primary still runs `ANY 1` (its pod has
+/// not restarted with the new setting): the quorum argument counts on what the primary has in
+/// effect. Detaching one of its two standbys leaves it a standby to commit with, so nobody is
+/// promoted until both are detached.
+#[test]
+fn a_raised_number_not_yet_in_effect_is_not_counted_on() {
+    let two = ReplicationMode::Synchronous { number: 2 };
+    let mut sim = Sim::new(config(two), HaState::with_primary(node("pg-0"), 1));
+    let healthy = || {
+        vec![
+            up(primary("pg-0")
+                .epoch(1)
+                .lsn(1000)
+                .standby_names("ANY 1 (*)")
+                .quorum(&["pg-1", "pg-2"])),
+            up(replica("pg-1").epoch(1).at_lsn(1000, 1000)),
+            up(replica("pg-2").epoch(1).at_lsn(1000, 1000)),
+        ]
+    };
+    sim.round(healthy());
+    sim.done(
+        &Command::Route {
+            primary: node("pg-0"),
+            epoch: 1,
+        },
+        Ok(()),
+    );
+    sim.round(healthy());
+    assert_eq!(sim.ha.state().detail.sync_quorum, Some(1));
+    for _ in 0..3 {
+        sim.round(vec![
+            down("pg-0"),
+            up(replica("pg-1").epoch(1).at_lsn(1000, 1000)),
+            up(replica("pg-2").epoch(1).at_lsn(1000, 1000)),
+        ]);
+    }
+    assert_eq!(sim.ha.state().epoch, 2, "the failover started");
+    sim.detached("pg-1", 2, 1000, 1000);
+    for _ in 0..5 {
+        let out = sim.round(vec![
+            down("pg-0"),
+            up(replica("pg-1").epoch(2).at_lsn(1000, 1000).detached()),
+            up(replica("pg-2").epoch(1).at_lsn(1000, 1000)),
+        ]);
+        assert!(
+            !out.commands
+                .iter()
+                .any(|command| matches!(command, Command::Promote { .. })),
+            "promoted while the old primary's ANY 1 could still commit with pg-2: {:?}",
+            out.commands
+        );
+        assert_eq!(sim.ha.state().phase, Phase::Fencing);
+    }
+    sim.detached("pg-2", 2, 1000, 1000);
+    let out = sim.step();
+    assert!(
+        out.commands
+            .iter()
+            .any(|command| matches!(command, Command::Promote { .. })),
+        "both detached: ANY 1 is out of reach: {:?}",
+        out.commands
+    );
 }
