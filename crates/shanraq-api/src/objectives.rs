@@ -278,6 +278,29 @@ pub fn redis_default_rpo(redis: &crate::redis::RedisSpec) -> Duration {
     Duration::from_secs(u64::try_from(redis.min_replicas_max_lag.max(1)).unwrap_or(1))
 }
 
+/// The append-only file the Redis nodes run with: `spec.redis.persistence`, with `auto`
+/// decided here and nowhere else. A full outage (every redis-server down at once) loses what
+/// the nodes had not yet written to disk, so `auto` takes the cheapest fsync policy whose worst
+/// case fits Redis's RPO target (`spec.redis.objectives.rpo`, else the cluster's, else Redis's
+/// default, as `effective_targets` decides): `everysec`, which can lose up to
+/// `EVERYSEC_WORST_LOSS`, when the target allows that much; `always` below it.
+pub fn redis_append_only(spec: &crate::ShanraqClusterSpec) -> crate::redis::AppendOnly {
+    use crate::redis::{AppendOnly, EVERYSEC_WORST_LOSS, RedisPersistence};
+    match spec.redis.persistence {
+        RedisPersistence::None => AppendOnly::Off,
+        RedisPersistence::Everysec => AppendOnly::Everysec,
+        RedisPersistence::Always => AppendOnly::Always,
+        RedisPersistence::Auto => {
+            let rpo = effective_targets(spec, ObjectiveComponent::Redis).rpo;
+            if rpo.as_std() < EVERYSEC_WORST_LOSS.as_std() {
+                AppendOnly::Always
+            } else {
+                AppendOnly::Everysec
+            }
+        }
+    }
+}
+
 /// An objective the chosen settings cannot meet, whatever is measured: said at once, with the
 /// field to change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -336,6 +359,29 @@ pub fn unattainable_rpo(spec: &crate::ShanraqClusterSpec) -> Vec<Unattainable> {
                         "with minReplicasToWrite 0 the Redis master keeps taking writes with no replica attached, so a failover can lose any amount: the RPO target ({}) cannot be met; set spec.redis.minReplicasToWrite to 1 or more",
                         targets.rpo
                     ),
+                ))
+            }
+            // A full outage is an unplanned failure too: what it loses is what the nodes had
+            // not written to disk, whatever the replicas held.
+            ObjectiveComponent::Redis
+                if redis_append_only(spec)
+                    .full_outage_loss()
+                    .is_none_or(|loss| loss.as_std() > targets.rpo.as_std()) =>
+            {
+                let persistence = redis_append_only(spec);
+                Some((
+                    "spec.redis.persistence".to_owned(),
+                    match persistence.full_outage_loss() {
+                        None => format!(
+                            "with persistence none the Redis nodes keep nothing on disk: a full outage (every redis-server down at once) loses every write, acknowledged or not, so no RPO target ({}) can be met; set spec.redis.persistence to auto, everysec or always",
+                            targets.rpo
+                        ),
+                        Some(loss) => format!(
+                            "with persistence {} a full outage (every redis-server down at once) can lose up to {loss} of acknowledged writes, over the RPO target ({}); set spec.redis.persistence to always (or auto), or {rpo_field} to {loss} or more",
+                            persistence.spec_value(),
+                            targets.rpo
+                        ),
+                    },
                 ))
             }
             ObjectiveComponent::Kafka if spec.kafka.min_insync_replicas < 2 => Some((
@@ -432,6 +478,39 @@ mod tests {
     }
 
     #[test]
+    fn auto_persistence_follows_the_redis_rpo_and_never_makes_it_unattainable() {
+        use crate::redis::AppendOnly;
+        // (spec, what auto renders)
+        let cases = [
+            // Redis's default RPO (minReplicasMaxLag, 10s) allows everysec's 2s.
+            ("{}", AppendOnly::Everysec),
+            ("redis: { objectives: { rpo: 2s } }", AppendOnly::Everysec),
+            ("redis: { objectives: { rpo: 1999ms } }", AppendOnly::Always),
+            ("redis: { objectives: { rpo: 1s } }", AppendOnly::Always),
+            // The cluster-wide RPO applies to Redis when it is not 0s.
+            (
+                "objectives: { rpo: 1s }\npostgres: { synchronous: { number: 0 } }",
+                AppendOnly::Always,
+            ),
+            ("redis: { minReplicasMaxLag: 1 }", AppendOnly::Always),
+            // An explicit choice is kept.
+            (
+                "redis: { persistence: everysec, objectives: { rpo: 60s } }",
+                AppendOnly::Everysec,
+            ),
+            ("redis: { persistence: always }", AppendOnly::Always),
+            ("redis: { persistence: none }", AppendOnly::Off),
+        ];
+        for (yaml, expected) in cases {
+            let spec = spec(yaml);
+            assert_eq!(redis_append_only(&spec), expected, "{yaml}");
+            if !yaml.contains("persistence") {
+                assert_eq!(unattainable_rpo(&spec), vec![], "{yaml}");
+            }
+        }
+    }
+
+    #[test]
     fn targets_the_settings_cannot_meet_name_the_field_to_change() {
         let cases = [
             (
@@ -464,6 +543,27 @@ mod tests {
             let found = unattainable_rpo(&spec(yaml));
             assert_eq!(found.len(), 1, "{yaml}: {found:#?}");
             assert_eq!(found[0].field, field, "{yaml}");
+            assert!(
+                found[0].reason.contains(words),
+                "{yaml}: {}",
+                found[0].reason
+            );
+        }
+        let persistence = [
+            ("redis: { persistence: none }", "keep nothing on disk"),
+            (
+                "redis: { persistence: everysec, objectives: { rpo: 1s } }",
+                "up to 2s",
+            ),
+            (
+                "redis: { mode: cluster, instances: 6, persistence: none }",
+                "every write",
+            ),
+        ];
+        for (yaml, words) in persistence {
+            let found = unattainable_rpo(&spec(yaml));
+            assert_eq!(found.len(), 1, "{yaml}: {found:#?}");
+            assert_eq!(found[0].field, "spec.redis.persistence", "{yaml}");
             assert!(
                 found[0].reason.contains(words),
                 "{yaml}: {}",

@@ -53,11 +53,12 @@ pub struct RedisSpec {
     pub maxmemory: String,
     #[serde(default)]
     pub maxmemory_policy: MaxmemoryPolicy,
-    /// Append-only file persistence.
-    #[serde(default = "crate::default_true")]
-    pub appendonly: bool,
+    /// The append-only file: what a full outage (every redis-server down at once) can lose.
+    /// `auto` derives it from Redis's RPO target (`always` below the 2 s `everysec` can lose,
+    /// `everysec` at or above it); `none` keeps nothing on disk, so a full outage loses every
+    /// write and no RPO target holds.
     #[serde(default)]
-    pub appendfsync: Appendfsync,
+    pub persistence: RedisPersistence,
     /// Replication mode: the master refuses writes unless this many replicas are connected with
     /// a lag of at most `minReplicasMaxLag` seconds. This bounds what a failover can lose.
     #[serde(default = "default_min_replicas_to_write")]
@@ -113,24 +114,71 @@ impl MaxmemoryPolicy {
     }
 }
 
+/// `spec.redis.persistence`: the append-only file, chosen or derived from the RPO target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub enum Appendfsync {
-    Always,
+pub enum RedisPersistence {
+    /// From Redis's RPO target (`crate::objectives::redis_append_only`).
     #[default]
+    Auto,
+    /// No append-only file.
+    None,
+    /// `appendonly yes`, `appendfsync everysec`.
     Everysec,
-    No,
+    /// `appendonly yes`, `appendfsync always`.
+    Always,
 }
 
-impl Appendfsync {
-    pub fn as_redis(self) -> &'static str {
+/// What the rendered redis.conf keeps on disk once `auto` is resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AppendOnly {
+    Off,
+    Everysec,
+    Always,
+}
+
+impl AppendOnly {
+    /// `appendonly` in redis.conf.
+    pub fn appendonly(self) -> &'static str {
         match self {
-            Appendfsync::Always => "always",
-            Appendfsync::Everysec => "everysec",
-            Appendfsync::No => "no",
+            AppendOnly::Off => "no",
+            AppendOnly::Everysec | AppendOnly::Always => "yes",
+        }
+    }
+
+    /// `appendfsync` in redis.conf (Redis's own default while `appendonly` is `no`).
+    pub fn appendfsync(self) -> &'static str {
+        match self {
+            AppendOnly::Off | AppendOnly::Everysec => "everysec",
+            AppendOnly::Always => "always",
+        }
+    }
+
+    /// The value of `spec.redis.persistence` that chooses it.
+    pub fn spec_value(self) -> &'static str {
+        match self {
+            AppendOnly::Off => "none",
+            AppendOnly::Everysec => "everysec",
+            AppendOnly::Always => "always",
+        }
+    }
+
+    /// The most a full outage (every node down at once, restarted from its volume) can lose
+    /// of acknowledged writes; `None` when nothing bounds it.
+    pub fn full_outage_loss(self) -> Option<crate::duration::Duration> {
+        match self {
+            AppendOnly::Off => None,
+            AppendOnly::Everysec => Some(EVERYSEC_WORST_LOSS),
+            AppendOnly::Always => Some(crate::duration::Duration::ZERO),
         }
     }
 }
+
+/// What `appendfsync everysec` can lose in a crash. Redis fsyncs once a second in the
+/// background, and when an fsync is still running it postpones the write of the buffer for up
+/// to another second before it blocks: its documentation gives two seconds as the worst case.
+pub const EVERYSEC_WORST_LOSS: crate::duration::Duration = crate::duration::Duration::from_secs(2);
 
 fn default_instances() -> i32 {
     3
@@ -164,8 +212,7 @@ impl Default for RedisSpec {
             image: default_image(),
             maxmemory: default_maxmemory(),
             maxmemory_policy: MaxmemoryPolicy::default(),
-            appendonly: true,
-            appendfsync: Appendfsync::default(),
+            persistence: RedisPersistence::default(),
             min_replicas_to_write: default_min_replicas_to_write(),
             min_replicas_max_lag: default_min_replicas_max_lag(),
             storage: default_storage(),

@@ -96,6 +96,24 @@ pub enum BenchTarget {
     /// under an acks=all producer, and report acknowledged and lost messages, the longest
     /// produce stall and the roll's time.
     Kafka(KafkaBenchArgs),
+    /// Start a 3-node Redis replication group from the rendered redis.conf with persistence
+    /// none, everysec and always in turn, and report for each the SET+WAIT 1 latency and the
+    /// failover RTO after kill -9 of the master, with each mode's ratio to none.
+    RedisPersistence(RedisPersistenceBenchArgs),
+}
+
+/// Flags of `shanraq bench redis-persistence`.
+#[derive(Debug, clap::Args)]
+pub struct RedisPersistenceBenchArgs {
+    /// SET+WAIT 1 pairs timed in each mode.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub writes: u32,
+    /// Kills of the master in each mode.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `shanraq bench kafka`.
@@ -348,6 +366,15 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", reconcile_bench::summary(&report));
+            }
+            Ok(())
+        }
+        BenchTarget::RedisPersistence(args) => {
+            let report = block_on(redis::persistence_bench::run(args.writes, args.runs))?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", redis::persistence_bench::table(&report));
             }
             Ok(())
         }

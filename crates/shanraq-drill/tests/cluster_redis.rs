@@ -2,14 +2,17 @@
 //! redis.conf: formation and scale-out by the rendered Job's own script, scaling out and in as
 //! the drill does it, and a killed master under a `SET` + `WAIT 1` writer. Failover is Redis Cluster's own (`cluster-node-timeout` as rendered); the
 //! test proves what the operator observes: the state, slots covered, masters and replicas, one
-//! failover seen, the killed node back as a replica, and no acknowledged write lost. The
-//! operator's Redis latency probe reaches the cluster as a cluster client does, before and
-//! after the failover.
+//! failover seen, the killed node back as a replica, and no acknowledged write lost; and the
+//! RPO the operator samples from each shard's master (`sample_cluster_rpo`): bounded while every
+//! shard has an online replica, unbounded naming the shard that has none. The operator's Redis
+//! latency probe reaches the cluster as a cluster client does, before and after the failover.
 
 use std::time::Duration;
 
 use shanraq_drill::redis::cluster_mode::{LocalRedisCluster, SlotWriter, missing_in_cluster};
 use shanraq_ha::adapters::driver::system_clock;
+use shanraq_ha::adapters::redis::{RedisPassword, sample_cluster_rpo};
+use shanraq_ha::objectives::RpoMeasurement;
 use shanraq_ha::redis::RedisMember;
 use shanraq_ha::redis::cluster::CLUSTER_SLOTS;
 use shanraq_operator::engines::probes::plan::RedisProbe;
@@ -50,6 +53,34 @@ async fn wait_progress(progress: &tokio::sync::watch::Receiver<usize>, at_least:
     }
 }
 
+/// The RPO the operator's cluster observer would publish, sampled until `done` holds.
+async fn sampled_rpo(
+    cluster: &mut LocalRedisCluster,
+    what: &str,
+    done: impl Fn(&RpoMeasurement) -> bool,
+) -> RpoMeasurement {
+    let deadline = tokio::time::Instant::now() + STEP;
+    let mut last = None;
+    loop {
+        if let Some(view) = cluster.view().await {
+            let password = RedisPassword::new(cluster.password().to_owned());
+            last = sample_cluster_rpo(&view, Some(password), Duration::from_secs(1)).await;
+            if let Some(measurement) = last.as_ref().filter(|m| done(m)) {
+                return measurement.clone();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out: {what}; last sampled {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn bounded(measurement: &RpoMeasurement) -> bool {
+    matches!(measurement, RpoMeasurement::Asynchronous { .. })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_nodes_form_a_cluster_and_a_killed_master_is_replaced_without_losing_a_write() {
     let mut cluster = LocalRedisCluster::start(6)
@@ -73,6 +104,16 @@ async fn six_nodes_form_a_cluster_and_a_killed_master_is_replaced_without_losing
         progress_tx,
     );
     wait_progress(&progress, 30).await;
+    let formed = sampled_rpo(&mut cluster, "every shard with an online replica", bounded).await;
+    match &formed {
+        RpoMeasurement::Asynchronous { replica, .. } => {
+            assert!(
+                replica.contains("replica of Redis Cluster master"),
+                "{replica}"
+            );
+        }
+        other => panic!("bounded expected: {other:?}"),
+    }
     let victim = cluster.master_of_writes().await.expect("the slot's master");
     let victim_address = format!(
         "{}:{}",
@@ -89,6 +130,25 @@ async fn six_nodes_form_a_cluster_and_a_killed_master_is_replaced_without_losing
         .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(cluster.failovers_seen(), 1, "{}", after.summary());
     eprintln!("after the failover: {}", after.summary());
+    // The promoted replica's shard has no replica until the killed node rejoins.
+    let alone = sampled_rpo(&mut cluster, "the promoted shard without a replica", |m| {
+        matches!(m, RpoMeasurement::NoPromotableReplica { .. })
+    })
+    .await;
+    let RpoMeasurement::NoPromotableReplica { reason } = &alone else {
+        panic!("unbounded expected: {alone:?}");
+    };
+    assert!(
+        reason.contains("no online replica in the shard"),
+        "{reason}"
+    );
+    assert!(
+        after
+            .masters()
+            .iter()
+            .any(|master| reason.contains(&master.address)),
+        "the shard is named: {reason}"
+    );
     cluster
         .restart_in_place(victim)
         .await
@@ -105,6 +165,7 @@ async fn six_nodes_form_a_cluster_and_a_killed_master_is_replaced_without_losing
         .await
         .unwrap_or_else(|error| panic!("{error}"));
     eprintln!("healed: {}", healed.summary());
+    sampled_rpo(&mut cluster, "the killed node streaming again", bounded).await;
     probe_through(&cluster.members[victim], cluster.password()).await;
     let acked = *progress.borrow();
     wait_progress(&progress, acked + 30).await;

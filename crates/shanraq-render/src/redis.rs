@@ -87,7 +87,7 @@ pub fn loss_bound(cluster: &ValidCluster) -> LossBound {
 /// redis.conf as rendered into the ConfigMap.
 pub fn redis_conf(cluster: &ValidCluster) -> String {
     let spec = &cluster.spec.redis;
-    let yes_no = |flag: bool| if flag { "yes" } else { "no" };
+    let append_only = shanraq_api::objectives::redis_append_only(&cluster.spec);
     let mut text = String::from(
         "# Rendered by the shanraq operator from the ShanraqCluster spec; edits are overwritten.\n\
          # requirepass, masterauth and (replication mode) the start as a replica of nothing are\n\
@@ -101,8 +101,10 @@ pub fn redis_conf(cluster: &ValidCluster) -> String {
         ("dir", DATA_DIR.to_owned()),
         ("tcp-keepalive", "60".to_owned()),
         ("timeout", "0".to_owned()),
-        ("appendonly", yes_no(spec.appendonly).to_owned()),
-        ("appendfsync", spec.appendfsync.as_redis().to_owned()),
+        // `dir` is the pod's volume (the StatefulSet's claim `data`): a restarted pod finds
+        // its append-only file there and loads it before it answers.
+        ("appendonly", append_only.appendonly().to_owned()),
+        ("appendfsync", append_only.appendfsync().to_owned()),
         ("maxmemory", spec.maxmemory.clone()),
         (
             "maxmemory-policy",
@@ -519,6 +521,67 @@ mod tests {
             );
             let bound = loss_bound(&cluster);
             assert_eq!(bound.max_lag_seconds.to_string(), max_lag, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn the_append_only_file_follows_the_persistence_and_the_redis_rpo() {
+        // (spec, appendonly, appendfsync)
+        let cases = [
+            ("{}", "yes", "everysec"),
+            ("redis: { objectives: { rpo: 1s } }", "yes", "always"),
+            ("redis: { persistence: always }", "yes", "always"),
+            (
+                "redis: { persistence: everysec, objectives: { rpo: 1s } }",
+                "yes",
+                "everysec",
+            ),
+            ("redis: { persistence: none }", "no", "everysec"),
+            (
+                "redis: { mode: cluster, instances: 6, objectives: { rpo: 1s } }",
+                "yes",
+                "always",
+            ),
+        ];
+        for (yaml, appendonly, appendfsync) in cases {
+            let cluster = valid(yaml);
+            assert_eq!(
+                rendered(&cluster, "appendonly").as_deref(),
+                Some(appendonly),
+                "{yaml}"
+            );
+            assert_eq!(
+                rendered(&cluster, "appendfsync").as_deref(),
+                Some(appendfsync),
+                "{yaml}"
+            );
+            // The file is written under `dir`, the pod's claim, which a restart keeps.
+            assert_eq!(
+                rendered(&cluster, "dir").as_deref(),
+                Some(DATA_DIR),
+                "{yaml}"
+            );
+            let set = stateful_set(&cluster, "hash");
+            let spec = set.spec;
+            let claims = spec.volume_claim_templates.expect("claims");
+            assert_eq!(
+                claims
+                    .iter()
+                    .filter_map(|claim| claim.metadata.name.as_deref())
+                    .collect::<Vec<_>>(),
+                ["data"],
+                "{yaml}"
+            );
+            let mounts = spec.template.spec.expect("a pod spec").containers[0]
+                .volume_mounts
+                .clone()
+                .expect("mounts");
+            assert!(
+                mounts
+                    .iter()
+                    .any(|mount| mount.name == "data" && mount.mount_path == DATA_DIR),
+                "{yaml}: {mounts:?}"
+            );
         }
     }
 

@@ -69,6 +69,8 @@ pub struct RedisOptions {
     pub instances: usize,
     /// The engine's settings, checked to be what a ShanraqCluster renders.
     pub rpo: Duration,
+    /// `spec.redis.persistence`: the append-only file the nodes run with (`auto`: from `rpo`).
+    pub persistence: shanraq_api::redis::RedisPersistence,
 }
 
 impl Default for RedisOptions {
@@ -76,6 +78,7 @@ impl Default for RedisOptions {
         RedisOptions {
             instances: 3,
             rpo: Duration::ZERO,
+            persistence: shanraq_api::redis::RedisPersistence::Auto,
         }
     }
 }
@@ -143,6 +146,7 @@ pub fn drill_cluster(options: &RedisOptions) -> Result<ValidCluster, RedisDrillE
         rpo: Some(options.rpo.into()),
         ..Default::default()
     });
+    spec.redis.persistence = options.persistence;
     spec.postgres.enabled = false;
     spec.kafka.enabled = false;
     let mut object = ShanraqCluster::new("drill", spec);
@@ -394,6 +398,14 @@ impl LocalRedis {
         )
         .await?;
         slot.server = Some(server);
+        Ok(())
+    }
+
+    /// Starts the killed node again on its address, from the rendered config, with its
+    /// directory as it was: what a pod restarted on its volume does (with persistence, it loads
+    /// its append-only file before it answers). Loopback groups only.
+    pub async fn restart_in_place(&mut self, index: usize) -> Result<(), RedisDrillError> {
+        self.server(index)?.restart_in_place().await?;
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod cluster_mode;
 pub mod demo;
 pub mod error;
+pub mod persistence_bench;
 pub mod writer;
 
 pub use cluster::{LocalRedis, RedisLab, RedisOptions};

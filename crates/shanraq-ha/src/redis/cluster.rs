@@ -1,8 +1,9 @@
 //! Redis Cluster mode, observed: `CLUSTER INFO` and `CLUSTER NODES` parsed into what the status
 //! and `RedisReady` report (the cluster state, slots covered, the masters and their replicas),
 //! and a tracker that counts the failovers Redis Cluster performed on its own (a node seen as a
-//! replica and later as a master). Pure: text in, data out. Failover in cluster mode is Redis
-//! Cluster's own; the operator only observes and reports it.
+//! replica and later as a master), and what a failover could lose in each shard (`rpo`, from
+//! each master's `INFO replication`). Pure: text in, data out. Failover in cluster mode is
+//! Redis Cluster's own; the operator only observes and reports it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -199,4 +200,84 @@ impl FailoverTracker {
         }
         promoted
     }
+}
+
+/// What one shard's master answered to `INFO replication`, keyed by its `ip:port` in
+/// `CLUSTER NODES`; `Err` says why there is no answer.
+pub type MasterAnswers = BTreeMap<String, Result<super::ReplicationInfo, String>>;
+
+/// What bounds the data a Redis Cluster failover can lose now: for each master serving slots,
+/// its most advanced online replica as the master reports it (offset bytes behind, seconds
+/// since its last acknowledgement), since Redis Cluster promotes one of a failed master's
+/// replicas. The worst shard decides: a shard whose master has no online replica, or did not
+/// answer as a master, has no promotable replica and its loss is unbounded; otherwise the
+/// shard whose best replica lags the most (seconds, then bytes). `None` with no master
+/// serving slots (not formed yet).
+pub fn rpo(
+    view: &ClusterView,
+    answers: &MasterAnswers,
+) -> Option<crate::objectives::RpoMeasurement> {
+    use crate::objectives::RpoMeasurement;
+    let mut worst: Option<RpoMeasurement> = None;
+    for master in view.masters() {
+        let shard = match answers.get(&master.address) {
+            None => RpoMeasurement::NoPromotableReplica {
+                reason: format!(
+                    "Redis Cluster master {} ({} slots) was not sampled",
+                    master.address, master.slots
+                ),
+            },
+            Some(Err(why)) => RpoMeasurement::NoPromotableReplica {
+                reason: format!(
+                    "Redis Cluster master {} ({} slots) did not answer INFO replication: {why}",
+                    master.address, master.slots
+                ),
+            },
+            Some(Ok(info)) if !info.is_master() => RpoMeasurement::NoPromotableReplica {
+                reason: format!(
+                    "Redis Cluster master {} ({} slots) answered as a replica",
+                    master.address, master.slots
+                ),
+            },
+            Some(Ok(info)) => match info
+                .replicas
+                .iter()
+                .filter(|link| link.online)
+                .max_by_key(|link| (link.offset, std::cmp::Reverse(link.lag_seconds)))
+            {
+                Some(link) => RpoMeasurement::Asynchronous {
+                    replica: format!(
+                        "redis {}:{} (replica of Redis Cluster master {})",
+                        link.ip, link.port, master.address
+                    ),
+                    lag_bytes: info.offset.saturating_sub(link.offset),
+                    lag: std::time::Duration::from_secs(link.lag_seconds),
+                },
+                None => RpoMeasurement::NoPromotableReplica {
+                    reason: format!(
+                        "no online replica in the shard of Redis Cluster master {} ({} slots)",
+                        master.address, master.slots
+                    ),
+                },
+            },
+        };
+        let worse = match (&worst, &shard) {
+            (None, _) => true,
+            (Some(RpoMeasurement::NoPromotableReplica { .. }), _) => false,
+            (_, RpoMeasurement::NoPromotableReplica { .. }) => true,
+            (
+                Some(RpoMeasurement::Asynchronous {
+                    lag: held_lag,
+                    lag_bytes: held_bytes,
+                    ..
+                }),
+                RpoMeasurement::Asynchronous { lag, lag_bytes, .. },
+            ) => (lag, lag_bytes) > (held_lag, held_bytes),
+            _ => false,
+        };
+        if worse {
+            worst = Some(shard);
+        }
+    }
+    worst
 }

@@ -117,6 +117,18 @@ pub enum EventKind {
         node: NodeId,
         offset_before: u64,
         offset_now: u64,
+        /// The keys it came back with: some, from an append-only file it was never seen to
+        /// have brought up to date in that history.
+        #[serde(default)]
+        keys: u64,
+    },
+    /// A node answered, without syncing from a master, with another replication id and offset
+    /// 0 but the keys of its own append-only file: it came back with its data, which stood at
+    /// about `offset_before` of the group's history.
+    DatasetRestored {
+        node: NodeId,
+        offset_before: u64,
+        keys: u64,
     },
     /// What every engine tells the same way.
     #[serde(untagged)]
@@ -135,6 +147,7 @@ impl crate::record::Telling for EventKind {
             EventKind::Elected { .. } => "Elected",
             EventKind::StaleMasterDemoted { .. } => "StaleMasterDemoted",
             EventKind::DatasetLost { .. } => "DatasetLost",
+            EventKind::DatasetRestored { .. } => "DatasetRestored",
         };
         format!("{}{own}", Redis::VOICE.reason_prefix)
     }
@@ -142,7 +155,9 @@ impl crate::record::Telling for EventKind {
     fn importance(&self) -> Importance {
         match self {
             EventKind::Lifecycle(event) => event.importance(),
-            EventKind::MasterBootstrapped { .. } => Importance::Normal,
+            EventKind::MasterBootstrapped { .. } | EventKind::DatasetRestored { .. } => {
+                Importance::Normal
+            }
             EventKind::StaleMasterDemoted { .. }
             | EventKind::SeveralMasters { .. }
             | EventKind::DatasetLost { .. } => Importance::Warning,
@@ -179,9 +194,28 @@ impl crate::record::Telling for EventKind {
                 node,
                 offset_before,
                 offset_now,
+                keys: 0,
             } => format!(
                 "{node} came back without its data: another replication id, offset {offset_now} after {offset_before} \
                  (restarted with an empty directory, or from another history); what only it held is lost"
+            ),
+            EventKind::DatasetLost {
+                node,
+                offset_before,
+                offset_now,
+                keys,
+            } => format!(
+                "{node} came back without its data: another replication id, offset {offset_now} after {offset_before}, \
+                 and {keys} keys from an append-only file it was never seen to bring up to date in that history (killed \
+                 before the rewrite that follows a full sync finished, or from another history); what only it held is lost"
+            ),
+            EventKind::DatasetRestored {
+                node,
+                offset_before,
+                keys,
+            } => format!(
+                "{node} came back with the {keys} keys of its append-only file, where it stood at about offset \
+                 {offset_before} (Redis keeps no replication offset in that file, so it reports a new replication id)"
             ),
         }
     }

@@ -29,6 +29,11 @@ pub struct RedisHaConfig {
     pub switchover_timeout: Duration,
     /// How long the engine gives the detach commands before it says that fencing is blocked.
     pub fence_timeout: Duration,
+    /// The nodes run `appendonly yes` with `appendfsync always`: a node back from its
+    /// append-only file holds every write it acknowledged, so taking an old master back from
+    /// it after a full outage loses nothing it acknowledged.
+    #[serde(default)]
+    pub fsync_always: bool,
 }
 
 impl Default for RedisHaConfig {
@@ -42,6 +47,7 @@ impl Default for RedisHaConfig {
             max_lag_seconds: 10,
             switchover_timeout: Duration::from_secs(30),
             fence_timeout: Duration::from_secs(5),
+            fsync_always: false,
         }
     }
 }

@@ -36,6 +36,14 @@ pub struct Seen {
     /// It came back without its data and has not synced from a master since: it holds none of
     /// the group's history, whatever its offset says.
     pub(super) lost_data: bool,
+    /// It came back with the data set of its own append-only file and has not synced from a
+    /// master since: it holds the group's history up to about this offset (its last before the
+    /// restart), though it reports another replication id and offset 0.
+    pub(super) restored: Option<u64>,
+    /// The replication id of its last answer in which its append-only file held what it
+    /// served (`ReplicationInfo::aof_settled`). Only a node seen so under the history it was
+    /// killed in is trusted to come back from its file with that history.
+    pub(super) aof_settled_for: Option<String>,
 }
 
 pub type NodeView = crate::probe::View<ReplicationInfo, Seen>;
@@ -119,19 +127,36 @@ impl RedisHa {
     }
 
     /// Remembers where `node`'s data stands. A member that answers, without a link to a master,
-    /// with another replication id and an offset that went back (or an empty one) came back
-    /// without its data: it restarted empty, or from a history that is not the group's. Said at once, and it counts as holding none of the group's history until it
-    /// syncs from a master again.
+    /// with another replication id and an offset that went back (or an empty one) restarted.
+    /// With the keys of its own append-only file it came back with its data, up to where it
+    /// stood before (`Seen::restored`); without any, it came back without its data: it
+    /// restarted empty, or from a history that is not the group's. That is said at once, and it
+    /// counts as holding none of the group's history until it syncs from a master again.
     pub(super) fn note_history(&mut self, node: &NodeId, info: &ReplicationInfo, at: Millis) {
         let Some(view) = self.core.nodes.get_mut(node) else {
             return;
         };
+        // A node still reading its append-only file reports a part of its keys: nothing can
+        // be said of its data until it is done.
+        if info.loading {
+            return;
+        }
         let before = view
             .extra
             .history
             .replace((info.replid.clone(), info.offset));
-        if info.link_up {
+        let settled_before = if info.aof_settled() {
+            view.extra.aof_settled_for.replace(info.replid.clone())
+        } else {
+            view.extra.aof_settled_for.clone()
+        };
+        // Synced from a master, or just promoted by this engine (`REPLICAOF NO ONE` on a node
+        // detached at offset 1 answers with a new id and offset 0): either way its data is the
+        // group's history from now on, and the new id is no restart.
+        let promoted = info.is_master() && self.state.target_primary.as_ref() == Some(node);
+        if info.link_up || promoted {
             view.extra.lost_data = false;
+            view.extra.restored = None;
             return;
         }
         let Some((replid, offset)) = before else {
@@ -144,17 +169,38 @@ impl RedisHa {
         // start of a history).
         let empty = !info.is_master() && info.offset <= EMPTY_OFFSET;
         let restarted = replid != info.replid && (info.offset < offset || empty);
-        if restarted {
+        let own_file = settled_before.as_ref() == Some(&replid);
+        if restarted && info.restored_from_disk() && own_file && !view.extra.lost_data {
+            // Restarted again before it synced: it still holds what it held the first time.
+            let position = view.extra.restored.map_or(offset, |held| held.max(offset));
+            view.extra.restored = Some(position);
+            self.event(
+                at,
+                EventKind::DatasetRestored {
+                    node: node.clone(),
+                    offset_before: position,
+                    keys: info.keys.unwrap_or_default(),
+                },
+            );
+        } else if restarted {
             view.extra.lost_data = true;
+            view.extra.restored = None;
             self.event(
                 at,
                 EventKind::DatasetLost {
                     node: node.clone(),
                     offset_before: offset,
                     offset_now: info.offset,
+                    keys: info.keys.unwrap_or_default(),
                 },
             );
         }
+    }
+
+    /// Where the data set `node` read from its append-only file stands in the group's
+    /// history, while it has not synced from a master since (`Seen::restored`).
+    pub(super) fn restored_at(&self, node: &NodeId) -> Option<u64> {
+        self.core.nodes.get(node)?.extra.restored
     }
 
     /// Whether `node` may hold the group's history (it was not seen coming back without it).
@@ -419,6 +465,11 @@ impl Probing<Redis> for RedisHa {
     }
 
     fn failure_reason(view: &NodeView) -> String {
+        if view.extra.restarted && view.extra.restored.is_some() {
+            return "it restarted from its append-only file (new replication id, offset 0): it is a replica of \
+                    nowhere until it is promoted again or follows another master"
+                .to_owned();
+        }
         if view.extra.restarted {
             return "it restarted without its data (new replication id, lower offset): its replicas must not \
                     resync from it"

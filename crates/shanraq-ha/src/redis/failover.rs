@@ -180,6 +180,7 @@ impl RedisHa {
         if let Some(view) = self.core.nodes.get_mut(&node) {
             view.refused_streak = 0;
             view.extra.restarted = false;
+            view.extra.restored = None;
         }
         self.mark_promoted(node, now);
     }
@@ -236,18 +237,23 @@ impl Failing<Redis> for RedisHa {
             return;
         };
         let mut foreign = Vec::new();
+        let mut restored = Vec::new();
         let candidates: Vec<Candidate> = self
             .others(&record.from)
             .into_iter()
             .filter(|node| record.detached.contains(node))
             .filter_map(|node| {
                 let info = self.info_since(&node, record.started_at)?;
-                if !info.is_detached() {
+                if !info.is_detached() || info.loading {
                     return None;
                 }
                 // Offsets are positions in the group's history: a member that came back
-                // without its data holds none of it, whatever its offset says.
-                let offset = if self.holds_history(&node) {
+                // without its data holds none of it, whatever its offset says; one that came
+                // back from its append-only file holds it up to where it stood before.
+                let offset = if let Some(position) = self.restored_at(&node) {
+                    restored.push(node.clone());
+                    position
+                } else if self.holds_history(&node) {
                     info.offset
                 } else {
                     foreign.push(node.clone());
@@ -266,22 +272,65 @@ impl Failing<Redis> for RedisHa {
         };
         let old_master = self
             .info_since(&record.from, record.started_at)
-            .filter(|info| record.detached.contains(&record.from) && info.is_detached())
+            .filter(|info| {
+                record.detached.contains(&record.from) && info.is_detached() && !info.loading
+            })
             .cloned();
+        // A full outage with persistence: every candidate came back from its own append-only
+        // file, with a new replication id and offset 0, so where each stands is known only as
+        // the offset the engine last saw before the outage, which cannot rank them: a write
+        // `WAIT 1` acknowledged after that probe may be on either. The old master wrote each
+        // command to its file before it sent it to any replica, so its file holds at least what
+        // any replica's holds, and with `appendfsync always` every write it acknowledged: take
+        // it back. It may still be starting: wait for it for `fence_timeout` after the fencing,
+        // unless it already answered without its data.
+        let full_outage = !restored.is_empty()
+            && candidates.iter().all(|candidate| {
+                restored.contains(&candidate.node) || foreign.contains(&candidate.node)
+            });
+        if full_outage {
+            let old_master_answer = self
+                .info_since(&record.from, record.started_at)
+                .filter(|info| !info.loading);
+            let restored_old_master = old_master_answer
+                .filter(|info| info.is_detached())
+                .and(self.restored_at(&record.from));
+            if let Some(position) = restored_old_master {
+                let lost_bytes = self.config.fsync_always.then_some(0);
+                self.choose(record.from.clone(), position, lost_bytes);
+                self.event(
+                    now,
+                    EventKind::Elected {
+                        node: record.from,
+                        offset: position,
+                        lost_bytes,
+                    },
+                );
+                return;
+            }
+            let waited_since = record.fenced_at.unwrap_or(record.started_at);
+            if old_master_answer.is_none() && now < waited_since.plus(self.config.fence_timeout) {
+                return;
+            }
+        }
         // The old master, detached and answering with its history, loses nothing when it is at
         // least as far as the best candidate: take it back, rather than a candidate that came
         // back without its data.
         let best = candidates.iter().map(|c| c.offset).max().unwrap_or(0);
         let old_master_back = old_master
             .as_ref()
-            .filter(|info| {
+            .map(|info| self.restored_at(&record.from).unwrap_or(info.offset))
+            .filter(|offset| {
                 self.holds_history(&record.from)
-                    && info.offset >= best
-                    && info.offset >= record.detail.master_offset.unwrap_or(0)
-            })
-            .map(|info| info.offset);
+                    && *offset >= best
+                    && *offset >= record.detail.master_offset.unwrap_or(0)
+            });
         let reason = match elect(&candidates, record.detail.master_offset, bound) {
-            Ok(elected) if !(foreign.contains(&elected.node) && old_master_back.is_some()) => {
+            Ok(mut elected) if !(foreign.contains(&elected.node) && old_master_back.is_some()) => {
+                // Its offset is an estimate from before its restart: what it lacks is not known.
+                if restored.contains(&elected.node) {
+                    elected.lost_bytes = None;
+                }
                 self.elect_with_loss(&record, elected, &foreign, now);
                 return;
             }
@@ -289,13 +338,17 @@ impl Failing<Redis> for RedisHa {
             Err(reason) => reason,
         };
         if let Some(offset) = old_master_back {
-            self.choose(record.from.clone(), offset, Some(0));
+            // Back from its append-only file, it holds every write it acknowledged only when
+            // it fsynced each one.
+            let lost_bytes =
+                (self.restored_at(&record.from).is_none() || self.config.fsync_always).then_some(0);
+            self.choose(record.from.clone(), offset, lost_bytes);
             self.event(
                 now,
                 EventKind::Elected {
                     node: record.from,
                     offset,
-                    lost_bytes: Some(0),
+                    lost_bytes,
                 },
             );
             return;

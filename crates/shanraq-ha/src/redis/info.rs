@@ -1,6 +1,7 @@
-//! `INFO replication` parsed into what the engine decides on: the role, where a replica points
-//! and whether its link is up, the replication offset and id, and the replicas a master sees
-//! (offset and lag). Pure text in, data out, so tests feed captured replies.
+//! `INFO replication persistence keyspace` parsed into what the engine decides on: the role,
+//! where a replica points and whether its link is up, the replication offset and id, the
+//! replicas a master sees (offset and lag), and whether the node holds a data set it loaded
+//! from its append-only file. Pure text in, data out, so tests feed captured replies.
 
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +53,19 @@ pub struct ReplicationInfo {
     /// Master: `min_slaves_good_slaves`, present when `min-replicas-to-write` is set.
     #[serde(default)]
     pub good_replicas: Option<u32>,
+    /// `INFO keyspace`: the keys of every database, when the reply had that section.
+    #[serde(default)]
+    pub keys: Option<u64>,
+    /// `INFO persistence`: `aof_enabled:1`.
+    #[serde(default)]
+    pub aof_enabled: bool,
+    /// `INFO persistence`: `loading:1`, the data set is still being read from disk.
+    #[serde(default)]
+    pub loading: bool,
+    /// `INFO persistence`: an append-only file rewrite is running or scheduled
+    /// (`aof_rewrite_in_progress:1` or `aof_rewrite_scheduled:1`).
+    #[serde(default)]
+    pub aof_rewriting: bool,
 }
 
 impl ReplicationInfo {
@@ -64,6 +78,23 @@ impl ReplicationInfo {
         self.role == Role::Replica
             && self.master_host.as_deref() == Some(host)
             && self.master_port == Some(port)
+    }
+
+    /// It holds a data set it read from its own append-only file. Redis 7 does not keep the
+    /// replication id and offset in that file: a node restarted from it reports a new id and
+    /// offset 0 (1 as a replica of nowhere), exactly like a node restarted empty. Its keys tell
+    /// them apart.
+    pub fn restored_from_disk(&self) -> bool {
+        self.aof_enabled && !self.loading && self.keys.is_some_and(|keys| keys > 0)
+    }
+
+    /// Its append-only file holds the data set it serves. A replica that finished a full sync
+    /// starts a new file with a rewrite, and until the rewrite is done the file on disk (its
+    /// manifest) is still the one from before the sync: killed then, it comes back with that
+    /// older data set, whatever it acknowledged since. The sync's end and the rewrite's start
+    /// happen in one step of Redis's event loop, so no answer falls between them.
+    pub fn aof_settled(&self) -> bool {
+        self.aof_enabled && !self.aof_rewriting && !self.loading && !self.sync_in_progress
     }
 
     /// A replica pointed at the address that refuses: detached by a failover.
@@ -171,5 +202,38 @@ pub fn parse_replication_info(text: &str) -> Result<ReplicationInfo, InfoError> 
         replid,
         replicas,
         good_replicas: number(text, "min_slaves_good_slaves")?,
+        keys: keyspace(text),
+        aof_enabled: field(text, "aof_enabled") == Some("1"),
+        loading: field(text, "loading") == Some("1"),
+        aof_rewriting: field(text, "aof_rewrite_in_progress") == Some("1")
+            || field(text, "aof_rewrite_scheduled") == Some("1"),
     })
+}
+
+/// The keys of every `dbN:keys=..,expires=..` line, when the reply has a keyspace section
+/// (an empty data set has the header and no line).
+fn keyspace(text: &str) -> Option<u64> {
+    let mut found = false;
+    let mut keys = 0_u64;
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line == "# Keyspace" {
+            found = true;
+            continue;
+        }
+        let Some((db, value)) = line.split_once(':') else {
+            continue;
+        };
+        if !(db.starts_with("db") && db[2..].chars().all(|c| c.is_ascii_digit())) {
+            continue;
+        }
+        found = true;
+        let count = value
+            .split(',')
+            .find_map(|pair| pair.strip_prefix("keys="))
+            .and_then(|count| count.parse::<u64>().ok())
+            .unwrap_or(0);
+        keys = keys.saturating_add(count);
+    }
+    found.then_some(keys)
 }

@@ -179,11 +179,14 @@ impl Engines {
             Some(kafka::health::AdminView::Seen { figures, .. }) => kafka::health::rpo(figures),
             _ => None,
         };
-        let redis_rpo = self
-            .redis
-            .handle(&key)
-            .and_then(|handle| redis::objectives::measure(&handle))
-            .map(|fresh| self.redis_rpo.choose(&key, cluster, fresh));
+        let redis_rpo = match cluster.spec.redis.mode {
+            shanraq_api::redis::RedisMode::Replication => self
+                .redis
+                .handle(&key)
+                .and_then(|handle| redis::objectives::measure(&handle)),
+            shanraq_api::redis::RedisMode::Cluster => self.redis.cluster_rpo(&key),
+        }
+        .map(|fresh| self.redis_rpo.choose(&key, cluster, fresh));
         observed.rpo = crate::controller::status::RpoByComponent {
             postgres: sampled.rpo,
             redis: redis_rpo,

@@ -94,9 +94,9 @@ fn invalid_specs() -> Vec<(&'static str, Value, &'static str)> {
             "spec.redis.maxmemoryPolicy",
         ),
         (
-            "an unknown appendfsync",
-            json!({"redis": {"appendfsync": "sometimes"}}),
-            "spec.redis.appendfsync",
+            "an unknown persistence",
+            json!({"redis": {"persistence": "sometimes"}}),
+            "spec.redis.persistence",
         ),
         (
             "an even KRaft quorum",

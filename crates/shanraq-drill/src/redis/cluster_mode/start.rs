@@ -141,7 +141,7 @@ pub(super) fn cluster_mode_spec(
         ..RedisOptions::default()
     })?;
     cluster.spec.redis.mode = RedisMode::Cluster;
-    cluster.spec.redis.appendonly = false;
+    cluster.spec.redis.persistence = shanraq_api::redis::RedisPersistence::None;
     Ok(cluster)
 }
 

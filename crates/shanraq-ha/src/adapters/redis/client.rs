@@ -167,9 +167,12 @@ impl NodeClient {
             .map_err(|_| self.timeout_error(command))?
     }
 
+    /// `INFO replication persistence keyspace` (several sections at once: Redis 7), parsed.
+    /// The keyspace and persistence sections tell a node restarted from its append-only file
+    /// from one restarted empty: both report a new replication id and offset 0.
     pub async fn info_replication(&self) -> Result<ReplicationInfo, RedisClientError> {
         let mut cmd = redis::cmd("INFO");
-        cmd.arg("replication");
+        cmd.arg("replication").arg("persistence").arg("keyspace");
         let text: String = self.run("INFO replication", cmd).await?;
         parse_replication_info(&text).map_err(|source| RedisClientError::Info {
             node: self.name.clone(),

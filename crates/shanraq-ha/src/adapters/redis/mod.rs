@@ -4,9 +4,11 @@
 //! `driver::state_store`.
 
 pub mod client;
+pub mod cluster_rpo;
 pub mod driver;
 
 pub use client::{NodeClient, RedisClientError, RedisPassword};
+pub use cluster_rpo::sample_cluster_rpo;
 pub use driver::{
     RedisAdapter, RedisDriver, RedisDriverConfig, RedisDriverError, RedisDriverEvent,
     RedisDriverHandle, RedisRouter, start,

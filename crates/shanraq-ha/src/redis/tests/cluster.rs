@@ -75,3 +75,82 @@ fn an_empty_master_receiving_slots_is_not_a_failover() {
     );
     assert_eq!(tracker.failovers_seen, 0);
 }
+
+/// `INFO replication` of a cluster-mode master as redis-server 7.0 prints it, with one replica.
+fn master_info(replica_port: u16, state: &str, replica_offset: u64, lag: u64) -> String {
+    format!(
+        "# Replication\r\nrole:master\r\nconnected_slaves:1\r\n\
+         slave0:ip=127.0.0.1,port={replica_port},state={state},offset={replica_offset},lag={lag}\r\n\
+         master_failover_state:no-failover\r\nmaster_replid:9f0c1e4b43e2a8e2f2c3c0a15c0b1d4a1c4e5f60\r\n\
+         master_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:5000\r\n\
+         second_repl_offset:-1\r\nrepl_backlog_active:1\r\n"
+    )
+}
+
+fn answers(texts: &[(&str, String)]) -> crate::redis::cluster::MasterAnswers {
+    texts
+        .iter()
+        .map(|(address, text)| {
+            (
+                (*address).to_owned(),
+                crate::redis::parse_replication_info(text).map_err(|e| e.to_string()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_worst_shard_decides_the_redis_cluster_rpo() {
+    use crate::objectives::RpoMeasurement;
+    use crate::redis::cluster::rpo;
+    let view = parse_cluster(INFO, NODES).expect("parses");
+    let healthy = answers(&[
+        ("127.0.0.1:21001", master_info(21004, "online", 5000, 0)),
+        ("127.0.0.1:21002", master_info(21005, "online", 4200, 1)),
+        ("127.0.0.1:21003", master_info(21006, "online", 4990, 0)),
+    ]);
+    assert_eq!(
+        rpo(&view, &healthy),
+        Some(RpoMeasurement::Asynchronous {
+            replica: "redis 127.0.0.1:21005 (replica of Redis Cluster master 127.0.0.1:21002)"
+                .to_owned(),
+            lag_bytes: 800,
+            lag: std::time::Duration::from_secs(1),
+        }),
+        "the shard whose replica lags the most"
+    );
+    // A replica still syncing is not promotable: its shard has no online replica.
+    let mut syncing = healthy.clone();
+    syncing.insert(
+        "127.0.0.1:21003".to_owned(),
+        crate::redis::parse_replication_info(&master_info(21006, "wait_bgsave", 0, 0))
+            .map_err(|e| e.to_string()),
+    );
+    match rpo(&view, &syncing) {
+        Some(RpoMeasurement::NoPromotableReplica { reason }) => assert!(
+            reason
+                .contains("no online replica in the shard of Redis Cluster master 127.0.0.1:21003"),
+            "{reason}"
+        ),
+        other => panic!("unbounded expected: {other:?}"),
+    }
+    // A master that did not answer is not vouched for.
+    let mut silent = healthy.clone();
+    silent.insert("127.0.0.1:21001".to_owned(), Err("timed out".to_owned()));
+    match rpo(&view, &silent) {
+        Some(RpoMeasurement::NoPromotableReplica { reason }) => {
+            assert!(
+                reason.contains("127.0.0.1:21001") && reason.contains("timed out"),
+                "{reason}"
+            );
+        }
+        other => panic!("unbounded expected: {other:?}"),
+    }
+    // Not formed: nothing to say.
+    let empty = parse_cluster(
+        &INFO.replace("cluster_state:ok", "cluster_state:fail"),
+        "a1 127.0.0.1:21001@31001 myself,master - 0 0 0 connected\n",
+    )
+    .expect("parses");
+    assert_eq!(rpo(&empty, &healthy), None);
+}

@@ -144,6 +144,90 @@ fn every_member_back_without_its_data_is_said_and_never_counted_as_nothing_lost(
     assert!(sim.saw("RedisDatasetLost"), "{:?}", sim.kinds());
 }
 
+/// A full outage with persistence: every node restarted from its own append-only file, so each
+/// reports a new replication id and offset 0 like an empty node, but with its keys. Nothing is
+/// said lost, and the old master, whose file holds at least what any replica's does, is taken
+/// back; only with `appendfsync always` does the failover claim it lost nothing.
+#[test]
+fn every_member_back_from_its_append_only_file_takes_the_old_master_back_and_loses_nothing() {
+    for fsync_always in [true, false] {
+        let mut sim = Sim::healthy(
+            &["r0", "r1", "r2"],
+            RedisHaConfig {
+                fsync_always,
+                ..config()
+            },
+        );
+        for node in sim.nodes.values_mut() {
+            node.aof = true;
+            node.keys = Some(40);
+        }
+        sim.rounds(1);
+        sim.nodes.get_mut("r0").expect("r0").up = false;
+        sim.failing_detach = vec!["r1".to_owned(), "r2".to_owned()];
+        sim.rounds(6);
+        for (index, name) in ["r0", "r1", "r2"].iter().enumerate() {
+            let node = sim.nodes.get_mut(*name).expect("node");
+            node.up = true;
+            node.role = Role::Replica;
+            node.master = Some((DETACHED_HOST.to_owned(), DETACHED_PORT));
+            node.offset = 1;
+            node.replid = format!("fresh-{index}");
+            node.keys = Some(40);
+            node.aof = true;
+        }
+        sim.failing_detach.clear();
+        sim.rounds(10);
+        assert_eq!(sim.master(), Some("r0"), "{:?}", sim.kinds());
+        let record = sim.last_failover();
+        assert!(record.routed_at.is_some(), "{record:?}");
+        assert_eq!(record.detail.data_lost, None, "{record:?}");
+        assert_eq!(
+            record.lost_bytes,
+            fsync_always.then_some(0),
+            "only appendfsync always holds every acknowledged write: {record:?}"
+        );
+        assert!(!sim.saw("RedisDatasetLost"), "{:?}", sim.kinds());
+        assert!(sim.saw("RedisDatasetRestored"), "{:?}", sim.kinds());
+        assert_eq!(sim.masters_up(), ["r0"]);
+    }
+}
+
+/// A node that restarted empty under persistence (a lost volume) has no keys: it is still said
+/// to have lost its data.
+#[test]
+fn a_node_back_empty_with_persistence_on_is_still_said_to_have_lost_its_data() {
+    let mut sim = Sim::healthy(&["r0", "r1", "r2"], config());
+    let node = sim.nodes.get_mut("r2").expect("r2");
+    node.role = Role::Replica;
+    node.master = Some((DETACHED_HOST.to_owned(), DETACHED_PORT));
+    node.offset = 1;
+    node.replid = "fresh".to_owned();
+    node.keys = Some(0);
+    node.aof = true;
+    sim.rounds(1);
+    assert!(sim.saw("RedisDatasetLost"), "{:?}", sim.kinds());
+    assert!(!sim.saw("RedisDatasetRestored"), "{:?}", sim.kinds());
+}
+
+/// A node back with keys from a file the engine never saw up to date in the history it was
+/// killed in (a replica killed before the rewrite that follows its full sync finished): its
+/// keys are an older data set, so it is said to have lost its data.
+#[test]
+fn keys_from_a_file_never_seen_up_to_date_do_not_count_as_the_history() {
+    let mut sim = Sim::healthy(&["r0", "r1", "r2"], config());
+    let node = sim.nodes.get_mut("r2").expect("r2");
+    node.role = Role::Replica;
+    node.master = Some((DETACHED_HOST.to_owned(), DETACHED_PORT));
+    node.offset = 1;
+    node.replid = "fresh".to_owned();
+    node.keys = Some(7);
+    node.aof = true;
+    sim.rounds(1);
+    assert!(sim.saw("RedisDatasetLost"), "{:?}", sim.kinds());
+    assert!(!sim.saw("RedisDatasetRestored"), "{:?}", sim.kinds());
+}
+
 /// The replicas restarted empty while the old master was unreachable; it comes back with all
 /// its data. It is taken back rather than a replica that holds none of it.
 #[test]

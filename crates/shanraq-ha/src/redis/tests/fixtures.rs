@@ -28,6 +28,10 @@ pub struct SimNode {
     pub offset: u64,
     pub replid: String,
     pub paused: bool,
+    /// `INFO keyspace` and `aof_enabled`: set by a test for a node back from its
+    /// append-only file.
+    pub keys: Option<u64>,
+    pub aof: bool,
 }
 
 /// A simulated group where every replica that points at a live master follows its offset.
@@ -65,6 +69,8 @@ impl Sim {
                     offset: 100,
                     replid: "history-a".to_owned(),
                     paused: false,
+                    keys: None,
+                    aof: false,
                 },
             );
         }
@@ -128,6 +134,10 @@ impl Sim {
             replid: node.replid.clone(),
             replicas,
             good_replicas: None,
+            keys: node.keys,
+            aof_enabled: node.aof,
+            loading: false,
+            aof_rewriting: false,
         })
     }
 

@@ -153,10 +153,10 @@ pub fn rpo_parts(cluster: &ValidCluster, observed: &Observed) -> Vec<Part> {
                 }
                 None => match component {
                     ObjectiveComponent::Redis if spec.redis.mode == RedisMode::Cluster => {
-                        Part::Uncovered {
+                        Part::Pending {
                             component: title,
                             why: format!(
-                                "target {}; the replica offsets of a Redis Cluster are not sampled",
+                                "target {}; the Redis Cluster's shards have not been sampled yet",
                                 targets.rpo
                             ),
                         }

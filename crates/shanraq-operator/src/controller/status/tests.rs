@@ -970,7 +970,7 @@ fn an_rpo_the_settings_cannot_meet_is_false_at_once_naming_the_field() {
 }
 
 #[test]
-fn redis_cluster_mode_is_named_as_not_sampled() {
+fn redis_cluster_mode_is_judged_by_its_worst_shard_once_sampled() {
     let valid = cluster(spec_of("redis: { mode: cluster, instances: 6 }"), 1);
     let observed = measured(
         Some(synchronous("payments-postgres-1")),
@@ -978,13 +978,39 @@ fn redis_cluster_mode_is_named_as_not_sampled() {
         Some(synchronous("kafka")),
     );
     let rpo = find(&conditions(&valid, &observed, &at(10)), RPO_MET).clone();
-    assert_eq!(rpo.truth, Truth::True, "{}", rpo.message);
+    assert_eq!(rpo.truth, Truth::Unknown, "{}", rpo.message);
     assert!(
-        rpo.message
-            .contains("Redis: not measured (target 10s; the replica offsets of a Redis Cluster are not sampled)"),
+        rpo.message.contains(
+            "Redis: not measured yet (target 10s; the Redis Cluster's shards have not been sampled yet)"
+        ),
         "{}",
         rpo.message
     );
+    let sampled = measured(
+        Some(synchronous("payments-postgres-1")),
+        Some(redis_lag(1)),
+        Some(synchronous("kafka")),
+    );
+    let rpo = find(&conditions(&valid, &sampled, &at(10)), RPO_MET).clone();
+    assert_eq!(rpo.truth, Truth::True, "{}", rpo.message);
+    assert!(
+        rpo.message
+            .contains("Redis: RPO 1s (asynchronous replica redis 10.0.0.7:6379 120 bytes behind)"),
+        "{}",
+        rpo.message
+    );
+    let unbounded = measured(
+        Some(synchronous("payments-postgres-1")),
+        Some(RpoMeasurement::NoPromotableReplica {
+            reason:
+                "no online replica in the shard of Redis Cluster master 10.0.0.4:6379 (5461 slots)"
+                    .to_owned(),
+        }),
+        Some(synchronous("kafka")),
+    );
+    let rpo = find(&conditions(&valid, &unbounded, &at(10)), RPO_MET).clone();
+    assert_eq!(rpo.truth, Truth::False, "{}", rpo.message);
+    assert!(rpo.message.contains("10.0.0.4:6379"), "{}", rpo.message);
     let rto = find(&conditions(&valid, &observed, &at(10)), RTO_MET).clone();
     assert!(
         rto.message.contains(

@@ -2,14 +2,18 @@
 //! seconds the task asks the pods (by IP) for `CLUSTER INFO` and `CLUSTER NODES`, counts the
 //! failovers Redis Cluster performed (a replica turned master), and writes what it saw to
 //! `status.redis.cluster` when it changed; `RedisReady` reads it. A failover seen is an Event.
+//! In the same round it asks each shard's master for `INFO replication` and keeps the worst
+//! shard's RPO (`shanraq_ha::redis::cluster::rpo`) for `RPOMet`.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use shanraq_api::ShanraqCluster;
 use shanraq_api::status::RedisClusterStatus;
-use shanraq_ha::adapters::redis::NodeClient;
+use shanraq_ha::adapters::redis::{NodeClient, sample_cluster_rpo};
+use shanraq_ha::objectives::RpoMeasurement;
 use shanraq_ha::redis::cluster::FailoverTracker;
 use tokio::sync::watch;
 
@@ -23,7 +27,12 @@ const PERIOD: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const REDIS_CLUSTER_FAILOVER: &str = "RedisClusterFailover";
 
-pub async fn run(spec: RedisTaskSpec, deps: Deps, mut stopped: watch::Receiver<bool>) {
+pub async fn run(
+    spec: RedisTaskSpec,
+    deps: Deps,
+    rpo: Arc<Mutex<Option<RpoMeasurement>>>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let cluster = format!("{}/{}", spec.namespace, spec.name);
     let api: Api<ShanraqCluster> = Api::namespaced(deps.client.clone(), &spec.namespace);
     let previous = api
@@ -65,8 +74,21 @@ pub async fn run(spec: RedisTaskSpec, deps: Deps, mut stopped: watch::Receiver<b
             }
         }
         let Some(view) = view else {
+            let nobody = RpoMeasurement::NoPromotableReplica {
+                reason: format!(
+                    "no Redis Cluster node of {} answered CLUSTER NODES",
+                    members.len()
+                ),
+            };
+            if let Ok(mut slot) = rpo.lock() {
+                *slot = Some(nobody);
+            }
             continue;
         };
+        let sampled = sample_cluster_rpo(&view, Some(password.clone()), PROBE_TIMEOUT).await;
+        if let Ok(mut slot) = rpo.lock() {
+            *slot = sampled;
+        }
         let promoted = tracker.observe(&view);
         let status = cluster_status(&view, tracker.failovers_seen);
         if published.as_ref() == Some(&status) {

@@ -16,6 +16,8 @@ pub fn engine_config(cluster: &ValidCluster) -> RedisHaConfig {
         max_lag_bytes: u64::try_from(failover.maximum_lag_on_failover.max(0)).unwrap_or(0),
         max_lag_seconds: u64::from(bound.max_lag_seconds),
         switchover_timeout: failover.switchover_timeout.as_std(),
+        fsync_always: shanraq_api::objectives::redis_append_only(&cluster.spec)
+            == shanraq_api::redis::AppendOnly::Always,
         ..RedisHaConfig::default()
     }
 }
@@ -48,6 +50,11 @@ mod tests {
             "Redis's own RPO tightens the lag"
         );
         assert_eq!(config.max_lag_bytes, 1024 * 1024);
+        assert!(
+            config.fsync_always,
+            "below the 2s everysec can lose, the nodes fsync every write"
+        );
+        assert!(!engine_config(&cluster("{}")).fsync_always);
     }
 
     #[test]

@@ -138,6 +138,10 @@ mod tests {
             replid: "r".to_owned(),
             replicas: Vec::new(),
             good_replicas: None,
+            keys: None,
+            aof_enabled: false,
+            loading: false,
+            aof_rewriting: false,
         }
     }
 

@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+
+use shanraq_ha::objectives::RpoMeasurement;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -75,6 +77,8 @@ pub(crate) struct Shared {
     handle: Arc<Mutex<Option<RedisDriverHandle>>>,
     /// The `shanraq.org/config-hash` the pods should run (replication mode roll-outs).
     desired_hash: Arc<Mutex<Option<String>>>,
+    /// Cluster mode: the RPO the cluster observer last sampled (the worst shard).
+    cluster_rpo: Arc<Mutex<Option<RpoMeasurement>>>,
 }
 
 /// The running Redis HA tasks, keyed by `namespace/name`.
@@ -105,7 +109,16 @@ impl RedisHaRegistry {
             &cluster.key(),
             wanted,
             Shared::default,
-            |spec, shared, stopped| run(spec, deps(), shared.handle, shared.desired_hash, stopped),
+            |spec, shared, stopped| {
+                run(
+                    spec,
+                    deps(),
+                    shared.handle,
+                    shared.desired_hash,
+                    shared.cluster_rpo,
+                    stopped,
+                )
+            },
         );
     }
 
@@ -122,6 +135,11 @@ impl RedisHaRegistry {
     /// The running driver of `key`.
     pub fn handle(&self, key: &str) -> Option<RedisDriverHandle> {
         self.tasks.shared(key)?.handle.lock().ok()?.clone()
+    }
+
+    /// Cluster mode: the RPO of `key`'s Redis Cluster as its observer last sampled it.
+    pub fn cluster_rpo(&self, key: &str) -> Option<RpoMeasurement> {
+        self.tasks.shared(key)?.cluster_rpo.lock().ok()?.clone()
     }
 }
 
@@ -242,10 +260,11 @@ async fn run(
     deps: Deps,
     slot: Arc<Mutex<Option<RedisDriverHandle>>>,
     desired: Arc<Mutex<Option<String>>>,
+    cluster_rpo: Arc<Mutex<Option<RpoMeasurement>>>,
     mut stopped: watch::Receiver<bool>,
 ) {
     if spec.mode == RedisMode::Cluster {
-        super::cluster_observer::run(spec, deps, stopped).await;
+        super::cluster_observer::run(spec, deps, cluster_rpo, stopped).await;
         return;
     }
     let cluster = format!("{}/{}", spec.namespace, spec.name);
