@@ -283,13 +283,19 @@ pub fn redis_default_rpo(redis: &crate::redis::RedisSpec) -> Duration {
 /// the nodes had not yet written to disk, so `auto` takes the cheapest fsync policy whose worst
 /// case fits Redis's RPO target (`spec.redis.objectives.rpo`, else the cluster's, else Redis's
 /// default, as `effective_targets` decides): `everysec`, which can lose up to
-/// `EVERYSEC_WORST_LOSS`, when the target allows that much; `always` below it.
+/// `EVERYSEC_WORST_LOSS`, when the target allows that much; `always` below it. Under `auto`,
+/// the deprecated `appendonly: false` and `appendfsync: always` a cluster was written with
+/// before `persistence` existed are kept, so an operator upgrade changes nothing on disk.
 pub fn redis_append_only(spec: &crate::ShanraqClusterSpec) -> crate::redis::AppendOnly {
-    use crate::redis::{AppendOnly, EVERYSEC_WORST_LOSS, RedisPersistence};
+    use crate::redis::{AppendOnly, EVERYSEC_WORST_LOSS, LegacyAppendfsync, RedisPersistence};
     match spec.redis.persistence {
         RedisPersistence::None => AppendOnly::Off,
         RedisPersistence::Everysec => AppendOnly::Everysec,
         RedisPersistence::Always => AppendOnly::Always,
+        RedisPersistence::Auto if spec.redis.appendonly == Some(false) => AppendOnly::Off,
+        RedisPersistence::Auto if spec.redis.appendfsync == Some(LegacyAppendfsync::Always) => {
+            AppendOnly::Always
+        }
         RedisPersistence::Auto => {
             let rpo = effective_targets(spec, ObjectiveComponent::Redis).rpo;
             if rpo.as_std() < EVERYSEC_WORST_LOSS.as_std() {
@@ -500,11 +506,22 @@ mod tests {
             ),
             ("redis: { persistence: always }", AppendOnly::Always),
             ("redis: { persistence: none }", AppendOnly::Off),
+            // A cluster written before `persistence` keeps what it chose through an upgrade.
+            ("redis: { appendonly: false }", AppendOnly::Off),
+            ("redis: { appendfsync: always }", AppendOnly::Always),
+            (
+                "redis: { appendfsync: no, objectives: { rpo: 60s } }",
+                AppendOnly::Everysec,
+            ),
+            (
+                "redis: { appendonly: false, persistence: always }",
+                AppendOnly::Always,
+            ),
         ];
         for (yaml, expected) in cases {
             let spec = spec(yaml);
             assert_eq!(redis_append_only(&spec), expected, "{yaml}");
-            if !yaml.contains("persistence") {
+            if !yaml.contains("persistence") && !yaml.contains("appendonly") {
                 assert_eq!(unattainable_rpo(&spec), vec![], "{yaml}");
             }
         }

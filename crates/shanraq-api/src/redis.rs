@@ -59,6 +59,16 @@ pub struct RedisSpec {
     /// write and no RPO target holds.
     #[serde(default)]
     pub persistence: RedisPersistence,
+    /// Deprecated (before `persistence`): kept so that a cluster written with it keeps what
+    /// it chose through an operator upgrade. With `persistence: auto`, `appendonly: false`
+    /// means `none`; with `persistence` set, it is ignored. Use `persistence`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appendonly: Option<bool>,
+    /// Deprecated (before `persistence`): with `persistence: auto`, `always` is kept as
+    /// `always`; `everysec` and `no` take what `auto` derives (never less than `everysec`).
+    /// Use `persistence`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appendfsync: Option<LegacyAppendfsync>,
     /// Replication mode: the master refuses writes unless this many replicas are connected with
     /// a lag of at most `minReplicasMaxLag` seconds. This bounds what a failover can lose.
     #[serde(default = "default_min_replicas_to_write")]
@@ -127,6 +137,15 @@ pub enum RedisPersistence {
     Everysec,
     /// `appendonly yes`, `appendfsync always`.
     Always,
+}
+
+/// The deprecated `spec.redis.appendfsync`, read so that an upgrade keeps what it chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LegacyAppendfsync {
+    Always,
+    Everysec,
+    No,
 }
 
 /// What the rendered redis.conf keeps on disk once `auto` is resolved.
@@ -213,6 +232,8 @@ impl Default for RedisSpec {
             maxmemory: default_maxmemory(),
             maxmemory_policy: MaxmemoryPolicy::default(),
             persistence: RedisPersistence::default(),
+            appendonly: None,
+            appendfsync: None,
             min_replicas_to_write: default_min_replicas_to_write(),
             min_replicas_max_lag: default_min_replicas_max_lag(),
             storage: default_storage(),
