@@ -20,12 +20,15 @@ impl PostgresHa {
     ///   it. With S - n + 1 of them detached, at most n - 1 remain, so no commit can complete
     ///   any more, whatever the old primary can still reach.
     /// - Asynchronous: commits wait for nobody, so the lease the old primary held must have
-    ///   run out, and every replica the engine reaches must be detached: it then has neither
-    ///   the engine nor a replica and fences itself. Renewals stopped when the epoch was
-    ///   bumped. (A replica the engine cannot reach but the old primary can keeps it writable:
-    ///   in asynchronous mode that one case is not covered.)
+    ///   run out, and the replicas the engine reached are detached: it then has neither the
+    ///   engine nor a replica and fences itself. Renewals stopped when the epoch was bumped.
+    ///   (A replica the old primary still streams to and the engine has not detached keeps
+    ///   it writable: in asynchronous mode that case is not covered. A replica whose WAL
+    ///   receiver hangs can be neither detached nor a reason to wait, and the engine cannot
+    ///   tell the two apart from its reports.) The same holds for a primary whose last report
+    ///   showed no quorum in effect.
     /// - Fallen back (`dataDurability: preferred`, recorded in the failover record when it
-    ///   started): as asynchronous, whatever the mode says.
+    ///   started): as asynchronous, and every replica the engine reaches detached first.
     pub(super) fn cannot_commit(
         &self,
         record: &FailoverRecord,
@@ -42,17 +45,12 @@ impl PostgresHa {
         }
         // A primary whose last report showed no quorum in effect commits alone, whatever
         // the configuration says (a pod not yet restarted with it, say).
-        let commits_alone = self.state.detail.sync_quorum == Some(0);
-        if record.detail.fallback_since.is_some()
-            || commits_alone
-            || self.config.replication == ReplicationMode::Asynchronous
-        {
-            // Asynchronous, or fallen back (`dataDurability: preferred`): the old primary may
-            // commit with fewer standbys than its synchronous set, or none, so detaching the
-            // set proves nothing. Its lease must have run out, and no replica the engine
-            // reaches may still stream from it: with a lowered `ANY k (...)` a streaming
-            // standby keeps it writable whatever the lease says, and with `''` (or in
-            // asynchronous mode) a streaming replica does, through the lease guard.
+        if record.detail.fallback_since.is_some() {
+            // Fallen back (`dataDurability: preferred`): the old primary may commit with fewer
+            // standbys than its synchronous set, or none, so detaching the set proves nothing.
+            // Its lease must have run out, and no replica the engine reaches may still stream
+            // from it: with a lowered `ANY k (...)` a streaming standby keeps it writable
+            // whatever the lease says, and with `''` a streaming replica does.
             let attached: Vec<&str> = self
                 .members
                 .iter()
@@ -71,6 +69,9 @@ impl PostgresHa {
                     attached.join(", ")
                 ));
             }
+            return self.lease_ran_out(record, now);
+        }
+        if self.state.detail.sync_quorum == Some(0) {
             return self.lease_ran_out(record, now);
         }
         match self.config.replication {
@@ -115,7 +116,6 @@ impl PostgresHa {
                     ))
                 }
             }
-            // Handled above with the fallback.
             ReplicationMode::Asynchronous => self.lease_ran_out(record, now),
         }
     }
