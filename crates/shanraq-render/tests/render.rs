@@ -14,7 +14,7 @@ use shanraq_api::names::{
     ANNOTATION_CONFIG_HASH, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME,
     LABEL_ROLE,
 };
-use shanraq_render::{Child, Rendered, kafka, postgres};
+use shanraq_render::{Child, Rendered, haproxy, kafka, postgres};
 
 fn owned(names: &[&str]) -> Vec<String> {
     let mut names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
@@ -825,6 +825,33 @@ fn kafka_nodes_get_time_to_start_and_requests_by_default() {
         .expect("requests");
     assert_eq!(requests.get("cpu"), Some(&Quantity("2".to_owned())));
     assert_eq!(requests.get("memory"), Some(&Quantity("6Gi".to_owned())));
+}
+
+/// HAProxy carries every client's and probe's request: without resources in the spec it
+/// requests some, so that it is not BestEffort.
+#[test]
+fn haproxy_requests_resources_by_default() {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let rendered = render(&minimal(), true);
+    let Child::Deployment(deployment) = find(&rendered, "Deployment", "demo-haproxy") else {
+        panic!("demo-haproxy is a Deployment");
+    };
+    let requests = deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .and_then(|pod| pod.containers.iter().find(|c| c.name == "haproxy"))
+        .and_then(|c| c.resources.as_ref())
+        .and_then(|r| r.requests.clone())
+        .expect("requests");
+    assert_eq!(
+        requests.get("cpu"),
+        Some(&Quantity(haproxy::DEFAULT_CPU_REQUEST.to_owned()))
+    );
+    assert_eq!(
+        requests.get("memory"),
+        Some(&Quantity(haproxy::DEFAULT_MEMORY_REQUEST.to_owned()))
+    );
 }
 
 #[test]
