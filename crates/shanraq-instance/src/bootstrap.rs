@@ -83,13 +83,33 @@ async fn bootstrap_primary(manager: &Arc<Manager>) -> Result<(), InstanceError> 
     let _ops = manager.lock_ops().await;
     manager.start_locked()?;
     manager.wait_ready(START_TIMEOUT).await?;
-    let epoch = take_office(manager).await?;
+    let epoch = take_office_patiently(manager).await?;
     tracing::info!(
         epoch,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "primary bootstrapped"
     );
     Ok(())
+}
+
+/// `take_office`, tried again until `START_TIMEOUT` has passed since the first attempt: on a
+/// busy node a postgres that has just started can take longer than one query's timeout (1 s)
+/// to fork a backend and authenticate it, and a bootstrap given up here leaves a primary's data
+/// dir that never took office, which the manager, restarted, only holds for the operator (on a
+/// 2-core node starting six Kafka JVMs beside it, the first primary stopped that way). Every
+/// step is idempotent, so trying again is safe.
+async fn take_office_patiently(manager: &Arc<Manager>) -> Result<u64, InstanceError> {
+    let started = Instant::now();
+    loop {
+        match take_office(manager).await {
+            Ok(epoch) => return Ok(epoch),
+            Err(error) if started.elapsed() < START_TIMEOUT => {
+                tracing::warn!(%error, "taking office failed; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// What a first primary does once it runs, whether made by initdb or restored from backups:
@@ -188,7 +208,7 @@ async fn bootstrap_recovery(manager: &Arc<Manager>) -> Result<(), InstanceError>
         ],
     )
     .await?;
-    let epoch = take_office(manager).await?;
+    let epoch = take_office_patiently(manager).await?;
     tracing::info!(
         epoch,
         source = %recovery.source,

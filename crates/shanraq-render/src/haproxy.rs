@@ -9,8 +9,9 @@ use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    ConfigMap, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use shanraq_api::ValidCluster;
 use shanraq_api::haproxy::{Balance, HttpBackend};
@@ -253,6 +254,27 @@ fn http_backend(backend: &HttpBackend) -> String {
     text
 }
 
+/// CPU requested by each HAProxy pod whose spec sets no resources.
+pub const DEFAULT_CPU_REQUEST: &str = "50m";
+/// Memory requested by each HAProxy pod whose spec sets no resources.
+pub const DEFAULT_MEMORY_REQUEST: &str = "64Mi";
+
+/// Requests for HAProxy when `spec.haproxy.resources` is not set. Every client request and the
+/// operator's latency and write probes pass through it; without requests its pods are
+/// BestEffort, with 2 CPU shares against 51 or more for every Burstable pod beside them, and
+/// wait behind them whenever the node is busy.
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(DEFAULT_CPU_REQUEST.to_owned())),
+            (
+                "memory".to_owned(),
+                Quantity(DEFAULT_MEMORY_REQUEST.to_owned()),
+            ),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
 pub fn render(cluster: &ValidCluster) -> Vec<Child> {
     let spec = &cluster.spec.haproxy;
     if !spec.enabled {
@@ -312,7 +334,7 @@ pub fn render(cluster: &ValidCluster) -> Vec<Child> {
     };
     haproxy.readiness_probe = Some(probe(5));
     haproxy.liveness_probe = Some(probe(10));
-    haproxy.resources = spec.resources.clone();
+    haproxy.resources = Some(spec.resources.clone().unwrap_or_else(default_resources));
     haproxy.volume_mounts = Some(vec![
         meta::mount("config", CONFIG_DIR, true),
         meta::mount("run", RUN_DIR, false),

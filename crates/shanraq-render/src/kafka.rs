@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Probe, TCPSocketAction};
+use k8s_openapi::api::core::v1::{ConfigMap, Probe, ResourceRequirements, TCPSocketAction};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 use shanraq_api::ValidCluster;
@@ -34,6 +35,8 @@ const CONFIG_DIR: &str = "/etc/shanraq/kafka";
 const DATA_MOUNT: &str = "/var/lib/kafka/data";
 /// Below the volume's root, which may hold `lost+found` (not a valid partition directory).
 const LOG_DIRS: &str = "/var/lib/kafka/data/kraft-logs";
+/// How long a Kafka node may take to start listening before the kubelet restarts it.
+pub const STARTUP_SECONDS: i32 = 600;
 
 /// The KRaft cluster id: the cluster uid's 16 bytes in unpadded base64url (22 characters).
 /// A uid that is not a UUID is hashed instead.
@@ -249,14 +252,41 @@ pub fn config_files(cluster: &ValidCluster) -> BTreeMap<String, String> {
 fn start_script(cluster: &ValidCluster, role: &str) -> String {
     format!(
         "# One pod template serves every node of this role: the ordinal picks the node's own\n\
-         # server.properties. Formatting is skipped when the volume is already formatted.\n\
+         # server.properties. A formatted volume (meta.properties written) is not formatted\n\
+         # again: a restart then starts one JVM instead of two.\n\
          set -eu\n\
          ordinal=\"${{POD_NAME##*-}}\"\n\
          config=\"{CONFIG_DIR}/{role}-${{ordinal}}.properties\"\n\
-         {KAFKA_HOME}/bin/kafka-storage.sh format --ignore-formatted --cluster-id {id} --config \"$config\"\n\
+         if [ ! -f {LOG_DIRS}/meta.properties ]; then\n\
+         \x20   {KAFKA_HOME}/bin/kafka-storage.sh format --ignore-formatted --cluster-id {id} --config \"$config\"\n\
+         fi\n\
          exec {KAFKA_HOME}/bin/kafka-server-start.sh \"$config\"\n",
         id = cluster_id(cluster),
     )
+}
+
+/// CPU requested by a Kafka node whose spec sets no resources.
+pub const DEFAULT_CPU_REQUEST: &str = "100m";
+/// Memory requested by a Kafka node whose spec sets no resources: the 1 GiB heap
+/// kafka-server-start.sh gives the JVM (`-Xms1G -Xmx1G`) and what the JVM needs besides it.
+pub const DEFAULT_MEMORY_REQUEST: &str = "1536Mi";
+
+/// Requests for a Kafka node when `spec.kafka.resources` is not set. Without any, a Kafka pod
+/// is BestEffort: the kubelet gives its cgroup 2 CPU shares against the 51 or more of every
+/// Burstable pod beside it (PostgreSQL and Redis are, through their exporters), so on a busy
+/// node the JVMs hardly ran and never started listening; and BestEffort pods are the first
+/// evicted under memory pressure.
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(DEFAULT_CPU_REQUEST.to_owned())),
+            (
+                "memory".to_owned(),
+                Quantity(DEFAULT_MEMORY_REQUEST.to_owned()),
+            ),
+        ])),
+        ..ResourceRequirements::default()
+    }
 }
 
 pub fn render(cluster: &ValidCluster) -> Result<Vec<Child>, RenderError> {
@@ -355,11 +385,14 @@ fn stateful_set(cluster: &ValidCluster, component: Component, config_hash: &str)
         ..Probe::default()
     };
     kafka.readiness_probe = Some(tcp_probe(5, 3));
-    kafka.liveness_probe = Some(Probe {
-        initial_delay_seconds: Some(60),
-        ..tcp_probe(10, 6)
-    });
-    kafka.resources = spec.resources.clone();
+    // A node's start is two JVMs (the storage format, then the server with the JMX agent):
+    // seconds on an idle machine, minutes on a busy one, where a liveness probe with a fixed
+    // initial delay restarted every node before it listened, again and again. The startup
+    // probe allows STARTUP_SECONDS; only then does the liveness probe restart a node that
+    // stopped answering.
+    kafka.startup_probe = Some(tcp_probe(5, STARTUP_SECONDS / 5));
+    kafka.liveness_probe = Some(tcp_probe(10, 6));
+    kafka.resources = Some(spec.resources.clone().unwrap_or_else(default_resources));
     kafka.volume_mounts = Some(vec![
         meta::mount("data", DATA_MOUNT, false),
         meta::mount("config", CONFIG_DIR, true),

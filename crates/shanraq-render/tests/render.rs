@@ -14,7 +14,7 @@ use shanraq_api::names::{
     ANNOTATION_CONFIG_HASH, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME,
     LABEL_ROLE,
 };
-use shanraq_render::{Child, Rendered, kafka, postgres};
+use shanraq_render::{Child, Rendered, haproxy, kafka, postgres};
 
 fn owned(names: &[&str]) -> Vec<String> {
     let mut names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
@@ -772,6 +772,86 @@ fn topics_are_left_to_the_operator_and_kafka_pods_roll_on_delete() {
             );
         }
     }
+}
+
+/// A Kafka node may take minutes to start on a busy node: the startup probe waits that long,
+/// and the liveness probe (which restarts the node) only watches it once it listened. Without
+/// resources in the spec, the nodes request some, so that they are not BestEffort.
+#[test]
+fn kafka_nodes_get_time_to_start_and_requests_by_default() {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let kafka_container = |rendered: &Rendered, name: &str| {
+        let Child::StatefulSet(set) = find(rendered, "StatefulSet", name) else {
+            panic!("{name} is a StatefulSet");
+        };
+        set.spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|pod| pod.containers.iter().find(|c| c.name == "kafka").cloned())
+            .expect("a kafka container")
+    };
+    let rendered = render(&minimal(), true);
+    for name in ["demo-kafka-broker", "demo-kafka-controller"] {
+        let container = kafka_container(&rendered, name);
+        let startup = container.startup_probe.as_ref().expect("a startup probe");
+        let allowed = startup.period_seconds.unwrap_or(10) * startup.failure_threshold.unwrap_or(3);
+        assert_eq!(allowed, kafka::STARTUP_SECONDS, "{name}");
+        let liveness = container.liveness_probe.as_ref().expect("a liveness probe");
+        assert_eq!(liveness.initial_delay_seconds, None, "{name}");
+        let requests = container
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.clone())
+            .expect("requests");
+        assert_eq!(
+            requests.get("cpu"),
+            Some(&Quantity(kafka::DEFAULT_CPU_REQUEST.to_owned())),
+            "{name}"
+        );
+        assert_eq!(
+            requests.get("memory"),
+            Some(&Quantity(kafka::DEFAULT_MEMORY_REQUEST.to_owned())),
+            "{name}"
+        );
+    }
+    let sized = render(
+        &with_spec("  kafka:\n    resources:\n      requests: { cpu: \"2\", memory: 6Gi }"),
+        true,
+    );
+    let requests = kafka_container(&sized, "demo-kafka-broker")
+        .resources
+        .and_then(|r| r.requests)
+        .expect("requests");
+    assert_eq!(requests.get("cpu"), Some(&Quantity("2".to_owned())));
+    assert_eq!(requests.get("memory"), Some(&Quantity("6Gi".to_owned())));
+}
+
+/// HAProxy carries every client's and probe's request: without resources in the spec it
+/// requests some, so that it is not BestEffort.
+#[test]
+fn haproxy_requests_resources_by_default() {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let rendered = render(&minimal(), true);
+    let Child::Deployment(deployment) = find(&rendered, "Deployment", "demo-haproxy") else {
+        panic!("demo-haproxy is a Deployment");
+    };
+    let requests = deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .and_then(|pod| pod.containers.iter().find(|c| c.name == "haproxy"))
+        .and_then(|c| c.resources.as_ref())
+        .and_then(|r| r.requests.clone())
+        .expect("requests");
+    assert_eq!(
+        requests.get("cpu"),
+        Some(&Quantity(haproxy::DEFAULT_CPU_REQUEST.to_owned()))
+    );
+    assert_eq!(
+        requests.get("memory"),
+        Some(&Quantity(haproxy::DEFAULT_MEMORY_REQUEST.to_owned()))
+    );
 }
 
 #[test]

@@ -143,7 +143,15 @@ pub fn rpo(figures: &ClusterFigures) -> Option<RpoMeasurement> {
     if !figures.min_insync_unread.is_empty() {
         return None;
     }
-    let lowest = figures.lowest_min_insync?;
+    // Every topic's configuration was read, so no lowest min.insync.replicas means no topic at
+    // all: no acknowledged message exists that the loss of a broker could take. Without this a
+    // cluster that declares no topics (`spec: {}`) would never have its RPO measured.
+    let Some(lowest) = figures.lowest_min_insync else {
+        return Some(RpoMeasurement::Synchronous {
+            streaming: vec!["Kafka: no topic yet, so no acknowledged message to lose".to_owned()],
+            required: 1,
+        });
+    };
     let seen = figures.min_isr_seen?;
     if lowest < 2 {
         return Some(RpoMeasurement::NoPromotableReplica {
@@ -218,6 +226,26 @@ mod tests {
             "{:?}",
             rpo(&read)
         );
+    }
+
+    /// A cluster without a single topic holds no acknowledged message: its RPO is 0s at
+    /// once, not waiting for a topic that may never be declared.
+    #[test]
+    fn a_cluster_without_topics_has_nothing_to_lose() {
+        let empty = ClusterInfo {
+            brokers: BTreeSet::from([100, 101, 102]),
+            topics: BTreeMap::new(),
+        };
+        match rpo(&figures(&empty)) {
+            Some(RpoMeasurement::Synchronous {
+                streaming,
+                required,
+            }) => {
+                assert_eq!(required, 1);
+                assert!(streaming[0].contains("no topic"), "{streaming:?}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
