@@ -142,6 +142,11 @@ pub struct InstanceStatus {
     /// The engine that claimed `epoch` (sent the first command at it), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch_owner: Option<String>,
+    /// The epoch this instance took office as primary at (its promotion or adoption), while
+    /// not fenced. A former primary restarted at a later epoch reports its old one here: it
+    /// answers as a primary out of recovery, but has not been promoted at the new epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_epoch: Option<u64>,
     /// True after `fence` until `demote`.
     pub fenced: bool,
     /// True when a postgres postmaster is running under this manager.

@@ -75,6 +75,7 @@ pub async fn collect_status(manager: &Manager) -> InstanceStatus {
         role,
         epoch: persisted.epoch,
         epoch_owner: persisted.owner.clone(),
+        primary_epoch: persisted.primary_epoch.filter(|_| !persisted.fenced),
         fenced: persisted.fenced,
         running: snapshot.running,
         in_recovery: None,

@@ -838,8 +838,9 @@ fn haproxy_requests_resources_by_default() {
     };
     let requests = deployment
         .spec
+        .template
+        .spec
         .as_ref()
-        .and_then(|spec| spec.template.spec.as_ref())
         .and_then(|pod| pod.containers.iter().find(|c| c.name == "haproxy"))
         .and_then(|c| c.resources.as_ref())
         .and_then(|r| r.requests.clone())

@@ -406,9 +406,14 @@ impl Failing<Postgres> for PostgresHa {
         };
         let epoch = self.state.epoch;
         let started = self.in_flight_started();
-        let already = self
-            .status_since(&target, started)
-            .is_some_and(|status| is_serving_primary(status) && status.epoch == epoch);
+        // Promoted at this epoch: a former primary restarted at it (fenced, then started again)
+        // answers as a primary out of recovery too, but took office at its old epoch and
+        // cannot be routed to until it is promoted at the new one.
+        let already = self.status_since(&target, started).is_some_and(|status| {
+            is_serving_primary(status)
+                && status.epoch == epoch
+                && status.primary_epoch == Some(epoch)
+        });
         if already {
             self.promoted(target, now);
             return;

@@ -47,6 +47,7 @@ pub fn status(name: &str, role: InstanceRole, epoch: u64) -> InstanceStatus {
         role,
         epoch,
         epoch_owner: None,
+        primary_epoch: (role == InstanceRole::Primary).then_some(epoch),
         fenced: role == InstanceRole::Fenced,
         running: matches!(role, InstanceRole::Primary | InstanceRole::Replica),
         in_recovery: Some(role == InstanceRole::Replica),

@@ -592,3 +592,47 @@ fn a_raised_number_not_yet_in_effect_is_not_counted_on() {
         out.commands
     );
 }
+
+/// The target answers as a primary out of recovery at the new epoch, but took office at an
+/// older one (its promotion failed after postgres came up): it is not taken as promoted and
+/// never routed to (its `/primary` would never answer at the new epoch); the engine deals with
+/// it as with any primary it did not promote.
+#[test]
+fn a_primary_that_has_not_taken_office_at_the_new_epoch_is_not_taken_as_promoted() {
+    let mut sim = Sim::healthy(SYNC);
+    fail_over_to_pg1(&mut sim);
+    // While the promotion is in flight, postgres is up out of recovery; then the command fails.
+    for round in 0..20 {
+        if round == 3 {
+            sim.done(
+                &promote("pg-1", 2),
+                Err(CommandError::Failed(
+                    "postgres query `pg_is_in_recovery`: pool timed out".into(),
+                )),
+            );
+        }
+        let out = sim.round(vec![
+            down("pg-0"),
+            up(primary("pg-1")
+                .epoch(2)
+                .in_office_at(1)
+                .lsn(1000)
+                .quorum(&["pg-2"])),
+            up(replica("pg-2").epoch(2).at_lsn(995, 995)),
+        ]);
+        assert!(
+            !out.commands
+                .iter()
+                .any(|command| matches!(command, Command::Route { .. })),
+            "routed to a primary that had not taken office at epoch 2: {:?}",
+            out.commands
+        );
+        sim.advance(250);
+    }
+    assert!(
+        !sim.reasons().iter().any(|reason| reason == "Promoted"),
+        "recorded as promoted: {:?}",
+        sim.reasons()
+    );
+    assert_ne!(sim.ha.state().phase, Phase::Routing);
+}

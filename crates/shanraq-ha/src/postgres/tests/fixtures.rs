@@ -21,6 +21,7 @@ fn base(name: &str, role: InstanceRole) -> InstanceStatus {
         role,
         epoch: 0,
         epoch_owner: None,
+        primary_epoch: None,
         fenced: false,
         running: true,
         in_recovery: None,
@@ -75,8 +76,18 @@ impl Report {
         self
     }
 
+    /// The reported epoch; a primary took office at it.
     pub fn epoch(mut self, epoch: u64) -> Report {
         self.0.epoch = epoch;
+        if self.0.role == InstanceRole::Primary {
+            self.0.primary_epoch = Some(epoch);
+        }
+        self
+    }
+
+    /// Primary: took office at `epoch` (a former primary restarted at a later epoch).
+    pub fn in_office_at(mut self, epoch: u64) -> Report {
+        self.0.primary_epoch = Some(epoch);
         self
     }
 

@@ -503,6 +503,7 @@ fn primary_status(rows: &[(&str, &str, &str, u64)], current: u64) -> InstanceSta
         name: "payments-pg-0".into(),
         role: InstanceRole::Primary,
         epoch: 1,
+        primary_epoch: Some(1),
         fenced: false,
         running: true,
         in_recovery: Some(false),
