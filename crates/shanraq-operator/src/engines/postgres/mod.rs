@@ -119,7 +119,7 @@ impl HaRegistry {
     }
 
     /// The fallback of `key`'s primary under `synchronous.dataDurability: preferred`, from the
-    /// running engine's persisted state (`status.postgres.haState.fallback`); `None` while the
+    /// running engine's persisted state (the `fallback` entry of `status.postgres.haState`); `None` while the
     /// primary commits with its configured quorum. While it is set, a failover waits out the
     /// old primary's lease before promoting (`spec.failover.lease()` plus the reply slack).
     pub fn synchronous_fallback(&self, key: &str) -> Option<shanraq_ha::postgres::Fallback> {
