@@ -11,7 +11,6 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use shanraq_api::ValidCluster;
 use shanraq_api::haproxy::{Balance, HttpBackend};
@@ -264,16 +263,7 @@ pub const DEFAULT_MEMORY_REQUEST: &str = "64Mi";
 /// BestEffort, with 2 CPU shares against 51 or more for every Burstable pod beside them, and
 /// wait behind them whenever the node is busy.
 fn default_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_owned(), Quantity(DEFAULT_CPU_REQUEST.to_owned())),
-            (
-                "memory".to_owned(),
-                Quantity(DEFAULT_MEMORY_REQUEST.to_owned()),
-            ),
-        ])),
-        ..ResourceRequirements::default()
-    }
+    meta::requests(DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST)
 }
 pub fn render(cluster: &ValidCluster) -> Vec<Child> {
     let spec = &cluster.spec.haproxy;

@@ -13,7 +13,6 @@ use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Probe, ResourceRequirements, TCPSocketAction};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 use shanraq_api::ValidCluster;
@@ -277,16 +276,7 @@ pub const DEFAULT_MEMORY_REQUEST: &str = "1536Mi";
 /// node the JVMs hardly ran and never started listening; and BestEffort pods are the first
 /// evicted under memory pressure.
 fn default_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_owned(), Quantity(DEFAULT_CPU_REQUEST.to_owned())),
-            (
-                "memory".to_owned(),
-                Quantity(DEFAULT_MEMORY_REQUEST.to_owned()),
-            ),
-        ])),
-        ..ResourceRequirements::default()
-    }
+    meta::requests(DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST)
 }
 
 pub fn render(cluster: &ValidCluster) -> Result<Vec<Child>, RenderError> {

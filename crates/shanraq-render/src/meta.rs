@@ -95,6 +95,19 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// Resource requests only (no limits): what a component whose spec sets no resources asks for,
+/// so that its pods are Burstable rather than BestEffort (2 CPU shares against the 51 or more
+/// of every Burstable pod beside them, and the first evicted under memory pressure).
+pub fn requests(cpu: &str, memory: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
+
 /// Restricted Pod Security at the pod level: non-root as the image's uid, the runtime's default
 /// seccomp profile, and volumes group-owned by that uid's group so the data is writable.
 pub fn pod_security_context(uid: i64) -> PodSecurityContext {

@@ -235,10 +235,11 @@ pub fn plan(cluster: &ValidCluster, cluster_domain: &str) -> ProbePlan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn cluster(spec_yaml: &str) -> ValidCluster {
+    /// A valid cluster `pay` in `fintech` with this spec (the probes' tests share it).
+    pub(in crate::engines::probes) fn cluster(spec_yaml: &str) -> ValidCluster {
         let spec: shanraq_api::ShanraqClusterSpec =
             serde_saphyr::from_str(spec_yaml).expect("spec parses");
         let mut object = shanraq_api::ShanraqCluster::new("pay", spec);

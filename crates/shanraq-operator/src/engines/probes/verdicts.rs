@@ -278,15 +278,8 @@ pub fn ledger_to_status(
 mod tests {
     use std::time::Instant;
 
+    use super::super::plan::tests::cluster;
     use super::*;
-
-    fn cluster(spec_yaml: &str) -> ValidCluster {
-        let spec: shanraq_api::ShanraqClusterSpec =
-            serde_saphyr::from_str(spec_yaml).expect("spec parses");
-        let mut object = shanraq_api::ShanraqCluster::new("pay", spec);
-        object.metadata.namespace = Some("fintech".to_owned());
-        shanraq_api::validate(&object, &shanraq_api::LiveState::default()).expect("valid")
-    }
 
     /// Reads are judged against `latency.p99`, writes against `latency.writeP99`, each
     /// component's own override first.
